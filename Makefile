@@ -1,0 +1,108 @@
+# vmkit: `make lab` opens the kit in JupyterLab; `make test` runs every test.
+#
+# Everything Python goes into .venv at the exact versions of constraints.txt; system programs
+# (graphviz's dot, GNU as, chromium) come from apt (`make sysdeps`).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.vmkit-installed.stamp
+
+# root installs directly; anyone else through sudo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
+
+# The whole test run in one place: add notebooks here (e.g. `--nbval-lax notebooks`).
+# Extra arguments for one run: make test ARGS='-k asm'
+TEST_CMD = $(PY) -m pytest -n 2 --dist loadfile tests
+ARGS ?=
+
+ORACLE_CASES ?= 100000
+
+.PHONY: help venv sysdeps lab test oracle slides bench constraints clean distclean
+
+help:
+	@echo "make lab        open the kit in JupyterLab (installs what it needs first)"
+	@echo "make test       run every test"
+	@echo "make venv       create .venv with the pinned Python packages"
+	@echo "make sysdeps    apt-get install graphviz, binutils, chromium where missing"
+	@echo "make oracle     larger differential sweep against unicorn ($(ORACLE_CASES) cases)"
+	@echo "make slides     notebooks/*.ipynb -> build/slides/"
+	@echo "make bench      run benchmarks/*.py"
+	@echo "make constraints  re-pin constraints.txt to what PyPI serves now"
+	@echo "make clean      remove build output and caches (distclean: also .venv)"
+
+# --- installation -----------------------------------------------------------------------------
+
+venv: $(STAMP)
+
+# The stamp lives inside .venv, so removing .venv reinstalls; editing pyproject.toml or
+# constraints.txt reinstalls into the existing venv.
+$(STAMP): pyproject.toml constraints.txt
+	@if [ ! -x $(PY) ]; then \
+	  rm -rf $(VENV); \
+	  if ! $(PYTHON) -m venv $(VENV); then \
+	    echo "make: '$(PYTHON) -m venv' failed; installing python3-venv"; \
+	    rm -rf $(VENV); \
+	    $(SUDO) apt-get update && $(APT_INSTALL) python3-venv && $(PYTHON) -m venv $(VENV); \
+	  fi; \
+	fi
+	$(PY) -m pip install --disable-pip-version-check -c constraints.txt -e '.[test]'
+	@touch $@
+
+sysdeps:
+	@missing=""; \
+	command -v dot >/dev/null 2>&1 || missing="$$missing graphviz"; \
+	command -v as  >/dev/null 2>&1 || missing="$$missing binutils"; \
+	[ -x /usr/bin/chromium ]       || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "make: installing$$missing"; \
+	  $(SUDO) apt-get update && $(APT_INSTALL) $$missing; \
+	fi
+
+# --- using the kit ----------------------------------------------------------------------------
+
+LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
+
+lab: venv sysdeps
+	$(VENV)/bin/jupyter lab $(LAB_FLAGS) notebooks/
+
+test: venv sysdeps
+	$(TEST_CMD) $(ARGS)
+
+oracle: venv sysdeps
+	VMKIT_ORACLE_CASES=$(ORACLE_CASES) $(PY) -m pytest -n 2 tests/test_oracle.py $(ARGS)
+
+# Placeholder: the lead fills in the slide options.
+slides: venv sysdeps
+	@mkdir -p build/slides
+	@shopt -s nullglob; nbs=(notebooks/*.ipynb); \
+	if [ $${#nbs[@]} -eq 0 ]; then echo "make: no notebooks/*.ipynb yet"; exit 0; fi; \
+	$(VENV)/bin/jupyter nbconvert --to slides --output-dir build/slides "$${nbs[@]}"
+
+bench: venv sysdeps
+	@shopt -s nullglob; for f in benchmarks/*.py; do \
+	  echo "== $$f"; $(PY) "$$f" || exit 1; \
+	done
+
+# Re-pin every direct and transitive dependency to what PyPI serves now (then `make test`).
+constraints:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PYTHON) -m venv "$$tmp/venv" && \
+	"$$tmp/venv/bin/pip" install --disable-pip-version-check -q -e '.[test]' && \
+	{ grep '^#' constraints.txt; \
+	  "$$tmp/venv/bin/pip" freeze --exclude-editable | grep -iv '^vmkit\b'; } > "$$tmp/c.txt" && \
+	mv "$$tmp/c.txt" constraints.txt && echo "make: constraints.txt re-pinned"
+
+# --- cleaning ---------------------------------------------------------------------------------
+
+clean:
+	rm -rf build/ .pytest_cache/ *.egg-info/ vmkit.egg-info/
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints \) \
+	  -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,196 @@
+"""Decoder: capstone (detail mode) turned into a small typed form, behind a decode cache.
+
+Capstone does the decoding (about 4-7 us an instruction in detail mode), so the kit decodes
+each instruction once: :class:`Decoder` keeps a cache keyed by the guest address *and* the bytes
+found there, so self-modifying code (new bytes at an old address) is decoded afresh while a
+flushed instruction cache refills from here without calling capstone again.
+
+Capstone's text (``mnemonic op_str``) is the one spelling used in listings, traces and widgets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import capstone
+from capstone import x86_const as X
+
+__all__ = ["Reg", "Imm", "Mem", "Insn", "Decoder", "GPR_NAMES", "SEG_NAMES", "decode_one"]
+
+MAX_INSN = 15  # longest legal x86 instruction (SDM Vol. 2, 2.3.11)
+
+#: 32-bit general registers in encoding order: the index used everywhere in the kit.
+GPR_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
+#: segment registers in encoding order (sreg field of ModRM).
+SEG_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")
+
+
+@dataclass(frozen=True, slots=True)
+class Reg:
+    """A register operand. ``kind`` is "gpr", "seg" or "cr"; ``index`` its encoding number;
+    ``size`` in bytes; ``high`` for ah/ch/dh/bh (bits 8-15 of register ``index``)."""
+    kind: str
+    index: int
+    size: int
+    high: bool
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Imm:
+    """An immediate; ``value`` is masked to ``size`` bytes (unsigned)."""
+    value: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Mem:
+    """A memory operand ``seg:[base + index*scale + disp]``; base/index are GPR indices or None,
+    ``seg`` the segment register index (ds by default, ss for esp/ebp bases)."""
+    seg: int
+    base: int | None
+    index: int | None
+    scale: int
+    disp: int
+    size: int
+
+
+Operand = Reg | Imm | Mem
+
+
+@dataclass(frozen=True, slots=True)
+class Insn:
+    """One decoded instruction in the kit's typed form."""
+    address: int
+    size: int
+    id: int            # capstone X86_INS_* id (the semantics registry key)
+    mnemonic: str
+    op_str: str
+    operands: tuple
+    rep: int           # 0, 0xF3 (rep/repe) or 0xF2 (repne)
+    opsize: bool       # 0x66 operand-size prefix present
+    adsize: bool       # 0x67 address-size prefix present (not in the subset: #UD)
+    lock: bool
+    raw: bytes
+
+    @property
+    def text(self) -> str:
+        return f"{self.mnemonic} {self.op_str}".strip()
+
+    @property
+    def next(self) -> int:
+        return (self.address + self.size) & 0xFFFFFFFF
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _reg_table() -> dict[int, Reg]:
+    t: dict[int, Reg] = {}
+    for i, n in enumerate(GPR_NAMES):
+        t[getattr(X, f"X86_REG_{n.upper()}")] = Reg("gpr", i, 4, False, n)
+    for i, n in enumerate(("ax", "cx", "dx", "bx", "sp", "bp", "si", "di")):
+        t[getattr(X, f"X86_REG_{n.upper()}")] = Reg("gpr", i, 2, False, n)
+    for i, n in enumerate(("al", "cl", "dl", "bl")):
+        t[getattr(X, f"X86_REG_{n.upper()}")] = Reg("gpr", i, 1, False, n)
+    for i, n in enumerate(("ah", "ch", "dh", "bh")):
+        t[getattr(X, f"X86_REG_{n.upper()}")] = Reg("gpr", i, 1, True, n)
+    for i, n in enumerate(SEG_NAMES):
+        t[getattr(X, f"X86_REG_{n.upper()}")] = Reg("seg", i, 2, False, n)
+    for i in range(8):
+        t[getattr(X, f"X86_REG_CR{i}")] = Reg("cr", i, 4, False, f"cr{i}")
+    return t
+
+
+_REGS = _reg_table()
+_SEG_OF = {getattr(X, f"X86_REG_{n.upper()}"): i for i, n in enumerate(SEG_NAMES)}
+_GPR32 = {getattr(X, f"X86_REG_{n.upper()}"): i for i, n in enumerate(GPR_NAMES)}
+_DS, _SS = 3, 2
+
+
+def _make_cs() -> capstone.Cs:
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
+    md.detail = True
+    return md
+
+
+_CS = _make_cs()
+
+
+def decode_one(code: bytes, address: int) -> Insn | None:
+    """Decode the first instruction of ``code`` at ``address``; None if capstone cannot
+    (the machine raises #UD for that)."""
+    for ci in _CS.disasm(code, address, 1):
+        return _convert(ci)
+    return None
+
+
+def _convert(ci) -> Insn | None:
+    ops = []
+    for o in ci.operands:
+        if o.type == X.X86_OP_REG:
+            r = _REGS.get(o.reg)
+            if r is None:
+                return _unsupported(ci)
+            ops.append(r)
+        elif o.type == X.X86_OP_IMM:
+            size = o.size or 4
+            ops.append(Imm(o.imm & ((1 << (8 * size)) - 1), size))
+        elif o.type == X.X86_OP_MEM:
+            m = o.mem
+            base = _GPR32.get(m.base) if m.base else None
+            index = _GPR32.get(m.index) if m.index else None
+            if (m.base and base is None) or (m.index and index is None):
+                return _unsupported(ci)  # 16-bit addressing (0x67 prefix)
+            if m.segment:
+                seg = _SEG_OF[m.segment]
+            else:
+                seg = _SS if base in (4, 5) else _DS
+            ops.append(Mem(seg, base, index, m.scale, m.disp & 0xFFFFFFFF, o.size))
+        else:
+            return _unsupported(ci)
+    prefix = ci.prefix
+    rep = prefix[0] if prefix[0] in (0xF2, 0xF3) else 0
+    return Insn(ci.address, ci.size, ci.id, ci.mnemonic, ci.op_str, tuple(ops), rep,
+                prefix[2] == 0x66, prefix[3] == 0x67, prefix[0] == 0xF0, bytes(ci.bytes))
+
+
+def _unsupported(ci) -> Insn:
+    # An operand kind outside the subset (x87, MMX, debug registers ...): keep the text so the
+    # machine can say what it was; the empty-operand marker id 0 makes it #UD.
+    return Insn(ci.address, ci.size, 0, ci.mnemonic, ci.op_str, (), 0, False, False, False,
+                bytes(ci.bytes))
+
+
+class Decoder:
+    """Decode cache keyed by (address, bytes): stale entries can never be returned.
+
+    ``decode(address, window)`` takes up to 15 bytes read at ``address``. Counters ``hits``
+    and ``misses`` say how often capstone was spared.
+    """
+
+    def __init__(self, max_entries: int = 1 << 16):
+        self._cache: dict[tuple[int, bytes], Insn | None] = {}
+        self.max_entries = max_entries
+        self.hits = 0
+        self.misses = 0
+
+    def decode(self, address: int, window: bytes) -> Insn | None:
+        key = (address, window)
+        try:
+            insn = self._cache[key]
+            self.hits += 1
+            return insn
+        except KeyError:
+            pass
+        self.misses += 1
+        insn = decode_one(window, address)
+        if len(self._cache) >= self.max_entries:
+            self._cache.clear()
+        self._cache[key] = insn
+        return insn
+
+
+#: One process-wide decoder: decoding depends only on (address, bytes), so every machine and
+#: monitor can share it.
+DECODER = Decoder()

@@ -1,0 +1,256 @@
+"""The semantics registry: one table drives the interpreter, the listing, ``classify``, the
+translator and the reference card (STYLE.md, after py65's opcode table).
+
+Each entry maps capstone instruction ids to a *compile function* ``f(e: Emit, insn)`` that
+emits Python source for that one instruction. The machine compiles each decoded instruction
+once into a small specialised Python function (decode once, dispatch through the table,
+never re-parse operands), so running an instruction costs one dict lookup and one call.
+
+Three layers, as in STYLE.md:
+
+* operand and effective-address helpers (:class:`Emit`: ``read``, ``write``, ``addr``);
+* one compile function per instruction family (``ops_*.py``);
+* thin per-form registrations (``@semantics("add", "sub", ...)``).
+
+Generated code runs with these globals (set up by the machine, see ``Machine._globals``):
+``C`` the CPU, ``R`` its register list, ``M`` the machine, ``rd1 rd2 rd4 wr1 wr2 wr4`` memory
+accessors for linear addresses in the current mode, ``Fault``, ``Resched``, ``PARITY``,
+``lazy_status`` and the lazy kinds ``LZ_*``.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass, field
+
+from capstone import x86_const as X
+
+from vmkit.isa.decode import Imm, Insn, Mem, Reg
+
+__all__ = ["semantics", "REGISTRY", "Semantics", "Emit", "compile_insn", "lookup",
+           "MASKS", "SIGNS"]
+
+MASKS = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF}
+SIGNS = {1: 0x80, 2: 0x8000, 4: 0x80000000}
+
+
+@dataclass
+class Semantics:
+    """One registry entry (one instruction family's forms)."""
+    mnemonics: tuple[str, ...]
+    compile: object
+    sdm: str                      # the Intel SDM entry
+    flags: str = ""               # flags written (defined)
+    undefined: str = ""           # flags left undefined
+    category: str = "native"      # cost category: native, system, io, control, string
+    doc: str = ""
+    privileged_doc: bool = False  # for the reference card only; classify() experiments
+    sensitive_doc: bool = False
+    ids: tuple[int, ...] = field(default_factory=tuple)
+
+
+REGISTRY: dict[int, Semantics] = {}
+BY_MNEMONIC: dict[str, Semantics] = {}
+
+
+def _cs_id(mnemonic: str) -> int:
+    name = "X86_INS_" + mnemonic.upper()
+    try:
+        return getattr(X, name)
+    except AttributeError:
+        raise ValueError(f"capstone has no instruction {mnemonic!r}") from None
+
+
+def semantics(*mnemonics: str, sdm: str, flags: str = "", undefined: str = "",
+              category: str = "native", privileged: bool = False, sensitive: bool = False):
+    """Register a compile function for the capstone mnemonics given (decorator)."""
+    def deco(fn):
+        ids = tuple(_cs_id(m) for m in mnemonics)
+        entry = Semantics(tuple(mnemonics), fn, sdm, flags, undefined, category,
+                          (fn.__doc__ or "").strip(), privileged, sensitive, ids)
+        for i, m in zip(ids, mnemonics):
+            if i in REGISTRY:
+                raise ValueError(f"{m} registered twice")
+            REGISTRY[i] = entry
+            BY_MNEMONIC[m] = entry
+        return fn
+    return deco
+
+
+def lookup(insn_id: int) -> Semantics | None:
+    _load()
+    return REGISTRY.get(insn_id)
+
+
+_loaded = False
+
+
+def _load() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        from vmkit.isa import (ops_arith, ops_control, ops_logic, ops_move,  # noqa: F401
+                               ops_stack, ops_string, ops_system)
+
+
+class Unsupported(Exception):
+    """A form the kit has no semantics for (becomes UnsupportedInstruction)."""
+
+
+class Emit:
+    """Builds the Python source of one compiled instruction.
+
+    ``line(s)`` appends a statement; ``read(op)`` returns an expression for an operand's value
+    (masked to its size); ``write(op, expr)`` appends the store; ``addr(op)`` the linear address
+    of a memory operand (computed once, in local ``ea``). Compile functions set ``e.jumps`` when
+    they assign ``C.eip`` themselves, and ``e.resched`` when the run loop must look at the
+    machine again once the instruction has completed (IF, CPL, paging or devices changed).
+    """
+
+    def __init__(self, insn: Insn):
+        self.insn = insn
+        self.lines: list[str] = []
+        self.jumps = False
+        self.resched = False
+        self._ea: dict[int, str] = {}
+        self._indent = 0
+
+    # --- statements -----------------------------------------------------------------------
+    def line(self, s: str) -> None:
+        self.lines.append("    " * self._indent + s)
+
+    def indent(self) -> "_Indent":
+        return _Indent(self)
+
+    # --- operands ---------------------------------------------------------------------------
+    def addr(self, m: Mem) -> str:
+        """Local variable holding the linear address of memory operand ``m`` (flat segments:
+        every segment base is 0, see docs/architecture.md)."""
+        key = id(m)
+        if key in self._ea:
+            return self._ea[key]
+        name = f"ea{len(self._ea) or ''}"
+        parts = []
+        if m.base is not None:
+            parts.append(f"R[{m.base}]")
+        if m.index is not None:
+            parts.append(f"R[{m.index}]" if m.scale == 1 else f"R[{m.index}] * {m.scale}")
+        if m.disp or not parts:
+            parts.append(hex(m.disp))
+        expr = " + ".join(parts)
+        if len(parts) > 1 or m.disp > 0xFFFFFFFF:
+            expr = f"({expr}) & 0xFFFFFFFF"
+        self.line(f"{name} = {expr}")
+        self._ea[key] = name
+        return name
+
+    def read(self, op, size: int | None = None) -> str:
+        """Expression for the (unsigned) value of ``op``."""
+        if isinstance(op, Imm):
+            return hex(op.value)
+        if isinstance(op, Reg):
+            if op.kind == "gpr":
+                if op.size == 4:
+                    return f"R[{op.index}]"
+                if op.size == 2:
+                    return f"(R[{op.index}] & 0xFFFF)"
+                if op.high:
+                    return f"((R[{op.index}] >> 8) & 0xFF)"
+                return f"(R[{op.index}] & 0xFF)"
+            if op.kind == "seg":
+                return f"C.seg[{op.index}].selector"
+            raise Unsupported(f"register {op.name} as a plain operand")
+        if isinstance(op, Mem):
+            a = self.addr(op)
+            return f"rd{size or op.size}({a})"
+        raise Unsupported(repr(op))
+
+    def write(self, op, expr: str) -> None:
+        """Store ``expr`` (already masked to the operand size) into ``op``."""
+        if isinstance(op, Reg) and op.kind == "gpr":
+            i = op.index
+            if op.size == 4:
+                self.line(f"R[{i}] = {expr}")
+            elif op.size == 2:
+                self.line(f"R[{i}] = (R[{i}] & 0xFFFF0000) | {expr}")
+            elif op.high:
+                self.line(f"R[{i}] = (R[{i}] & 0xFFFF00FF) | ({expr} << 8)")
+            else:
+                self.line(f"R[{i}] = (R[{i}] & 0xFFFFFF00) | {expr}")
+        elif isinstance(op, Mem):
+            a = self.addr(op)
+            self.line(f"wr{op.size}({a}, {expr})")
+        else:
+            raise Unsupported(f"cannot write {op!r}")
+
+    # --- frequent pieces --------------------------------------------------------------------
+    def privileged(self) -> None:
+        """#GP(0) unless CPL is 0 (SDM Vol. 3A, 5.9)."""
+        self.line("if C.cpl: raise Fault(13, 0, detail='privileged instruction at CPL %d' % C.cpl)")
+
+    def set_eip(self, expr: str) -> None:
+        self.line(f"C.eip = {expr}")
+        self.jumps = True
+
+    def source(self) -> str:
+        body = list(self.lines)
+        if not self.jumps:
+            body.append(f"C.eip = {self.insn.next:#x}")
+        if self.resched:
+            body.append("raise Resched()")
+        return "def _insn():\n" + "\n".join("    " + b for b in body) + "\n"
+
+
+class _Indent:
+    def __init__(self, e: Emit):
+        self.e = e
+
+    def __enter__(self):
+        self.e._indent += 1
+
+    def __exit__(self, *a):
+        self.e._indent -= 1
+
+
+_CODE_CACHE: dict[tuple[int, bytes], types.CodeType | str] = {}
+
+
+def source_of(insn: Insn) -> str:
+    """The Python source that the kit runs for ``insn`` (for the curious and for tests)."""
+    _load()
+    entry = REGISTRY.get(insn.id)
+    if entry is None or insn.adsize or insn.lock and insn.id not in _LOCKABLE:
+        raise Unsupported(insn.mnemonic)
+    e = Emit(insn)
+    entry.compile(e, insn)
+    return e.source()
+
+
+def code_of(insn: Insn) -> types.CodeType | str:
+    """Code object for ``insn`` (process-wide cache keyed by address and bytes), or the reason
+    the kit cannot run it (a string)."""
+    key = (insn.address, insn.raw)
+    c = _CODE_CACHE.get(key)
+    if c is None:
+        try:
+            src = source_of(insn)
+        except Unsupported as ex:
+            c = str(ex) or insn.mnemonic
+        else:
+            mod = compile(src, f"<{insn.address:#010x}: {insn.text}>", "exec")
+            c = next(k for k in mod.co_consts if isinstance(k, types.CodeType))
+        _CODE_CACHE[key] = c
+    return c
+
+
+def compile_insn(insn: Insn, globals_: dict):
+    """A zero-argument function that runs ``insn`` on the machine whose globals are given,
+    or a string saying why the kit cannot."""
+    c = code_of(insn)
+    if isinstance(c, str):
+        return c
+    return types.FunctionType(c, globals_, insn.text)
+
+
+_LOCKABLE = frozenset(_cs_id(m) for m in ("add", "adc", "sub", "sbb", "and", "or", "xor",
+                                          "inc", "dec", "neg", "not", "xchg", "cmpxchg"))

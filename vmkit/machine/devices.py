@@ -1,0 +1,86 @@
+"""Port-I/O devices, all deterministic (time is guest time: retired instructions).
+
+=========  =====  ==========================================================================
+port       size   device
+=========  =====  ==========================================================================
+0xE9       byte   console: each byte written is appended to the console text (the Bochs and
+                  QEMU "debugcon" port)
+0x20       byte   interrupt controller command: write 0x20 = end of interrupt (EOI), as the
+                  8259A's OCW2; read = in-service register
+0x21       byte   interrupt controller mask (bit n masks IRQ n; 1 = masked); read back
+0x40       dword  timer period in guest instructions (0 = off); the timer raises IRQ 0 each
+                  time that many more instructions have retired. Read: the period
+0x41       dword  read: guest time (instructions retired) low 32 bits
+0x60       byte   input device data: the next input byte (0 when empty), IRQ 1 while data waits
+0x64       byte   input device status: bit 0 = a byte is waiting
+0xF4       any    power off; the value written is the exit code (QEMU's isa-debug-exit port)
+=========  =====  ==========================================================================
+
+IRQ n is delivered as vector ``IRQ_BASE + n`` (32 + n, where Linux remaps the 8259). A line is
+delivered when it is pending, not masked, no line of equal or higher priority (lower number) is
+in service, and EFLAGS.IF = 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Devices", "IRQ_BASE", "PORT_CONSOLE", "PORT_PIC_CMD", "PORT_PIC_MASK", "PORT_TIMER",
+           "PORT_CLOCK", "PORT_INPUT", "PORT_INPUT_STATUS", "PORT_POWEROFF", "EOI"]
+
+IRQ_BASE = 32
+PORT_CONSOLE = 0xE9
+PORT_PIC_CMD, PORT_PIC_MASK = 0x20, 0x21
+PORT_TIMER, PORT_CLOCK = 0x40, 0x41
+PORT_INPUT, PORT_INPUT_STATUS = 0x60, 0x64
+PORT_POWEROFF = 0xF4
+EOI = 0x20
+
+
+@dataclass
+class Devices:
+    """State of every device of one machine (copied whole by snapshots)."""
+    console: list = field(default_factory=list)     # bytes written, as ints
+    irr: int = 0        # interrupt request register (pending lines)
+    isr: int = 0        # in-service register
+    imr: int = 0        # mask register
+    timer_period: int = 0
+    next_tick: int | None = None
+    input: bytes = b""
+    input_pos: int = 0
+    poweroff_code: int | None = None
+    ticks: int = 0
+
+    def copy(self) -> "Devices":
+        d = Devices(**{k: getattr(self, k) for k in self.__dataclass_fields__})
+        d.console = list(self.console)
+        return d
+
+    # ---- interrupt controller ----------------------------------------------------------
+    def raise_irq(self, line: int) -> None:
+        self.irr |= 1 << line
+
+    def pending_vector(self) -> int | None:
+        """The IRQ line that would be delivered now (ignoring IF), or None."""
+        ready = self.irr & ~self.imr & 0xFF
+        if not ready:
+            return None
+        line = (ready & -ready).bit_length() - 1
+        if self.isr and (self.isr & -self.isr).bit_length() - 1 <= line:
+            return None  # a line of equal or higher priority is in service
+        return line
+
+    def acknowledge(self, line: int) -> None:
+        self.irr &= ~(1 << line)
+        self.isr |= 1 << line
+
+    def eoi(self) -> None:
+        if self.isr:
+            self.isr &= self.isr - 1  # clear the highest-priority in-service bit
+
+    @property
+    def input_waiting(self) -> bool:
+        return self.input_pos < len(self.input)
+
+    def console_text(self) -> str:
+        return bytes(self.console).decode("latin-1")

@@ -1,0 +1,300 @@
+"""Physical memory and the MMU: 32-bit two-level paging (4 KiB pages, 4 MiB pages with
+CR4.PSE), U/S and R/W checks with CR0.WP, accessed and dirty bits, and a TLB.
+
+Compiled instructions call six accessors, ``rd1 rd2 rd4 wr1 wr2 wr4``, that take a *linear*
+address. The machine rebinds them (in the compiled code's globals) whenever the mode changes:
+paging off, or paging on for a supervisor (CPL 0-2) or user (CPL 3) access. With paging on the
+fast path is one dict lookup in the TLB (virtual page -> physical frame); a miss walks the page
+tables (SDM Vol. 3A, 4.3) and fills the TLB, setting the accessed (and, for writes, dirty) bits.
+
+Reads beyond physical memory return all ones and writes there are dropped, as on a PC.
+
+Writes into physical bytes that hold compiled instructions invalidate them (self-modifying
+code); the check is one set lookup per write, on the page number.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from vmkit.isa.faults import Fault
+from vmkit.trace import PageFault, TlbMiss
+
+__all__ = ["MMUMixin", "PTE_P", "PTE_W", "PTE_U", "PTE_A", "PTE_D", "PTE_PS"]
+
+PTE_P, PTE_W, PTE_U, PTE_PWT, PTE_PCD, PTE_A, PTE_D, PTE_PS = 1, 2, 4, 8, 16, 32, 64, 128
+CR0_PG, CR0_WP = 1 << 31, 1 << 16
+CR4_PSE = 1 << 4
+
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+
+
+class MMUMixin:
+    """Memory accessors and paging for :class:`vmkit.machine.Machine`."""
+
+    # ---- physical memory -----------------------------------------------------------------
+    def _init_memory(self, size: int) -> None:
+        self.memory_size = size
+        self.mem = bytearray(b"\xAA") * size
+        # TLB: virtual page number -> physical frame base, one dict per (privilege, access)
+        self.tlb = {"rs": {}, "ws": {}, "ru": {}, "wu": {}}
+        self.tlb_hits = 0
+        self.tlb_misses = 0
+        self.tlb_flushes = 0
+        self.walk_refs = 0
+        # physical page number -> {physical byte address: [icache keys]} of compiled code
+        self.code_pages: dict[int, dict[int, list]] = {}
+
+    def phys_read(self, pa: int, n: int) -> bytes:
+        """n bytes of physical memory (all ones beyond its end)."""
+        mem, size = self.mem, self.memory_size
+        if pa + n <= size:
+            return bytes(mem[pa:pa + n])
+        return bytes(mem[pa:size]) + b"\xFF" * (pa + n - max(pa, size)) if pa < size else b"\xFF" * n
+
+    def phys_write(self, pa: int, data: bytes) -> None:
+        """Write physical memory (bytes beyond its end are dropped); invalidates code there."""
+        size = self.memory_size
+        end = min(pa + len(data), size)
+        if pa >= size:
+            return
+        self.mem[pa:end] = data[:end - pa]
+        cp = self.code_pages
+        if cp:
+            for p in range(pa >> 12, ((end - 1) >> 12) + 1):
+                if p in cp:
+                    self._smc(pa, end - pa)
+                    break
+
+    def _phys_rd(self, pa: int, n: int) -> int:
+        return int.from_bytes(self.phys_read(pa, n), "little")
+
+    def _phys_wr(self, pa: int, n: int, v: int) -> None:
+        self.phys_write(pa, (v & ((1 << (8 * n)) - 1)).to_bytes(n, "little"))
+
+    # ---- page walk -------------------------------------------------------------------------
+    def translate(self, lin: int, write: bool = False, user: bool | None = None,
+                  fetch: bool = False) -> int:
+        """Linear -> physical address for an access, walking the page tables on a TLB miss.
+        Raises #PF (with CR2 and the error code) when the access is not allowed."""
+        cpu = self.cpu
+        if not cpu.cr0 & CR0_PG:
+            return lin & 0xFFFFFFFF
+        if user is None:
+            user = cpu.cpl == 3
+        key = ("wu" if write else "ru") if user else ("ws" if write else "rs")
+        t = self.tlb[key]
+        vpn = lin >> 12
+        base = t.get(vpn)
+        if base is None:
+            base = self._walk(lin, write, user, fetch)
+            t[vpn] = base
+        else:
+            self.tlb_hits += 1
+        return base | (lin & 0xFFF)
+
+    def _walk(self, lin: int, write: bool, user: bool, fetch: bool = False) -> int:
+        """Walk the two-level page table for ``lin``; return the frame base (SDM 4.3)."""
+        cpu = self.cpu
+        self.tlb_misses += 1
+        pde_a = (cpu.cr3 & 0xFFFFF000) | ((lin >> 20) & 0xFFC)
+        pde = self._phys_rd(pde_a, 4)
+        refs = 1
+        err = (2 if write else 0) | (4 if user else 0)
+        if not pde & PTE_P:
+            self._page_fault(lin, err, refs)
+        if pde & PTE_PS and cpu.cr4 & CR4_PSE:
+            flags = pde
+            frame = (pde & 0xFFC00000) | (lin & 0x3FF000)
+            pte_a, pte = None, None
+        else:
+            pte_a = (pde & 0xFFFFF000) | ((lin >> 10) & 0xFFC)
+            pte = self._phys_rd(pte_a, 4)
+            refs = 2
+            if not pte & PTE_P:
+                self._page_fault(lin, err, refs)
+            flags = pde & pte  # U and W must be set at both levels
+            frame = pte & 0xFFFFF000
+        if user and not flags & PTE_U:
+            self._page_fault(lin, err | 1, refs)
+        if write and not flags & PTE_W and (user or cpu.cr0 & CR0_WP):
+            self._page_fault(lin, err | 1, refs)
+        # accessed and dirty bits (written back only when they change)
+        if not pde & PTE_A or (pte is None and write and not pde & PTE_D):
+            newpde = pde | PTE_A | (PTE_D if pte is None and write else 0)
+            self._phys_wr(pde_a, 4, newpde)
+        if pte is not None and (not pte & PTE_A or (write and not pte & PTE_D)):
+            self._phys_wr(pte_a, 4, pte | PTE_A | (PTE_D if write else 0))
+        self.walk_refs += refs
+        tr = self.trace
+        tr.counts["tlb_miss"] += 1  # counted always; the event object only when watched
+        if "tlb_miss" in tr._subs:
+            tr.add(TlbMiss(self.clock, address=lin, references=refs, vm=self.vm_index))
+        return frame
+
+    def _page_fault(self, lin: int, err: int, refs: int):
+        self.walk_refs += refs
+        self.cpu.cr2 = lin & 0xFFFFFFFF
+        self.trace.add(PageFault(self.clock, address=lin & 0xFFFFFFFF, error_code=err,
+                                 eip=self.cpu.eip, vm=self.vm_index))
+        raise Fault(14, err, lin & 0xFFFFFFFF,
+                    ("protection violation" if err & 1 else "page not present") +
+                    (" on write" if err & 2 else " on read") + (" from user mode" if err & 4 else ""))
+
+    def flush_tlb(self, vpn: int | None = None) -> None:
+        """Drop every TLB entry (CR3 load) or one page's (INVLPG); compiled code fetched through
+        the dropped translations goes with them."""
+        self.tlb_flushes += 1
+        if vpn is None:
+            for t in self.tlb.values():
+                t.clear()
+            if self.cpu.cr0 & CR0_PG:
+                self._flush_icache()
+        else:
+            for t in self.tlb.values():
+                t.pop(vpn, None)
+            if self.cpu.cr0 & CR0_PG:
+                self._flush_icache_page(vpn)
+
+    # ---- accessors for compiled code ------------------------------------------------------
+    def _make_accessors(self, user: bool) -> dict:
+        """The six accessors for the current paging mode and privilege."""
+        mem = self.mem
+        size = self.memory_size
+        cp = self.code_pages
+        smc = self._smc
+        u16, u32 = _U16.unpack_from, _U32.unpack_from
+        p16, p32 = _U16.pack_into, _U32.pack_into
+        lim1, lim2, lim4 = size - 1, size - 2, size - 4
+        phys_rd, phys_wr = self._phys_rd, self._phys_wr
+
+        if not self.cpu.cr0 & CR0_PG:
+            def rd1(a):
+                return mem[a] if a <= lim1 else 0xFF
+
+            def rd2(a):
+                return u16(mem, a)[0] if a <= lim2 else phys_rd(a, 2)
+
+            def rd4(a):
+                return u32(mem, a)[0] if a <= lim4 else phys_rd(a, 4)
+
+            def wr1(a, v):
+                if a <= lim1:
+                    mem[a] = v
+                    if a >> 12 in cp:
+                        smc(a, 1)
+
+            def wr2(a, v):
+                if a <= lim2:
+                    p16(mem, a, v)
+                    if a >> 12 in cp or (a + 1) >> 12 in cp:
+                        smc(a, 2)
+                else:
+                    phys_wr(a, 2, v)
+
+            def wr4(a, v):
+                if a <= lim4:
+                    p32(mem, a, v)
+                    if a >> 12 in cp or (a + 3) >> 12 in cp:
+                        smc(a, 4)
+                else:
+                    phys_wr(a, 4, v)
+            return dict(rd1=rd1, rd2=rd2, rd4=rd4, wr1=wr1, wr2=wr2, wr4=wr4)
+
+        rt = self.tlb["ru" if user else "rs"]
+        wt = self.tlb["wu" if user else "ws"]
+        rget, wget = rt.get, wt.get
+        translate = self.translate
+        machine = self
+
+        def slow_rd(a, n):
+            return int.from_bytes(bytes(machine._phys_rd(translate(a + k, False, user), 1)
+                                        for k in range(n)), "little")
+
+        def slow_wr(a, n, v):
+            pas = [translate(a + k, True, user) for k in range(n)]  # all checks first
+            for k, pa in enumerate(pas):
+                machine._phys_wr(pa, 1, (v >> (8 * k)) & 0xFF)
+
+        def rd1(a):
+            f = rget(a >> 12)
+            if f is None:
+                return phys_rd(translate(a, False, user), 1)
+            machine.tlb_hits += 1
+            pa = f | (a & 0xFFF)
+            return mem[pa] if pa <= lim1 else 0xFF
+
+        def rd2(a):
+            f = rget(a >> 12)
+            if f is None or a & 0xFFF > 0xFFE:
+                return slow_rd(a, 2)
+            machine.tlb_hits += 1
+            pa = f | (a & 0xFFF)
+            return u16(mem, pa)[0] if pa <= lim2 else phys_rd(pa, 2)
+
+        def rd4(a):
+            f = rget(a >> 12)
+            if f is None or a & 0xFFF > 0xFFC:
+                return slow_rd(a, 4)
+            machine.tlb_hits += 1
+            pa = f | (a & 0xFFF)
+            return u32(mem, pa)[0] if pa <= lim4 else phys_rd(pa, 4)
+
+        def wr1(a, v):
+            f = wget(a >> 12)
+            if f is None:
+                phys_wr(translate(a, True, user), 1, v)
+                return
+            machine.tlb_hits += 1
+            pa = f | (a & 0xFFF)
+            if pa <= lim1:
+                mem[pa] = v
+                if pa >> 12 in cp:
+                    smc(pa, 1)
+
+        def wr2(a, v):
+            f = wget(a >> 12)
+            if f is None or a & 0xFFF > 0xFFE:
+                slow_wr(a, 2, v)
+                return
+            machine.tlb_hits += 1
+            pa = f | (a & 0xFFF)
+            if pa <= lim2:
+                p16(mem, pa, v)
+                if pa >> 12 in cp:
+                    smc(pa, 2)
+
+        def wr4(a, v):
+            f = wget(a >> 12)
+            if f is None or a & 0xFFF > 0xFFC:
+                slow_wr(a, 4, v)
+                return
+            machine.tlb_hits += 1
+            pa = f | (a & 0xFFF)
+            if pa <= lim4:
+                p32(mem, pa, v)
+                if pa >> 12 in cp:
+                    smc(pa, 4)
+        return dict(rd1=rd1, rd2=rd2, rd4=rd4, wr1=wr1, wr2=wr2, wr4=wr4)
+
+    # ---- linear-address helpers for the machine's own use ----------------------------------
+    def lin_read(self, lin: int, n: int, user: bool = False, write: bool = False) -> int:
+        """Read n bytes at a linear address with the access rights given (supervisor by
+        default: descriptor tables, TSS and interrupt stacks are implicit supervisor
+        accesses, SDM 4.6)."""
+        if not self.cpu.cr0 & CR0_PG:
+            return self._phys_rd(lin & 0xFFFFFFFF, n)
+        out = 0
+        for k in range(n):
+            pa = self.translate((lin + k) & 0xFFFFFFFF, write, user)
+            out |= self._phys_rd(pa, 1) << (8 * k)
+        return out
+
+    def lin_write(self, lin: int, n: int, v: int, user: bool = False) -> None:
+        if not self.cpu.cr0 & CR0_PG:
+            self._phys_wr(lin & 0xFFFFFFFF, n, v)
+            return
+        pas = [self.translate((lin + k) & 0xFFFFFFFF, True, user) for k in range(n)]
+        for k, pa in enumerate(pas):
+            self._phys_wr(pa, 1, (v >> (8 * k)) & 0xFF)

@@ -1,0 +1,263 @@
+"""Trace events and the :class:`Trace` container.
+
+Every event is a small frozen dataclass with a ``step`` (guest time: instructions retired when
+it happened), a ``kind`` (a short string, the key for ``vm.on(kind, cb)``) and ``vm`` (the VM
+index, 0 for a single guest). The trace keeps exact counts of every kind forever and the most
+recent events in a bounded buffer, so a long run keeps memory flat.
+
+Instruction-retired events are the exception to "always recorded": building an object per
+instruction would double the cost of running a guest, so they are made only while someone
+asked for them (``Trace(instructions=True)``, ``vmkit run --trace``, or a subscriber to
+``"instruction"``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+__all__ = ["Event", "InstructionRetired", "Interrupt", "IRet", "RingTransition", "PortIO",
+           "PageFault", "TlbMiss", "Emulation", "Reflection", "VmExit", "VmEntry", "TcLookup",
+           "Translation", "TcInvalidation", "Hypercall", "WorldSwitch", "Stop", "Trace",
+           "EVENT_KINDS"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    step: int
+    vm: int = field(default=0, kw_only=True)
+    kind = "event"
+
+
+def _kind(name: str):
+    def deco(cls):
+        cls.kind = name
+        return cls
+    return deco
+
+
+@_kind("instruction")
+@dataclass(frozen=True, slots=True)
+class InstructionRetired(Event):
+    """An instruction completed: its guest-virtual address, capstone text, the ring it ran in."""
+    address: int = 0
+    text: str = ""
+    ring: int = 0
+
+
+@_kind("interrupt")
+@dataclass(frozen=True, slots=True)
+class Interrupt(Event):
+    """An exception, hardware interrupt or software interrupt delivered through the IDT.
+
+    ``source`` is "exception", "irq" or "int" (int n / int3 / into); ``eip`` where it was
+    raised; ``handler`` the address of the handler reached."""
+    vector: int = 0
+    name: str = ""
+    source: str = "exception"
+    error_code: int | None = None
+    from_ring: int = 0
+    to_ring: int = 0
+    eip: int = 0
+    handler: int = 0
+
+
+@_kind("iret")
+@dataclass(frozen=True, slots=True)
+class IRet(Event):
+    """An iretd (or far return) back from a handler."""
+    from_ring: int = 0
+    to_ring: int = 0
+    eip: int = 0
+
+
+@_kind("ring")
+@dataclass(frozen=True, slots=True)
+class RingTransition(Event):
+    """The CPL changed; ``cause`` says how (interrupt, iret, far call ...)."""
+    from_ring: int = 0
+    to_ring: int = 0
+    cause: str = ""
+
+
+@_kind("io")
+@dataclass(frozen=True, slots=True)
+class PortIO(Event):
+    port: int = 0
+    size: int = 1
+    value: int = 0
+    direction: str = "out"
+
+
+@_kind("page_fault")
+@dataclass(frozen=True, slots=True)
+class PageFault(Event):
+    address: int = 0
+    error_code: int = 0
+    eip: int = 0
+
+
+@_kind("tlb_miss")
+@dataclass(frozen=True, slots=True)
+class TlbMiss(Event):
+    address: int = 0
+    references: int = 2
+
+
+@_kind("emulate")
+@dataclass(frozen=True, slots=True)
+class Emulation(Event):
+    """The VMM emulated a guest instruction on the virtual CPU."""
+    address: int = 0
+    text: str = ""
+    mnemonic: str = ""
+
+
+@_kind("reflect")
+@dataclass(frozen=True, slots=True)
+class Reflection(Event):
+    """The VMM reflected an exception or interrupt into the guest kernel."""
+    vector: int = 0
+    name: str = ""
+    from_ring: int = 0
+
+
+@_kind("vm_exit")
+@dataclass(frozen=True, slots=True)
+class VmExit(Event):
+    reason: int = 0
+    name: str = ""
+    qualification: int = 0
+    address: int = 0
+
+
+@_kind("vm_entry")
+@dataclass(frozen=True, slots=True)
+class VmEntry(Event):
+    injected: int | None = None
+
+
+@_kind("tc_lookup")
+@dataclass(frozen=True, slots=True)
+class TcLookup(Event):
+    address: int = 0
+    hit: bool = False
+
+
+@_kind("translate")
+@dataclass(frozen=True, slots=True)
+class Translation(Event):
+    address: int = 0
+    instructions: int = 0
+    end: int = 0
+
+
+@_kind("tc_invalidate")
+@dataclass(frozen=True, slots=True)
+class TcInvalidation(Event):
+    address: int = 0
+    reason: str = ""
+
+
+@_kind("hypercall")
+@dataclass(frozen=True, slots=True)
+class Hypercall(Event):
+    name: str = ""
+    batch: int = 1
+    result: int = 0
+
+
+@_kind("world_switch")
+@dataclass(frozen=True, slots=True)
+class WorldSwitch(Event):
+    from_vm: int = 0
+    to_vm: int = 0
+
+
+@_kind("stop")
+@dataclass(frozen=True, slots=True)
+class Stop(Event):
+    """The guest stopped: ``reason`` is a RunResult reason, ``detail`` says why."""
+    reason: str = ""
+    detail: str = ""
+
+
+EVENT_KINDS = {c.kind: c for c in (InstructionRetired, Interrupt, IRet, RingTransition, PortIO,
+                                   PageFault, TlbMiss, Emulation, Reflection, VmExit, VmEntry,
+                                   TcLookup, Translation, TcInvalidation, Hypercall, WorldSwitch,
+                                   Stop)}
+
+
+class Trace:
+    """Exact counts by kind, the last ``maxlen`` events, and subscribers.
+
+    ``trace.counts["interrupt"]`` counts every interrupt ever; ``list(trace)`` gives the
+    retained events oldest first; ``trace.of("interrupt")`` filters them.
+    """
+
+    def __init__(self, maxlen: int = 20_000, instructions: bool = False):
+        self.events: deque = deque(maxlen=maxlen)
+        self.counts: Counter = Counter()
+        self._subs: dict[str, list[Callable]] = {}
+        self.instructions = instructions
+
+    @property
+    def maxlen(self) -> int:
+        return self.events.maxlen
+
+    def wants_instructions(self) -> bool:
+        return self.instructions or "instruction" in self._subs or "*" in self._subs
+
+    def add(self, ev: Event) -> None:
+        k = ev.kind
+        self.counts[k] += 1
+        self.events.append(ev)
+        subs = self._subs
+        if subs:
+            for cb in subs.get(k, ()):
+                cb(ev)
+            for cb in subs.get("*", ()):
+                cb(ev)
+
+    def subscribe(self, kind: str, callback: Callable) -> None:
+        if kind != "*" and kind not in EVENT_KINDS:
+            from vmkit.errors import VmkitError
+            raise VmkitError(f"unknown event kind {kind!r}; expected one of "
+                             f"{', '.join(sorted(EVENT_KINDS))} or '*'")
+        self._subs.setdefault(kind, []).append(callback)
+
+    def unsubscribe(self, kind: str, callback: Callable) -> None:
+        lst = self._subs.get(kind, [])
+        if callback in lst:
+            lst.remove(callback)
+        if not lst:
+            self._subs.pop(kind, None)
+
+    def of(self, *kinds: str) -> list[Event]:
+        return [e for e in self.events if e.kind in kinds]
+
+    def clear(self) -> None:
+        self.events.clear()
+        self.counts.clear()
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __getitem__(self, i):
+        return self.events[i]
+
+    def state(self) -> tuple:
+        return tuple(self.events), Counter(self.counts)
+
+    def set_state(self, st: tuple) -> None:
+        evs, counts = st
+        self.events.clear()
+        self.events.extend(evs)
+        self.counts = Counter(counts)
+
+    def __repr__(self) -> str:
+        return f"<Trace {len(self.events)} events kept, counts {dict(self.counts)}>"
