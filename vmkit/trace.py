@@ -13,6 +13,7 @@ asked for them (``Trace(instructions=True)``, ``vmkit run --trace``, or a subscr
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -201,6 +202,7 @@ class Trace:
         self.counts: Counter = Counter()
         self._subs: dict[str, list[Callable]] = {}
         self.instructions = instructions
+        self.total = 0          # events ever added (kept or not)
 
     @property
     def maxlen(self) -> int:
@@ -212,6 +214,7 @@ class Trace:
     def add(self, ev: Event) -> None:
         k = ev.kind
         self.counts[k] += 1
+        self.total += 1
         self.events.append(ev)
         subs = self._subs
         if subs:
@@ -234,6 +237,13 @@ class Trace:
         if not lst:
             self._subs.pop(kind, None)
 
+    def since(self, total: int) -> list[Event]:
+        """The retained events added after the trace's ``total`` was ``total``."""
+        n = min(self.total - total, len(self.events))
+        if n <= 0:
+            return []
+        return list(itertools.islice(reversed(self.events), n))[::-1]
+
     def of(self, *kinds: str) -> list[Event]:
         return [e for e in self.events if e.kind in kinds]
 
@@ -251,10 +261,10 @@ class Trace:
         return self.events[i]
 
     def state(self) -> tuple:
-        return tuple(self.events), Counter(self.counts)
+        return tuple(self.events), Counter(self.counts), self.total
 
     def set_state(self, st: tuple) -> None:
-        evs, counts = st
+        evs, counts, self.total = st
         self.events.clear()
         self.events.extend(evs)
         self.counts = Counter(counts)

@@ -1,0 +1,307 @@
+"""Guest software: the mini kernel and user programs (commented assembly in this folder) and the
+builder that assembles and links them into guest images.
+
+>>> from vmkit import guests
+>>> guests.names()                       # doctest: +ELLIPSIS
+['callret', 'compute', ...]
+>>> image = guests.build("syscall", iterations=1000)
+
+A guest image is the same bytes under every monitor. Each guest declares its parameters with
+defaults and a Python function computing the result line the guest must print, which the tests
+compare with the console.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+from vmkit.errors import GuestError
+
+__all__ = ["GuestImage", "GuestSpec", "names", "build", "build_program", "spec", "GUEST_DIR",
+           "KERNEL_BASE", "USER_BASE", "USER_PHYS", "USER_SLOT", "MEMORY_SIZE"]
+
+GUEST_DIR = os.path.dirname(os.path.abspath(__file__))
+KERNEL_BASE = 0x1000          # the kernel is loaded (and linked) here
+USER_BASE = 0x00400000        # user programs are linked here (virtual)
+USER_PHYS = 0x00100000        # the builder places program i at USER_PHYS + i * USER_SLOT
+USER_SLOT = 0x00040000        # 256 KiB per program
+MAX_PROCS = 4
+MEMORY_SIZE = 4 << 20
+DEFAULT_TIMER_PERIOD = 10_000
+"""Guest instructions between two timer interrupts. A 1 GHz CPU retiring about one instruction a
+cycle with Linux's HZ=100 ticks every ~10 million instructions; the kit scales that down 1000x so
+that preemption shows within runs of 10^5-10^6 instructions while tick handling (about 60
+instructions) stays under 1 % of the work — a tick is still rare next to the work between ticks."""
+
+
+@dataclass
+class GuestImage:
+    """Everything a monitor needs to boot a guest: the bytes to load at which physical addresses,
+    where to start, how much memory, the input device's bytes, and the programs (for listings)."""
+    name: str
+    params: dict
+    memory_size: int
+    loads: list                 # [(physical address, bytes)]
+    entry: int
+    programs: dict              # program name -> vmkit Program (kernel first)
+    input: bytes = b""
+    expected: str | None = None  # the console text the guest must produce (None: not checked)
+    paravirtual: bool = False
+    description: str = ""
+    kernel: bool = True         # False for a bare-metal program (vmkit run FILE.s)
+    processes: list = field(default_factory=list)   # program name of each process
+
+    @property
+    def symbols(self) -> dict:
+        """Symbols of the kernel (or of the bare program)."""
+        first = next(iter(self.programs.values()))
+        return first.symbols
+
+    def line_of(self, address: int, user: bool | None = None):
+        """(file, line) of a guest address: kernel addresses below USER_BASE, else the user
+        program (the first process's when several share the address range)."""
+        progs = list(self.programs.values())
+        if not self.kernel:
+            return progs[0].line_of(address)
+        if address < USER_BASE and user is not True:
+            return progs[0].line_of(address)
+        for p in progs[1:]:
+            r = p.line_of(address)
+            if r is not None:
+                return r
+        return None
+
+    def program_for(self, address: int, process: int = 0):
+        """The Program holding a guest-virtual address (kernel or the process's program)."""
+        progs = list(self.programs.values())
+        if not self.kernel or address < USER_BASE:
+            return progs[0]
+        name = self.processes[process] if process < len(self.processes) else self.processes[0]
+        return self.programs.get(name, progs[0])
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for a, b in self.loads:
+            h.update(a.to_bytes(4, "little"))
+            h.update(b)
+        return h.hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        p = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"<GuestImage {self.name}({p}) {sum(len(b) for _, b in self.loads)} bytes>"
+
+
+@dataclass
+class GuestSpec:
+    """How to build one named guest: which programs run as processes, the parameters with their
+    defaults and allowed ranges, the expected output, and the input bytes."""
+    name: str
+    description: str
+    programs: Callable[[dict], list]           # params -> list of program names (processes)
+    params: dict                               # name -> default
+    ranges: dict                               # name -> (min, max)
+    expected: Callable[[dict], str] | None
+    constants: Callable[[dict], dict] = lambda p: {}
+    input: Callable[[dict], bytes] = lambda p: b""
+    kernel_program: str = "kernel"
+
+
+def _lcg_checksum(iterations: int, seed: int) -> int:
+    x, acc = seed & 0xFFFFFFFF, 0
+    for _ in range(iterations):
+        x = (x * 1103515245 + 12345) & 0xFFFFFFFF
+        acc = (acc + (x >> 16)) & 0xFFFFFFFF
+    return acc
+
+
+def _io_input(p: dict) -> bytes:
+    return random.Random(p["seed"]).randbytes(p["bytes"])
+
+
+_SPECS: dict[str, GuestSpec] = {}
+
+
+def _register(s: GuestSpec) -> None:
+    _SPECS[s.name] = s
+
+
+_register(GuestSpec(
+    "hello", "prints a greeting from ring 3 with its pid", lambda p: ["hello"], {}, {},
+    lambda p: "Hello from user mode! pid 1\n"))
+_register(GuestSpec(
+    "compute", "CPU-bound loop, no system calls", lambda p: ["compute"],
+    {"iterations": 100_000, "seed": 1}, {"iterations": (1, 10**8), "seed": (0, 2**32 - 1)},
+    lambda p: f"compute: checksum {_lcg_checksum(p['iterations'], p['seed'])}\n",
+    lambda p: {"ITERATIONS": p["iterations"], "SEED": p["seed"]}))
+_register(GuestSpec(
+    "syscall", "N getpid system calls", lambda p: ["syscall"],
+    {"iterations": 1000}, {"iterations": (1, 10**7)},
+    lambda p: f"syscall: {p['iterations']} getpid calls, pid sum {p['iterations']}\n",
+    lambda p: {"ITERATIONS": p["iterations"]}))
+_register(GuestSpec(
+    "io", "port-I/O heavy: the kernel polls the input device for every byte", lambda p: ["io"],
+    {"bytes": 2048, "chunk": 64, "seed": 7}, {"bytes": (1, 1 << 20), "chunk": (1, 4096),
+                                              "seed": (0, 2**32 - 1)},
+    lambda p: f"io: read {p['bytes']} bytes, sum {sum(_io_input(p))}\n",
+    lambda p: {"BYTES": p["bytes"], "CHUNK": p["chunk"]}, _io_input))
+_register(GuestSpec(
+    "ctxswitch", "processes yielding to each other (and preempted by the timer)",
+    lambda p: ["ctxswitch"] * p["processes"],
+    {"iterations": 200, "processes": 2}, {"iterations": (1, 10**6), "processes": (1, MAX_PROCS)},
+    None,  # the finishing order depends on the schedule: checked by the tests per pid
+    lambda p: {"ITERATIONS": p["iterations"]}))
+_register(GuestSpec(
+    "pagefault", "touches unmapped heap pages; the kernel maps them on demand",
+    lambda p: ["pagefault"], {"pages": 64}, {"pages": (1, 448)},
+    lambda p: f"pagefault: {p['pages']} pages, sum {p['pages'] * (p['pages'] + 1) // 2}\n",
+    lambda p: {"PAGES": p["pages"]}))
+_register(GuestSpec(
+    "ptemod", "repeated PTE changes with invlpg", lambda p: ["ptemod"],
+    {"iterations": 200}, {"iterations": (1, 10**6)},
+    lambda p: f"ptemod: PTE changes {p['iterations']}\n",
+    lambda p: {"ITERATIONS": p["iterations"]}))
+_register(GuestSpec(
+    "divzero", "user code divides by zero; the kernel handles #DE and resumes it",
+    lambda p: ["divzero"], {"iterations": 100}, {"iterations": (1, 10**6)},
+    lambda p: f"divzero: divide errors handled {p['iterations']}\n",
+    lambda p: {"ITERATIONS": p["iterations"]}))
+_register(GuestSpec(
+    "callret", "deep call/ret chains", lambda p: ["callret"],
+    {"iterations": 100, "depth": 50}, {"iterations": (1, 10**6), "depth": (1, 400)},
+    lambda p: f"callret: total {(p['iterations'] * p['depth'] * (p['depth'] + 1) // 2) & 0xFFFFFFFF}\n",
+    lambda p: {"ITERATIONS": p["iterations"], "DEPTH": p["depth"]}))
+_register(GuestSpec(
+    "selfmod", "the kernel patches its own code and runs it in a hot loop",
+    lambda p: ["selfmod"], {"iterations": 2000}, {"iterations": (2, 10**7)},
+    lambda p: f"selfmod: sum {(p['iterations'] // 2) * 3}\n",
+    lambda p: {"ITERATIONS": p["iterations"]}))
+
+
+def names() -> list[str]:
+    """Names of every guest image ``build`` can make."""
+    _load_extra()
+    return sorted(_SPECS)
+
+
+def spec(name: str) -> GuestSpec:
+    _load_extra()
+    try:
+        return _SPECS[name]
+    except KeyError:
+        import difflib
+        close = difflib.get_close_matches(name, _SPECS, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise GuestError(f"unknown guest {name!r}: expected one of {', '.join(sorted(_SPECS))}"
+                         f"{hint}") from None
+
+
+_extra_loaded = False
+
+
+def _load_extra() -> None:
+    """Guests defined by later modules (the nonvirt- demonstrations) register themselves."""
+    global _extra_loaded
+    if not _extra_loaded:
+        _extra_loaded = True
+        try:
+            from vmkit.guests import nonvirt  # noqa: F401
+        except ImportError:
+            pass
+
+
+def register(s: GuestSpec) -> None:
+    """Add a guest (for modules that define more guests)."""
+    _register(s)
+
+
+def _source(name: str) -> str:
+    path = os.path.join(GUEST_DIR, f"{name}.s")
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def _const_lines(consts: dict) -> str:
+    return "".join(f".equ {k}, {v}\n" for k, v in consts.items())
+
+
+def build_program(name: str, base: int, files: dict):
+    """Assemble ``vmkit/guests/NAME.s`` at ``base`` with generated include files."""
+    from vmkit.isa.asm import assemble
+    return assemble(_source(name), base=base, filename=f"{name}.s",
+                    include_path=[GUEST_DIR], files=files)
+
+
+def build(name: str, *, paravirtual: bool = False, timer_period: int | None = None,
+          **params) -> GuestImage:
+    """Assemble and link guest ``name`` with ``params`` (each guest lists its own; unknown or
+    out-of-range parameters raise GuestError). ``timer_period`` is the number of guest
+    instructions between timer interrupts (default DEFAULT_TIMER_PERIOD; 0 turns the timer off).
+    ``paravirtual=True`` builds the same sources with privileged operations replaced by
+    hypercalls (for the Paravirtual monitor)."""
+    s = spec(name)
+    p = dict(s.params)
+    for k, v in params.items():
+        if k not in s.params:
+            allowed = ", ".join(s.params) or "none"
+            raise GuestError(f"guest {name!r} has no parameter {k!r} (parameters: {allowed})")
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise GuestError(f"parameter {k!r} of guest {name!r} must be an integer, got {v!r}")
+        lo, hi = s.ranges.get(k, (0, 2**32 - 1))
+        if not lo <= v <= hi:
+            raise GuestError(f"parameter {k!r} of guest {name!r} must be between {lo} and {hi}, "
+                             f"got {v}")
+        p[k] = v
+    if timer_period is None:
+        timer_period = DEFAULT_TIMER_PERIOD
+    if not isinstance(timer_period, int) or not 0 <= timer_period < 2**32:
+        raise GuestError(f"timer_period must be a non-negative integer, got {timer_period!r}")
+    progs = s.programs(p)
+    if len(progs) > MAX_PROCS:
+        raise GuestError(f"at most {MAX_PROCS} processes, got {len(progs)}")
+    consts = s.constants(p)
+    user = {}
+    loads = []
+    table = []
+    for i, prog_name in enumerate(progs):
+        if prog_name not in user:
+            files = {"params.s": _const_lines(consts)}
+            user[prog_name] = build_program(prog_name, USER_BASE, files)
+        prog = user[prog_name]
+        if len(prog.code) > USER_SLOT:
+            raise GuestError(f"program {prog_name} is {len(prog.code)} bytes; at most {USER_SLOT}")
+        phys = USER_PHYS + i * USER_SLOT
+        loads.append((phys, prog.code))
+        table.append((phys, len(prog.code), prog.symbols.get("_start", USER_BASE)))
+    config = [f".equ NPROC, {len(progs)}\n", f".equ TIMER_PERIOD, {timer_period}\n",
+              f".equ PARAVIRTUAL, {1 if paravirtual else 0}\n",
+              ".data\n.align 4\nproc_table:\n"]
+    for phys, size, entry in table:
+        config.append(f"    .long {phys:#x}, {size}, {entry:#x}\n")
+    config.append(".text\n")
+    kernel = build_program(s.kernel_program, KERNEL_BASE,
+                           {"config.s": "".join(config), "params.s": _const_lines(consts)})
+    programs = {s.kernel_program: kernel}
+    programs.update(user)
+    loads.insert(0, (KERNEL_BASE, kernel.code))
+    return GuestImage(name, p, MEMORY_SIZE, loads, kernel.symbols.get("_start", KERNEL_BASE),
+                      programs, s.input(p), s.expected(p) if s.expected else None, paravirtual,
+                      s.description, True, list(progs))
+
+
+def from_program(prog, name: str = "program", memory_size: int = MEMORY_SIZE) -> GuestImage:
+    """A bare-metal guest image from one assembled Program (no kernel): it starts at its
+    ``_start`` symbol or base, in ring 0 with paging off, on the machine's boot GDT."""
+    return GuestImage(name, {}, memory_size, [(prog.base, prog.code)],
+                      prog.symbols.get("_start", prog.base), {name: prog}, kernel=False)
+
+
+def from_source(source: str, name: str = "program", base: int = KERNEL_BASE,
+                filename: str = "<input>") -> GuestImage:
+    """Assemble a student's bare-metal program (``abi.s`` may be included) into an image."""
+    from vmkit.isa.asm import assemble
+    prog = assemble(source, base=base, filename=filename, include_path=[GUEST_DIR])
+    return from_program(prog, name)

@@ -1,0 +1,541 @@
+"""The bare machine: one x86-32 CPU, physical memory, MMU, devices, and the interpreter loop.
+
+Speed comes from decoding and compiling each instruction once (see ``vmkit.isa.semantics``):
+the instruction cache maps a linear EIP to a compiled function, so the inner loop is a dict
+lookup and a call. Anything that changes how the next instruction must be fetched or whether
+an interrupt is due (IF, CPL, paging, a device) ends the current burst by raising
+``Resched`` after it completes; the loop then looks at the machine again. The loop itself
+needs no per-instruction checks besides the budget, which stops exactly at the next timer
+deadline so interrupts arrive at the same guest instruction whatever else happens.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from vmkit.errors import UnsupportedInstruction, VmkitError
+from vmkit.isa import semantics as sem
+from vmkit.isa.decode import DECODER, Insn
+from vmkit.isa.faults import Fault, Resched
+from vmkit.machine import devices as dev
+from vmkit.machine.cpu import (CPU, LZ_ADC, LZ_ADD, LZ_DEC, LZ_INC, LZ_LOGIC, LZ_SBB, LZ_SUB,
+                               PARITY, lazy_status)
+from vmkit.machine.mmu import CR0_PG, MMUMixin
+from vmkit.machine.system import SystemMixin, TripleFault
+from vmkit.trace import InstructionRetired, Interrupt, PortIO, Stop, Trace
+
+__all__ = ["Machine", "RunResult", "Snapshot", "BOOT_GDT", "DEFAULT_MEMORY"]
+
+DEFAULT_MEMORY = 4 << 20
+#: where the machine places its flat boot GDT at power-on (null, ring-0 code 0x08, data 0x10)
+BOOT_GDT = 0x800
+_STOP_REASONS = ("halt", "poweroff", "max_steps", "breakpoint", "crash", "until")
+_machine_ids = itertools.count(1)
+
+
+@dataclass
+class RunResult:
+    """Why a run stopped and how many steps (instructions retired) it took.
+
+    ``reason`` is one of "halt", "poweroff", "max_steps", "breakpoint", "crash", "until";
+    ``detail`` says more for a crash (the fault, the address and instruction); ``eip`` is
+    where the guest stopped."""
+    reason: str
+    steps: int
+    detail: str = ""
+    eip: int = 0
+    instruction: str = ""
+
+    def __str__(self) -> str:
+        s = f"{self.reason} after {self.steps} steps"
+        if self.detail:
+            s += f": {self.detail}"
+        return s
+
+
+@dataclass
+class Snapshot:
+    """The whole state of a machine (see :meth:`Machine.snapshot`)."""
+    machine_id: int
+    memory_size: int
+    cpu: tuple
+    memory: bytes
+    devices: dev.Devices
+    clock: int
+    extra: dict = field(default_factory=dict)
+
+
+class Machine(MMUMixin, SystemMixin):
+    """A bare IA-32 machine in protected mode (the kit's hardware).
+
+    ``Machine(memory_size=4 << 20)`` powers on with memory filled with 0xAA, CS:EIP at the
+    flat ring-0 boot code segment, paging off, and a flat boot GDT at ``BOOT_GDT``.
+    """
+
+    def __init__(self, memory_size: int = DEFAULT_MEMORY, *, input: bytes = b"",
+                 trace: Trace | None = None, vm_index: int = 0):
+        if not isinstance(memory_size, int) or memory_size < 0x10000 or memory_size > 1 << 30 \
+                or memory_size % 4096:
+            raise VmkitError(f"memory_size must be a multiple of 4096 between 64 KiB and 1 GiB, "
+                             f"got {memory_size!r}")
+        self.id = next(_machine_ids)
+        self.vm_index = vm_index
+        self.trace = trace if trace is not None else Trace()
+        self._init_memory(memory_size)
+        self.cpu = CPU()
+        self.cpu.regs[4] = memory_size  # a stack at the top of memory for bare programs
+        self.dev = dev.Devices(input=bytes(input))
+        self.clock = 0              # guest time: instructions retired (plus idle time in HLT)
+        self.steps = 0              # instructions retired
+        self.breakpoints: set[int] = set()
+        self.stopped: RunResult | None = None
+        self._irq_inhibit_until = -1
+        self._icache_sup: dict[int, object] = {}
+        self._icache_usr: dict[int, object] = {}
+        self._icache = self._icache_sup
+        self.port_handlers: dict[int, object] = {}   # extra devices: port -> (read, write)
+        self.exception_hook = None   # a monitor's intercept, see vmkit.vmm
+        self._g = self._make_globals()
+        self._write_boot_gdt()
+        self._mode_changed()
+
+    # ---- set-up ----------------------------------------------------------------------------
+    def _make_globals(self) -> dict:
+        g = {"C": self.cpu, "R": self.cpu.regs, "M": self, "Fault": Fault, "Resched": Resched,
+             "PARITY": PARITY, "lazy_status": lazy_status, "LZ_ADD": LZ_ADD, "LZ_ADC": LZ_ADC,
+             "LZ_SUB": LZ_SUB, "LZ_SBB": LZ_SBB, "LZ_LOGIC": LZ_LOGIC, "LZ_INC": LZ_INC,
+             "LZ_DEC": LZ_DEC, "__builtins__": __builtins__}
+        return g
+
+    def _write_boot_gdt(self) -> None:
+        gdt = bytes(8) + bytes.fromhex("ffff0000009acf00") + bytes.fromhex("ffff00000092cf00")
+        self.phys_write(BOOT_GDT, gdt)
+        self.cpu.gdtr.base, self.cpu.gdtr.limit = BOOT_GDT, len(gdt) - 1
+        self.cpu.idtr.base, self.cpu.idtr.limit = 0, 0
+
+    def _mode_changed(self) -> None:
+        """CPL or paging changed: rebind the memory accessors and the instruction cache."""
+        user = self.cpu.cpl == 3
+        self._g.update(self._make_accessors(user))
+        self._icache = self._icache_usr if user else self._icache_sup
+
+    def load(self, program, address: int | None = None) -> None:
+        """Copy a Program (or bytes) into physical memory at its base (or ``address``) and point
+        EIP at its ``_start`` symbol or its base."""
+        code = getattr(program, "code", program)
+        base = address if address is not None else getattr(program, "base", 0x1000)
+        if base < 0 or base + len(code) > self.memory_size:
+            raise VmkitError(f"program of {len(code)} bytes at {base:#x} does not fit in "
+                             f"{self.memory_size:#x} bytes of memory")
+        self.phys_write(base, bytes(code))
+        syms = getattr(program, "symbols", {}) or {}
+        self.cpu.eip = syms.get("_start", base)
+
+    # ---- public conveniences ---------------------------------------------------------------
+    def read(self, addr: int, n: int) -> bytes:
+        """n bytes of physical memory."""
+        return self.phys_read(addr, n)
+
+    def write(self, addr: int, data: bytes) -> None:
+        """Write physical memory."""
+        self.phys_write(addr, bytes(data))
+
+    @property
+    def console(self) -> str:
+        return self.dev.console_text()
+
+    @property
+    def icount(self) -> int:
+        return self.steps
+
+    def unsupported(self, what: str):
+        raise UnsupportedInstruction(self._current_text(), self.cpu.eip, what)
+
+    def _current_text(self) -> str:
+        try:
+            insn = self.fetch_decode(self.cpu.eip)
+            return insn.text if insn else "?"
+        except Fault:
+            return "?"
+
+    # ---- instruction cache -----------------------------------------------------------------
+    def fetch_decode(self, eip: int) -> Insn | None:
+        """Fetch up to 15 bytes at linear ``eip`` (with fetch permission) and decode."""
+        window = bytearray()
+        user = self.cpu.cpl == 3
+        paging = self.cpu.cr0 & CR0_PG
+        fault = None
+        a = eip
+        while len(window) < 15:
+            try:
+                pa = self.translate(a, False, user, fetch=True) if paging else a
+            except Fault as f:
+                fault = f
+                break
+            take = min(15 - len(window), 0x1000 - (a & 0xFFF))
+            window += self.phys_read(pa, take)
+            a = (a + take) & 0xFFFFFFFF
+        insn = DECODER.decode(eip, bytes(window))
+        if fault is not None and (insn is None or insn.size > len(window) - 0):
+            raise fault
+        return insn
+
+    def _compile(self, eip: int):
+        """Decode and compile the instruction at ``eip`` into the current icache."""
+        insn = self.fetch_decode(eip)
+        if insn is None or insn.id == 0:
+            raise Fault(6, detail=f"undefined or unsupported encoding at {eip:#010x}"
+                        + (f" ({insn.text})" if insn else ""))
+        fn = sem.compile_insn(insn, self._g)
+        if isinstance(fn, str):
+            raise UnsupportedInstruction(insn.mnemonic, eip, fn)
+        cache = self._icache
+        cache[eip] = fn
+        # remember which physical bytes it came from (self-modifying code invalidates it)
+        paging = self.cpu.cr0 & CR0_PG
+        user = self.cpu.cpl == 3
+        for k in range(insn.size):
+            la = (eip + k) & 0xFFFFFFFF
+            pa = self.translate(la, False, user) if paging else la
+            page = self.code_pages.setdefault(pa >> 12, {})
+            page.setdefault(pa, []).append((cache, eip))
+        return fn
+
+    def _smc(self, pa: int, n: int) -> None:
+        """A write hit a page holding compiled code: drop the instructions it overlaps."""
+        for a in range(pa, pa + n):
+            page = self.code_pages.get(a >> 12)
+            if not page:
+                continue
+            keys = page.pop(a, None)
+            if keys:
+                for cache, eip in keys:
+                    cache.pop(eip, None)
+                if not page:
+                    del self.code_pages[a >> 12]
+
+    def _flush_icache(self) -> None:
+        self._icache_sup.clear()
+        self._icache_usr.clear()
+        self.code_pages.clear()
+
+    def _flush_icache_page(self, vpn: int) -> None:
+        lo = vpn << 12
+        for cache in (self._icache_sup, self._icache_usr):
+            for eip in [e for e in cache if lo - 15 < e < lo + 0x1000]:
+                del cache[eip]
+
+    # ---- devices ---------------------------------------------------------------------------
+    def port_in(self, port: int, size: int) -> int:
+        if not self.io_permitted(port, size):
+            raise Fault(13, 0, detail=f"in from port {port:#x} not permitted at CPL "
+                        f"{self.cpu.cpl}")
+        v = self.device_read(port, size)
+        self.trace.add(PortIO(self.clock, port=port, size=size, value=v, direction="in",
+                              vm=self.vm_index))
+        return v
+
+    def port_out(self, port: int, size: int, value: int) -> None:
+        if not self.io_permitted(port, size):
+            raise Fault(13, 0, detail=f"out to port {port:#x} not permitted at CPL "
+                        f"{self.cpu.cpl}")
+        self.trace.add(PortIO(self.clock, port=port, size=size, value=value, direction="out",
+                              vm=self.vm_index))
+        self.device_write(port, size, value)
+
+    def device_read(self, port: int, size: int) -> int:
+        """What a device answers on ``port`` (no permission check: monitors call this)."""
+        d = self.dev
+        h = self.port_handlers.get(port)
+        if h is not None:
+            return h[0](size)
+        if port == dev.PORT_PIC_CMD:
+            return d.isr
+        if port == dev.PORT_PIC_MASK:
+            return d.imr
+        if port == dev.PORT_TIMER:
+            return d.timer_period
+        if port == dev.PORT_CLOCK:
+            return self.clock & 0xFFFFFFFF
+        if port == dev.PORT_INPUT:
+            if d.input_pos < len(d.input):
+                v = d.input[d.input_pos]
+                d.input_pos += 1
+                if d.input_pos >= len(d.input):
+                    d.irr &= ~2
+                return v
+            return 0
+        if port == dev.PORT_INPUT_STATUS:
+            return 1 if d.input_waiting else 0
+        return (1 << (8 * size)) - 1  # nothing there: the bus floats high
+
+    def device_write(self, port: int, size: int, value: int) -> None:
+        d = self.dev
+        h = self.port_handlers.get(port)
+        if h is not None:
+            h[1](size, value)
+            return
+        if port == dev.PORT_CONSOLE:
+            d.console.append(value & 0xFF)
+        elif port == dev.PORT_PIC_CMD:
+            if value & 0xFF == dev.EOI:
+                d.eoi()
+        elif port == dev.PORT_PIC_MASK:
+            d.imr = value & 0xFF
+        elif port == dev.PORT_TIMER:
+            d.timer_period = value & 0xFFFFFFFF
+            d.next_tick = self.clock + d.timer_period if d.timer_period else None
+        elif port == dev.PORT_POWEROFF:
+            d.poweroff_code = value
+        # other ports: writes are ignored, as on an empty ISA bus
+
+    def irq_shadow(self) -> None:
+        """STI: interrupts are not recognised until after the next instruction."""
+        self._irq_inhibit_until = self.steps + 1
+
+    def halt(self) -> None:
+        self.cpu.halted = True
+
+    def cpuid(self) -> None:
+        """CPUID: leaf 0 = vendor "VmkitTeachCPU", leaf 1 = family 6 with TSC and PSE; no
+        VMX bit (the simulated CPU is what the monitors virtualize)."""
+        r = self.cpu.regs
+        leaf = r[0]
+        if leaf == 0:
+            v = b"VmkitTeachCP"
+            r[0], r[3], r[2], r[1] = 1, int.from_bytes(v[0:4], "little"), \
+                int.from_bytes(v[8:12], "little"), int.from_bytes(v[4:8], "little")
+        elif leaf == 1:
+            r[0], r[3], r[1], r[2] = 0x00000600, 0, 0, (1 << 4) | (1 << 3)
+        else:
+            r[0] = r[3] = r[1] = r[2] = 0
+
+    def rdtsc(self) -> int:
+        return self.clock
+
+    # ---- running ---------------------------------------------------------------------------
+    def _deliverable_irq(self) -> int | None:
+        d = self.dev
+        if not self.cpu.ef & 0x200 or self.steps < self._irq_inhibit_until:
+            return None
+        return d.pending_vector()
+
+    def _tick(self) -> None:
+        d = self.dev
+        while d.next_tick is not None and self.clock >= d.next_tick:
+            d.raise_irq(0)
+            d.ticks += 1
+            d.next_tick += d.timer_period
+
+    def _crash(self, detail: str) -> RunResult:
+        cpu = self.cpu
+        r = RunResult("crash", 0, detail, cpu.eip, self._safe_text())
+        self.stopped = r
+        self.trace.add(Stop(self.clock, reason="crash", detail=detail, vm=self.vm_index))
+        return r
+
+    def _safe_text(self) -> str:
+        try:
+            insn = self.fetch_decode(self.cpu.eip)
+            return insn.text if insn else ""
+        except (Fault, VmkitError):
+            return ""
+
+    def _stop(self, reason: str, detail: str = "") -> RunResult:
+        r = RunResult(reason, 0, detail, self.cpu.eip, "")
+        if reason in ("halt", "poweroff", "crash"):
+            self.stopped = r
+            self.trace.add(Stop(self.clock, reason=reason, detail=detail, vm=self.vm_index))
+        return r
+
+    def step(self):
+        """Run one instruction (delivering a due interrupt first). Returns the list of events it
+        produced."""
+        total = self.trace.total
+        self.last_result = self.run(max_steps=1, _single=True)
+        return self.trace.since(total)
+
+    def run(self, max_steps: int = 1_000_000, until=None, _single: bool = False) -> RunResult:
+        """Run until the guest stops or ``max_steps`` instructions have retired.
+
+        ``until`` is an optional predicate called with the machine after each instruction; the
+        run stops (reason "until") when it returns true. Breakpoints (``machine.breakpoints``,
+        guest-virtual addresses) stop the run before the instruction there executes (but not on
+        the first instruction of a run, so a run can continue from a breakpoint)."""
+        if not isinstance(max_steps, int) or max_steps < 0:
+            raise VmkitError(f"max_steps must be a non-negative integer, got {max_steps!r}")
+        if self.stopped is not None:
+            r = self.stopped
+            return RunResult(r.reason, 0, r.detail, r.eip, r.instruction)
+        start = self.steps
+        end = start + max_steps
+        careful = bool(_single or until or self.breakpoints or self.trace.wants_instructions()
+                       or self.cpu.ef & 0x100)
+        first = True
+        cpu = self.cpu
+        dv = self.dev
+        try:
+            while True:
+                if dv.poweroff_code is not None:
+                    res = self._stop("poweroff", f"exit code {dv.poweroff_code}")
+                    break
+                self._tick()
+                if self.steps >= end:
+                    res = RunResult("max_steps", 0, "", cpu.eip)
+                    break
+                line = self._deliverable_irq()
+                if line is not None:
+                    if self._deliver_irq(line):
+                        continue
+                if cpu.halted:
+                    if not cpu.ef & 0x200:
+                        res = self._stop("halt", "hlt with interrupts disabled")
+                        break
+                    if dv.next_tick is None and dv.pending_vector() is None:
+                        res = self._stop("halt", "hlt with no interrupt source armed")
+                        break
+                    if dv.pending_vector() is None:
+                        # idle: guest time jumps to the next timer tick
+                        self.clock = max(self.clock, dv.next_tick)
+                        continue
+                    continue
+                if careful:
+                    if not first and cpu.eip in self.breakpoints:
+                        res = RunResult("breakpoint", 0, "", cpu.eip)
+                        break
+                    first = False
+                    self._run_one()
+                    if _single:
+                        res = RunResult("max_steps", 0, "", cpu.eip)
+                        break
+                    if until is not None and until(self):
+                        res = RunResult("until", 0, "", cpu.eip)
+                        break
+                    continue
+                budget = end - self.steps
+                if dv.next_tick is not None:
+                    budget = min(budget, dv.next_tick - self.clock)
+                self._burst(max(budget, 1))
+        except TripleFault as tf:
+            res = self._crash(f"triple fault: {tf}")
+        except UnsupportedInstruction as ui:
+            res = self._crash(str(ui))
+        except RecursionError:
+            res = self._crash("guest recursion too deep for the simulator")
+        res.steps = self.steps - start
+        if not res.instruction and res.reason != "max_steps":
+            res.instruction = self._safe_text()
+        return res
+
+    def _deliver_irq(self, line: int) -> bool:
+        self.dev.acknowledge(line)
+        if self.exception_hook is not None and self.exception_hook(
+                dev.IRQ_BASE + line, None, "irq"):
+            return True
+        self.cpu.halted = False
+        try:
+            self.deliver(dev.IRQ_BASE + line, None, self.cpu.eip, "irq")
+        except Fault as f:
+            self._exception(f)
+        return True
+
+    def _exception(self, f: Fault) -> None:
+        if self.exception_hook is not None and self.exception_hook(f.vector, f, "exception"):
+            return
+        self.deliver_exception(f)
+
+    def _burst(self, budget: int) -> None:
+        """Run up to ``budget`` instructions with nothing but the budget checked."""
+        cpu = self.cpu
+        n = 0
+        try:
+            get = self._icache.get
+            compile_ = self._compile
+            while n < budget:
+                f = get(cpu.eip)
+                if f is None:
+                    f = compile_(cpu.eip)
+                f()
+                n += 1
+        except Resched:
+            n += 1
+        except Fault as ex:
+            self.steps += n
+            self.clock += n
+            n = 0
+            self._exception(ex)
+        finally:
+            self.steps += n
+            self.clock += n
+
+    def _run_one(self) -> None:
+        """One instruction with the careful bookkeeping (tracing, single-step trap)."""
+        cpu = self.cpu
+        eip, ring = cpu.eip, cpu.cpl
+        tf = cpu.ef & 0x100
+        f = self._icache.get(eip)
+        try:
+            if f is None:
+                f = self._compile(eip)
+            try:
+                f()
+            except Resched:
+                pass
+        except Fault as ex:
+            self._exception(ex)
+            return
+        self.steps += 1
+        self.clock += 1
+        tr = self.trace
+        if tr.wants_instructions():
+            insn = self.fetch_decode_quiet(eip, ring)
+            tr.add(InstructionRetired(self.clock, address=eip, text=insn, ring=ring,
+                                      vm=self.vm_index))
+        if tf:
+            try:
+                self.deliver(1, None, cpu.eip, "exception")  # single-step trap (#DB)
+            except Fault as ex:
+                self._exception(ex)
+
+    def fetch_decode_quiet(self, eip: int, ring: int) -> str:
+        """Capstone text of the instruction at ``eip`` without side effects (for traces)."""
+        try:
+            insn = self.fetch_decode(eip)
+        except Fault:
+            return "?"
+        return insn.text if insn else "(bad)"
+
+    # ---- snapshots -------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """Copy the whole machine state: CPU, memory, devices, clocks (about 1 ms for 4 MiB)."""
+        return Snapshot(self.id, self.memory_size, self.cpu.state(), bytes(self.mem),
+                        self.dev.copy(), self.clock,
+                        {"steps": self.steps, "stopped": self.stopped,
+                         "inhibit": self._irq_inhibit_until, "trace": self.trace.state()})
+
+    def restore(self, snap: Snapshot) -> None:
+        """Put the machine back exactly as it was when ``snap`` was taken."""
+        if not isinstance(snap, Snapshot):
+            raise VmkitError(f"restore() takes a Snapshot from this machine's snapshot(), got "
+                             f"{type(snap).__name__}")
+        if snap.machine_id != self.id:
+            raise VmkitError(f"snapshot belongs to machine #{snap.machine_id}, not to this "
+                             f"machine (#{self.id})")
+        self.mem[:] = snap.memory
+        self.cpu.set_state(snap.cpu)
+        self.dev = snap.devices.copy()
+        self.clock = snap.clock
+        self.steps = snap.extra["steps"]
+        self.stopped = snap.extra["stopped"]
+        self._irq_inhibit_until = snap.extra["inhibit"]
+        self.trace.set_state(snap.extra["trace"])
+        for t in self.tlb.values():
+            t.clear()
+        self._flush_icache()
+        self._mode_changed()
+
+
+# keep the stop reasons listed in one place for docs and tests
+RunResult.REASONS = _STOP_REASONS
+_ = Interrupt
