@@ -11,7 +11,7 @@ port       size   device
 0x40       dword  timer period in guest instructions (0 = off); the timer raises IRQ 0 each
                   time that many more instructions have retired. Read: the period
 0x41       dword  read: guest time (instructions retired) low 32 bits
-0x60       byte   input device data: the next input byte (0 when empty), IRQ 1 while data waits
+0x60       byte   input device data: the next input byte (0 when empty); polled, no IRQ
 0x64       byte   input device status: bit 0 = a byte is waiting
 0xF4       any    power off; the value written is the exit code (QEMU's isa-debug-exit port)
 =========  =====  ==========================================================================
@@ -77,6 +77,50 @@ class Devices:
     def eoi(self) -> None:
         if self.isr:
             self.isr &= self.isr - 1  # clear the highest-priority in-service bit
+
+    # ---- port access ---------------------------------------------------------------------
+    def read(self, port: int, size: int, clock: int) -> int:
+        """The value a read of ``port`` returns at guest time ``clock`` (may consume input)."""
+        if port == PORT_PIC_CMD:
+            return self.isr
+        if port == PORT_PIC_MASK:
+            return self.imr
+        if port == PORT_TIMER:
+            return self.timer_period
+        if port == PORT_CLOCK:
+            return clock & 0xFFFFFFFF
+        if port == PORT_INPUT:
+            if self.input_pos < len(self.input):
+                v = self.input[self.input_pos]
+                self.input_pos += 1
+                return v
+            return 0
+        if port == PORT_INPUT_STATUS:
+            return 1 if self.input_waiting else 0
+        return (1 << (8 * size)) - 1  # nothing there: the bus floats high
+
+    def write(self, port: int, size: int, value: int, clock: int) -> None:
+        """A write of ``value`` to ``port`` at guest time ``clock``."""
+        if port == PORT_CONSOLE:
+            self.console.append(value & 0xFF)
+        elif port == PORT_PIC_CMD:
+            if value & 0xFF == EOI:
+                self.eoi()
+        elif port == PORT_PIC_MASK:
+            self.imr = value & 0xFF
+        elif port == PORT_TIMER:
+            self.timer_period = value & 0xFFFFFFFF
+            self.next_tick = clock + self.timer_period if self.timer_period else None
+        elif port == PORT_POWEROFF:
+            self.poweroff_code = value
+        # other ports: writes are ignored, as on an empty ISA bus
+
+    def tick(self, clock: int) -> None:
+        """Raise IRQ 0 for every timer deadline reached by guest time ``clock``."""
+        while self.next_tick is not None and clock >= self.next_tick:
+            self.raise_irq(0)
+            self.ticks += 1
+            self.next_tick += self.timer_period
 
     @property
     def input_waiting(self) -> bool:

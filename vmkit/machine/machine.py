@@ -30,7 +30,7 @@ __all__ = ["Machine", "RunResult", "Snapshot", "BOOT_GDT", "DEFAULT_MEMORY"]
 DEFAULT_MEMORY = 4 << 20
 #: where the machine places its flat boot GDT at power-on (null, ring-0 code 0x08, data 0x10)
 BOOT_GDT = 0x800
-_STOP_REASONS = ("halt", "poweroff", "max_steps", "breakpoint", "crash", "until")
+_STOP_REASONS = ("halt", "poweroff", "max_steps", "breakpoint", "crash", "until", "vmm")
 _machine_ids = itertools.count(1)
 
 
@@ -95,7 +95,13 @@ class Machine(MMUMixin, SystemMixin):
         self._icache_usr: dict[int, object] = {}
         self._icache = self._icache_sup
         self.port_handlers: dict[int, object] = {}   # extra devices: port -> (read, write)
-        self.exception_hook = None   # a monitor's intercept, see vmkit.vmm
+        # A monitor's intercepts (see vmkit.vmm): exception_hook(vector, fault, source,
+        # next_eip) -> True when the monitor handled the event (it never reaches the IDT);
+        # ring_hook(old_cpl, new_cpl, cause) after every privilege change; setting
+        # exit_request makes run() return (reason "vmm") at the next instruction boundary.
+        self.exception_hook = None
+        self.ring_hook = None
+        self.exit_request = False
         self._g = self._make_globals()
         self._write_boot_gdt()
         self._mode_changed()
@@ -246,49 +252,17 @@ class Machine(MMUMixin, SystemMixin):
 
     def device_read(self, port: int, size: int) -> int:
         """What a device answers on ``port`` (no permission check: monitors call this)."""
-        d = self.dev
         h = self.port_handlers.get(port)
         if h is not None:
             return h[0](size)
-        if port == dev.PORT_PIC_CMD:
-            return d.isr
-        if port == dev.PORT_PIC_MASK:
-            return d.imr
-        if port == dev.PORT_TIMER:
-            return d.timer_period
-        if port == dev.PORT_CLOCK:
-            return self.clock & 0xFFFFFFFF
-        if port == dev.PORT_INPUT:
-            if d.input_pos < len(d.input):
-                v = d.input[d.input_pos]
-                d.input_pos += 1
-                if d.input_pos >= len(d.input):
-                    d.irr &= ~2
-                return v
-            return 0
-        if port == dev.PORT_INPUT_STATUS:
-            return 1 if d.input_waiting else 0
-        return (1 << (8 * size)) - 1  # nothing there: the bus floats high
+        return self.dev.read(port, size, self.clock)
 
     def device_write(self, port: int, size: int, value: int) -> None:
-        d = self.dev
         h = self.port_handlers.get(port)
         if h is not None:
             h[1](size, value)
             return
-        if port == dev.PORT_CONSOLE:
-            d.console.append(value & 0xFF)
-        elif port == dev.PORT_PIC_CMD:
-            if value & 0xFF == dev.EOI:
-                d.eoi()
-        elif port == dev.PORT_PIC_MASK:
-            d.imr = value & 0xFF
-        elif port == dev.PORT_TIMER:
-            d.timer_period = value & 0xFFFFFFFF
-            d.next_tick = self.clock + d.timer_period if d.timer_period else None
-        elif port == dev.PORT_POWEROFF:
-            d.poweroff_code = value
-        # other ports: writes are ignored, as on an empty ISA bus
+        self.dev.write(port, size, value, self.clock)
 
     def irq_shadow(self) -> None:
         """STI: interrupts are not recognised until after the next instruction."""
@@ -322,11 +296,7 @@ class Machine(MMUMixin, SystemMixin):
         return d.pending_vector()
 
     def _tick(self) -> None:
-        d = self.dev
-        while d.next_tick is not None and self.clock >= d.next_tick:
-            d.raise_irq(0)
-            d.ticks += 1
-            d.next_tick += d.timer_period
+        self.dev.tick(self.clock)
 
     def _crash(self, detail: str) -> RunResult:
         cpu = self.cpu
@@ -377,6 +347,10 @@ class Machine(MMUMixin, SystemMixin):
         dv = self.dev
         try:
             while True:
+                if self.exit_request:
+                    self.exit_request = False
+                    res = RunResult("vmm", 0, "", cpu.eip)
+                    break
                 if dv.poweroff_code is not None:
                     res = self._stop("poweroff", f"exit code {dv.poweroff_code}")
                     break
@@ -431,7 +405,7 @@ class Machine(MMUMixin, SystemMixin):
     def _deliver_irq(self, line: int) -> bool:
         self.dev.acknowledge(line)
         if self.exception_hook is not None and self.exception_hook(
-                dev.IRQ_BASE + line, None, "irq"):
+                dev.IRQ_BASE + line, None, "irq", None):
             return True
         self.cpu.halted = False
         try:
@@ -441,7 +415,7 @@ class Machine(MMUMixin, SystemMixin):
         return True
 
     def _exception(self, f: Fault) -> None:
-        if self.exception_hook is not None and self.exception_hook(f.vector, f, "exception"):
+        if self.exception_hook is not None and self.exception_hook(f.vector, f, "exception", None):
             return
         self.deliver_exception(f)
 

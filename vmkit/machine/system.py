@@ -172,6 +172,8 @@ class SystemMixin:
         if new_cpl != old:
             cpu.cpl = new_cpl
             self._mode_changed()
+            if self.ring_hook is not None:
+                self.ring_hook(old, new_cpl, cause)
             self.trace.add(RingTransition(self.clock, from_ring=old, to_ring=new_cpl,
                                           cause=cause, vm=self.vm_index))
 
@@ -301,7 +303,11 @@ class SystemMixin:
     # ---- interrupt and exception delivery -------------------------------------------------
     def soft_int(self, vector: int, next_eip: int, source: str) -> None:
         """INT n / INT3 / INTO: a trap delivered with the return address after the
-        instruction; the gate's DPL is checked against CPL (SDM 6.12.1.1)."""
+        instruction; the gate's DPL is checked against CPL (SDM 6.12.1.1). A monitor's
+        ``exception_hook`` sees it first."""
+        hook = self.exception_hook
+        if hook is not None and hook(vector, None, source, next_eip):
+            return
         self.deliver(vector, None, next_eip, source)
 
     def deliver(self, vector: int, error_code: int | None, return_eip: int, source: str) -> None:
