@@ -55,6 +55,105 @@ def _cmd_asm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_params(items) -> dict:
+    params = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param takes NAME=VALUE, got {item!r}")
+        try:
+            params[key] = int(value, 0)
+        except ValueError:
+            raise ValueError(f"--param {key}: not an integer: {value!r}") from None
+    return params
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import os
+
+    from vmkit import guests
+    from vmkit.errors import AssemblyError, VmkitError
+    from vmkit.trace import Trace
+
+    try:
+        params = _parse_params(args.param)
+    except ValueError as e:
+        return _fail("run", str(e), 1)
+    try:
+        if args.guest.endswith(".s") or os.path.sep in args.guest:
+            try:
+                with open(args.guest, encoding="utf-8") as f:
+                    source = f.read()
+            except OSError as e:
+                return _fail("run", f"cannot read {args.guest}: {e.strerror or e}", 1)
+            if params:
+                return _fail("run", "--param applies to named guests, not to a .s file", 1)
+            image = guests.from_source(source, name=os.path.basename(args.guest),
+                                       filename=args.guest)
+        else:
+            image = guests.build(args.guest, **params)
+        from vmkit import vmm
+        monitor_cls = {"native": "Native", "te": "TrapAndEmulate", "bt": "BinaryTranslation",
+                       "hw": "HardwareAssisted", "pv": "Paravirtual"}[args.monitor]
+        try:
+            cls = getattr(vmm, monitor_cls)
+        except (AttributeError, ImportError):
+            return _fail("run", f"monitor {args.monitor!r} is not available yet", 2)
+        trace = Trace(instructions=args.trace, maxlen=args.trace_events if args.trace else 20_000)
+        vm = cls(image, trace=trace)
+        result = vm.run(max_steps=args.max_steps)
+    except AssemblyError as e:
+        print(f"{e.file}:{e.line}:{e.column}: {_one_line(e.message)}", file=sys.stderr)
+        return 1
+    except VmkitError as e:
+        return _fail("run", _one_line(e), 1)
+    if args.trace:
+        for ev in trace:
+            print(_format_event(ev))
+        print()
+    console = vm.console
+    sys.stdout.write(console)
+    if console and not console.endswith("\n"):
+        sys.stdout.write("\n")
+    line = f"-- {result.reason} after {result.steps} steps"
+    if result.detail:
+        line += f": {result.detail}"
+    if result.reason == "crash" and result.instruction:
+        line += f" (at {result.eip:#010x}: {result.instruction})"
+    print(line)
+    stats = vm.stats
+    parts = []
+    for k, v in stats.items():
+        if isinstance(v, dict):
+            if v:
+                parts.append(f"{k}: " + ", ".join(f"{n}={c}" for n, c in sorted(v.items())))
+        else:
+            parts.append(f"{k}={v}")
+    print("-- " + " ".join(p for p in parts if "=" in p and ": " not in p))
+    for p in parts:
+        if ": " in p:
+            print("-- " + p)
+    cycles = vm.cycles
+    print(f"-- cycles ({vm.costs.name}): {sum(cycles.values()):,.0f} = " + ", ".join(
+        f"{k} {v:,.0f}" for k, v in cycles.most_common()))
+    return 0 if result.reason in ("poweroff", "halt") else (1 if result.reason == "crash" else 0)
+
+
+def _format_event(ev) -> str:
+    from dataclasses import fields
+    vals = []
+    for f in fields(ev):
+        if f.name in ("step",):
+            continue
+        v = getattr(ev, f.name)
+        if f.name == "vm" and v == 0:
+            continue
+        if isinstance(v, int) and f.name in ("address", "eip", "handler"):
+            v = f"{v:#010x}"
+        vals.append(f"{f.name}={v}")
+    return f"{ev.step:>9} {ev.kind:<12} " + " ".join(vals)
+
+
 def _not_yet(command: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         return _fail(command, "not yet available", 2)
@@ -116,13 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a guest under a monitor",
                        description="Run GUEST and print its console and statistics.")
-    p.add_argument("guest", metavar="GUEST", help="guest name (see vmkit.guests.names())")
+    p.add_argument("guest", metavar="GUEST",
+                   help="guest name (see vmkit.guests.names()) or a bare-metal FILE.s")
     p.add_argument("--monitor", choices=MONITORS, default="native",
                    help="monitor to run it under (default: native)")
     p.add_argument("--max-steps", type=_positive_int, default=1_000_000, metavar="N",
                    help="stop after N instructions (default: 1000000)")
-    p.add_argument("--trace", action="store_true", help="print the event trace")
-    p.set_defaults(func=_not_yet("run"))
+    p.add_argument("--trace", action="store_true",
+                   help="print the event trace (every instruction retired, interrupts, ...)")
+    p.add_argument("--trace-events", type=_positive_int, default=2000, metavar="N",
+                   help="with --trace: keep the last N events (default: 2000)")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="a guest parameter, e.g. --param iterations=1000 (repeatable)")
+    p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("classify", help="Popek-Goldberg classes of instructions",
                        description="Classify each INSTR by experiment (privileged, sensitive, "

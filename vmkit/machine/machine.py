@@ -156,14 +156,25 @@ class Machine(MMUMixin, SystemMixin):
         return self.steps
 
     def unsupported(self, what: str):
-        raise UnsupportedInstruction(self._current_text(), self.cpu.eip, what)
+        raise UnsupportedInstruction(self.text_at(self.cpu.eip) or "?", self.cpu.eip, what)
 
-    def _current_text(self) -> str:
-        try:
-            insn = self.fetch_decode(self.cpu.eip)
-            return insn.text if insn else "?"
-        except Fault:
-            return "?"
+    def insn_at(self, eip: int) -> Insn | None:
+        """The instruction at linear ``eip`` decoded without side effects (None if its bytes
+        are not mapped or not an instruction)."""
+        window = b""
+        for k in range(15):
+            b = self.peek(eip + k, 1)
+            if b is None:
+                break
+            window += b
+        if not window:
+            return None
+        return DECODER.decode(eip, window)
+
+    def text_at(self, eip: int) -> str:
+        """Capstone text of the instruction at ``eip`` ("" if none), without side effects."""
+        insn = self.insn_at(eip)
+        return insn.text if insn is not None and insn.id else (insn.text if insn else "")
 
     # ---- instruction cache -----------------------------------------------------------------
     def fetch_decode(self, eip: int) -> Insn | None:
@@ -306,11 +317,7 @@ class Machine(MMUMixin, SystemMixin):
         return r
 
     def _safe_text(self) -> str:
-        try:
-            insn = self.fetch_decode(self.cpu.eip)
-            return insn.text if insn else ""
-        except (Fault, VmkitError):
-            return ""
+        return self.text_at(self.cpu.eip)
 
     def _stop(self, reason: str, detail: str = "") -> RunResult:
         r = RunResult(reason, 0, detail, self.cpu.eip, "")
@@ -463,22 +470,13 @@ class Machine(MMUMixin, SystemMixin):
         self.clock += 1
         tr = self.trace
         if tr.wants_instructions():
-            insn = self.fetch_decode_quiet(eip, ring)
-            tr.add(InstructionRetired(self.clock, address=eip, text=insn, ring=ring,
+            tr.add(InstructionRetired(self.clock, address=eip, text=f.__name__, ring=ring,
                                       vm=self.vm_index))
         if tf:
             try:
                 self.deliver(1, None, cpu.eip, "exception")  # single-step trap (#DB)
             except Fault as ex:
                 self._exception(ex)
-
-    def fetch_decode_quiet(self, eip: int, ring: int) -> str:
-        """Capstone text of the instruction at ``eip`` without side effects (for traces)."""
-        try:
-            insn = self.fetch_decode(eip)
-        except Fault:
-            return "?"
-        return insn.text if insn else "(bad)"
 
     # ---- snapshots -------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:

@@ -94,6 +94,33 @@ class MMUMixin:
             self.tlb_hits += 1
         return base | (lin & 0xFFF)
 
+    def peek_translate(self, lin: int) -> int | None:
+        """Linear -> physical without side effects (no fault, no A/D bits, no TLB fill, no
+        counters): for debuggers, listings and crash reports. None when not mapped."""
+        cpu = self.cpu
+        lin &= 0xFFFFFFFF
+        if not cpu.cr0 & CR0_PG:
+            return lin
+        pde = self._phys_rd((cpu.cr3 & 0xFFFFF000) | ((lin >> 20) & 0xFFC), 4)
+        if not pde & PTE_P:
+            return None
+        if pde & PTE_PS and cpu.cr4 & CR4_PSE:
+            return (pde & 0xFFC00000) | (lin & 0x3FFFFF)
+        pte = self._phys_rd((pde & 0xFFFFF000) | ((lin >> 10) & 0xFFC), 4)
+        if not pte & PTE_P:
+            return None
+        return (pte & 0xFFFFF000) | (lin & 0xFFF)
+
+    def peek(self, lin: int, n: int) -> bytes | None:
+        """n bytes at a linear address without side effects, or None if any is unmapped."""
+        out = bytearray()
+        for k in range(n):
+            pa = self.peek_translate(lin + k)
+            if pa is None:
+                return None
+            out += self.phys_read(pa, 1)
+        return bytes(out)
+
     def _walk(self, lin: int, write: bool, user: bool, fetch: bool = False) -> int:
         """Walk the two-level page table for ``lin``; return the frame base (SDM 4.3)."""
         cpu = self.cpu

@@ -25,6 +25,12 @@ BENIGN = frozenset(range(32)) - CONTRIBUTORY - {PAGE_FAULT, 8}
 EFLAGS_IF, EFLAGS_TF, EFLAGS_NT, EFLAGS_RF, EFLAGS_VM = 0x200, 0x100, 0x4000, 0x10000, 0x20000
 
 
+def _chain(history: tuple) -> str:
+    """'#UD, then #GP(0x32) delivering it, ...' for a triple-fault report."""
+    first, rest = history[0], history[1:]
+    return first + "".join(f", then {h} delivering it" for h in rest)
+
+
 class TripleFault(Exception):
     """A fault while delivering #DF: the processor shuts down (reported as a crash)."""
 
@@ -391,11 +397,12 @@ class SystemMixin:
                                  to_ring=new_cpl, eip=at_eip, handler=cpu.eip,
                                  vm=self.vm_index))
 
-    def deliver_exception(self, f: Fault) -> None:
+    def deliver_exception(self, f: Fault, _history: tuple = ()) -> None:
         """Deliver an exception with the double-fault rules of SDM Table 6-5: a contributory
         fault or #PF raised while delivering a contributory fault or #PF becomes #DF (benign
-        ones are delivered serially); a fault while delivering #DF is a triple fault."""
-        first = f
+        ones are delivered serially); a fault while delivering #DF is a triple fault, whose
+        message tells the whole chain from the first exception."""
+        history = _history + (str(f),)
         vector, code = f.vector, f.error_code
         if vector in HAS_ERROR_CODE and code is None:
             code = 0
@@ -404,17 +411,18 @@ class SystemMixin:
             return
         except Fault as second:
             if vector == 8:
-                raise TripleFault(f"{second} while delivering #DF (first: {first})") from None
+                raise TripleFault(_chain(history + (str(second),))) from None
             bad = (second.vector in CONTRIBUTORY or second.vector == PAGE_FAULT) and (
                 vector in CONTRIBUTORY or vector == PAGE_FAULT) and not (
                 vector in CONTRIBUTORY and second.vector == PAGE_FAULT)
             if not bad:
-                self.deliver_exception(second)  # serial: handle the second one
+                self.deliver_exception(second, history)  # serial: handle the second one
                 return
+            history += (str(second),)
         try:
             self.deliver(8, 0, self.cpu.eip, "exception")
         except Fault as third:
-            raise TripleFault(f"{third} while delivering #DF after {first}") from None
+            raise TripleFault(_chain(history + ("#DF", str(third)))) from None
 
     # ---- returns and far transfers --------------------------------------------------------
     def iret(self) -> None:
