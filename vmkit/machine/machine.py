@@ -103,6 +103,7 @@ class Machine(MMUMixin, SystemMixin):
         self.ring_hook = None
         self.exit_request = False
         self._g = self._make_globals()
+        self._accessors: dict = {}
         self._write_boot_gdt()
         self._mode_changed()
 
@@ -123,7 +124,11 @@ class Machine(MMUMixin, SystemMixin):
     def _mode_changed(self) -> None:
         """CPL or paging changed: rebind the memory accessors and the instruction cache."""
         user = self.cpu.cpl == 3
-        self._g.update(self._make_accessors(user))
+        key = (bool(self.cpu.cr0 & CR0_PG), user)
+        acc = self._accessors.get(key)
+        if acc is None:  # the closures keep references to mem, TLB dicts (cleared in place)
+            acc = self._accessors[key] = self._make_accessors(user)
+        self._g.update(acc)
         self._icache = self._icache_usr if user else self._icache_sup
 
     def load(self, program, address: int | None = None) -> None:

@@ -310,8 +310,11 @@ class MMUMixin:
         """Read n bytes at a linear address with the access rights given (supervisor by
         default: descriptor tables, TSS and interrupt stacks are implicit supervisor
         accesses, SDM 4.6)."""
+        lin &= 0xFFFFFFFF
         if not self.cpu.cr0 & CR0_PG:
-            return self._phys_rd(lin & 0xFFFFFFFF, n)
+            return self._phys_rd(lin, n)
+        if (lin & 0xFFF) + n <= 0x1000:  # one page: one translation
+            return int.from_bytes(self.phys_read(self.translate(lin, write, user), n), "little")
         out = 0
         for k in range(n):
             pa = self.translate((lin + k) & 0xFFFFFFFF, write, user)
@@ -319,8 +322,12 @@ class MMUMixin:
         return out
 
     def lin_write(self, lin: int, n: int, v: int, user: bool = False) -> None:
+        lin &= 0xFFFFFFFF
         if not self.cpu.cr0 & CR0_PG:
-            self._phys_wr(lin & 0xFFFFFFFF, n, v)
+            self._phys_wr(lin, n, v)
+            return
+        if (lin & 0xFFF) + n <= 0x1000:
+            self._phys_wr(self.translate(lin, True, user), n, v)
             return
         pas = [self.translate((lin + k) & 0xFFFFFFFF, True, user) for k in range(n)]
         for k, pa in enumerate(pas):
