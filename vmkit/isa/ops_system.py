@@ -66,8 +66,8 @@ def op_sti(e: Emit, insn) -> None:
     _iopl(e)
     e.line("if not C.ef & 0x200:")
     with e.indent():
+        e.line("M.irq_shadow()")  # first: it may ask to run this STI again with exact clocks
         e.line("C.ef |= 0x200")
-        e.line("M.irq_shadow()")
     e.resched = True
 
 

@@ -70,6 +70,13 @@ class Devices:
             return None  # a line of equal or higher priority is in service
         return line
 
+    def can_deliver(self, line: int) -> bool:
+        """Whether a request on ``line`` could be delivered (ignoring IF): not masked, and no
+        line of equal or higher priority in service."""
+        if self.imr >> line & 1:
+            return False
+        return not self.isr or (self.isr & -self.isr).bit_length() - 1 > line
+
     def acknowledge(self, line: int) -> None:
         self.irr &= ~(1 << line)
         self.isr |= 1 << line

@@ -21,7 +21,7 @@ from vmkit.isa.faults import Fault, Resched
 from vmkit.machine import devices as dev
 from vmkit.machine.cpu import (CPU, LZ_ADC, LZ_ADD, LZ_DEC, LZ_INC, LZ_LOGIC, LZ_SBB, LZ_SUB,
                                PARITY, lazy_status)
-from vmkit.machine.mmu import CR0_PG, MMUMixin
+from vmkit.machine.mmu import CR0_PG, MMUMixin, Sync
 from vmkit.machine.system import SystemMixin, TripleFault
 from vmkit.trace import InstructionRetired, Interrupt, PortIO, Stop, Trace
 
@@ -79,6 +79,9 @@ class Machine(MMUMixin, SystemMixin):
                 or memory_size % 4096:
             raise VmkitError(f"memory_size must be a multiple of 4096 between 64 KiB and 1 GiB, "
                              f"got {memory_size!r}")
+        if not isinstance(input, (bytes, bytearray, memoryview)):
+            raise VmkitError(f"input must be bytes (what the guest reads from port 0x60), got "
+                             f"{type(input).__name__}")
         self.id = next(_machine_ids)
         self.vm_index = vm_index
         self.trace = trace if trace is not None else Trace()
@@ -250,6 +253,8 @@ class Machine(MMUMixin, SystemMixin):
 
     # ---- devices ---------------------------------------------------------------------------
     def port_in(self, port: int, size: int) -> int:
+        if self._in_burst:
+            raise Sync()  # devices see the exact guest time (timer, clock port, events)
         if not self.io_permitted(port, size):
             raise Fault(13, 0, detail=f"in from port {port:#x} not permitted at CPL "
                         f"{self.cpu.cpl}")
@@ -259,6 +264,8 @@ class Machine(MMUMixin, SystemMixin):
         return v
 
     def port_out(self, port: int, size: int, value: int) -> None:
+        if self._in_burst:
+            raise Sync()
         if not self.io_permitted(port, size):
             raise Fault(13, 0, detail=f"out to port {port:#x} not permitted at CPL "
                         f"{self.cpu.cpl}")
@@ -281,8 +288,11 @@ class Machine(MMUMixin, SystemMixin):
         self.dev.write(port, size, value, self.clock)
 
     def irq_shadow(self) -> None:
-        """STI: interrupts are not recognised until after the next instruction."""
-        self._irq_inhibit_until = self.steps + 1
+        """STI setting IF, called before the STI retires: interrupts are not recognised until
+        the instruction after it has retired too (SDM STI)."""
+        if self._in_burst:
+            raise Sync()  # needs the exact instruction count
+        self._irq_inhibit_until = self.steps + 2
 
     def halt(self) -> None:
         self.cpu.halted = True
@@ -302,6 +312,8 @@ class Machine(MMUMixin, SystemMixin):
             r[0] = r[3] = r[1] = r[2] = 0
 
     def rdtsc(self) -> int:
+        if self._in_burst:
+            raise Sync()
         return self.clock
 
     # ---- running ---------------------------------------------------------------------------
@@ -382,11 +394,18 @@ class Machine(MMUMixin, SystemMixin):
                         res = self._stop("halt", "hlt with no interrupt source armed")
                         break
                     if dv.pending_vector() is None:
+                        if not dv.can_deliver(0):
+                            # IRQ 0 masked or blocked by one in service: nothing can wake it
+                            res = self._stop("halt", "hlt waiting for a timer interrupt that "
+                                             "is masked or blocked (no EOI)")
+                            break
                         # idle: guest time jumps to the next timer tick
                         self.clock = max(self.clock, dv.next_tick)
                         continue
                     continue
-                if careful:
+                # TF may be set by popfd/iretd during the run; in an STI shadow the next
+                # instruction must run alone so that a pending interrupt comes right after it
+                if careful or cpu.ef & 0x100 or self.steps < self._irq_inhibit_until:
                     if not first and cpu.eip in self.breakpoints:
                         res = RunResult("breakpoint", 0, "", cpu.eip)
                         break
@@ -410,7 +429,7 @@ class Machine(MMUMixin, SystemMixin):
         except RecursionError:
             res = self._crash("guest recursion too deep for the simulator")
         res.steps = self.steps - start
-        if not res.instruction and res.reason != "max_steps":
+        if not res.instruction and res.reason not in ("max_steps", "vmm"):  # vmm: a monitor exit
             res.instruction = self._safe_text()
         return res
 
@@ -435,6 +454,8 @@ class Machine(MMUMixin, SystemMixin):
         """Run up to ``budget`` instructions with nothing but the budget checked."""
         cpu = self.cpu
         n = 0
+        sync = False
+        self._in_burst = True
         try:
             get = self._icache.get
             compile_ = self._compile
@@ -446,14 +467,20 @@ class Machine(MMUMixin, SystemMixin):
                 n += 1
         except Resched:
             n += 1
+        except Sync:
+            sync = True  # the instruction changed nothing yet: run it below, clocks exact
         except Fault as ex:
+            self._in_burst = False
             self.steps += n
             self.clock += n
             n = 0
             self._exception(ex)
         finally:
+            self._in_burst = False
             self.steps += n
             self.clock += n
+        if sync:
+            self._run_one()
 
     def _run_one(self) -> None:
         """One instruction with the careful bookkeeping (tracing, single-step trap)."""
@@ -477,11 +504,8 @@ class Machine(MMUMixin, SystemMixin):
         if tr.wants_instructions():
             tr.add(InstructionRetired(self.clock, address=eip, text=f.__name__, ring=ring,
                                       vm=self.vm_index))
-        if tf:
-            try:
-                self.deliver(1, None, cpu.eip, "exception")  # single-step trap (#DB)
-            except Fault as ex:
-                self._exception(ex)
+        if tf:  # single-step trap (#DB) after the instruction, through the exception rules
+            self._exception(Fault(1, detail="single-step trap (TF)"))
 
     # ---- snapshots -------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -489,7 +513,8 @@ class Machine(MMUMixin, SystemMixin):
         return Snapshot(self.id, self.memory_size, self.cpu.state(), bytes(self.mem),
                         self.dev.copy(), self.clock,
                         {"steps": self.steps, "stopped": self.stopped,
-                         "inhibit": self._irq_inhibit_until, "trace": self.trace.state()})
+                         "inhibit": self._irq_inhibit_until, "trace": self.trace.state(),
+                         "tlb": self.tlb_state()})
 
     def restore(self, snap: Snapshot) -> None:
         """Put the machine back exactly as it was when ``snap`` was taken."""
@@ -507,8 +532,7 @@ class Machine(MMUMixin, SystemMixin):
         self.stopped = snap.extra["stopped"]
         self._irq_inhibit_until = snap.extra["inhibit"]
         self.trace.set_state(snap.extra["trace"])
-        for t in self.tlb.values():
-            t.clear()
+        self.set_tlb_state(snap.extra["tlb"])
         self._flush_icache()
         self._mode_changed()
 

@@ -20,7 +20,7 @@ import struct
 from vmkit.isa.faults import Fault
 from vmkit.trace import PageFault, TlbMiss
 
-__all__ = ["MMUMixin", "PTE_P", "PTE_W", "PTE_U", "PTE_A", "PTE_D", "PTE_PS"]
+__all__ = ["MMUMixin", "Sync", "PTE_P", "PTE_W", "PTE_U", "PTE_A", "PTE_D", "PTE_PS"]
 
 PTE_P, PTE_W, PTE_U, PTE_PWT, PTE_PCD, PTE_A, PTE_D, PTE_PS = 1, 2, 4, 8, 16, 32, 64, 128
 CR0_PG, CR0_WP = 1 << 31, 1 << 16
@@ -30,8 +30,19 @@ _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 
 
+class Sync(Exception):
+    """Raised *before* an instruction has changed anything, by an operation that needs the
+    exact guest time (RDTSC, port I/O, STI's interrupt shadow; INT n, IRET and page faults,
+    whose trace events carry the time) while ``Machine._burst`` runs: a burst brings
+    ``clock`` and ``steps`` up to date only when it ends, so that the hot loop does no
+    bookkeeping. The burst ends and runs that one instruction again with exact clocks; only
+    these rare instructions pay (one more pass through the run loop)."""
+
+
 class MMUMixin:
     """Memory accessors and paging for :class:`vmkit.machine.Machine`."""
+
+    _in_burst = False   # True while Machine._burst runs (clock and steps lag behind)
 
     # ---- physical memory -----------------------------------------------------------------
     def _init_memory(self, size: int) -> None:
@@ -39,6 +50,9 @@ class MMUMixin:
         self.mem = bytearray(b"\xAA") * size
         # TLB: virtual page number -> physical frame base, one dict per (privilege, access)
         self.tlb = {"rs": {}, "ws": {}, "ru": {}, "wu": {}}
+        # 4 MiB regions (lin >> 22) whose translations came from a large page: the TLB holds
+        # them as 4 KiB pieces, and INVLPG anywhere in the region must drop them all
+        self.tlb_large: set[int] = set()
         self.tlb_hits = 0
         self.tlb_misses = 0
         self.tlb_flushes = 0
@@ -135,6 +149,7 @@ class MMUMixin:
             flags = pde
             frame = (pde & 0xFFC00000) | (lin & 0x3FF000)
             pte_a, pte = None, None
+            self.tlb_large.add(lin >> 22)
         else:
             pte_a = (pde & 0xFFFFF000) | ((lin >> 10) & 0xFFC)
             pte = self._phys_rd(pte_a, 4)
@@ -161,6 +176,12 @@ class MMUMixin:
         return frame
 
     def _page_fault(self, lin: int, err: int, refs: int):
+        if self._in_burst:
+            # inside a burst the clock lags: have the instruction run again with exact clocks
+            # (it changed nothing yet: faults are restartable), so the PageFault event and
+            # anything a monitor does about it see the right guest time; undo this walk's count
+            self.tlb_misses -= 1
+            raise Sync()
         self.walk_refs += refs
         self.cpu.cr2 = lin & 0xFFFFFFFF
         self.trace.add(PageFault(self.clock, address=lin & 0xFFFFFFFF, error_code=err,
@@ -176,6 +197,16 @@ class MMUMixin:
         if vpn is None:
             for t in self.tlb.values():
                 t.clear()
+            self.tlb_large.clear()
+            if self.cpu.cr0 & CR0_PG:
+                self._flush_icache()
+        elif vpn >> 10 in self.tlb_large:
+            # INVLPG in a 4 MiB page invalidates the whole large page (SDM 4.10.4.1)
+            region = vpn >> 10
+            self.tlb_large.discard(region)
+            for t in self.tlb.values():
+                for v in [v for v in t if v >> 10 == region]:
+                    del t[v]
             if self.cpu.cr0 & CR0_PG:
                 self._flush_icache()
         else:
@@ -183,6 +214,19 @@ class MMUMixin:
                 t.pop(vpn, None)
             if self.cpu.cr0 & CR0_PG:
                 self._flush_icache_page(vpn)
+
+    def tlb_state(self) -> dict:
+        """A copy of the TLB (for snapshots: a stale entry is guest-visible state)."""
+        state = {k: dict(t) for k, t in self.tlb.items()}
+        state["large"] = frozenset(self.tlb_large)
+        return state
+
+    def set_tlb_state(self, state: dict) -> None:
+        """Load a copy made by :meth:`tlb_state`, in place (the accessors hold the dicts)."""
+        for k, t in self.tlb.items():
+            t.clear()
+            t.update(state.get(k, {}))
+        self.tlb_large = set(state.get("large", ()))
 
     # ---- accessors for compiled code ------------------------------------------------------
     def _make_accessors(self, user: bool) -> dict:
@@ -235,14 +279,26 @@ class MMUMixin:
         translate = self.translate
         machine = self
 
+        # A TLB miss or an access straddling two pages: one translation per page touched,
+        # so an access counts one miss (or hit) per page, as the TLB sees it, and a
+        # straddling write checks both pages before it writes either.
         def slow_rd(a, n):
-            return int.from_bytes(bytes(machine._phys_rd(translate(a + k, False, user), 1)
-                                        for k in range(n)), "little")
+            k = 0x1000 - (a & 0xFFF)
+            if k >= n:
+                return phys_rd(translate(a, False, user), n)
+            pa1 = translate(a, False, user)
+            pa2 = translate((a + k) & 0xFFFFFFFF, False, user)
+            return phys_rd(pa1, k) | (phys_rd(pa2, n - k) << (8 * k))
 
         def slow_wr(a, n, v):
-            pas = [translate(a + k, True, user) for k in range(n)]  # all checks first
-            for k, pa in enumerate(pas):
-                machine._phys_wr(pa, 1, (v >> (8 * k)) & 0xFF)
+            k = 0x1000 - (a & 0xFFF)
+            if k >= n:
+                phys_wr(translate(a, True, user), n, v)
+                return
+            pa1 = translate(a, True, user)
+            pa2 = translate((a + k) & 0xFFFFFFFF, True, user)
+            phys_wr(pa1, k, v)
+            phys_wr(pa2, n - k, v >> (8 * k))
 
         def rd1(a):
             f = rget(a >> 12)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from vmkit.isa.faults import HAS_ERROR_CODE, VECTOR_NAMES, Fault, Resched
 from vmkit.machine.cpu import CPU
-from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE
+from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE, Sync
 from vmkit.trace import Interrupt, IRet, RingTransition
 
 __all__ = ["Descriptor", "SystemMixin", "TripleFault", "BENIGN", "CONTRIBUTORY"]
@@ -311,6 +311,8 @@ class SystemMixin:
         """INT n / INT3 / INTO: a trap delivered with the return address after the
         instruction; the gate's DPL is checked against CPL (SDM 6.12.1.1). A monitor's
         ``exception_hook`` sees it first."""
+        if self._in_burst:
+            raise Sync()  # the hook and the Interrupt event get the exact guest time
         hook = self.exception_hook
         if hook is not None and hook(vector, None, source, next_eip):
             return
@@ -321,9 +323,11 @@ class SystemMixin:
         stack switch through the TSS on a privilege change, the frame, IF/TF cleared."""
         cpu = self.cpu
         at_eip = cpu.eip
+        # EXT (bit 0 of an error code): the fault arose while delivering an event external to
+        # the program, a hardware interrupt or an earlier exception (SDM 6.13)
         ext = 1 if source in ("irq", "exception") else 0
         soft = source in ("int", "int3", "into")
-        idt_err = (vector << 3) | 2 | (ext if source == "irq" else 0)
+        idt_err = (vector << 3) | 2 | ext
         if vector * 8 + 7 > cpu.idtr.limit:
             raise Fault(13, idt_err, detail=f"vector {vector} beyond the IDT limit")
         gate = Descriptor.parse(self.lin_read(cpu.idtr.base + vector * 8, 8))
@@ -427,10 +431,15 @@ class SystemMixin:
     # ---- returns and far transfers --------------------------------------------------------
     def iret(self) -> None:
         """IRETD in protected mode, same or outer privilege (SDM Vol. 2A, IRET)."""
+        if self._in_burst:
+            raise Sync()  # the IRet and RingTransition events get the exact guest time
         cpu = self.cpu
         if cpu.ef & EFLAGS_NT:
             self.unsupported("iretd with NT set (task return)")
         esp = cpu.regs[4]
+        # where the popped frame lies: a monitor's ring_hook reads the EFLAGS image there
+        # (a ring-1 kernel's iretd to ring 3 loads neither IF nor IOPL, so the monitor must)
+        self.iret_frame = esp
         rd = self._g["rd4"]
         eip = rd(esp)
         cs = rd((esp + 4) & 0xFFFFFFFF) & 0xFFFF
@@ -439,6 +448,7 @@ class SystemMixin:
         if rpl < cpl:
             raise Fault(13, cs & 0xFFFC, detail=f"iretd to ring {rpl} from ring {cpl}")
         d = self._check_code(cs, rpl)
+        self._set_accessed(cs, d)  # before any state changes: a fault here leaves none
         if rpl > cpl:
             new_esp = rd((esp + 12) & 0xFFFFFFFF)
             new_ss = rd((esp + 16) & 0xFFFFFFFF) & 0xFFFF
@@ -490,8 +500,8 @@ class SystemMixin:
         if not d.conforming and (selector & 3) > cpl:
             raise Fault(13, selector & 0xFFFC, detail="far jump with RPL > CPL")
         d = self._check_code(selector, cpl)
-        self.cpu.eip = offset & 0xFFFFFFFF
         self._set_cs(selector, d, cpl, "far jump")
+        self.cpu.eip = offset & 0xFFFFFFFF  # after the load: a fault there leaves EIP as it was
 
     def far_call(self, selector: int, offset: int, next_eip: int) -> None:
         """CALL ptr16:32 to a code segment at the same privilege: push cs, eip."""
@@ -500,7 +510,10 @@ class SystemMixin:
         if d.system:
             raise Fault(13, selector & 0xFFFC, detail="far call through a gate is not in "
                         "the subset")
+        if not d.conforming and (selector & 3) > cpu.cpl:
+            raise Fault(13, selector & 0xFFFC, detail="far call with RPL > CPL")
         d = self._check_code(selector, cpu.cpl)
+        self._set_accessed(selector, d)  # before the pushes: a fault here leaves no state
         wr = self._g["wr4"]
         esp = cpu.regs[4]
         wr((esp - 4) & 0xFFFFFFFF, cpu.cs)
@@ -511,6 +524,8 @@ class SystemMixin:
 
     def far_ret(self, extra: int) -> None:
         """RETF [n]: same privilege, or to an outer ring (then pop esp and ss too)."""
+        if self._in_burst:
+            raise Sync()  # a ring change: the RingTransition event gets the exact guest time
         cpu = self.cpu
         rd = self._g["rd4"]
         esp = cpu.regs[4]
@@ -520,13 +535,18 @@ class SystemMixin:
         if rpl < cpl:
             raise Fault(13, cs & 0xFFFC, detail="retf to an inner ring")
         d = self._check_code(cs, rpl)
+        self._set_accessed(cs, d)  # before any state changes: a fault here leaves none
         if rpl > cpl:
             base = (esp + 8 + extra) & 0xFFFFFFFF
             new_esp = rd(base)
             new_ss = rd((base + 4) & 0xFFFFFFFF) & 0xFFFF
+            if new_ss & 0xFFFC == 0:
+                raise Fault(13, 0, detail="retf: null outer SS")
             sd = self.read_descriptor(new_ss)
             if new_ss & 3 != rpl or sd.dpl != rpl or not sd.writable:
                 raise Fault(13, new_ss & 0xFFFC, detail="retf: bad outer SS")
+            if not sd.present:
+                raise Fault(12, new_ss & 0xFFFC, detail="retf: stack segment not present")
             self._load_cache(2, new_ss, sd)
             cpu.regs[4] = (new_esp + extra) & 0xFFFFFFFF
         else:
