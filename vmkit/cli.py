@@ -154,6 +154,43 @@ def _format_event(ev) -> str:
     return f"{ev.step:>9} {ev.kind:<12} " + " ".join(vals)
 
 
+def _cmd_classify(args: argparse.Namespace) -> int:
+    """One instruction: its classes and the evidence; several: a table; ``all``: the whole
+    subset (``vmkit.classify_all()``)."""
+    from vmkit.errors import VmkitError
+    from vmkit.vmm import classify as cl
+
+    if [i.strip().lower() for i in args.instr] == ["all"]:
+        table = cl.classify_all()
+        print(repr(table))
+        print(repr(cl.theorem1(table)))
+        print(repr(cl.theorem3(table)))
+        return 0
+    rows = []
+    for text in args.instr:
+        try:
+            rows.append(cl.classify(text))
+        except VmkitError as e:
+            return _fail("classify", _one_line(e), 1)
+    if len(rows) == 1:
+        r = rows[0]
+        print(_classify_line(r, len(r.instruction)))
+        for e in r.evidence:
+            print(f"    {e}")
+        return 0
+    w = max(len(r.instruction) for r in rows)
+    for r in rows:
+        print(_classify_line(r, w))
+    return 0
+
+
+def _classify_line(r, width: int) -> str:
+    s = f"{r.instruction:<{width}}  {r.classes}"
+    if r.violates_theorem1:
+        s += "  (sensitive but not privileged: breaks Theorem 1)"
+    return s
+
+
 def _not_yet(command: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         return _fail(command, "not yet available", 2)
@@ -233,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Classify each INSTR by experiment (privileged, sensitive, "
                                    "innocuous).")
     p.add_argument("instr", metavar="INSTR", nargs="+", help='an instruction, e.g. "popfd"')
-    p.set_defaults(func=_not_yet("classify"))
+    p.set_defaults(func=_cmd_classify)
 
     p = sub.add_parser("compare", help="compare guests under every monitor",
                        description="Print the cycles of each GUEST under every monitor.")

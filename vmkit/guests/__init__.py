@@ -108,6 +108,9 @@ class GuestSpec:
     constants: Callable[[dict], dict] = lambda p: {}
     input: Callable[[dict], bytes] = lambda p: b""
     kernel_program: str = "kernel"
+    #: params -> {include name: source} given to the kernel's assembly (they take precedence
+    #: over the files of vmkit/guests; the nonvirt- guests replace boot_hook.s this way)
+    kernel_files: Callable[[dict], dict] = lambda p: {}
 
 
 def _lcg_checksum(iterations: int, seed: int) -> int:
@@ -282,8 +285,9 @@ def build(name: str, *, paravirtual: bool = False, timer_period: int | None = No
     for phys, size, entry in table:
         config.append(f"    .long {phys:#x}, {size}, {entry:#x}\n")
     config.append(".text\n")
-    kernel = build_program(s.kernel_program, KERNEL_BASE,
-                           {"config.s": "".join(config), "params.s": _const_lines(consts)})
+    files = dict(s.kernel_files(p))
+    files.update({"config.s": "".join(config), "params.s": _const_lines(consts)})
+    kernel = build_program(s.kernel_program, KERNEL_BASE, files)
     programs = {s.kernel_program: kernel}
     programs.update(user)
     loads.insert(0, (KERNEL_BASE, kernel.code))

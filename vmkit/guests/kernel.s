@@ -108,6 +108,11 @@ reload_cs:
     mov eax, TIMER_PERIOD
     out TIMER_PORT, eax
 
+    # a guest image may run a demonstration here, in ring 0 with everything set up: the file
+    # boot_hook.s is empty (it adds no byte) except in the nonvirt- guests, whose builder
+    # supplies their own (see vmkit/guests/nonvirt.py)
+    .include "boot_hook.s"
+
     # enter the first process as if returning from an interrupt
     mov ebx, [current]
     mov eax, [ebx + PCB_KSTACK]

@@ -20,10 +20,28 @@ def _target(e: Emit, op) -> str:
     return "tgt"
 
 
+_PREFIXES = frozenset((0x66, 0x67, 0xF0, 0xF2, 0xF3, 0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65))
+
+
+def _far_indirect(insn) -> bool:
+    """``jmp m16:32`` (FF /5) or ``call m16:32`` (FF /3). Capstone gives them the ids of the
+    near forms (printing "jmp ptr [m]", "call ptr [m]", and a 4-byte operand for the call), so
+    the ModRM reg field decides."""
+    raw = insn.raw
+    i = 0
+    while i < len(raw) and raw[i] in _PREFIXES:
+        i += 1
+    return i + 1 < len(raw) and raw[i] == 0xFF and (raw[i + 1] >> 3) & 7 in (3, 5)
+
+
 @semantics("jmp", sdm="JMP—Jump (SDM Vol. 2A)", category="control")
 def op_jmp(e: Emit, insn) -> None:
     """eip := target (relative, register or memory)."""
-    e.set_eip(_target(e, insn.operands[0]))
+    op = insn.operands[0]
+    if _far_indirect(insn):
+        op_ljmp(e, insn)
+        return
+    e.set_eip(_target(e, op))
 
 
 def _make_jcc(cc: str):
@@ -62,7 +80,11 @@ def op_loop(e: Emit, insn) -> None:
 @semantics("call", sdm="CALL—Call Procedure (SDM Vol. 2A)", category="control")
 def op_call(e: Emit, insn) -> None:
     """push eip of the next instruction; eip := target."""
-    t = _target(e, insn.operands[0])
+    op = insn.operands[0]
+    if _far_indirect(insn):
+        op_lcall(e, insn)
+        return
+    t = _target(e, op)
     push(e, hex(insn.next))
     e.set_eip(t)
 

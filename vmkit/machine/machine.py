@@ -428,6 +428,12 @@ class Machine(MMUMixin, SystemMixin):
             res = self._crash(str(ui))
         except RecursionError:
             res = self._crash("guest recursion too deep for the simulator")
+        except (KeyboardInterrupt, SystemExit, VmkitError):
+            raise
+        except Exception as ex:  # a bug in the kit itself: report it, keep the kernel alive
+            res = self._crash(f"vmkit internal error ({type(ex).__name__}: {ex}); "
+                              f"please report it with the guest and step count")
+            res.exception = ex
         res.steps = self.steps - start
         if not res.instruction and res.reason not in ("max_steps", "vmm"):  # vmm: a monitor exit
             res.instruction = self._safe_text()
