@@ -2,7 +2,9 @@
 
 These are *per-event* costs taken from published measurements, never values fitted to make a
 technique win. Where a paper gives no figure for a category, the value is an order-of-magnitude
-estimate and says so.
+estimate and says so. Figures marked "to verify" are recalled from the paper and have not yet
+been checked against its text; the comparison notebook (issue "binary translation, hardware
+assist and the cost model") checks them before it relies on them.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ def _make():
         source="Adams & Agesen, A Comparison of Software and Hardware Techniques for x86 "
                "Virtualization, ASPLOS 2006 (Pentium 4 672 'Prescott', 3.8 GHz, first VT-x)",
         native=1.0,        # one instruction ~ one cycle (CPI ~1 assumed for the teaching subset)
-        interrupt=242.0,   # native syscall round trip (int 0x80 + iret) ~242 cycles: A&A Fig. 4
+        interrupt=242.0,   # native syscall round trip (int 0x80 + iret), A&A Fig. 4 (to verify)
         trap=2000.0,       # trap to the VMM and back; estimate: same order as a VMX round trip
         emulate=400.0,     # decode + emulate one privileged instruction in the VMM; estimate
-        vm_exit=2409.0,    # VM exit + VM entry round trip measured by A&A §4 ("2409 cycles")
+        vm_exit=2409.0,    # VM exit + VM entry round trip, A&A §4 (to verify)
         translate=150.0,   # BT translation cost per instruction; estimate (A&A §3: translation
                            # is cheap next to the traps it removes)
         tc_lookup=20.0,    # translation-cache hash lookup for an indirect branch; estimate
