@@ -118,7 +118,10 @@ def op_mul(e: Emit, insn) -> None:
 
 
 def _signed(var: str, size: int) -> str:
-    return f"({var} - {1 << (8 * size):#x} if {var} & {SIGNS[size]:#x} else {var})"
+    """Expression for ``var`` (a ``size``-byte unsigned value; size 8 for idiv's edx:eax)
+    read as two's complement."""
+    bits = 8 * size
+    return f"({var} - {1 << bits:#x} if {var} & {1 << (bits - 1):#x} else {var})"
 
 
 @semantics("imul", sdm="IMUL—Signed Multiply (SDM Vol. 2A)", flags="OF CF",

@@ -138,7 +138,7 @@ class Emit:
         if m.disp or not parts:
             parts.append(hex(m.disp))
         expr = " + ".join(parts)
-        if len(parts) > 1 or m.disp > 0xFFFFFFFF:
+        if len(parts) > 1 or m.disp > 0xFFFFFFFF or (m.index is not None and m.scale > 1):
             expr = f"({expr}) & 0xFFFFFFFF"
         self.line(f"{name} = {expr}")
         self._ea[key] = name
@@ -169,14 +169,15 @@ class Emit:
         """Store ``expr`` (already masked to the operand size) into ``op``."""
         if isinstance(op, Reg) and op.kind == "gpr":
             i = op.index
+            # ``expr`` is parenthesized: it may be ``a ^ m``, and ``<<`` binds tighter than ``^``
             if op.size == 4:
                 self.line(f"R[{i}] = {expr}")
             elif op.size == 2:
-                self.line(f"R[{i}] = (R[{i}] & 0xFFFF0000) | {expr}")
+                self.line(f"R[{i}] = (R[{i}] & 0xFFFF0000) | ({expr})")
             elif op.high:
-                self.line(f"R[{i}] = (R[{i}] & 0xFFFF00FF) | ({expr} << 8)")
+                self.line(f"R[{i}] = (R[{i}] & 0xFFFF00FF) | (({expr}) << 8)")
             else:
-                self.line(f"R[{i}] = (R[{i}] & 0xFFFFFF00) | {expr}")
+                self.line(f"R[{i}] = (R[{i}] & 0xFFFFFF00) | ({expr})")
         elif isinstance(op, Mem):
             a = self.addr(op)
             self.line(f"wr{op.size}({a}, {expr})")
@@ -213,6 +214,10 @@ class _Indent:
 
 
 _CODE_CACHE: dict[tuple[int, bytes], types.CodeType | str] = {}
+#: bound on the code cache (cleared when full, like the decode cache): without one, a long
+#: run of ever-new instructions (the differential oracle compiles ~20 fresh ones per case)
+#: grows it by about 25 KB per case, a gigabyte per 50,000 cases.
+_CODE_CACHE_MAX = 1 << 16
 
 
 def source_of(insn: Insn) -> str:
@@ -239,6 +244,8 @@ def code_of(insn: Insn) -> types.CodeType | str:
         else:
             mod = compile(src, f"<{insn.address:#010x}: {insn.text}>", "exec")
             c = next(k for k in mod.co_consts if isinstance(k, types.CodeType))
+        if len(_CODE_CACHE) >= _CODE_CACHE_MAX:
+            _CODE_CACHE.clear()
         _CODE_CACHE[key] = c
     return c
 
