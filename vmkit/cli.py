@@ -45,7 +45,11 @@ def _cmd_asm(args: argparse.Namespace) -> int:
     except (ImportError, AttributeError):
         return _fail("asm", "the assembler is not yet available", 2)
     try:
-        prog = assemble(source, base=args.base)
+        import os
+
+        from vmkit.guests import GUEST_DIR
+        prog = assemble(source, base=args.base, filename=args.file,
+                        include_path=[os.path.dirname(os.path.abspath(args.file)), GUEST_DIR])
     except AssemblyError as e:
         where = e.file if getattr(e, "file", "<input>") not in ("", "<input>") else args.file
         message = getattr(e, "message", None) or str(e)
@@ -302,7 +306,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         print("vmkit: missing COMMAND (try vmkit --help)", file=sys.stderr)
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # `vmkit asm f.s | head`: the reader left; not an error
+        import os
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
