@@ -3,10 +3,11 @@ Paravirtual; the cost model and the comparison."""
 
 from vmkit.vmm.base import Monitor, Native, VM
 from vmkit.vmm.costs import CostModel
+from vmkit.vmm.te import TrapAndEmulate
 
-__all__ = ["Monitor", "Native", "VM", "CostModel", "MONITORS"]
+__all__ = ["Monitor", "Native", "VM", "CostModel", "MONITORS", "TrapAndEmulate"]
 
-MONITORS = {"native": Native}
+MONITORS = {"native": Native, "te": TrapAndEmulate}
 
 
 def __getattr__(name):

@@ -93,7 +93,7 @@ class Monitor:
         self.events = Counter()   # counts by cost category, priced by the cost model
         for i, img in enumerate(self.images):
             m = self._make_machine(i, img)
-            self.vms.append(VM(i, img, m))
+            self.vms.append(self._make_vm(i, img, m))
         self.current = 0
         self._setup()
 
@@ -104,6 +104,10 @@ class Monitor:
             m.write(addr, data)
         m.cpu.eip = image.entry
         return m
+
+    def _make_vm(self, index: int, image, machine: Machine) -> VM:
+        """The VM object for one guest (monitors with their own per-VM state subclass VM)."""
+        return VM(index, image, machine)
 
     def _setup(self) -> None:
         """Subclasses install their intercepts here."""
