@@ -477,17 +477,17 @@ def test_lodsw_and_stosw_move_by_element_size_down():
 
 
 def test_rep_stosd_huge_ecx_is_chunked_and_restartable():
-    """Does a rep with a huge count run at most REP_CHUNK iterations per step, keep EIP on the
-    instruction in between (so an interrupt or max_steps can cut in), and finish the job when
-    the run is restarted?"""
+    """Does a rep with a huge count run at most REP_CHUNK iterations per step (up to the next
+    multiple of REP_CHUNK in ECX), keep EIP on the instruction in between (so an interrupt or
+    max_steps can cut in), and finish the job when the run is restarted?"""
     chunk = ops_string.REP_CHUNK
     n = 3 * chunk + 5
     m = machine("cld\nrep stosd", eax=0x5A5A5A5A, edi=0x100000, ecx=n)
-    m.run(max_steps=2)                 # cld, then one chunk
+    m.run(max_steps=2)                 # cld, then the first (partial) chunk: 5 iterations
     assert m.cpu.eip == CODE + 1       # still on the rep stosd
-    assert m.cpu.ecx == n - chunk
-    assert m.cpu.edi == 0x100000 + 4 * chunk
-    assert rd32(m, 0x100000 + 4 * chunk) == 0xAAAAAAAA   # nothing beyond the chunk yet
+    assert m.cpu.ecx == 3 * chunk
+    assert m.cpu.edi == 0x100000 + 4 * 5
+    assert rd32(m, 0x100000 + 4 * 5) == 0xAAAAAAAA   # nothing beyond the chunk yet
     r = m.run(max_steps=100)
     assert r.reason == "halt" and r.steps == 4           # three more chunks, then hlt
     assert m.cpu.ecx == 0
@@ -500,7 +500,8 @@ def test_rep_stosd_with_ecx_all_ones_does_not_freeze():
     m = machine("rep stosd", edi=0x100000, ecx=0xFFFFFFFF, memory_size=2 << 20)
     r = m.run(max_steps=5)
     assert r.reason == "max_steps"
-    assert m.cpu.ecx == 0xFFFFFFFF - 5 * ops_string.REP_CHUNK
+    # a first chunk of 4095 (to a multiple of REP_CHUNK), then four whole chunks
+    assert m.cpu.ecx == 0xFFFFFFFF - (5 * ops_string.REP_CHUNK - 1)
 
 
 # --- control --------------------------------------------------------------------------------------

@@ -424,6 +424,17 @@ def test_scribbler_cannot_reach_another_vm():
     assert digest(bytes(nat.machine.mem)) == digest(mem)
 
 
+def test_hidden_faults_inside_rep_do_not_change_guest_time():
+    """The scribbler's 1 MiB rep stosd takes hidden page faults under te: is its guest time
+    still Native's, instruction for instruction?"""
+    prog = vmkit.assemble(SCRIBBLER, base=0x1000)
+    scribbler = guests.from_program(prog, "scribbler", memory_size=1 << 20)
+    nat, te = Native(scribbler), TrapAndEmulate(scribbler)
+    rn, rt = nat.run(max_steps=MAX_STEPS), te.run(max_steps=MAX_STEPS)
+    assert te.stats["hidden_page_faults"] > 100
+    assert rn.steps == rt.steps and nat.stats["instructions"] == te.stats["instructions"]
+
+
 # ---- bad input ----------------------------------------------------------------------------
 def test_bad_slice_is_refused():
     with pytest.raises(vmkit.VmkitError):

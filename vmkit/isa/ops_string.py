@@ -1,8 +1,8 @@
 """String instructions: movs stos lods cmps scas (byte, word, dword) with rep/repe/repne.
 
 ESI/EDI move by the element size, down when DF = 1. With a rep prefix the instruction runs
-at most ``REP_CHUNK`` iterations per execution and then re-executes itself (EIP stays) until
-ECX is 0, as a real CPU may pause a rep string instruction between iterations for an
+at most ``REP_CHUNK`` iterations per execution (up to the next multiple of ``REP_CHUNK`` in ECX)
+and then re-executes itself (EIP stays) until ECX is 0, as a real CPU may pause a rep string instruction between iterations for an
 interrupt (SDM Vol. 2B, REP). So a huge ECX cannot freeze the simulator, and ``max_steps``
 bounds it; each chunk counts as one step of guest time.
 """
@@ -21,7 +21,10 @@ def _string(e: Emit, insn, size: int, body: list[str], cond: str | None) -> None
         for b in body:
             e.line(b)
         return
-    e.line(f"k = {REP_CHUNK}")
+    # chunks end where ECX crosses a multiple of REP_CHUNK, not REP_CHUNK iterations after
+    # the start: a fault inside a chunk (a monitor's hidden page fault, say) then restarts it
+    # without moving the boundaries, so guest time is the same with or without the fault
+    e.line(f"k = (R[1] & {REP_CHUNK - 1:#x}) or {REP_CHUNK}")
     e.line("while R[1] and k:")
     with e.indent():
         for b in body:
