@@ -1,0 +1,29 @@
+"""Pictures and tables: pure functions from traces and monitors to ``graphviz.Digraph``,
+matplotlib figures and HTML.
+
+>>> from vmkit.viz import ring_diagram, ring_timeline, registers_html
+>>> ring_diagram(vm)                 # doctest: +SKIP   (rings, who runs where, transitions)
+>>> ring_timeline(vm.trace)          # doctest: +SKIP   (ring over guest time)
+
+Nothing here changes a monitor or a machine; widgets (:mod:`vmkit.widgets`) compose these.
+"""
+
+from vmkit.viz.html import (DisasmRow, console_html, describe_event, disassembly_html,
+                            disassembly_rows, events_html, flag_values, flags_html,
+                            register_values, registers_html, source_line)
+from vmkit.viz.render import (INSTALL_HINT, OKABE_ITO, Diagram, diagram_html, diagram_svg,
+                              figure_html, figure_svg)
+from vmkit.viz.rings import ring_diagram, ring_layout, transition_counts
+
+__all__ = ["registers_html", "register_values", "flags_html", "flag_values",
+           "disassembly_html", "disassembly_rows", "DisasmRow", "source_line", "events_html",
+           "describe_event", "console_html", "ring_diagram", "ring_layout",
+           "transition_counts", "ring_timeline", "timeline_svg", "Diagram", "diagram_svg",
+           "diagram_html", "figure_svg", "figure_html", "OKABE_ITO", "INSTALL_HINT"]
+
+
+def __getattr__(name):  # matplotlib is imported only when a timeline is asked for
+    if name in ("ring_timeline", "timeline_svg", "ring_series"):
+        from vmkit.viz import timeline
+        return getattr(timeline, name)
+    raise AttributeError(f"module 'vmkit.viz' has no attribute {name!r}")

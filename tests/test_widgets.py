@@ -1,0 +1,417 @@
+"""The Stepper and RingView widgets, tested without a kernel (ipywidgets runs without a
+frontend; one test records the comm messages a frontend would receive)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import comm
+import pytest
+
+from vmkit import guests
+from vmkit.vmm import Native
+from vmkit.widgets import RingView, StepHistory, Stepper
+
+
+def hello():
+    return Native(guests.build("hello"))
+
+
+def full_state(vm):
+    """Everything the guest could see: CPU state, all of memory, clocks, console."""
+    m = vm.machine
+    return (vm.cpu.state(), hashlib.sha256(m.read(0, m.memory_size)).hexdigest(), m.clock,
+            m.steps, vm.console)
+
+
+# ---- stepping -----------------------------------------------------------------------------
+
+def test_step_button_advances_eip_and_updates_registers():
+    """Does clicking Step run one instruction and show the new EIP, highlighted?"""
+    vm = hello()
+    s = Stepper(vm)
+    eip0 = vm.cpu.eip
+    s.step_button.click()
+    assert s.position == 1
+    assert vm.cpu.eip != eip0
+    view = s.registers_view.value
+    assert f"{vm.cpu.eip:08x}*" in view and f"was {eip0:08x}" in view
+    assert "▶" in s.disassembly_view.value
+    assert f"{vm.cpu.eip:08x}" in s.disassembly_view.value
+
+
+def test_changed_registers_are_highlighted_and_unchanged_are_not():
+    """After a step, are exactly the registers it changed highlighted?"""
+    vm = hello()
+    s = Stepper(vm)
+    s.step(3)
+    before = dict(s._previous)   # what the widget compares with: the values before the click
+    s.step()
+    from vmkit.viz import register_values
+    after = register_values(vm.cpu)
+    changed = [k for k in after if after[k] != before[k]]
+    assert changed
+    assert s.registers_view.value.count('class="vmkit-changed"') == len(changed)
+
+
+def test_step_n_and_source_lines_in_disassembly():
+    """Does Step ×N move N steps, and does the window show the guest source file and line?"""
+    vm = hello()
+    s = Stepper(vm)
+    s.n_box.value = 25
+    s.stepn_button.click()
+    assert s.position == 25
+    html = s.disassembly_view.value
+    assert "kernel.s:" in html
+
+
+def test_back_after_600_steps_is_exactly_step_350():
+    """Does Back ×250 after 600 steps give exactly the state of step 350 (CPU and memory)?"""
+    vm = Native(guests.build("ctxswitch"))
+    s = Stepper(vm)
+    s.step(350)
+    at_350 = full_state(vm)
+    s.step(250)
+    assert s.position == 600 and full_state(vm) != at_350
+    s.n_box.value = 250
+    s.backn_button.click()
+    assert s.position == 350
+    assert full_state(vm) == at_350
+
+
+def test_back_5000_steps_reaches_with_bounded_snapshots():
+    """Does Back reach 5,000 steps back with at most 20 snapshots kept besides step 0?"""
+    vm = Native(guests.build("ctxswitch"))
+    s = Stepper(vm)
+    s.step(1000)
+    at_1000 = full_state(vm)
+    s.step(5000)
+    h = s.history
+    assert len(h.snapshots) <= 20
+    assert min(h.snapshots) <= h.position - 5000   # reachable without going back to step 0
+    s.back(5000)
+    assert s.position == 1000 and full_state(vm) == at_1000
+
+
+def test_back_into_a_run_and_breakpoints_added_later_do_not_change_the_past():
+    """Is a position inside a Run burst exact, even with a breakpoint set afterwards inside
+    the replayed range?"""
+    img = guests.build("ctxswitch")
+    ref = Native(img)
+    ref.run(max_steps=9000)
+    expect = full_state(ref)
+    vm = Native(img)
+    s = Stepper(vm)
+    s.run("stop", max_steps=12000)
+    assert s.position == 12000
+    s.set_breakpoints([vm.cpu.eip])   # a breakpoint the replay will pass
+    s.back(3000)
+    assert s.position == 9000 and full_state(vm) == expect
+
+
+def test_reset_returns_to_step_0():
+    """Does Reset give back exactly the state the widget started from?"""
+    vm = hello()
+    start = full_state(vm)
+    s = Stepper(vm)
+    s.step(300)
+    s.run("stop", max_steps=2000)
+    s.reset_button.click()
+    assert s.position == 0 and full_state(vm) == start
+
+
+def test_run_until_ring_change_stops_when_the_ring_changes():
+    """Does Run until the ring changes stop right after the kernel's iret into ring 3?"""
+    vm = hello()
+    s = Stepper(vm)
+    assert vm.cpu.cpl == 0
+    s.run("ring")
+    assert vm.cpu.cpl == 3
+    assert "ring changed" in s.status and "0 → 3" in s.status
+    s.back(1)
+    assert vm.cpu.cpl == 0
+
+
+def test_run_until_trap_stops_at_the_system_call():
+    """Does Run until a trap or interrupt stop at the first int 0x80 from ring 3?"""
+    vm = hello()
+    s = Stepper(vm)
+    s.run("ring")
+    s.run("trap")
+    assert vm.cpu.cpl == 0
+    assert "int 0x80" in s.status
+    last = [e for e in vm.trace if e.kind == "interrupt"][-1]
+    assert last.vector == 0x80 and last.from_ring == 3
+
+
+def test_run_until_breakpoint_on_a_symbol():
+    """Does a breakpoint given by symbol stop Run there?"""
+    vm = hello()
+    s = Stepper(vm)
+    s.breakpoint_box.value = "print"
+    target = guests.build("hello").programs["hello"].symbols["print"]
+    assert vm.breakpoints == {target}
+    s.until_box.value = "breakpoint"
+    s.run_button.click()
+    assert vm.cpu.eip == target
+    assert "breakpoint 00" in s.status and "ulib.s:" in s.status   # print is in ulib.s
+
+
+def test_unknown_breakpoint_symbol_is_reported_not_raised():
+    """Does a misspelt symbol give a message in the status line?"""
+    s = Stepper(hello())
+    s.set_breakpoints("no_such_symbol")
+    assert "unknown symbol" in s.status
+
+
+def test_breakpoint_in_a_named_program_is_marked_in_the_disassembly():
+    """Does "hello:_start" pick the user program's _start (not the kernel's), and is a
+    breakpoint under EIP marked in the window?"""
+    vm = hello()
+    s = Stepper(vm)
+    user_start = vm.vms[0].image.programs["hello"].symbols["_start"]
+    assert s.set_breakpoints("hello:_start") == {user_start}
+    s.run("breakpoint")
+    assert vm.cpu.eip == user_start and vm.cpu.cpl == 3
+    assert "●" in s.disassembly_view.value
+
+
+def test_run_to_the_end_says_finished_poweroff():
+    """Does Run until it stops end with 'finished: poweroff' and the console text?"""
+    vm = hello()
+    s = Stepper(vm)
+    s.run_button.click()
+    assert "finished: poweroff" in s.status
+    assert "Hello from user mode!" in s.console_view.value
+
+
+def test_stepper_on_finished_vm_says_so_and_never_raises():
+    """Is a VM that already finished shown as 'finished: poweroff', with Step doing nothing?"""
+    vm = hello()
+    vm.run()
+    s = Stepper(vm)
+    assert s.status.startswith("finished: poweroff")
+    assert "finished: poweroff" in s.header.value
+    s.step_button.click()
+    s.run_button.click()
+    s.back()
+    assert s.position == 0 and "finished: poweroff" in s.status
+    assert "finished: poweroff" in s._repr_mimebundle_()["text/html"]
+
+
+def test_stepper_on_crashed_vm_says_crashed():
+    """Is a crashed guest (triple fault) reported in the status line, not raised?"""
+    vm = Native(guests.from_source("_start:\n    int3\n", name="crasher"))
+    vm.run()
+    s = Stepper(vm)
+    assert s.status.startswith("crashed:") and "triple fault" in s.status
+    s.step()
+    assert s.status.startswith("crashed:")
+
+
+# ---- live run on an event loop --------------------------------------------------------------
+
+def test_run_on_event_loop_is_interruptible():
+    """With a running event loop, does the Run button start a task at once, update the display
+    while running, and stop when Stop is pressed?"""
+    async def scenario():
+        vm = Native(guests.build("compute", iterations=5_000_000))
+        s = Stepper(vm)
+        s.limit_box.value = 10**9       # it must still be running when Stop is pressed
+        positions = []
+        s.observe(lambda ch: positions.append(ch["new"]), names="position")
+        s.run_button.click()
+        task = s.task
+        assert isinstance(task, asyncio.Task)
+        await asyncio.sleep(0)
+        assert s.running and not s.stop_button.disabled and s.step_button.disabled
+        while len(positions) < 3:
+            await asyncio.sleep(0.01)
+        s.stop_button.click()
+        await asyncio.wait_for(task, timeout=10)
+        return s, positions
+
+    s, positions = asyncio.run(scenario())
+    assert s.status.startswith("stopped by you")
+    assert not s.running and s.stop_button.disabled and not s.step_button.disabled
+    assert s.status.startswith("stopped by you")
+    assert positions == sorted(positions) and positions[-1] == s.position > 0
+    assert not s.finished
+
+
+# ---- virtual and real CPU side by side --------------------------------------------------------
+
+class _SplitNative(Native):
+    """Native with a separate object as the 'virtual CPU', to exercise the side-by-side view
+    (the real TrapAndEmulate is written elsewhere)."""
+    name = "split"
+
+    @property
+    def vcpu(self):
+        from vmkit.machine.cpu import CPU
+        v = CPU()
+        v.set_state(self.cpu.state())
+        v.cpl = 0    # the guest believes it is in ring 0
+        return v
+
+
+def test_run_from_code_is_synchronous_even_with_an_event_loop():
+    """Called from code inside a running event loop (a notebook cell), does run() finish
+    before returning, so the next line sees its result?"""
+    async def scenario():
+        vm = hello()
+        s = Stepper(vm)
+        status = s.run("ring")
+        return vm, s, status
+
+    vm, s, status = asyncio.run(scenario())
+    assert vm.cpu.cpl == 3 and "ring changed" in status and not s.running
+
+
+def test_virtual_and_real_cpu_shown_side_by_side():
+    """When vm.vcpu is not vm.cpu, are both CPUs shown, with both rings in the header?"""
+    vm = _SplitNative(guests.build("hello"))
+    s = Stepper(vm)
+    s.run("ring")   # natively into ring 3; the fake vCPU still says 0
+    html = s.registers_view.value
+    assert "virtual CPU (what the guest believes)" in html and "real CPU" in html
+    assert "guest believes ring <b>0</b>" in s.header.value
+    assert "real CPU in ring <b>3</b>" in s.header.value
+
+
+def test_trap_and_emulate_if_available():
+    """Under TrapAndEmulate (when importable): does the stepper show both CPUs and go back
+    exactly?"""
+    try:
+        from vmkit.vmm import TrapAndEmulate
+    except (ImportError, AttributeError):
+        pytest.skip("vmkit.vmm.te is not written yet")
+    vm = TrapAndEmulate(guests.build("hello"))
+    s = Stepper(vm, ring_view=True)
+    s.step(400)
+    at = full_state(vm)
+    s.step(300)
+    s.back(300)
+    assert full_state(vm) == at
+    if vm.vcpu is not vm.cpu:
+        assert "virtual CPU" in s.registers_view.value
+    s.run()
+    assert s.status.startswith("finished")
+
+
+# ---- ring view and static forms ---------------------------------------------------------------
+
+def test_ring_view_follows_the_stepper():
+    """Does an embedded RingView redraw as the stepper runs, showing the transitions?"""
+    vm = hello()
+    s = Stepper(vm, ring_view=True)
+    assert "no transitions yet" in s.ring_view.diagram_view.value
+    s.run()
+    html = s.ring_view.diagram_view.value
+    assert "int 0x80 (system call) ×5" in html and "<svg" in html
+    s.reset()
+    assert "no transitions yet" in s.ring_view.diagram_view.value
+
+
+def test_browser_hooks_change_with_a_step():
+    """Are the hooks the browser test clicks through there (a button reading exactly "Step",
+    class vmkit-eip showing EIP in hex, class vmkit-rings holding an <svg>), and do the EIP
+    text and the ring picture's HTML change with one step?"""
+    import re
+    s = Stepper(hello())
+    assert s.step_button.description == "Step"
+    assert "vmkit-rings" in s.ring_view.diagram_view._dom_classes
+
+    def eip_text():
+        return re.search(r'class="vmkit-eip">([^<]*)<', s.header.value).group(1)
+
+    eip0, rings0 = eip_text(), s.ring_view.diagram_view.value
+    assert re.search(r"[0-9a-f]{8}", eip0) and "<svg" in rings0
+    s.step_button.click()
+    assert eip_text() != eip0 and s.ring_view.diagram_view.value != rings0
+
+
+def test_ring_view_redraws_after_the_click_under_an_event_loop():
+    """Under a kernel's event loop, is the ring picture redrawn right after a Step returns (not
+    inside it), and only once for several moves?"""
+    async def scenario():
+        s = Stepper(hello())
+        calls = []
+        real = s.ring_view.refresh
+        s.ring_view.refresh = lambda *a: (calls.append(1), real())
+        s.run("ring")
+        s.step()
+        assert calls == []           # deferred: the click answered first
+        await asyncio.sleep(0)
+        return s, calls
+
+    s, calls = asyncio.run(scenario())
+    assert calls == [1]
+    assert "trap" not in s.ring_view.diagram_view.value
+    assert "iret ×1" in s.ring_view.diagram_view.value
+
+
+def test_static_bundles_have_html_and_svg():
+    """Do the widgets offer a static picture beside the widget view?"""
+    vm = hello()
+    s = Stepper(vm)
+    s.step(50)
+    b = s._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in b
+    assert "vmkit-stepper" in b["text/html"] and "step <b>50</b>" in b["text/html"]
+    vm.run()
+    rv = RingView(vm)
+    rb = rv._repr_mimebundle_()
+    assert "<svg" in rb["image/svg+xml"] and "<svg" in rb["text/html"]
+    assert "application/vnd.jupyter.widget-view+json" in rb
+
+
+def test_ring_view_without_dot_shows_hint(monkeypatch, tmp_path):
+    """Without dot, does RingView show the install hint instead of raising?"""
+    from vmkit.viz import render
+    monkeypatch.setenv("PATH", str(tmp_path))
+    render._SVG_CACHE.clear()
+    vm = hello()
+    vm.run()
+    rv = RingView(vm)
+    assert "apt-get install graphviz" in rv.diagram_view.value
+    b = rv._repr_mimebundle_()
+    assert "image/svg+xml" not in b and "digraph rings" in b["text/html"]
+    render._SVG_CACHE.clear()
+
+
+def test_step_sends_register_updates_to_the_frontend(monkeypatch):
+    """Would a frontend receive the new register table after a Step (recorded comm
+    messages)?"""
+    sent = []
+
+    class RecordingComm(comm.DummyComm):
+        def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
+            sent.append((msg_type, data))
+
+    monkeypatch.setattr(comm, "create_comm", RecordingComm)
+    vm = hello()
+    s = Stepper(vm)
+    sent.clear()
+    s.step()
+    updates = [d for t, d in sent if t == "comm_msg" and d and d.get("method") == "update"]
+    texts = [str(d["state"].get("value", "")) for d in updates]
+    assert any(f"{vm.cpu.eip:08x}*" in t for t in texts)
+
+
+def test_history_alone_on_the_monitor_api():
+    """Does StepHistory work with just the Monitor API, mixing steps and runs?"""
+    vm = Native(guests.build("divzero"))
+    h = StepHistory(vm, every=100, max_snapshots=5, reach=400)
+    states = {}
+    for _ in range(5):
+        for _ in range(37):
+            h.step()
+        states[h.position] = full_state(vm)
+        h.run(333)
+        states[h.position] = full_state(vm)
+    assert len(h.snapshots) <= 5
+    for pos in sorted(states, reverse=True):
+        h.goto(pos)
+        assert full_state(vm) == states[pos], pos

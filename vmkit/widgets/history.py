@@ -1,0 +1,210 @@
+"""Going back in time on any monitor: periodic snapshots plus deterministic re-execution.
+
+A monitor's snapshot copies the whole guest memory (about 4 MiB), so one per step is out of the
+question. :class:`StepHistory` keeps one snapshot every ``every`` steps (at most
+``max_snapshots`` of them, plus the one at step 0), and a log of what moved the monitor forward:
+``vm.step()`` calls and ``vm.run(max_steps=n)`` bursts. Going back to step ``t`` restores the
+nearest snapshot at or before ``t`` and replays the log from there; guests are deterministic
+(guest time, not wall time, drives their timer), so the replay lands on exactly the state the
+monitor was in.
+
+A *step* here is one unit of the log: one ``vm.step()`` call (which may deliver an exception
+without retiring an instruction) or one instruction retired inside ``vm.run``. Replaying a
+prefix of a run (``run(max_steps=j)``) is a state the run went through, so positions inside
+runs are exact too. Breakpoints are set aside while a run is replayed, so that adding one later
+does not change the past.
+
+Only the Monitor API is used (``step``, ``run``, ``snapshot``, ``restore``, ``breakpoints``),
+so this works for every monitor. Memory: ``(max_snapshots + 1)`` monitor snapshots. Reach:
+with ``every = ceil(reach / (max_snapshots - 1))`` (the default) the oldest snapshot kept is
+always at least ``reach`` steps back, so going back ``reach`` steps costs one restore and at most
+``every`` replayed steps (see ``benchmarks/bench_widgets.py`` for the figures).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+
+from vmkit.errors import VmkitError
+
+__all__ = ["StepHistory", "vm_stopped"]
+
+
+def vm_stopped(vm) -> bool:
+    """True when every VM of the monitor has stopped (finished or crashed)."""
+    vms = getattr(vm, "vms", None)
+    if not vms:
+        return getattr(vm, "result", None) is not None
+    for v in vms:
+        stopped = getattr(v, "stopped", None)
+        if stopped is None:
+            stopped = getattr(v, "result", None) is not None
+        if not stopped:
+            return False
+    return True
+
+
+class StepHistory:
+    """Step, run and go back on a monitor, keeping snapshots every ``every`` steps.
+
+    ``position`` counts steps since the history was made (step 0 is the monitor's state then).
+    """
+
+    def __init__(self, vm, *, every: int | None = None, max_snapshots: int = 20,
+                 reach: int = 5000, run_snapshot_cost: float = 0.01):
+        if max_snapshots < 2:
+            raise VmkitError(f"max_snapshots must be at least 2, got {max_snapshots}")
+        self.vm = vm
+        self.reach = reach
+        self.max_snapshots = max_snapshots
+        # the oldest kept snapshot is at least (max_snapshots - 1) * every steps back
+        self.every = every if every is not None else max(1, math.ceil(reach /
+                                                                      (max_snapshots - 1)))
+        # Inside runs a snapshot is worth taking only once replaying from the previous one
+        # would cost about this long. A snapshot costs ~1 ms (4 MiB copied; up to 7 ms when
+        # fresh pages must be faulted in): one every 264 steps would halve Run's speed on a fast
+        # guest; at 10 ms of run per snapshot Run loses ~10 % and Back after a Run replays at
+        # most ~10 ms (benchmarks/bench_widgets.py).
+        self.run_snapshot_cost = run_snapshot_cost
+        self._cost = 0.0                                 # seconds of run since the snapshot
+        self.position = 0
+        self._origin = vm.snapshot()
+        self._snaps: list[tuple[int, object]] = []      # (position, snapshot), ascending
+        self._log: list[list] = []                       # [start, kind "s"|"r", n], ascending
+        self.diverged = False                            # a replay did not land (see goto)
+
+    # ---- moving forward -------------------------------------------------------------------
+    def step(self) -> list:
+        """One ``vm.step()``; returns its events."""
+        events = self.vm.step()
+        self._record("s", 1)
+        return events
+
+    def run(self, max_steps: int):
+        """``vm.run(max_steps=...)`` with breakpoints set aside (use :meth:`step` in a loop to
+        stop at them); returns the RunResult. Advances by the instructions it retired."""
+        t = time.perf_counter()
+        with self._no_breakpoints():
+            r = self.vm.run(max_steps=max_steps)
+        self._cost += time.perf_counter() - t
+        n = getattr(r, "steps", 0) or 0
+        if n:
+            self._record("r", n)
+        return r
+
+    def _record(self, kind: str, n: int) -> None:
+        log = self._log
+        if log and log[-1][1] == kind and log[-1][0] + log[-1][2] == self.position:
+            log[-1][2] += n
+        else:
+            log.append([self.position, kind, n])
+        self.position += n
+        last = self._snaps[-1][0] if self._snaps else 0
+        if self.position - last >= self.every and (kind == "s" or
+                                                    self._cost >= self.run_snapshot_cost):
+            self._snapshot()
+
+    def _snapshot(self) -> None:
+        self._cost = 0.0
+        self._snaps.append((self.position, self.vm.snapshot()))
+        if len(self._snaps) > self.max_snapshots:
+            del self._snaps[0]
+
+    @contextmanager
+    def _no_breakpoints(self):
+        saved = []
+        for v in getattr(self.vm, "vms", ()):
+            bps = getattr(getattr(v, "machine", None), "breakpoints", None)
+            if bps:
+                saved.append((bps, set(bps)))
+                bps.clear()
+        try:
+            yield
+        finally:
+            for bps, old in saved:
+                bps.update(old)
+
+    # ---- going back -----------------------------------------------------------------------
+    def back(self, n: int = 1) -> int:
+        """Go back ``n`` steps (not before step 0); returns the new position."""
+        return self.goto(max(0, self.position - max(0, n)))
+
+    def reset(self) -> int:
+        """Back to step 0."""
+        return self.goto(0)
+
+    def goto(self, target: int) -> int:
+        """Put the monitor in the state it was in at step ``target`` (at most the current
+        position): restore the nearest snapshot at or before it and replay the log."""
+        if target < 0 or target > self.position:
+            raise VmkitError(f"can only go back to a step between 0 and {self.position}, "
+                             f"got {target}")
+        if target == self.position:
+            return target
+        base, snap = 0, self._origin
+        for p, s in reversed(self._snaps):
+            if p <= target:
+                base, snap = p, s
+                break
+        t = time.perf_counter()
+        self.vm.restore(snap)
+        reached = self._replay(base, target)
+        self._cost = time.perf_counter() - t
+        self.diverged = reached != target
+        self._truncate(reached)
+        return reached
+
+    def _replay(self, start: int, target: int) -> int:
+        pos = start
+        for seg_start, kind, n in self._log:
+            seg_end = seg_start + n
+            if seg_end <= pos:
+                continue
+            if seg_start >= target:
+                break
+            k = min(seg_end, target) - pos
+            if kind == "s":
+                for _ in range(k):
+                    self.vm.step()
+                pos += k
+            else:
+                with self._no_breakpoints():
+                    r = self.vm.run(max_steps=k)
+                got = getattr(r, "steps", 0) or 0
+                pos += got
+                if got != k:
+                    return pos
+            if pos >= target:
+                break
+        return pos
+
+    def _truncate(self, position: int) -> None:
+        self.position = position
+        self._snaps = [(p, s) for p, s in self._snaps if p <= position]
+        log = []
+        for seg in self._log:
+            s, kind, n = seg
+            if s >= position:
+                break
+            log.append([s, kind, min(n, position - s)])
+        self._log = log
+
+    # ---- introspection --------------------------------------------------------------------
+    @property
+    def snapshots(self) -> list[int]:
+        """Positions of the snapshots kept (step 0's is always kept besides these)."""
+        return [p for p, _ in self._snaps]
+
+    def snapshot_bytes(self) -> int:
+        """Approximate memory held by the snapshots (guest memory images)."""
+        total = 0
+        for s in [self._origin] + [s for _, s in self._snaps]:
+            for m in getattr(s, "machines", ()) or ():
+                total += len(getattr(m, "memory", b"") or b"")
+        return total
+
+    def __repr__(self) -> str:
+        return (f"<StepHistory at step {self.position}, {len(self._snaps)} snapshots every "
+                f"{self.every} steps>")

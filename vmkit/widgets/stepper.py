@@ -1,0 +1,590 @@
+"""``Stepper(vm)``: single-step any monitor in a notebook.
+
+Buttons: **Step**, **Step ×N**, **Run** until it stops / a breakpoint / the ring changes / a trap
+or interrupt (at most N steps), **Stop**, **Back**, **Back ×N** and **Reset**. Panes: a
+disassembly window around EIP with the guest source file, line and text beside each instruction;
+the registers with those that the last action changed highlighted; EFLAGS as named bits; the
+current ring; the console; the last events. Under a monitor whose guest sees a virtual CPU
+(``vm.vcpu is not vm.cpu``, e.g. trap-and-emulate) the virtual CPU and the real CPU are shown
+side by side: the guest kernel believes it is in ring 0 while the real CPU runs it in ring 1.
+
+Back goes through :class:`~vmkit.widgets.history.StepHistory` (a snapshot every ~264 steps, at
+most 20, and deterministic replay), so it reaches 5,000 steps back. The Run button works in time
+slices on the kernel's event loop (an asyncio task), so Stop and the display stay responsive
+while a long guest runs; ``stepper.run(...)`` called from code, or with no running event loop
+(scripts, tests), runs to the end before returning.
+
+The widget holds no simulation logic: it calls the Monitor API (``step``, ``run``,
+``snapshot``/``restore``) and draws with :mod:`vmkit.viz`. It never raises on a finished or
+crashed VM: the status line says what happened.
+
+>>> from vmkit import guests
+>>> from vmkit.vmm import Native
+>>> from vmkit.widgets import Stepper
+>>> Stepper(Native(guests.build("hello")))      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import os
+import time
+from collections import deque
+
+import ipywidgets as W
+import traitlets
+
+from vmkit.viz.html import (console_html, describe_event, disassembly_html, events_html,
+                            flags_html, register_values, registers_html, source_line)
+from vmkit.widgets.history import StepHistory, vm_stopped
+from vmkit.widgets.static import StaticMixin
+
+__all__ = ["Stepper", "UNTIL", "TRAP_KINDS"]
+
+#: Run's stop conditions: (what the dropdown says, value)
+UNTIL = (("it stops", "stop"), ("a breakpoint", "breakpoint"),
+         ("the ring changes", "ring"), ("a trap or interrupt", "trap"))
+#: event kinds that count as "a trap or interrupt"
+TRAP_KINDS = frozenset({"interrupt", "reflect", "emulate", "vm_exit", "hypercall"})
+
+
+#: Step ×N above this many steps runs in time slices like Run (the kernel stays responsive)
+STEP_SLICE_ABOVE = 20_000
+
+
+def _esc(s) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def _flags(cpu, previous, title) -> str:
+    eflags = getattr(cpu, "eflags", None)
+    return flags_html(eflags, previous, title=title) if isinstance(eflags, int) else ""
+
+
+def _as_monitor(vm):
+    """A monitor as is; a GuestImage or a guest name runs under Native."""
+    if all(hasattr(vm, a) for a in ("step", "run", "snapshot", "restore", "cpu", "trace")):
+        return vm
+    from vmkit.guests import GuestImage
+    if isinstance(vm, (str, GuestImage)):
+        from vmkit.vmm import Native
+        return Native(vm)
+    from vmkit.errors import VmkitError
+    raise VmkitError(f"Stepper takes a monitor (e.g. Native(guests.build('hello'))), a guest "
+                     f"image or a guest name, got {type(vm).__name__}")
+
+
+class Stepper(StaticMixin, W.VBox):
+    """Step, run, go back and reset a monitor, watching its CPU(s), code, console and events.
+
+    ``every``/``max_snapshots``/``reach`` tune going back (see :class:`StepHistory`);
+    ``window`` is the number of instructions shown from EIP on; ``ring_view`` (default True)
+    embeds a :class:`~vmkit.widgets.RingView` that follows the stepper."""
+
+    #: steps since the widget was made (Back and Reset move it back); observers may watch it
+    position = traitlets.Int(0)
+    #: the status line's text (what happened last, or why the VM stopped)
+    status = traitlets.Unicode("")
+    #: True while Run is running
+    running = traitlets.Bool(False)
+
+    def __init__(self, vm, *, every: int | None = None, max_snapshots: int = 20,
+                 reach: int = 5000, window: int = 8, recent: int = 3, events: int = 12,
+                 ring_view: bool = True, time_slice: float = 0.05, **kwargs):
+        vm = _as_monitor(vm)
+        self.vm = vm
+        self.window = window
+        self.n_events = events
+        self.run_chunk = 5_000   # steps per vm.run burst; adapts to ~10 ms a burst
+        self.time_slice = time_slice
+        self._recent: deque = deque(maxlen=max(recent, 0) or 1)
+        self._show_recent = recent > 0
+        self._previous: dict | None = None        # register values before the last action
+        self._previous_real: dict | None = None
+        self._previous_flags: int | None = None
+        self._message = ""
+        self._stop_requested = False
+        self._task = None
+        self.history = None
+        try:
+            self.history = StepHistory(vm, every=every, max_snapshots=max_snapshots,
+                                       reach=reach)
+        except Exception as e:   # e.g. a monitor that cannot snapshot: no Back, but no raise
+            self._message = f"error: cannot take snapshots ({e}); Back and Reset are off"
+
+        # ---- controls ----
+        btn = dict(layout=W.Layout(width="auto"))
+        self.step_button = W.Button(description="Step", tooltip="run one instruction",
+                                    icon="step-forward", **btn)
+        self.stepn_button = W.Button(description="Step ×N", tooltip="run N instructions",
+                                     **btn)
+        self.n_box = W.BoundedIntText(value=10, min=1, max=10_000_000, description="N",
+                                      layout=W.Layout(width="150px"))
+        self.back_button = W.Button(description="Back", tooltip="go back one step",
+                                    icon="step-backward", **btn)
+        self.backn_button = W.Button(description="Back ×N", tooltip="go back N steps", **btn)
+        self.reset_button = W.Button(description="Reset", tooltip="back to step 0",
+                                     icon="undo", **btn)
+        self.run_button = W.Button(description="Run", tooltip="run until the condition",
+                                   icon="play", button_style="success", **btn)
+        self.until_box = W.Dropdown(options=list(UNTIL), value="stop", description="until",
+                                    layout=W.Layout(width="230px"))
+        self.limit_box = W.BoundedIntText(value=1_000_000, min=1, max=10**9,
+                                          description="at most",
+                                          layout=W.Layout(width="190px"))
+        self.stop_button = W.Button(description="Stop", tooltip="stop a running Run",
+                                    icon="stop", button_style="warning", disabled=True, **btn)
+        self.breakpoint_box = W.Text(placeholder="breakpoints: symbol or 0x… , …",
+                                     description="break at", continuous_update=False,
+                                     layout=W.Layout(width="330px"))
+        self.step_button.on_click(lambda _: self.step())
+        self.stepn_button.on_click(lambda _: self.step(self.n_box.value, background=True))
+        self.back_button.on_click(lambda _: self.back())
+        self.backn_button.on_click(lambda _: self.back(self.n_box.value))
+        self.reset_button.on_click(lambda _: self.reset())
+        self.run_button.on_click(lambda _: self.run(self.until_box.value,
+                                                    self.limit_box.value, background=True))
+        self.stop_button.on_click(lambda _: self.stop())
+        self.breakpoint_box.observe(lambda ch: self.set_breakpoints(ch["new"]), names="value")
+
+        # ---- panes ----
+        self.header = W.HTML()
+        self.disassembly_view = W.HTML(layout=W.Layout(overflow="auto"))
+        self.registers_view = W.HTML()
+        self.console_view = W.HTML(layout=W.Layout(width="50%"))
+        self.events_view = W.HTML(layout=W.Layout(width="50%", overflow="auto"))
+        self.ring_view = None
+        rows = [W.HBox([self.step_button, self.stepn_button, self.n_box, self.back_button,
+                        self.backn_button, self.reset_button]),
+                W.HBox([self.run_button, self.until_box, self.limit_box, self.stop_button,
+                        self.breakpoint_box]),
+                self.header,
+                self.disassembly_view,
+                self.registers_view,
+                W.HBox([self.console_view, self.events_view])]
+        if ring_view:
+            from vmkit.widgets.rings import RingView
+            self.ring_view = RingView(vm)
+            rows.append(self.ring_view)
+        super().__init__(rows, **kwargs)
+        if self.ring_view is not None:
+            self.ring_view.follow(self)
+        self._refresh()
+
+    # ---- state helpers ----------------------------------------------------------------------
+    @property
+    def split(self) -> bool:
+        """True when the guest sees a virtual CPU distinct from the real one."""
+        try:
+            return self.vm.vcpu is not self.vm.cpu
+        except Exception:
+            return False
+
+    @property
+    def finished(self) -> bool:
+        try:
+            return vm_stopped(self.vm)
+        except Exception:
+            return False
+
+    def _result_text(self) -> str:
+        """'finished: poweroff (exit code 0)' / 'crashed: ...' for stopped VMs, else ''."""
+        vms = list(getattr(self.vm, "vms", []) or [])
+        parts = []
+        for v in vms:
+            r = getattr(v, "result", None)
+            if r is None:
+                m = getattr(v, "machine", None)
+                r = getattr(m, "stopped", None)
+            if r is None:
+                continue
+            reason = getattr(r, "reason", str(r))
+            detail = getattr(r, "detail", "")
+            word = "crashed" if reason == "crash" else "finished"
+            text = f"{word}: {reason}" if word == "finished" else f"crashed: {detail or reason}"
+            if word == "finished" and detail:
+                text += f" ({detail})"
+            parts.append((f"VM {v.index} " if len(vms) > 1 else "") + text)
+        return "; ".join(parts)
+
+    def _snapshot_registers(self) -> None:
+        self._previous = register_values(self.vm.vcpu)
+        self._previous_real = register_values(self.vm.cpu) if self.split else None
+        self._previous_flags = self._previous.get("eflags")
+
+    def _busy(self) -> bool:
+        if self.running:
+            self._message = "Run is running: press Stop first"
+            self._refresh(header_only=True)
+            return True
+        return False
+
+    def _sync_position(self) -> None:
+        if self.history is not None:
+            self.position = self.history.position
+
+    # ---- actions ----------------------------------------------------------------------------
+    def step(self, n: int = 1, *, background: bool = False) -> list:
+        """Run ``n`` steps (one instruction each, or one exception delivery); returns the
+        events of the last step. Does nothing but say so on a stopped VM. With ``background``
+        (the Step ×N button) more than 20,000 steps run in time slices like :meth:`run`."""
+        if self._busy():
+            return []
+        if background and n > STEP_SLICE_ABOVE and self.history is not None:
+            self.run("_steps", n, background=True)   # same steps, Stop stays responsive
+            return []
+        events = []
+        self._message = ""
+        try:
+            self._snapshot_registers()
+            if self.finished:
+                self._message = "nothing to step"
+            else:
+                for _ in range(max(0, int(n))):
+                    self._recent.append(self.vm.cpu.eip)
+                    events = self.history.step() if self.history else self.vm.step()
+                    if self.finished:
+                        break
+        except Exception as e:
+            self._message = f"error: {type(e).__name__}: {e}"
+        self._sync_position()
+        self._refresh()
+        return events
+
+    def back(self, n: int = 1) -> int:
+        """Go back ``n`` steps (through snapshots and replay); returns the new position."""
+        if self._busy() or self.history is None:
+            return self.position
+        self._message = ""
+        try:
+            self._snapshot_registers()
+            old = self.history.position
+            self.history.back(n)
+            moved = old - self.history.position
+            self._message = f"went back {moved} step{'s' if moved != 1 else ''}"
+            if self.history.diverged:
+                self._message += " (the replay did not land exactly: is the monitor " \
+                                 "deterministic?)"
+        except Exception as e:
+            self._message = f"error: {type(e).__name__}: {e}"
+        self._recent.clear()
+        self._sync_position()
+        self._refresh()
+        return self.position
+
+    def reset(self) -> None:
+        """Back to step 0 (the monitor's state when the widget was made)."""
+        if self._busy() or self.history is None:
+            return
+        try:
+            self._snapshot_registers()
+            self.history.reset()
+            self._message = "reset to step 0"
+        except Exception as e:
+            self._message = f"error: {type(e).__name__}: {e}"
+        self._recent.clear()
+        self._sync_position()
+        self._refresh()
+
+    def set_breakpoints(self, spec) -> set:
+        """Set the breakpoints from "sym, hello:_start, 0x401000, ..." (or an iterable of
+        addresses and symbols). A bare symbol is looked up in the kernel first, then the user
+        programs; "program:symbol" picks the program. Returns the addresses."""
+        items = spec.replace(";", ",").split(",") if isinstance(spec, str) else list(spec)
+        addrs, bad = set(), []
+        for it in items:
+            if isinstance(it, int):
+                addrs.add(it)
+                continue
+            s = str(it).strip()
+            if not s:
+                continue
+            a = self._resolve(s)
+            if a is None:
+                bad.append(s)
+            else:
+                addrs.add(a)
+        try:
+            bps = self.vm.breakpoints
+            bps.clear()
+            bps.update(addrs)
+        except Exception as e:
+            self._message = f"error: cannot set breakpoints: {e}"
+        else:
+            self._message = (f"unknown symbol{'s' if len(bad) > 1 else ''}: {', '.join(bad)}"
+                             if bad else f"{len(addrs)} breakpoint{'s' if len(addrs) != 1 else ''}")
+        self._refresh()   # the disassembly marks breakpoints
+        return addrs
+
+    def _resolve(self, s: str) -> int | None:
+        try:
+            return int(s, 0)
+        except ValueError:
+            pass
+        try:
+            img = self.vm.vms[getattr(self.vm, "current", 0)].image
+            progs = img.programs
+            if ":" in s:   # "hello:_start": a symbol of one program (names repeat)
+                name, sym = s.split(":", 1)
+                return progs[name.strip()].symbols.get(sym.strip()) if name.strip() in progs \
+                    else None
+            for prog in progs.values():   # the kernel's first
+                if s in prog.symbols:
+                    return prog.symbols[s]
+        except Exception:
+            pass
+        return None
+
+    @property
+    def task(self):
+        """The asyncio task of the current (or last) background run, or None."""
+        return self._task
+
+    def stop(self) -> None:
+        """Ask a running Run to stop after its current time slice."""
+        self._stop_requested = True
+
+    def run(self, until: str = "stop", max_steps: int | None = None, *,
+            background: bool = False):
+        """Run until ``until`` happens: "stop" (the guest stops; breakpoints are ignored),
+        "breakpoint", "ring" (the ring changes, real or virtual) or "trap" (a trap, exception
+        or interrupt), or until ``max_steps`` steps (default: the "at most" box).
+
+        Called from code it runs to the end and returns the status text, so the next line sees
+        the result. With ``background=True`` (what the Run button does) and a running event
+        loop (a Jupyter kernel) it starts an asyncio task and returns it: the display updates
+        between time slices and Stop ends it. Without an event loop it runs synchronously."""
+        if self._busy():
+            return None
+        if until not in dict((v, k) for k, v in UNTIL) and until != "_steps":
+            self._message = (f"error: until must be one of "
+                             f"{', '.join(v for _, v in UNTIL)}, got {until!r}")
+            self._refresh(header_only=True)
+            return None
+        limit = self.limit_box.value if max_steps is None else int(max_steps)
+        self._message = ""
+        self._stop_requested = False
+        self._snapshot_registers()
+        self._recent.clear()
+        gen = self._chunks(until, limit)
+        loop = None
+        if background:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+        if loop is None:
+            self.running = True
+            try:
+                while True:
+                    next(gen)
+            except StopIteration as s:
+                self._message = s.value or ""
+            except Exception as e:
+                self._message = f"error: {type(e).__name__}: {e}"
+            finally:
+                self.running = False
+            self._sync_position()
+            self._refresh()
+            return self.status
+        self.running = True     # at once: a second click must not start a second run
+        self._task = loop.create_task(self._run_async(gen))
+        return self._task
+
+    async def _run_async(self, gen) -> str:
+        self.stop_button.disabled = False
+        for b in (self.run_button, self.step_button, self.stepn_button, self.back_button,
+                  self.backn_button, self.reset_button):
+            b.disabled = True
+        try:
+            while True:
+                try:
+                    next(gen)
+                except StopIteration as s:
+                    self._message = s.value or ""
+                    break
+                self._sync_position()
+                self._message = "running…"
+                self._refresh()
+                await asyncio.sleep(0)   # let the kernel handle Stop and other messages
+                if self._stop_requested:
+                    self._message = f"stopped by you at step {self.history.position}"
+                    break
+        except Exception as e:
+            self._message = f"error: {type(e).__name__}: {e}"
+        finally:
+            gen.close()
+            self.running = False
+            self.stop_button.disabled = True
+            for b in (self.run_button, self.step_button, self.stepn_button, self.back_button,
+                      self.backn_button, self.reset_button):
+                b.disabled = False
+            self._sync_position()
+            self._refresh()
+        return self.status
+
+    def _chunks(self, until: str, limit: int):
+        """A generator that runs in time slices (yielding between them) and returns the
+        message saying why it stopped."""
+        vm, h = self.vm, self.history
+        if h is None:
+            return "error: Run needs snapshots (see the status above)"
+        end = h.position + limit
+        use_steps = until in ("ring", "trap", "_steps") or (until == "breakpoint" and
+                                                             bool(vm.breakpoints))
+        idle = 0
+        while True:
+            if self.finished:
+                return ""
+            if h.position >= end:
+                return f"ran {limit:,} steps"
+            deadline = time.perf_counter() + self.time_slice
+            if not use_steps:
+                while time.perf_counter() < deadline and h.position < end:
+                    before = h.position
+                    t0 = time.perf_counter()
+                    r = h.run(min(self.run_chunk, end - h.position))
+                    dt = time.perf_counter() - t0
+                    if h.position - before >= self.run_chunk // 2 and dt > 0:
+                        # aim at ~10 ms a burst: Stop answers quickly whatever the guest's speed
+                        rate = (h.position - before) / dt
+                        self.run_chunk = int(min(max(rate * 0.01, 1_000), 200_000))
+                    if self.finished:
+                        return ""
+                    if h.position == before:   # e.g. a monitor's own stop reason
+                        idle += 1
+                        if idle >= 3:
+                            return f"the monitor stopped the run: {getattr(r, 'reason', r)}"
+                    else:
+                        idle = 0
+            else:
+                bps = vm.breakpoints
+                k = 0
+                while h.position < end:
+                    cpu, vcpu = vm.cpu, vm.vcpu
+                    rings = (cpu.cpl, vcpu.cpl)
+                    events = h.step()
+                    if until == "trap":
+                        hit = next((e for e in events if e.kind in TRAP_KINDS), None)
+                        if hit is not None:
+                            return f"stopped: {describe_event(hit)}"
+                    elif until == "ring":
+                        now = (vm.cpu.cpl, vm.vcpu.cpl)
+                        if now != rings:
+                            return "stopped: ring changed " + self._ring_change(rings, now)
+                    elif until == "breakpoint" and vm.cpu.eip in bps:
+                        return "stopped at breakpoint " + self._where(vm.cpu.eip)
+                    if self.finished:
+                        return ""
+                    k += 1
+                    if not k & 255 and time.perf_counter() > deadline:
+                        break
+            yield
+
+    def _ring_change(self, old, new) -> str:
+        if self.split:
+            return (f"(guest believes ring {old[1]} → {new[1]}; real CPU ring {old[0]} → "
+                    f"{new[0]})")
+        return f"(ring {old[0]} → {new[0]})"
+
+    def _where(self, eip: int) -> str:
+        try:
+            img = self.vm.vms[getattr(self.vm, "current", 0)].image
+        except Exception:
+            img = None
+        f, ln, _ = source_line(img, eip)
+        return f"{eip:08x}" + (f" ({os.path.basename(f)}:{ln})" if f else "")
+
+    # ---- drawing ----------------------------------------------------------------------------
+    def _header_html(self) -> str:
+        vm = self.vm
+        try:
+            guest = vm.vms[getattr(vm, "current", 0)].image.name
+        except Exception:
+            guest = "guest"
+        mon = getattr(vm, "title", None) or getattr(vm, "name", type(vm).__name__)
+        try:
+            if self.split:
+                ring = (f"guest believes ring <b>{vm.vcpu.cpl}</b> · real CPU in ring "
+                        f"<b>{vm.cpu.cpl}</b>")
+            else:
+                ring = f"ring <b>{vm.cpu.cpl}</b>"
+        except Exception:
+            ring = "ring ?"
+        try:
+            clock = vm.machine.clock
+            gtime = f" · guest time {clock:,}"
+        except Exception:
+            gtime = ""
+        try:   # class vmkit-eip: the hook tests/test_browser.py reads
+            eip = f' · <span class="vmkit-eip">EIP {vm.cpu.eip:08x}</span>'
+        except Exception:
+            eip = ""
+        status = self.status
+        colour = "#D55E00" if status.startswith(("crashed", "error")) else "#000"
+        return (f'<div style="font-family:sans-serif;font-size:13px;padding:2px 0">'
+                f'<b>{_esc(guest)}</b> under <b>{_esc(mon)}</b> · step <b>{self.position:,}'
+                f'</b>{gtime}{eip} · {ring} · <span class="vmkit-status" style="color:{colour}">'
+                f'{_esc(status)}</span></div>')
+
+    def _status_text(self) -> str:
+        result = self._result_text()
+        msg = self._message
+        if result and msg.startswith("error"):
+            return f"{msg}; {result}"
+        if result:
+            return result
+        return msg or ("running…" if self.running else "ready")
+
+    def _registers_html(self) -> str:
+        vm = self.vm
+        if self.split:
+            real_prev = self._previous_real
+            virt = (registers_html(vm.vcpu, self._previous,
+                                   title="virtual CPU (what the guest believes)")
+                    + _flags(vm.vcpu, self._previous_flags, "virtual EFLAGS"))
+            real = (registers_html(vm.cpu, real_prev, title="real CPU")
+                    + _flags(vm.cpu, real_prev.get("eflags") if real_prev else None,
+                             "real EFLAGS"))
+            return (f'<div style="display:flex;gap:16px;flex-wrap:wrap"><div>{virt}</div>'
+                    f'<div>{real}</div></div>')
+        return (f'<div style="display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start">'
+                f'<div>{registers_html(vm.cpu, self._previous, columns=4)}</div>'
+                f'<div>{_flags(vm.cpu, self._previous_flags, "EFLAGS")}</div></div>')
+
+    def _disassembly_html(self) -> str:
+        before = list(self._recent) if self._show_recent else []
+        return disassembly_html(self.vm, before=before, count=self.window)
+
+    def _events_html(self) -> str:
+        tr = self.vm.trace
+        return events_html(tr.since(tr.total - self.n_events), limit=self.n_events,
+                           title="last events")
+
+    def _refresh(self, header_only: bool = False) -> None:
+        """Redraw the panes (``header_only``: just the status line)."""
+        try:
+            self.status = self._status_text()
+            self.header.value = self._header_html()
+            if header_only:
+                return
+            self.disassembly_view.value = self._disassembly_html()
+            self.registers_view.value = self._registers_html()
+            self.console_view.value = console_html(self.vm.console)
+            self.events_view.value = self._events_html()
+        except Exception as e:  # drawing must never raise into the notebook
+            self.header.value = (f'<div style="color:#D55E00">could not draw the stepper: '
+                                 f'{_esc(type(e).__name__)}: {_esc(e)}</div>')
+
+    # ---- static form ------------------------------------------------------------------------
+    def static_html(self) -> str:
+        self.status = self._status_text()
+        parts = [self._header_html(), self._disassembly_html(), self._registers_html(),
+                 f'<div style="display:flex;gap:16px;flex-wrap:wrap">'
+                 f'<div>{console_html(self.vm.console)}</div><div>{self._events_html()}</div>'
+                 f'</div>']
+        if self.ring_view is not None:
+            parts.append(self.ring_view.static_html())
+        return (f'<div class="vmkit-stepper" role="region" aria-label="vmkit stepper '
+                f'(static snapshot)">{"".join(parts)}</div>')
