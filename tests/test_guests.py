@@ -157,3 +157,15 @@ def test_an_endless_loop_stops_at_max_steps():
     vm = Native(guests.from_source("1: jmp 1b\n"))
     r = vm.run(max_steps=5000)
     assert r.reason == "max_steps" and r.steps == 5000
+
+
+def test_a_privileged_instruction_in_ring3_gets_the_process_killed_by_gp():
+    img = guests.build("userpriv")
+    vm = Native(img)
+    r = vm.run(max_steps=100_000)
+    addr = img.programs["userpriv"].symbols["privileged"]
+    assert r.reason == "poweroff"
+    assert vm.console == ("user: about to execute cli in ring 3\n"
+                          f"kernel: process 1 killed by exception 13 at {addr:#010x}\n")
+    gp = [e for e in vm.trace.of("interrupt") if e.vector == 13]
+    assert len(gp) == 1 and gp[0].from_ring == 3 and gp[0].eip == addr

@@ -136,6 +136,9 @@ _register(GuestSpec(
     "hello", "prints a greeting from ring 3 with its pid", lambda p: ["hello"], {}, {},
     lambda p: "Hello from user mode! pid 1\n"))
 _register(GuestSpec(
+    "userpriv", "a user program tries cli (privileged) and is killed by #GP",
+    lambda p: ["userpriv"], {}, {}, None))
+_register(GuestSpec(
     "compute", "CPU-bound loop, no system calls", lambda p: ["compute"],
     {"iterations": 100_000, "seed": 1}, {"iterations": (1, 10**8), "seed": (0, 2**32 - 1)},
     lambda p: f"compute: checksum {_lcg_checksum(p['iterations'], p['seed'])}\n",
