@@ -15,22 +15,27 @@ STAMP  := $(VENV)/.vmkit-installed.stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
 
-# The whole test run in one place: add notebooks here (e.g. `--nbval-lax notebooks`).
+# The whole test run in one place. --nbval runs every notebook under the paths given (the
+# lecture notebooks in notebooks/ and the smoke notebook in tests/data/) and compares each
+# cell's output with the stored one, after nbval_sanitize.cfg's masks; --dist loadfile keeps
+# each notebook (one kernel) on one worker.
 # Extra arguments for one run: make test ARGS='-k asm'
-TEST_CMD = $(PY) -m pytest -n 2 --dist loadfile tests
+TEST_CMD = $(PY) -m pytest -n 2 --dist loadfile --nbval --nbval-sanitize-with nbval_sanitize.cfg \
+	tests notebooks
 ARGS ?=
 
 ORACLE_CASES ?= 100000
 
-.PHONY: help venv sysdeps lab test oracle slides bench constraints clean distclean
+.PHONY: help venv sysdeps lab test oracle slides notebooks bench constraints clean distclean
 
 help:
 	@echo "make lab        open the kit in JupyterLab (installs what it needs first)"
 	@echo "make test       run every test"
 	@echo "make venv       create .venv with the pinned Python packages"
-	@echo "make sysdeps    apt-get install graphviz, binutils, chromium where missing"
+	@echo "make sysdeps    apt-get install graphviz, binutils, chromium, npm where missing"
 	@echo "make oracle     larger differential sweep against unicorn ($(ORACLE_CASES) cases)"
-	@echo "make slides     notebooks/*.ipynb -> build/slides/"
+	@echo "make slides     lecture notebooks -> build/slides/ (reveal.js, works offline)"
+	@echo "make notebooks  re-execute every notebook and save it in place (repeatable)"
 	@echo "make bench      run benchmarks/*.py"
 	@echo "make constraints  re-pin constraints.txt to what PyPI serves now"
 	@echo "make clean      remove build output and caches (distclean: also .venv)"
@@ -58,6 +63,7 @@ sysdeps:
 	command -v dot >/dev/null 2>&1 || missing="$$missing graphviz"; \
 	command -v as  >/dev/null 2>&1 || missing="$$missing binutils"; \
 	[ -x /usr/bin/chromium ]       || missing="$$missing chromium"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "make: installing$$missing"; \
 	  $(SUDO) apt-get update && $(APT_INSTALL) $$missing; \
@@ -76,12 +82,17 @@ test: venv sysdeps
 oracle: venv sysdeps
 	VMKIT_ORACLE_CASES=$(ORACLE_CASES) $(PY) -m pytest -n 2 tests/test_oracle.py $(ARGS)
 
-# Placeholder: the lead fills in the slide options.
+# Every lecture notebook (notebooks/NN-*.ipynb) as build/slides/NN-*.slides.html, with the
+# reveal.js, require.js and MathJax of share/slides/package-lock.json (npm ci into build/npm)
+# copied to build/slides/assets/: open the decks from disk, no network needed.
 slides: venv sysdeps
-	@mkdir -p build/slides
-	@shopt -s nullglob; nbs=(notebooks/*.ipynb); \
-	if [ $${#nbs[@]} -eq 0 ]; then echo "make: no notebooks/*.ipynb yet"; exit 0; fi; \
-	$(VENV)/bin/jupyter nbconvert --to slides --output-dir build/slides "$${nbs[@]}"
+	$(PY) -m vmkit.nbtools slides --output-dir build/slides
+
+# Re-execute every notebook in place (vmkit.nbtools.execute_notebook: fixed hash seed, no
+# timestamps, stable widget ids), so that a second run changes no byte. Then `make test`.
+NOTEBOOK_FILES = $(wildcard notebooks/*.ipynb) $(wildcard tests/data/*.ipynb)
+notebooks: venv sysdeps
+	$(PY) -m vmkit.nbtools execute $(NOTEBOOK_FILES)
 
 bench: venv sysdeps
 	@shopt -s nullglob; for f in benchmarks/*.py; do \

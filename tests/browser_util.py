@@ -1,0 +1,64 @@
+"""Headless Debian chromium through Playwright, for tests/test_slides.py and tests/test_browser.py.
+
+Playwright never downloads a browser here: it drives /usr/bin/chromium (``make sysdeps``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "build" / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def require_chromium() -> None:
+    """Skip the calling test when chromium or Playwright is missing (``make sysdeps``)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: `make sysdeps` installs it")
+    pytest.importorskip("playwright.sync_api")
+
+
+@contextlib.contextmanager
+def chromium_context(**kwargs):
+    """A fresh headless chromium (own, temporary user-data-dir); yields a BrowserContext."""
+    from playwright.sync_api import sync_playwright
+
+    kwargs.setdefault("viewport", {"width": 1280, "height": 900})
+    with tempfile.TemporaryDirectory(prefix="vmkit-chromium-") as profile, \
+            sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            profile,
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            **kwargs,
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def screenshot(page, name: str) -> Path | None:
+    """Save a full-page screenshot as build/test-artifacts/<name>.png; never raises."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / (re.sub(r"[^A-Za-z0-9_.-]+", "_", name) + ".png")
+    try:
+        page.screenshot(path=str(path), full_page=True)
+    except Exception:  # the page may be gone; the screenshot is a courtesy
+        return None
+    return path

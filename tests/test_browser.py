@@ -1,0 +1,317 @@
+"""A person's view of a notebook: JupyterLab in headless chromium runs it, and the Stepper steps.
+
+Starts JupyterLab on a free port of 127.0.0.1 over a temporary copy of the notebook (outputs
+and saved widget state cleared, so that only live widgets can match), opens it, runs all cells
+(the app's "notebook:run-all-cells" command), waits for the widget, clicks its "Step" button
+and checks that the EIP display and the ring picture change.
+
+The hooks, agreed with the lecture notebooks' Stepper widget (the first of each is used):
+- a button whose own text is exactly ``Step`` (an icon beside it is fine; "Step ×N" is not it);
+- an element with class ``vmkit-eip`` whose text shows EIP in hex and changes with a step
+  (``widget.add_class("vmkit-eip")``, or ``<span class="vmkit-eip">`` inside an HTML widget);
+- an element with class ``vmkit-rings`` holding the ring picture (an ``<svg>`` or ``<img>``)
+  whose HTML changes with the step.
+
+tests/data/smoke.ipynb has a stand-in Stepper with the same hooks (and an IntText counting the
+steps), so the harness is proven before notebooks/01-machine-and-rings.ipynb exists.
+Screenshots: build/test-artifacts/browser-<notebook>.png (and -failed.png on failure).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from browser_util import chromium_context, require_chromium, screenshot
+from vmkit import nbtools
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "tests" / "data" / "smoke.ipynb"
+LECTURE_01 = ROOT / "notebooks" / "01-machine-and-rings.ipynb"
+JUPYTER = Path(sys.executable).parent / "jupyter"
+
+SERVER_TIMEOUT = 60  # s for JupyterLab to answer
+UI_BUDGET = 90  # s for the page, the kernel, all cells and the click together
+STEP_TIMEOUT = 15_000  # ms at most for one click to show
+STEP_TEXT = re.compile(r"^\s*Step\s*$")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cleared_copy(src: Path, dest_dir: Path) -> Path:
+    """``src`` without outputs or saved widget state, in ``dest_dir``."""
+    nb = nbformat.read(src, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    nb.metadata.pop("widgets", None)
+    dest = dest_dir / src.name
+    nbtools.write_notebook(nb, dest)
+    return dest
+
+
+class JupyterLab:
+    """``jupyter lab`` on 127.0.0.1 in its own session, with every Jupyter folder temporary."""
+
+    def __init__(self, root_dir: Path, work: Path):
+        self.token = secrets.token_hex(16)
+        self.log_path = work / "jupyterlab.log"
+        settings = work / "settings"
+        # no news or update checks: nothing to fetch, no notification over the notebook
+        notification = settings / "@jupyterlab" / "apputils-extension"
+        notification.mkdir(parents=True, exist_ok=True)
+        (notification / "notification.jupyterlab-settings").write_text(
+            '{"checkForUpdates": false, "fetchNews": "false"}')
+        self.env = {
+            **os.environ,
+            **nbtools.KERNEL_ENV,
+            "JUPYTER_CONFIG_DIR": str(work / "config"),
+            "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
+            "IPYTHONDIR": str(work / "ipython"),
+        }
+        self.args = [
+            "--no-browser", "--allow-root", "--ip=127.0.0.1", "--port-retries=0",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={root_dir}",
+            "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: run commands
+            f"--LabApp.user_settings_dir={settings}",
+            f"--LabApp.workspaces_dir={work / 'workspaces'}",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ]
+        self.root_dir = root_dir
+        self.log = open(self.log_path, "w")
+        self.proc = None
+        for _ in range(3):  # another program may take the free port before the server does
+            self.port = free_port()
+            self.base = f"http://127.0.0.1:{self.port}"
+            self.proc = subprocess.Popen(
+                [str(JUPYTER), "lab", f"--port={self.port}", *self.args],
+                cwd=root_dir, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True)
+            if self._wait():
+                return
+        raise RuntimeError("jupyter lab did not start:\n" + self.log_text())
+
+    def _wait(self) -> bool:
+        """True once the server answers; False if it exited; raises after SERVER_TIMEOUT."""
+        deadline = time.monotonic() + SERVER_TIMEOUT
+        url = f"{self.base}/api/status?token={self.token}"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"jupyter lab did not answer in {SERVER_TIMEOUT} s:\n"
+                           + self.log_text())
+
+    def url(self, notebook: str) -> str:
+        return f"{self.base}/lab/tree/{notebook}?token={self.token}&reset"
+
+    def log_text(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        """SIGTERM to the server's process group, SIGKILL after 10 s; on SIGTERM the server
+        shuts its kernels down."""
+        if self.proc is not None and self.proc.poll() is None:
+            for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        if not self.log.closed:
+            self.log.close()
+
+
+# JupyterLab's current notebook is open, its kernel connected and idle
+NOTEBOOK_READY = """() => {
+  const app = window.jupyterapp;
+  const panel = app && app.shell && app.shell.currentWidget;
+  if (!panel || !panel.content || !panel.sessionContext || !panel.context.isReady) return false;
+  const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
+  return !!kernel && kernel.connectionStatus === 'connected' && kernel.status === 'idle';
+}"""
+
+# every code cell has run and the kernel is idle again
+ALL_CELLS_RUN = """() => {
+  const panel = window.jupyterapp.shell.currentWidget;
+  const cells = panel.content.widgets.filter(c => c.model.type === 'code');
+  const kernel = panel.sessionContext.session.kernel;
+  return cells.every(c => c.model.executionCount !== null) && kernel.status === 'idle';
+}"""
+
+# the text of code cells' error outputs, if any
+CELL_ERRORS = """() => {
+  const panel = window.jupyterapp.shell.currentWidget;
+  const errors = [];
+  for (const cell of panel.content.widgets) {
+    if (cell.model.type !== 'code') continue;
+    const outputs = cell.model.outputs;
+    for (let i = 0; i < outputs.length; i++) {
+      const out = outputs.get(i).toJSON();
+      if (out.output_type === 'error') errors.push(out.ename + ': ' + out.evalue);
+    }
+  }
+  return errors;
+}"""
+
+
+def live(selector: str) -> str:
+    """``selector`` in a live widget (an ipywidgets view), not in static HTML output."""
+    return f"{selector}.jupyter-widgets, .jupyter-widgets {selector}"
+
+
+def changed(page, read, old, timeout_ms: float, what: str) -> None:
+    """Wait until ``read()`` differs from ``old``; fail after ``timeout_ms``."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while read() == old:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not change within {timeout_ms / 1000:.0f} s "
+                                 f"of clicking Step (still {str(old)[:200]!r})")
+        page.wait_for_timeout(100)
+
+
+def run_stepper(page, lab: JupyterLab, notebook: str, counter: str | None = None) -> dict:
+    """Open ``notebook``, run all cells, click Step once; returns what was seen before/after.
+
+    ``counter``: the selector of an input whose value is recorded too (the smoke IntText).
+    Every wait shares one budget of UI_BUDGET seconds.
+    """
+    deadline = time.monotonic() + UI_BUDGET
+
+    def left(at_most: float = UI_BUDGET * 1000) -> float:
+        return max(1000.0, min(at_most, (deadline - time.monotonic()) * 1000))
+
+    page.goto(lab.url(notebook), timeout=left())
+    page.wait_for_function(NOTEBOOK_READY, timeout=left(), polling=250)
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_function(ALL_CELLS_RUN, timeout=left(), polling=250)
+    errors = page.evaluate(CELL_ERRORS)
+    assert errors == [], f"cells raised: {errors}"
+
+    outputs = page.locator(".jp-OutputArea-output")
+    # the button's own text is "Step" (an icon beside it is fine: Font Awesome's glyph comes
+    # from CSS and is not part of the text); "Step ×N" is another button
+    step = outputs.locator(live("button"), has_text=STEP_TEXT).first
+    eip = outputs.locator(live(".vmkit-eip")).first
+    rings = outputs.locator(live(".vmkit-rings")).first
+    step.wait_for(state="visible", timeout=left())
+    eip.wait_for(state="visible", timeout=left())
+    rings.wait_for(state="visible", timeout=left())
+    step.scroll_into_view_if_needed()
+
+    def look() -> dict:
+        seen = {"eip": eip.inner_text().strip(), "rings": rings.inner_html()}
+        if counter:
+            seen["counter"] = outputs.locator(counter).first.input_value()
+        return seen
+
+    before = look()
+    assert re.search(r"[0-9a-fA-F]{4,}", before["eip"]), f".vmkit-eip shows {before['eip']!r}"
+    assert rings.locator("svg, img").count() > 0, ".vmkit-rings holds no <svg> or <img>"
+
+    step.click()
+    # Poll through the locators, not element handles: a widget may redraw by replacing its
+    # element. The EIP and the picture come in separate comm messages: each gets its time.
+    changed(page, lambda: eip.inner_text().strip(), before["eip"], left(STEP_TIMEOUT), "EIP")
+    changed(page, rings.inner_html, before["rings"], left(STEP_TIMEOUT), "ring picture")
+    if counter:
+        changed(page, outputs.locator(counter).first.input_value, before["counter"],
+                left(STEP_TIMEOUT), counter)
+    return {"before": before, "after": look()}
+
+
+@pytest.fixture
+def lab_for(tmp_path):
+    """Start JupyterLab over a cleared copy of a notebook; stops it afterwards."""
+    labs = []
+
+    def start(src: Path) -> tuple[JupyterLab, str]:
+        root = tmp_path / "notebooks"
+        root.mkdir(exist_ok=True)
+        nb = cleared_copy(src, root)
+        lab = JupyterLab(root, tmp_path)
+        labs.append(lab)
+        return lab, nb.name
+
+    yield start
+    for lab in labs:
+        lab.stop()
+
+
+def drive(lab: JupyterLab, notebook: str, counter: str | None = None) -> dict:
+    network = []
+    with chromium_context(viewport={"width": 1400, "height": 1000}) as context:
+        # only the local server: anything else (news, CDNs) would hang or leak
+        local = (lab.base + "/", "data:", "blob:")
+
+        def route(r):
+            if r.request.url.startswith(local):
+                r.continue_()
+            else:
+                network.append(r.request.url)
+                r.abort()
+
+        context.route("**/*", route)
+        page = context.new_page()
+        shot = f"browser-{Path(notebook).stem}"
+        try:
+            seen = run_stepper(page, lab, notebook, counter)
+        except BaseException:
+            print("screenshot:", screenshot(page, shot + "-failed"))
+            print("jupyter lab log:\n" + lab.log_text())
+            raise
+        screenshot(page, shot)
+    seen["network"] = network
+    return seen
+
+
+def test_smoke_stepper(lab_for):
+    require_chromium()
+    lab, notebook = lab_for(SMOKE)
+    seen = drive(lab, notebook, counter=".smoke-steps input")
+    # the notebook's last cell has already stepped once
+    assert (seen["before"]["eip"], seen["after"]["eip"]) == ("EIP 0x00001002", "EIP 0x00001004")
+    assert (seen["before"]["counter"], seen["after"]["counter"]) == ("1", "2")
+    assert seen["before"]["rings"] != seen["after"]["rings"]
+    assert seen["network"] == []
+
+
+def test_lecture_01_stepper(lab_for):
+    if not LECTURE_01.exists():
+        pytest.skip(f"{LECTURE_01.relative_to(ROOT)} is not written yet "
+                    "(the harness is proven on tests/data/smoke.ipynb)")
+    require_chromium()
+    lab, notebook = lab_for(LECTURE_01)
+    seen = drive(lab, notebook)
+    assert seen["before"]["eip"] != seen["after"]["eip"]
+    assert seen["before"]["rings"] != seen["after"]["rings"]

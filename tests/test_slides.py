@@ -1,0 +1,136 @@
+"""`make slides`: reveal.js decks that show their pictures and load nothing from the network.
+
+One deck from tests/data/smoke.ipynb (a figure, a graph, math, a widget with its static
+fallback) and one from every lecture notebook present (notebooks/NN-*.ipynb), built by
+vmkit.nbtools.build_slides into a temporary folder and opened from file:// in headless
+chromium with every other request aborted and recorded. A screenshot of the slide with the
+picture (or of the failure) goes to build/test-artifacts/slides-<name>.png.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from browser_util import chromium_context, require_chromium, screenshot
+from vmkit import nbtools
+
+DATA = Path(__file__).resolve().parent / "data"
+SMOKE = DATA / "smoke.ipynb"
+NOTEBOOKS = [SMOKE, *nbtools.lecture_notebooks()]
+
+# names of the CDNs that nbconvert's own templates use; none may survive in a deck
+CDN_NAMES = ("unpkg.com", "cdnjs", "jsdelivr", "googleapis", "mathjax.org", "jquery.com")
+
+
+@pytest.fixture(scope="module")
+def decks(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("slides")
+    built = nbtools.build_slides(NOTEBOOKS, out)
+    return {deck.name.removesuffix(".slides.html"): deck for deck in built}
+
+
+def test_assets_are_local(decks):
+    for name, deck in decks.items():
+        html = deck.read_text(encoding="utf-8")
+        assert nbtools.external_urls(html) == [], name
+        for cdn in CDN_NAMES:
+            assert cdn not in html, f"{name}: mentions {cdn}"
+        for url in nbtools.ASSET_URLS.values():
+            assert url in html, f"{name}: does not load {url}"
+            assert (deck.parent / url).exists() or (deck.parent / url / "dist").exists()
+    assets = next(iter(decks.values())).parent / "assets"
+    for licence in ("reveal.js/LICENSE", "mathjax/LICENSE", "requirejs/package.json"):
+        assert (assets / licence).is_file(), licence
+
+
+def test_external_urls_finds_fetches_not_links():
+    html = """<script src="https://unpkg.com/x.js"></script><link href='//cdn/x.css'>
+    <img src=http://example.org/a.png><style>@import url(https://fonts/x.css);</style>
+    <script type="module">import m from 'https://cdn/m.mjs';</script>
+    <a href="https://example.org/paper.pdf">paper</a><script src="assets/local.js"></script>"""
+    assert nbtools.external_urls(html) == [
+        "https://unpkg.com/x.js", "http://example.org/a.png", "//cdn/x.css",
+        "https://fonts/x.css", "https://cdn/m.mjs"]
+
+
+def test_hide_input_tag(tmp_path):
+    code = nbformat.v4.new_code_cell("print('shown' + ' output')", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="shown output\n")])
+    code.metadata = {"tags": [nbtools.HIDE_INPUT_TAG], "slideshow": {"slide_type": "slide"}}
+    nb = nbformat.v4.new_notebook(cells=[code])
+    src = tmp_path / "hidden.ipynb"
+    nbformat.write(nb, src)
+    [deck] = nbtools.build_slides([src], tmp_path / "out")
+    html = deck.read_text(encoding="utf-8")
+    assert "shown output" in html and "&#39;shown&#39;" not in html and "'shown'" not in html
+
+
+# Go to every slide with all its fragments shown; report the first picture (an <svg> or <img>
+# with nonzero size that is not MathJax's) and the slide it is on.
+FIND_PICTURE = """async () => {
+  const frame = () => new Promise(r => requestAnimationFrame(() => r()));
+  for (const slide of Reveal.getSlides()) {
+    const at = Reveal.getIndices(slide);
+    Reveal.slide(at.h, at.v, 1000);
+    await frame();
+    const current = Reveal.getCurrentSlide();
+    for (const el of current.querySelectorAll('svg, img')) {
+      if (el.closest('mjx-container')) continue;
+      const box = el.getBoundingClientRect();
+      if (box.width > 0 && box.height > 0)
+        return {h: at.h, v: at.v, tag: el.tagName.toLowerCase(),
+                width: box.width, height: box.height};
+    }
+  }
+  return null;
+}"""
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_deck_offline(decks, notebook):
+    require_chromium()
+    deck = decks[notebook.stem]
+    remote, failed, errors = [], [], []
+
+    def route(r):
+        url = r.request.url
+        if url.startswith("file://"):
+            r.continue_()
+        else:
+            remote.append(url)
+            r.abort()
+
+    with chromium_context() as context:
+        context.route("**/*", route)
+        page = context.new_page()
+        page.on("request", lambda r: None if r.url.startswith(("file:", "data:"))
+                else remote.append(r.url))
+        page.on("requestfailed", lambda r: failed.append(f"{r.url}: {r.failure}"))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        shot = f"slides-{notebook.stem}"
+        try:
+            page.goto(deck.as_uri())
+            page.wait_for_function("() => window.Reveal && Reveal.isReady()", timeout=30_000)
+            page.wait_for_function("() => window.MathJax && MathJax.startup "
+                                   "&& MathJax.startup.promise", timeout=30_000)
+            page.evaluate("MathJax.startup.promise.then(() => true)")
+            total = page.evaluate("Reveal.getTotalSlides()")
+            assert total > 1, f"{deck.name}: {total} slide(s)"
+            picture = page.evaluate(FIND_PICTURE)
+            assert picture, f"{deck.name}: no slide shows an <svg> or <img> of nonzero size"
+            if notebook == SMOKE:
+                assert page.evaluate("document.querySelectorAll('mjx-container').length") > 0, \
+                    "MathJax rendered no formula"
+                # the widget's static fallback, not the widget view
+                assert page.locator(".jp-RenderedHTML svg circle").count() == 4
+                assert page.locator("script[type*='widget']").count() == 0
+            assert remote == [], f"requests to the network: {remote}"
+            assert failed == [], f"failed requests: {failed}"
+            assert errors == [], f"script errors: {errors}"
+        except BaseException:
+            print("screenshot:", screenshot(page, shot + "-failed"))
+            raise
+        screenshot(page, shot)
