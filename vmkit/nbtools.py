@@ -154,10 +154,20 @@ def normalize_outputs(nb):
     - memory addresses in CPython's default repr (``<Foo object at 0x7f...>`` becomes
       ``<Foo object at ADDRESS>``) in text, HTML and printed output;
     - ipywidgets model ids (random UUIDs) in widget views and in the saved widget state,
-      renumbered in order of appearance.
+      renumbered in order of appearance;
+    - the widget *view* of an output that also carries a static form (``text/html`` or
+      ``image/svg+xml``), and then the saved widget state: a stored notebook shows the static
+      picture everywhere it is read without a kernel (JupyterLab before the cell is run, an
+      HTML export, nbconvert offline) instead of a blank box or "Error displaying widget";
+      running the cell brings the live widget back.
     """
+    dropped_views = False
     for cell in nb.cells:
         for output in cell.get("outputs", ()):
+            data = output.get("data")
+            if data and WIDGET_VIEW in data and ("text/html" in data or "image/svg+xml" in data):
+                del data[WIDGET_VIEW]
+                dropped_views = True
             if output.get("output_type") == "stream" and isinstance(output.get("text"), str):
                 output["text"] = _OBJECT_ADDRESS.sub(r"\1ADDRESS>", output["text"])
             data = output.get("data")
@@ -169,6 +179,9 @@ def normalize_outputs(nb):
             for mime in ("text/plain", "text/html"):
                 if isinstance(data.get(mime), str):
                     data[mime] = _OBJECT_ADDRESS.sub(r"\1ADDRESS>", data[mime])
+    if dropped_views and not any(WIDGET_VIEW in o.get("data", {}) for c in nb.cells
+                                 for o in c.get("outputs", ())):
+        nb.metadata.pop("widgets", None)  # no view refers to the saved models any more
     _renumber_widget_ids(nb)
     return nb
 

@@ -111,9 +111,11 @@ def rows_html(rows: list[dict], title: str = "", columns: list[str] | None = Non
     if not rows:
         return f"<p><em>{html.escape(title)}: empty</em></p>"
     columns = columns or list(dict.fromkeys(k for r in rows for k in r))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(c, r.get(c))}</td>" for c in columns) + "</tr>"
-                   for r in rows)
+    # Jupyter's stylesheet right-aligns table cells; text reads better left-aligned
+    left = 'style="text-align: left"'
+    head = "".join(f"<th {left}>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td {left}>{_fmt(c, r.get(c))}</td>" for c in columns)
+                   + "</tr>" for r in rows)
     cap = f"<caption>{html.escape(title)}</caption>" if title else ""
     return (f'<table class="vmkit-table" style="font-family: monospace">{cap}'
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
