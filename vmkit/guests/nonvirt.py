@@ -37,10 +37,15 @@ __all__ = ["NONVIRT", "TICKS"]
 TICKS = 3
 
 
+#: the demonstrations wait for a few ticks, so they tick more often than the default
+TIMER_PERIOD = 10_000
+
+
 def _spec(name: str, source: str, description: str, expected: str) -> GuestSpec:
     return GuestSpec(
         name, description, lambda p: ["nonvirt_user"], {}, {}, lambda p: expected,
-        kernel_files=lambda p: {"boot_hook.s": f'.include "{source}"\n'})
+        kernel_files=lambda p: {"boot_hook.s": f'.include "{source}"\n'},
+        timer_period=TIMER_PERIOD)
 
 
 NONVIRT = (

@@ -13,7 +13,7 @@
 # on, the timer programmed, interrupts off.
 
 .equ NV_TICKS, 3                # ticks to wait for
-.equ NV_BUDGET, 100000          # loop iterations before giving up (~40 timer periods)
+.equ NV_BUDGET, 100000          # loop iterations before giving up (~30 periods of 10,000)
 
     call nv_popf
     jmp nv_popf_done
