@@ -206,3 +206,13 @@ def test_sanitizer_masks(stored, fresh):
 def test_sanitizer_keeps_guest_values(text):
     for _, _, regex, replace in sanitize_sections():
         assert re.sub(regex, replace, text) == text
+
+
+def test_stored_outputs_do_not_depend_on_where_the_kit_is_checked_out():
+    """Does any stored output name this checkout's folder (CI clones elsewhere)?"""
+    import pathlib
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    for nb_path in sorted(pathlib.Path(root, "notebooks").glob("*.ipynb")):
+        text = nb_path.read_text(encoding="utf-8")
+        assert root not in text, f"{nb_path.name} stores the path {root}"
+        assert "/tmp/" not in text, f"{nb_path.name} stores a /tmp path"

@@ -191,6 +191,17 @@ def _line_texts(program) -> dict:
     return texts
 
 
+def display_path(path: str) -> str:
+    """A source path as shown to students: relative to the kit for the kit's own guest files
+    (the same in every checkout, so stored notebook outputs do not depend on where the kit
+    lives), the file name otherwise."""
+    norm = os.path.normpath(path)
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../vmkit
+    if norm.startswith(pkg + os.sep):
+        return "vmkit/" + os.path.relpath(norm, pkg).replace(os.sep, "/")
+    return os.path.basename(norm)
+
+
 def source_line(image, address: int) -> tuple[str | None, int | None, str]:
     """``(file, line, text)`` of the guest source line that produced ``address`` (Nones and ""
     when the image does not know it)."""
@@ -292,7 +303,8 @@ def disassembly_html(target, eip: int | None = None, *, image=None, count: int =
               if r.breakpoint else "")
         text = _esc(r.text) if r.text else f'<i style="color:{GREY}">(not mapped)</i>'
         raw = " ".join(f"{b:02x}" for b in r.raw[:8]) + (" …" if len(r.raw) > 8 else "")
-        loc = (f'<span title="{_esc(r.file)}">{_esc(os.path.basename(r.file))}:{r.line}</span>'
+        loc = (f'<span title="{_esc(display_path(r.file))}">'
+               f'{_esc(os.path.basename(r.file))}:{r.line}</span>'
                if r.file else "")
         out.append(f'<tr><td style="{style}">{bp}{mark}</td>'
                    f'<td style="{style}">{r.address:08x}</td>'
