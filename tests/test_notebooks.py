@@ -216,3 +216,22 @@ def test_stored_outputs_do_not_depend_on_where_the_kit_is_checked_out():
         text = nb_path.read_text(encoding="utf-8")
         assert root not in text, f"{nb_path.name} stores the path {root}"
         assert "/tmp/" not in text, f"{nb_path.name} stores a /tmp path"
+
+
+def test_a_kit_error_in_a_cell_is_one_message_not_a_traceback(tmp_path):
+    """Does a VmkitError raised in a cell show as a short message naming the cell?"""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import vmkit.nbtools; vmkit.nbtools.notebook_setup()"),
+                nbformat.v4.new_code_cell("from vmkit import guests\nguests.build('helo')"),
+                nbformat.v4.new_code_cell("import vmkit\nvmkit.assemble('mov al, ebx')")]
+    NotebookClient(nb, kernel_name="python3", allow_errors=True, timeout=120,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    for cell, expected in ((nb.cells[1], "GuestError (in cell [2]): unknown guest 'helo'"),
+                           (nb.cells[2], "AssemblyError (in cell [3]): <input>:1:")):
+        text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        assert expected in text, text
+        assert not errors and "Traceback" not in text

@@ -102,6 +102,24 @@ def notebook_setup() -> None:
     from matplotlib_inline.backend_inline import set_matplotlib_formats
 
     set_matplotlib_formats("svg", bbox_inches="tight", metadata={"Date": None})
+    install_error_display(get_ipython())
+
+
+def install_error_display(shell) -> None:
+    """Show the kit's own errors (``VmkitError``: bad assembly, an unknown guest, a wrong
+    parameter ...) as one short message that says what and where, instead of a deep traceback
+    through the kit's internals. Other exceptions keep IPython's usual traceback."""
+    from vmkit.errors import VmkitError
+
+    def show(shell, etype, evalue, tb, tb_offset=None):
+        import sys as _sys
+        # IPython has already counted the cell that failed: its number is one less
+        count = (getattr(shell, "execution_count", 1) or 1) - 1
+        where = f" (in cell [{count}])" if count > 0 else ""
+        print(f"{etype.__name__}{where}: {evalue}", file=_sys.stderr)
+        return None
+
+    shell.set_custom_exc((VmkitError,), show)
 
 
 # --- execution --------------------------------------------------------------------------------
