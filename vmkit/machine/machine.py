@@ -105,6 +105,11 @@ class Machine(MMUMixin, SystemMixin):
         self.exception_hook = None
         self.ring_hook = None
         self.exit_request = False
+        # intercept(insn) -> None or a function to run instead of the instruction's compiled
+        # semantics, asked once per instruction when it is compiled (VMX non-root mode: the
+        # instructions a VMCS makes exit; vmkit.vmm.hw). A monitor that changes its answers
+        # flushes the icache.
+        self.intercept = None
         self._g = self._make_globals()
         self._accessors: dict = {}
         self._write_boot_gdt()
@@ -127,7 +132,7 @@ class Machine(MMUMixin, SystemMixin):
     def _mode_changed(self) -> None:
         """CPL or paging changed: rebind the memory accessors and the instruction cache."""
         user = self.cpu.cpl == 3
-        key = (bool(self.cpu.cr0 & CR0_PG), user)
+        key = (bool(self.cpu.cr0 & CR0_PG) or self.nested is not None, user)
         acc = self._accessors.get(key)
         if acc is None:  # the closures keep references to mem, TLB dicts (cleared in place)
             acc = self._accessors[key] = self._make_accessors(user)
@@ -189,7 +194,7 @@ class Machine(MMUMixin, SystemMixin):
         """Fetch up to 15 bytes at linear ``eip`` (with fetch permission) and decode."""
         window = bytearray()
         user = self.cpu.cpl == 3
-        paging = self.cpu.cr0 & CR0_PG
+        paging = self.cpu.cr0 & CR0_PG or self.nested is not None
         fault = None
         a = eip
         while len(window) < 15:
@@ -212,13 +217,15 @@ class Machine(MMUMixin, SystemMixin):
         if insn is None or insn.id == 0:
             raise Fault(6, detail=f"undefined or unsupported encoding at {eip:#010x}"
                         + (f" ({insn.text})" if insn else ""))
-        fn = sem.compile_insn(insn, self._g)
+        fn = self.intercept(insn) if self.intercept is not None else None
+        if fn is None:
+            fn = sem.compile_insn(insn, self._g)
         if isinstance(fn, str):
             raise UnsupportedInstruction(insn.mnemonic, eip, fn)
         cache = self._icache
         cache[eip] = fn
         # remember which physical bytes it came from (self-modifying code invalidates it)
-        paging = self.cpu.cr0 & CR0_PG
+        paging = self.cpu.cr0 & CR0_PG or self.nested is not None
         user = self.cpu.cpl == 3
         for k in range(insn.size):
             la = (eip + k) & 0xFFFFFFFF
@@ -228,7 +235,14 @@ class Machine(MMUMixin, SystemMixin):
         return fn
 
     def _smc(self, pa: int, n: int) -> None:
-        """A write hit a page holding compiled code: drop the instructions it overlaps."""
+        """A write hit a page holding compiled code: drop the instructions it overlaps (and
+        tell the monitor watching the page, if any: ``code_watch``)."""
+        watch = self.code_watch
+        if watch:
+            for p in {pa >> 12, (pa + n - 1) >> 12}:
+                cb = watch.get(p)
+                if cb is not None:
+                    cb(pa, n)
         for a in range(pa, pa + n):
             page = self.code_pages.get(a >> 12)
             if not page:
@@ -237,13 +251,15 @@ class Machine(MMUMixin, SystemMixin):
             if keys:
                 for cache, eip in keys:
                     cache.pop(eip, None)
-                if not page:
+                if not page and a >> 12 not in watch:
                     del self.code_pages[a >> 12]
 
     def _flush_icache(self) -> None:
         self._icache_sup.clear()
         self._icache_usr.clear()
         self.code_pages.clear()
+        for p in self.code_watch:   # a monitor's translations outlive the machine's icache
+            self.code_pages[p] = {}
 
     def _flush_icache_page(self, vpn: int) -> None:
         lo = vpn << 12

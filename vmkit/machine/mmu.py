@@ -9,6 +9,9 @@ tables (SDM Vol. 3A, 4.3) and fills the TLB, setting the accessed (and, for writ
 
 Reads beyond physical memory return all ones and writes there are dropped, as on a PC.
 
+A monitor using nested paging (``vmkit.vmm.hw``, Intel EPT) sets ``nested``: then every TLB miss
+is a two-dimensional walk (``_walk_nested``) and the TLB caches guest-linear -> host-physical.
+
 Writes into physical bytes that hold compiled instructions invalidate them (self-modifying
 code); the check is one set lookup per write, on the page number.
 """
@@ -20,11 +23,14 @@ import struct
 from vmkit.isa.faults import Fault
 from vmkit.trace import PageFault, TlbMiss
 
-__all__ = ["MMUMixin", "Sync", "PTE_P", "PTE_W", "PTE_U", "PTE_A", "PTE_D", "PTE_PS"]
+__all__ = ["MMUMixin", "Sync", "PTE_P", "PTE_W", "PTE_U", "PTE_A", "PTE_D", "PTE_PS", "NESTED_R",
+           "NESTED_W", "NESTED_X"]
 
 PTE_P, PTE_W, PTE_U, PTE_PWT, PTE_PCD, PTE_A, PTE_D, PTE_PS = 1, 2, 4, 8, 16, 32, 64, 128
 CR0_PG, CR0_WP = 1 << 31, 1 << 16
 CR4_PSE = 1 << 4
+#: access rights of a nested (EPT) access, as the EPT entry bits 0-2: read, write, execute
+NESTED_R, NESTED_W, NESTED_X = 1, 2, 4
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -57,8 +63,17 @@ class MMUMixin:
         self.tlb_misses = 0
         self.tlb_flushes = 0
         self.walk_refs = 0
+        # second-level translation (nested paging: Intel EPT), None on a bare machine. When a
+        # monitor sets it, every address the CPU produces (paging on or off) is guest-physical
+        # and goes through it; see _walk_nested. Only TLB misses look at it, so the hit path
+        # and a machine without it run as before.
+        self.nested = None
         # physical page number -> {physical byte address: [icache keys]} of compiled code
         self.code_pages: dict[int, dict[int, list]] = {}
+        # physical page number -> callback(pa, n): a monitor's translations live on that page
+        # (binary translation); every write there calls it. Watched pages stay in code_pages
+        # across icache flushes, so the accessors' one set lookup per write still finds them.
+        self.code_watch: dict[int, object] = {}
 
     def phys_read(self, pa: int, n: int) -> bytes:
         """n bytes of physical memory (all ones beyond its end)."""
@@ -93,7 +108,7 @@ class MMUMixin:
         """Linear -> physical address for an access, walking the page tables on a TLB miss.
         Raises #PF (with CR2 and the error code) when the access is not allowed."""
         cpu = self.cpu
-        if not cpu.cr0 & CR0_PG:
+        if not cpu.cr0 & CR0_PG and self.nested is None:
             return lin & 0xFFFFFFFF
         if user is None:
             user = cpu.cpl == 3
@@ -113,6 +128,9 @@ class MMUMixin:
         counters): for debuggers, listings and crash reports. None when not mapped."""
         cpu = self.cpu
         lin &= 0xFFFFFFFF
+        nt = self.nested
+        if nt is not None:
+            return self._peek_nested(lin)
         if not cpu.cr0 & CR0_PG:
             return lin
         pde = self._phys_rd((cpu.cr3 & 0xFFFFF000) | ((lin >> 20) & 0xFFC), 4)
@@ -124,6 +142,23 @@ class MMUMixin:
         if not pte & PTE_P:
             return None
         return (pte & 0xFFFFF000) | (lin & 0xFFF)
+
+    def _peek_nested(self, lin: int) -> int | None:
+        """peek_translate through both dimensions (guest tables, then the nested table)."""
+        cpu, nt = self.cpu, self.nested
+        if not cpu.cr0 & CR0_PG:
+            return nt.translate(lin, NESTED_R)
+        a = nt.translate((cpu.cr3 & 0xFFFFF000) | ((lin >> 20) & 0xFFC), NESTED_R)
+        pde = self._phys_rd(a, 4) if a is not None else 0
+        if not pde & PTE_P:
+            return None
+        if pde & PTE_PS and cpu.cr4 & CR4_PSE:
+            return nt.translate((pde & 0xFFC00000) | (lin & 0x3FFFFF), NESTED_R)
+        a = nt.translate((pde & 0xFFFFF000) | ((lin >> 10) & 0xFFC), NESTED_R)
+        pte = self._phys_rd(a, 4) if a is not None else 0
+        if not pte & PTE_P:
+            return None
+        return nt.translate((pte & 0xFFFFF000) | (lin & 0xFFF), NESTED_R)
 
     def peek(self, lin: int, n: int) -> bytes | None:
         """n bytes at a linear address without side effects, or None if any is unmapped."""
@@ -137,6 +172,8 @@ class MMUMixin:
 
     def _walk(self, lin: int, write: bool, user: bool, fetch: bool = False) -> int:
         """Walk the two-level page table for ``lin``; return the frame base (SDM 4.3)."""
+        if self.nested is not None:
+            return self._walk_nested(lin, write, user, fetch)
         cpu = self.cpu
         self.tlb_misses += 1
         pde_a = (cpu.cr3 & 0xFFFFF000) | ((lin >> 20) & 0xFFC)
@@ -174,6 +211,97 @@ class MMUMixin:
         if "tlb_miss" in tr._subs:
             tr.add(TlbMiss(self.clock, address=lin, references=refs, vm=self.vm_index))
         return frame
+
+    def _walk_nested(self, lin: int, write: bool, user: bool, fetch: bool) -> int:
+        """The two-dimensional walk of nested paging (Intel EPT, AMD NPT; SDM Vol. 3C, 29.3):
+        the guest's page tables map linear to *guest-physical* addresses, and every
+        guest-physical address the walk uses -- the page-directory entry, the page-table entry
+        and the final frame -- is itself translated by the nested table ``self.nested`` (guest-
+        physical -> host-physical, ``nested.levels`` levels). Returns the host-physical frame.
+
+        Memory references of one TLB miss when no paging-structure cache helps, for ``n``
+        guest levels and ``m`` nested levels::
+
+            n * m   nested walks of the n guest entries (their addresses are guest-physical)
+          +     n   the guest entries themselves
+          +     m   the nested walk of the final guest-physical frame
+          = n*m + n + m  =  (n + 1)(m + 1) - 1
+
+        2 * 2 + 2 + 2 = 8 for the kit's two-level guest tables and a two-level nested table (5 for
+        a 4 MiB guest page, n = 1; m = 2 with the guest's paging off); 24 for x86-64's 4 and 4.
+        ``walk_refs`` counts them and each ``TlbMiss`` event carries its walk's count.
+
+        Guest page faults are raised as usual (CR2, error code); a nested access the nested
+        table does not allow calls ``nested.violation(...)``, which raises the monitor's exit
+        (an EPT violation). Accessed and dirty bits go to the guest's entries (host-physical
+        addresses of its tables), as the hardware writes them."""
+        cpu = self.cpu
+        nt = self.nested
+        m = nt.levels
+        self.tlb_misses += 1
+        acc = NESTED_W if write else (NESTED_X if fetch else NESTED_R)
+        tr = nt.translate
+        if not cpu.cr0 & CR0_PG:
+            # guest paging off: linear = guest-physical; only the nested dimension
+            frame = tr(lin & 0xFFFFF000, acc)
+            if frame is None:
+                self._nested_violation(lin, lin & 0xFFFFFFFF, acc, True, 0)
+            refs = m
+        else:
+            err = (2 if write else 0) | (4 if user else 0)
+            g = (cpu.cr3 & 0xFFFFF000) | ((lin >> 20) & 0xFFC)
+            pde_a = tr(g, NESTED_R)
+            if pde_a is None:
+                self._nested_violation(lin, g, NESTED_R, False, 0)
+            pde = self._phys_rd(pde_a, 4)
+            refs = m + 1
+            if not pde & PTE_P:
+                self._page_fault(lin, err, refs)
+            if pde & PTE_PS and cpu.cr4 & CR4_PSE:
+                flags = pde
+                frame_g = (pde & 0xFFC00000) | (lin & 0x3FF000)
+                pte_a, pte = None, None
+                self.tlb_large.add(lin >> 22)
+            else:
+                g = (pde & 0xFFFFF000) | ((lin >> 10) & 0xFFC)
+                pte_a = tr(g, NESTED_R)
+                if pte_a is None:
+                    self._nested_violation(lin, g, NESTED_R, False, refs)
+                pte = self._phys_rd(pte_a, 4)
+                refs += m + 1
+                if not pte & PTE_P:
+                    self._page_fault(lin, err, refs)
+                flags = pde & pte
+                frame_g = pte & 0xFFFFF000
+            if user and not flags & PTE_U:
+                self._page_fault(lin, err | 1, refs)
+            if write and not flags & PTE_W and (user or cpu.cr0 & CR0_WP):
+                self._page_fault(lin, err | 1, refs)
+            # the final guest-physical frame, before any A/D bit is written (restartable)
+            frame = tr(frame_g, acc)
+            if frame is None:
+                self._nested_violation(lin, frame_g | (lin & 0xFFF), acc, True, refs)
+            refs += m
+            if not pde & PTE_A or (pte is None and write and not pde & PTE_D):
+                self._phys_wr(pde_a, 4, pde | PTE_A | (PTE_D if pte is None and write else 0))
+            if pte is not None and (not pte & PTE_A or (write and not pte & PTE_D)):
+                self._phys_wr(pte_a, 4, pte | PTE_A | (PTE_D if write else 0))
+        self.walk_refs += refs
+        trc = self.trace
+        trc.counts["tlb_miss"] += 1
+        if "tlb_miss" in trc._subs:
+            trc.add(TlbMiss(self.clock, address=lin, references=refs, vm=self.vm_index))
+        return frame
+
+    def _nested_violation(self, lin: int, gpa: int, access: int, final: bool, refs: int):
+        """A nested access the nested table denies (not mapped, or without that right): the
+        references made so far count, then the monitor's exit (restartable, like a #PF)."""
+        if self._in_burst:
+            self.tlb_misses -= 1
+            raise Sync()   # exact clocks for the exit, as for a page fault
+        self.walk_refs += refs
+        self.nested.violation(lin & 0xFFFFFFFF, gpa & 0xFFFFFFFF, access, final)
+        raise AssertionError("nested.violation must raise")
 
     def _page_fault(self, lin: int, err: int, refs: int):
         if self._in_burst:
@@ -240,7 +368,7 @@ class MMUMixin:
         lim1, lim2, lim4 = size - 1, size - 2, size - 4
         phys_rd, phys_wr = self._phys_rd, self._phys_wr
 
-        if not self.cpu.cr0 & CR0_PG:
+        if not self.cpu.cr0 & CR0_PG and self.nested is None:
             def rd1(a):
                 return mem[a] if a <= lim1 else 0xFF
 
@@ -367,7 +495,7 @@ class MMUMixin:
         default: descriptor tables, TSS and interrupt stacks are implicit supervisor
         accesses, SDM 4.6)."""
         lin &= 0xFFFFFFFF
-        if not self.cpu.cr0 & CR0_PG:
+        if not self.cpu.cr0 & CR0_PG and self.nested is None:
             return self._phys_rd(lin, n)
         if (lin & 0xFFF) + n <= 0x1000:  # one page: one translation
             return int.from_bytes(self.phys_read(self.translate(lin, write, user), n), "little")
@@ -379,7 +507,7 @@ class MMUMixin:
 
     def lin_write(self, lin: int, n: int, v: int, user: bool = False) -> None:
         lin &= 0xFFFFFFFF
-        if not self.cpu.cr0 & CR0_PG:
+        if not self.cpu.cr0 & CR0_PG and self.nested is None:
             self._phys_wr(lin, n, v)
             return
         if (lin & 0xFFF) + n <= 0x1000:

@@ -4,10 +4,14 @@ Paravirtual; the cost model and the comparison."""
 from vmkit.vmm.base import Monitor, Native, VM
 from vmkit.vmm.costs import CostModel
 from vmkit.vmm.te import TrapAndEmulate
+from vmkit.vmm.hw import HardwareAssisted
+from vmkit.vmm.bt import BinaryTranslation
 
-__all__ = ["Monitor", "Native", "VM", "CostModel", "MONITORS", "TrapAndEmulate"]
+__all__ = ["Monitor", "Native", "VM", "CostModel", "MONITORS", "TrapAndEmulate",
+           "HardwareAssisted", "BinaryTranslation"]
 
-MONITORS = {"native": Native, "te": TrapAndEmulate}
+MONITORS = {"native": Native, "te": TrapAndEmulate, "bt": BinaryTranslation,
+            "hw": HardwareAssisted}
 
 
 def __getattr__(name):

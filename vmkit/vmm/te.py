@@ -1149,18 +1149,16 @@ class TrapAndEmulate(Monitor):
                 deadline = min(deadline, m.clock + vm.inhibit_until - vm.steps)
             budget = end - total                   # host steps never outnumber guest steps
             if len(self.vms) > 1:
-                budget = min(budget, max(1, self._slice_end - m.steps))
+                budget = min(budget, max(1, self._slice_end - self._slice_clock()))
             self._arm(deadline)
             m.exit_request = False
-            s0, g0 = m.steps, vm.steps
+            g0 = vm.steps
             try:
-                r = m.run(max_steps=budget, until=until, _single=single)
+                r = self._run_guest(vm, budget, until, single)
             except Exception as ex:   # nothing a guest does may reach the caller as a traceback
-                vm.steps += m.steps - s0
                 m.stopped = None
                 self._end(vm, "crash", f"VMM error ({type(ex).__name__}: {ex})")
                 continue
-            vm.steps += m.steps - s0
             if vm.steps != g0:
                 skip_bp = False
             if r.reason in ("crash", "halt", "poweroff"):
@@ -1177,15 +1175,30 @@ class TrapAndEmulate(Monitor):
             res.instruction = self._text_at_eip()
         return res
 
+    def _run_guest(self, vm: TEVM, budget: int, until, single: bool) -> RunResult:
+        """Run the guest directly on the real CPU until the VMM is needed (the policy point a
+        binary translator overrides for the guest kernel). Counts its guest time in
+        ``vm.steps``."""
+        m = self._host
+        s0 = m.steps
+        try:
+            return m.run(max_steps=budget, until=until, _single=single)
+        finally:
+            vm.steps += m.steps - s0
+
+    def _slice_clock(self) -> int:
+        """What the round-robin time slices measure: host instructions retired."""
+        return self._host.steps
+
     def _schedule(self) -> TEVM | None:
         """The VM to run next: the current one until it stops or its slice is over, then the
         next running one, round robin (a world switch)."""
         running = [vm for vm in self.vms if vm.result is None]
         if not running:
             return None
-        m = self._host
         cur = self.vms[self.current]
-        if len(self.vms) > 1 and (cur.result is not None or m.steps >= self._slice_end):
+        if len(self.vms) > 1 and (cur.result is not None
+                                  or self._slice_clock() >= self._slice_end):
             if cur.result is None:
                 # the VMM's timer ended the slice: a trap into the VMM
                 self.traps += 1
@@ -1194,7 +1207,7 @@ class TrapAndEmulate(Monitor):
             nxt = next(vm for vm in order if vm.result is None)
             if nxt is not cur:
                 self._world_switch(nxt.index)
-            self._slice_end = m.steps + self.slice
+            self._slice_end = self._slice_clock() + self.slice
         return self.vms[self.current]
 
     def _deliverable(self, vm: TEVM) -> int | None:
@@ -1326,7 +1339,7 @@ class TrapAndEmulate(Monitor):
         vc = vm.vcpu
         eip = m.cpu.eip
         try:
-            insn = m.fetch_decode(eip)
+            insn = self._fetch_insn(vm, eip)
         except Fault:
             insn = None
         if insn is None or not insn.id:
@@ -1355,6 +1368,11 @@ class TrapAndEmulate(Monitor):
             self._reflect_exception(vm, f)
             return
         self._retired(vm, insn)
+
+    def _fetch_insn(self, vm: TEVM, eip: int) -> Insn | None:
+        """The guest instruction at ``eip`` for the VMM to emulate, fetched as the real CPU
+        fetched it (through the shadow page tables)."""
+        return self._host.fetch_decode(eip)
 
     def _retired(self, vm: TEVM, insn: Insn) -> None:
         """Count an emulated instruction: it retired in guest time (it never did on the real
@@ -1713,7 +1731,7 @@ class TrapAndEmulate(Monitor):
         through the guest's page tables (all ones beyond memory, writes there dropped). For
         the few accesses a shadow entry cannot express."""
         m = self._host
-        insn = m.fetch_decode(m.cpu.eip)
+        insn = self._fetch_insn(vm, m.cpu.eip)
         if insn is None or not insn.id:
             raise _VMStop("crash", f"cannot decode the instruction at {m.cpu.eip:#010x}")
         user = vm.vcpu.cpl == 3
