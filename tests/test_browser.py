@@ -315,3 +315,103 @@ def test_lecture_01_stepper(lab_for):
     seen = drive(lab, notebook)
     assert seen["before"]["eip"] != seen["after"]["eip"]
     assert seen["before"]["rings"] != seen["after"]["rings"]
+
+
+# ---- notebook 05: the VM-exit view -------------------------------------------------------------
+LECTURE_05 = ROOT / "notebooks" / "05-hardware-assist.ipynb"
+EXITS_TEXT = re.compile(r"([\d,]+) VM exits .* of ([\d,]+) cycles", re.S)
+
+
+def _exits_and_cycles(text: str) -> tuple[int, int]:
+    m = EXITS_TEXT.search(text)
+    assert m, f".vmkit-exits-total shows {text!r}"
+    return int(m.group(1).replace(",", "")), int(m.group(2).replace(",", ""))
+
+
+def _wait_for_change(page, read, old, timeout_ms: float, what: str):
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        now = read()
+        if now != old:
+            return now
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not change within {timeout_ms / 1000:.0f} s "
+                                 f"(still {str(old)[:200]!r})")
+        page.wait_for_timeout(100)
+
+
+def run_exit_view(page, lab: JupyterLab, notebook: str) -> dict:
+    """Open notebook 05, run all cells, tick "CR3-load exiting" in the VmExitView (the guest
+    reruns: more exits) and type an exit cost into the slider's readout (re-priced: same exits,
+    other cycles). Returns (exits, cycles) before and after each."""
+    deadline = time.monotonic() + UI_BUDGET
+
+    def left(at_most: float = UI_BUDGET * 1000) -> float:
+        return max(1000.0, min(at_most, (deadline - time.monotonic()) * 1000))
+
+    page.goto(lab.url(notebook), timeout=left())
+    page.wait_for_function(NOTEBOOK_READY, timeout=left(), polling=250)
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_function(ALL_CELLS_RUN, timeout=left(), polling=250)
+    errors = page.evaluate(CELL_ERRORS)
+    assert errors == [], f"cells raised: {errors}"
+
+    outputs = page.locator(".jp-OutputArea-output")
+    total = outputs.locator(live(".vmkit-exits-total")).first
+    cr3 = outputs.locator(live(".vmkit-ctl-cr3_load_exiting")).first.locator("input")
+    readout = outputs.locator(live(".vmkit-exit-cost")).first.locator(".widget-readout")
+    total.wait_for(state="visible", timeout=left())
+    cr3.scroll_into_view_if_needed(timeout=left())
+    seen = {"start": _exits_and_cycles(total.inner_text())}
+    assert not cr3.is_checked(), "with EPT, CR3-load exiting starts off"
+
+    text = total.inner_text()
+    cr3.check(timeout=left(STEP_TIMEOUT))            # the guest runs again with the control on
+    text = _wait_for_change(page, total.inner_text, text, left(STEP_TIMEOUT),
+                            "the exit count after ticking CR3-load exiting")
+    seen["cr3"] = _exits_and_cycles(text)
+
+    readout.click(timeout=left(STEP_TIMEOUT))        # the readout is editable: type a value
+    page.keyboard.press("Control+A")
+    page.keyboard.type("500")
+    page.keyboard.press("Enter")
+    text = _wait_for_change(page, total.inner_text, text, left(STEP_TIMEOUT),
+                            "the cycles after setting the exit cost to 500")
+    seen["cost"] = _exits_and_cycles(text)
+    seen["cost_text"] = text
+    return seen
+
+
+def test_lecture_05_exit_view(lab_for):
+    if not LECTURE_05.exists():
+        pytest.skip(f"{LECTURE_05.relative_to(ROOT)} is not written yet")
+    require_chromium()
+    lab, notebook = lab_for(LECTURE_05)
+    network = []
+    with chromium_context(viewport={"width": 1400, "height": 1000}) as context:
+        local = (lab.base + "/", "data:", "blob:")
+
+        def route(r):
+            if r.request.url.startswith(local):
+                r.continue_()
+            else:
+                network.append(r.request.url)
+                r.abort()
+
+        context.route("**/*", route)
+        page = context.new_page()
+        shot = f"browser-{Path(notebook).stem}"
+        try:
+            seen = run_exit_view(page, lab, notebook)
+        except BaseException:
+            print("screenshot:", screenshot(page, shot + "-failed"))
+            print("jupyter lab log:\n" + lab.log_text())
+            raise
+        screenshot(page, shot)
+    (exits0, cycles0), (exits1, cycles1), (exits2, cycles2) = \
+        seen["start"], seen["cr3"], seen["cost"]
+    assert exits1 > exits0, "CR3-load exiting adds exits (ctxswitch loads CR3 on every switch)"
+    assert cycles1 > cycles0
+    assert exits2 == exits1, "the slider re-prices the same run"
+    assert cycles2 < cycles1 and "at 500 cycles per exit" in seen["cost_text"]
+    assert network == []

@@ -14,16 +14,28 @@ from vmkit.viz.html import (DisasmRow, console_html, describe_event, disassembly
 from vmkit.viz.render import (INSTALL_HINT, OKABE_ITO, Diagram, diagram_html, diagram_svg,
                               figure_html, figure_svg)
 from vmkit.viz.rings import ring_diagram, ring_layout, transition_counts
+from vmkit.viz.tcache import (hit_rate_series, record_lookups, tc_diagram, tc_hit_rate_figure,
+                              tc_stats_html)
 
 __all__ = ["registers_html", "register_values", "flags_html", "flag_values",
            "disassembly_html", "disassembly_rows", "DisasmRow", "source_line", "events_html",
            "describe_event", "console_html", "ring_diagram", "ring_layout",
            "transition_counts", "ring_timeline", "timeline_svg", "Diagram", "diagram_svg",
-           "diagram_html", "figure_svg", "figure_html", "OKABE_ITO", "INSTALL_HINT"]
+           "diagram_html", "figure_svg", "figure_html", "OKABE_ITO", "INSTALL_HINT",
+           "tc_diagram", "tc_hit_rate_figure", "tc_stats_html", "record_lookups",
+           "hit_rate_series", "exits_figure", "exits_table_html", "exit_rows", "exit_cycles",
+           "qualification_text"]
 
 
 def __getattr__(name):  # matplotlib is imported only when a timeline is asked for
+    if name in ("comparison_figure", "per_operation_figure", "category_style"):
+        from vmkit.viz import costs
+        return getattr(costs, name)
     if name in ("ring_timeline", "timeline_svg", "ring_series"):
         from vmkit.viz import timeline
         return getattr(timeline, name)
+    if name in ("exits_figure", "exits_table_html", "exit_rows", "exit_cycles",
+                "qualification_text"):
+        from vmkit.viz import exits
+        return getattr(exits, name)
     raise AttributeError(f"module 'vmkit.viz' has no attribute {name!r}")

@@ -246,11 +246,13 @@ class Block:
     ``insns`` are the decoded instructions, ``kinds`` how each was translated ("ident",
     "inline", "callout", "adapted"), ``source`` the Python source of ``fn`` (read it!),
     ``tail`` the callout at its end if any (run by the monitor after ``fn`` returns),
-    ``links`` the chained successors by address, ``static`` whether it was made ahead of time."""
+    ``links`` the chained successors by address, ``static`` whether it was made ahead of time,
+    ``hits`` how often a cache lookup found it and ``chained_in`` how often a chained exit ran
+    straight into it (for pictures of the cache: :func:`vmkit.viz.tcache.tc_diagram`)."""
 
     __slots__ = ("key", "vm", "eip", "gpa", "insns", "kinds", "n", "nbody", "fn", "source",
                  "tail", "go_on", "resched", "links", "valid", "static", "fns", "exact",
-                 "index", "hbytes", "end")
+                 "index", "hbytes", "end", "hits", "chained_in")
 
     def __init__(self, key, vm, eip, gpa, insns, kinds):
         self.key, self.vm, self.eip, self.gpa = key, vm, eip, gpa
@@ -270,6 +272,8 @@ class Block:
         self.source = ""
         self.hbytes: list = []
         self.end = insns[-1].next
+        self.hits = 0
+        self.chained_in = 0
 
     @property
     def address(self) -> int:
@@ -705,6 +709,7 @@ class BinaryTranslation(TrapAndEmulate):
                 return
         else:
             self.tc_hits += 1
+            blk.hits += 1
             if watched:
                 tr.add(_lookup_event(vm, eip, True, self._host.clock))
             if not blk.static:
@@ -778,6 +783,7 @@ class BinaryTranslation(TrapAndEmulate):
                     self._link_from = blk
                     return
                 chained += 1
+                nxt.chained_in += 1
                 blk = nxt
         finally:
             m._in_burst = False

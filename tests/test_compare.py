@@ -1,0 +1,158 @@
+"""compare(), Comparison, presets, the `vmkit compare` command, the cost dashboard, and which
+technique wins each of Adams & Agesen's nanobenchmarks."""
+
+import pytest
+
+from vmkit.errors import VmkitError
+from vmkit.vmm import CostModel
+from vmkit.vmm.compare import (ADAMS_AGESEN_2006, NANOBENCHMARKS, Comparison, compare,
+                               per_operation)
+
+
+@pytest.fixture(scope="module")
+def table():
+    return compare(["syscall", ("ptemod", {"iterations": 50})], costs="p4-2006")
+
+
+def test_lazy_export_is_callable():
+    from vmkit.vmm import compare as c
+    t = c(["hello"], monitors=["native", "bt"])
+    assert isinstance(t, Comparison)
+
+
+def test_presets_exist_and_cite():
+    assert {"p4-2006", "modern-2020"} <= set(CostModel.presets())
+    for name in CostModel.presets():
+        m = CostModel.preset(name)
+        assert m.source
+        assert set(m.notes) == set(CostModel.CATEGORIES)
+    assert CostModel.preset("modern-2020").vm_exit < CostModel.preset("p4-2006").vm_exit
+
+
+def test_unknown_preset_lists_them():
+    with pytest.raises(VmkitError, match="p4-2006"):
+        CostModel.preset("pentium-pro")
+    with pytest.raises(VmkitError, match="modern-2020"):
+        compare(["hello"], costs="nope")
+
+
+def test_table_has_every_pair(table):
+    assert table.monitors[:4] == ["native", "te", "bt", "hw"]
+    assert table.guests == ["syscall", "ptemod(iterations=50)"]
+    for g in table.guests:
+        for m in table.monitors:
+            assert table.cycles[(g, m)] == sum(table.breakdown[(g, m)].values()) > 0
+            assert "instructions" in table.stats[(g, m)]
+        assert table.relative[(g, "native")] == 1.0
+    assert table.mismatches == []
+    html = table.to_html()
+    for g in table.guests:
+        assert g.split("(")[0] in html
+    assert "1.00&times;" in html
+    assert f"{table.relative[('syscall', 'bt')]:.2f}&times;" in html
+    text = table.to_text()
+    assert "native" in text and "hw" in text and "x)" in text
+
+
+def test_reprice_without_rerun(table, monkeypatch):
+    import vmkit.vmm.base as base
+    monkeypatch.setattr(base.Monitor, "run", lambda *a, **k: pytest.fail("rerun"))
+    modern = table.reprice(CostModel.preset("modern-2020"))
+    assert modern.costs.name == "modern-2020"
+    assert modern.cycles[("syscall", "hw")] != table.cycles[("syscall", "hw")]
+    assert modern.counts is table.counts
+    cheap = table.reprice(table.costs.with_(vm_exit=1))
+    assert cheap.cycles[("syscall", "native")] == table.cycles[("syscall", "native")]
+    assert cheap.cycles[("syscall", "hw")] < table.cycles[("syscall", "hw")]
+
+
+def test_console_mismatch_is_reported(table):
+    import copy
+    t = copy.copy(table)
+    t.consoles = dict(table.consoles)
+    t.consoles[("syscall", "bt")] = "something else\n"
+    assert t.mismatches == [("syscall", "bt")]
+    assert "console differs" in t.to_html()
+    assert "CONSOLE DIFFERS" in t.to_text()
+
+
+def test_bad_guest_and_monitor():
+    with pytest.raises(VmkitError, match="unknown guest"):
+        compare(["nosuch"])
+    with pytest.raises(VmkitError, match="unknown monitor"):
+        compare(["hello"], monitors=["vmware"])
+    with pytest.raises(VmkitError):
+        compare([("syscall", {"nosuchparam": 1})])
+
+
+def test_plot(table):
+    fig = table.plot()
+    assert "p4-2006" in fig._suptitle.get_text()
+    from vmkit.viz.render import figure_svg
+    assert figure_svg(fig) == figure_svg(table.plot())
+
+
+def test_cli(capsys):
+    from vmkit.cli import main
+    assert main(["compare", "syscall", "--preset", "p4-2006", "--monitor", "hw"]) == 0
+    out = capsys.readouterr().out
+    assert "native" in out and "hw" in out and "1.00x" in out
+    assert main(["compare", "nosuch"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("vmkit compare: unknown guest") and err.count("\n") == 1
+    assert main(["compare", "syscall", "--preset", "x"]) == 1
+    err = capsys.readouterr().err
+    assert "p4-2006" in err and err.count("\n") == 1
+
+
+def test_dashboard_reprices_without_kernel(table, monkeypatch):
+    from vmkit.widgets import CostDashboard
+    d = CostDashboard(table)
+    for cat in ("trap", "vm_exit", "translate", "tc_lookup", "callout", "page_walk",
+                "hidden_fault"):
+        assert cat in d.sliders
+    import vmkit.vmm.base as base
+    monkeypatch.setattr(base.Monitor, "run", lambda *a, **k: pytest.fail("rerun"))
+    before = d.comparison.cycles[("syscall", "hw")]
+    old_table = d.table_view.value
+    d.sliders["vm_exit"].value = 10
+    assert d.costs.vm_exit == pytest.approx(10)
+    assert d.comparison.cycles[("syscall", "hw")] < before
+    assert d.table_view.value != old_table
+    d.preset.value = "modern-2020"
+    assert d.costs == CostModel.preset("modern-2020")
+    assert d.sliders["vm_exit"].value == pytest.approx(CostModel.preset("modern-2020").vm_exit)
+    bundle = d._repr_mimebundle_()
+    assert "<table" in bundle["text/html"] and "<svg" in bundle["text/html"]
+    assert bundle["image/svg+xml"].lstrip().startswith(("<svg", "<?xml"))
+
+
+# ---- which technique wins: Adams & Agesen 2006, Fig. 4, with the p4-2006 costs -------------
+# first-generation VT-x had no nested paging: "hw-shadow" is the hardware VMM they measured
+_KNOWN_DISAGREEMENTS = {
+    # the kit's callret is a ring-3 program: BT runs user code directly, so both techniques
+    # run it at native speed (a tie); A&A's call/ret ran in the guest kernel, where BT pays a
+    # translation-cache lookup per ret
+    "callret": "tie",
+}
+
+
+@pytest.mark.parametrize("guest", list(NANOBENCHMARKS))
+def test_winner_matches_adams_agesen(guest):
+    per_op, _ = per_operation(guest, monitors=("native", "bt", "hw-shadow"), costs="p4-2006")
+    aa_name = NANOBENCHMARKS[guest][4]
+    expected = ADAMS_AGESEN_2006[aa_name][0]
+    bt, hw = per_op["bt"], per_op["hw-shadow"]
+    kit = "tie" if abs(bt - hw) <= 0.01 * max(bt, hw) else ("bt" if bt < hw else "hw")
+    if guest in _KNOWN_DISAGREEMENTS:
+        assert kit == _KNOWN_DISAGREEMENTS[guest] != expected
+    else:
+        assert kit == expected, (guest, per_op)
+    assert per_op["native"] > 0
+
+
+def test_cpu_bound_near_native():
+    per_op, _ = per_operation("compute", monitors=("native", "bt", "hw"), costs="p4-2006",
+                              param="iterations", small=50_000, large=250_000)
+    for m in ("bt", "hw"):
+        assert per_op[m] / per_op["native"] < 1.05

@@ -1,0 +1,263 @@
+"""``VmExitView(image)``: turn VMCS controls on and off, rerun the guest, and price its VM exits.
+
+>>> from vmkit import guests
+>>> from vmkit.widgets import VmExitView
+>>> VmExitView(guests.build("ctxswitch"), ept=False)     # doctest: +SKIP
+
+* The **control panel** holds VM-execution controls of the VMCS (HLT exiting, CR3-load exiting,
+  I/O exiting, INVLPG exiting, the exception bitmap's #PF bit, RDTSC exiting, interrupt-window
+  exiting) and the EPT toggle. Changing one **reruns** the guest under a new
+  :class:`~vmkit.vmm.hw.HardwareAssisted`. A control the VMM refuses (shadow paging without
+  CR3-load exiting, say) is not an exception: the widget shows the VMM's reason and puts the
+  box back. Toggling EPT gives the paging-dependent controls back to the VMM's choice.
+* The **exit-cost slider** sets the cycles of one VM exit + VM entry round trip and re-prices
+  the same run (``CostModel.price``), without rerunning: the counts stay, the cycles move.
+* The view shows exits by reason (Intel's numbers) as a table and a bar chart, and the cycles.
+
+Hooks for tests/test_browser.py: each control's checkbox has the class ``vmkit-ctl-<name>``
+(``vmkit-ctl-ept`` for EPT), the slider ``vmkit-exit-cost``, the table ``vmkit-exits-view``, the
+one-line summary ``vmkit-exits-total`` and messages ``vmkit-exits-message``.
+"""
+
+from __future__ import annotations
+
+import html
+
+import ipywidgets as W
+
+from vmkit.errors import VmkitError
+from vmkit.viz.exits import exit_cycles, exits_figure, exits_table_html
+from vmkit.viz.render import figure_html
+from vmkit.widgets.static import StaticMixin
+
+__all__ = ["VmExitView", "CONTROLS"]
+
+#: the checkboxes: (name, label, tooltip). "exception_bitmap_pf" is bit 14 of the exception
+#: bitmap; "interrupt_window_exiting" is set by the VMM at run time, not by the student
+CONTROLS = (
+    ("hlt_exiting", "HLT exiting", "HLT exits to the VMM (else the CPU idles in non-root mode)"),
+    ("cr3_load_exiting", "CR3-load exiting",
+     "MOV to CR3 exits (needed by shadow paging; pointless with EPT)"),
+    ("io_exiting", "I/O exiting",
+     "every IN/OUT exits; off: I/O bitmaps, only the interrupt controller, timer and "
+     "power-off ports exit, the console is assigned directly"),
+    ("invlpg_exiting", "INVLPG exiting", "INVLPG exits (needed by shadow paging)"),
+    ("exception_bitmap_pf", "exception bitmap: #PF",
+     "bit 14 of the exception bitmap: page faults exit instead of going to the guest's IDT"),
+    ("rdtsc_exiting", "RDTSC exiting", "RDTSC exits; the VMM answers with the guest time"),
+    ("interrupt_window_exiting", "interrupt-window exiting",
+     "exit when the guest's IF becomes 1 while an interrupt waits (the VMM sets it itself)"),
+)
+_PF = 1 << 14
+_WINDOW_NOTE = ("interrupt-window exiting is not yours to set: the VMM turns it on by itself "
+                "when an interrupt waits and the guest has IF = 0, and off again at the exit "
+                "(SDM Vol. 3C, 25.6.2); without it the timer interrupt could not be injected "
+                "at the right instruction")
+
+
+class VmExitView(StaticMixin, W.VBox):
+    """VMCS controls, the EPT toggle and an exit-cost slider over one guest under hardware
+    assist, with its exits by reason and its cycles.
+
+    ``VmExitView(image, ept=True, controls=None, costs=None, max_steps=5_000_000)``: ``image``
+    is a GuestImage (or a guest name); ``controls`` the first VMCS controls (a dict, as for
+    ``HardwareAssisted``); ``costs`` a CostModel (default ``p4-2006``) whose ``vm_exit`` the
+    slider starts at."""
+
+    def __init__(self, image, ept: bool = True, *, controls=None, costs=None,
+                 max_steps: int = 5_000_000, chart: bool = True, **kwargs):
+        from vmkit import guests
+        from vmkit.vmm import CostModel
+        if isinstance(image, str):
+            image = guests.build(image)
+        self.image = image
+        self.max_steps = max_steps
+        self.costs = costs if costs is not None else CostModel.preset("p4-2006")
+        self.show_chart = chart
+        self.message = ""
+        self.hw = None
+        self._updating = False
+        self._controls = dict(controls or {})
+        self._run(bool(ept), self._controls)          # raises on a bad first configuration
+        ctl = self.hw.controls
+
+        self.boxes = {}
+        for name, label, tip in CONTROLS:
+            box = W.Checkbox(value=self._value(ctl, name), description=label,
+                             tooltip=tip, indent=False, layout=W.Layout(width="auto"))
+            box.add_class(f"vmkit-ctl-{name}")
+            box.observe(self._control_changed, names="value")
+            self.boxes[name] = box
+        self.ept_box = W.Checkbox(value=bool(ept), description="EPT (nested paging)",
+                                  tooltip="off: shadow paging", indent=False,
+                                  layout=W.Layout(width="auto"))
+        self.ept_box.add_class("vmkit-ctl-ept")
+        self.ept_box.observe(self._ept_changed, names="value")
+        self.slider = W.IntSlider(value=int(self.costs.vm_exit), min=100, max=5000, step=1,
+                                  description="cycles per exit", continuous_update=False,
+                                  style={"description_width": "initial"},
+                                  layout=W.Layout(width="420px"))
+        self.slider.add_class("vmkit-exit-cost")
+        self.slider.observe(self._cost_changed, names="value")
+
+        self.message_view = W.HTML()
+        self.message_view.add_class("vmkit-exits-message")
+        self.summary_view = W.HTML()
+        self.summary_view.add_class("vmkit-exits-total")
+        self.table_view = W.HTML()
+        self.table_view.add_class("vmkit-exits-view")
+        self.chart_view = W.HTML()
+        panel = W.HBox([
+            W.VBox([W.HTML("<b>VM-execution controls</b>"), self.ept_box,
+                    *self.boxes.values()], layout=W.Layout(min_width="260px")),
+            W.VBox([self.slider, self.summary_view, self.table_view, self.message_view]),
+        ])
+        children = [W.HTML(f"<b>{html.escape(self._guest_name())} under hardware assist</b>"),
+                    panel] + ([self.chart_view] if chart else [])
+        super().__init__(children, **kwargs)
+        self.redraw()
+
+    # ---- the model ---------------------------------------------------------------------------
+    @staticmethod
+    def _value(ctl, name: str) -> bool:
+        if name == "exception_bitmap_pf":
+            return bool(ctl.exception_bitmap & _PF)
+        if name == "interrupt_window_exiting":
+            return True                    # the VMM uses it whenever it must: always available
+        return bool(getattr(ctl, name))
+
+    def _guest_name(self) -> str:
+        return getattr(self.image, "name", "guest")
+
+    def _run(self, ept: bool, controls: dict) -> None:
+        """A new monitor with these controls, run to the end (VmkitError if the VMM refuses)."""
+        from vmkit.vmm import HardwareAssisted
+        hw = HardwareAssisted(self.image, ept=ept, controls=controls or None, costs=self.costs)
+        hw.run(max_steps=self.max_steps)
+        self.hw = hw
+        self.ept = ept
+        self._controls = dict(controls)
+
+    def set_control(self, name: str, value: bool) -> bool:
+        """Set one control (a name of :data:`CONTROLS`) and rerun; False (and
+        :attr:`message` says why) when the VMM refuses it."""
+        if name == "interrupt_window_exiting":
+            self.message = _WINDOW_NOTE
+            return False
+        changes = dict(self._controls)
+        if name == "exception_bitmap_pf":
+            bitmap = self.hw.controls.exception_bitmap
+            changes["exception_bitmap"] = (bitmap | _PF) if value else (bitmap & ~_PF)
+        else:
+            changes[name] = bool(value)
+        return self._try(self.ept, changes, f"{name} = {value}")
+
+    def set_ept(self, ept: bool) -> bool:
+        """Switch between EPT and shadow paging and rerun. The controls that depend on the
+        paging mode (CR3 load/store and INVLPG exiting, the exception bitmap) go back to the
+        VMM's choice for the new mode."""
+        changes = {k: v for k, v in self._controls.items()
+                   if k not in ("cr3_load_exiting", "cr3_store_exiting", "invlpg_exiting",
+                                "exception_bitmap")}
+        return self._try(bool(ept), changes, f"ept = {ept}")
+
+    def _try(self, ept: bool, changes: dict, what: str) -> bool:
+        try:
+            self._run(ept, changes)
+        except VmkitError as e:
+            self.message = f"The VMM refuses {what}: {e}"
+            return False
+        res = self.hw.result
+        self.message = "" if res is None or res.reason == "poweroff" else \
+            f"The guest stopped with {res.reason}: {getattr(res, 'detail', '')}"
+        return True
+
+    def set_exit_cost(self, cycles: float) -> None:
+        """Cycles per VM exit round trip; re-prices the same run (no rerun)."""
+        self.costs = self.costs.with_(vm_exit=float(cycles))
+        self.hw.costs = self.costs
+
+    @property
+    def exits(self):
+        """Exits by reason name of the current run (a Counter)."""
+        return self.hw.stats["vm_exits"]
+
+    @property
+    def total_cycles(self) -> float:
+        return sum(self.hw.cycles.values())
+
+    # ---- widget events -----------------------------------------------------------------------
+    def _sync_boxes(self) -> None:
+        self._updating = True
+        try:
+            ctl = self.hw.controls
+            for name, box in self.boxes.items():
+                box.value = self._value(ctl, name)
+            self.ept_box.value = self.ept
+        finally:
+            self._updating = False
+
+    def _control_changed(self, change) -> None:
+        if self._updating:
+            return
+        name = next(n for n, b in self.boxes.items() if b is change["owner"])
+        self.set_control(name, change["new"])
+        self._sync_boxes()
+        self.redraw()
+
+    def _ept_changed(self, change) -> None:
+        if self._updating:
+            return
+        self.set_ept(change["new"])
+        self._sync_boxes()
+        self.redraw()
+
+    def _cost_changed(self, change) -> None:
+        self.set_exit_cost(change["new"])
+        self.redraw()
+
+    # ---- drawing -----------------------------------------------------------------------------
+    def summary_html(self) -> str:
+        c = exit_cycles(self.hw)
+        ins = self.hw.stats["instructions"]
+        paging = "EPT" if self.ept else "shadow paging"
+        return (f'<div class="vmkit-exits-total" style="font-family:sans-serif;font-size:13px">'
+                f'{html.escape(self._guest_name())}, {paging}: <b>{c["exits"]:,} VM exits</b> in '
+                f'{ins:,} guest instructions; at {c["per_exit"]:,.0f} cycles per exit they '
+                f'cost {c["exit_cycles"]:,.0f} of <b>{c["total"]:,.0f} cycles</b> '
+                f'({c["share"]:.0%})</div>')
+
+    def message_html(self) -> str:
+        if not self.message:
+            return ""
+        return (f'<div class="vmkit-exits-message" style="font-family:sans-serif;font-size:12px;'
+                f'border-left:4px solid #D55E00;padding:2px 6px;max-width:640px">'
+                f'{html.escape(self.message)}</div>')
+
+    def chart_html(self) -> str:
+        return figure_html(exits_figure(self.hw, log=True, width=6.5))
+
+    def redraw(self) -> None:
+        try:
+            self.summary_view.value = self.summary_html()
+            self.table_view.value = exits_table_html(self.hw, title=None)
+            self.message_view.value = self.message_html()
+            if self.show_chart:
+                self.chart_view.value = self.chart_html()
+        except Exception as e:   # a picture must never break the notebook
+            self.message_view.value = f"<pre>exit view: could not draw: {html.escape(str(e))}</pre>"
+
+    # ---- static form -------------------------------------------------------------------------
+    def static_html(self) -> str:
+        ctl = self.hw.controls
+        marks = [f'{"☑" if self.ept else "☐"} EPT (nested paging)'] + [
+            f'{"☑" if self._value(ctl, n) else "☐"} {html.escape(label)}'
+            for n, label, _ in CONTROLS]
+        panel = ("<div style=\"font-family:sans-serif;font-size:12px;min-width:220px\">"
+                 "<b>VM-execution controls</b><br>" + "<br>".join(marks) +
+                 f"<br><br>cycles per exit: {self.costs.vm_exit:,.0f}</div>")
+        right = self.summary_html() + exits_table_html(self.hw, title=None) + self.message_html()
+        chart = self.chart_html() if self.show_chart else ""
+        return (f'<div class="vmkit-exit-view-static"><b>{html.escape(self._guest_name())} under '
+                f'hardware assist</b><div style="display:flex;gap:16px">{panel}<div>{right}'
+                f'</div></div>{chart}</div>')
