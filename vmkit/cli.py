@@ -195,6 +195,59 @@ def _classify_line(r, width: int) -> str:
     return s
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from vmkit.errors import VmkitError
+    from vmkit.vmm.compare import compare
+    from vmkit.vmm.costs import CostModel
+
+    try:
+        params = _parse_params(args.param)
+    except ValueError as e:
+        return _fail("compare", str(e), 1)
+    if args.max_steps < 1:
+        return _fail("compare", "--max-steps must be positive", 1)
+    try:
+        costs = CostModel.preset(args.preset) if args.preset else CostModel()
+        guests = [(g, params) if params else g for g in args.guest]
+        table = compare(guests, monitors=args.monitor, costs=costs, max_steps=args.max_steps)
+    except VmkitError as e:
+        return _fail("compare", _one_line(e), 1)
+    print(table.to_text())
+    return 0
+
+
+def _cmd_release(args: argparse.Namespace) -> int:
+    from vmkit.homework.release import release
+
+    if args.source and not __import__("os").path.isdir(args.source):
+        return _fail("release", f"{args.source}: no such folder", 1)
+    for path in release(args.source, args.dest):
+        print(path)
+    return 0
+
+
+def _cmd_grade(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vmkit.homework.grade import Settings, grade, write_csv
+
+    settings = Settings(timeout=args.timeout, memory_mb=args.memory,
+                        feedback=Path(args.feedback) if args.feedback else None)
+    if args.source:
+        if not Path(args.source).is_dir():
+            return _fail("grade", f"{args.source}: no such folder", 1)
+        settings.source = Path(args.source)
+    missing = [n for n in args.notebook if not Path(n).is_file()]
+    if missing:
+        return _fail("grade", f"{missing[0]}: no such file", 1)
+    results = grade(args.notebook, settings, jobs=args.jobs)
+    for res in results:
+        for message in res.messages:
+            print(f"vmkit grade: {message}", file=sys.stderr)
+    write_csv(results, args.csv)
+    return 0
+
+
 def _not_yet(command: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         return _fail(command, "not yet available", 2)
@@ -280,19 +333,40 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print the cycles of each GUEST under every monitor.")
     p.add_argument("guest", metavar="GUEST", nargs="+", help="guest name")
     p.add_argument("--preset", metavar="NAME", help="cost model preset (e.g. p4-2006)")
-    p.set_defaults(func=_not_yet("compare"))
+    p.add_argument("--monitor", metavar="M", action="append",
+                   help="a monitor to include (repeatable; default: every monitor; native "
+                        "is always run as the reference; also hw-shadow)")
+    p.add_argument("--param", metavar="NAME=VALUE", action="append",
+                   help="a guest parameter for every GUEST, e.g. --param iterations=100")
+    p.add_argument("--max-steps", type=int, default=5_000_000, metavar="N",
+                   help="instructions allowed per run (default 5000000)")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("release", help="generate exercises/ from solutions/",
-                       description="Generate exercises/ from solutions/.")
-    p.set_defaults(func=_not_yet("release"))
+                       description="Generate exercises/ from solutions/: solution regions "
+                                   "become stubs, hidden tests and outputs go, locked cells "
+                                   "get checksums, each notebook is stamped with its "
+                                   "assignment id and the kit version.")
+    p.add_argument("--source", metavar="DIR", help="solution notebooks (default solutions/)")
+    p.add_argument("--dest", metavar="DIR", help="where the exercises go (default exercises/)")
+    p.set_defaults(func=_cmd_release)
 
     p = sub.add_parser("grade", help="grade submitted notebooks",
                        description="Grade each NOTEBOOK in its own kernel.")
     p.add_argument("notebook", metavar="NOTEBOOK", nargs="+", help="submitted .ipynb")
-    p.add_argument("--timeout", type=_positive_float, metavar="S",
-                   help="seconds allowed per notebook")
-    p.add_argument("--csv", metavar="FILE", help="write the grades as CSV to FILE")
-    p.set_defaults(func=_not_yet("grade"))
+    p.add_argument("--timeout", type=_positive_float, default=120.0, metavar="S",
+                   help="seconds allowed per notebook (default 120)")
+    p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                   help="notebooks graded at once, one process and kernel each (default 1)")
+    p.add_argument("--csv", metavar="FILE", help="write the grades as CSV to FILE "
+                                                 "(default: standard output)")
+    p.add_argument("--feedback", metavar="DIR", help="write an HTML feedback page per "
+                                                     "submission into DIR")
+    p.add_argument("--source", metavar="DIR", help="the instructor's solution notebooks "
+                                                   "(default solutions/)")
+    p.add_argument("--memory", type=_positive_int, default=2048, metavar="MB",
+                   help="address-space limit of each kernel (default 2048)")
+    p.set_defaults(func=_cmd_grade)
 
     return parser
 
