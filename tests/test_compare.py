@@ -129,12 +129,7 @@ def test_dashboard_reprices_without_kernel(table, monkeypatch):
 
 # ---- which technique wins: Adams & Agesen 2006, Fig. 4, with the p4-2006 costs -------------
 # first-generation VT-x had no nested paging: "hw-shadow" is the hardware VMM they measured
-_KNOWN_DISAGREEMENTS = {
-    # the kit's callret is a ring-3 program: BT runs user code directly, so both techniques
-    # run it at native speed (a tie); A&A's call/ret ran in the guest kernel, where BT pays a
-    # translation-cache lookup per ret
-    "callret": "tie",
-}
+_KNOWN_DISAGREEMENTS: dict = {}   # none: call/ret runs in the guest kernel (kcallret), as A&A's did
 
 
 @pytest.mark.parametrize("guest", list(NANOBENCHMARKS))

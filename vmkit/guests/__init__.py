@@ -188,6 +188,13 @@ _register(GuestSpec(
     lambda p: f"callret: total {(p['iterations'] * p['depth'] * (p['depth'] + 1) // 2) & 0xFFFFFFFF}\n",
     lambda p: {"ITERATIONS": p["iterations"], "DEPTH": p["depth"]}))
 _register(GuestSpec(
+    "kcallret", "deep call/ret chains in the kernel (ring 0), A&A's call/ret",
+    lambda p: ["nonvirt_user"], {"iterations": 100, "depth": 50},
+    {"iterations": (1, 10**6), "depth": (1, 400)},   # the boot stack is one page
+    lambda p: f"kcallret: total {(p['iterations'] * p['depth'] * (p['depth'] + 1) // 2) & 0xFFFFFFFF}\n",
+    lambda p: {"ITERATIONS": p["iterations"], "DEPTH": p["depth"]},
+    kernel_files=lambda p: {"boot_hook.s": '.include "kcallret.s"\n'}))
+_register(GuestSpec(
     "selfmod", "the kernel patches its own code and runs it in a hot loop",
     lambda p: ["selfmod"], {"iterations": 2000}, {"iterations": (2, 10**7)},
     lambda p: f"selfmod: sum {(p['iterations'] // 2) * 3}\n",

@@ -252,7 +252,7 @@ class Block:
 
     __slots__ = ("key", "vm", "eip", "gpa", "insns", "kinds", "n", "nbody", "fn", "source",
                  "tail", "go_on", "resched", "links", "valid", "static", "fns", "exact",
-                 "index", "hbytes", "end", "hits", "chained_in")
+                 "index", "hbytes", "end", "hits", "chained_in", "indirect")
 
     def __init__(self, key, vm, eip, gpa, insns, kinds):
         self.key, self.vm, self.eip, self.gpa = key, vm, eip, gpa
@@ -274,6 +274,12 @@ class Block:
         self.end = insns[-1].next
         self.hits = 0
         self.chained_in = 0
+        # ends with an indirect transfer (ret, jmp/call through a register or memory): its
+        # target is only known at run time
+        last = insns[-1]
+        self.indirect = last.mnemonic == "ret" or (
+            last.mnemonic in ("jmp", "call") and last.operands
+            and type(last.operands[0]).__name__ != "Imm")
 
     @property
     def address(self) -> int:
@@ -477,6 +483,7 @@ class BinaryTranslation(TrapAndEmulate):
         self.translations = self.translated_instructions = 0
         self.tc_invalidations = self.tc_evictions = self.tc_flushes = 0
         self.interpreted = self.chained = self.callouts = self.adaptations = 0
+        self.indirect_lookups = 0
         self.static_translations = self.static_misses = 0
         self._engine_steps = 0            # guest instructions the VMM ran (interpreted, callouts)
         self.static_miss_log: Counter = Counter()
@@ -736,7 +743,7 @@ class BinaryTranslation(TrapAndEmulate):
         # instructions retired in translated code, counted into guest time when the chain stops
         # or something looks at the time (4-5% faster than per block on bench_bt's hot loop)
         n = 0
-        chained = 0
+        chained = indirect = 0
         m._in_burst = True          # page faults ask for an exact retry (Sync), as in a burst
         try:
             while True:
@@ -782,6 +789,12 @@ class BinaryTranslation(TrapAndEmulate):
                 if nxt is None or not nxt.valid:
                     self._link_from = blk
                     return
+                if blk.indirect:
+                    # Python follows the last target seen for free, but translated code has to
+                    # look an indirect target up in the translation cache every time (Adams &
+                    # Agesen 2006, §3: indirect control flow, ret included, needs a lookup):
+                    # priced as one tc_lookup
+                    indirect += 1
                 chained += 1
                 nxt.chained_in += 1
                 blk = nxt
@@ -790,6 +803,9 @@ class BinaryTranslation(TrapAndEmulate):
             if n:
                 self._retire_native(vm, n)
             self.chained += chained
+            if indirect:
+                self.indirect_lookups += indirect
+                self.events["tc_lookup"] += indirect
 
     def _resume_at(self, vm: TEVM, blk: Block, i: int) -> None:
         a = blk.insns[i].address
@@ -1427,6 +1443,7 @@ class BinaryTranslation(TrapAndEmulate):
             "tc_blocks": len(self._tc),
             "interpreted": self.interpreted,
             "chained": self.chained,
+            "indirect_lookups": self.indirect_lookups,
             "callouts": self.callouts,
             "adaptations": self.adaptations,
             "static_translations": self.static_translations,

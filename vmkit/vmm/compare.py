@@ -285,8 +285,8 @@ NANOBENCHMARKS = {
     "divzero": ("iterations", 100, 300, "one #DE handled by the guest kernel", "divzero"),
     "ptemod": ("iterations", 100, 300, "one PTE change + invlpg by the guest kernel",
                "ptemod"),
-    "callret": ("iterations", 20, 60, "one chain of 50 calls and 50 rets (ring 3)",
-                "call/ret"),
+    "kcallret": ("iterations", 20, 60, "one chain of 50 calls and 50 rets in the guest kernel",
+                 "call/ret"),
 }
 
 #: Which technique won each nanobenchmark in Adams & Agesen, ASPLOS 2006, Fig. 4 (software VMM
