@@ -1,0 +1,19 @@
+"""Homework: release (solutions/ -> exercises/) and autograding.
+
+Solutions are the source of truth (DESIGN.md, Homework): ``solutions/*.ipynb`` carry nbgrader
+cell metadata (schema version 3) and ``### BEGIN SOLUTION`` / ``### END SOLUTION`` and
+``### BEGIN HIDDEN TESTS`` / ``### END HIDDEN TESTS`` markers.
+
+- :mod:`vmkit.homework.release` runs the release pipeline (one preprocessor per module:
+  ``clear_solutions``, ``clear_hidden_tests``, ``clear_outputs``, ``compute_checksums``,
+  ``stamp``);
+- :mod:`vmkit.homework.grade` runs the grading pipeline (``check_tampering``,
+  ``restore_cells``, ``execute``, ``score``, ``verify_answers``, ``feedback``);
+- :mod:`vmkit.homework.variant` gives each student their own guest parameters;
+- :mod:`vmkit.homework.checks` is what instructor test cells call: expected values recomputed
+  in a fresh, isolated Python process that the student's cells cannot have patched.
+
+This package imports nbformat, nbclient and nbconvert only (and the kit's version string).
+"""
+
+__all__ = ["cells", "variant", "checks", "release", "grade"]

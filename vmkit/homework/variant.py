@@ -1,0 +1,66 @@
+"""Per-student variants: a seed from the student id picks each assignment's guest parameters.
+
+The student id is ``$VMKIT_STUDENT_ID`` (the grader sets it for every submission), else
+``$JUPYTERHUB_USER`` (a student on the course's JupyterHub), else the login name. The seed is a
+SHA-256 of ``assignment:student`` so that the variant is the same in the student's kernel, in
+the grader's kernel and in :mod:`vmkit.homework.checks`' fresh processes.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import random
+
+__all__ = ["student_id", "seed", "student_params", "VARIANTS"]
+
+#: classify pool of hw03 (each form assembles and classifies in a few ms)
+_CLASSIFY_POOL = ["cli", "sti", "hlt", "popfd", "pushfd", "sgdt [eax]", "sidt [eax]",
+                  "lgdt [eax]", "lidt [eax]", "smsw eax", "str eax", "push cs",
+                  "lar eax, ebx", "mov eax, cr0", "mov cr3, eax", "in al, dx", "out dx, al",
+                  "invlpg [eax]", "add eax, ebx", "mov eax, ebx", "nop", "xor eax, eax"]
+
+
+def _hw01(r: random.Random) -> dict:
+    guest = r.choice(["syscall", "divzero"])
+    return {"guest": guest, "iterations": r.randint(2, 9)}
+
+
+def _hw02(r: random.Random) -> dict:
+    guest = r.choice(["hello", "io", "syscall"])
+    params = {"io": {"bytes": r.randint(16, 96), "chunk": r.choice([4, 8, 16])},
+              "syscall": {"iterations": r.randint(2, 6)}}.get(guest, {})
+    return {"guest": guest, "params": params}
+
+
+def _hw03(r: random.Random) -> dict:
+    pool = list(_CLASSIFY_POOL)
+    r.shuffle(pool)
+    return {"predict": sorted(pool[:5]), "candidates": sorted(pool[5:13])}
+
+
+#: assignment id -> function of a seeded Random giving that assignment's parameters
+VARIANTS = {"hw01-rings-and-traps": _hw01, "hw02-trap-and-emulate": _hw02,
+            "hw03-popek-goldberg": _hw03}
+
+
+def student_id() -> str:
+    for var in ("VMKIT_STUDENT_ID", "JUPYTERHUB_USER"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (some containers)
+        return "student"
+
+
+def seed(assignment: str, student: str | None = None) -> int:
+    student = student_id() if student is None else student
+    digest = hashlib.sha256(f"{assignment}:{student}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def student_params(assignment: str, student: str | None = None) -> dict:
+    """This student's parameters for ``assignment`` (same id, same parameters, everywhere)."""
+    return VARIANTS[assignment](random.Random(seed(assignment, student)))
