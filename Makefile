@@ -16,12 +16,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
 
 # The whole test run in one place. --nbval runs every notebook under the paths given (the
-# lecture notebooks in notebooks/ and the smoke notebook in tests/data/) and compares each
+# lecture notebooks in notebooks/, the homework solutions in solutions/ and the smoke notebook
+# in tests/data/) and compares each
 # cell's output with the stored one, after nbval_sanitize.cfg's masks; --dist loadfile keeps
 # each notebook (one kernel) on one worker.
 # Extra arguments for one run: make test ARGS='-k asm'
 TEST_CMD = $(PY) -m pytest -n 2 --dist loadfile --nbval --nbval-sanitize-with nbval_sanitize.cfg \
-	tests notebooks
+	tests notebooks solutions
 ARGS ?=
 
 ORACLE_CASES ?= 100000
@@ -29,7 +30,8 @@ ORACLE_CASES ?= 100000
 .PHONY: help venv sysdeps lab test oracle slides notebooks bench constraints clean distclean
 
 help:
-	@echo "make lab        open the kit in JupyterLab (installs what it needs first)"
+	@echo "make lab        open the kit in JupyterLab (installs what it needs first;"
+	@echo "                LAB_DIR=exercises opens the homework)"
 	@echo "make test       run every test"
 	@echo "make venv       create .venv with the pinned Python packages"
 	@echo "make sysdeps    apt-get install graphviz, binutils, chromium, npm where missing"
@@ -73,8 +75,11 @@ sysdeps:
 
 LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# The folder JupyterLab opens: the course notebooks; `make lab LAB_DIR=exercises` for homework.
+LAB_DIR ?= notebooks
+
 lab: venv sysdeps
-	$(VENV)/bin/jupyter lab $(LAB_FLAGS) notebooks/
+	$(VENV)/bin/jupyter lab $(LAB_FLAGS) $(LAB_DIR)/
 
 test: venv sysdeps
 	$(TEST_CMD) $(ARGS)
@@ -90,7 +95,8 @@ slides: venv sysdeps
 
 # Re-execute every notebook in place (vmkit.nbtools.execute_notebook: fixed hash seed, no
 # timestamps, stable widget ids), so that a second run changes no byte. Then `make test`.
-NOTEBOOK_FILES = $(wildcard notebooks/*.ipynb) $(wildcard tests/data/*.ipynb)
+# (solutions/ too: `vmkit release` strips the outputs again, so exercises/ does not change)
+NOTEBOOK_FILES = $(wildcard notebooks/*.ipynb) $(wildcard solutions/*.ipynb) $(wildcard tests/data/*.ipynb)
 notebooks: venv sysdeps
 	$(PY) -m vmkit.nbtools execute $(NOTEBOOK_FILES)
 

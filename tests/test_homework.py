@@ -45,7 +45,7 @@ def load(path):
 
 
 def test_solutions_exist():
-    """Are there the three assignments, each with points, tests and hidden tests?"""
+    """Is there a solution for every assignment, each with points, tests and hidden tests?"""
     assert [p.stem for p in SOLUTIONS] == list(VARIANTS)
     for path in SOLUTIONS:
         nb = load(path)
@@ -88,9 +88,12 @@ def test_release_removes_hidden_tests_and_outputs():
     c = grade_cell("t", "assert 1\n### BEGIN HIDDEN TESTS\nassert secret\n### END HIDDEN TESTS")
     c.outputs = [nbformat.v4.new_output("stream", text="x")]
     c.execution_count = 3
-    out = release_notebook(new_notebook(cells=[c]), "hw-x")
+    nb = new_notebook(cells=[c])
+    nb.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
+    out = release_notebook(nb, "hw-x")
     assert out.cells[0].source == "assert 1"
     assert out.cells[0].outputs == [] and out.cells[0].execution_count is None
+    assert out.metadata.language_info == {"name": "python"}  # no trace of who ran it
 
 
 def test_release_stamps_and_checksums():

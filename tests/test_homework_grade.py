@@ -130,6 +130,10 @@ def real_cases() -> dict:
                    "    return runs\n"
                    "checks.te_equivalence = fake\n"
                    "TrapAndEmulate.console = property(lambda self: 'Hello from user mode! pid 1\\n')"))
+    cases["patched-hw05"] = answered(
+        "hw05-shadow-vs-nested", ROOT / "solutions",
+        q3_answer=("checks.same = lambda answer, expected: True\n"
+                   "exits = {'ept': 0, 'shadow': 1, 'hidden_page_faults': 0}"))
     cases["patched-kit"] = answered(
         "hw03-popek-goldberg", ROOT / "solutions",
         q1_answer=("class Fake:\n    privileged = sensitive = False\n"
@@ -183,7 +187,8 @@ def test_solution_gets_full_marks(graded):
 
 
 @pytest.mark.parametrize("name", ["full-hw01-rings-and-traps", "full-hw02-trap-and-emulate",
-                                  "full-hw03-popek-goldberg"])
+                                  "full-hw03-popek-goldberg", "full-hw04-translation-cache",
+                                  "full-hw05-shadow-vs-nested", "full-hw06-cost-analysis"])
 def test_real_solutions_get_full_marks(graded, name):
     """Does grading each assignment's solution give full automatic marks?"""
     res = graded[name]
@@ -299,10 +304,11 @@ def test_answer_equal_to_anything_does_not_pass(graded):
     assert rows(graded["equal-to-anything"])["test-q1"] == (0, "failed")
 
 
-@pytest.mark.parametrize("name", ["patched-checks", "patched-te-check"])
+@pytest.mark.parametrize("name", ["patched-checks", "patched-te-check", "patched-hw05"])
 def test_patching_the_checks_does_not_pass(graded, name):
     """Can a student who patches the test helpers in the kernel (so that the in-kernel tests
     pass) get the points? The grader re-checks the handed-over answers outside the kernel."""
     r = rows(graded[name])
-    failed = r["test-q1"] if name == "patched-checks" else r["test-q2"]
+    failed = r[{"patched-checks": "test-q1", "patched-te-check": "test-q2",
+                "patched-hw05": "test-q3"}[name]]
     assert failed == (0, "failed")

@@ -7,7 +7,8 @@ strictly. What makes a run repeatable:
 - :func:`notebook_setup` in each notebook's first cell fixes matplotlib's SVG ids
   (``svg.hashsalt``), drops the SVG date and selects SVG figures;
 - :func:`execute_notebook` runs the kernel ``python3`` with :data:`KERNEL_ENV`
-  (``PYTHONHASHSEED=0``: set and dict-of-str order; ``SOURCE_DATE_EPOCH``), no timing
+  (``PYTHONHASHSEED=0``: set and dict-of-str order; ``SOURCE_DATE_EPOCH``; the homework
+  variant of ``VMKIT_STUDENT_ID``), no timing
   metadata, stream outputs merged, and then :func:`normalize_outputs` strips graphviz's
   version comment and renumbers ipywidgets model ids, which are random UUIDs.
 
@@ -63,8 +64,10 @@ SLIDES_SHARE = ROOT / "share" / "slides"
 SLIDES_TEMPLATE = "vmkit-reveal"
 
 KERNEL_NAME = "python3"
-#: environment of every kernel that produces or checks stored outputs
-KERNEL_ENV = {"PYTHONHASHSEED": "0", "SOURCE_DATE_EPOCH": "0"}
+#: environment of every kernel that produces or checks stored outputs (VMKIT_STUDENT_ID: the
+#: homework solutions show one fixed student's variant, whoever runs them)
+KERNEL_ENV = {"PYTHONHASHSEED": "0", "SOURCE_DATE_EPOCH": "0",
+              "VMKIT_STUDENT_ID": "example-student"}
 SVG_HASHSALT = "vmkit"
 EXECUTE_TIMEOUT = 600  # seconds per cell
 

@@ -123,11 +123,60 @@ result = {"predictions": {i: kind(i) for i in P["predict"]},
           "violators": sorted(i for i in P["candidates"] if kind(i) == "sensitive")}
 '''
 
+_HW04 = '''
+from vmkit import guests
+from vmkit.vmm import BinaryTranslation
+from vmkit.vmm.bt import LRU, FIFO, FlushWhenFull
+from vmkit.homework.variant import student_params
+P = student_params("hw04-translation-cache")
+def rate(threshold, policy):
+    vm = BinaryTranslation(guests.build(P["guest"], **P["params"]), threshold=threshold,
+                           tc_size=P["tc_size"], policy=policy())
+    vm.run(max_steps=2_000_000)
+    return vm.stats["tc_hits"] / vm.stats["tc_lookups"]
+result = {"hit_rate": rate(P["threshold"], LRU),
+          "rates": {p.__name__: rate(P["threshold"], p) for p in (LRU, FIFO, FlushWhenFull)},
+          "sweep": [[t, rate(t, LRU)] for t in P["thresholds"]]}
+'''
+
+_HW05 = '''
+from collections import Counter
+from vmkit import guests
+from vmkit.vmm import HardwareAssisted
+from vmkit.homework.variant import student_params
+P = student_params("hw05-shadow-vs-nested")
+ept = HardwareAssisted(guests.build(P["guest"], **P["params"]), ept=True)
+walks = Counter()
+ept.on("tlb_miss", lambda ev: walks.update([ev.references]))
+ept.run(max_steps=2_000_000)
+shadow = HardwareAssisted(guests.build(P["guest"], **P["params"]), ept=False)
+shadow.run(max_steps=2_000_000)
+result = {"walk_refs": [n * m + n + m for n, m in P["levels"]],
+          "walks": sorted([k, v] for k, v in walks.items()),
+          "exits": {"ept": sum(ept.stats["vm_exits"].values()),
+                    "shadow": sum(shadow.stats["vm_exits"].values()),
+                    "hidden_page_faults": shadow.stats["hidden_page_faults"]}}
+'''
+
+_HW06 = '''
+from vmkit.vmm.compare import per_operation
+from vmkit.homework.variant import student_params
+P = student_params("hw06-cost-analysis")
+per_op = {p: per_operation(P["guest"], costs=p)[0] for p in ("p4-2006", "modern-2020")}
+def winners(cycles):
+    best = min(v for k, v in cycles.items() if k != "native")
+    return sorted(k for k, v in cycles.items() if k != "native" and v == best)
+result = {"per_op": per_op, "winners": {p: winners(c) for p, c in per_op.items()}}
+'''
+
+_EXPECTED = {"hw01-rings-and-traps": _HW01, "hw03-popek-goldberg": _HW03,
+             "hw04-translation-cache": _HW04, "hw05-shadow-vs-nested": _HW05,
+             "hw06-cost-analysis": _HW06}
+
 
 def expected(assignment: str):
     """The answers of ``assignment`` for this student's variant, from a fresh process."""
-    code = {"hw01-rings-and-traps": _HW01, "hw03-popek-goldberg": _HW03}[assignment]
-    return fresh(code)
+    return fresh(_EXPECTED[assignment])
 
 
 def te_equivalence(handlers: dict, extra_guests=()) -> dict:
@@ -162,7 +211,7 @@ def answers_in(outputs) -> dict:
 
 def verify(assignment: str, answers: dict, student: str, **run) -> dict:
     """Check submitted ``answers`` (name -> value) of ``student`` outside the kernel: name ->
-    True/False. hw01/hw03 answers are compared as JSON with :func:`expected`'s values for the
+    True/False. hw01/hw03-hw06 answers are compared as JSON with :func:`expected`'s values for the
     student's variant; hw02's (``handlers:<mnemonics>``, a dict of handler sources) are run
     under TrapAndEmulate next to Native. ``run`` goes to :func:`fresh` (the grader's env with
     the student's id, a scratch cwd, limits)."""
@@ -182,6 +231,5 @@ def verify(assignment: str, answers: dict, student: str, **run) -> dict:
                             all(r["emulated"].get(m, 0) > 0 for m in sources if m == "out")
                             for r in runs.values())
         return out
-    want = fresh({"hw01-rings-and-traps": _HW01, "hw03-popek-goldberg": _HW03}[assignment],
-                 env=env, **run)
+    want = fresh(_EXPECTED[assignment], env=env, **run)
     return {name: name in want and same(value, want[name]) for name, value in answers.items()}

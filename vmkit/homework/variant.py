@@ -40,9 +40,29 @@ def _hw03(r: random.Random) -> dict:
     return {"predict": sorted(pool[:5]), "candidates": sorted(pool[5:13])}
 
 
+def _hw04(r: random.Random) -> dict:
+    guest = r.choice(["syscall", "kcallret", "ptemod"])
+    param = {"syscall": "iterations", "kcallret": "iterations", "ptemod": "iterations"}[guest]
+    return {"guest": guest, "params": {param: r.randint(10, 30)},
+            "threshold": r.randint(1, 4), "tc_size": r.choice([8, 16, 32, 64]),
+            "thresholds": sorted(r.sample(range(1, 11), 4))}
+
+
+def _hw05(r: random.Random) -> dict:
+    guest = r.choice(["pagefault", "ptemod", "syscall"])
+    param = {"pagefault": "pages", "ptemod": "iterations", "syscall": "iterations"}[guest]
+    levels = [[r.randint(1, 5), r.randint(1, 5)] for _ in range(3)]
+    return {"guest": guest, "params": {param: r.randint(4, 16)}, "levels": levels}
+
+
+def _hw06(r: random.Random) -> dict:
+    return {"guest": r.choice(["syscall", "io", "pagefault", "ptemod", "divzero"])}
+
+
 #: assignment id -> function of a seeded Random giving that assignment's parameters
 VARIANTS = {"hw01-rings-and-traps": _hw01, "hw02-trap-and-emulate": _hw02,
-            "hw03-popek-goldberg": _hw03}
+            "hw03-popek-goldberg": _hw03, "hw04-translation-cache": _hw04,
+            "hw05-shadow-vs-nested": _hw05, "hw06-cost-analysis": _hw06}
 
 
 def student_id() -> str:
