@@ -172,8 +172,11 @@ class Hypercall(Event):
 @_kind("world_switch")
 @dataclass(frozen=True, slots=True)
 class WorldSwitch(Event):
+    """The CPU switched from one VM to another; ``machine_time`` is the machine's cycle count
+    (the cost model, all VMs) when the switch began."""
     from_vm: int = 0
     to_vm: int = 0
+    machine_time: float = 0.0
 
 
 @_kind("stop")

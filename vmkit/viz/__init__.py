@@ -24,7 +24,7 @@ __all__ = ["registers_html", "register_values", "flags_html", "flag_values",
            "diagram_html", "figure_svg", "figure_html", "OKABE_ITO", "INSTALL_HINT",
            "tc_diagram", "tc_hit_rate_figure", "tc_stats_html", "record_lookups",
            "hit_rate_series", "exits_figure", "exits_table_html", "exit_rows", "exit_cycles",
-           "qualification_text"]
+           "qualification_text", "vm_timeline", "sharing_figure"]
 
 
 def __getattr__(name):  # matplotlib is imported only when a timeline is asked for
@@ -38,4 +38,7 @@ def __getattr__(name):  # matplotlib is imported only when a timeline is asked f
                 "qualification_text"):
         from vmkit.viz import exits
         return getattr(exits, name)
+    if name in ("vm_timeline", "sharing_figure", "vm_intervals"):
+        from vmkit.viz import vmtimeline
+        return getattr(vmtimeline, name)
     raise AttributeError(f"module 'vmkit.viz' has no attribute {name!r}")

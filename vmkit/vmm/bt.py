@@ -417,6 +417,8 @@ class BinaryTranslation(TrapAndEmulate):
       see the module text and ``static_miss_log``);
     * ``adapt_after``: hidden page faults of one translated instruction before it is
       retranslated as a callout (0 turns adaptation off).
+    * ``scheduler``, ``weights``, ``quantum``, ``machine_timer``: several VMs scheduled on
+      machine time, as for ``TrapAndEmulate`` (:mod:`vmkit.vmm.sched`).
 
     ``emulate`` is the handler table for callouts and for sensitive instructions met by the
     interpreter (trap-and-emulate's, plus ``int``, ``lar`` ``lsl`` ``verr`` ``verw`` and
@@ -434,7 +436,8 @@ class BinaryTranslation(TrapAndEmulate):
     def __init__(self, *images, costs=None, trace=None, slice: int | None = None,
                  threshold: int = DEFAULT_THRESHOLD, tc_size: int = DEFAULT_TC_SIZE,
                  policy: EvictionPolicy | None = None, static: bool = False,
-                 adapt_after: int | None = None):
+                 adapt_after: int | None = None, scheduler=None, weights=None, quantum=None,
+                 machine_timer: bool = False):
         if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
             raise VmkitError(f"threshold must be a positive number of executions, got "
                              f"{threshold!r}")
@@ -462,6 +465,8 @@ class BinaryTranslation(TrapAndEmulate):
         self._reset_tc_state()
         self._zero_counters()
         kw = {} if slice is None else {"slice": slice}
+        kw.update(scheduler=scheduler, weights=weights, quantum=quantum,
+                  machine_timer=machine_timer)
         super().__init__(*images, costs=costs, trace=trace, **kw)
 
     def _reset_tc_state(self) -> None:

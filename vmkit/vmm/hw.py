@@ -119,6 +119,9 @@ from vmkit.machine.mmu import (CR0_PG, CR0_WP, CR4_PSE, NESTED_R, NESTED_W, NEST
 from vmkit.machine.system import CONTRIBUTORY, PAGE_FAULT, SystemMixin, TripleFault
 from vmkit.trace import Emulation, InstructionRetired, VmEntry, VmExit, WorldSwitch
 from vmkit.vmm.base import Monitor, MonitorSnapshot
+from vmkit.vmm.sched import (_cycle_budget, _init_scheduling, _schedule_machine_time,
+                             _sched_state, _set_sched_state, _sync_machine_timer,
+                             machine_time)
 from vmkit.vmm.te import (DEFAULT_SLICE, TEVM, CannotEmulate, TrapAndEmulate, _name, _VMStop)
 
 __all__ = ["HardwareAssisted", "VmcsControls", "VMCS", "HostState", "EPT", "GuestCPU", "HWVM",
@@ -815,7 +818,8 @@ class HardwareAssisted(Monitor):
 
     ``stats`` adds ``vm_exits`` (Counter by exit-reason name), ``injections``,
     ``walk_references``, ``hidden_page_faults``, ``ept_fills``, ``emulated`` and
-    ``world_switches``; ``traps`` is the number of VM exits.
+    ``world_switches``; ``traps`` is the number of VM exits. ``scheduler=``, ``weights=``,
+    ``quantum=`` and ``machine_timer=`` as for ``TrapAndEmulate`` (:mod:`vmkit.vmm.sched`).
     """
 
     name = "hw"
@@ -824,7 +828,8 @@ class HardwareAssisted(Monitor):
     handlers: dict = dict(_DEFAULT_HANDLERS)
 
     def __init__(self, *images, costs=None, trace=None, ept: bool = True,
-                 lazy_ept: bool = False, controls=None, slice: int = DEFAULT_SLICE):
+                 lazy_ept: bool = False, controls=None, slice: int = DEFAULT_SLICE,
+                 scheduler=None, weights=None, quantum=None, machine_timer: bool = False):
         if not isinstance(ept, bool):
             raise VmkitError(f"ept must be True (nested paging) or False (shadow paging), got "
                              f"{ept!r}")
@@ -838,6 +843,7 @@ class HardwareAssisted(Monitor):
         self.ept = ept
         self.lazy_ept = lazy_ept
         self.slice = slice
+        _init_scheduling(self, len(images), scheduler, weights, quantum, machine_timer)
         self._controls = VmcsControls.make(controls, ept)
         self.handlers = dict(type(self).handlers)
         self.current = 0
@@ -1029,7 +1035,8 @@ class HardwareAssisted(Monitor):
                 deadline = min(deadline, dv.next_tick)
             budget = end - total
             if len(self.vms) > 1:
-                budget = min(budget, max(1, self._slice_end - m.steps))
+                budget = min(budget, max(1, self._slice_end - m.steps)
+                             if self.scheduler is None else _cycle_budget(self))
             d = m.dev
             d.irr = d.isr = 0
             d.next_tick = deadline
@@ -1078,6 +1085,23 @@ class HardwareAssisted(Monitor):
         running = [vm for vm in self.vms if vm.result is None]
         if not running:
             return None
+        if self.scheduler is not None and len(self.vms) > 1:
+            _schedule_machine_time(self, self._count_preemption)
+        else:
+            self._schedule_rr()
+        if self.machine_timer:
+            _sync_machine_timer(self)
+        return self.vms[self.current]
+
+    def _count_preemption(self, cur: HWVM) -> None:
+        """The VMX-preemption timer ended ``cur``'s slice: a VM exit."""
+        if not cur.exit_pending:
+            self._record(NonRootExit(PREEMPTION_TIMER))
+            cur.exit_pending = False
+            cur.entry_due = True
+
+    def _schedule_rr(self) -> None:
+        """Without a scheduler: round robin every ``slice`` host instructions."""
         m = self._host
         cur = self.vms[self.current]
         if len(self.vms) > 1 and (cur.result is not None or m.steps >= self._slice_end):
@@ -1090,7 +1114,6 @@ class HardwareAssisted(Monitor):
             if nxt is not cur:
                 self._world_switch(nxt.index)
             self._slice_end = m.steps + self.slice
-        return self.vms[self.current]
 
     def _world_switch(self, to: int) -> None:
         """Save the running VM's guest state into its VMCS, load the other's (its EPT or shadow
@@ -1111,7 +1134,10 @@ class HardwareAssisted(Monitor):
         m._mode_changed()
         self.world_switches += 1
         self.events["world_switch"] += 1
-        self.trace.add(WorldSwitch(m.clock, from_vm=old.index, to_vm=new.index, vm=new.index))
+        t = machine_time(self) - self.costs.world_switch   # when the switch began
+        self.switch_log.append((t, old.index, new.index))
+        self.trace.add(WorldSwitch(m.clock, from_vm=old.index, to_vm=new.index, vm=new.index,
+                                   machine_time=t))
 
     def _virtual_interrupts(self, vm: HWVM) -> None:
         """The VMM's virtual interrupt controller: inject its next line if the guest can take it
@@ -1127,6 +1153,8 @@ class HardwareAssisted(Monitor):
         m = self._host
         if m.cpu.ef & IF and m.steps >= m._irq_inhibit_until:
             dv.acknowledge(line)
+            if self.machine_timer and line == 0:
+                vm.tick_steps.append(vm.steps)
             vmcs.inject(IRQ_BASE + line, INTR_EXTERNAL)
             vmcs.interrupt_window_exiting = False
         else:
@@ -1562,6 +1590,7 @@ class HardwareAssisted(Monitor):
                 ept=(dict(vm.ept.tables), list(vm.ept.pool)) if vm.ept else None))
         state = dict(vms=vms, events=Counter(self.events), current=self.current,
                      slice_end=self._slice_end, controls=self._controls,
+                     sched=_sched_state(self),
                      counters=(Counter(self.vm_exits), Counter(self.emulated),
                                Counter(self.delivered), self.injections,
                                self.hidden_page_faults, self.ept_fills, self.world_switches),
@@ -1590,6 +1619,7 @@ class HardwareAssisted(Monitor):
         self.events = Counter(st["events"])
         m.vm_index = self.current
         self._slice_end = st["slice_end"]
+        _set_sched_state(self, st["sched"])
         self._controls = st["controls"]
         (ex, em, dl, self.injections, self.hidden_page_faults, self.ept_fills,
          self.world_switches) = st["counters"]

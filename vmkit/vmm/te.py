@@ -101,6 +101,9 @@ from vmkit.machine.system import CONTRIBUTORY, PAGE_FAULT, Descriptor
 from vmkit.trace import (Emulation, InstructionRetired, Interrupt, IRet, PortIO, Reflection,
                          RingTransition, Stop, WorldSwitch)
 from vmkit.vmm.base import VM, Monitor, MonitorSnapshot
+from vmkit.vmm.sched import (_cycle_budget, _init_scheduling, _schedule_machine_time,
+                             _sched_state, _set_sched_state, _sync_machine_timer,
+                             machine_time)
 
 __all__ = ["TrapAndEmulate", "TEVM", "VirtualCPU", "NotEmulated", "CannotEmulate",
            "DEFAULT_SLICE", "VMM_WINDOW", "handles"]
@@ -304,6 +307,7 @@ class TEVM(VM):
         self._vcpu = VirtualCPU(self)
         self.saved = CPU()                        # the real CPU state while another VM runs
         self._clock = 0
+        self.tick_steps: list[int] = []   # its instruction count at each timer tick delivered
         self.steps = 0                            # guest instructions retired (emulated too)
         self.inhibit_until = -1                   # virtual STI shadow, in ``steps``
         self.pending: tuple | None = None         # (reason, detail): stop at the next chance
@@ -932,6 +936,15 @@ class TrapAndEmulate(Monitor):
     in its own VM (``vm.vms[i]``: memory slice, virtual CPU, devices, console), switched round
     robin by the VMM's timer every ``slice`` host instructions.
 
+    Scheduling on machine time (:mod:`vmkit.vmm.sched`): ``scheduler="round-robin"``,
+    ``scheduler="credit", weights=[...]`` (after Xen's credit scheduler) or a ``Scheduler``
+    object, with ``quantum=`` machine cycles per slice (default ``DEFAULT_QUANTUM``); ``slice``
+    is then unused. Every world switch is priced (``world_switch``), counted in
+    ``world_switches`` and logged in ``switch_log`` (machine time, from VM, to VM).
+    ``machine_timer=True`` runs every VM's timer on machine time (its period counts machine
+    cycles, descheduled time included): slowdown and jitter show, and equivalence is not
+    expected (see :mod:`vmkit.vmm.sharing`).
+
     ``emulate`` is the extension point: a dict mnemonic -> ``handler(vm, insn)``, where ``vm``
     is the :class:`TEVM` that trapped and ``insn`` the decoded instruction (``insn.mnemonic``,
     ``insn.operands``, ``insn.address``, ``insn.text``). The VMM moves EIP past the
@@ -958,11 +971,13 @@ class TrapAndEmulate(Monitor):
     #: the default handlers (mnemonic -> handler); every instance works on its own copy
     emulate: dict = dict(_DEFAULT_HANDLERS)
 
-    def __init__(self, *images, costs=None, trace=None, slice: int = DEFAULT_SLICE):
+    def __init__(self, *images, costs=None, trace=None, slice: int = DEFAULT_SLICE,
+                 scheduler=None, weights=None, quantum=None, machine_timer: bool = False):
         if not isinstance(slice, int) or isinstance(slice, bool) or slice < 1:
             raise VmkitError(f"slice must be a positive number of host instructions, got "
                              f"{slice!r}")
         self.slice = slice
+        _init_scheduling(self, len(images), scheduler, weights, quantum, machine_timer)
         self.current = 0
         self._host: Machine | None = None
         self.emulate = dict(type(self).emulate)   # instance copy: replace handlers freely
@@ -1149,7 +1164,7 @@ class TrapAndEmulate(Monitor):
                 deadline = min(deadline, m.clock + vm.inhibit_until - vm.steps)
             budget = end - total                   # host steps never outnumber guest steps
             if len(self.vms) > 1:
-                budget = min(budget, max(1, self._slice_end - self._slice_clock()))
+                budget = min(budget, self._slice_budget())
             self._arm(deadline)
             m.exit_request = False
             g0 = vm.steps
@@ -1196,6 +1211,16 @@ class TrapAndEmulate(Monitor):
         running = [vm for vm in self.vms if vm.result is None]
         if not running:
             return None
+        if self.scheduler is not None and len(self.vms) > 1:
+            _schedule_machine_time(self, self._count_preemption)
+        else:
+            self._schedule_rr()
+        if self.machine_timer:
+            _sync_machine_timer(self)
+        return self.vms[self.current]
+
+    def _schedule_rr(self) -> None:
+        """Without a scheduler: round robin every ``slice`` host instructions."""
         cur = self.vms[self.current]
         if len(self.vms) > 1 and (cur.result is not None
                                   or self._slice_clock() >= self._slice_end):
@@ -1208,7 +1233,17 @@ class TrapAndEmulate(Monitor):
             if nxt is not cur:
                 self._world_switch(nxt.index)
             self._slice_end = self._slice_clock() + self.slice
-        return self.vms[self.current]
+
+    def _count_preemption(self, vm: TEVM) -> None:
+        """The VMM's timer ended ``vm``'s slice: a trap into the VMM."""
+        self.traps += 1
+        self.events["trap"] += 1
+
+    def _slice_budget(self) -> int:
+        """Host instructions the running VM may retire before its time slice ends."""
+        if self.scheduler is None:
+            return max(1, self._slice_end - self._slice_clock())
+        return _cycle_budget(self)
 
     def _deliverable(self, vm: TEVM) -> int | None:
         """The virtual IRQ line to deliver now: virtual IF set, outside an STI shadow, a line
@@ -1271,7 +1306,10 @@ class TrapAndEmulate(Monitor):
         m._mode_changed()
         self.world_switches += 1
         self.events["world_switch"] += 1
-        self.trace.add(WorldSwitch(m.clock, from_vm=old.index, to_vm=new.index, vm=new.index))
+        t = machine_time(self) - self.costs.world_switch   # when the switch began
+        self.switch_log.append((t, old.index, new.index))
+        self.trace.add(WorldSwitch(m.clock, from_vm=old.index, to_vm=new.index, vm=new.index,
+                                   machine_time=t))
 
     def _guarded(self, vm: TEVM, fn, *args) -> None:
         """Run VMM work for ``vm``; whatever the guest provoked ends that VM, not the caller."""
@@ -1296,6 +1334,9 @@ class TrapAndEmulate(Monitor):
         vm = self.vms[self.current]
         self.traps += 1
         self.events["trap"] += 1
+        if self.scheduler is not None and len(self.vms) > 1 \
+                and machine_time(self) >= self._slice_end:
+            m.exit_request = True   # the slice (machine cycles) is spent: back to the run loop
         self.trace.add(Interrupt(m.clock, vector=vector, name=_name(vector, source),
                                  source=source, error_code=fault.error_code if fault else None,
                                  from_ring=m.cpu.cpl, to_ring=0, eip=m.cpu.eip, handler=0,
@@ -1519,6 +1560,8 @@ class TrapAndEmulate(Monitor):
         controller and reflect it (as Machine._deliver_irq does)."""
         vm.devices.acknowledge(line)
         vm.vcpu.halted = False
+        if self.machine_timer and line == 0:
+            vm.tick_steps.append(vm.steps)
         try:
             self._reflect(vm, IRQ_BASE + line, None, self._host.cpu.eip, "irq")
         except Fault as f:
@@ -1793,7 +1836,7 @@ class TrapAndEmulate(Monitor):
                 tlb={k: dict(t) for k, t in vm.tlb.items()},
                 gdt=(vm.gdt_copy, vm.gdt_shadowed)))
         state = dict(vms=vms, events=Counter(self.events), current=self.current,
-                     slice_end=self._slice_end, traps=self.traps,
+                     slice_end=self._slice_end, traps=self.traps, sched=_sched_state(self),
                      hidden=self.hidden_page_faults, switches=self.world_switches,
                      emulated=Counter(self.emulated), reflected=Counter(self.reflected))
         return MonitorSnapshot(id(self), [self._host.snapshot()], state)
@@ -1820,6 +1863,7 @@ class TrapAndEmulate(Monitor):
         self.current = st["current"]
         self._host.vm_index = self.current
         self._slice_end = st["slice_end"]
+        _set_sched_state(self, st["sched"])
         self.traps, self.hidden_page_faults = st["traps"], st["hidden"]
         self.world_switches = st["switches"]
         self.emulated, self.reflected = Counter(st["emulated"]), Counter(st["reflected"])

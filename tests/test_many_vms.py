@@ -1,0 +1,253 @@
+"""Many VMs on one CPU: schedulers on machine time (round robin, credit), priced world switches,
+the timeline picture, slowdown and jitter with a timer on machine time, and isolation."""
+
+from __future__ import annotations
+
+import pytest
+
+import vmkit
+from vmkit import guests
+from vmkit.errors import VmkitError
+from vmkit.vmm import MONITORS, CostModel, TrapAndEmulate
+from vmkit.vmm.sched import CreditScheduler, RoundRobin, machine_time
+from vmkit.vmm.sharing import sharing_experiment
+from vmkit.viz.render import figure_svg
+from vmkit.viz.vmtimeline import sharing_figure, vm_intervals, vm_timeline
+from equivalence import MAX_STEPS, build, digest
+
+MULTI = ("te", "bt", "hw")
+NAMES = ("ctxswitch", "syscall", "compute")
+
+
+def run(monitor, *imgs, **kw):
+    mon = MONITORS[monitor](*imgs, **kw)
+    r = mon.run(max_steps=MAX_STEPS * len(imgs))
+    return mon, r
+
+
+_SOLO: dict = {}
+
+
+def solo(monitor, name):
+    """A guest's console, memory and guest time when it runs alone under ``monitor``."""
+    if (monitor, name) not in _SOLO:
+        mon, r = run(monitor, build(name))
+        assert r.reason == "poweroff"
+        vm = mon.vms[0]
+        _SOLO[monitor, name] = (vm.console, digest(vm.memory()), vm.steps)
+    return _SOLO[monitor, name]
+
+
+# ---- schedulers keep equivalence (the guest-time timer) -------------------------------------
+@pytest.mark.parametrize("monitor", MULTI)
+@pytest.mark.parametrize("sched", [dict(scheduler="round-robin", quantum=20_000),
+                                   dict(scheduler="credit", weights=[3, 1, 2], quantum=20_000),
+                                   dict(scheduler=CreditScheduler(weights=[1, 2, 1],
+                                                                  quantum=15_000))],
+                         ids=["round-robin", "credit", "credit-object"])
+def test_each_vm_prints_its_solo_output(monitor, sched):
+    mon, r = run(monitor, *(build(n) for n in NAMES), **sched)
+    assert r.reason == "poweroff"
+    assert mon.world_switches > 3
+    for n, vm in zip(NAMES, mon.vms):
+        assert vm.result.reason == "poweroff", (n, vm.result)
+        assert (vm.console, digest(vm.memory()), vm.steps) == solo(monitor, n), n
+
+
+def test_default_is_the_old_instruction_slice_round_robin():
+    te = TrapAndEmulate(build("hello"), build("hello"))
+    assert te.scheduler is None and te.slice > 0
+    te2 = TrapAndEmulate(build("hello"), build("hello"), scheduler="round-robin")
+    assert isinstance(te2.scheduler, RoundRobin)
+    te3 = TrapAndEmulate(build("hello"), build("hello"), weights=[2, 1])
+    assert isinstance(te3.scheduler, CreditScheduler) and te3.scheduler.weights == [2, 1]
+
+
+def test_bad_scheduler_arguments():
+    img = build("hello")
+    with pytest.raises(VmkitError):
+        TrapAndEmulate(img, img, scheduler="lottery")
+    with pytest.raises(VmkitError):
+        TrapAndEmulate(img, img, scheduler="credit", weights=[1, 2, 3])
+    with pytest.raises(VmkitError):
+        TrapAndEmulate(img, img, scheduler="credit", weights=[1, 0])
+    with pytest.raises(VmkitError):
+        TrapAndEmulate(img, img, scheduler="round-robin", quantum=0)
+    with pytest.raises(VmkitError):
+        TrapAndEmulate(img, img, scheduler="round-robin", weights=[1, 1])
+
+
+def test_a_scheduler_object_is_copied():
+    s = CreditScheduler(weights=[1, 1])
+    a = TrapAndEmulate(build("hello"), build("hello"), scheduler=s)
+    a.run(max_steps=MAX_STEPS)
+    assert s.credits == [] and a.scheduler is not s
+
+
+# ---- credit: proportional share -------------------------------------------------------------
+@pytest.mark.parametrize("monitor", MULTI)
+def test_credit_3_to_1_gives_the_heavy_vm_three_times_the_machine_time(monitor):
+    imgs = [guests.build("compute", iterations=20_000, timer_period=0) for _ in range(2)]
+    mon = MONITORS[monitor](*imgs, scheduler="credit", weights=[3, 1], quantum=10_000)
+    first_stop = []
+    mon.on("stop", lambda ev: first_stop or first_stop.append(machine_time(mon)))
+    mon.run(max_steps=MAX_STEPS)
+    assert [vm.result.reason for vm in mon.vms] == ["poweroff", "poweroff"]
+    cut = first_stop[0]
+    runs, _ = vm_intervals(mon)
+    share = [sum(max(0.0, min(e, cut) - s) for v, s, e in runs if v == k) for k in (0, 1)]
+    assert 2.5 < share[0] / share[1] < 3.5, share
+
+
+def test_round_robin_shares_equally():
+    imgs = [guests.build("compute", iterations=20_000, timer_period=0) for _ in range(2)]
+    mon = TrapAndEmulate(*imgs, scheduler="round-robin", quantum=10_000)
+    first_stop = []
+    mon.on("stop", lambda ev: first_stop or first_stop.append(machine_time(mon)))
+    mon.run(max_steps=MAX_STEPS)
+    runs, _ = vm_intervals(mon)
+    share = [sum(max(0.0, min(e, first_stop[0]) - s) for v, s, e in runs if v == k)
+             for k in (0, 1)]
+    assert 0.8 < share[0] / share[1] < 1.25, share
+
+
+# ---- world switches are priced --------------------------------------------------------------
+@pytest.mark.parametrize("monitor", MULTI)
+def test_world_switches_are_priced_and_counted(monitor):
+    imgs = [build("compute"), build("syscall")]
+    mon, _ = run(monitor, *imgs, scheduler="round-robin", quantum=20_000)
+    n = mon.world_switches
+    assert n > 0
+    assert mon.stats["world_switches"] == n == mon.trace.counts["world_switch"]
+    assert mon.cycles["world_switch"] == n * mon.costs.world_switch
+    assert len(mon.switch_log) == n
+    times = [t for t, _, _ in mon.switch_log]
+    assert times == sorted(times) and times[-1] < sum(mon.cycles.values())
+    dear = MONITORS[monitor](*imgs, scheduler="round-robin", quantum=20_000,
+                             costs=CostModel().with_(world_switch=50_000))
+    dear.run(max_steps=MAX_STEPS * 2)
+    assert dear.cycles["world_switch"] == dear.world_switches * 50_000
+
+
+def test_world_switch_events_carry_machine_time():
+    mon, _ = run("te", build("compute"), build("compute"), scheduler="round-robin",
+                 quantum=20_000)
+    evs = mon.trace.of("world_switch")
+    assert evs and all(e.machine_time > 0 for e in evs)
+    assert [e.machine_time for e in evs] == [t for t, _, _ in mon.switch_log][-len(evs):]
+
+
+# ---- the timeline ---------------------------------------------------------------------------
+def test_timeline_has_one_lane_per_vm():
+    mon, _ = run("te", *(build(n) for n in NAMES), scheduler="round-robin", quantum=20_000)
+    fig = vm_timeline(mon)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(labels) == 3 and all(f"VM {k}" in labels[k] for k in range(3))
+    assert ax.get_title()
+    runs, switches = vm_intervals(mon)
+    assert {v for v, _, _ in runs} == {0, 1, 2}
+    assert len(switches) == mon.world_switches
+    svg = figure_svg(fig)
+    assert svg == figure_svg(vm_timeline(mon)) and "<title>" in svg
+    # legacy instruction slices: drawn from the same log
+    old, _ = run("hw", build("compute"), build("syscall"), slice=3000)
+    assert len(vm_timeline(old).axes[0].get_yticklabels()) == 2
+
+
+# ---- slowdown and jitter with the timer on machine time -------------------------------------
+@pytest.mark.parametrize("monitor", ["te", "hw"])
+def test_sharing_slows_a_vm_and_makes_its_timer_jitter(monitor):
+    rows = sharing_experiment("compute", counts=(1, 2, 4, 8), monitor=monitor,
+                              iterations=10_000, timer_period=50_000)
+    assert [r["vms"] for r in rows] == [1, 2, 4, 8]
+    prog = [r["progress_per_mcycle"] for r in rows]
+    assert all(a > b for a, b in zip(prog, prog[1:])), prog
+    assert prog[0] > 4 * prog[-1]
+    assert all(r["results"] == ["poweroff"] * r["vms"] for r in rows)
+    assert all(r["tick_stdev"] > 0 for r in rows[1:])
+    assert max(r["tick_max"] - r["tick_min"] for r in rows[1:]) > 0
+    fig = sharing_figure(rows)
+    assert fig._suptitle.get_text() and len(fig.axes) == 2
+
+
+def test_machine_timer_without_sharing_keeps_running():
+    img = build("ctxswitch", timer_period=20_000)
+    mon = TrapAndEmulate(img, machine_timer=True)
+    r = mon.run(max_steps=MAX_STEPS)
+    assert r.reason == "poweroff" and mon.vms[0].tick_steps
+
+
+# ---- isolation ------------------------------------------------------------------------------
+VANDAL = """
+# Prints one character, reprograms its timer and interrupt controller, writes 0x5A over all
+# of its memory outside its code and far beyond its end, then triple-faults.
+.equ MEM, 0x100000
+.text
+_start:
+    mov al, 'X'
+    out 0xE9, al
+    mov eax, 1
+    out 0x40, eax                   # timer period 1
+    mov al, 0
+    out 0x21, al                    # unmask every line
+    mov al, 0x20
+    out 0x20, al                    # a stray EOI
+    cld
+    mov eax, 0x5A5A5A5A
+    xor edi, edi
+    mov ecx, 0x1000 / 4
+    rep stosd
+    mov edi, offset code_end
+    mov ecx, MEM
+    sub ecx, edi
+    shr ecx, 2
+    rep stosd
+    mov ebx, MEM
+1:  mov dword ptr [ebx], eax        # past the end: another VM's slice in host memory
+    add ebx, 0x8000
+    cmp ebx, MEM + 0x1000000
+    jb 1b
+    lidt [null_idt]
+    xor edx, edx
+    xor ecx, ecx
+    div ecx                         # #DE, #GP, #DF through an empty IDT: a triple fault
+null_idt:
+    .word 0
+    .long 0
+.align 4096
+code_end:
+"""
+
+
+@pytest.mark.parametrize("monitor", MULTI)
+def test_a_vandal_cannot_touch_another_vm(monitor):
+    vandal = guests.from_program(vmkit.assemble(VANDAL, base=0x1000), "vandal",
+                                 memory_size=1 << 20)
+    for sched in (dict(slice=3000), dict(scheduler="round-robin", quantum=10_000)):
+        for order in ("vo", "ov"):
+            other = build("syscall")
+            imgs = [vandal, other] if order == "vo" else [other, vandal]
+            mon, _ = run(monitor, *imgs, **sched)
+            v, o = (mon.vms[0], mon.vms[1]) if order == "vo" else (mon.vms[1], mon.vms[0])
+            assert v.result.reason == "crash" and "triple fault" in v.result.detail
+            assert v.console == "X"
+            assert o.result.reason == "poweroff"
+            assert (o.console, digest(o.memory()), o.steps) == solo(monitor, "syscall")
+            assert mon.world_switches > 0
+
+
+# ---- snapshots ------------------------------------------------------------------------------
+@pytest.mark.parametrize("monitor", MULTI)
+def test_snapshot_restores_the_scheduler(monitor):
+    mon = MONITORS[monitor](build("compute"), build("syscall"), scheduler="credit",
+                            weights=[2, 1], quantum=20_000)
+    mon.run(max_steps=40_000)
+    snap = mon.snapshot()
+    state = (mon.scheduler.state(), len(mon.switch_log), mon.world_switches)
+    mon.run(max_steps=MAX_STEPS)
+    first = [(vm.console, digest(vm.memory()), vm.result.reason) for vm in mon.vms]
+    mon.restore(snap)
+    assert (mon.scheduler.state(), len(mon.switch_log), mon.world_switches) == state
+    mon.run(max_steps=MAX_STEPS)
+    assert [(vm.console, digest(vm.memory()), vm.result.reason) for vm in mon.vms] == first
