@@ -878,16 +878,7 @@ class HardwareAssisted(Monitor):
     def _make_machine(self, index: int, image) -> Machine:
         """One host machine for every VM: the VMM area, 1 MiB per VM, then the slices."""
         if self._host is None:
-            n = len(self.images)
-            self._slice_bases = []
-            base = (1 + n) * MiB
-            for img in self.images:
-                self._slice_bases.append(base)
-                base += img.memory_size
-            if base > 1 << 30:
-                raise VmkitError(f"{n} VMs need {base >> 20} MiB of host memory; the machine "
-                                 f"has at most 1024")
-            self._host = _NonRootMachine(base, self, self.trace)
+            self._host = _NonRootMachine(self._plan_slices(), self, self.trace)
             mem = self._host.mem
             mem[0:MiB] = bytes(MiB)
             mem[H_ONES:H_ONES + 0x1000] = b"\xFF" * 0x1000
@@ -1215,6 +1206,7 @@ class HardwareAssisted(Monitor):
                 m.clock = max(m.clock, dv.next_tick)   # idle time
 
     # borrowed from TrapAndEmulate: the same bookkeeping of VM ends and VMM errors
+    _plan_slices = TrapAndEmulate._plan_slices
     _end = TrapAndEmulate._end
     _all_stopped = TrapAndEmulate._all_stopped
     _text_at_eip = TrapAndEmulate._text_at_eip

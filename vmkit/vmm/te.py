@@ -989,19 +989,24 @@ class TrapAndEmulate(Monitor):
         super().__init__(*images, costs=costs, trace=trace)
 
     # ---- construction ------------------------------------------------------------------------
+    def _plan_slices(self) -> int:
+        """Place the VMs' memory slices after the VMM area (1 MiB, plus 1 MiB per VM) in
+        ``self._slice_bases``; returns the host memory size."""
+        n = len(self.images)
+        self._slice_bases = []
+        base = (1 + n) * MiB
+        for img in self.images:
+            self._slice_bases.append(base)
+            base += img.memory_size
+        if base > 1 << 30:
+            raise VmkitError(f"{n} VMs need {base >> 20} MiB of host memory; the machine "
+                             f"has at most 1024")
+        return base
+
     def _make_machine(self, index: int, image) -> Machine:
         """One host machine for every VM: the VMM area, then one memory slice per VM."""
         if self._host is None:
-            n = len(self.images)
-            self._slice_bases = []
-            base = (1 + n) * MiB
-            for img in self.images:
-                self._slice_bases.append(base)
-                base += img.memory_size
-            if base > 1 << 30:
-                raise VmkitError(f"{n} VMs need {base >> 20} MiB of host memory; the machine "
-                                 f"has at most 1024")
-            self._host = Machine(base, trace=self.trace)
+            self._host = Machine(self._plan_slices(), trace=self.trace)
             self._build_vmm_area()
         return self._host
 
