@@ -15,7 +15,8 @@ SMALL = {"compute": {"iterations": 3000}, "syscall": {"iterations": 200},
          "io": {"bytes": 512, "chunk": 32}, "ctxswitch": {"iterations": 40, "processes": 3},
          "pagefault": {"pages": 24}, "ptemod": {"iterations": 40},
          "divzero": {"iterations": 30}, "callret": {"iterations": 20, "depth": 20},
-         "kcallret": {"iterations": 20, "depth": 20}, "selfmod": {"iterations": 400}}
+         "kcallret": {"iterations": 20, "depth": 20}, "selfmod": {"iterations": 400},
+         "tlbwalk": {"pages": 16, "passes": 2}}
 TIMER = 700
 MAX_STEPS = 3_000_000
 

@@ -201,3 +201,124 @@ def test_gnu_as_pads_code_with_nops_where_vmkit_uses_0x90():
     assert len(theirs) == 17 and theirs != ours
     assert assemble("nop\n.balign 16, 0xcc\nnop", base=0).code == \
         gnu_text("nop\n.balign 16, 0xcc\nnop")
+
+
+# --------------------------------------------------------------------------------------------
+# macros: GNU as expands them, vmkit must make the same bytes
+
+MACRO_SOURCES = {
+    "pvops": r"""
+.macro LOAD_CR3 reg
+    mov cr3, \reg
+.endm
+.macro PTE_WRITE dst, src
+    mov dword ptr \dst, \src
+.endm
+.macro EVENTS_OFF
+    cli
+.endm
+.macro EVENTS_ON
+    sti
+.endm
+start:
+    LOAD_CR3 eax
+    load_cr3 ebx
+    PTE_WRITE [edx + 4], eax
+    PTE_WRITE [edx+ecx*4+8], ecx
+    PTE_WRITE [edx], esi
+    PTE_WRITE dword_at, 5
+x:  EVENTS_OFF
+    EVENTS_ON
+    jmp x
+dword_at: .long 0
+""",
+    "defaults_keywords_vararg": r"""
+.macro m a, b=7, c:req
+    .byte \a, \b, \c
+.endm
+.macro v first, rest:vararg
+    .byte \first
+    .byte \rest
+.endm
+    m 1, 2, 3
+    m 1,, 3
+    m c=5, a=4
+    m 1 2 3
+    m (1 + 2), (3 - 1), 0x10|1
+    m 1 2, 3
+    v 9, 8
+    v 1, 2, 3,4
+""",
+    "nested_counter_locals": r"""
+.macro inner x
+    .byte \@, \x
+.endm
+.macro outer y
+    inner \y
+1:  inc eax
+    .byte \@
+    inner \y+1
+    dec ecx
+    jnz 1b
+    jmp 1f
+    nop
+1:
+lbl\@:
+    jmp lbl\@
+.endm
+    outer 5
+    outer 6
+    inner 0
+""",
+    "exitm_concat_strings": r"""
+.macro s name, n
+\name\()_\n: .ascii "\name-\n\n"
+    .exitm
+    .byte 0xff
+.endm
+    s foo, 1
+    s "bar", 2
+    jmp foo_1
+    S baz 3
+    s "q" "r"
+""",
+    "override_and_rept": r"""
+.macro pause
+    .byte 0xf3, 0x90, 0xcc
+.endm
+.macro spin n
+.rept \n
+    pause
+.endr
+.endm
+    pause
+    PAUSE
+    spin 3
+.purgem pause
+    pause
+.macro m
+    nop
+.endm
+""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(MACRO_SOURCES))
+def test_macro_sources_are_byte_identical_to_gnu_as(name):
+    """Do macro definitions and invocations (arguments with brackets, blanks and quotes,
+    defaults, keywords, :req, :vararg, nesting, \\@, \\(), local labels, .exitm, .rept in a
+    body, a macro replacing an instruction, .purgem, case-insensitive names) expand as in
+    GNU as?"""
+    assert_same_as_gnu(MACRO_SOURCES[name])
+
+
+def test_macros_from_an_included_file_match_gnu_as():
+    """Does a kernel taking its pvops macros from an included file assemble like GNU as?"""
+    files = {"pvops.s": MACRO_SOURCES["pvops"].split("start:")[0]}
+    source = '.include "pvops.s"\nstart: LOAD_CR3 eax\n  PTE_WRITE [ebx + 8], ecx\n' \
+             '  EVENTS_OFF\n  jmp start\n'
+    prog = assemble(source, base=0, files=files, filename="kernel.s")
+    with tempfile.TemporaryDirectory() as d:
+        theirs = section_bytes(gnu_object(source, d, files), ".text", d)
+    assert prog.code == theirs == bytes.fromhex("0f 22 d8 89 4b 08 fa eb f7")
+    assert prog.line_of(3) == ("pvops.s", 6) and prog.call_site_of(3) == ("kernel.s", 3)

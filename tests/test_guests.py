@@ -19,9 +19,10 @@ SMALL = {  # small parameters keep the suite fast; defaults are exercised by the
     "divzero": {"iterations": 25},
     "callret": {"iterations": 10, "depth": 30},
     "selfmod": {"iterations": 400},
+    "tlbwalk": {"pages": 16, "passes": 2},
 }
 CORE = ["hello", "compute", "syscall", "io", "ctxswitch", "pagefault", "ptemod", "divzero",
-        "callret", "selfmod"]
+        "callret", "selfmod", "tlbwalk"]
 
 
 def run_native(name, **params):

@@ -167,6 +167,9 @@ def test_sharing_slows_a_vm_and_makes_its_timer_jitter(monitor):
     assert all(r["results"] == ["poweroff"] * r["vms"] for r in rows)
     assert all(r["tick_stdev"] > 0 for r in rows[1:])
     assert max(r["tick_max"] - r["tick_min"] for r in rows[1:]) > 0
+    # descheduled, a VM's timer expires again and again, but one IRQ 0 stays pending: ticks lost
+    assert all(r["expiries"] == r["ticks"] + r["lost_ticks"] for r in rows)
+    assert rows[-1]["lost_ticks"] > rows[-1]["ticks"]
     fig = sharing_figure(rows)
     assert fig._suptitle.get_text() and len(fig.axes) == 2
 
@@ -176,6 +179,65 @@ def test_machine_timer_without_sharing_keeps_running():
     mon = TrapAndEmulate(img, machine_timer=True)
     r = mon.run(max_steps=MAX_STEPS)
     assert r.reason == "poweroff" and mon.vms[0].tick_steps
+
+
+# ---- the guest's side: guests.build(..., timer_clock="machine") -----------------------------
+def test_timer_clock_is_guest_or_machine():
+    """Does build() take only the two clocks, and default to guest time?"""
+    assert guests.build("hello").timer_clock == "guest"
+    assert guests.build("hello", timer_clock="machine").timer_clock == "machine"
+    for bad in ("wall", "Machine", None, 1):
+        with pytest.raises(VmkitError, match="'guest', 'machine'"):
+            guests.build("hello", timer_clock=bad)
+    img = build("hello")
+    img.timer_clock = "host"                       # an image edited by hand: the monitor says
+    with pytest.raises(VmkitError, match="VM 1: timer_clock"):
+        TrapAndEmulate(build("hello"), img)
+
+
+def _ticking(clock="guest"):
+    return guests.build("compute", iterations=10_000, timer_period=20_000, timer_clock=clock)
+
+
+@pytest.mark.parametrize("monitor", MULTI)
+def test_timer_clock_machine_is_machine_timer_for_that_vm_only(monitor):
+    """Does an image built with timer_clock="machine" get the machine-time timer of
+    machine_timer=True, while the VM beside it keeps its guest-time timer (and so its solo
+    run)?"""
+    sched = dict(scheduler="round-robin", quantum=20_000)
+    mixed, _ = run(monitor, _ticking("machine"), _ticking(), **sched)
+    assert mixed.timer_clocks == ["machine", "guest"] and mixed.machine_timer
+    both, _ = run(monitor, _ticking(), _ticking(), machine_timer=True, **sched)
+    assert both.timer_clocks == ["machine", "machine"]
+    alone, _ = run(monitor, _ticking())
+    m, g = mixed.vms
+    assert m.result.reason == g.result.reason == "poweroff"
+    # the guest-time VM: a tick every 20 000 of its instructions, and the same run as alone
+    assert len(g.tick_steps) >= 2
+    assert {b - a for a, b in zip(g.tick_steps, g.tick_steps[1:])} == {20_000}
+    assert (g.console, digest(g.memory()), g.steps) == (
+        alone.vms[0].console, digest(alone.vms[0].memory()), alone.vms[0].steps)
+    # the machine-time VM: ticks come faster than every 20 000 of its own instructions,
+    # and irregularly (it was descheduled between some of them)
+    gaps = [b - a for a, b in zip(m.tick_steps, m.tick_steps[1:])]
+    assert len(m.tick_steps) > len(g.tick_steps) and min(gaps) < 20_000
+    assert len(set(gaps)) > 1
+    # the monitor-wide switch still works, and wins over an image's "guest"
+    assert all(len(vm.tick_steps) > len(g.tick_steps) for vm in both.vms)
+    plain, _ = run(monitor, _ticking(), _ticking(), **sched)
+    assert plain.timer_clocks == ["guest", "guest"] and not plain.machine_timer
+
+
+def test_native_ignores_timer_clock():
+    """Under Native (one VM, no VMM, no sharing) is a machine-clock timer the guest clock?"""
+    from vmkit.vmm import Native
+    runs = []
+    for clock in ("guest", "machine"):
+        n = Native(_ticking(clock))
+        r = n.run(max_steps=MAX_STEPS)
+        assert r.reason == "poweroff"
+        runs.append((n.console, n.stats["instructions"], digest(n.vms[0].machine.read(0, 4 << 20))))
+    assert runs[0] == runs[1]
 
 
 # ---- isolation ------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ USER_BASE = 0x00400000        # user programs are linked here (virtual)
 USER_PHYS = 0x00100000        # the builder places program i at USER_PHYS + i * USER_SLOT
 USER_SLOT = 0x00040000        # 256 KiB per program
 MAX_PROCS = 4
+TIMER_CLOCKS = ("guest", "machine")   # what GuestImage.timer_clock may be
 MEMORY_SIZE = 4 << 20
 DEFAULT_TIMER_PERIOD = 200_000
 """Guest instructions between two timer interrupts. Linux with HZ=1000 on a 1 GHz CPU retiring
@@ -58,6 +59,12 @@ class GuestImage:
     description: str = ""
     kernel: bool = True         # False for a bare-metal program (vmkit run FILE.s)
     processes: list = field(default_factory=list)   # program name of each process
+    #: the clock the guest's timer counts: "guest" (its own instructions; the default, which
+    #: keeps equivalence) or "machine" (machine time: the cost model's cycles across all VMs,
+    #: descheduled time included; DESIGN.md "Two clocks"). Multi-VM monitors honour it per VM,
+    #: as their ``machine_timer=True`` does for every VM; Native (one VM, no VMM, nothing to
+    #: share) ignores it and stays the reference (vmkit/vmm/sched.py, "Timer clocks").
+    timer_clock: str = "guest"
 
     @property
     def symbols(self) -> dict:
@@ -118,6 +125,7 @@ class GuestSpec:
     #: this guest's default timer period (None: DEFAULT_TIMER_PERIOD), for demonstrations
     #: that need ticks soon
     timer_period: int | None = None
+    pv_kernel_files: dict | None = None  # {include name: source} for the paravirtual kernel
 
 
 def _lcg_checksum(iterations: int, seed: int) -> int:
@@ -201,6 +209,27 @@ _register(GuestSpec(
     lambda p: {"ITERATIONS": p["iterations"]}))
 
 
+# ---- tlbwalk (memory virtualization, docs/memory-virtualization.md) -------------------------
+def _tlbwalk_checksum(pages: int, passes: int) -> int:
+    """What tlbwalk prints: value[i] += i + pass + 1 on every page, summing the values written."""
+    value, acc = [0] * pages, 0
+    for p in range(passes):
+        for i in range(pages):
+            value[i] = (value[i] + i + p + 1) & 0xFFFFFFFF
+            acc = (acc + value[i]) & 0xFFFFFFFF
+    return acc
+
+
+_register(GuestSpec(
+    "tlbwalk", "TLB-heavy: processes walk their heap pages (one dword each) and yield, so "
+    "every pass misses the TLB on every page", lambda p: ["tlbwalk"] * p["processes"],
+    {"pages": 64, "passes": 4, "processes": 2},
+    {"pages": (1, 120), "passes": (1, 10**5), "processes": (1, MAX_PROCS)},
+    lambda p: (f"tlbwalk: {p['pages']} pages x {p['passes']} passes, checksum "
+               f"{_tlbwalk_checksum(p['pages'], p['passes'])}\n") * p["processes"],
+    lambda p: {"PAGES": p["pages"], "PASSES": p["passes"]}))
+
+
 def names() -> list[str]:
     """Names of every guest image ``build`` can make."""
     _load_extra()
@@ -229,6 +258,7 @@ def _load_extra() -> None:
         _extra_loaded = True
         try:
             from vmkit.guests import nonvirt  # noqa: F401
+            from vmkit.guests import iodemo  # noqa: F401
         except ImportError:
             pass
 
@@ -256,12 +286,16 @@ def build_program(name: str, base: int, files: dict):
 
 
 def build(name: str, *, paravirtual: bool = False, timer_period: int | None = None,
-          **params) -> GuestImage:
+          timer_clock: str = "guest", **params) -> GuestImage:
     """Assemble and link guest ``name`` with ``params`` (each guest lists its own; unknown or
     out-of-range parameters raise GuestError). ``timer_period`` is the number of guest
     instructions between timer interrupts (default DEFAULT_TIMER_PERIOD; 0 turns the timer off).
     ``paravirtual=True`` builds the same sources with privileged operations replaced by
-    hypercalls (for the Paravirtual monitor)."""
+    hypercalls (for the Paravirtual monitor). ``timer_clock="machine"`` puts the guest's timer
+    on machine time under a multi-VM monitor (see ``GuestImage.timer_clock``)."""
+    if timer_clock not in TIMER_CLOCKS:
+        raise GuestError(f"timer_clock must be one of {', '.join(map(repr, TIMER_CLOCKS))}, "
+                         f"got {timer_clock!r}")
     s = spec(name)
     p = dict(s.params)
     for k, v in params.items():
@@ -303,6 +337,10 @@ def build(name: str, *, paravirtual: bool = False, timer_period: int | None = No
         config.append(f"    .long {phys:#x}, {size}, {entry:#x}\n")
     config.append(".text\n")
     files = dict(s.kernel_files(p))
+    if paravirtual:
+        # the same kernel.s with the paravirtual privileged operations (pvops_pv.s)
+        files.setdefault("pvops.s", _source("pvops_pv"))
+        files.setdefault("pvops_impl.s", _source("pvops_pv_impl"))
     files.update({"config.s": "".join(config), "params.s": _const_lines(consts)})
     kernel = build_program(s.kernel_program, KERNEL_BASE, files)
     programs = {s.kernel_program: kernel}
@@ -310,7 +348,7 @@ def build(name: str, *, paravirtual: bool = False, timer_period: int | None = No
     loads.insert(0, (KERNEL_BASE, kernel.code))
     return GuestImage(name, p, MEMORY_SIZE, loads, kernel.symbols.get("_start", KERNEL_BASE),
                       programs, s.input(p), s.expected(p) if s.expected else None, paravirtual,
-                      s.description, True, list(progs))
+                      s.description, True, list(progs), timer_clock=timer_clock)
 
 
 def from_program(prog, name: str = "program", memory_size: int = MEMORY_SIZE) -> GuestImage:

@@ -23,6 +23,7 @@
 
 .include "config.s"
 .include "abi.s"
+.include "pvops.s"               # privileged operations as macros (native or paravirtual)
 
 # ---- layout constants ------------------------------------------------------------------------
 .equ KCODE, 0x08                # ring-0 code selector
@@ -77,8 +78,8 @@
 .global _start
 # ---- boot --------------------------------------------------------------------------------------
 _start:
-    cli
-    lgdt [gdt_ptr]                  # our own GDT replaces the machine's boot GDT
+    BOOT_ENTRY
+    LOAD_GDT                        # our own GDT replaces the machine's boot GDT
     ljmp KCODE, reload_cs           # a far jump reloads CS from the new table
 reload_cs:
     mov ax, KDATA
@@ -86,7 +87,7 @@ reload_cs:
     mov es, ax
     mov fs, ax
     mov gs, ax
-    mov ss, ax
+    LOAD_KERNEL_SS
     mov esp, offset boot_stack_top
 
     call setup_idt
@@ -97,16 +98,11 @@ reload_cs:
     # paging on: CR3 = the first process's page directory, then CR0.PG and CR0.WP
     mov ebx, [current]
     mov eax, [ebx + PCB_CR3]
-    mov cr3, eax
-    mov eax, cr0
-    or eax, 0x80010000
-    mov cr0, eax
+    LOAD_CR3 eax
+    ENABLE_PAGING
 
     # interrupt controller: only IRQ 0 (the timer) unmasked; timer period from config.s
-    mov al, 0xFE
-    out PIC_MASK, al
-    mov eax, TIMER_PERIOD
-    out TIMER_PORT, eax
+    START_TIMER
 
     # a guest image may run a demonstration here, in ring 0 with everything set up: the file
     # boot_hook.s is empty (it adds no byte) except in the nonvirt- guests, whose builder
@@ -116,7 +112,7 @@ reload_cs:
     # enter the first process as if returning from an interrupt
     mov ebx, [current]
     mov eax, [ebx + PCB_KSTACK]
-    mov [tss + 4], eax
+    SET_KERNEL_STACK eax
     mov esp, [ebx + PCB_KESP]
     jmp return_to_user
 
@@ -145,9 +141,9 @@ setup_idt:
     call set_gate
     mov ecx, 0x80                           # system calls: DPL 3 so ring 3 may "int 0x80"
     mov edx, offset syscall_stub
-    mov al, 0xEE
+    mov al, SYSCALL_GATE
     call set_gate
-    lidt [idt_ptr]
+    LOAD_IDT
     ret
 
 # ---- TSS -----------------------------------------------------------------------------------------
@@ -160,7 +156,7 @@ setup_tss:
     mov byte ptr [gdt + TSS_SEL + 4], al
     mov byte ptr [gdt + TSS_SEL + 7], ah
     mov ax, TSS_SEL
-    ltr ax
+    LOAD_TR
     ret
 
 # ---- paging --------------------------------------------------------------------------------------
@@ -170,12 +166,14 @@ setup_kernel_pt:
     mov ecx, 1
 1:  mov eax, ecx
     shl eax, 12
+    PHYS_TO_MACHINE eax
     or eax, PG_P | PG_W
     mov [kernel_pt + ecx*4], eax
     inc ecx
     cmp ecx, 1024
     jb 1b
     mov dword ptr [kernel_pt], 0
+    KERNEL_PT_DONE
     ret
 
 # alloc_frame() -> eax = physical address of a zeroed 4 KiB frame (panics when none is left)
@@ -222,17 +220,23 @@ cp_loop:
     mov [ebx + PCB_KSTACK], eax
     # page directory and the two user page tables
     call alloc_frame
+    MAKE_L2 eax
     mov [ebx + PCB_CR3], eax
     mov edi, eax
     mov eax, offset kernel_pt
+    PHYS_TO_MACHINE eax
     or eax, PG_P | PG_W                     # PDE 0: the kernel, supervisor-only
     mov [edi], eax
     call alloc_frame
+    MAKE_L1 eax
     mov [ebx + PCB_PT1], eax
+    PHYS_TO_MACHINE eax
     or eax, PG_P | PG_W | PG_U
     mov [edi + 4], eax                      # PDE 1: program and stack
     call alloc_frame
+    MAKE_L1 eax
     mov [ebx + PCB_PT2], eax
+    PHYS_TO_MACHINE eax
     or eax, PG_P | PG_W | PG_U
     mov [edi + 8], eax                      # PDE 2: the heap (filled on demand)
     # map the program: pages of proc_table[esi] at USER_BASE
@@ -247,16 +251,19 @@ cp_loop:
 1:  cmp eax, ecx
     jae 2f
     push edx
+    PHYS_TO_MACHINE edx
     or edx, PG_P | PG_W | PG_U
-    mov [edi + eax*4], edx
+    SET_PTE [edi + eax*4], edx
     pop edx
     add edx, PAGE
     inc eax
     jmp 1b
 2:  # the stack page, last entry of the table (0x007FF000)
     call alloc_frame
+    PHYS_TO_MACHINE eax
     or eax, PG_P | PG_W | PG_U
-    mov [edi + 1023*4], eax
+    SET_PTE [edi + 1023*4], eax
+    MMU_FLUSH                               # the program's mappings, one batch
     # build the first trap frame on the kernel stack: "return" to the program's entry
     mov edi, [ebx + PCB_KSTACK]
     sub edi, FRAME_SIZE
@@ -365,18 +372,19 @@ isr_common:
     mov [current], eax
     mov esp, [eax + PCB_KESP]
     mov ecx, [eax + PCB_KSTACK]
-    mov [tss + 4], ecx              # ESP0 for the next trap from this process
+    SET_KERNEL_STACK ecx            # ESP0 for the next trap from this process
     mov ecx, [eax + PCB_CR3]
-    mov edx, cr3
+    READ_CR3 edx
     cmp ecx, edx
     je return_to_user
-    mov cr3, ecx                    # new address space (flushes the TLB)
+    LOAD_CR3 ecx                    # new address space (flushes the TLB)
 return_to_user:
     mov ax, UDATA
     mov ds, ax
     mov es, ax
     popad
     add esp, 8                      # drop vector and error code
+    EVENTS_ON_RETURN
     iretd
 
 # dispatch(frame): route by vector
@@ -395,8 +403,7 @@ dispatch:
     jmp do_fault
 
 do_timer:
-    mov al, 0x20                    # end of interrupt
-    out PIC_CMD, al
+    ACK_TIMER                       # end of interrupt
     inc dword ptr [ticks]
     mov byte ptr [need_switch], 1   # preemption: round robin on every tick
     pop ebp
@@ -432,13 +439,8 @@ sys_write:
     call check_user_range
     jc sys_bad
     mov [ebp + F_EAX], ecx
-    jecxz 2f
-1:  mov al, [esi]
-    out CONSOLE, al
-    inc esi
-    dec ecx
-    jnz 1b
-2:  pop ebp
+    CONSOLE_WRITE
+    pop ebp
     ret
 
 # check_user_range(esi = start, ecx = length): CF set when [esi, esi+ecx) leaves user space
@@ -465,6 +467,7 @@ sys_getpid:
 sys_yield:
     mov byte ptr [need_switch], 1
     mov dword ptr [ebp + F_EAX], 0
+    VM_YIELD
     pop ebp
     ret
 
@@ -481,8 +484,8 @@ sys_unmap:
     mov eax, [ebp + F_EBX]
     call heap_pte
     jc sys_bad
-    mov dword ptr [edx], 0
-    invlpg [eax]
+    SET_PTE [edx], 0
+    FLUSH_PAGE eax
     mov dword ptr [ebp + F_EAX], 0
     pop ebp
     ret
@@ -499,8 +502,8 @@ sys_setpte:
     cmp dword ptr [ebp + F_ECX], 0
     je 1f
     or ecx, PG_W
-1:  mov [edx], ecx
-    invlpg [eax]
+1:  SET_PTE [edx], ecx
+    FLUSH_PAGE eax
     mov dword ptr [ebp + F_EAX], 0
     pop ebp
     ret
@@ -516,10 +519,7 @@ sys_read:
     xor edx, edx
 1:  cmp edx, ecx
     jae 2f
-    in al, INPUT_STATUS
-    test al, 1
-    jz 2f
-    in al, INPUT_DATA
+    INPUT_BYTE 2f
     mov [edi + edx], al
     inc edx
     jmp 1b
@@ -595,10 +595,11 @@ map_heap_page:
     push edx
     call alloc_frame
     pop edx
+    PHYS_TO_MACHINE eax
     or eax, PG_P | PG_W | PG_U
-    mov [edx], eax
+    SET_PTE [edx], eax
     and ebx, 0xFFFFF000
-    invlpg [ebx]
+    FLUSH_PAGE ebx
     xor eax, eax
     pop ebx
     ret
@@ -612,7 +613,7 @@ map_heap_page:
 do_page_fault:
     test dword ptr [ebp + F_ERR], 1     # present bit: a protection fault is not demand paging
     jnz do_fault
-    mov eax, cr2
+    READ_CR2 eax
     cmp eax, HEAP_BASE
     jb do_fault
     cmp eax, HEAP_END
@@ -652,7 +653,7 @@ do_fault:
     mov eax, [ebp + F_EIP]
     call kputhex
     mov al, 10
-    out CONSOLE, al
+    KPUTC
     mov ebx, [current]
     mov dword ptr [ebx + PCB_STATE], 0
     mov byte ptr [need_switch], 1
@@ -669,7 +670,7 @@ kernel_fault:
     mov eax, [ebp + F_EIP]
     call kputhex
     mov al, 10
-    out CONSOLE, al
+    KPUTC
     mov eax, 1
     jmp power_off_code
 
@@ -693,16 +694,14 @@ pick_next:
 power_off:
     xor eax, eax
 power_off_code:
-    out POWEROFF, eax
-    cli
-    hlt
+    POWER_OFF
 
 # ---- console output (kernel side) -----------------------------------------------------------
 kputs:                                  # esi = NUL-terminated string
     mov al, [esi]
     test al, al
     jz 1f
-    out CONSOLE, al
+    KPUTC
     inc esi
     jmp kputs
 1:  ret
@@ -720,7 +719,7 @@ kputdec:                                # eax = unsigned number, printed in deci
     jnz 1b
 2:  pop eax
     add al, '0'
-    out CONSOLE, al
+    KPUTC
     dec ecx
     jnz 2b
     pop edx
@@ -731,19 +730,21 @@ kputhex:                                # eax = number, printed as 0x%08x
     push ebx
     mov ebx, eax
     mov al, '0'
-    out CONSOLE, al
+    KPUTC
     mov al, 'x'
-    out CONSOLE, al
+    KPUTC
     mov ecx, 8
 1:  rol ebx, 4
     mov eax, ebx
     and eax, 0xF
     mov al, [hexdigits + eax]
-    out CONSOLE, al
+    KPUTC
     dec ecx
     jnz 1b
     pop ebx
     ret
+
+.include "pvops_impl.s"           # what the paravirtual macros call (nothing natively)
 
 # ---- data ------------------------------------------------------------------------------------------
 .data

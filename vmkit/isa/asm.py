@@ -7,6 +7,7 @@
     prog.code            # bytes from prog.base: .text, then .data, then .bss
     prog.symbols         # label -> address
     prog.line_of(addr)   # (file, line) of the instruction or data at addr
+    prog.call_site_of(addr)   # (file, line) of the macro invocation that made it, or None
     print(prog.listing())
 
 Instructions
@@ -135,10 +136,53 @@ Directives
     Errors and ``line_of`` name the included file. Recursive inclusion is an error.
 ``.rept N`` ... ``.endr``
     repeats the lines between.
+``.macro NAME [param[, param ...]]`` ... ``.endm``, ``.exitm``, ``.purgem NAME``
+    macros, as in GNU as (see Macros below).
 ``.end``
     ignores the rest of the input.
 ``.intel_syntax noprefix``, ``.code32``, ``.type``, ``.size``, ``.file``, ``.ident``
     accepted and ignored, so a file can be given to GNU as too (``as --32``).
+
+Macros
+======
+GNU as macros, with GNU as's expansion (``tests/test_asm_gnu_as.py`` holds them to its
+bytes)::
+
+    .macro PTE_WRITE ptr, val=eax       # parameters: commas or blanks between them
+        mov dword ptr \\ptr, \\val
+    .endm
+    x:  PTE_WRITE [edx + 4], ecx         # as a statement, after labels if any
+        PTE_WRITE [edx]                  # val defaults to eax
+
+* Parameters: ``name``, ``name=default``, ``name:req`` (an argument is required) and a last
+  ``name:vararg`` (the rest of the line, commas included). In the body ``\\name`` is the
+  argument (also inside strings: with a parameter ``n``, ``"\\n"`` is the argument, as in GNU
+  as), ``\\@`` the number of macro expansions before this one, and ``\\()`` separates a
+  parameter from text after it (``\\name\\()_end:``). A ``\\word`` outside strings and comments
+  that is no parameter is an error at the definition (GNU as leaves it, and the line fails).
+* Invocation: ``NAME args``. Arguments are separated by commas, or by blanks between two
+  words (``m eax ebx``); brackets and parentheses keep an argument together (``[edx + 4]``,
+  ``(1 + 2)``), quotes too and are removed (``"dword ptr [eax]"`` is one argument, without
+  quotes). A missing or empty argument takes the default, or is empty; ``name=value``
+  gives one by name. *Kit dialect:* any other blank between arguments is an error, because
+  GNU as reads it erratically (``m 1 - 1`` is three arguments, ``m 1 + 1`` one, ``m [edx]
+  ecx`` one: ``[edx]ecx``).
+* Names are case-insensitive (``LOAD_CR3`` is ``load_cr3``), parameter names are not; a macro
+  named like an instruction replaces it (GNU as) until ``.purgem``. Defining a name twice is
+  an error.
+* Macros may invoke macros (at most 100 levels deep, as in GNU as) and contain ``.rept``,
+  numeric local labels (``1:``, ``jmp 1b``: fine in every expansion) and ``name\\@:`` labels;
+  a plain label in a macro used twice is a duplicate. ``.exitm`` ends the expansion.
+* Source mapping: ``Program.line_of`` gives the line *inside the macro* (file and line of the
+  body, e.g. ``pvops.s:42``) that made an item; ``Program.call_site_of(addr)`` gives the
+  invocation (the outermost one, in ordinary source, e.g. ``kernel.s:120``; None outside
+  macros) and ``Program.macro_stack_of(addr)`` every level as ``(macro, file, line)``,
+  outermost first. ``Program.lines`` carries the body line as written (with ``\\reg``); the
+  listing shows the definition once and each expanded line, marked ``>``, with its body line
+  number and bytes.
+* Errors in an expanded line give the body's file and line, the expanded text (the column
+  points into it) and the invocations: ``pvops.s:42:14: ... (in expansion of macro LOAD_CR3
+  called at kernel.s:120)``.
 
 Errors
 ======
@@ -155,6 +199,7 @@ import os
 from dataclasses import dataclass, field
 
 from vmkit.errors import AssemblyError
+from vmkit.isa import asm_macro
 from vmkit.isa.asm_encode import (BRANCHES, LOCKABLE, MNEMONICS, REPE_OPS, STRING_OPS, TABLE,
                                   accepts, encode, select_form)
 from vmkit.isa.asm_parse import (RESERVED, Bin, ExprParser, Far, Imm, LabelRef, LineError, Mem,
@@ -173,7 +218,9 @@ _IGNORED = {".intel_syntax", ".code32", ".type", ".size", ".file", ".ident", ".e
 _DIRECTIVES = sorted(set(_DATA_WIDTH) | _IGNORED | {
     ".text", ".data", ".bss", ".section", ".global", ".globl", ".equ", ".set", ".equiv",
     ".ascii", ".asciz", ".string", ".space", ".skip", ".zero", ".fill", ".align", ".balign",
-    ".p2align", ".org", ".include", ".rept", ".endr", ".end"})
+    ".p2align", ".org", ".include", ".rept", ".endr", ".end", ".macro", ".endm", ".exitm",
+    ".purgem"})
+_DIRECTIVE_SET = frozenset(_DIRECTIVES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,6 +239,9 @@ class Program:
     _listing: list = field(default_factory=list, repr=False)
     _starts: list = field(default_factory=list, repr=False)
     _spans: list = field(default_factory=list, repr=False)
+    #: start address of each item made by a macro expansion -> its invocations, outermost
+    #: first, as ``(macro name, file, line)``
+    _expansions: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         spans = [(a, s, f, ln) for a, s, f, ln, _ in self.lines if s > 0]
@@ -205,12 +255,37 @@ class Program:
         return self.base + len(self.code)
 
     def line_of(self, addr: int) -> tuple[str, int] | None:
-        """``(file, line)`` of the instruction or data item covering ``addr``, or None."""
+        """``(file, line)`` of the instruction or data item covering ``addr``, or None. For an
+        item made by a macro expansion, the line of the macro body that made it (see
+        :meth:`call_site_of` for the invocation)."""
         i = bisect.bisect_right(self._starts, addr) - 1
         if i >= 0:
             a, s, f, ln = self._spans[i]
             if a <= addr < a + s:
                 return f, ln
+        return None
+
+    def macro_stack_of(self, addr: int) -> list[tuple[str, str, int]]:
+        """The macro invocations that made the item covering ``addr``, outermost first, as
+        ``(macro name, file, line)`` of each invocation; ``[]`` when it does not come from a
+        macro (or nothing covers ``addr``)."""
+        if not self._expansions:
+            return []
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0:
+            a, s, f, ln = self._spans[i]
+            if a <= addr < a + s:
+                return list(self._expansions.get(a, ()))
+        return []
+
+    def call_site_of(self, addr: int) -> tuple[str, int] | None:
+        """``(file, line)`` of the macro invocation that made the item covering ``addr``: the
+        outermost one, a line of ordinary source (the line in ``kernel.s`` that says
+        ``LOAD_CR3 eax``, while :meth:`line_of` names the line in the macro's body); None when
+        the item does not come from a macro. :meth:`macro_stack_of` has every level."""
+        stack = self.macro_stack_of(addr)
+        if stack:
+            return stack[0][1], stack[0][2]
         return None
 
     def listing(self) -> str:
@@ -242,14 +317,19 @@ class Program:
 # internal records
 
 class _Rec:
-    """One source line and the items it produced."""
-    __slots__ = ("file", "line", "text", "sec", "i0", "i1", "labels")
+    """One source line and the items it produced. In a macro expansion ``site`` holds the
+    invocations (outermost first, ``(macro, file, line)``), ``text`` the expanded line and
+    ``src`` the body line as written."""
+    __slots__ = ("file", "line", "text", "sec", "i0", "i1", "labels", "site", "src", "done")
 
     def __init__(self, file, line, text):
         self.file, self.line, self.text = file, line, text
         self.sec = None
         self.i0 = self.i1 = 0
         self.labels = False
+        self.site = None
+        self.src = text
+        self.done = False          # i0/i1 already final (a labelled macro invocation)
 
 
 class _Label:
@@ -315,8 +395,23 @@ class _Stop(Exception):
     """``.end``"""
 
 
+class _ExitMacro(Exception):
+    """``.exitm``"""
+
+
 def _err(msg: str, rec: _Rec, col: int) -> AssemblyError:
+    if rec.site:
+        msg += _site_note(rec.site)
     return AssemblyError(msg, line=rec.line, column=col, text=rec.text, file=rec.file)
+
+
+def _site_note(site) -> str:
+    """The note " (in expansion of macro M called at kernel.s:120)", innermost level first."""
+    levels = [f"in expansion of macro {name} called at {file}:{line}"
+              for name, file, line in reversed(site)]
+    if len(levels) > 4:
+        levels = levels[:2] + [f"... {len(levels) - 3} more levels"] + levels[-1:]
+    return " (" + ", ".join(levels) + ")"
 
 
 def _range_for(width: int, kind: str) -> tuple[int, int]:
@@ -346,6 +441,10 @@ class _Assembler:
         self.rec: _Rec | None = None
         self.stmt_off = 0          # bytes already produced by the current statement (for '.')
         self._evaluating: set[str] = set()
+        self.macros: dict[str, asm_macro.Macro] = {}     # by lower-case name (GNU as)
+        self.site = None           # the macro invocations being expanded (see _Rec.site)
+        self.body_src: dict = {}   # (file, line) -> body text as written, for expansions
+        self.macro_count = 0       # GNU as's \@
 
     # ---- input ------------------------------------------------------------------------------
 
@@ -356,6 +455,9 @@ class _Assembler:
 
     def line(self, file, ln, text, it, stack):
         rec = _Rec(file, ln, text)
+        if self.site is not None:
+            rec.site = self.site
+            rec.src = self.body_src.get((file, ln), text)
         self.records.append(rec)
         self.rec = rec
         rec.sec = self.cur
@@ -366,7 +468,7 @@ class _Assembler:
                 self.statement(toks, rec, it, stack)
         except LineError as e:
             raise _err(e.message, rec, e.column) from None
-        if rec.sec is self.cur:
+        if rec.sec is self.cur and not rec.done:
             rec.i1 = len(self.cur.items)
 
     # ---- symbols ----------------------------------------------------------------------------
@@ -467,6 +569,11 @@ class _Assembler:
         if t.kind != "id":
             raise LineError(f"expected a label, instruction or directive, found {str(t.value)!r}",
                             t.col)
+        if self.macros:
+            m = self.macros.get(t.value.lower())
+            if m is not None and t.value.lower() not in _DIRECTIVE_SET:
+                self.invoke(m, toks, i, rec, stack)
+                return
         if t.value.startswith(".") and t.value != ".":
             self.directive(t.value.lower(), t, toks, i + 1, rec, it, stack)
         else:
@@ -732,6 +839,21 @@ class _Assembler:
             self._after_nested(rec)
         elif d == ".endr":
             raise LineError(".endr without .rept", t.col)
+        elif d == ".macro":
+            self.define_macro(t, toks, pos, rec, it)
+        elif d == ".endm":
+            raise LineError(".endm without .macro", t.col)
+        elif d == ".exitm":
+            self.no_args(d, toks, pos)
+            if self.site is None:
+                raise LineError(".exitm outside a macro", t.col)
+            raise _ExitMacro()
+        elif d == ".purgem":
+            if pos >= n or toks[pos].kind != "id" or pos + 1 < n:
+                raise LineError("expected a macro name: .purgem NAME",
+                                toks[pos].col if pos < n else t.end)
+            if self.macros.pop(toks[pos].value.lower(), None) is None:
+                raise LineError(f"no macro named {toks[pos].value!r} to purge", toks[pos].col)
         elif d == ".end":
             raise _Stop()
         elif d in _IGNORED:
@@ -746,6 +868,93 @@ class _Assembler:
             close = difflib.get_close_matches(d, _DIRECTIVES, n=3, cutoff=0.6)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise LineError(f"unknown directive {t.value!r}{hint}", t.col)
+
+    # ---- macros -----------------------------------------------------------------------------
+
+    def define_macro(self, t, toks, pos, rec, it):
+        n = len(toks)
+        if pos >= n or toks[pos].kind != "id":
+            raise LineError("expected a macro name: .macro NAME [param[=default], ...]",
+                            toks[pos].col if pos < n else t.end)
+        name_tok = toks[pos]
+        key = name_tok.value.lower()
+        if key in _DIRECTIVE_SET:
+            raise LineError(f"{name_tok.value!r} is a directive and cannot be a macro name",
+                            name_tok.col)
+        old = self.macros.get(key)
+        if old is not None:       # GNU as: names are case-insensitive
+            raise LineError(f"macro {name_tok.value!r} is already defined (at {old.file}:"
+                            f"{old.line}{'' if old.name == name_tok.value else ' as ' + old.name}"
+                            f")", name_tok.col)
+        body = []
+        depth = 1
+        for ln, text in it:
+            first = _first_word(text)
+            if first == ".macro":
+                depth += 1
+            elif first == ".endm":
+                depth -= 1
+                if depth == 0:
+                    end_line = (ln, text)
+                    break
+            body.append((ln, text))
+        else:
+            raise LineError(f".macro {name_tok.value} without a matching .endm", t.col)
+        # the parameters: raw text after the name, up to a comment
+        end = toks[-1].end
+        params = rec.text[name_tok.end - 1:end - 1] if end > name_tok.end else ""
+        m = asm_macro.define(params, name_tok.end, name_tok, rec.file, rec.line, [])
+        # compile the body, pointing errors at the body line (nested .macro blocks are theirs)
+        m.body = body
+        templates = []
+        nested = 0
+        for ln, text in body:
+            first = _first_word(text)
+            if first == ".macro":
+                nested += 1
+            elif first == ".endm":
+                nested -= 1
+            try:
+                templates.append(asm_macro.compile_line(text, m.index, m.name, not nested))
+            except LineError as e:
+                bad = _Rec(rec.file, ln, text)
+                bad.site = rec.site
+                raise _err(e.message, bad, e.column) from None
+        m.templates = templates
+        for ln, text in body + [end_line]:
+            self.body_src[(rec.file, ln)] = text
+            shown = _Rec(rec.file, ln, text)     # listed, without address or bytes
+            shown.site = rec.site
+            self.records.append(shown)
+        self.macros[key] = m
+
+    def invoke(self, m, toks, i, rec, stack):
+        t = toks[i]
+        self._stmt_col = t.col
+        site = rec.site or ()
+        if len(site) >= asm_macro.MAX_DEPTH:
+            raise LineError(f"macros nested too deeply (more than {asm_macro.MAX_DEPTH} levels): "
+                            f"does {m.name} invoke itself without end?", t.col)
+        raw = rec.text[t.end - 1:toks[-1].end - 1] if len(toks) > i + 1 else ""
+        args = asm_macro.split_args(raw, t.end)
+        values = m.bind(args, toks[-1].end)
+        lines = m.expand(values, self.macro_count)
+        self.macro_count += 1
+        saved = self.site
+        sec, start = self.cur, len(self.cur.items)
+        self.site = site + ((m.name, rec.file, rec.line),)
+        bit = iter(lines)
+        try:
+            for ln, text in bit:
+                self.line(m.file, ln, text, bit, stack)
+        except _ExitMacro:
+            pass
+        finally:
+            self.site = saved
+        self._after_nested(rec)
+        if rec.labels and rec.sec is sec:       # its labels are where the expansion began
+            rec.i0 = rec.i1 = start
+            rec.done = True
 
     def switch(self, name):
         self.cur = self.sections[name]
@@ -855,7 +1064,8 @@ class _Assembler:
         self._after_nested(rec)
 
     def _after_nested(self, rec):
-        """The line of an .include/.rept owns none of the items its nested lines made."""
+        """The line of an .include/.rept/macro invocation owns none of the items its nested
+        lines made."""
         self.rec = rec
         rec.sec = self.cur
         rec.i0 = len(self.cur.items)
@@ -1050,6 +1260,7 @@ class _Assembler:
             constants[name] = self.symbol_value_checked(name)
         lines = []
         listing = []
+        expansions = {}
         for rec in self.records:
             sec = rec.sec
             addr = data = None
@@ -1057,12 +1268,16 @@ class _Assembler:
                 addr = sec.addrs[rec.i0]
                 end = sec.addrs[rec.i1]
                 data = code[addr - self.base:end - self.base]
-                lines.append((addr, end - addr, rec.file, rec.line, rec.text))
-            listing.append((rec.file, rec.line, rec.text, addr, data or b""))
+                lines.append((addr, end - addr, rec.file, rec.line, rec.src))
+                if rec.site is not None and end > addr:
+                    expansions[addr] = rec.site
+            # an expanded line is listed as it was assembled, marked '>' (as in `as -al`)
+            text = rec.text if rec.site is None else ">" + rec.text
+            listing.append((rec.file, rec.line, text, addr, data or b""))
         lines.sort(key=lambda x: x[0])
         sections = {n: (s.start, s.end - s.start) for n, s in self.sections.items()}
         return Program(code, self.base, symbols, constants, set(self.globals), lines, sections,
-                       listing)
+                       listing, _expansions=expansions)
 
     def symbol_value_checked(self, name) -> int:
         expr, rec = self.deferred[name]

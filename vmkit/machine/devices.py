@@ -14,6 +14,12 @@ port       size   device
 0x60       byte   input device data: the next input byte (0 when empty); polled, no IRQ
 0x64       byte   input device status: bit 0 = a byte is waiting
 0xF4       any    power off; the value written is the exit code (QEMU's isa-debug-exit port)
+0x300      any    output disk data: each write appends its 1, 2 or 4 bytes (little-endian) to
+                  what the disk received (:class:`OutputDisk`)
+0x304      dword  output disk command (doorbell): write 1 = flush (ends a request); read:
+                  status, 0 = ready
+0x308      dword  output disk: read = bytes received (low 32 bits)
+0x30C      dword  output disk: read = requests (flushes and DMA requests) so far
 =========  =====  ==========================================================================
 
 IRQ n is delivered as vector ``IRQ_BASE + n`` (32 + n, where Linux remaps the 8259). A line is
@@ -26,7 +32,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 __all__ = ["Devices", "IRQ_BASE", "PORT_CONSOLE", "PORT_PIC_CMD", "PORT_PIC_MASK", "PORT_TIMER",
-           "PORT_CLOCK", "PORT_INPUT", "PORT_INPUT_STATUS", "PORT_POWEROFF", "EOI"]
+           "PORT_CLOCK", "PORT_INPUT", "PORT_INPUT_STATUS", "PORT_POWEROFF", "EOI",
+           "OutputDisk", "PORT_DISK_DATA", "PORT_DISK_CMD", "PORT_DISK_COUNT", "PORT_DISK_REQS",
+           "DISK_PORTS", "DISK_CMD_FLUSH", "ASSIGNABLE"]
 
 IRQ_BASE = 32
 PORT_CONSOLE = 0xE9
@@ -35,6 +43,63 @@ PORT_TIMER, PORT_CLOCK = 0x40, 0x41
 PORT_INPUT, PORT_INPUT_STATUS = 0x60, 0x64
 PORT_POWEROFF = 0xF4
 EOI = 0x20
+
+# ---- the output disk (vmkit.vmm.iovirt: I/O virtualization three ways) -------------------------
+PORT_DISK_DATA, PORT_DISK_CMD, PORT_DISK_COUNT, PORT_DISK_REQS = 0x300, 0x304, 0x308, 0x30C
+DISK_PORTS = range(0x300, 0x310)        # the disk decodes these 16 ports
+DISK_CMD_FLUSH = 1
+
+
+@dataclass
+class OutputDisk:
+    """A write-only block/network-like output device: whatever reaches it is recorded in
+    ``data``, so a test can compare it with what the guest meant to write.
+
+    Programmed I/O: each ``out`` to ``PORT_DISK_DATA`` appends the 1, 2 or 4 bytes written
+    (little-endian); an ``out`` of ``DISK_CMD_FLUSH`` to ``PORT_DISK_CMD`` ends a request (the
+    doorbell). DMA: :meth:`dma_write` appends a whole buffer as one request (what the split
+    driver's backend does, :mod:`vmkit.vmm.iovirt`). Counters: ``port_writes``/``port_reads``
+    (port accesses that reached the device), ``direct`` (of those, how many came straight from a
+    guest that owns the device by direct assignment, with no VMM in between), ``requests``
+    (flushes plus DMA requests), ``dma_requests``."""
+    data: bytearray = field(default_factory=bytearray)
+    requests: int = 0
+    dma_requests: int = 0
+    port_writes: int = 0
+    port_reads: int = 0
+    direct: int = 0
+
+    def copy(self) -> "OutputDisk":
+        return OutputDisk(bytearray(self.data), self.requests, self.dma_requests,
+                          self.port_writes, self.port_reads, self.direct)
+
+    def read(self, port: int, size: int) -> int:
+        self.port_reads += 1
+        mask = (1 << (8 * size)) - 1
+        if port == PORT_DISK_CMD:
+            return 0                                    # status: ready
+        if port == PORT_DISK_COUNT:
+            return len(self.data) & mask
+        if port == PORT_DISK_REQS:
+            return self.requests & mask
+        return mask                                     # undecoded: all ones
+
+    def write(self, port: int, size: int, value: int) -> None:
+        self.port_writes += 1
+        if port == PORT_DISK_DATA:
+            self.data += (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+        elif port == PORT_DISK_CMD and value == DISK_CMD_FLUSH:
+            self.requests += 1
+
+    def dma_write(self, data: bytes) -> None:
+        """One request carried out by DMA (no port access): ``data`` is appended."""
+        self.data += data
+        self.requests += 1
+        self.dma_requests += 1
+
+
+#: devices a monitor can assign directly to one VM (``assign={vm: [name]}``): name -> ports
+ASSIGNABLE = {"disk": DISK_PORTS}
 
 
 @dataclass
@@ -50,10 +115,12 @@ class Devices:
     input_pos: int = 0
     poweroff_code: int | None = None
     ticks: int = 0
+    disk: OutputDisk = field(default_factory=OutputDisk)
 
     def copy(self) -> "Devices":
         d = Devices(**{k: getattr(self, k) for k in self.__dataclass_fields__})
         d.console = list(self.console)
+        d.disk = self.disk.copy()
         return d
 
     # ---- interrupt controller ----------------------------------------------------------
@@ -104,6 +171,8 @@ class Devices:
             return 0
         if port == PORT_INPUT_STATUS:
             return 1 if self.input_waiting else 0
+        if 0x300 <= port < 0x310:
+            return self.disk.read(port, size)
         return (1 << (8 * size)) - 1  # nothing there: the bus floats high
 
     def write(self, port: int, size: int, value: int, clock: int) -> None:
@@ -120,6 +189,8 @@ class Devices:
             self.next_tick = clock + self.timer_period if self.timer_period else None
         elif port == PORT_POWEROFF:
             self.poweroff_code = value
+        elif 0x300 <= port < 0x310:
+            self.disk.write(port, size, value)
         # other ports: writes are ignored, as on an empty ISA bus
 
     def tick(self, clock: int) -> None:

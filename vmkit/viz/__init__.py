@@ -14,6 +14,8 @@ from vmkit.viz.html import (DisasmRow, console_html, describe_event, disassembly
 from vmkit.viz.render import (INSTALL_HINT, OKABE_ITO, Diagram, diagram_html, diagram_svg,
                               figure_html, figure_svg)
 from vmkit.viz.rings import ring_diagram, ring_layout, transition_counts
+from vmkit.viz.memory import (TranslationWalk, memory_comparison_figure, translation_diagram,
+                              translation_walk)
 from vmkit.viz.tcache import (hit_rate_series, record_lookups, tc_diagram, tc_hit_rate_figure,
                               tc_stats_html)
 
@@ -24,7 +26,8 @@ __all__ = ["registers_html", "register_values", "flags_html", "flag_values",
            "diagram_html", "figure_svg", "figure_html", "OKABE_ITO", "INSTALL_HINT",
            "tc_diagram", "tc_hit_rate_figure", "tc_stats_html", "record_lookups",
            "hit_rate_series", "exits_figure", "exits_table_html", "exit_rows", "exit_cycles",
-           "qualification_text", "vm_timeline", "sharing_figure"]
+           "qualification_text", "vm_timeline", "sharing_figure", "translation_diagram",
+           "translation_walk", "TranslationWalk", "memory_comparison_figure"]
 
 
 def __getattr__(name):  # matplotlib is imported only when a timeline is asked for

@@ -8,9 +8,11 @@ from vmkit.vmm.hw import HardwareAssisted
 from vmkit.vmm.bt import BinaryTranslation
 # imported after the submodule so that the package attribute ``compare`` is the function
 from vmkit.vmm.compare import Comparison, compare
+from vmkit.vmm.memory import MemoryComparison, memory_comparison
 
 __all__ = ["Monitor", "Native", "VM", "CostModel", "MONITORS", "TrapAndEmulate",
-           "HardwareAssisted", "BinaryTranslation", "compare", "Comparison"]
+           "HardwareAssisted", "BinaryTranslation", "compare", "Comparison",
+           "memory_comparison", "MemoryComparison"]
 
 MONITORS = {"native": Native, "te": TrapAndEmulate, "bt": BinaryTranslation,
             "hw": HardwareAssisted}

@@ -829,7 +829,12 @@ class HardwareAssisted(Monitor):
 
     def __init__(self, *images, costs=None, trace=None, ept: bool = True,
                  lazy_ept: bool = False, controls=None, slice: int = DEFAULT_SLICE,
-                 scheduler=None, weights=None, quantum=None, machine_timer: bool = False):
+                 scheduler=None, weights=None, quantum=None, machine_timer: bool = False,
+                 assign=None):
+        # ---- direct assignment (vmkit.vmm.iovirt): assign={vm index: ["disk"]} -> {port: vm}
+        from vmkit.vmm import iovirt
+        self.assigned = iovirt.resolve_assignment(assign, len(images), self.name)
+        # ---- end direct assignment
         if not isinstance(ept, bool):
             raise VmkitError(f"ept must be True (nested paging) or False (shadow paging), got "
                              f"{ept!r}")
@@ -843,7 +848,7 @@ class HardwareAssisted(Monitor):
         self.ept = ept
         self.lazy_ept = lazy_ept
         self.slice = slice
-        _init_scheduling(self, len(images), scheduler, weights, quantum, machine_timer)
+        _init_scheduling(self, images, scheduler, weights, quantum, machine_timer)
         self._controls = VmcsControls.make(controls, ept)
         self.handlers = dict(type(self).handlers)
         self.current = 0
@@ -855,8 +860,12 @@ class HardwareAssisted(Monitor):
         self.hidden_page_faults = 0
         self.ept_fills = 0
         self.world_switches = 0
+        # shadow paging: exits through which the VMM learns of guest page-table changes, by
+        # kind ("invlpg", "mov cr3"): stats["pt_write_traps"] (docs/memory-virtualization.md)
+        self.pt_traps: Counter = Counter()
         self.vmx_mode = "root"
         super().__init__(*images, costs=costs, trace=trace)
+        iovirt.install_hw(self)   # the disk's ports: direct path, and refusal for non-owners
 
     # ---- controls ----------------------------------------------------------------------------
     @property
@@ -1426,6 +1435,7 @@ class HardwareAssisted(Monitor):
                 m.write_cr(3, v)
             else:
                 vm.guest_cr3 = v
+                self.pt_traps["mov cr3"] += 1
                 self.flush_shadow(vm)
         elif n == 4:
             old = vc.cr4
@@ -1528,6 +1538,11 @@ class HardwareAssisted(Monitor):
         return build(self, insn) if build is not None else None
 
     def _io_exits(self, port: int, size: int) -> bool:
+        if self.assigned:   # direct assignment: the owner's ports pass, the others' exit
+            from vmkit.vmm.iovirt import hw_exits
+            r = hw_exits(self, port, size)
+            if r is not None:
+                return r
         c = self._controls
         bitmap = c.io_bitmap
         if bitmap is None:
@@ -1557,6 +1572,9 @@ class HardwareAssisted(Monitor):
             "hidden_page_faults": self.hidden_page_faults,
             "ept_fills": self.ept_fills,
             "world_switches": self.world_switches,
+            "shadow_updates": self.events["shadow_update"],
+            "pt_write_traps": sum(self.pt_traps.values()),
+            "pt_traps": Counter(self.pt_traps),
         }
 
     def event_counts(self) -> Counter:
@@ -1587,6 +1605,7 @@ class HardwareAssisted(Monitor):
                                Counter(self.delivered), self.injections,
                                self.hidden_page_faults, self.ept_fills, self.world_switches),
                      mode=self.vmx_mode)
+        state["pt_traps"] = Counter(self.pt_traps)
         return MonitorSnapshot(id(self), [self._host.snapshot()], state)
 
     def restore(self, snap: MonitorSnapshot) -> None:
@@ -1616,6 +1635,7 @@ class HardwareAssisted(Monitor):
         (ex, em, dl, self.injections, self.hidden_page_faults, self.ept_fills,
          self.world_switches) = st["counters"]
         self.vm_exits, self.emulated, self.delivered = Counter(ex), Counter(em), Counter(dl)
+        self.pt_traps = Counter(st.get("pt_traps", ()))
         self.vmx_mode = st["mode"]
 
 

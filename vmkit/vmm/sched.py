@@ -38,6 +38,20 @@ Policies
     caps an idle VM's credit, so a VM cannot hoard. Simplifications: one CPU, no BOOST priority
     for waking VMs, no caps, no 10 ms accounting tick (accounting happens at every slice end).
 
+Timer clocks
+------------
+A VM's timer counts *guest time* (its own instructions) unless its image was built with
+``guests.build(name, timer_clock="machine")``: then, and only for that VM, the monitor brings
+the VM's clock up to machine time at every entry into the VMM (``_sync_machine_timer``), so
+descheduled time and the VMM's work count and the guest sees sharing as slowdown and jitter.
+The monitors' ``machine_timer=True`` does the same for every VM, whatever its image says
+(``monitor.timer_clocks`` lists each VM's clock; ``monitor.machine_timer`` is true when any VM
+is on machine time, and then every VM's delivered ticks are logged in ``vm.tick_steps``).
+``Native`` ignores ``timer_clock`` (decided so that it stays the reference): one guest, no VMM
+and no other VM, so there is no descheduled time to show, and machine time would differ from
+the guest's own only by the price of its page walks and interrupts; an image with
+``"machine"`` runs under ``Native`` exactly as with ``"guest"``.
+
 Without ``scheduler=`` a monitor keeps its historical behaviour: round robin every ``slice``
 *host instructions* (``DEFAULT_SLICE``), which the existing demonstrations and tests rely on.
 """
@@ -46,7 +60,8 @@ from __future__ import annotations
 
 from vmkit.errors import VmkitError
 
-__all__ = ["Scheduler", "RoundRobin", "CreditScheduler", "make_scheduler", "DEFAULT_QUANTUM"]
+__all__ = ["Scheduler", "RoundRobin", "CreditScheduler", "make_scheduler", "timer_clocks",
+           "DEFAULT_QUANTUM"]
 
 DEFAULT_QUANTUM = 30_000
 """Machine cycles per time slice. Xen's credit scheduler runs a VM for 30 ms; the kit's guests
@@ -193,13 +208,33 @@ def make_scheduler(scheduler, weights=None, quantum=None) -> Scheduler | None:
 
 
 # ---- the monitors' side (TrapAndEmulate, BinaryTranslation, HardwareAssisted) -------------------
-def _init_scheduling(mon, n: int, scheduler, weights, quantum, machine_timer) -> None:
+def timer_clocks(images, machine_timer: bool = False) -> list[str]:
+    """The clock each VM's timer runs on, ``"guest"`` or ``"machine"``: the image's
+    ``timer_clock`` (``guests.build(..., timer_clock="machine")``), or ``"machine"`` for every
+    VM when the monitor was given ``machine_timer=True`` (the monitor-wide switch wins)."""
+    clocks = []
+    for i, img in enumerate(images):
+        c = getattr(img, "timer_clock", "guest")     # a guest's name: built with the default
+        if c not in ("guest", "machine"):
+            raise VmkitError(f"VM {i}: timer_clock must be 'guest' or 'machine', got {c!r}")
+        clocks.append("machine" if machine_timer else c)
+    return clocks
+
+
+def _init_scheduling(mon, images, scheduler, weights, quantum, machine_timer) -> None:
+    """``images``: the monitor's guest images (or, as before, just their number)."""
+    n = images if isinstance(images, int) else len(images)
     mon.scheduler = make_scheduler(scheduler, weights, quantum)
     if mon.scheduler is not None:
         mon.scheduler.bind(n)
     if not isinstance(machine_timer, bool):
         raise VmkitError(f"machine_timer must be True or False, got {machine_timer!r}")
-    mon.machine_timer = machine_timer
+    #: per VM, the clock its timer runs on ("guest" or "machine"; see timer_clocks)
+    mon.timer_clocks = (timer_clocks(images, machine_timer) if not isinstance(images, int)
+                        else ["machine" if machine_timer else "guest"] * n)
+    #: True when any VM's timer runs on machine time (then every VM's ticks are logged in
+    #: ``vm.tick_steps``; only those VMs' clocks are moved to machine time)
+    mon.machine_timer = "machine" in mon.timer_clocks
     mon._slice_start = None     # machine time at which the running VM's slice began
     #: every world switch as (machine time it began, from VM, to VM): the trace keeps only
     #: its last events, this keeps them all (for vmkit.viz.vmtimeline)
@@ -241,9 +276,12 @@ def _schedule_machine_time(mon, preempted) -> None:
 
 
 def _sync_machine_timer(mon) -> None:
-    """With ``machine_timer=True`` the running VM's timer runs on machine time: its clock is
-    brought up to the machine's (in native-instruction units) at every entry into the VMM, so
-    the time it spent descheduled, and the VMM's own work, count too."""
+    """If the running VM's timer runs on machine time (``machine_timer=True``, or its image
+    built with ``timer_clock="machine"``), its clock is brought up to the machine's (in
+    native-instruction units) at every entry into the VMM, so the time it spent descheduled,
+    and the VMM's own work, count too. A VM whose timer is on guest time is left alone."""
+    if mon.timer_clocks[mon.current] != "machine":
+        return
     m = mon._host
     t = int(machine_time(mon) / max(mon.costs.native, 1e-9))
     if t > m.clock:

@@ -31,7 +31,10 @@ def sharing_experiment(guest="compute", counts=(1, 2, 4, 8), monitor: str = "te"
     """Rows, one per number of VMs ``n`` in ``counts``: ``vms``, ``monitor``, ``cycles``
     (machine cycles until VM 0 finished), ``total_cycles`` (until all finished),
     ``instructions`` (VM 0's), ``progress_per_mcycle`` (VM 0's instructions per 10⁶ machine
-    cycles), ``ticks`` (timer ticks VM 0 took), ``tick_mean``, ``tick_stdev``, ``tick_min``,
+    cycles), ``ticks`` (timer ticks VM 0 took), ``expiries`` (times its timer's period ran
+    out), ``lost_ticks`` (expiries that never became an interrupt: while the VM was
+    descheduled its one pending IRQ 0 absorbed them, so a guest that keeps time by counting
+    ticks falls behind), ``tick_mean``, ``tick_stdev``, ``tick_min``,
     ``tick_max`` (VM 0's instructions between consecutive ticks), ``world_switches``,
     ``wall_seconds``. ``guest`` is a name (built with ``timer_period`` and ``params``) or a
     GuestImage (its own timer period is then used)."""
@@ -62,7 +65,8 @@ def sharing_experiment(guest="compute", counts=(1, 2, 4, 8), monitor: str = "te"
         rows.append(dict(
             vms=n, monitor=monitor, cycles=cyc, total_cycles=total, instructions=vm0.steps,
             progress_per_mcycle=vm0.steps / cyc * 1e6 if cyc else 0.0,
-            ticks=len(vm0.tick_steps),
+            ticks=len(vm0.tick_steps), expiries=vm0.devices.ticks,
+            lost_ticks=max(0, vm0.devices.ticks - len(vm0.tick_steps)),
             tick_mean=statistics.fmean(gaps) if gaps else 0.0,
             tick_stdev=statistics.pstdev(gaps) if len(gaps) > 1 else 0.0,
             tick_min=min(gaps) if gaps else 0, tick_max=max(gaps) if gaps else 0,

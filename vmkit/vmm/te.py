@@ -972,12 +972,17 @@ class TrapAndEmulate(Monitor):
     emulate: dict = dict(_DEFAULT_HANDLERS)
 
     def __init__(self, *images, costs=None, trace=None, slice: int = DEFAULT_SLICE,
-                 scheduler=None, weights=None, quantum=None, machine_timer: bool = False):
+                 scheduler=None, weights=None, quantum=None, machine_timer: bool = False,
+                 assign=None):
         if not isinstance(slice, int) or isinstance(slice, bool) or slice < 1:
             raise VmkitError(f"slice must be a positive number of host instructions, got "
                              f"{slice!r}")
         self.slice = slice
-        _init_scheduling(self, len(images), scheduler, weights, quantum, machine_timer)
+        _init_scheduling(self, images, scheduler, weights, quantum, machine_timer)
+        # ---- direct assignment (vmkit.vmm.iovirt): assign={vm index: ["disk"]} -> {port: vm}
+        from vmkit.vmm import iovirt
+        self.assigned = iovirt.resolve_assignment(assign, len(images), self.name)
+        # ---- end direct assignment
         self.current = 0
         self._host: Machine | None = None
         self.emulate = dict(type(self).emulate)   # instance copy: replace handlers freely
@@ -986,7 +991,11 @@ class TrapAndEmulate(Monitor):
         self.world_switches = 0
         self.emulated: Counter = Counter()
         self.reflected: Counter = Counter()
+        # traps through which the VMM learns of guest page-table changes, by kind ("invlpg",
+        # "mov cr3"): stats["pt_write_traps"] (docs/memory-virtualization.md)
+        self.pt_traps: Counter = Counter()
         super().__init__(*images, costs=costs, trace=trace)
+        iovirt.install_te(self)   # direct assignment: host port handlers, the TSS I/O bitmap
 
     # ---- construction ------------------------------------------------------------------------
     def _plan_slices(self) -> int:
@@ -1315,6 +1324,9 @@ class TrapAndEmulate(Monitor):
         self.switch_log.append((t, old.index, new.index))
         self.trace.add(WorldSwitch(m.clock, from_vm=old.index, to_vm=new.index, vm=new.index,
                                    machine_time=t))
+        if self.assigned:   # direct assignment: the I/O bitmap lets only the owner through
+            from vmkit.vmm.iovirt import te_switched
+            te_switched(self)
 
     def _guarded(self, vm: TEVM, fn, *args) -> None:
         """Run VMM work for ``vm``; whatever the guest provoked ends that VM, not the caller."""
@@ -1491,14 +1503,7 @@ class TrapAndEmulate(Monitor):
         frame = [flags, vc.cs, return_eip]
         new_ss = None
         if new < old:
-            tr = vc.tr
-            if not tr.selector:
-                raise Fault(10, ext, detail="privilege change with no TSS loaded")
-            off = 4 + 8 * new
-            if off + 5 > tr.limit:
-                raise Fault(10, (tr.selector & 0xFFFC) | ext, detail="TSS too small")
-            esp = vm.read(tr.base + off, 4)     # read now: the kernel stores ESP0 freely
-            new_ss = vm.read(tr.base + off + 4, 2)
+            esp, new_ss = self._inner_stack(vm, new, ext)
             if new_ss & 0xFFFC == 0 or new_ss & 3 != new:
                 raise Fault(10, (new_ss & 0xFFFC) | ext, detail=f"TSS SS{new} {new_ss:#x} bad")
             sd = vm.descriptor(new_ss, 10)
@@ -1532,6 +1537,17 @@ class TrapAndEmulate(Monitor):
         self.reflected[name] += 1
         self.trace.add(Reflection(m.clock, vector=vector, name=name, from_ring=old,
                                   vm=vm.index))
+
+    def _inner_stack(self, vm: TEVM, new: int, ext: int) -> tuple[int, int]:
+        """(ESP, SS) for a reflection into virtual ring ``new``: the guest TSS's, read now
+        (the kernel stores ESP0 freely)."""
+        tr = vm.vcpu.tr
+        if not tr.selector:
+            raise Fault(10, ext, detail="privilege change with no TSS loaded")
+        off = 4 + 8 * new
+        if off + 5 > tr.limit:
+            raise Fault(10, (tr.selector & 0xFFFC) | ext, detail="TSS too small")
+        return vm.read(tr.base + off, 4), vm.read(tr.base + off + 4, 2)
 
     def _reflect_exception(self, vm: TEVM, f: Fault, _history: tuple = ()) -> None:
         """Reflect an exception with the double-fault rules of SDM Table 6-5, as
@@ -1668,6 +1684,7 @@ class TrapAndEmulate(Monitor):
             vc.cr2 = v
         elif n == 3:
             vc.cr3 = v
+            self.pt_traps["mov cr3"] += 1
             self.flush_shadow(vm)
         elif n == 4:
             old = vc.cr4
@@ -1695,6 +1712,7 @@ class TrapAndEmulate(Monitor):
 
     def invlpg(self, vm: TEVM, lin: int) -> None:
         """Drop one page's shadow entry (the guest's invlpg)."""
+        self.pt_traps["invlpg"] += 1
         vpn = (lin & MASK32) >> 12
         pt = vm.shadow_pts.get(vpn >> 10)
         if pt is not None:
@@ -1816,6 +1834,9 @@ class TrapAndEmulate(Monitor):
             "hidden_page_faults": self.hidden_page_faults,
             "shadow_updates": self.events["shadow_update"],
             "world_switches": self.world_switches,
+            "walk_references": self._host.walk_refs,
+            "pt_write_traps": sum(self.pt_traps.values()),
+            "pt_traps": Counter(self.pt_traps),
         }
 
     def event_counts(self) -> Counter:
@@ -1844,6 +1865,7 @@ class TrapAndEmulate(Monitor):
                      slice_end=self._slice_end, traps=self.traps, sched=_sched_state(self),
                      hidden=self.hidden_page_faults, switches=self.world_switches,
                      emulated=Counter(self.emulated), reflected=Counter(self.reflected))
+        state["pt_traps"] = Counter(self.pt_traps)
         return MonitorSnapshot(id(self), [self._host.snapshot()], state)
 
     def restore(self, snap: MonitorSnapshot) -> None:
@@ -1872,6 +1894,7 @@ class TrapAndEmulate(Monitor):
         self.traps, self.hidden_page_faults = st["traps"], st["hidden"]
         self.world_switches = st["switches"]
         self.emulated, self.reflected = Counter(st["emulated"]), Counter(st["reflected"])
+        self.pt_traps = Counter(st.get("pt_traps", ()))
 
 
 def _name(vector: int, source: str) -> str:
