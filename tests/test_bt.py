@@ -22,7 +22,7 @@ from vmkit.vmm.bt import (DEFAULT_THRESHOLD, FIFO, LRU, MAX_BLOCK, BinaryTransla
                           FlushWhenFull)
 from equivalence import MAX_STEPS, OWN_KERNEL, SMALL, build, digest, guest_state
 
-ALL = guests.names()
+ALL = [n for n in guests.names() if not guests.spec(n).paravirtual_only]
 NONVIRT = [n for n in ALL if n.startswith("nonvirt-")]
 MODES = {"default": {}, "interpret-only": {"threshold": 10**9}, "first-execution": {"threshold": 1},
          "tiny-lru": {"tc_size": 3, "policy": LRU()}, "static": {"static": True}}

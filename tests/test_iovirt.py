@@ -10,7 +10,7 @@ import pytest
 from vmkit import guests
 from vmkit.errors import VmkitError
 from vmkit.guests import iodemo
-from vmkit.guests.iodemo import (RING_CONS, RING_ERRORS, RING_NSLOTS, RING_PROD, RING_SLOT0,
+from vmkit.guests.iodemo import (RING_CONS, RING_ERRORS, RING_PROD, RING_SLOT0,
                                  SLOT_SIZE, SLOT_STATUS, STATUS_BAD_ADDRESS,
                                  STATUS_BAD_LENGTH, STATUS_OK, STATUS_PENDING, diskio_data)
 from vmkit.machine.devices import DISK_PORTS, Devices, OutputDisk
@@ -341,7 +341,7 @@ def test_pv_monitor_split_driver():
     assert mon.vms[0].devices.disk.port_writes == 0
 
 
-# ---- the experiment ---------------------------------------------------------------------------------
+# ---- the experiment ------------------------------------------------------------------------
 def test_io_comparison_table_and_plot():
     from vmkit.viz.render import figure_svg
     ways = ["native", "emulated-te", "emulated-hw", "split-shim", "direct-te", "direct-hw"]

@@ -230,3 +230,27 @@ def test_unmapped_address_says_so(finished):
     w = translation_walk(finished["hw-ept"], HEAP + 0x100000)   # a heap page never touched
     assert w.gpa is None and "not present" in w.note
     assert re.search("not present", translation_diagram(finished["hw-ept"], HEAP + 0x100000).title)
+
+
+def test_pv_picture_walks_the_real_tables_which_hold_machine_addresses(finished):
+    """Under direct paging (pv) are the guest's entries read at machine addresses and taken as
+    machine addresses (not as guest-physical ones, which would be a shadow walk of nothing)?"""
+    from vmkit.viz import translation_diagram, translation_walk
+    from vmkit.vmm import Paravirtual
+    vm = Paravirtual(guests.build("pagefault", pages=8, paravirtual=True))
+    assert vm.run(max_steps=3_000_000).reason == "poweroff"
+    v = vm.vms[0]
+    w = translation_walk(vm, GVA)
+    assert w.kind == "direct" and w.machine_tables and w.references == 2
+    assert [r.table for r in w.refs] == ["PD", "PT"]
+    assert w.real_cr3 == v.real_cpu.cr3 != w.guest_cr3
+    assert w.refs[0].hpa == (v.real_cpu.cr3 & 0xFFFFF000) | ((GVA >> 22) << 2)
+    assert w.refs[1].hpa == (w.refs[0].value & 0xFFFFF000) | (((GVA >> 12) & 0x3FF) << 2)
+    assert w.hpa == v._mwalk(GVA) and w.gpa == w.hpa - v.slice_base == v.walk(GVA, touch=False)[0]
+    # the same guest-physical page as natively: the pv kernel maps what the native one maps
+    assert w.gpa == translation_walk(finished["native"], GVA).gpa
+    d = translation_diagram(vm, GVA)
+    assert "machine" in d.title and "2 references" in d.title
+    for a in (w.hpa, w.gpa, w.real_cr3, w.refs[0].value, w.refs[1].value):
+        assert f"{a:#010x}" in d.source
+    assert "not present" in translation_walk(vm, HEAP + 0x100000).note

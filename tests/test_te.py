@@ -15,7 +15,8 @@ from vmkit.vmm import MONITORS, Native, TrapAndEmulate
 from vmkit.vmm.te import VMM_WINDOW
 from equivalence import MAX_STEPS, OWN_KERNEL, SMALL, build, digest, guest_state, run_native
 
-EQUIVALENT = [n for n in guests.names() if not n.startswith("nonvirt-")]
+EQUIVALENT = [n for n in guests.names()
+              if not n.startswith("nonvirt-") and not guests.spec(n).paravirtual_only]
 
 
 def run_te(*imgs, **kw):

@@ -95,7 +95,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             image = guests.from_source(source, name=os.path.basename(args.guest),
                                        filename=args.guest)
         else:
-            image = guests.build(args.guest, **params)
+            image = guests.build(args.guest, paravirtual=args.monitor == "pv", **params)
         from vmkit import vmm
         monitor_cls = {"native": "Native", "te": "TrapAndEmulate", "bt": "BinaryTranslation",
                        "hw": "HardwareAssisted", "pv": "Paravirtual"}[args.monitor]

@@ -126,6 +126,8 @@ class GuestSpec:
     #: that need ticks soon
     timer_period: int | None = None
     pv_kernel_files: dict | None = None  # {include name: source} for the paravirtual kernel
+    #: a demonstration of the paravirtual interface itself (no native twin)
+    paravirtual_only: bool = False
 
 
 def _lcg_checksum(iterations: int, seed: int) -> int:
@@ -259,6 +261,7 @@ def _load_extra() -> None:
         try:
             from vmkit.guests import nonvirt  # noqa: F401
             from vmkit.guests import iodemo  # noqa: F401
+            from vmkit.guests import pvdemo  # noqa: F401
         except ImportError:
             pass
 
@@ -297,6 +300,9 @@ def build(name: str, *, paravirtual: bool = False, timer_period: int | None = No
         raise GuestError(f"timer_clock must be one of {', '.join(map(repr, TIMER_CLOCKS))}, "
                          f"got {timer_clock!r}")
     s = spec(name)
+    if s.paravirtual_only and not paravirtual:
+        raise GuestError(f"guest {name!r} demonstrates the paravirtual interface: build it with "
+                         f"guests.build({name!r}, paravirtual=True) and run it under Paravirtual")
     p = dict(s.params)
     for k, v in params.items():
         if k not in s.params:

@@ -106,13 +106,14 @@ dio_report:
     call kputs
     mov eax, ebx
     call kputhex
-    mov al, 10
-    out CONSOLE, al
+    mov esi, offset dio_nl          # kputs, not `out`: the pv kernel has no console port
+    call kputs
     ret
 
 .data
 dio_msg1:  .asciz "diskio: wrote "
 dio_msg2:  .asciz " KB checksum "
+dio_nl:    .asciz "\n"
 dio_msg_refused: .asciz "diskio: the backend refused requests\n"
 .bss
 .align 4096
@@ -122,9 +123,11 @@ dio_buf:   .space DIO_KB * 1024
 """
 
 #: the boot hook of the programmed-I/O driver (``boot_hook.s`` of the diskio image)
-PORT_BOOT_HOOK = r"""# diskio, programmed-I/O driver: one `out` per dword, a flush command per 512-byte request.
+PORT_BOOT_HOOK = r"""# diskio, programmed-I/O driver: one `out` per dword, a flush command per
+# 512-byte request.
 # Included by kernel.s (boot_hook.s) at the end of boot: kernel privilege, paging on, IF = 0.
-""" + _HEAD + r""".equ DISK_DATA, 0x300           # write: 4 bytes appended to what the disk received
+""" + _HEAD + r"""
+.equ DISK_DATA, 0x300           # write: 4 bytes appended to what the disk received
 .equ DISK_CMD, 0x304            # write 1: flush (the request is complete)
 .equ DISK_FLUSH, 1
 
@@ -152,11 +155,13 @@ PORT_BOOT_HOOK = r"""# diskio, programmed-I/O driver: one `out` per dword, a flu
 """ + _COMMON + "dio_done:\n"
 
 #: the boot hook of the split driver's frontend (``boot_hook.s`` of the paravirtual image)
-PV_BOOT_HOOK = r"""# diskio, split-driver frontend (Xen blkfront / virtio style): requests go into a shared ring
+PV_BOOT_HOOK = r"""# diskio, split-driver frontend (Xen blkfront / virtio style): requests go into a
+# shared ring
 # in guest memory, and one event-channel notification (hypercall) per batch tells the backend.
 # Included by kernel.s (boot_hook.s) at the end of boot: in the paravirtual kernel this is
 # ring 1 with the kernel's identity map (virtual = guest-physical for kernel data), events off.
-""" + _HEAD + r""".equ HYPERCALL, 0x82            # int 0x82: eax = number, ebx, ecx, edx = arguments
+""" + _HEAD + r"""
+.equ HYPERCALL, 0x82            # int 0x82: eax = number, ebx, ecx, edx = arguments
 .equ HC_EVENT_CHANNEL_OP, 8
 .equ EVTCHNOP_SEND, 1
 .equ DISK_EVTCHN, 1             # the disk's event-channel port

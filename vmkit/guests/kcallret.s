@@ -18,7 +18,7 @@
     mov eax, edi
     call kputdec
     mov al, 10
-    out CONSOLE, al
+    KPUTC                       # out CONSOLE, al (a hypercall in the paravirtual kernel)
     jmp kc_done
 
 # kc_sum_to(eax = n) -> eax = n + kc_sum_to(n - 1), kc_sum_to(0) = 0

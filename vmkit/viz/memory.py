@@ -70,6 +70,9 @@ class TranslationWalk:
     guest_levels: int = 2
     nested_levels: int = 0
     ept_root: int | None = None
+    #: direct paging (pv): the guest's tables are the real ones and hold machine (host-physical)
+    #: addresses; ``refs`` and ``hpa`` are machine addresses, ``gpa`` = ``hpa`` - ``slice_base``
+    machine_tables: bool = False
 
     @property
     def references(self) -> int:
@@ -95,6 +98,8 @@ def translation_walk(vm, gva: int, *, index: int | None = None) -> TranslationWa
     gva &= 0xFFFFFFFF
     host = v.machine
     hrd = host._phys_rd
+    if _is_direct_paging(v):
+        return _machine_walk(v, name, gva, hrd)
     ept = getattr(v, "ept", None)
     shadow = ept is None and hasattr(v, "shadow_pts")
     slice_base = getattr(v, "slice_base", 0)
@@ -201,6 +206,51 @@ def translation_walk(vm, gva: int, *, index: int | None = None) -> TranslationWa
                 w.hpa |= gva & 0xFFF
             else:
                 w.note = f"EPT violation at gPA {gpa:#010x}"
+    return w
+
+
+def _is_direct_paging(v) -> bool:
+    """Is ``v`` a paravirtual VM, whose page tables are the real ones (vmkit.vmm.pv.PVVM)?"""
+    try:
+        from vmkit.vmm.pv import PVVM
+    except ImportError:
+        return False
+    return isinstance(v, PVVM)
+
+
+def _machine_walk(v, name: str, gva: int, hrd) -> TranslationWalk:
+    """Direct paging (pv): the real MMU walks the guest's own tables from the real CR3, and
+    every address in them is a machine (host-physical) address; the guest-physical address is
+    the machine address minus the VM's slice base (a 1-D walk, as natively)."""
+    cpu = v.real_cpu            # the real CR3 of this VM (saved while another VM runs)
+    base, size = v.slice_base, v.memory_size
+    gpa_of = (lambda m: m - base if 0 <= m - base < size else None)  # noqa: E731
+    w = TranslationWalk(name, "direct", gva, v.vcpu.cr3, cpu.cr3, None, None, slice_base=base,
+                        machine_tables=True)
+    if not cpu.cr0 & _CR0_PG:
+        w.guest_levels, w.hpa, w.gpa = 0, base + gva, gva
+        return w
+    pdi, pti = gva >> 22, (gva >> 12) & 0x3FF
+    a = (cpu.cr3 & 0xFFFFF000) | (pdi << 2)
+    pde = hrd(a, 4)
+    w.guest.append(("guest PD", gpa_of(a), a, pde))
+    w.refs.append(WalkRef(1, "PD", a, pde, gpa_of(a), "page directory entry"))
+    if not pde & _P:
+        w.note = f"the guest's PDE {pdi} is not present: a guest page fault"
+        return w
+    if pde & _PS and cpu.cr4 & _CR4_PSE:
+        w.guest_levels, w.hpa = 1, (pde & 0xFFC00000) | (gva & 0x3FFFFF)
+    else:
+        a = (pde & 0xFFFFF000) | (pti << 2)
+        pte = hrd(a, 4)
+        w.guest.append(("guest PT", gpa_of(a), a, pte))
+        w.refs.append(WalkRef(2, "PT", a, pte, gpa_of(a), "page table entry"))
+        if pte & _P:
+            w.hpa = (pte & 0xFFFFF000) | (gva & 0xFFF)
+        else:
+            w.note = f"the guest's PTE {pti} is not present: a guest page fault"
+    if w.hpa is not None:
+        w.gpa = gpa_of(w.hpa)
     return w
 
 
@@ -351,20 +401,32 @@ def _shadow_diagram(w: TranslationWalk, title: str | None) -> Diagram:
 def _direct_diagram(w: TranslationWalk, title: str | None) -> Diagram:
     head = (f"Page walk under {w.monitor}: the guest's tables are the real ones, "
             f"{w.references} references for one TLB miss")
-    tail = f"gva {_h(w.gva)} -> physical {_h(w.hpa)}" + (f"; {w.note}" if w.note else "")
+    if w.machine_tables:    # pv: the entries hold machine addresses, not guest-physical ones
+        tail = (f"gva {_h(w.gva)} -> machine (host physical) {_h(w.hpa)} (guest physical "
+                f"{_h(w.gpa)} = machine - slice base {w.slice_base:#x}); the entries hold "
+                "machine addresses")
+    else:
+        tail = f"gva {_h(w.gva)} -> physical {_h(w.hpa)}"
+    tail += f"; {w.note}" if w.note else ""
     title = title or f"{head}. {tail}"
     g = _new("direct_walk", title, f"{head}\\n{tail}")
     g.node("gva", _gva_label(w), fillcolor=_TINT_BLUE)
-    g.node("cr3", f"CR3 = {w.guest_cr3:#010x}", shape="note", fillcolor=_TINT_GREEN)
+    if w.machine_tables:
+        g.node("cr3", f"real CR3 = machine {_h(w.real_cr3)}\\n(the guest's CR3 = gPA "
+                      f"{_h(w.guest_cr3)})", shape="note", fillcolor=_TINT_GREEN)
+    else:
+        g.node("cr3", f"CR3 = {w.guest_cr3:#010x}", shape="note", fillcolor=_TINT_GREEN)
     g.edge("gva", "cr3", style="invis")
     prev = "cr3"
+    where = "machine " if w.machine_tables else ""
     for r in w.refs:
-        g.node(f"ref{r.n}", f"#{r.n}  {r.table} entry at {r.hpa:#010x}\\n= {r.value:#010x}",
-               fillcolor=_TINT_BLUE, color=_BLUE)
+        g.node(f"ref{r.n}", f"#{r.n}  {r.table} entry at {where}{r.hpa:#010x}\\n= "
+                            f"{r.value:#010x}", fillcolor=_TINT_BLUE, color=_BLUE)
         g.edge(prev, f"ref{r.n}", label=f" {r.n} ", color=_BLUE, fontcolor=_BLUE)
         prev = f"ref{r.n}"
     if w.hpa is not None:
-        g.node("hpa", f"physical {w.hpa:#010x}", color=_VERM, penwidth="2")
+        g.node("hpa", f"machine {w.hpa:#010x}\\n(guest physical {_h(w.gpa)})"
+               if w.machine_tables else f"physical {w.hpa:#010x}", color=_VERM, penwidth="2")
         g.edge(prev, "hpa", color=_VERM)
     return g
 

@@ -6,20 +6,15 @@ from vmkit.vmm.costs import CostModel
 from vmkit.vmm.te import TrapAndEmulate
 from vmkit.vmm.hw import HardwareAssisted
 from vmkit.vmm.bt import BinaryTranslation
+from vmkit.vmm.pv import Paravirtual
 # imported after the submodule so that the package attribute ``compare`` is the function
 from vmkit.vmm.compare import Comparison, compare
 from vmkit.vmm.memory import MemoryComparison, memory_comparison
 
 __all__ = ["Monitor", "Native", "VM", "CostModel", "MONITORS", "TrapAndEmulate",
-           "HardwareAssisted", "BinaryTranslation", "compare", "Comparison",
+           "HardwareAssisted", "BinaryTranslation", "Paravirtual", "compare", "Comparison",
            "memory_comparison", "MemoryComparison"]
 
 MONITORS = {"native": Native, "te": TrapAndEmulate, "bt": BinaryTranslation,
-            "hw": HardwareAssisted}
+            "hw": HardwareAssisted, "pv": Paravirtual}
 
-
-def __getattr__(name):
-    if name == "Paravirtual":
-        from vmkit.vmm.pv import Paravirtual
-        return Paravirtual
-    raise AttributeError(f"module 'vmkit.vmm' has no attribute {name!r}")

@@ -820,6 +820,9 @@ class HardwareAssisted(Monitor):
     ``walk_references``, ``hidden_page_faults``, ``ept_fills``, ``emulated`` and
     ``world_switches``; ``traps`` is the number of VM exits. ``scheduler=``, ``weights=``,
     ``quantum=`` and ``machine_timer=`` as for ``TrapAndEmulate`` (:mod:`vmkit.vmm.sched`).
+    ``assign={0: ["disk"]}`` assigns a device directly to one VM: the I/O bitmap lets its
+    accesses through with no exit; other VMs' accesses exit and are refused (``refused_io``).
+    See :mod:`vmkit.vmm.iovirt` and docs/io-virtualization.md.
     """
 
     name = "hw"

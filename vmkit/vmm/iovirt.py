@@ -39,7 +39,8 @@ from vmkit.vmm.costs import CostModel
 __all__ = ["SplitDriverBackend", "event_channel_op", "backend_of", "pv_backend",
            "attach_pv_backends", "resolve_assignment",
            "check_can_assign", "IOComparison", "io_comparison", "run_split_driver_native",
-           "WAYS", "HC_EVENT_CHANNEL_OP", "EVTCHNOP_SEND", "DISK_EVTCHN", "MAX_REQUEST",
+           "WAYS", "run_way", "HC_EVENT_CHANNEL_OP", "EVTCHNOP_SEND", "DISK_EVTCHN",
+           "MAX_REQUEST",
            "EINVAL", "EFAULT", "ENOSYS"]
 
 HC_EVENT_CHANNEL_OP = 8      # hypercall number (eax)
@@ -101,10 +102,9 @@ class SplitDriverBackend:
         index. ``read_phys(gpa, n) -> bytes`` and ``write_phys(gpa, data)`` access the VM's
         guest-physical memory. Returns (requests consumed, bytes delivered); a ring the backend
         cannot use returns (-1, 0) with the reason in ``last_error``."""
-        from vmkit.guests.iodemo import (RING_CONS, RING_ERRORS, RING_NSLOTS, RING_PROD,
-                                         RING_SLOT0, SLOT_ADDR, SLOT_LEN, SLOT_SIZE,
-                                         SLOT_STATUS, STATUS_BAD_ADDRESS, STATUS_BAD_LENGTH,
-                                         STATUS_OK)
+        from vmkit.guests.iodemo import (RING_CONS, RING_ERRORS, RING_SLOT0, SLOT_ADDR,
+                                         SLOT_SIZE, SLOT_STATUS, STATUS_BAD_ADDRESS,
+                                         STATUS_BAD_LENGTH, STATUS_OK)
         self.notifications += 1
         ring_gpa &= 0xFFFFFFFF
 
@@ -117,6 +117,7 @@ class SplitDriverBackend:
         if not self._inside(ring_gpa, RING_SLOT0):
             return bad(f"ring at {ring_gpa:#x} is outside the VM's {self.memory_size:#x} bytes")
         head = bytes(read_phys(ring_gpa, RING_SLOT0))
+        # the header: req_prod, req_cons, nslots, errors (RING_PROD ... RING_ERRORS)
         prod, cons, nslots, errors = struct.unpack_from("<4I", head)
         if not 1 <= nslots <= MAX_SLOTS:
             return bad(f"ring at {ring_gpa:#x} has {nslots} slots (1 to {MAX_SLOTS})")
@@ -129,6 +130,7 @@ class SplitDriverBackend:
         done = delivered = 0
         for k in range(pending):
             slot = ring_gpa + RING_SLOT0 + ((cons + k) % nslots) * SLOT_SIZE
+            # addr, len (SLOT_ADDR, SLOT_LEN)
             addr, length = struct.unpack("<2I", bytes(read_phys(slot + SLOT_ADDR, 8)))
             if not 0 < length <= MAX_REQUEST:
                 status = STATUS_BAD_LENGTH
@@ -419,7 +421,13 @@ def _has_pv() -> bool:
         return False
 
 
-def _run_way(way: str, kb: int, batch: int, costs: CostModel, max_steps: int) -> dict:
+def run_way(way: str, kb: int, batch: int = 8, costs: CostModel | None = None,
+            max_steps: int = 50_000_000) -> dict:
+    """One run of the diskio guest ``way`` (a label of :data:`WAYS`): a dict with the counts
+    (``vmm_entries``, ``device_entries``, ``hypercalls``, ``notifications``, ``bytes``,
+    ``requests``), the event ``counts`` to price, ``correct``, ``console`` and ``wall`` (seconds
+    of host time)."""
+    costs = costs if costs is not None else CostModel.preset("p4-2006")
     from vmkit import guests
     from vmkit.guests.iodemo import build_split_driver, diskio_data
     mon, driver, assign = WAYS[way]
@@ -601,8 +609,8 @@ def io_comparison(kb: int = 16, costs: CostModel | str | None = None, *, batch: 
                              "have yet")
     rows = []
     for w in ways:
-        a = _run_way(w, kb, batch, costs, max_steps)
-        b = _run_way(w, 2 * kb, batch, costs, max_steps)
+        a = run_way(w, kb, batch, costs, max_steps)
+        b = run_way(w, 2 * kb, batch, costs, max_steps)
         a["counts2"] = b["counts"]
         a["entries_per_kb"] = ((b["vmm_entries"] + b["hypercalls"])
                                - (a["vmm_entries"] + a["hypercalls"])) / kb

@@ -611,9 +611,20 @@ class Paravirtual(TrapAndEmulate):
             "pinned_tables": sum(len(vm.l1) + len(vm.l2) for vm in self.vms),
             "hidden_page_faults": 0,
             "shadow_updates": 0,
+            # page-table operations the hypervisor sees: mmu_update and mmuext_op calls
+            "pt_write_traps": self.hypercalls["mmu_update"] + self.hypercalls["mmuext_op"],
         })
         s["interrupts"] = sum(self.reflected.values()) + self.fast_syscalls
         return s
+
+    def event_counts(self) -> Counter:
+        """As trap-and-emulate's, plus the hardware's delivery of every fast system call (as
+        natively: an interrupt through the IDT); no shadow page table updates (installing the
+        registered GDT is part of the set_gdt hypercall)."""
+        counts = super().event_counts()
+        counts["interrupt"] += self.fast_syscalls
+        counts.pop("shadow_update", None)
+        return counts
 
     def snapshot(self) -> MonitorSnapshot:
         snap = super().snapshot()

@@ -65,8 +65,10 @@ __all__ = ["Scheduler", "RoundRobin", "CreditScheduler", "make_scheduler", "time
 
 DEFAULT_QUANTUM = 30_000
 """Machine cycles per time slice. Xen's credit scheduler runs a VM for 30 ms; the kit's guests
-are tiny, so 30 000 cycles (about 30 µs at 1 GHz, several world switches' worth) keeps the
-switch cost a few per cent of the time while interleaving the kit's guests many times."""
+are tiny, so 30 000 cycles (about 30 µs at 1 GHz, six world switches' worth with p4-2006's
+5 000-cycle switch) interleaves the kit's guests many times; the price is that switching takes
+about 13 % of machine time while every VM is busy (benchmarks/bench_many_vms.py), where Xen's
+30 ms slices make it negligible."""
 
 
 class Scheduler:

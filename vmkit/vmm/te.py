@@ -962,6 +962,10 @@ class TrapAndEmulate(Monitor):
             print("cli at", hex(insn.address))
         te.emulate["cli"] = my_cli
 
+    ``assign={0: ["disk"]}`` assigns a device directly to one VM: its ports are allowed in the
+    TSS I/O bitmap while that VM runs (no trap); other VMs' accesses are refused
+    (``refused_io``). See :mod:`vmkit.vmm.iovirt` and docs/io-virtualization.md.
+
     ``stats`` adds ``traps``, ``emulated`` (Counter by mnemonic), ``reflected`` (Counter by
     vector name), ``hidden_page_faults``, ``shadow_updates`` and ``world_switches``.
     """
