@@ -251,8 +251,8 @@ def test_each_pv_vm_prints_its_solo_output(sched):
 
 VANDAL = """
 # a paravirtual vandal: reprograms its timer, asks to map the next VM's memory (refused),
-# points its trap table at zeros, then writes over all of its frames from the top down until
-# it hits a page table (read-only): the page fault cannot be delivered: a triple fault
+# points its trap table at zeros, then writes into every page of its memory from the top down
+# until it hits a page table (read-only): the page fault cannot be delivered: a triple fault
     mov al, 'X'
     KPUTC
     mov ebx, 1
@@ -274,7 +274,7 @@ VANDAL = """
     mov eax, 0x5A5A5A5A
     mov edi, 0x3FFFFC
 1:  mov [edi], eax
-    sub edi, 4
+    sub edi, 4096
     jmp 1b
 .data
 .align 8
