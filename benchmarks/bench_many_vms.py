@@ -21,7 +21,7 @@ from vmkit.vmm.sched import machine_time
 
 
 def measure(monitor: str, name: str, n: int, params: dict) -> dict:
-    imgs = [guests.build(name, **params) for _ in range(n)]
+    imgs = [guests.build(name, paravirtual=monitor == "pv", **params) for _ in range(n)]
     mon = MONITORS[monitor](*imgs, scheduler="round-robin")
     done: dict[int, float] = {}
     mon.on("stop", lambda ev: done.setdefault(ev.vm, machine_time(mon)))
@@ -46,7 +46,7 @@ def main() -> None:
     print(f"{'monitor':<7} {'VMs':>3} {'machine cycles':>15} {'cycles/VM':>12} {'switches':>8} "
           f"{'switch %':>8} {'instr/Mcycle/VM':>15} {'vs 1 VM':>7} {'seconds':>8} "
           f"{'instr/s':>10}")
-    for monitor in ("te", "bt", "hw"):
+    for monitor in ("te", "bt", "hw", "pv"):
         measure(monitor, name, 1, params)            # warm-up: decode and compile caches
         base = None
         for n in (1, 2, 4, 8):

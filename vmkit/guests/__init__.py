@@ -342,7 +342,8 @@ def build(name: str, *, paravirtual: bool = False, timer_period: int | None = No
     for phys, size, entry in table:
         config.append(f"    .long {phys:#x}, {size}, {entry:#x}\n")
     config.append(".text\n")
-    files = dict(s.kernel_files(p))
+    files = dict(s.pv_kernel_files) if paravirtual and s.pv_kernel_files is not None \
+        else dict(s.kernel_files(p))
     if paravirtual:
         # the same kernel.s with the paravirtual privileged operations (pvops_pv.s)
         files.setdefault("pvops.s", _source("pvops_pv"))

@@ -117,6 +117,9 @@ class PVVM(TEVM):
         self.l2: set[int] = set()
         self.writable: Counter = Counter()
         self.bootstrap: dict[int, int] = {}   # guest frame -> host address of its boot PTE
+        # the split driver's backend, on event channel port 1 (vmkit.vmm.iovirt)
+        from vmkit.vmm.iovirt import pv_backend
+        self.io_backend = pv_backend
 
     # ---- guest memory through the real page tables (which are the guest's) ------------------
     def _mwalk(self, lin: int) -> int | None:
