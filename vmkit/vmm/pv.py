@@ -445,9 +445,8 @@ class Paravirtual(TrapAndEmulate):
         if not 0 <= count <= MAX_CONSOLE:
             raise _Refused(EINVAL, "console_io count too large")
         if cmd == CONSOLEIO_WRITE:
-            data = [(vm.read(buf + k, 1)) for k in range(count)] if count < 16 else \
-                list(vm.read(buf, count).to_bytes(count, "little"))
-            vm.devices.console.extend(data)
+            if count:
+                vm.devices.console.extend(vm.read(buf, count).to_bytes(count, "little"))
             return count, count
         if cmd == CONSOLEIO_READ:
             dv = vm.devices
@@ -494,15 +493,31 @@ class Paravirtual(TrapAndEmulate):
             if vm.current:
                 self._host.flush_tlb((frame - vm.slice_base) >> 12)
 
-    def _pin_l1(self, vm: PVVM, frame: int) -> None:
+    def _new_table(self, vm: PVVM, frame: int, pinned: set, other: set, what: str,
+                   other_what: str) -> bool:
+        """The checks before ``frame`` becomes a table of kind ``what``: the VM's own, page
+        aligned, not already the other kind, mapped writable nowhere. False if it already is
+        one (nothing to do)."""
         if frame & 0xFFF or not self._own(vm, frame):
-            raise _Refused(EPERM, "page table outside the VM's memory")
-        if frame in vm.l1:
-            return
-        if frame in vm.l2:
-            raise _Refused(EINVAL, "a page directory cannot be a page table")
+            raise _Refused(EPERM, f"{what} outside the VM's memory")
+        if frame in pinned:
+            return False
+        if frame in other:
+            raise _Refused(EINVAL, f"a {other_what} cannot be a {what}")
         if vm.writable[frame]:
-            raise _Refused(EPERM, "page table is mapped writable")
+            raise _Refused(EPERM, f"{what} is mapped writable")
+        return True
+
+    def _check_l2e(self, vm: PVVM, e: int) -> None:
+        """A present page directory entry must lead to a (validated) page table."""
+        if e & PTE_P:
+            if e & PTE_PS:
+                raise _Refused(EINVAL, "large pages are not supported")
+            self._pin_l1(vm, e & 0xFFFFF000)
+
+    def _pin_l1(self, vm: PVVM, frame: int) -> None:
+        if not self._new_table(vm, frame, vm.l1, vm.l2, "page table", "page directory"):
+            return
         mem = self._host.mem
         entries = struct.unpack_from("<1024I", mem, frame)
         for e in entries:
@@ -516,21 +531,11 @@ class Paravirtual(TrapAndEmulate):
         self._drop_bootstrap_write(vm, frame)
 
     def _pin_l2(self, vm: PVVM, frame: int) -> None:
-        if frame & 0xFFF or not self._own(vm, frame):
-            raise _Refused(EPERM, "page directory outside the VM's memory")
-        if frame in vm.l2:
+        if not self._new_table(vm, frame, vm.l2, vm.l1, "page directory", "page table"):
             return
-        if frame in vm.l1:
-            raise _Refused(EINVAL, "a page table cannot be a page directory")
-        if vm.writable[frame]:
-            raise _Refused(EPERM, "page directory is mapped writable")
         mem = self._host.mem
-        entries = struct.unpack_from("<1023I", mem, frame)
-        for e in entries:
-            if e & PTE_P:
-                if e & PTE_PS:
-                    raise _Refused(EINVAL, "large pages are not supported")
-                self._pin_l1(vm, e & 0xFFFFF000)
+        for e in struct.unpack_from("<1023I", mem, frame):
+            self._check_l2e(vm, e)
         vm.l2.add(frame)
         # the hypervisor's own slot: the window with the real GDT, IDT and TSS
         _I.pack_into(mem, frame + 4 * 1023, (vm.vmm_base + V_WINPT) | PTE_P | PTE_W | PTE_A)
@@ -554,10 +559,7 @@ class Paravirtual(TrapAndEmulate):
         elif frame in vm.l2:
             if (a & 0xFFF) >> 2 == 1023:
                 raise _Refused(EPERM, "the hypervisor's page directory slot")
-            if val & PTE_P:
-                if val & PTE_PS:
-                    raise _Refused(EINVAL, "large pages are not supported")
-                self._pin_l1(vm, val & 0xFFFFF000)
+            self._check_l2e(vm, val)
         else:
             raise _Refused(EINVAL, "not a page table")
         self._host.phys_write(a, val.to_bytes(4, "little"))
