@@ -157,7 +157,41 @@ def test_trap_and_emulate_transitions_from_synthetic_trace():
         ("guest kernel", "user programs", "iret"): 1,
     }
     src = ring_diagram(evs).source     # layout guessed from the events
-    assert "resume after emulating (out 2, cli 1) ×3" in src and "n_VMM" in src
+    flat = src.replace("\\n", " ")     # long labels are wrapped
+    assert "resume after emulating (out 2, cli 1) ×3" in flat and "n_VMM" in src
+
+
+def test_transitions_of_one_kind_share_one_wrapped_arrow():
+    """Are several transitions of one kind between the same two components one arrow (its
+    label: the kind, the total and each transition's count, in lines of ~34 characters)
+    rather than one arrow each (which made the picture 1,600 px wide)?"""
+    evs = [Interrupt(1, vector=13, name="#GP", source="exception", from_ring=1, to_ring=0),
+           Interrupt(2, vector=14, name="#PF", source="exception", from_ring=1, to_ring=0),
+           Interrupt(3, vector=13, name="#GP", source="exception", from_ring=1, to_ring=0)]
+    src = ring_diagram(evs, monitor="te").source
+    edges = [line for line in src.splitlines() if "n_guest_kernel -> n_VMM [label" in line]
+    assert len(edges) == 1
+    assert 'label="traps to the VMM ×3:\\n#GP exception 2, #PF exception 1"' in edges[0]
+    labels = [line.split('label="')[1].split('"')[0] for line in src.splitlines()
+              if "->" in line and 'label="' in line]
+    long_label = max(len(part) for label in labels for part in label.split("\\n"))
+    assert long_label <= 40
+
+
+def test_compact_ring_diagram_keys_its_arrows_and_explains_them_underneath():
+    """In the Stepper's narrow panel, are the arrows labelled with a letter and a count, the
+    letters explained in a legend under the rings?"""
+    evs = [Interrupt(7, vector=0x80, name="int 0x80", source="int", from_ring=3, to_ring=0),
+           Reflection(7, vector=0x80, name="int 0x80", from_ring=3),
+           IRet(9, from_ring=1, to_ring=3)]
+    g = ring_diagram(evs, monitor="te", compact=True, current_ring=1)
+    src = g.source
+    assert 'label="A ×1"' in src and 'label="C ×1"' in src
+    assert "legend" in src and "reflect int 0x80 ×1" in src and "where the CPU runs now" in src
+    assert "ring 2 (unused)" in src
+    svg = render.diagram_svg(g)
+    width = float(re.search(r'<svg width="([\d.]+)pt', svg).group(1))
+    assert width < 400      # points: the full form with these labels is wider
 
 
 def test_hw_diagram_draws_root_mode_and_vm_exits():

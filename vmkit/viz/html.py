@@ -17,7 +17,8 @@ import os
 from dataclasses import dataclass
 from typing import Iterable
 
-from vmkit.viz.render import GREY, HIGHLIGHT, OKABE_ITO
+from vmkit.viz.render import (CSS_BORDER, CSS_HIGHLIGHT, CSS_MUTED, CSS_PANEL, CSS_TEXT,
+                               OKABE_ITO)
 
 __all__ = ["register_values", "registers_html", "flags_html", "flag_values", "DisasmRow",
            "disassembly_rows", "disassembly_html", "describe_event", "events_html",
@@ -41,8 +42,10 @@ FLAG_HELP = {"CF": "carry", "PF": "parity", "AF": "adjust (BCD carry)", "ZF": "z
 _TABLE = ('style="border-collapse:collapse;font-family:monospace;font-size:12px;'
           'line-height:1.25"')
 # explicit alignment and wrapping: notebook and nbconvert stylesheets right-align table cells
-_CELL = "padding:1px 6px;border:1px solid #ddd;text-align:left;white-space:nowrap;"
-_CHANGED = f"background:{HIGHLIGHT};font-weight:bold;"
+_CELL = f"padding:1px 6px;border:1px solid {CSS_BORDER};text-align:left;white-space:nowrap;"
+_CHANGED = f"{CSS_HIGHLIGHT}font-weight:bold;"
+# a cell whose text may wrap (a long event description) instead of widening its column
+_WRAP = "white-space:normal;overflow-wrap:anywhere;"
 
 
 def _esc(s) -> str:
@@ -98,11 +101,11 @@ def registers_html(cpu, previous=None, *, title: str | None = "registers",
         changed = previous is not None and old is not None and old != v
         if changed:
             olds = str(old) if name == "cpl" else f"{old:0{width}x}"
-            cells.append(f'<td style="{_CELL}color:{GREY}">{name}</td>'
+            cells.append(f'<td style="{_CELL}color:{CSS_MUTED}">{name}</td>'
                          f'<td style="{_CELL}{_CHANGED}" class="vmkit-changed" '
                          f'title="changed (was {olds})">{text}*</td>')
         else:
-            cells.append(f'<td style="{_CELL}color:{GREY}">{name}</td>'
+            cells.append(f'<td style="{_CELL}color:{CSS_MUTED}">{name}</td>'
                          f'<td style="{_CELL}">{text}&nbsp;</td>')
     rows = []
     for i in range(0, len(cells), columns):
@@ -123,10 +126,12 @@ def flag_values(eflags) -> dict:
     return out
 
 
-def flags_html(eflags, previous=None, *, title: str | None = "EFLAGS") -> str:
+def flags_html(eflags, previous=None, *, title: str | None = "EFLAGS",
+               per_row: int | None = None) -> str:
     """EFLAGS as named bits: one cell per flag reading ``ZF=1`` or ``ZF=0`` (set ones in bold on
     a tint), IOPL as a number, and the hex value; the status flags on one row, the system flags
-    on the next. ``previous`` marks flags that changed."""
+    on the next. ``previous`` marks flags that changed. ``per_row`` (a narrow panel) puts that
+    many flags on each row instead, the hex value in the caption."""
     f = flag_values(eflags)
     old = flag_values(previous) if previous is not None else {}
     v = int(eflags if isinstance(eflags, int) else eflags.eflags)
@@ -135,9 +140,9 @@ def flags_html(eflags, previous=None, *, title: str | None = "EFLAGS") -> str:
         val = f[name]
         style = _CELL + "text-align:center;"
         if name != "IOPL" and val:
-            style += f"background:{HIGHLIGHT};font-weight:bold;"
+            style += f"{CSS_HIGHLIGHT}font-weight:bold;"
         elif name != "IOPL":
-            style += f"color:{GREY};"
+            style += f"color:{CSS_MUTED};"
         mark = ""
         if name in old and old[name] != val:
             style += f"outline:2px solid {OKABE_ITO['vermillion']};outline-offset:-2px;"
@@ -147,7 +152,13 @@ def flags_html(eflags, previous=None, *, title: str | None = "EFLAGS") -> str:
 
     status = ("CF", "PF", "AF", "ZF", "SF", "OF")
     system = ("TF", "IF", "DF", "IOPL", "NT", "RF", "VM", "AC", "ID")
-    head = (f'<td style="{_CELL}color:{GREY}" rowspan="2" title="EFLAGS as a number">'
+    if per_row:
+        names = status + system
+        rows = "".join(f'<tr>{"".join(cell(n) for n in names[i:i + per_row])}</tr>'
+                       for i in range(0, len(names), per_row))
+        cap = f"{title} {v:08x}" if title else None
+        return f'<table class="vmkit-flags" {_TABLE}>{_caption(cap)}{rows}</table>'
+    head = (f'<td style="{_CELL}color:{CSS_MUTED}" rowspan="2" title="EFLAGS as a number">'
             f'{v:08x}</td>')
     return (f'<table class="vmkit-flags" {_TABLE}>{_caption(title)}'
             f'<tr>{head}{"".join(cell(n) for n in status)}</tr>'
@@ -281,11 +292,12 @@ def disassembly_rows(target, eip: int | None = None, *, image=None, count: int =
 
 def disassembly_html(target, eip: int | None = None, *, image=None, count: int = 8,
                      before: Iterable[int] = (), breakpoints=None,
-                     title: str | None = "disassembly") -> str:
+                     title: str | None = "disassembly", raw_bytes: bool = True) -> str:
     """A disassembly window: recently executed instructions (greyed), the instruction at EIP
     (marked ``▶`` and highlighted), the next ones, each with its bytes and the guest source file,
     line and text beside it. Breakpoints are marked ``●``. Arguments as
-    :func:`disassembly_rows`; ``target`` may also be a list of :class:`DisasmRow`."""
+    :func:`disassembly_rows`; ``target`` may also be a list of :class:`DisasmRow`.
+    ``raw_bytes=False`` leaves the bytes out (a narrow panel); a long source line wraps."""
     if isinstance(target, list):
         rows = target
     else:
@@ -296,22 +308,25 @@ def disassembly_html(target, eip: int | None = None, *, image=None, count: int =
         style = _CELL
         mark = "▶" if r.current else ""
         if r.current:
-            style += f"background:{HIGHLIGHT};font-weight:bold;"
+            style += f"{CSS_HIGHLIGHT}font-weight:bold;"
         elif r.executed:
-            style += f"color:{GREY};"
+            style += f"color:{CSS_MUTED};"
+        # secondary text: muted, but dark on the highlighted row (the theme's muted colour is
+        # light in a dark theme, unreadable on the pale tint)
+        muted = "color:#4d4d4d;" if r.current else f"color:{CSS_MUTED};"
         bp = (f'<span style="color:{OKABE_ITO["vermillion"]}" title="breakpoint">●</span>'
               if r.breakpoint else "")
-        text = _esc(r.text) if r.text else f'<i style="color:{GREY}">(not mapped)</i>'
+        text = _esc(r.text) if r.text else f'<i style="color:{CSS_MUTED}">(not mapped)</i>'
         raw = " ".join(f"{b:02x}" for b in r.raw[:8]) + (" …" if len(r.raw) > 8 else "")
         loc = (f'<span title="{_esc(display_path(r.file))}">'
                f'{_esc(os.path.basename(r.file))}:{r.line}</span>'
                if r.file else "")
+        raw_cell = f'<td style="{style}{muted}">{raw}</td>' if raw_bytes else ""
         out.append(f'<tr><td style="{style}">{bp}{mark}</td>'
-                   f'<td style="{style}">{r.address:08x}</td>'
-                   f'<td style="{style}color:{GREY}">{raw}</td>'
+                   f'<td style="{style}">{r.address:08x}</td>{raw_cell}'
                    f'<td style="{style}">{text}</td>'
-                   f'<td style="{style}color:{GREY}">{loc}</td>'
-                   f'<td style="{style}white-space:pre">{_esc(r.source)}</td></tr>')
+                   f'<td style="{style}{muted}">{loc}</td>'
+                   f'<td style="{style}white-space:pre-wrap">{_esc(r.source)}</td></tr>')
     return (f'<table class="vmkit-disassembly" {_TABLE}>{_caption(title)}'
             f'{"".join(out)}</table>')
 
@@ -385,7 +400,7 @@ def describe_event(e) -> str:
 _KIND_COLOUR = {"interrupt": OKABE_ITO["vermillion"], "iret": OKABE_ITO["blue"],
                 "ring": OKABE_ITO["blue"], "emulate": OKABE_ITO["orange"],
                 "reflect": OKABE_ITO["reddish_purple"], "vm_exit": OKABE_ITO["orange"],
-                "stop": OKABE_ITO["black"], "io": OKABE_ITO["bluish_green"]}
+                "stop": CSS_TEXT, "io": OKABE_ITO["bluish_green"]}
 
 
 def events_html(events, *, limit: int = 12, title: str | None = "events") -> str:
@@ -394,24 +409,26 @@ def events_html(events, *, limit: int = 12, title: str | None = "events") -> str
     rows = []
     for e in evs:
         k = getattr(e, "kind", "event")
-        c = _KIND_COLOUR.get(k, "#333")
+        c = _KIND_COLOUR.get(k, CSS_TEXT)
         vm = getattr(e, "vm", 0)
         vms = f" vm{vm}" if vm else ""
-        rows.append(f'<tr><td style="{_CELL}color:{GREY};text-align:right">'
+        rows.append(f'<tr><td style="{_CELL}color:{CSS_MUTED};text-align:right">'
                     f'{getattr(e, "step", "")}</td>'
                     f'<td style="{_CELL}color:{c};font-weight:bold">{_esc(k)}{vms}</td>'
-                    f'<td style="{_CELL}">{_esc(describe_event(e))}</td></tr>')
+                    f'<td style="{_CELL}{_WRAP}">{_esc(describe_event(e))}</td></tr>')
     if not rows:
-        rows.append(f'<tr><td style="{_CELL}color:{GREY}">(no events yet)</td></tr>')
+        rows.append(f'<tr><td style="{_CELL}color:{CSS_MUTED}">(no events yet)</td></tr>')
     return f'<table class="vmkit-events" {_TABLE}>{_caption(title)}{"".join(rows)}</table>'
 
 
 def console_html(text: str, *, lines: int = 20, title: str | None = "console") -> str:
     """The last ``lines`` lines of a guest's console output in a ``<pre>``."""
     tail = text.splitlines()[-lines:] if text else []
-    body = _esc("\n".join(tail)) if tail else f'<i style="color:{GREY}">(no output yet)</i>'
+    body = (_esc("\n".join(tail)) if tail else
+            f'<i style="color:{CSS_MUTED}">(no output yet)</i>')
     cap = (f'<div style="font-weight:bold;font-family:sans-serif;font-size:12px">'
            f'{_esc(title)}</div>' if title else "")
     return (f'<div class="vmkit-console">{cap}<pre style="margin:0;padding:4px;'
-            f'background:#f6f6f6;border:1px solid #ddd;font-size:12px;white-space:pre-wrap;'
-            f'max-height:16em;overflow:auto">{body}</pre></div>')
+            f'background:{CSS_PANEL};color:{CSS_TEXT};border:1px solid {CSS_BORDER};'
+            f'font-size:12px;white-space:pre-wrap;max-height:16em;overflow:auto">{body}</pre>'
+            f'</div>')

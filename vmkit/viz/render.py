@@ -24,8 +24,9 @@ from collections import OrderedDict
 
 import graphviz
 
-__all__ = ["OKABE_ITO", "INSTALL_HINT", "Diagram", "diagram_svg", "diagram_html",
-           "dot_missing_html", "figure_svg", "figure_html", "new_figure", "strip_svg_prolog",
+__all__ = ["OKABE_ITO", "INSTALL_HINT", "CSS_TEXT", "CSS_MUTED", "CSS_BORDER", "CSS_PANEL",
+           "CSS_HIGHLIGHT", "Diagram", "diagram_svg", "diagram_html", "dot_missing_html",
+           "figure_svg", "fit_svg", "figure_html", "new_figure", "strip_svg_prolog",
            "with_title"]
 
 #: Okabe & Ito (2008), "Color Universal Design": eight colours that stay distinct for
@@ -43,6 +44,17 @@ OKABE_ITO = {
 #: a pale tint of Okabe–Ito yellow for highlighted table cells (dark text stays readable)
 HIGHLIGHT = "#F7F1A0"
 GREY = "#767676"   # the lightest grey with 4.5:1 contrast on white (WCAG AA)
+
+# Colours for the HTML the widgets emit, as JupyterLab's theme variables (so the light and the
+# dark theme both read), each with the light value as a fallback for exported HTML and slides.
+# Pictures (graphviz, matplotlib) keep fixed colours on their own white panel instead.
+CSS_TEXT = "var(--jp-content-font-color1, #000)"
+CSS_MUTED = f"var(--jp-content-font-color2, {GREY})"
+CSS_BORDER = "var(--jp-border-color2, #ddd)"
+CSS_PANEL = "var(--jp-layout-color2, #f6f6f6)"
+#: a highlighted cell: dark text on the pale tint in both themes (white on pale yellow is not
+#: readable, so the text colour is set with the background)
+CSS_HIGHLIGHT = f"background:{HIGHLIGHT};color:#1a1a1a;"
 
 INSTALL_HINT = ("graphviz's `dot` program was not found, so this picture is shown as DOT text. "
                 "Install it with `sudo apt-get install graphviz` (Debian/Ubuntu), "
@@ -174,11 +186,30 @@ def _graph_title(graph) -> str:
     return getattr(graph, "title", "") or getattr(graph, "name", "") or ""
 
 
+#: how an inline picture sits in a page: never wider than its column (scaled down with its
+#: proportions, never up), and on a white panel so that its fixed colours read in a dark theme
+_FIT_STYLE = "max-width:100%;height:auto;background:#fff;border-radius:2px"
+
+
+def fit_svg(svg_inline: str) -> str:
+    """``svg_inline`` (an ``<svg>`` element) styled to scale down to its container's width
+    and to sit on a white panel (see ``_FIT_STYLE``)."""
+    m = re.search(r"<svg\b[^>]*>", svg_inline)
+    if m is None or "max-width" in m.group(0):
+        return svg_inline
+    tag = m.group(0)
+    if 'style="' in tag:
+        new_tag = tag.replace('style="', f'style="{_FIT_STYLE};', 1)
+    else:
+        new_tag = tag[:-1] + f' style="{_FIT_STYLE}">'
+    return svg_inline[:m.start()] + new_tag + svg_inline[m.end():]
+
+
 def _figure(svg_inline: str, title: str) -> str:
     # the title is drawn inside the picture already; the figure carries it as its accessible
     # name (no second, visible caption)
-    return (f'<figure class="vmkit-picture" style="margin:0" role="img" '
-            f'aria-label="{html.escape(title, quote=True)}">{svg_inline}</figure>')
+    return (f'<figure class="vmkit-picture" style="margin:0;max-width:100%" role="img" '
+            f'aria-label="{html.escape(title, quote=True)}">{fit_svg(svg_inline)}</figure>')
 
 
 def diagram_html(graph) -> str:

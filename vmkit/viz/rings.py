@@ -15,14 +15,16 @@ Counts come from the events the trace still holds (a ``Trace`` keeps the most re
 
 from __future__ import annotations
 
+import html
 import math
+import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
 
 from vmkit.viz.render import GREY, OKABE_ITO, Diagram
 
-__all__ = ["RingLayout", "ring_layout", "transition_counts", "ring_diagram", "Transition",
-           "CATEGORY_STYLE"]
+__all__ = ["RingLayout", "ring_layout", "transition_counts", "group_transitions",
+           "ring_diagram", "Transition", "CATEGORY_STYLE"]
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,51 @@ def transition_counts(events, layout: RingLayout) -> Counter:
     return c
 
 
+#: what an arrow that carries several transitions of one kind is called
+_GROUP_TITLE = {"syscall": "software interrupts", "exception": "exceptions",
+                "interrupt": "hardware interrupts", "trap": "traps to the VMM",
+                "vm_exit": "VM exits", "hypercall": "hypercalls",
+                "reflect": "reflected into the guest kernel", "return": "returns",
+                "other": "ring changes"}
+#: the part of a transition's label that its group's title already says
+_PREFIXES = ("trap to VMM: ", "VM exit: ", "hypercall ", "reflect ")
+_KEYS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_WRAP = 34      # characters per line of an arrow's label
+
+
+def group_transitions(counts: Counter) -> list:
+    """The transitions grouped by (source, destination, category): a sorted list of
+    ``((src, dst, category), [(label, count), ...])``, the labels most frequent first."""
+    groups: dict = {}
+    for t, n in counts.items():
+        groups.setdefault((t.src, t.dst, t.category), []).append((t.label, n))
+    return [(k, sorted(v, key=lambda x: (-x[1], x[0])))
+            for k, v in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1]))]
+
+
+def _group_text(category: str, items: list, wrap: int = _WRAP) -> list[str]:
+    """An arrow's label as lines of at most ~_WRAP characters: "label ×n" for one transition,
+    else the group's title with its total, then the transitions and their counts."""
+    if len(items) == 1:
+        label, n = items[0]
+        return textwrap.wrap(f"{label} ×{n}", wrap) or [f"×{n}"]
+    total = sum(n for _, n in items)
+    short = []
+    for label, n in items:
+        for p in _PREFIXES:
+            if label.startswith(p):
+                label = label[len(p):]
+                break
+        short.append(f"{label} {n}")
+    return [f"{_GROUP_TITLE.get(category, category)} ×{total}:"] + \
+        textwrap.wrap(", ".join(short), wrap)
+
+
+def _hesc(text: str) -> str:
+    """Text for a graphviz HTML-like label."""
+    return html.escape(text, quote=False)
+
+
 def _node_id(name: str) -> str:
     return "n_" + "".join(ch if ch.isalnum() else "_" for ch in name)
 
@@ -213,15 +260,18 @@ def _split_target(target):
 
 
 def ring_diagram(monitor_or_trace, *, monitor: str | None = None, title: str | None = None,
-                 programs: list[str] | None = None, current_ring: int | None = None
-                 ) -> Diagram:
+                 programs: list[str] | None = None, current_ring: int | None = None,
+                 compact: bool = False) -> Diagram:
     """Rings 0–3 as stacked boxes showing what runs where, with arrows for the transitions seen
     (labelled with their counts).
 
     ``monitor_or_trace`` is a monitor (its trace, layout, guest programs and current ring are
     used), a ``Trace`` or a list of events. ``monitor`` (a short name: native, te, bt, hw, pv)
     overrides the layout, which is otherwise the monitor's or guessed from the events.
-    ``current_ring`` marks where the CPU is now. Returns a :class:`vmkit.viz.render.Diagram`
+    ``current_ring`` marks where the CPU is now. Transitions between the same two components of
+    the same kind share one arrow, its label listing them (wrapped, so the picture stays
+    narrow). ``compact`` (the Stepper's side panel) labels each arrow with a letter and its
+    count and lists what the letters stand for under the rings. Returns a :class:`vmkit.viz.render.Diagram`
     (a ``graphviz.Digraph`` that displays as deterministic SVG, or as DOT text with install
     instructions when ``dot`` is missing)."""
     events, mon, trace = _split_target(monitor_or_trace)
@@ -259,8 +309,9 @@ def ring_diagram(monitor_or_trace, *, monitor: str | None = None, title: str | N
                   + (" in the retained events)" if dropped else ")"))
 
     g = Diagram("rings", title=title, engine="dot")
-    g.attr(rankdir="TB", label=title, labelloc="t", fontname="Helvetica", fontsize="14",
-           newrank="true", nodesep="0.4", ranksep="0.35")
+    g.attr(rankdir="TB", label="\\n".join(textwrap.wrap(title, 60 if compact else 90)),
+           labelloc="t", fontname="Helvetica", fontsize="12" if compact else "14",
+           newrank="true", nodesep="0.25" if compact else "0.4", ranksep="0.3")
     g.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="12",
            fillcolor="white", color=OKABE_ITO["black"])
     g.attr("edge", fontname="Helvetica", fontsize="10")
@@ -282,16 +333,24 @@ def ring_diagram(monitor_or_trace, *, monitor: str | None = None, title: str | N
                    else ring_names[ring], labeljust="l", style="rounded",
                    color=GREY, fontcolor="#333333", fontsize="11")
             comps = sorted(n for n, r in layout.components.items() if r == ring)
+            if compact:
+                c.attr(margin="5")
             if not comps:
                 nid = f"unused{ring}"
-                c.node(nid, "(unused)", shape="plaintext", style="", fontcolor=GREY,
-                       fontsize="10", height="0.2")
+                if compact:   # the ring's name says it; a point keeps the rings in order
+                    c.attr(label=f"{ring_names[ring]} (unused)")
+                    c.node(nid, "", shape="point", style="invis", width="0.01",
+                           height="0.01")
+                else:
+                    c.node(nid, "(unused)", shape="plaintext", style="", fontcolor=GREY,
+                           fontsize="10", height="0.2")
                 anchors.append(nid)
                 continue
             for comp in comps:
                 label = comp
                 if comp == layout.user and programs:
-                    label += "\\n(" + ", ".join(programs) + ")"
+                    label += "\\n" + "\\n".join(textwrap.wrap("(" + ", ".join(programs) + ")",
+                                                            32))
                 elif comp == layout.kernel and layout.monitor != "native":
                     label += "\\n(believes it is in ring 0)" if ring != 0 else \
                         "\\n(guest ring 0)"
@@ -303,21 +362,41 @@ def ring_diagram(monitor_or_trace, *, monitor: str | None = None, title: str | N
                 elif comp == layout.kernel:
                     attrs["fillcolor"] = "#CDE3F2"   # tint of Okabe–Ito blue
                 if comp == running:
-                    label += "\\n▶ running now"
+                    label = f"▶ {label}" if compact else label + "\\n▶ running now"
                     attrs["penwidth"] = "3"
                 c.node(_node_id(comp), label, **attrs)
             anchors.append(_node_id(comps[0]))
     for a, b in zip(anchors, anchors[1:]):
         g.edge(a, b, style="invis")
 
-    for t in sorted(counts, key=lambda t: (t.category, t.src, t.dst, t.label)):
-        n = counts[t]
-        colour, style, head = CATEGORY_STYLE.get(t.category, CATEGORY_STYLE["other"])
-        src = _node_id(t.src) if t.src in layout.components else _ensure(g, t.src)
-        dst = _node_id(t.dst) if t.dst in layout.components else _ensure(g, t.dst)
+    groups = group_transitions(counts)
+    legend = []
+    for i, ((src_name, dst_name, cat), items) in enumerate(groups):
+        n = sum(k for _, k in items)
+        colour, style, head = CATEGORY_STYLE.get(cat, CATEGORY_STYLE["other"])
+        src = _node_id(src_name) if src_name in layout.components else _ensure(g, src_name)
+        dst = _node_id(dst_name) if dst_name in layout.components else _ensure(g, dst_name)
         width = f"{1 + min(3.0, math.log10(n)):.2f}"
-        g.edge(src, dst, label=f"{t.label} ×{n}", color=colour, fontcolor=colour,
-               style=style, arrowhead=head, penwidth=width, constraint="false")
+        text = _group_text(cat, items, 46 if compact else _WRAP)
+        if compact:
+            key = _KEYS[i] if i < len(_KEYS) else str(i + 1)
+            label = f"{key} ×{n}"
+            legend.append((key, colour, text))
+        else:
+            label = "\\n".join(text)
+        g.edge(src, dst, label=label, color=colour, fontcolor=colour, style=style,
+               arrowhead=head, penwidth=width, constraint="false")
+    if legend:
+        if running is not None:
+            legend.append(("▶", OKABE_ITO["black"], ["where the CPU runs now"]))
+        rows = "".join(
+            f'<tr><td align="left" valign="top"><font color="{c}"><b>{k}</b></font></td>'
+            f'<td align="left" balign="left">{"<br/>".join(_hesc(x) for x in lines)}</td></tr>'
+            for k, c, lines in legend)
+        g.node("legend", f'<<table border="0" cellborder="0" cellspacing="0" '
+                         f'cellpadding="1">{rows}</table>>',
+               shape="plaintext", style="", fontsize="10")
+        g.edge(anchors[-1], "legend", style="invis")
     if not counts:
         g.node("none", "no transitions yet", shape="plaintext", style="", fontcolor=GREY)
     return g

@@ -77,17 +77,37 @@ class StepHistory:
 
     # ---- moving forward -------------------------------------------------------------------
     def step(self) -> list:
-        """One ``vm.step()``; returns its events."""
+        """One ``vm.step()``; returns its events. A step that retires nothing and only finds
+        that the guest has stopped (Native reports the power-off on the step after the OUT
+        that asked for it) is not counted, as :meth:`run` does not count it: stepping to the
+        end and running to the end give the same position."""
+        before = self._retired()
         events = self.vm.step()
+        if before is not None and events and all(e.kind == "stop" for e in events) \
+                and self._retired() == before and vm_stopped(self.vm):
+            return events
         self._record("s", 1)
         return events
 
-    def run(self, max_steps: int):
-        """``vm.run(max_steps=...)`` with breakpoints set aside (use :meth:`step` in a loop to
-        stop at them); returns the RunResult. Advances by the instructions it retired."""
+    def _retired(self) -> int | None:
+        """Instructions retired by the monitor's machines so far (None if it cannot say)."""
+        try:
+            return sum(v.machine.steps for v in self.vm.vms)
+        except Exception:
+            return None
+
+    def run(self, max_steps: int, *, breakpoints: bool = False):
+        """``vm.run(max_steps=...)``; returns the RunResult. Advances by the instructions it
+        retired. Breakpoints are set aside unless ``breakpoints`` (then the run stops at one,
+        reason "breakpoint", as gdb's continue does; not at the first instruction, so a run
+        can go on from a breakpoint). Replaying the log never stops at breakpoints: it runs
+        the recorded number of instructions."""
         t = time.perf_counter()
-        with self._no_breakpoints():
+        if breakpoints:
             r = self.vm.run(max_steps=max_steps)
+        else:
+            with self._no_breakpoints():
+                r = self.vm.run(max_steps=max_steps)
         self._cost += time.perf_counter() - t
         n = getattr(r, "steps", 0) or 0
         if n:

@@ -14,7 +14,7 @@ import time
 
 import ipywidgets as W
 
-from vmkit.viz.render import diagram_html, diagram_svg, figure_html
+from vmkit.viz.render import CSS_TEXT, diagram_html, diagram_svg, figure_html
 from vmkit.viz.rings import ring_diagram
 from vmkit.widgets.static import StaticMixin
 
@@ -25,12 +25,16 @@ class RingView(StaticMixin, W.VBox):
     """Rings 0–3, what runs in each, and the transitions seen so far (with counts).
 
     ``timeline=True`` adds the ring-over-time plot (matplotlib; redrawn on :meth:`refresh`).
-    Call :meth:`refresh` after moving the monitor yourself, or :meth:`follow` a Stepper."""
+    ``compact=True`` (the Stepper's side panel) draws the narrow form of the diagram: arrows
+    labelled with letters, explained under the rings. The picture scales down to the view's
+    width. Call :meth:`refresh` after moving the monitor yourself, or :meth:`follow` a
+    Stepper."""
 
-    def __init__(self, vm, *, timeline: bool = False, **kwargs):
+    def __init__(self, vm, *, timeline: bool = False, compact: bool = False, **kwargs):
         self.vm = vm
         self.show_timeline = timeline
-        self.diagram_view = W.HTML(layout=W.Layout(overflow="auto"))
+        self.compact = compact
+        self.diagram_view = W.HTML(layout=W.Layout(max_width="100%"))
         self.diagram_view.add_class("vmkit-rings")   # hook for tests/test_browser.py
         self.timeline_view = W.HTML()
         children = [self.diagram_view] + ([self.timeline_view] if timeline else [])
@@ -45,7 +49,7 @@ class RingView(StaticMixin, W.VBox):
 
     def diagram(self):
         """The current ring diagram (a ``graphviz.Digraph``)."""
-        return ring_diagram(self.vm)
+        return ring_diagram(self.vm, compact=self.compact)
 
     def refresh(self, *_):
         """Redraw from the monitor's current trace (dot runs only when the picture changed;
@@ -82,7 +86,7 @@ class RingView(StaticMixin, W.VBox):
         except Exception:
             pass
         return (f'<div class="vmkit-rings-now" style="font-family:sans-serif;font-size:12px;'
-                f'color:#333">now: {html.escape(" · ".join(parts))}</div>')
+                f'color:{CSS_TEXT}">now: {html.escape(" · ".join(parts))}</div>')
 
     def _state_key(self):
         """What the picture depends on, cheaply: the trace's event count and the rings."""

@@ -37,6 +37,7 @@ import traitlets
 
 from vmkit.viz.html import (console_html, describe_event, disassembly_html, events_html,
                             flags_html, register_values, registers_html, source_line)
+from vmkit.viz.render import CSS_TEXT
 from vmkit.widgets.history import StepHistory, vm_stopped
 from vmkit.widgets.static import StaticMixin
 
@@ -59,7 +60,9 @@ def _esc(s) -> str:
 
 def _flags(cpu, previous, title) -> str:
     eflags = getattr(cpu, "eflags", None)
-    return flags_html(eflags, previous, title=title) if isinstance(eflags, int) else ""
+    # five flags a row: two CPUs' tables side by side fit the Stepper's left column
+    return flags_html(eflags, previous, title=title, per_row=5) if isinstance(eflags, int) \
+        else ""
 
 
 def _as_monitor(vm):
@@ -119,25 +122,30 @@ class Stepper(StaticMixin, W.VBox):
                                     icon="step-forward", **btn)
         self.stepn_button = W.Button(description="Step ×N", tooltip="run N instructions",
                                      **btn)
+        # wide enough for 10,000,000 (8 digits) beside its label and the browser's spin arrows
         self.n_box = W.BoundedIntText(value=10, min=1, max=10_000_000, description="N",
-                                      layout=W.Layout(width="150px"))
+                                      style={"description_width": "1.2em"},
+                                      layout=W.Layout(width="9.5em"))
         self.back_button = W.Button(description="Back", tooltip="go back one step",
                                     icon="step-backward", **btn)
         self.backn_button = W.Button(description="Back ×N", tooltip="go back N steps", **btn)
         self.reset_button = W.Button(description="Reset", tooltip="back to step 0",
                                      icon="undo", **btn)
-        self.run_button = W.Button(description="Run", tooltip="run until the condition",
-                                   icon="play", button_style="success", **btn)
+        self.run_button = W.Button(description="Run", tooltip="run until the condition (or a "
+                                   "breakpoint)", icon="play", button_style="success", **btn)
         self.until_box = W.Dropdown(options=list(UNTIL), value="stop", description="until",
-                                    layout=W.Layout(width="230px"))
+                                    style={"description_width": "2.6em"},
+                                    layout=W.Layout(width="13.5em"))
         self.limit_box = W.BoundedIntText(value=1_000_000, min=1, max=10**9,
                                           description="at most",
-                                          layout=W.Layout(width="190px"))
+                                          style={"description_width": "3.6em"},
+                                          layout=W.Layout(width="11.5em"))
         self.stop_button = W.Button(description="Stop", tooltip="stop a running Run",
                                     icon="stop", button_style="warning", disabled=True, **btn)
-        self.breakpoint_box = W.Text(placeholder="breakpoints: symbol or 0x… , …",
+        self.breakpoint_box = W.Text(placeholder="symbol or 0x… , …",
                                      description="break at", continuous_update=False,
-                                     layout=W.Layout(width="330px"))
+                                     style={"description_width": "4em"},
+                                     layout=W.Layout(width="22em"))
         self.step_button.on_click(lambda _: self.step())
         self.stepn_button.on_click(lambda _: self.step(self.n_box.value, background=True))
         self.back_button.on_click(lambda _: self.back())
@@ -149,25 +157,38 @@ class Stepper(StaticMixin, W.VBox):
         self.breakpoint_box.observe(lambda ch: self.set_breakpoints(ch["new"]), names="value")
 
         # ---- panes ----
+        # The compact layout (a laptop's ~650 px of notebook, or a slide): the controls, the
+        # status line, the code and the CPUs on the left, the ring picture on the right, so
+        # the buttons and the picture are on screen together; the console and the last events
+        # side by side below. On a narrow page the picture wraps below the left column.
         self.header = W.HTML()
-        self.disassembly_view = W.HTML(layout=W.Layout(overflow="auto"))
+        self.disassembly_view = W.HTML()
         self.registers_view = W.HTML()
-        self.console_view = W.HTML(layout=W.Layout(width="50%"))
-        self.events_view = W.HTML(layout=W.Layout(width="50%", overflow="auto"))
+        self.console_view = W.HTML(layout=W.Layout(flex="1 1 0", min_width="16em"))
+        self.events_view = W.HTML(layout=W.Layout(flex="1.6 1 0", min_width="20em"))
         self.ring_view = None
-        rows = [W.HBox([self.step_button, self.stepn_button, self.n_box, self.back_button,
-                        self.backn_button, self.reset_button]),
-                W.HBox([self.run_button, self.until_box, self.limit_box, self.stop_button,
-                        self.breakpoint_box]),
-                self.header,
-                self.disassembly_view,
-                self.registers_view,
-                W.HBox([self.console_view, self.events_view])]
+        wrap = W.Layout(flex_flow="row wrap", align_items="center")
+        self.controls = W.VBox([
+            W.HBox([self.step_button, self.stepn_button, self.n_box, self.back_button,
+                    self.backn_button, self.reset_button], layout=wrap),
+            W.HBox([self.run_button, self.until_box, self.limit_box, self.stop_button],
+                   layout=wrap),
+            W.HBox([self.breakpoint_box], layout=wrap)])
+        self.controls.add_class("vmkit-stepper-controls")  # hook for tests/test_browser_fit.py
+        left = W.VBox([self.controls, self.header, self.disassembly_view, self.registers_view],
+                      layout=W.Layout(flex="1 1 30em", min_width="0"))
+        top = [left]
         if ring_view:
             from vmkit.widgets.rings import RingView
-            self.ring_view = RingView(vm)
-            rows.append(self.ring_view)
+            self.ring_view = RingView(vm, compact=True,
+                                      layout=W.Layout(flex="0 1 27em", min_width="18em"))
+            top.append(self.ring_view)
+        rows = [W.HBox(top, layout=W.Layout(flex_flow="row wrap", align_items="flex-start",
+                                             grid_gap="0 12px")),
+                W.HBox([self.console_view, self.events_view],
+                       layout=W.Layout(flex_flow="row wrap", grid_gap="0 12px"))]
         super().__init__(rows, **kwargs)
+        self.add_class("vmkit-stepper-live")
         if self.ring_view is not None:
             self.ring_view.follow(self)
         self._refresh()
@@ -347,9 +368,12 @@ class Stepper(StaticMixin, W.VBox):
 
     def run(self, until: str = "stop", max_steps: int | None = None, *,
             background: bool = False):
-        """Run until ``until`` happens: "stop" (the guest stops; breakpoints are ignored),
-        "breakpoint", "ring" (the ring changes, real or virtual) or "trap" (a trap, exception
-        or interrupt), or until ``max_steps`` steps (default: the "at most" box).
+        """Run until ``until`` happens: "stop" (the guest stops), "breakpoint", "ring" (the
+        ring changes, real or virtual) or "trap" (a trap, exception or interrupt), or until
+        ``max_steps`` steps (default: the "at most" box). Whatever ``until`` says, a
+        breakpoint stops the run, as gdb's continue does ("breakpoint" alone only says
+        that nothing else should); the first instruction is not checked, so Run goes on from
+        the breakpoint it stopped at.
 
         Called from code it runs to the end and returns the status text, so the next line sees
         the result. With ``background=True`` (what the Run button does) and a running event
@@ -430,9 +454,13 @@ class Stepper(StaticMixin, W.VBox):
         vm, h = self.vm, self.history
         if h is None:
             return "error: Run needs snapshots (see the status above)"
-        end = h.position + limit
-        use_steps = until in ("ring", "trap", "_steps") or (until == "breakpoint" and
-                                                             bool(vm.breakpoints))
+        start = h.position
+        end = start + limit
+        # Run stops at breakpoints whatever its condition; Step ×N ("_steps") runs N steps
+        stop_at_bps = until != "_steps"
+        use_steps = until in ("ring", "trap", "_steps")
+        if until == "breakpoint" and not vm.breakpoints:
+            return "no breakpoints set: type a symbol or an address into \"break at\""
         idle = 0
         while True:
             if self.finished:
@@ -442,9 +470,13 @@ class Stepper(StaticMixin, W.VBox):
             deadline = time.perf_counter() + self.time_slice
             if not use_steps:
                 while time.perf_counter() < deadline and h.position < end:
+                    # a run does not check its first instruction: a burst that ended on a
+                    # breakpoint must not carry on past it
+                    if stop_at_bps and h.position != start and vm.cpu.eip in vm.breakpoints:
+                        return "stopped at breakpoint " + self._where(vm.cpu.eip)
                     before = h.position
                     t0 = time.perf_counter()
-                    r = h.run(min(self.run_chunk, end - h.position))
+                    r = h.run(min(self.run_chunk, end - h.position), breakpoints=stop_at_bps)
                     dt = time.perf_counter() - t0
                     if h.position - before >= self.run_chunk // 2 and dt > 0:
                         # aim at ~10 ms a burst: Stop answers quickly whatever the guest's speed
@@ -452,6 +484,8 @@ class Stepper(StaticMixin, W.VBox):
                         self.run_chunk = int(min(max(rate * 0.01, 1_000), 200_000))
                     if self.finished:
                         return ""
+                    if getattr(r, "reason", None) == "breakpoint":
+                        return "stopped at breakpoint " + self._where(vm.cpu.eip)
                     if h.position == before:   # e.g. a monitor's own stop reason
                         idle += 1
                         if idle >= 3:
@@ -459,7 +493,7 @@ class Stepper(StaticMixin, W.VBox):
                     else:
                         idle = 0
             else:
-                bps = vm.breakpoints
+                bps = vm.breakpoints if stop_at_bps else ()
                 k = 0
                 while h.position < end:
                     cpu, vcpu = vm.cpu, vm.vcpu
@@ -473,7 +507,7 @@ class Stepper(StaticMixin, W.VBox):
                         now = (vm.cpu.cpl, vm.vcpu.cpl)
                         if now != rings:
                             return "stopped: ring changed " + self._ring_change(rings, now)
-                    elif until == "breakpoint" and vm.cpu.eip in bps:
+                    if bps and vm.cpu.eip in bps:
                         return "stopped at breakpoint " + self._where(vm.cpu.eip)
                     if self.finished:
                         return ""
@@ -522,8 +556,9 @@ class Stepper(StaticMixin, W.VBox):
         except Exception:
             eip = ""
         status = self.status
-        colour = "#D55E00" if status.startswith(("crashed", "error")) else "#000"
-        return (f'<div style="font-family:sans-serif;font-size:13px;padding:2px 0">'
+        colour = "#D55E00" if status.startswith(("crashed", "error")) else CSS_TEXT
+        return (f'<div style="font-family:sans-serif;font-size:13px;padding:2px 0;'
+                f'color:{CSS_TEXT}">'
                 f'<b>{_esc(guest)}</b> under <b>{_esc(mon)}</b> · step <b>{self.position:,}'
                 f'</b>{gtime}{eip} · {ring} · <span class="vmkit-status" style="color:{colour}">'
                 f'{_esc(status)}</span></div>')
@@ -538,7 +573,10 @@ class Stepper(StaticMixin, W.VBox):
         return msg or ("running…" if self.running else "ready")
 
     def _registers_html(self) -> str:
+        """The CPU(s): under a monitor with a virtual CPU, the virtual one (what the guest
+        believes) and the real one side by side, each with its EFLAGS under it."""
         vm = self.vm
+        row = '<div style="display:flex;gap:12px;flex-wrap:wrap;align-items:flex-start">'
         if self.split:
             real_prev = self._previous_real
             virt = (registers_html(vm.vcpu, self._previous,
@@ -547,15 +585,13 @@ class Stepper(StaticMixin, W.VBox):
             real = (registers_html(vm.cpu, real_prev, title="real CPU")
                     + _flags(vm.cpu, real_prev.get("eflags") if real_prev else None,
                              "real EFLAGS"))
-            return (f'<div style="display:flex;gap:16px;flex-wrap:wrap"><div>{virt}</div>'
-                    f'<div>{real}</div></div>')
-        return (f'<div style="display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start">'
-                f'<div>{registers_html(vm.cpu, self._previous, columns=4)}</div>'
+            return f'{row}<div>{virt}</div><div>{real}</div></div>'
+        return (f'{row}<div>{registers_html(vm.cpu, self._previous, columns=4)}</div>'
                 f'<div>{_flags(vm.cpu, self._previous_flags, "EFLAGS")}</div></div>')
 
     def _disassembly_html(self) -> str:
         before = list(self._recent) if self._show_recent else []
-        return disassembly_html(self.vm, before=before, count=self.window)
+        return disassembly_html(self.vm, before=before, count=self.window, raw_bytes=False)
 
     def _events_html(self) -> str:
         tr = self.vm.trace
@@ -579,12 +615,18 @@ class Stepper(StaticMixin, W.VBox):
 
     # ---- static form ------------------------------------------------------------------------
     def static_html(self) -> str:
+        """The Stepper's current state as HTML, laid out as the live widget (code and CPUs
+        beside the ring picture, the console and the last events under them)."""
         self.status = self._status_text()
-        parts = [self._header_html(), self._disassembly_html(), self._registers_html(),
-                 f'<div style="display:flex;gap:16px;flex-wrap:wrap">'
-                 f'<div>{console_html(self.vm.console)}</div><div>{self._events_html()}</div>'
-                 f'</div>']
+        left = (f'<div style="flex:1 1 30em;min-width:0">{self._header_html()}'
+                f'{self._disassembly_html()}{self._registers_html()}</div>')
+        right = ""
         if self.ring_view is not None:
-            parts.append(self.ring_view.static_html())
+            right = (f'<div style="flex:0 1 27em;min-width:18em">'
+                     f'{self.ring_view.static_html()}</div>')
+        bottom = (f'<div style="display:flex;gap:0 12px;flex-wrap:wrap">'
+                  f'<div style="flex:1 1 16em">{console_html(self.vm.console)}</div>'
+                  f'<div style="flex:1.6 1 20em">{self._events_html()}</div></div>')
         return (f'<div class="vmkit-stepper" role="region" aria-label="vmkit stepper '
-                f'(static snapshot)">{"".join(parts)}</div>')
+                f'(static snapshot)"><div style="display:flex;gap:0 12px;flex-wrap:wrap;'
+                f'align-items:flex-start">{left}{right}</div>{bottom}</div>')

@@ -1,0 +1,204 @@
+"""Do the lecture notebooks' widgets and pictures fit a laptop, in JupyterLab's light and dark
+themes?
+
+One JupyterLab (over cleared copies of the lecture notebooks) serves the whole module; one
+headless chromium at 1366×768, the file browser open beside the notebook, as on a student's
+laptop. Each notebook runs all its cells; then, for every output that holds a widget or a
+picture:
+
+- nothing is cut and nothing scrolls sideways: the output's ``scrollWidth`` is at most its
+  ``clientWidth``, and no element inside it that clips or scrolls (``overflow`` other than
+  visible) holds more than it shows (vertical scrolling is allowed only for ``<pre>`` text, a
+  guest's console say);
+- text stays readable: every graphviz text of an inline SVG is at least MIN_TEXT_PX high on
+  screen, and a picture shown as an image is not shrunk below MIN_SCALE of its natural size;
+- the Stepper's buttons and its ring picture fit in one screen height of the notebook area.
+
+Screenshots (build/test-artifacts/fit-<notebook>-<theme>[-<n>].png): each widget or picture
+output, in the light and in the dark theme, for a person to look at.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from browser_util import ARTIFACTS, chromium_context, require_chromium
+from test_browser import (ALL_CELLS_RUN, CELL_ERRORS, NOTEBOOK_READY, JupyterLab,
+                          cleared_copy)
+
+ROOT = Path(__file__).resolve().parents[1]
+#: the lecture notebooks with widgets or pictures (09's pictures are plain figures as well)
+NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("0*.ipynb"))
+VIEWPORT = {"width": 1366, "height": 768}
+MIN_TEXT_PX = 9.5      # smallest on-screen text of a diagram (graphviz 10 pt at scale 0.71)
+MIN_SCALE = 0.70       # an <img> picture (matplotlib, 10 pt text) at no less than this
+RUN_BUDGET = 120       # s to open a notebook and run all its cells
+
+# every output that holds a widget or a picture, measured; returns a list of dicts
+MEASURE = r"""() => {
+  const panel = window.jupyterapp.shell.currentWidget;
+  const found = [];
+  const name = el => {
+    const cls = (el.getAttribute('class') || '').split(/\s+/).filter(c => c).slice(0, 3);
+    return el.tagName.toLowerCase() + (cls.length ? '.' + cls.join('.') : '');
+  };
+  let index = 0;
+  panel.content.widgets.forEach((cell, ci) => {
+    if (cell.model.type !== 'code') return;
+    cell.node.querySelectorAll('.jp-OutputArea-output').forEach(out => {
+      const widget = out.querySelector('.jupyter-widgets');
+      const pictures = out.querySelectorAll('svg, img');
+      if (!widget && pictures.length === 0) return;
+      const problems = [];
+      if (out.scrollWidth > out.clientWidth + 1)
+        problems.push(`output is ${out.scrollWidth} px wide in ${out.clientWidth} px`);
+      const orect = out.getBoundingClientRect();
+      for (const el of out.querySelectorAll('*')) {
+        if (el.closest('svg') && el.tagName.toLowerCase() !== 'svg') continue;
+        const cs = getComputedStyle(el);
+        if (cs.display === 'none') continue;
+        const clipsX = cs.overflowX !== 'visible', clipsY = cs.overflowY !== 'visible';
+        if (clipsX && el.scrollWidth > el.clientWidth + 1)
+          problems.push(`${name(el)} shows ${el.clientWidth} of ${el.scrollWidth} px (width)`);
+        if (clipsY && el.scrollHeight > el.clientHeight + 1 && el.tagName !== 'PRE' &&
+            !el.closest('pre') && el.tagName !== 'SELECT')
+          problems.push(`${name(el)} shows ${el.clientHeight} of ${el.scrollHeight} px (height)`);
+        const r = el.getBoundingClientRect();
+        if (r.width > 0 && r.right > orect.right + 1 && !el.closest('svg'))
+          problems.push(`${name(el)} ends ${Math.round(r.right - orect.right)} px right of the output`);
+      }
+      let minText = null, minScale = null;
+      for (const svg of out.querySelectorAll('svg')) {
+        if (svg.closest('.jupyter-widgets') && svg.closest('button')) continue;
+        for (const t of svg.querySelectorAll('text')) {
+          const size = parseFloat(t.getAttribute('font-size') || getComputedStyle(t).fontSize);
+          const ctm = t.getScreenCTM();
+          if (!size || !ctm || !t.textContent.trim()) continue;
+          const px = size * Math.hypot(ctm.a, ctm.b);
+          if (minText === null || px < minText) minText = px;
+        }
+      }
+      for (const img of out.querySelectorAll('img')) {
+        if (!img.naturalWidth) continue;
+        const s = img.getBoundingClientRect().width / img.naturalWidth;
+        if (minScale === null || s < minScale) minScale = s;
+      }
+      out.setAttribute('data-vmkit-fit', String(index));
+      found.push({index: index++, cell: ci, widget: !!widget, problems,
+                  width: out.clientWidth, height: Math.round(orect.height),
+                  minText, minScale});
+    });
+  });
+  return found;
+}"""
+
+# the Stepper: from the top of its buttons to the bottom of its ring picture, and the height of
+# the notebook's scrolling area
+STEPPER_SPAN = r"""() => {
+  const panel = window.jupyterapp.shell.currentWidget;
+  const spans = [];
+  for (const root of panel.content.node.querySelectorAll('.vmkit-stepper-live')) {
+    const buttons = root.querySelector('.vmkit-stepper-controls');
+    const rings = root.querySelector('.vmkit-rings svg, .vmkit-rings img');
+    if (!buttons || !rings) { spans.push({missing: true}); continue; }
+    const top = buttons.getBoundingClientRect().top;
+    const bottom = rings.getBoundingClientRect().bottom;
+    spans.push({span: Math.round(bottom - top), height: Math.round(root.getBoundingClientRect().height)});
+  }
+  const scroller = panel.content.node;
+  return {spans, screen: scroller.clientHeight};
+}"""
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    require_chromium()
+    work = tmp_path_factory.mktemp("fit")
+    root = work / "notebooks"
+    root.mkdir()
+    for name in NOTEBOOKS:
+        cleared_copy(ROOT / "notebooks" / name, root)
+    # every cell laid out (no windowing): off-screen outputs must have real sizes to measure
+    tracker = work / "settings" / "@jupyterlab" / "notebook-extension"
+    tracker.mkdir(parents=True)
+    (tracker / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    server = JupyterLab(root, work)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def page(lab):
+    with chromium_context(viewport=VIEWPORT) as context:
+        local = (lab.base + "/", "data:", "blob:")
+        context.route("**/*", lambda r: r.continue_() if r.request.url.startswith(local)
+                      else r.abort())
+        yield context.new_page()
+
+
+def _theme(page, theme: str) -> None:
+    page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', "
+                  f"{{theme: '{theme}'}})")
+    page.wait_for_function(
+        f"() => document.body.dataset.jpThemeName === '{theme}'", timeout=20_000)
+    page.wait_for_timeout(300)
+
+
+def _shoot(page, notebook: str, theme: str, outputs: list) -> list[Path]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for o in outputs:
+        path = ARTIFACTS / f"fit-{Path(notebook).stem}-{theme}-{o['cell']}.png"
+        el = page.locator(f"[data-vmkit-fit='{o['index']}']")
+        el.scroll_into_view_if_needed()
+        el.screenshot(path=str(path))
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_widgets_and_pictures_fit_a_laptop_in_both_themes(lab, page, notebook):
+    """Opened on a 1366×768 laptop with the file browser open, does every widget and picture
+    of the notebook fit its column with readable text, the Stepper's buttons and picture on one
+    screen, in the light and the dark theme?"""
+    page.goto(lab.url(notebook), timeout=RUN_BUDGET * 1000)
+    page.wait_for_function(NOTEBOOK_READY, timeout=RUN_BUDGET * 1000, polling=250)
+    page.evaluate("window.jupyterapp.commands.execute('filebrowser:activate')")
+    page.wait_for_function("() => !window.jupyterapp.shell.leftCollapsed", timeout=10_000)
+    _theme(page, "JupyterLab Light")
+    t0 = time.monotonic()
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_function(ALL_CELLS_RUN, timeout=RUN_BUDGET * 1000, polling=250)
+    assert page.evaluate(CELL_ERRORS) == []
+    page.wait_for_timeout(500)      # the last widget views render after the kernel is idle
+    outputs = page.evaluate(MEASURE)
+    ran = time.monotonic() - t0
+    shots = _shoot(page, notebook, "light", outputs)
+    span = page.evaluate(STEPPER_SPAN)
+    _theme(page, "JupyterLab Dark")
+    shots += _shoot(page, notebook, "dark", outputs)
+    _theme(page, "JupyterLab Light")
+
+    report = [f"{notebook}: ran in {ran:.1f} s; {len(outputs)} outputs measured"]
+    for o in outputs:
+        report.append(f"  cell {o['cell']}: {o['width']} px wide, {o['height']} px tall, "
+                      f"smallest text {o['minText'] and round(o['minText'], 1)} px, "
+                      f"image scale {o['minScale'] and round(o['minScale'], 2)}")
+    print("\n".join(report), span)
+    bad = [f"cell {o['cell']}: {p}" for o in outputs for p in o["problems"]]
+    bad += [f"cell {o['cell']}: diagram text {o['minText']:.1f} px (< {MIN_TEXT_PX})"
+            for o in outputs if o["minText"] is not None and o["minText"] < MIN_TEXT_PX]
+    bad += [f"cell {o['cell']}: picture shrunk to {o['minScale']:.2f} of its size"
+            for o in outputs if o["minScale"] is not None and o["minScale"] < MIN_SCALE]
+    for s in span["spans"]:
+        if s.get("missing"):
+            bad.append("a Stepper without its buttons or ring picture")
+        elif s["span"] > span["screen"]:
+            bad.append(f"Stepper: buttons to picture bottom {s['span']} px on a "
+                       f"{span['screen']} px screen")
+    assert outputs, f"{notebook}: no widget or picture output found"
+    assert all(p.exists() for p in shots)
+    assert not bad, "\n".join(bad)
