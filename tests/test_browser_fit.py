@@ -67,8 +67,12 @@ MEASURE = r"""() => {
             !el.closest('pre') && el.tagName !== 'SELECT')
           problems.push(`${name(el)} shows ${el.clientHeight} of ${el.scrollHeight} px (height)`);
         const r = el.getBoundingClientRect();
-        if (r.width > 0 && r.right > orect.right + 1 && !el.closest('svg'))
+        const parent = el.parentElement.getBoundingClientRect();
+        // the outermost element that sticks out (its children stick out with it)
+        if (r.width > 0 && r.right > orect.right + 1 && parent.right <= orect.right + 1)
           problems.push(`${name(el)} ends ${Math.round(r.right - orect.right)} px right of the output`);
+        if (el.tagName === 'INPUT' && el.type !== 'checkbox' && el.scrollWidth > el.clientWidth + 1)
+          problems.push(`${name(el)} shows part of its value ${JSON.stringify(el.value)}`);
       }
       let minText = null, minScale = null;
       for (const svg of out.querySelectorAll('svg')) {
@@ -148,15 +152,36 @@ def _theme(page, theme: str) -> None:
 
 
 def _shoot(page, notebook: str, theme: str, outputs: list) -> list[Path]:
+    """A screenshot of each output; the window is made taller for the time of it, so that a
+    tall output is shot whole (the width, and so the layout measured, stays the same)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    tallest = max((o["height"] for o in outputs), default=0)
+    page.set_viewport_size({"width": VIEWPORT["width"],
+                            "height": max(VIEWPORT["height"], tallest + 300)})
     paths = []
-    for o in outputs:
-        path = ARTIFACTS / f"fit-{Path(notebook).stem}-{theme}-{o['cell']}.png"
-        el = page.locator(f"[data-vmkit-fit='{o['index']}']")
-        el.scroll_into_view_if_needed()
-        el.screenshot(path=str(path))
-        paths.append(path)
+    try:
+        for o in outputs:
+            path = ARTIFACTS / f"fit-{Path(notebook).stem}-{theme}-{o['cell']}.png"
+            el = page.locator(f"[data-vmkit-fit='{o['index']}']")
+            el.scroll_into_view_if_needed()
+            el.screenshot(path=str(path))
+            paths.append(path)
+    finally:
+        page.set_viewport_size(VIEWPORT)
     return paths
+
+
+def _n_box_shows(page, value: str) -> list[str]:
+    """Type ``value`` into each Stepper's N box; the boxes that show only part of it."""
+    bad = []
+    boxes = page.locator(".vmkit-stepper-live .vmkit-stepper-n input")
+    for i in range(boxes.count()):
+        box = boxes.nth(i)
+        box.fill(value)
+        shown = box.evaluate("el => el.scrollWidth <= el.clientWidth")
+        if not shown:
+            bad.append(f"Stepper {i}: the N box shows part of {value}")
+    return bad
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
@@ -178,6 +203,7 @@ def test_widgets_and_pictures_fit_a_laptop_in_both_themes(lab, page, notebook):
     ran = time.monotonic() - t0
     shots = _shoot(page, notebook, "light", outputs)
     span = page.evaluate(STEPPER_SPAN)
+    cut_n = _n_box_shows(page, "200000")
     _theme(page, "JupyterLab Dark")
     shots += _shoot(page, notebook, "dark", outputs)
     _theme(page, "JupyterLab Light")
@@ -188,7 +214,7 @@ def test_widgets_and_pictures_fit_a_laptop_in_both_themes(lab, page, notebook):
                       f"smallest text {o['minText'] and round(o['minText'], 1)} px, "
                       f"image scale {o['minScale'] and round(o['minScale'], 2)}")
     print("\n".join(report), span)
-    bad = [f"cell {o['cell']}: {p}" for o in outputs for p in o["problems"]]
+    bad = [f"cell {o['cell']}: {p}" for o in outputs for p in o["problems"]] + cut_n
     bad += [f"cell {o['cell']}: diagram text {o['minText']:.1f} px (< {MIN_TEXT_PX})"
             for o in outputs if o["minText"] is not None and o["minText"] < MIN_TEXT_PX]
     bad += [f"cell {o['cell']}: picture shrunk to {o['minScale']:.2f} of its size"

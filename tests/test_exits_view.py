@@ -8,6 +8,7 @@ import pytest
 from matplotlib.colors import to_hex
 
 from vmkit import guests
+from vmkit.errors import VmkitError
 from vmkit.viz.exits import (exit_cycles, exit_rows, exits_figure, exits_table_html,
                              qualification_text)
 from vmkit.viz.render import OKABE_ITO, figure_svg
@@ -163,7 +164,7 @@ def test_ept_toggle_gives_paging_controls_back_to_the_vmm():
     v = VmExitView(guests.build("ctxswitch"), ept=True)
     ept_exits = sum(v.exits.values())
     v.ept_box.value = False
-    assert v.hw.ept is False and v.message == ""
+    assert v.hw.ept is False and v.message.startswith("EPT off (shadow paging): VM exits")
     assert v.boxes["cr3_load_exiting"].value and v.boxes["invlpg_exiting"].value
     assert sum(v.exits.values()) > 10 * ept_exits     # shadow paging: every CR3 load exits
     v.ept_box.value = True
@@ -186,3 +187,53 @@ def test_exported_from_the_packages():
                  "qualification_text"):
         assert name in vmkit.viz.__all__ and callable(getattr(vmkit.viz, name))
     assert "VmExitView" in vmkit.widgets.__all__ and vmkit.widgets.VmExitView is VmExitView
+
+
+def test_each_control_says_what_it_changed_or_why_nothing(view):
+    """Does every control give visible feedback: the exits and cycles before and after, or
+    "no change" and why (the guest never executes the instruction the control catches)?"""
+    n0 = sum(view.exits.values())
+    view.boxes["invlpg_exiting"].value = True          # pagefault executes INVLPG
+    n1 = sum(view.exits.values())
+    assert view.message_kind == "info" and "INVLPG exiting on: " in view.message
+    assert f"VM exits {n0:,} → {n1:,} (INVLPG +{n1 - n0:,})" in view.message
+    assert "cycles " in view.message and view.message in view.message_view.value
+    view.boxes["rdtsc_exiting"].value = True           # pagefault never reads the TSC
+    assert view.message.startswith("RDTSC exiting on: no change. pagefault never executes "
+                                   "RDTSC")
+    view.boxes["hlt_exiting"].value = False
+    assert "HLT exiting off: " in view.message and view.message_view.value
+    view.boxes["exception_bitmap_pf"].value = True
+    assert "exception bitmap: #PF on: " in view.message
+
+
+def test_pf_bit_without_page_faults_says_so():
+    """With EPT, ctxswitch takes no page fault: does the #PF bit say why it changed nothing?"""
+    v = VmExitView(guests.build("ctxswitch"), ept=True, chart=False)
+    v.boxes["exception_bitmap_pf"].value = True
+    assert "no change" in v.message and "takes no page fault" in v.message
+
+
+def test_exit_cost_out_of_range_is_refused_with_a_message_not_clamped(view):
+    """Is 99999 cycles per exit refused with a message (the cost stays), never clamped to
+    the slider's end in silence; and is a value inside the range taken exactly?"""
+    total = view.total_cycles
+    view.cost_box.value = 99999
+    assert view.costs.vm_exit == 2409.0 and view.total_cycles == total
+    assert view.message_kind == "refused" and "between 50 and 20,000" in view.message
+    assert "99,999" in view.message_view.value
+    assert view.cost_box.value == 2409                  # the box shows the cost in force
+    view.cost_box.value = 12000                         # beyond the old slider's 5000
+    assert view.costs.vm_exit == 12000.0 and view.message == ""
+    assert abs(view.slider.value - 12000) < 1
+    assert "at 12,000 cycles per exit" in view.summary_view.value
+    with pytest.raises(VmkitError, match="between 50 and 20,000"):
+        view.set_exit_cost(-1)
+
+
+def test_cost_model_name_is_modified_once():
+    """Does the cost model's name say "(modified)" once, however many times it changes?"""
+    v = VmExitView("hello", chart=False)
+    for cycles in (500, 600, 700):
+        v.cost_box.value = cycles
+    assert v.costs.name == "p4-2006 (modified)"

@@ -158,6 +158,89 @@ def test_run_until_breakpoint_on_a_symbol():
     assert "breakpoint 00" in s.status and "ulib.s:" in s.status   # print is in ulib.s
 
 
+@pytest.mark.parametrize("until", ["stop", "ring", "trap", "breakpoint"])
+def test_run_stops_at_a_breakpoint_whatever_its_until_choice(until):
+    """Like gdb's continue, does Run stop at a breakpoint whether it runs until the guest
+    stops, the ring changes, a trap or a breakpoint (the kernel's sys_getpid, reached from a
+    system call: after the ring change and the trap, so each condition would come first
+    only without the breakpoint check)? And does Run go on from it afterwards?"""
+    vm = hello()
+    s = Stepper(vm, ring_view=False)
+    s.run("ring")                                      # into user mode first
+    s.run("trap")                                      # the first system call: in the kernel
+    s.breakpoint_box.value = "sys_write"
+    target = vm.vms[0].image.programs["kernel"].symbols["sys_write"]
+    s.run(until)
+    assert vm.cpu.eip == target, s.status
+    assert s.status.startswith("stopped at breakpoint 00") and "kernel.s:" in s.status
+    if until == "stop":
+        at = s.position
+        s.run("stop")                                  # continue: not stuck at the breakpoint
+        assert s.position > at
+
+
+def test_run_does_not_pass_a_breakpoint_at_the_end_of_a_burst():
+    """Run goes in bursts of vm.run, which never checks its first instruction: does a burst
+    that ends exactly on a breakpoint still stop there?"""
+    probe = hello()
+    target = probe.vms[0].image.programs["hello"].symbols["_start"]
+    steps = 0
+    while probe.cpu.eip != target:
+        probe.step()
+        steps += 1
+    vm = hello()
+    s = Stepper(vm, ring_view=False)
+    s.set_breakpoints([target])
+    s.run_chunk = steps                                # the first burst ends on the breakpoint
+    s.run("stop")
+    assert s.position == steps and vm.cpu.eip == target
+    assert s.status.startswith("stopped at breakpoint")
+
+
+def test_run_until_breakpoint_without_breakpoints_says_so():
+    s = Stepper(hello(), ring_view=False)
+    s.run("breakpoint")
+    assert s.position == 0 and "no breakpoints set" in s.status
+
+
+def test_step_n_past_the_end_counts_the_same_steps_as_run():
+    """Native notices the power-off one step after the OUT that asked for it: do Step ×N past
+    the end, Step ×N in time slices and Run all end at the same step (8,204 for hello)?"""
+    ran = Stepper(hello(), ring_view=False)
+    ran.run()
+    stepped = Stepper(hello(), ring_view=False)
+    stepped.step(100_000)
+    sliced = Stepper(hello(), ring_view=False)
+    sliced.run("_steps", 100_000)
+    assert ran.position == stepped.position == sliced.position == \
+        ran.vm.stats["instructions"] == 8204
+    assert stepped.status.startswith("finished: poweroff")
+    stepped.back(1)
+    assert stepped.position == 8203 and not stepped.finished
+
+
+def test_n_box_is_wide_enough_for_eight_digits():
+    """Is the N box (10,000,000 at most) wide enough for its whole value beside its label
+    (the browser test measures it; this keeps the layout from shrinking back)?"""
+    s = Stepper(hello(), ring_view=False)
+    assert s.n_box.max == 10_000_000
+    width = s.n_box.layout.width
+    assert width.endswith("em") and float(width[:-2]) >= 9.5
+    assert s.n_box.style.description_width == "initial"   # the label never eats the box
+
+
+def test_dark_theme_readable_current_row_and_status():
+    """Do the current instruction's row and the status line carry their own text colours
+    (dark on the pale tint; the theme's text colour for the status), instead of inheriting
+    white text from a dark theme?"""
+    s = Stepper(hello(), ring_view=False)
+    row = s.disassembly_view.value.split("<tr>")[1]     # the first row is EIP's
+    assert "▶" in row and "background:#F7F1A0;color:#1a1a1a" in row
+    assert "var(--jp-content-font-color2" not in row    # no light grey on the tint
+    assert "color:var(--jp-content-font-color1, #000)" in s.header.value
+    assert "ready" in s.header.value
+
+
 def test_unknown_breakpoint_symbol_is_reported_not_raised():
     """Does a misspelt symbol give a message in the status line?"""
     s = Stepper(hello())

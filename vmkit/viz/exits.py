@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 from collections import Counter
 
-from vmkit.viz.render import GREY, OKABE_ITO, new_figure
+from vmkit.viz.render import CSS_BORDER, GREY, OKABE_ITO, new_figure
 
 __all__ = ["exit_rows", "exits_figure", "exits_table_html", "exit_cycles",
            "qualification_text", "REASON_COLOURS"]
@@ -151,8 +151,11 @@ def exit_cycles(target, costs=None) -> dict:
 
 _TABLE = ('style="border-collapse:collapse;font-family:monospace;font-size:12px;'
           'line-height:1.3"')
-_CELL = "padding:1px 6px;border:1px solid #ddd;white-space:nowrap;"
+_CELL = f"padding:1px 6px;border:1px solid {CSS_BORDER};white-space:nowrap;"
 _L, _R = _CELL + "text-align:left;", _CELL + "text-align:right;"
+# the "caused by" text and the long labels of the total rows wrap, so the numbers keep their
+# column on a narrow page
+_W = _L + "white-space:normal;min-width:12em;"
 
 
 def exits_table_html(target, costs=None, *, title: str | None = "VM exits by reason",
@@ -169,16 +172,16 @@ def exits_table_html(target, costs=None, *, title: str | None = "VM exits by rea
     for r in rows:
         cyc = "" if r["cycles"] is None else f"{r['cycles']:,.0f}"
         body.append(f'<tr class="vmkit-exit-row"><td style="{_R}">{r["number"]}</td>'
-                    f'<td style="{_L}">{e(r["name"])}</td><td style="{_L}">{e(r["what"])}</td>'
+                    f'<td style="{_L}">{e(r["name"])}</td><td style="{_W}">{e(r["what"])}</td>'
                     f'<td style="{_R}">{r["count"]:,}</td><td style="{_R}">{cyc}</td></tr>')
     if not rows:
         body.append(f'<tr><td style="{_L}" colspan="5">no VM exits</td></tr>')
     if totals and costs is not None and not isinstance(target, (dict, Counter)):
         c = exit_cycles(target, costs)
-        body.append(f'<tr style="font-weight:bold"><td style="{_L}" colspan="3">all exits, at '
+        body.append(f'<tr style="font-weight:bold"><td style="{_W}" colspan="3">all exits, at '
                     f'{c["per_exit"]:,.0f} cycles each</td><td style="{_R}">{c["exits"]:,}</td>'
                     f'<td style="{_R}">{c["exit_cycles"]:,.0f}</td></tr>')
-        body.append(f'<tr class="vmkit-exits-total-row"><td style="{_L}" colspan="4">the whole '
+        body.append(f'<tr class="vmkit-exits-total-row"><td style="{_W}" colspan="4">the whole '
                     f'run ({e(costs.name)}), exits are {c["share"]:.0%} of it</td>'
                     f'<td style="{_R}">{c["total"]:,.0f}</td></tr>')
     cap = (f'<caption style="text-align:left;font-weight:bold;font-family:sans-serif;'

@@ -79,7 +79,9 @@ class CostModel:
         bad = [k for k in changes if k not in self.CATEGORIES]
         if bad:
             raise VmkitError(f"unknown cost categories {bad}; expected {self.CATEGORIES}")
-        return replace(self, name=f"{self.name} (modified)", **changes)
+        # "(modified)" once: a model changed twice is still "p4-2006 (modified)"
+        name = self.name if self.name.endswith(" (modified)") else f"{self.name} (modified)"
+        return replace(self, name=name, **changes)
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name in self.CATEGORIES}

@@ -22,15 +22,17 @@ one-line summary ``vmkit-exits-total`` and messages ``vmkit-exits-message``.
 from __future__ import annotations
 
 import html
+import math
+from collections import Counter
 
 import ipywidgets as W
 
 from vmkit.errors import VmkitError
 from vmkit.viz.exits import exit_cycles, exits_figure, exits_table_html
-from vmkit.viz.render import figure_html
+from vmkit.viz.render import CSS_TEXT, figure_html
 from vmkit.widgets.static import StaticMixin
 
-__all__ = ["VmExitView", "CONTROLS"]
+__all__ = ["VmExitView", "CONTROLS", "EXIT_COST_RANGE"]
 
 #: the checkboxes: (name, label, tooltip). "exception_bitmap_pf" is bit 14 of the exception
 #: bitmap; "interrupt_window_exiting" is set by the VMM at run time, not by the student
@@ -49,6 +51,14 @@ CONTROLS = (
      "exit when the guest's IF becomes 1 while an interrupt waits (the VMM sets it itself)"),
 )
 _PF = 1 << 14
+#: cycles per VM exit round trip the cost box takes: from a tenth of a recent processor's ~500
+#: (preset "modern-2020") to about eight times the first VT-x processors' 2,409 (preset "p4-2006");
+#: outside it a value is refused
+EXIT_COST_RANGE = (50, 20_000)
+#: the instruction each of these controls makes exit, for "no change" explanations
+_CATCHES = {"hlt_exiting": "hlt", "invlpg_exiting": "invlpg", "rdtsc_exiting": "rdtsc"}
+_GUEST_HINT = {"hlt_exiting": "timer, whose idle loop halts", "invlpg_exiting": "ptemod",
+               "rdtsc_exiting": "a guest that reads the time stamp counter"}
 _WINDOW_NOTE = ("interrupt-window exiting is not yours to set: the VMM turns it on by itself "
                 "when an interrupt waits and the guest has IF = 0, and off again at the exit "
                 "(SDM Vol. 3C, 25.6.2); without it the timer interrupt could not be injected "
@@ -75,6 +85,8 @@ class VmExitView(StaticMixin, W.VBox):
         self.costs = costs if costs is not None else CostModel.preset("p4-2006")
         self.show_chart = chart
         self.message = ""
+        self.message_kind = "info"     # info (what changed), note, refused
+        self._executed_cache: dict = {}
         self.hw = None
         self._updating = False
         self._controls = dict(controls or {})
@@ -93,12 +105,22 @@ class VmExitView(StaticMixin, W.VBox):
                                   layout=W.Layout(width="auto"))
         self.ept_box.add_class("vmkit-ctl-ept")
         self.ept_box.observe(self._ept_changed, names="value")
-        self.slider = W.IntSlider(value=int(self.costs.vm_exit), min=100, max=5000, step=1,
-                                  description="cycles per exit", continuous_update=False,
-                                  style={"description_width": "initial"},
-                                  layout=W.Layout(width="420px"))
-        self.slider.add_class("vmkit-exit-cost")
+        # the exit cost: a log slider to drag and a box to type an exact value; a value out
+        # of EXIT_COST_RANGE is refused with a message (never clamped in silence)
+        lo, hi = EXIT_COST_RANGE
+        self.slider = W.FloatLogSlider(value=self._in_range(self.costs.vm_exit), base=10,
+                                       min=math.log10(lo), max=math.log10(hi), step=0.01,
+                                       description="cycles per exit", readout=False,
+                                       continuous_update=False,
+                                       style={"description_width": "initial"},
+                                       layout=W.Layout(width="20em"))
+        self.cost_box = W.IntText(value=int(round(self.costs.vm_exit)),
+                                  tooltip=f"cycles per VM exit round trip, {lo:,} to {hi:,}",
+                                  layout=W.Layout(width="6.5em"))
+        self.cost_box.add_class("vmkit-exit-cost")
+        self._syncing_cost = False
         self.slider.observe(self._cost_changed, names="value")
+        self.cost_box.observe(self._cost_typed, names="value")
 
         self.message_view = W.HTML()
         self.message_view.add_class("vmkit-exits-message")
@@ -109,9 +131,11 @@ class VmExitView(StaticMixin, W.VBox):
         self.chart_view = W.HTML()
         panel = W.HBox([
             W.VBox([W.HTML("<b>VM-execution controls</b>"), self.ept_box,
-                    *self.boxes.values()], layout=W.Layout(min_width="260px")),
-            W.VBox([self.slider, self.summary_view, self.table_view, self.message_view]),
-        ])
+                    *self.boxes.values()], layout=W.Layout(flex="0 0 15em")),
+            W.VBox([W.HBox([self.slider, self.cost_box], layout=W.Layout(align_items="center")),
+                    self.message_view, self.summary_view, self.table_view],
+                   layout=W.Layout(flex="1 1 24em", min_width="0")),
+        ], layout=W.Layout(flex_flow="row wrap", grid_gap="0 12px"))
         children = [W.HTML(f"<b>{html.escape(self._guest_name())} under hardware assist</b>"),
                     panel] + ([self.chart_view] if chart else [])
         super().__init__(children, **kwargs)
@@ -140,9 +164,11 @@ class VmExitView(StaticMixin, W.VBox):
 
     def set_control(self, name: str, value: bool) -> bool:
         """Set one control (a name of :data:`CONTROLS`) and rerun; False (and
-        :attr:`message` says why) when the VMM refuses it."""
+        :attr:`message` says why) when the VMM refuses it. Otherwise :attr:`message` says
+        what changed: the exits by reason and the cycles before and after, or "no change"
+        and why (the guest never executes the instruction the control catches, say)."""
         if name == "interrupt_window_exiting":
-            self.message = _WINDOW_NOTE
+            self.message, self.message_kind = _WINDOW_NOTE, "note"
             return False
         changes = dict(self._controls)
         if name == "exception_bitmap_pf":
@@ -150,7 +176,8 @@ class VmExitView(StaticMixin, W.VBox):
             changes["exception_bitmap"] = (bitmap | _PF) if value else (bitmap & ~_PF)
         else:
             changes[name] = bool(value)
-        return self._try(self.ept, changes, f"{name} = {value}")
+        label = dict((n, lab) for n, lab, _ in CONTROLS)[name]
+        return self._try(self.ept, changes, f"{label} {'on' if value else 'off'}", name)
 
     def set_ept(self, ept: bool) -> bool:
         """Switch between EPT and shadow paging and rerun. The controls that depend on the
@@ -159,23 +186,98 @@ class VmExitView(StaticMixin, W.VBox):
         changes = {k: v for k, v in self._controls.items()
                    if k not in ("cr3_load_exiting", "cr3_store_exiting", "invlpg_exiting",
                                 "exception_bitmap")}
-        return self._try(bool(ept), changes, f"ept = {ept}")
+        what = "EPT on (nested paging)" if ept else "EPT off (shadow paging)"
+        return self._try(bool(ept), changes, what, "ept")
 
-    def _try(self, ept: bool, changes: dict, what: str) -> bool:
+    def _try(self, ept: bool, changes: dict, what: str, control: str | None = None) -> bool:
+        before = (Counter(self.exits), self.total_cycles)
+        old = self.hw
         try:
             self._run(ept, changes)
         except VmkitError as e:
-            self.message = f"The VMM refuses {what}: {e}"
+            self.message, self.message_kind = f"The VMM refuses {what}: {e}", "refused"
             return False
         res = self.hw.result
-        self.message = "" if res is None or res.reason == "poweroff" else \
-            f"The guest stopped with {res.reason}: {getattr(res, 'detail', '')}"
+        if res is not None and res.reason != "poweroff":
+            self.message = f"The guest stopped with {res.reason}: {getattr(res, 'detail', '')}"
+            self.message_kind = "refused"
+            return True
+        self.message = f"{what}: " + self._difference(before, control, old)
+        self.message_kind = "info"
         return True
 
+    def _difference(self, before, control, old) -> str:
+        """What a rerun changed, in words (the exits by reason and the cycles), or why it
+        changed nothing."""
+        exits0, cycles0 = before
+        exits1, cycles1 = Counter(self.exits), self.total_cycles
+        if exits0 == exits1 and cycles0 == cycles1:
+            return "no change. " + self._why_no_change(control, old)
+        n0, n1 = sum(exits0.values()), sum(exits1.values())
+        moved = [f"{name} {exits1[name] - exits0[name]:+,}"
+                 for name in sorted(set(exits0) | set(exits1))
+                 if exits1[name] != exits0[name]]
+        return (f"VM exits {n0:,} → {n1:,}" + (f" ({', '.join(moved)})" if moved else "")
+                + f"; cycles {cycles0:,.0f} → {cycles1:,.0f}")
+
+    def _why_no_change(self, control, old) -> str:
+        guest = self._guest_name()
+        if control in _CATCHES:
+            mnemonic = _CATCHES[control]
+            n = self._executed(mnemonic)
+            if n == 0:
+                return (f"{guest} never executes {mnemonic.upper()}, so there is nothing for "
+                        f"this control to catch (try a guest that does: "
+                        f"{_GUEST_HINT[control]}).")
+            return (f"{guest} executes {mnemonic.upper()} {n:,} times, but the VMM handles "
+                    f"it the same way either way.")
+        if control == "exception_bitmap_pf":
+            n = self.hw.stats.get("page_faults", 0)
+            if n == 0:
+                return (f"{guest} takes no page fault under "
+                        f"{'EPT' if self.ept else 'shadow paging'}, so the #PF bit has nothing "
+                        f"to catch (try the pagefault guest).")
+            return f"{guest} takes {n:,} page faults; they cost the same either way."
+        return "The exits by reason and the cycles are the same as before."
+
+    def _executed(self, mnemonic: str) -> int:
+        """How many times the guest executes ``mnemonic`` in this configuration (one more
+        run, with an instruction hook; remembered)."""
+        key = (self.ept, tuple(sorted(self._controls.items())), mnemonic)
+        if key not in self._executed_cache:
+            from vmkit.vmm import HardwareAssisted
+            hw = HardwareAssisted(self.image, ept=self.ept, controls=self._controls or None,
+                                  costs=self.costs)
+            count = [0]
+
+            def seen(e, m=mnemonic):
+                if e.text.split(" ", 1)[0] == m:
+                    count[0] += 1
+            hw.on("instruction", seen)
+            hw.run(max_steps=self.max_steps)
+            self._executed_cache[key] = count[0]
+        return self._executed_cache[key]
+
     def set_exit_cost(self, cycles: float) -> None:
-        """Cycles per VM exit round trip; re-prices the same run (no rerun)."""
-        self.costs = self.costs.with_(vm_exit=float(cycles))
+        """Cycles per VM exit round trip; re-prices the same run (no rerun). A value outside
+        :data:`EXIT_COST_RANGE` raises VmkitError (the widget shows it as a message)."""
+        lo, hi = EXIT_COST_RANGE
+        try:
+            value = float(cycles)
+        except (TypeError, ValueError):
+            raise VmkitError(f"cycles per exit must be a number, got {cycles!r}") from None
+        if not lo <= value <= hi:
+            raise VmkitError(
+                f"cycles per exit must be between {lo:,} and {hi:,}, got {value:,.0f}: a VM "
+                f"exit and entry took about 2,400 cycles on the first VT-x processors "
+                f"(Adams & Agesen 2006) and about 500 on recent ones")
+        self.costs = self.costs.with_(vm_exit=value)
         self.hw.costs = self.costs
+
+    @staticmethod
+    def _in_range(value: float) -> float:
+        lo, hi = EXIT_COST_RANGE
+        return min(max(float(value), lo), hi)
 
     @property
     def exits(self):
@@ -213,7 +315,31 @@ class VmExitView(StaticMixin, W.VBox):
         self.redraw()
 
     def _cost_changed(self, change) -> None:
-        self.set_exit_cost(change["new"])
+        """The slider moved: re-price, and show the value in the box."""
+        if self._syncing_cost:
+            return
+        self._set_cost(int(round(change["new"])))
+
+    def _cost_typed(self, change) -> None:
+        """A value typed into the box: re-price, or refuse it with a message and put the
+        current value back."""
+        if self._syncing_cost:
+            return
+        self._set_cost(change["new"])
+
+    def _set_cost(self, value) -> None:
+        try:
+            self.set_exit_cost(value)
+        except VmkitError as e:
+            self.message, self.message_kind = f"Refused: {e}", "refused"
+        else:
+            self.message, self.message_kind = "", "info"
+        self._syncing_cost = True
+        try:
+            self.cost_box.value = int(round(self.costs.vm_exit))
+            self.slider.value = self._in_range(self.costs.vm_exit)
+        finally:
+            self._syncing_cost = False
         self.redraw()
 
     # ---- drawing -----------------------------------------------------------------------------
@@ -230,8 +356,10 @@ class VmExitView(StaticMixin, W.VBox):
     def message_html(self) -> str:
         if not self.message:
             return ""
-        return (f'<div class="vmkit-exits-message" style="font-family:sans-serif;font-size:12px;'
-                f'border-left:4px solid #D55E00;padding:2px 6px;max-width:640px">'
+        colour = {"info": "#0072B2", "note": "#009E73"}.get(self.message_kind, "#D55E00")
+        return (f'<div class="vmkit-exits-message vmkit-exits-{self.message_kind}" '
+                f'style="font-family:sans-serif;font-size:12px;border-left:4px solid {colour};'
+                f'padding:2px 6px;margin:2px 0;color:{CSS_TEXT}">'
                 f'{html.escape(self.message)}</div>')
 
     def chart_html(self) -> str:

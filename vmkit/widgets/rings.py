@@ -86,7 +86,7 @@ class RingView(StaticMixin, W.VBox):
         except Exception:
             pass
         return (f'<div class="vmkit-rings-now" style="font-family:sans-serif;font-size:12px;'
-                f'color:{CSS_TEXT}">now: {html.escape(" · ".join(parts))}</div>')
+                f'line-height:1.4;color:{CSS_TEXT}">now: {html.escape(" · ".join(parts))}</div>')
 
     def _state_key(self):
         """What the picture depends on, cheaply: the trace's event count and the rings."""

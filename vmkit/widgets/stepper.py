@@ -124,8 +124,9 @@ class Stepper(StaticMixin, W.VBox):
                                      **btn)
         # wide enough for 10,000,000 (8 digits) beside its label and the browser's spin arrows
         self.n_box = W.BoundedIntText(value=10, min=1, max=10_000_000, description="N",
-                                      style={"description_width": "1.2em"},
-                                      layout=W.Layout(width="9.5em"))
+                                      style={"description_width": "initial"},
+                                      layout=W.Layout(width="10em"))
+        self.n_box.add_class("vmkit-stepper-n")
         self.back_button = W.Button(description="Back", tooltip="go back one step",
                                     icon="step-backward", **btn)
         self.backn_button = W.Button(description="Back ×N", tooltip="go back N steps", **btn)
@@ -134,18 +135,18 @@ class Stepper(StaticMixin, W.VBox):
         self.run_button = W.Button(description="Run", tooltip="run until the condition (or a "
                                    "breakpoint)", icon="play", button_style="success", **btn)
         self.until_box = W.Dropdown(options=list(UNTIL), value="stop", description="until",
-                                    style={"description_width": "2.6em"},
-                                    layout=W.Layout(width="13.5em"))
+                                    style={"description_width": "initial"},
+                                    layout=W.Layout(width="14em"))
         self.limit_box = W.BoundedIntText(value=1_000_000, min=1, max=10**9,
                                           description="at most",
-                                          style={"description_width": "3.6em"},
-                                          layout=W.Layout(width="11.5em"))
+                                          style={"description_width": "initial"},
+                                          layout=W.Layout(width="13em"))
         self.stop_button = W.Button(description="Stop", tooltip="stop a running Run",
                                     icon="stop", button_style="warning", disabled=True, **btn)
         self.breakpoint_box = W.Text(placeholder="symbol or 0x… , …",
                                      description="break at", continuous_update=False,
-                                     style={"description_width": "4em"},
-                                     layout=W.Layout(width="22em"))
+                                     style={"description_width": "initial"},
+                                     layout=W.Layout(width="24em"))
         self.step_button.on_click(lambda _: self.step())
         self.stepn_button.on_click(lambda _: self.step(self.n_box.value, background=True))
         self.back_button.on_click(lambda _: self.back())
@@ -557,8 +558,8 @@ class Stepper(StaticMixin, W.VBox):
             eip = ""
         status = self.status
         colour = "#D55E00" if status.startswith(("crashed", "error")) else CSS_TEXT
-        return (f'<div style="font-family:sans-serif;font-size:13px;padding:2px 0;'
-                f'color:{CSS_TEXT}">'
+        return (f'<div style="font-family:sans-serif;font-size:13px;line-height:1.4;'
+                f'padding:2px 0;color:{CSS_TEXT}">'
                 f'<b>{_esc(guest)}</b> under <b>{_esc(mon)}</b> · step <b>{self.position:,}'
                 f'</b>{gtime}{eip} · {ring} · <span class="vmkit-status" style="color:{colour}">'
                 f'{_esc(status)}</span></div>')
