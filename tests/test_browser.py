@@ -342,8 +342,8 @@ def _wait_for_change(page, read, old, timeout_ms: float, what: str):
 
 def run_exit_view(page, lab: JupyterLab, notebook: str) -> dict:
     """Open notebook 05, run all cells, tick "CR3-load exiting" in the VmExitView (the guest
-    reruns: more exits) and type an exit cost into the slider's readout (re-priced: same exits,
-    other cycles). Returns (exits, cycles) before and after each."""
+    reruns: more exits) and type an exit cost into the box beside the slider (re-priced: same
+    exits, other cycles). Returns (exits, cycles) before and after each."""
     deadline = time.monotonic() + UI_BUDGET
 
     def left(at_most: float = UI_BUDGET * 1000) -> float:
@@ -359,7 +359,7 @@ def run_exit_view(page, lab: JupyterLab, notebook: str) -> dict:
     outputs = page.locator(".jp-OutputArea-output")
     total = outputs.locator(live(".vmkit-exits-total")).first
     cr3 = outputs.locator(live(".vmkit-ctl-cr3_load_exiting")).first.locator("input")
-    readout = outputs.locator(live(".vmkit-exit-cost")).first.locator(".widget-readout")
+    readout = outputs.locator(live(".vmkit-exit-cost")).first.locator("input")
     total.wait_for(state="visible", timeout=left())
     cr3.scroll_into_view_if_needed(timeout=left())
     seen = {"start": _exits_and_cycles(total.inner_text())}
@@ -371,7 +371,7 @@ def run_exit_view(page, lab: JupyterLab, notebook: str) -> dict:
                             "the exit count after ticking CR3-load exiting")
     seen["cr3"] = _exits_and_cycles(text)
 
-    readout.click(timeout=left(STEP_TIMEOUT))        # the readout is editable: type a value
+    readout.click(timeout=left(STEP_TIMEOUT))        # the cost box: type a value
     page.keyboard.press("Control+A")
     page.keyboard.type("500")
     page.keyboard.press("Enter")

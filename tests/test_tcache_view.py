@@ -27,7 +27,9 @@ def test_diagram_has_a_node_per_block_and_chaining_edges(syscall_bt):
         assert f"b{b.vm}_{b.eip:08x} [" in g.source
         assert f"{b.eip:#010x}–{b.end - 1:#010x}" in g.source
     links = sum(1 for b in blocks for n in b.links.values() if n.valid)
-    assert links > 0 and g.source.count(" -> ") - (len(TC_SCALE) - 1) == links
+    assert links > 0 and g.source.count(" -> ") == links
+    assert "runs from the cache" in g.source and all(c in g.source for c in TC_SCALE)
+    assert 'pack=true packmode="graph"' in g.source     # chains tile, not side by side
     assert "threshold N = 3" in g.title
     assert "ends in callout: iretd" in g.source
     svg = diagram_svg(g)

@@ -20,6 +20,7 @@ Okabe–Ito.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 
 from vmkit.viz.render import GREY, OKABE_ITO, Diagram, new_figure
@@ -260,6 +261,10 @@ _GREEN, _VERM = OKABE_ITO["bluish_green"], OKABE_ITO["vermillion"]
 _TINT_BLUE, _TINT_ORANGE, _TINT_GREEN = "#CDE3F2", "#FBE3B3", "#CCEBDF"
 
 
+#: characters per line of a diagram's caption
+_CAPTION_WIDTH = 95
+
+
 def _h(x) -> str:
     return "—" if x is None else f"{x:#010x}"
 
@@ -278,6 +283,10 @@ def translation_diagram(vm, gva: int, *, index: int | None = None,
 
 
 def _new(name: str, title: str, label: str) -> Diagram:
+    # the caption's lines wrapped: one 200-character line made the picture twice as wide as
+    # a notebook column, and so its text half as big once scaled to fit
+    label = "\\n".join(line for part in label.split("\\n")
+                        for line in textwrap.wrap(part, _CAPTION_WIDTH))
     g = Diagram(name, title=title, engine="dot")
     g.attr(rankdir="TB", label=label, labelloc="t", fontname="Helvetica", fontsize="13",
            nodesep="0.35", ranksep="0.45", newrank="true")
@@ -329,10 +338,15 @@ def _nested_diagram(w: TranslationWalk, title: str | None) -> Diagram:
                        + f"\\nentry {r.value:#010x}")
                 s.node(f"ref{r.n}", lab, fillcolor=_TINT_BLUE if guest else _TINT_ORANGE,
                        color=_BLUE if guest else _ORANGE, penwidth="1.5")
-        for r in row:
+        for j, r in enumerate(row):
             colour = _BLUE if r.table.startswith("guest") else _ORANGE
+            # rows stacked as a grid (the k-th reference of each row under the one above):
+            # the step from one row's end to the next row's start does not pull the next
+            # row to the right, which made a staircase three columns too wide
             g.edge(prev, f"ref{r.n}", label=f" {r.n} ", color=colour, fontcolor=colour,
-                   penwidth="1.5")
+                   penwidth="1.5", **({"constraint": "false"} if i and not j else {}))
+            if i and j < len(rows[i - 1]):
+                g.edge(f"ref{rows[i - 1][j].n}", f"ref{r.n}", style="invis", weight="10")
             prev = f"ref{r.n}"
     if w.hpa is not None:
         g.node("hpa", f"host physical {w.hpa:#010x}\\n(guest physical {_h(w.gpa)})",
@@ -340,7 +354,7 @@ def _nested_diagram(w: TranslationWalk, title: str | None) -> Diagram:
         g.edge(prev, "hpa", color=_VERM, label=" data ", fontcolor=_VERM)
     g.node("legend", f"orange: EPT (gPA -> hPA), {m} levels; blue: the guest's tables "
                      f"(gva -> gPA), {n} levels.\\nEvery guest entry's address is "
-                     f"guest-physical, so each needs an EPT walk first: n*m + n + m = "
+                     f"guest-physical, so each needs an EPT walk\\nfirst: n*m + n + m = "
                      f"{n * m + n + m}", shape="plaintext", style="", fontcolor="#333333")
     return g
 
@@ -356,7 +370,7 @@ def _shadow_diagram(w: TranslationWalk, title: str | None) -> Diagram:
     g = _new("shadow_translation", title, f"{head}\\n{tail}")
     g.node("gva", _gva_label(w), fillcolor=_TINT_BLUE)
     with g.subgraph(name="cluster_guest") as s:
-        s.attr(label="the guest's page tables (guest-physical; the VMM reads them on a "
+        s.attr(label="the guest's page tables (guest-physical;\\nthe VMM reads them on a "
                      "hidden page fault)", style="rounded", color=_BLUE, fontsize="10")
         s.node("gcr3", f"guest CR3 = gPA {w.guest_cr3:#010x}", shape="note",
                fillcolor=_TINT_GREEN)
@@ -369,7 +383,7 @@ def _shadow_diagram(w: TranslationWalk, title: str | None) -> Diagram:
         s.node("gpa", f"guest physical {_h(w.gpa)}", fillcolor="white", color=_BLUE)
         s.edge(prev, "gpa", color=_BLUE)
     with g.subgraph(name="cluster_shadow") as s:
-        s.attr(label="the shadow page table (the real CR3: what the MMU walks on a TLB miss)",
+        s.attr(label="the shadow page table (the real CR3:\\nwhat the MMU walks on a TLB miss)",
                style="rounded", color=_GREEN, fontsize="10")
         s.node("rcr3", f"real CR3 = hPA {_h(w.real_cr3)}", shape="note",
                fillcolor=_TINT_GREEN)

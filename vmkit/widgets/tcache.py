@@ -44,11 +44,14 @@ class TranslationCacheView(StaticMixin, W.VBox):
                                   style={"description_width": "initial"})
         self.slider.add_class("vmkit-tc-threshold")
         self.summary = W.HTML()
-        self.diagram_view = W.HTML(layout=W.Layout(overflow="auto", max_height="560px"))
+        # no box of its own to scroll in: the picture scales down to the column's width
+        self.diagram_view = W.HTML(layout=W.Layout(max_width="100%"))
         self.diagram_view.add_class("vmkit-tcache")
         self.figure_view = W.HTML()
         self.stats_view = W.HTML()
-        row = W.HBox([self.stats_view, self.figure_view])
+        row = W.HBox([self.stats_view, self.figure_view],
+                     layout=W.Layout(flex_flow="row wrap", grid_gap="0 12px",
+                                     align_items="flex-start"))
         super().__init__([self.slider, self.summary, row, self.diagram_view], **kwargs)
         self.slider.observe(self._changed, names="value")
         self.rerun()
@@ -112,7 +115,7 @@ class TranslationCacheView(StaticMixin, W.VBox):
         if self.monitor is None:
             return self.summary.value
         return (f'<div class="vmkit-tcache-view">{self._summary_html()}'
-                f'<div style="display:flex;gap:1em;align-items:flex-start">'
+                f'<div style="display:flex;gap:1em;flex-wrap:wrap;align-items:flex-start">'
                 f"{tc_stats_html(self.monitor)}{figure_html(self.figure())}</div>"
                 f"{diagram_html(self.diagram())}</div>")
 
