@@ -11,7 +11,8 @@ picture:
   visible) holds more than it shows (vertical scrolling is allowed only for ``<pre>`` text, a
   guest's console say);
 - text stays readable: every graphviz text of an inline SVG is at least MIN_TEXT_PX high on
-  screen, and a picture shown as an image is not shrunk below MIN_SCALE of its natural size;
+  screen, and a picture shown as an image (or an inline SVG with its text drawn as paths,
+  matplotlib's) is not shrunk below MIN_SCALE of its natural size;
 - the Stepper's buttons and its ring picture fit in one screen height of the notebook area.
 
 Screenshots (build/test-artifacts/fit-<notebook>-<theme>[-<n>].png): each widget or picture
@@ -76,7 +77,13 @@ MEASURE = r"""() => {
       }
       let minText = null, minScale = null;
       for (const svg of out.querySelectorAll('svg')) {
-        if (svg.closest('.jupyter-widgets') && svg.closest('button')) continue;
+        if (svg.closest('button') || svg.parentElement.closest('svg')) continue;
+        // a picture drawn with its text as paths (matplotlib): its scale, from its size in pt
+        const w = svg.getAttribute('width') || '';
+        if (!svg.querySelector('text') && w.endsWith('pt')) {
+          const s = svg.getBoundingClientRect().width / (parseFloat(w) * 4 / 3);
+          if (minScale === null || s < minScale) minScale = s;
+        }
         for (const t of svg.querySelectorAll('text')) {
           const size = parseFloat(t.getAttribute('font-size') || getComputedStyle(t).fontSize);
           const ctm = t.getScreenCTM();

@@ -11,6 +11,8 @@ the table and the stacked bars.
 
 from __future__ import annotations
 
+import html
+
 import ipywidgets as W
 
 from vmkit.viz.render import figure_html, figure_svg
@@ -41,15 +43,17 @@ class CostDashboard(StaticMixin, W.VBox):
             s = W.FloatLogSlider(value=max(start.cost(cat), 1.0), base=10, min=0, max=4.5,
                                  step=0.05, description=cat, readout_format=".0f",
                                  continuous_update=False,
-                                 style={"description_width": "7em"},
-                                 layout=W.Layout(width="24em"))
+                                 # the longest name (shadow_update) whole, never "shadow_up…"
+                                 style={"description_width": "8.5em"},
+                                 layout=W.Layout(width="25em"))
             s.observe(self._on_slider, names="value")
             self.sliders[cat] = s
         self.preset.observe(self._on_preset, names="value")
         self.table_view = W.HTML()
         self.plot_view = W.HTML()
+        # as many columns as the page has room for (two in a notebook, one on a phone)
         grid = W.GridBox(list(self.sliders.values()),
-                         layout=W.Layout(grid_template_columns="repeat(2, 25em)"))
+                         layout=W.Layout(grid_template_columns="repeat(auto-fill, 26em)"))
         children = [self.preset, grid, self.table_view] + ([self.plot_view] if plot else [])
         super().__init__(children, **kwargs)
         self._muted = False
@@ -96,7 +100,8 @@ class CostDashboard(StaticMixin, W.VBox):
 
     def refresh(self, *_) -> None:
         c = self.comparison
-        self.table_view.value = c.to_html()
+        # the widget's own line height (28 px, a control's) would space a table's lines apart
+        self.table_view.value = f'<div style="line-height:1.35">{c.to_html()}</div>'
         if self.show_plot:
             fig = self._figure()
             self.plot_view.value = figure_html(fig)
@@ -104,7 +109,7 @@ class CostDashboard(StaticMixin, W.VBox):
     def static_html(self) -> str:
         c = self.comparison
         costs = ", ".join(f"{k} {self.costs.cost(k):.0f}" for k in self.sliders)
-        parts = [f"<p><b>Costs</b> ({self.costs.name}): {costs}</p>", c.to_html()]
+        parts = [f"<p><b>Costs</b> ({html.escape(self.costs.name)}): {costs}</p>", c.to_html()]
         if self.show_plot:
             parts.append(figure_html(self._figure()))
         return "\n".join(parts)

@@ -347,7 +347,8 @@ class VmExitView(StaticMixin, W.VBox):
         c = exit_cycles(self.hw)
         ins = self.hw.stats["instructions"]
         paging = "EPT" if self.ept else "shadow paging"
-        return (f'<div class="vmkit-exits-total" style="font-family:sans-serif;font-size:13px">'
+        return (f'<div class="vmkit-exits-total" style="font-family:sans-serif;font-size:13px;'
+                f'line-height:1.4">'
                 f'{html.escape(self._guest_name())}, {paging}: <b>{c["exits"]:,} VM exits</b> in '
                 f'{ins:,} guest instructions; at {c["per_exit"]:,.0f} cycles per exit they '
                 f'cost {c["exit_cycles"]:,.0f} of <b>{c["total"]:,.0f} cycles</b> '
@@ -359,7 +360,7 @@ class VmExitView(StaticMixin, W.VBox):
         colour = {"info": "#0072B2", "note": "#009E73"}.get(self.message_kind, "#D55E00")
         return (f'<div class="vmkit-exits-message vmkit-exits-{self.message_kind}" '
                 f'style="font-family:sans-serif;font-size:12px;border-left:4px solid {colour};'
-                f'padding:2px 6px;margin:2px 0;color:{CSS_TEXT}">'
+                f'padding:2px 6px;margin:2px 0;line-height:1.4;color:{CSS_TEXT}">'
                 f'{html.escape(self.message)}</div>')
 
     def chart_html(self) -> str:

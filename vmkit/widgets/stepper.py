@@ -587,7 +587,7 @@ class Stepper(StaticMixin, W.VBox):
                     + _flags(vm.cpu, real_prev.get("eflags") if real_prev else None,
                              "real EFLAGS"))
             return f'{row}<div>{virt}</div><div>{real}</div></div>'
-        return (f'{row}<div>{registers_html(vm.cpu, self._previous, columns=4)}</div>'
+        return (f'{row}<div>{registers_html(vm.cpu, self._previous)}</div>'
                 f'<div>{_flags(vm.cpu, self._previous_flags, "EFLAGS")}</div></div>')
 
     def _disassembly_html(self) -> str:

@@ -99,7 +99,8 @@ class TranslationCacheView(StaticMixin, W.VBox):
         if vm is None:
             return ""
         s = vm.stats
-        return (f'<div style="font-family:sans-serif;font-size:12px">N = {self.threshold}: '
+        return (f'<div style="font-family:sans-serif;font-size:12px;line-height:1.4">N = '
+                f'{self.threshold}: '
                 f"{html.escape(str(self.result))}; {s.get('translations', 0)} blocks translated, "
                 f"{s.get('interpreted', 0):,} instructions interpreted, "
                 f"{sum(vm.cycles.values()):,.0f} cycles</div>")
