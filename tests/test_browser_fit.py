@@ -71,7 +71,8 @@ MEASURE = r"""() => {
         const parent = el.parentElement.getBoundingClientRect();
         // the outermost element that sticks out (its children stick out with it)
         if (r.width > 0 && r.right > orect.right + 1 && parent.right <= orect.right + 1)
-          problems.push(`${name(el)} ends ${Math.round(r.right - orect.right)} px right of the output`);
+          problems.push(`${name(el)} ends ${Math.round(r.right - orect.right)} px right of ` +
+                        'the output');
         if (el.tagName === 'INPUT' && el.type !== 'checkbox' && el.scrollWidth > el.clientWidth + 1)
           problems.push(`${name(el)} shows part of its value ${JSON.stringify(el.value)}`);
       }
@@ -117,7 +118,8 @@ STEPPER_SPAN = r"""() => {
     if (!buttons || !rings) { spans.push({missing: true}); continue; }
     const top = buttons.getBoundingClientRect().top;
     const bottom = rings.getBoundingClientRect().bottom;
-    spans.push({span: Math.round(bottom - top), height: Math.round(root.getBoundingClientRect().height)});
+    spans.push({span: Math.round(bottom - top),
+                height: Math.round(root.getBoundingClientRect().height)});
   }
   const scroller = panel.content.node;
   return {spans, screen: scroller.clientHeight};

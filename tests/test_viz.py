@@ -11,8 +11,8 @@ from matplotlib.figure import Figure
 from vmkit import guests
 from vmkit.trace import (Emulation, Interrupt, IRet, Reflection, RingTransition, Trace,
                          VmExit)
-from vmkit.viz import (Diagram, disassembly_html, disassembly_rows, events_html, flag_values,
-                       flags_html, register_values, registers_html, ring_diagram,
+from vmkit.viz import (Diagram, DisasmRow, disassembly_html, disassembly_rows, events_html,
+                       flag_values, flags_html, register_values, registers_html, ring_diagram,
                        ring_layout, transition_counts)
 from vmkit.viz import render
 from vmkit.viz.timeline import ring_series, ring_timeline, timeline_svg
@@ -283,3 +283,18 @@ def test_figure_html_and_with_title():
     assert html.startswith("<figure") and "<svg" in html and 'aria-label="T"' in html
     assert render.with_title("<svg a='1'><g/></svg>", "x<y") == \
         "<svg a='1' role=\"img\" aria-label=\"x&lt;y\"><title>x&lt;y</title><g/></svg>"
+
+
+def test_narrow_disassembly_leaves_out_bytes_and_comments_but_keeps_them_as_tooltips():
+    """For the Stepper's narrow column: are the bytes and the source lines' comments left
+    out of the cells (the whole line still in the tooltip), and a '#' in quotes kept?"""
+    rows = [DisasmRow(0x1000, "popfd", b"\x9d", "guest.s", 28,
+                      "popfd                 # interrupts on -- or not", current=True),
+            DisasmRow(0x1001, "nop", b"\x90", "guest.s", 29, "    .ascii \"#1\"  # a hash")]
+    html = disassembly_html(rows, raw_bytes=False, comments=False)
+    assert ">popfd</td>" in html and 'title="popfd                 # interrupts on' in html
+    assert "# interrupts on -- or not</td>" not in html
+    assert '.ascii &quot;#1&quot;</td>' in html
+    assert "9d" not in html
+    full = disassembly_html(rows)
+    assert "9d" in full and "# interrupts on -- or not</td>" in full

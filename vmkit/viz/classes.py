@@ -18,13 +18,14 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from vmkit.viz.render import GREY, HIGHLIGHT, OKABE_ITO, Diagram
+from vmkit.viz.render import (CSS_BORDER, CSS_HIGHLIGHT, CSS_MUTED, CSS_PANEL, CSS_TEXT, GREY,
+                               OKABE_ITO, Diagram)
 
 __all__ = ["class_groups", "class_diagram", "classification_html", "consoles_html",
            "robin_irvine_html", "Sighting", "vmm_view", "vmm_view_html", "left_align"]
 
 _FONT = "font-family:sans-serif;font-size:13px"
-_CELL = "padding:2px 8px;border:1px solid #ddd;text-align:left;vertical-align:top;"
+_CELL = f"padding:2px 8px;border:1px solid {CSS_BORDER};text-align:left;vertical-align:top;"
 _MONO = "font-family:monospace;font-size:12px"
 
 
@@ -169,7 +170,7 @@ def classification_html(c, *, title: str | None = None) -> str:
                     f'border:2px solid {colour};border-radius:4px;font-weight:bold">'
                     f'{_esc(text)}</span>')
         return (f'<span style="display:inline-block;margin:0 4px 2px 0;padding:0 6px;'
-                f'border:1px dashed {GREY};border-radius:4px;color:{GREY}">'
+                f'border:1px dashed {CSS_MUTED};border-radius:4px;color:{CSS_MUTED}">'
                 f'not {_esc(text)}</span>')
     badges = "".join([
         badge("privileged", c.privileged, OKABE_ITO["bluish_green"]),
@@ -217,26 +218,26 @@ def consoles_html(runs: Mapping, *, title: str | None = None,
             differs = i > 0 and (j >= len(ref) or ref[j] != line)
             if differs:
                 body.append(f'<span class="vmkit-differs" title="differs from {_esc(names[0])}"'
-                            f' style="background:{HIGHLIGHT};font-weight:bold">≠ '
+                            f' style="{CSS_HIGHLIGHT}font-weight:bold">≠ '
                             f'{_esc(line)}</span>')
             else:
                 body.append(("  " if i > 0 else "") + _esc(line))
         if i > 0 and len(lines) < len(ref):
-            body.append(f'<i style="color:{GREY}">≠ (missing: {len(ref) - len(lines)} '
+            body.append(f'<i style="color:{CSS_MUTED}">≠ (missing: {len(ref) - len(lines)} '
                         f'line(s) of {_esc(names[0])})</i>')
         if not lines:
-            body = [f'<i style="color:{GREY}">(no output)</i>']
+            body = [f'<i style="color:{CSS_MUTED}">(no output)</i>']
         same = i > 0 and lines == ref
         status = (" — same as " + _esc(names[0])) if same else (
             " — differs" if i > 0 else " — reference")
         note = ""
         if notes and n in notes:
-            note = f'<div style="color:#333;font-size:12px">{_esc(notes[n])}</div>'
+            note = f'<div style="color:{CSS_TEXT};font-size:12px">{_esc(notes[n])}</div>'
         cols.append(f'<div style="flex:1 1 0;min-width:18em"><div style="font-weight:bold">'
-                    f'{_esc(n)}<span style="font-weight:normal;color:#333">{status}</span>'
-                    f'</div>{note}<pre style="margin:2px 0;padding:4px;background:#f6f6f6;'
-                    f'border:1px solid #ddd;{_MONO};white-space:pre-wrap;word-break:normal;'
-                    f'overflow-wrap:break-word">'
+                    f'{_esc(n)}<span style="font-weight:normal;color:{CSS_TEXT}">{status}</span>'
+                    f'</div>{note}<pre style="margin:2px 0;padding:4px;background:{CSS_PANEL};'
+                    f'color:{CSS_TEXT};border:1px solid {CSS_BORDER};{_MONO};'
+                    f'white-space:pre-wrap;word-break:normal;overflow-wrap:break-word">'
                     f'{chr(10).join(body)}</pre></div>')
     cap = f'<div style="font-weight:bold;margin-bottom:2px">{_esc(title)}</div>' if title else ""
     return (f'<div class="vmkit-consoles" style="{_FONT}">{cap}<div style="display:flex;'
@@ -258,7 +259,7 @@ def robin_irvine_html(checks: Iterable, *, title: str | None = None) -> str:
         forms = "<br>".join(
             f"<code>{_esc(r.instruction)}</code>: {_esc(r.classes)}" for r in ch.rows)
         mark = "✓ agrees" if ch.agrees else "✗ differs"
-        style = "" if ch.agrees else f"background:{HIGHLIGHT};font-weight:bold;"
+        style = "" if ch.agrees else f"{CSS_HIGHLIGHT}font-weight:bold;"
         body.append(f'<tr><td style="{_CELL}"><b>{_esc(e.name)}</b></td>'
                     f'<td style="{_CELL}">{_esc(e.group)}</td>'
                     f'<td style="{_CELL}{_MONO}">{forms}</td>'
@@ -347,7 +348,7 @@ def vmm_view_html(rows: Iterable[Sighting], *, mark: Iterable[str] = (),
     for r in rows:
         mnemonic = r.text.split()[0].lower() if r.text else ""
         hot = mnemonic in marks
-        style = f"background:{HIGHLIGHT};font-weight:bold;" if hot else ""
+        style = f"{CSS_HIGHLIGHT}font-weight:bold;" if hot else ""
         where = ""
         if source is not None:
             try:

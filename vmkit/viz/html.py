@@ -292,12 +292,15 @@ def disassembly_rows(target, eip: int | None = None, *, image=None, count: int =
 
 def disassembly_html(target, eip: int | None = None, *, image=None, count: int = 8,
                      before: Iterable[int] = (), breakpoints=None,
-                     title: str | None = "disassembly", raw_bytes: bool = True) -> str:
+                     title: str | None = "disassembly", raw_bytes: bool = True,
+                     comments: bool = True) -> str:
     """A disassembly window: recently executed instructions (greyed), the instruction at EIP
     (marked ``▶`` and highlighted), the next ones, each with its bytes and the guest source file,
     line and text beside it. Breakpoints are marked ``●``. Arguments as
     :func:`disassembly_rows`; ``target`` may also be a list of :class:`DisasmRow`.
-    ``raw_bytes=False`` leaves the bytes out (a narrow panel); a long source line wraps."""
+    ``raw_bytes=False`` leaves the bytes out and ``comments=False`` the source lines’
+    comments (shown when the pointer rests on the line), for a narrow panel; a long source
+    line wraps."""
     if isinstance(target, list):
         rows = target
     else:
@@ -326,9 +329,33 @@ def disassembly_html(target, eip: int | None = None, *, image=None, count: int =
                    f'<td style="{style}">{r.address:08x}</td>{raw_cell}'
                    f'<td style="{style}">{text}</td>'
                    f'<td style="{style}{muted}">{loc}</td>'
-                   f'<td style="{style}white-space:pre-wrap">{_esc(r.source)}</td></tr>')
+                   f'{_source_cell(r.source, style, comments)}</tr>')
     return (f'<table class="vmkit-disassembly" {_TABLE}>{_caption(title)}'
             f'{"".join(out)}</table>')
+
+
+def _code_part(line: str) -> str:
+    """A source line without its ``#`` comment, runs of blanks made one (a ``#`` inside
+    quotes is kept)."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#":
+            line = line[:i]
+            break
+    return " ".join(line.split())
+
+
+def _source_cell(source: str, style: str, comments: bool) -> str:
+    if comments or not source:
+        return f'<td style="{style}white-space:pre-wrap">{_esc(source)}</td>'
+    code = _code_part(source)
+    tip = f' title="{_esc(source)}"' if code != source else ""
+    return f'<td style="{style}white-space:normal"{tip}>{_esc(code)}</td>'
 
 
 # ---- events -----------------------------------------------------------------------------------

@@ -271,8 +271,8 @@ def ring_diagram(monitor_or_trace, *, monitor: str | None = None, title: str | N
     ``current_ring`` marks where the CPU is now. Transitions between the same two components of
     the same kind share one arrow, its label listing them (wrapped, so the picture stays
     narrow). ``compact`` (the Stepper's side panel) labels each arrow with a letter and its
-    count and lists what the letters stand for under the rings. Returns a :class:`vmkit.viz.render.Diagram`
-    (a ``graphviz.Digraph`` that displays as deterministic SVG, or as DOT text with install
+    count and lists what the letters stand for under the rings. Returns a
+    :class:`vmkit.viz.render.Diagram` (a ``graphviz.Digraph`` that displays as deterministic SVG, or as DOT text with install
     instructions when ``dot`` is missing)."""
     events, mon, trace = _split_target(monitor_or_trace)
     if monitor is None:
@@ -309,7 +309,7 @@ def ring_diagram(monitor_or_trace, *, monitor: str | None = None, title: str | N
                   + (" in the retained events)" if dropped else ")"))
 
     g = Diagram("rings", title=title, engine="dot")
-    g.attr(rankdir="TB", label="\\n".join(textwrap.wrap(title, 60 if compact else 90)),
+    g.attr(rankdir="TB", label="\\n".join(textwrap.wrap(title, 40 if compact else 90)),
            labelloc="t", fontname="Helvetica", fontsize="12" if compact else "14",
            newrank="true", nodesep="0.25" if compact else "0.4", ranksep="0.3")
     g.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="12",
@@ -377,7 +377,7 @@ def ring_diagram(monitor_or_trace, *, monitor: str | None = None, title: str | N
         src = _node_id(src_name) if src_name in layout.components else _ensure(g, src_name)
         dst = _node_id(dst_name) if dst_name in layout.components else _ensure(g, dst_name)
         width = f"{1 + min(3.0, math.log10(n)):.2f}"
-        text = _group_text(cat, items, 46 if compact else _WRAP)
+        text = _group_text(cat, items, 40 if compact else _WRAP)
         if compact:
             key = _KEYS[i] if i < len(_KEYS) else str(i + 1)
             label = f"{key} ×{n}"

@@ -592,7 +592,8 @@ class Stepper(StaticMixin, W.VBox):
 
     def _disassembly_html(self) -> str:
         before = list(self._recent) if self._show_recent else []
-        return disassembly_html(self.vm, before=before, count=self.window, raw_bytes=False)
+        return disassembly_html(self.vm, before=before, count=self.window, raw_bytes=False,
+                                comments=False)
 
     def _events_html(self) -> str:
         tr = self.vm.trace
