@@ -309,11 +309,15 @@ def ring_diagram(monitor_or_trace, *, monitor: str | None = None, title: str | N
                   + (" in the retained events)" if dropped else ")"))
 
     g = Diagram("rings", title=title, engine="dot")
-    g.attr(rankdir="TB", label="\\n".join(textwrap.wrap(title, 40 if compact else 90)),
-           labelloc="t", fontname="Helvetica", fontsize="12" if compact else "14",
-           newrank="true", nodesep="0.25" if compact else "0.4", ranksep="0.3")
-    g.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="12",
-           fillcolor="white", color=OKABE_ITO["black"])
+    # compact: no caption (the Stepper's status line names the guest and the monitor; the
+    # title stays the picture's accessible name), the count heads the legend instead
+    g.attr(rankdir="TB", label="" if compact else "\\n".join(textwrap.wrap(title, 90)),
+           labelloc="t", fontname="Helvetica", fontsize="14",
+           newrank="true", nodesep="0.25" if compact else "0.4",
+           ranksep="0.15" if compact else "0.3")
+    g.attr("node", shape="box", style="rounded,filled", fontname="Helvetica",
+           fontsize="11" if compact else "12", fillcolor="white", color=OKABE_ITO["black"],
+           **({"margin": "0.08,0.03", "height": "0.3"} if compact else {}))
     g.attr("edge", fontname="Helvetica", fontsize="10")
 
     ring_names = {3: "ring 3 (least privileged)", 2: "ring 2", 1: "ring 1",
@@ -354,7 +358,7 @@ def ring_diagram(monitor_or_trace, *, monitor: str | None = None, title: str | N
                 elif comp == layout.kernel and layout.monitor != "native":
                     label += "\\n(believes it is in ring 0)" if ring != 0 else \
                         "\\n(guest ring 0)"
-                elif comp == layout.vmm:
+                elif comp == layout.vmm and not compact:
                     label += f"\\n({_TITLES.get(layout.monitor, layout.monitor)})"
                 attrs = {}
                 if comp == layout.vmm:
@@ -389,7 +393,9 @@ def ring_diagram(monitor_or_trace, *, monitor: str | None = None, title: str | N
     if legend:
         if running is not None:
             legend.append(("▶", OKABE_ITO["black"], ["where the CPU runs now"]))
-        rows = "".join(
+        rows = (f'<tr><td align="left" colspan="2"><b>{total} transition'
+                f'{"" if total == 1 else "s"}</b></td></tr>')
+        rows += "".join(
             f'<tr><td align="left" valign="top"><font color="{c}"><b>{k}</b></font></td>'
             f'<td align="left" balign="left">{"<br/>".join(_hesc(x) for x in lines)}</td></tr>'
             for k, c, lines in legend)

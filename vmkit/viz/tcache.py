@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import html
 
-from vmkit.viz.render import GREY, OKABE_ITO, Diagram, new_figure
+from vmkit.viz.render import CSS_MUTED, GREY, OKABE_ITO, Diagram, new_figure
 
 __all__ = ["TC_SCALE", "tc_diagram", "record_lookups", "hit_rate_series",
            "tc_hit_rate_figure", "tc_stats_html", "block_runs"]
@@ -258,8 +258,9 @@ def tc_stats_html(bt, keys=None) -> str:
     body = "".join(
         f'<tr><td style="text-align:left">{html.escape(a)}</td>'
         f'<td style="text-align:right;font-variant-numeric:tabular-nums">{html.escape(b)}</td>'
-        f'<td style="text-align:left;color:{GREY}"><code>{html.escape(c)}</code></td></tr>'
+        f'<td style="text-align:left;color:{CSS_MUTED}"><code>{html.escape(c)}</code></td></tr>'
         for a, b, c in rows)
-    return (f'<table class="vmkit-tc-stats" style="border-collapse:collapse;font-size:12px">'
+    return (f'<table class="vmkit-tc-stats" style="border-collapse:collapse;font-size:12px;'
+            f'line-height:1.35">'
             f"<thead><tr><th style=\"text-align:left\">counter</th><th>value</th>"
             f"<th style=\"text-align:left\">name</th></tr></thead><tbody>{body}</tbody></table>")

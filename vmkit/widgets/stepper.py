@@ -93,7 +93,7 @@ class Stepper(StaticMixin, W.VBox):
     running = traitlets.Bool(False)
 
     def __init__(self, vm, *, every: int | None = None, max_snapshots: int = 20,
-                 reach: int = 5000, window: int = 8, recent: int = 3, events: int = 12,
+                 reach: int = 5000, window: int = 8, recent: int = 3, events: int = 8,
                  ring_view: bool = True, time_slice: float = 0.05, **kwargs):
         vm = _as_monitor(vm)
         self.vm = vm
