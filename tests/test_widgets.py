@@ -358,7 +358,7 @@ def test_virtual_and_real_cpu_shown_side_by_side():
     s = Stepper(vm)
     s.run("ring")   # natively into ring 3; the fake vCPU still says 0
     html = s.registers_view.value
-    assert "virtual CPU (what the guest believes)" in html and "real CPU" in html
+    assert "virtual CPU (guest view)" in html and "real CPU" in html
     assert "guest believes ring <b>0</b>" in s.header.value
     assert "real CPU in ring <b>3</b>" in s.header.value
 

@@ -581,7 +581,7 @@ class Stepper(StaticMixin, W.VBox):
         if self.split:
             real_prev = self._previous_real
             virt = (registers_html(vm.vcpu, self._previous,
-                                   title="virtual CPU (what the guest believes)")
+                                   title="virtual CPU (guest view)")
                     + _flags(vm.vcpu, self._previous_flags, "virtual EFLAGS"))
             real = (registers_html(vm.cpu, real_prev, title="real CPU")
                     + _flags(vm.cpu, real_prev.get("eflags") if real_prev else None,
