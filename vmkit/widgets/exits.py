@@ -9,14 +9,19 @@
   exiting) and the EPT toggle. Changing one **reruns** the guest under a new
   :class:`~vmkit.vmm.hw.HardwareAssisted`. A control the VMM refuses (shadow paging without
   CR3-load exiting, say) is not an exception: the widget shows the VMM's reason and puts the
-  box back. Toggling EPT gives the paging-dependent controls back to the VMM's choice.
-* The **exit-cost slider** sets the cycles of one VM exit + VM entry round trip and re-prices
-  the same run (``CostModel.price``), without rerunning: the counts stay, the cycles move.
+  box back. A control it accepts says what changed (the exits by reason and the cycles,
+  before → after) or why nothing did (the guest never executes HLT, say). Toggling EPT gives
+  the paging-dependent controls back to the VMM's choice.
+* The **exit cost** (a log slider and a box to type into) sets the cycles of one VM exit +
+  VM entry round trip and re-prices the same run (``CostModel.price``), without rerunning:
+  the counts stay, the cycles move. A value outside :data:`EXIT_COST_RANGE` is refused with a
+  message, never clamped.
 * The view shows exits by reason (Intel's numbers) as a table and a bar chart, and the cycles.
 
 Hooks for tests/test_browser.py: each control's checkbox has the class ``vmkit-ctl-<name>``
-(``vmkit-ctl-ept`` for EPT), the slider ``vmkit-exit-cost``, the table ``vmkit-exits-view``, the
-one-line summary ``vmkit-exits-total`` and messages ``vmkit-exits-message``.
+(``vmkit-ctl-ept`` for EPT), the exit-cost box ``vmkit-exit-cost``, the table
+``vmkit-exits-view``, the one-line summary ``vmkit-exits-total`` and messages
+``vmkit-exits-message`` (with ``vmkit-exits-info``, ``-note`` or ``-refused``).
 """
 
 from __future__ import annotations
