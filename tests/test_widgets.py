@@ -179,6 +179,23 @@ def test_run_stops_at_a_breakpoint_whatever_its_until_choice(until):
         assert s.position > at
 
 
+@pytest.mark.parametrize("monitor", ["TrapAndEmulate", "HardwareAssisted",
+                                     "BinaryTranslation"])
+def test_run_to_a_breakpoint_keeps_the_history_exact_under_every_monitor(monitor):
+    """Run now stops at breakpoints inside the monitor's own run: is the position it reports
+    the instructions retired, so that Back one step and Step again land on the breakpoint?"""
+    import vmkit.vmm
+    vm = getattr(vmkit.vmm, monitor)(guests.build("hello"))
+    s = Stepper(vm, ring_view=False)
+    s.breakpoint_box.value = "sys_write"
+    s.run("stop")
+    at, eip = s.position, vm.cpu.eip
+    assert at == vm.stats["instructions"] and s.status.startswith("stopped at breakpoint")
+    s.back(1)
+    s.step()
+    assert (s.position, vm.cpu.eip) == (at, eip)
+
+
 def test_run_does_not_pass_a_breakpoint_at_the_end_of_a_burst():
     """Run goes in bursts of vm.run, which never checks its first instruction: does a burst
     that ends exactly on a breakpoint still stop there?"""
