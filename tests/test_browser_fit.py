@@ -177,6 +177,7 @@ def _shoot(page, notebook: str, theme: str, outputs: list) -> list[Path]:
             paths.append(path)
     finally:
         page.set_viewport_size(VIEWPORT)
+        page.wait_for_timeout(300)      # JupyterLab lays itself out again
     return paths
 
 
@@ -209,10 +210,10 @@ def test_widgets_and_pictures_fit_a_laptop_in_both_themes(lab, page, notebook):
     assert page.evaluate(CELL_ERRORS) == []
     page.wait_for_timeout(500)      # the last widget views render after the kernel is idle
     outputs = page.evaluate(MEASURE)
+    span = page.evaluate(STEPPER_SPAN)          # before the screenshots resize the window
     ran = time.monotonic() - t0
-    shots = _shoot(page, notebook, "light", outputs)
-    span = page.evaluate(STEPPER_SPAN)
     cut_n = _n_box_shows(page, "200000")
+    shots = _shoot(page, notebook, "light", outputs)
     _theme(page, "JupyterLab Dark")
     shots += _shoot(page, notebook, "dark", outputs)
     _theme(page, "JupyterLab Light")
