@@ -1458,8 +1458,8 @@ class BinaryTranslation(TrapAndEmulate):
 
     _COUNTERS = ("tc_lookups", "tc_hits", "tc_misses", "translations", "translated_instructions",
                  "tc_invalidations", "tc_evictions", "tc_flushes", "interpreted", "chained",
-                 "callouts", "adaptations", "static_translations", "static_misses",
-                 "_engine_steps")
+                 "indirect_lookups", "callouts", "adaptations", "static_translations",
+                 "static_misses", "_engine_steps")
 
     def snapshot(self) -> MonitorSnapshot:
         snap = super().snapshot()
