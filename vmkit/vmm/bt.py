@@ -1479,11 +1479,12 @@ class BinaryTranslation(TrapAndEmulate):
         self._reset_tc_state()
         g = m._g
         g["_bt_stale"] = self._stale
-        for k, v in snap.state.get("bt", {}).items():
-            setattr(self, k, v)
         if self.static:
             for vm in self.vms:
                 self._static_translate(vm)
+        # after refilling: the counters are those of the snapshot, not of this refill
+        for k, v in snap.state.get("bt", {}).items():
+            setattr(self, k, v)
 
 
 def _is(op, kind: str) -> bool:
