@@ -15,9 +15,11 @@ small parameters of ``PARAMS``, a short timer period and a step limit, a case re
 * ``ticks``: per VM, timer expiries and the timer interrupts delivered;
 * ``cycles``: totals and breakdowns under the default ``CostModel()`` and under ``p4-2006``.
 
-Besides one case per guest: a run of several VMs at once (monitors that multiplex), and a
+Besides one case per guest: a run of several VMs at once (monitors that multiplex), a
 snapshot/restore round trip (run part way, snapshot, run to the end, restore, run to the end
-again: both ends and the counters at the snapshot are recorded).
+again: both ends and the counters at the snapshot are recorded), and the monitors' options
+(``VARIANTS``: an assigned disk, timers on machine time, small translation caches, static
+translation, lazy EPT).
 
 Files: ``tests/golden/<monitor>.json``, one per monitor (the tests are split per monitor too,
 ``tests/test_golden_<monitor>.py``, so that pytest-xdist can spread them).
@@ -70,18 +72,9 @@ def path_of(monitor: str) -> Path:
     return HERE / f"{monitor}.json"
 
 
-def _factory(monitor: str):
-    from vmkit.vmm.compare import monitor_factories
-    return monitor_factories()[monitor]
-
-
 def _make(monitor: str, *images):
-    """A monitor over ``images``: compare's factories take one image; several VMs go to the
-    class (``hw-shadow`` is HardwareAssisted with ept=False)."""
-    from vmkit.vmm import MONITORS as CLASSES
-    if monitor == "hw-shadow":
-        return CLASSES["hw"](*images, ept=False)
-    return CLASSES[monitor](*images)
+    """A monitor over ``images`` (``hw-shadow`` is HardwareAssisted with ept=False)."""
+    return _make_kw(monitor, images)
 
 
 def _build(name: str, monitor: str):
@@ -142,6 +135,7 @@ def _observe(mon, result) -> dict:
         "event_counts": counts,
         "cycles": cycles,
         "vms": vms,
+        "refused_io": getattr(mon, "refused_io", None),
     })
 
 
@@ -149,8 +143,64 @@ def _counters(mon) -> dict:
     return _plain({"stats": mon.stats, "cycles": sum(mon.cycles.values())})
 
 
+def _variant_assigned_disk(monitor):
+    """Two VMs running diskio; VM 0 owns the disk (direct assignment), VM 1 is refused."""
+    return _make_kw(monitor, [_build("diskio", monitor)[0], _build("diskio", monitor)[0]],
+                    assign={0: ["disk"]})
+
+
+def _variant_machine_timer(monitor):
+    """Two VMs whose timers count machine time, short slices (the schedulers' clocks)."""
+    pv = monitor == "pv"
+    return _make_kw(monitor, [guests.build("syscall", paravirtual=pv, iterations=100),
+                              guests.build("compute", paravirtual=pv, iterations=2000)],
+                    machine_timer=True, slice=500)
+
+
+def _variant_small_cache(monitor):
+    """bt with a translation cache of 16 blocks under LRU: evictions."""
+    from vmkit.vmm.bt import LRU
+    return _make_kw(monitor, [_build("ctxswitch", monitor)[0]], tc_size=16, policy=LRU())
+
+
+def _variant_flush_when_full(monitor):
+    """bt with 16 blocks, flushed whole when full (the default policy)."""
+    return _make_kw(monitor, [_build("selfmod", monitor)[0]], tc_size=16)
+
+
+def _variant_static(monitor):
+    """bt translating the kernel ahead of time, and adapting hot faulting instructions."""
+    return _make_kw(monitor, [_build("ptemod", monitor)[0]], static=True, adapt_after=2)
+
+
+def _variant_lazy_ept(monitor):
+    """hw filling the EPT on violations instead of at boot."""
+    return _make_kw(monitor, [_build("pagefault", monitor)[0]], lazy_ept=True)
+
+
+#: monitor-specific cases: name -> (monitors, make(monitor) -> monitor)
+VARIANTS = {
+    "assigned-disk": (("te", "hw", "hw-shadow"), _variant_assigned_disk),
+    "machine-timer": (("te", "bt", "hw", "hw-shadow", "pv"), _variant_machine_timer),
+    "small-cache": (("bt",), _variant_small_cache),
+    "flush-when-full": (("bt",), _variant_flush_when_full),
+    "static": (("bt",), _variant_static),
+    "lazy-ept": (("hw",), _variant_lazy_ept),
+}
+
+
+def _make_kw(monitor: str, images, **kw):
+    from vmkit.vmm import MONITORS as CLASSES
+    if monitor == "hw-shadow":
+        return CLASSES["hw"](*images, ept=False, **kw)
+    return CLASSES[monitor](*images, **kw)
+
+
 def record_case(monitor: str, case: str) -> dict:
-    """One case of ``monitor``: a guest name, ``"multi"`` or ``"roundtrip"``."""
+    """One case of ``monitor``: a guest name, ``"multi"``, ``"roundtrip"`` or a VARIANTS name."""
+    if case in VARIANTS:
+        mon = VARIANTS[case][1](monitor)
+        return _observe(mon, mon.run(max_steps=2 * MAX_STEPS))
     if case == "multi":
         if monitor == "native":
             return {"skipped": "Native runs one guest: multiplexing VMs is a monitor's job"}
@@ -177,15 +227,16 @@ def record_case(monitor: str, case: str) -> dict:
     return _observe(mon, mon.run(max_steps=MAX_STEPS))
 
 
-def cases() -> list[str]:
-    return list(guests.names()) + ["multi", "roundtrip"]
+def cases(monitor: str) -> list[str]:
+    return (list(guests.names()) + ["multi", "roundtrip"]
+            + [v for v, (mons, _) in VARIANTS.items() if monitor in mons])
 
 
 def record(monitor: str) -> dict:
     """The golden record of one monitor (what ``tests/golden/<monitor>.json`` holds)."""
     return {"format": FORMAT, "monitor": monitor, "timer_period": TIMER,
             "max_steps": MAX_STEPS, "params": PARAMS,
-            "cases": {c: record_case(monitor, c) for c in cases()}}
+            "cases": {c: record_case(monitor, c) for c in cases(monitor)}}
 
 
 def dumps(rec: dict) -> str:
@@ -233,7 +284,7 @@ def golden_tests(monitor: str):
 
     stored = load(monitor)
 
-    @pytest.mark.parametrize("case", cases())
+    @pytest.mark.parametrize("case", cases(monitor))
     def test_case(case):
         if case not in stored["cases"]:
             pytest.fail(f"{case!r} is not in {path_of(monitor).name}: a new guest? regenerate "
@@ -250,7 +301,7 @@ def golden_tests(monitor: str):
         assert stored["format"] == FORMAT and stored["monitor"] == monitor
         assert (stored["timer_period"], stored["max_steps"], stored["params"]) == \
             (TIMER, MAX_STEPS, json.loads(json.dumps(PARAMS)))
-        assert sorted(stored["cases"]) == sorted(cases()), "regenerate the golden file"
+        assert sorted(stored["cases"]) == sorted(cases(monitor)), "regenerate the golden file"
 
     def test_restore_brings_back_what_the_snapshot_saw():
         """The round trip: after restore(), the counters and cycles are those at the snapshot,
