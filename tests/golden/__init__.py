@@ -99,7 +99,7 @@ def _plain(v):
     return repr(v)
 
 
-def _memory(mon, vm) -> bytes:
+def _memory(vm) -> bytes:
     return vm.memory() if hasattr(vm, "memory") else bytes(vm.machine.mem)
 
 
@@ -125,7 +125,7 @@ def _observe(mon, result) -> dict:
             "console": vm.console,
             "result": None if r is None else [r.reason, r.steps, r.detail or ""],
             "state": guest_state(vm.vcpu),
-            "memory_sha256": hashlib.sha256(_memory(mon, vm)).hexdigest(),
+            "memory_sha256": hashlib.sha256(_memory(vm)).hexdigest(),
             "ticks": _ticks(vm),
         })
     return _plain({
