@@ -342,8 +342,9 @@ def _wait_for_change(page, read, old, timeout_ms: float, what: str):
 
 def run_exit_view(page, lab: JupyterLab, notebook: str) -> dict:
     """Open notebook 05, run all cells, tick "CR3-load exiting" in the VmExitView (the guest
-    reruns: more exits) and type an exit cost into the box beside the slider (re-priced: same
-    exits, other cycles). Returns (exits, cycles) before and after each."""
+    reruns: more exits, and the view says so) and type an exit cost into the box beside the
+    slider (re-priced: same exits, other cycles), then one out of range (refused, with a
+    message; the cost and the box stay). Returns (exits, cycles) before and after each."""
     deadline = time.monotonic() + UI_BUDGET
 
     def left(at_most: float = UI_BUDGET * 1000) -> float:
@@ -370,6 +371,9 @@ def run_exit_view(page, lab: JupyterLab, notebook: str) -> dict:
     text = _wait_for_change(page, total.inner_text, text, left(STEP_TIMEOUT),
                             "the exit count after ticking CR3-load exiting")
     seen["cr3"] = _exits_and_cycles(text)
+    message = outputs.locator(live(".vmkit-exits-message")).first
+    message.wait_for(state="visible", timeout=left(STEP_TIMEOUT))
+    seen["cr3_message"] = message.inner_text()      # what the control changed, in words
 
     readout.click(timeout=left(STEP_TIMEOUT))        # the cost box: type a value
     page.keyboard.press("Control+A")
@@ -379,6 +383,16 @@ def run_exit_view(page, lab: JupyterLab, notebook: str) -> dict:
                             "the cycles after setting the exit cost to 500")
     seen["cost"] = _exits_and_cycles(text)
     seen["cost_text"] = text
+
+    readout.click(timeout=left(STEP_TIMEOUT))        # out of range: refused, not clamped
+    page.keyboard.press("Control+A")
+    page.keyboard.type("99999")
+    page.keyboard.press("Enter")
+    refused = outputs.locator(live(".vmkit-exits-refused")).first
+    refused.wait_for(state="visible", timeout=left(STEP_TIMEOUT))
+    seen["refused"] = refused.inner_text()
+    seen["after_refusal"] = total.inner_text()
+    seen["box_after_refusal"] = readout.input_value()
     return seen
 
 
@@ -414,4 +428,8 @@ def test_lecture_05_exit_view(lab_for):
     assert cycles1 > cycles0
     assert exits2 == exits1, "the slider re-prices the same run"
     assert cycles2 < cycles1 and "at 500 cycles per exit" in seen["cost_text"]
+    assert seen["cr3_message"].startswith(f"CR3-load exiting on: VM exits {exits0:,} → "
+                                          f"{exits1:,}")
+    assert "99,999" in seen["refused"] and "between 50 and 20,000" in seen["refused"]
+    assert seen["after_refusal"] == seen["cost_text"] and seen["box_after_refusal"] == "500"
     assert network == []
