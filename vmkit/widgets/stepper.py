@@ -1,12 +1,19 @@
 """``Stepper(vm)``: single-step any monitor in a notebook.
 
 Buttons: **Step**, **Step ×N**, **Run** until it stops / a breakpoint / the ring changes / a trap
-or interrupt (at most N steps), **Stop**, **Back**, **Back ×N** and **Reset**. Panes: a
-disassembly window around EIP with the guest source file, line and text beside each instruction;
+or interrupt (at most N steps; whatever the choice, a breakpoint stops it, as gdb's continue
+does), **Stop**, **Back**, **Back ×N** and **Reset**. Panes: a disassembly window around EIP
+with the guest source file, line and code beside each instruction (the comment in a tooltip);
 the registers with those that the last action changed highlighted; EFLAGS as named bits; the
 current ring; the console; the last events. Under a monitor whose guest sees a virtual CPU
 (``vm.vcpu is not vm.cpu``, e.g. trap-and-emulate) the virtual CPU and the real CPU are shown
 side by side: the guest kernel believes it is in ring 0 while the real CPU runs it in ring 1.
+
+The layout is compact, for a laptop's ~650 px of notebook or a slide: controls, status, code
+and CPUs in a left column beside the ring picture (the keyed form of
+:func:`~vmkit.viz.ring_diagram`), so the buttons and the picture are on screen together; the
+console and the last events under them. Colours come from JupyterLab's theme variables, so the
+light and the dark theme both read.
 
 Back goes through :class:`~vmkit.widgets.history.StepHistory` (a snapshot every ~264 steps, at
 most 20, and deterministic replay), so it reaches 5,000 steps back. The Run button works in time
