@@ -237,3 +237,31 @@ def test_cost_model_name_is_modified_once():
     for cycles in (500, 600, 700):
         v.cost_box.value = cycles
     assert v.costs.name == "p4-2006 (modified)"
+
+
+def test_the_no_change_hints_name_guests_that_do_execute_the_instruction():
+    """Are the "try a guest that does" hints true: the guests named for INVLPG execute it and
+    take page faults under EPT, and no guest of the kit executes HLT or RDTSC (as the hints
+    for those say)?"""
+    from vmkit.widgets import exits as ex
+
+    def executed(name):
+        hw = HardwareAssisted(guests.build(name), ept=True)
+        seen = Counter()
+        hw.on("instruction", lambda e: seen.update([e.text.split(" ", 1)[0]]))
+        hw.run(max_steps=2_000_000)
+        return seen, hw.stats["page_faults"]
+
+    for name in ("pagefault", "ptemod", "tlbwalk"):
+        assert name in ex._GUEST_HINT["invlpg_exiting"]
+        assert executed(name)[0]["invlpg"] > 0
+    for name in ("pagefault", "tlbwalk"):
+        assert name in ex._PF_GUESTS and executed(name)[1] > 0
+    assert "none of the kit's guests" in ex._GUEST_HINT["hlt_exiting"]
+    assert "none of the kit's guests" in ex._GUEST_HINT["rdtsc_exiting"]
+    for name in guests.names():
+        try:
+            seen, _ = executed(name)
+        except VmkitError:          # a paravirtual-only guest: not run under hardware assist
+            continue
+        assert seen["hlt"] == 0 and seen["rdtsc"] == 0, name

@@ -62,8 +62,15 @@ _PF = 1 << 14
 EXIT_COST_RANGE = (50, 20_000)
 #: the instruction each of these controls makes exit, for "no change" explanations
 _CATCHES = {"hlt_exiting": "hlt", "invlpg_exiting": "invlpg", "rdtsc_exiting": "rdtsc"}
-_GUEST_HINT = {"hlt_exiting": "timer, whose idle loop halts", "invlpg_exiting": "ptemod",
-               "rdtsc_exiting": "a guest that reads the time stamp counter"}
+#: which of the kit's guests execute the instruction (tests/test_exits_view.py checks it)
+_GUEST_HINT = {
+    "hlt_exiting": "none of the kit's guests idles with HLT (each powers off when it is done), "
+                   "so this control changes nothing for any of them",
+    "invlpg_exiting": "pagefault, ptemod and tlbwalk do",
+    "rdtsc_exiting": "none of the kit's guests reads the time stamp counter, so this control "
+                     "changes nothing for any of them"}
+#: guests that take page faults under EPT (tests/test_exits_view.py checks it)
+_PF_GUESTS = "pagefault and tlbwalk do"
 _WINDOW_NOTE = ("interrupt-window exiting is not yours to set: the VMM turns it on by itself "
                 "when an interrupt waits and the guest has IF = 0, and off again at the exit "
                 "(SDM Vol. 3C, 25.6.2); without it the timer interrupt could not be injected "
@@ -232,8 +239,7 @@ class VmExitView(StaticMixin, W.VBox):
             n = self._executed(mnemonic)
             if n == 0:
                 return (f"{guest} never executes {mnemonic.upper()}, so there is nothing for "
-                        f"this control to catch (try a guest that does: "
-                        f"{_GUEST_HINT[control]}).")
+                        f"this control to catch; {_GUEST_HINT[control]}.")
             return (f"{guest} executes {mnemonic.upper()} {n:,} times, but the VMM handles "
                     f"it the same way either way.")
         if control == "exception_bitmap_pf":
@@ -241,7 +247,7 @@ class VmExitView(StaticMixin, W.VBox):
             if n == 0:
                 return (f"{guest} takes no page fault under "
                         f"{'EPT' if self.ept else 'shadow paging'}, so the #PF bit has nothing "
-                        f"to catch (try the pagefault guest).")
+                        f"to catch; {_PF_GUESTS}.")
             return f"{guest} takes {n:,} page faults; they cost the same either way."
         return "The exits by reason and the cycles are the same as before."
 
