@@ -49,6 +49,7 @@ from vmkit.homework.feedback import write_feedback
 from vmkit.homework.release import ROOT, kit_version, release_notebook
 from vmkit.homework.restore_cells import restore_cells
 from vmkit.homework.sandbox import Limits, Sandbox, acquire_uid, check_available, kill_uid
+from vmkit.homework.sandbox import layout as sandbox_layout
 from vmkit.homework.score import Row, score
 from vmkit.homework.stamp import stamped
 from vmkit.homework.verify_answers import verify_answers
@@ -220,10 +221,14 @@ def grade(paths, settings: Settings | None = None, jobs: int = 1, on_result=None
     return _Batch([Path(p) for p in paths], settings, max(1, int(jobs)), on_result).run()
 
 
-def _work(path, settings, conn, uid, deadline, tmp) -> None:
+def _work(path, settings, conn, uid, deadline, tmp, layout) -> None:
     """A worker: grade one submission, send the result, exit."""
     import resource
+
+    from vmkit.homework import sandbox
     _WORKER.update(uid=uid, deadline=deadline)
+    if layout:
+        sandbox._LAYOUT = layout  # what the batch found once, not once per submission
     tempfile.tempdir = tmp  # the sandbox's folders: the batch deletes them if this is killed
     res = grade_one(path, settings)
     res.grader_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -253,6 +258,7 @@ class _Batch:
             uids = [acquire_uid() for _ in range(min(self.jobs, len(self.paths)))]
         free = [u for u, _ in uids] or [None] * self.jobs
         base = Path(tempfile.mkdtemp(prefix="vmkit-grade-"))
+        layout = sandbox_layout() if self.settings.sandbox else None
         todo = list(enumerate(self.paths))[::-1]
         running: dict = {}  # index -> (process, connection, deadline, uid, folder)
         try:
@@ -268,7 +274,7 @@ class _Batch:
                     deadline = time.monotonic() + self.settings.seconds()
                     proc = ctx.Process(target=_work, daemon=True, name=f"vmkit-grade-{i}",
                                        args=(path, self.settings, send, uid, deadline,
-                                             str(folder)))
+                                             str(folder), layout))
                     proc.start()
                     send.close()
                     running[i] = (proc, recv, deadline, uid, folder)

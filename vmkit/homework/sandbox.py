@@ -65,8 +65,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Limits", "Sandbox", "SandboxUnavailable", "check_available", "ALLOWED_ENV",
-           "UID_BASE"]
+__all__ = ["Limits", "Sandbox", "SandboxUnavailable", "check_available", "layout",
+           "acquire_uid", "release_uid", "kill_uid", "ALLOWED_ENV", "UID_BASE"]
 
 #: environment variables a caller may hand into the sandbox (besides ``VMKIT_*``)
 ALLOWED_ENV = frozenset({"PYTHONHASHSEED", "MPLBACKEND", "LANG", "LC_ALL", "LC_CTYPE", "TZ"})
@@ -92,7 +92,7 @@ class Limits:
     """Per-process limits set when a sandboxed process starts (``prlimit``)."""
     memory_mb: int = 2048      #: address space (RLIMIT_AS): going over raises MemoryError
     cpu_seconds: int = 600     #: CPU time (RLIMIT_CPU): past it the process is killed
-    processes: int = 256       #: processes and threads of the sandbox's uid (RLIMIT_NPROC)
+    processes: int = 128       #: processes and threads of the sandbox's uid (RLIMIT_NPROC)
     file_size_mb: int = 256    #: largest file a process may write (RLIMIT_FSIZE)
     open_files: int = 1024     #: open file descriptors (RLIMIT_NOFILE)
     tmp_mb: int = 256          #: size of the sandbox's /tmp (a tmpfs)
@@ -152,13 +152,18 @@ def _inside(path: Path, roots) -> bool:
 _LAYOUT: dict | None = None
 
 
-def _layout() -> dict:
+def layout() -> dict:
     """What every sandbox binds (computed once per process)."""
     global _LAYOUT
     if _LAYOUT is None:
         kit, pythonpath = _kit_binds()
+        bwrap = shutil.which("bwrap")
+        helps = subprocess.run([bwrap, "--help"], capture_output=True, text=True,
+                               timeout=60).stdout if bwrap else ""
         _LAYOUT = {"python": [str(p) for p in _python_roots()], "kit": kit,
-                   "pythonpath": pythonpath, "venv_bin": str(Path(sys.prefix) / "bin")}
+                   "pythonpath": pythonpath,
+                   # options newer than some distributions' bwrap (Ubuntu 22.04 has 0.6)
+                   "options": [o for o in ("--disable-userns", "--size") if o in helps]}
     return _LAYOUT
 
 
@@ -295,8 +300,11 @@ class Sandbox:
             d.mkdir(mode=0o700)
         if self.as_root:
             os.chmod(self.root, 0o711)
-            for d in (self.scratch, self.runtime):
-                os.chown(d, self.uid, self.uid)
+            os.chown(self.scratch, self.uid, self.uid)
+            # the kernel makes its sockets here, the grader connects to them as root: a
+            # root-owned sticky folder, so that (fs.protected_symlinks) the grader never
+            # follows a symlink the sandbox's user put in place of a socket
+            os.chmod(self.runtime, 0o1777)
             (self.root / "passwd").write_text(
                 f"root:x:0:0:root:/root:/usr/sbin/nologin\n"
                 f"student:x:{self.uid}:{self.uid}:student:{self.scratch}:/usr/sbin/nologin\n")
@@ -316,7 +324,7 @@ class Sandbox:
         out = {k: str(v) for k, v in (env or {}).items()
                if k in ALLOWED_ENV or k.startswith("VMKIT_")}
         tmp = self.tmp
-        layout = _layout() if self.enabled else None
+        lay = layout() if self.enabled else None
         out.update({
             "HOME": str(self.scratch), "TMPDIR": tmp, "USER": "student", "LOGNAME": "student",
             "PATH": f"{Path(sys.prefix) / 'bin'}:/usr/local/bin:/usr/bin:/bin",
@@ -326,8 +334,8 @@ class Sandbox:
             "XDG_CONFIG_HOME": f"{tmp}/config", "JUPYTER_CONFIG_DIR": f"{tmp}/jupyter",
             "JUPYTER_DATA_DIR": f"{tmp}/jupyter-data",
             "JUPYTER_RUNTIME_DIR": f"{tmp}/jupyter-runtime"})
-        if layout and layout["pythonpath"]:
-            out["PYTHONPATH"] = layout["pythonpath"]
+        if lay and lay["pythonpath"]:
+            out["PYTHONPATH"] = lay["pythonpath"]
         return out
 
     def command(self, argv: list[str], env: dict | None = None) -> list[str]:
@@ -337,21 +345,25 @@ class Sandbox:
         if not self.enabled:
             return [sys.executable, "-I", "-S", "-c", _SHIM,
                     json.dumps([list(x) for x in self.limits.rlimits()]), *argv]
-        layout = _layout()
-        binds = [(p, p) for p in layout["python"]] + layout["kit"]
+        lay = layout()
+        binds = [(p, p) for p in lay["python"]] + lay["kit"]
         rw = [str(self.scratch), str(self.runtime)]
         args = [shutil.which("bwrap") or "bwrap",
                 "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
                 "--unshare-cgroup-try", "--hostname", "sandbox",
                 "--die-with-parent", "--new-session"]
         if not self.as_root:
-            args += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+            args += ["--unshare-user", "--cap-drop", "ALL"]
+            if "--disable-userns" in lay["options"]:
+                args.append("--disable-userns")
         args += _system_args()
         if self.as_root:
             args += ["--ro-bind", str(self.root / "passwd"), "/etc/passwd",
                      "--ro-bind", str(self.root / "group"), "/etc/group"]
-        args += ["--proc", "/proc", "--dev", "/dev",
-                 "--perms", "1777", "--size", str(self.limits.tmp_mb << 20), "--tmpfs", "/tmp"]
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777"]
+        if "--size" in lay["options"]:
+            args += ["--size", str(self.limits.tmp_mb << 20)]
+        args += ["--tmpfs", "/tmp"]
         args += _dirs_for([d for _, d in binds] + rw)
         for src, dst in binds:
             args += ["--ro-bind", src, dst]
