@@ -108,7 +108,31 @@ def attack_cases(base: Path, port: int) -> dict:
     nb = released()
     nb.cells += [new_markdown_cell("x") for _ in range(10_000)]
     cases = {"many-cells": nb}  # first: the time until its row arrives is its own
-    cases["honest"] = answered()
+    cases["kill"] = attack("""
+import os, signal, time
+ok = False
+mine = open("/proc/self/cmdline").read().split("\\0")
+mine = mine[mine.index("-f") + 1]  # this kernel's connection file
+end = time.time() + 6
+while time.time() < end:  # while the honest kernel beside it runs
+    for pid in [os.getppid(), 1] + [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+        try:  # another kernel in sight?
+            cmd = open(f"/proc/{pid}/cmdline").read()
+            ok = ok or ("ipykernel" in cmd and mine not in cmd)
+        except OSError:
+            pass
+        if pid != os.getpid():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except OSError:
+        pass
+    time.sleep(0.05)
+""")
+    cases["honest"] = answered()  # graded while "kill" runs
     cases["remount"] = attack(f"""
 import subprocess
 venv = {str(venv)!r}
@@ -131,41 +155,6 @@ for folder in ({str(venv)!r}, {str(kit)!r}, {str(venv / 'bin')!r}, "/usr/lib", "
     except OSError:
         pass
 """)
-    cases["fork-bomb"] = attack("""
-import os, time
-ok = False
-children = 0
-for _ in range(5000):
-    try:
-        pid = os.fork()
-    except OSError:
-        break
-    if pid == 0:  # every child forks on, forever
-        while True:
-            try:
-                os.fork()
-            except OSError:
-                time.sleep(0.01)
-    children += 1
-ok = children >= 5000
-""")
-    cases["kill"] = attack("""
-import os, signal, time
-ok = False
-end = time.time() + 4
-while time.time() < end:  # while the honest kernel beside it runs
-    for pid in [os.getppid(), 1] + [int(p) for p in os.listdir("/proc") if p.isdigit()]:
-        if pid != os.getpid():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-    try:
-        os.kill(-1, signal.SIGKILL)
-    except OSError:
-        pass
-    time.sleep(0.05)
-""")
     cases["read-solutions"] = attack(f"""
 import glob, os
 ok = False
@@ -179,7 +168,8 @@ except Exception:
 for pid in os.listdir("/proc"):  # the grader's working folder and command line
     try:
         places.append(os.path.join(os.readlink(f"/proc/{{pid}}/cwd"), "solutions"))
-        places += [a for a in open(f"/proc/{{pid}}/cmdline").read().split("\\0") if "solution" in a]
+        args = open(f"/proc/{{pid}}/cmdline").read().split("\\0")
+        places += [a for a in args if "solution" in a]
     except OSError:
         pass
 for place in places:
@@ -202,14 +192,16 @@ for address in (("127.0.0.1", {port}), ("1.1.1.1", 53), ("8.8.8.8", 443)):
 import os, subprocess, sys
 script = '''
 import os, sys, time
-time.sleep(3)
-for target in sys.argv[1:]:
-    try:
-        open(target, "w").write("REWRITTEN-" + "BY-DETACHED")
-    except OSError:
-        pass
+for _ in range(60):  # a minute of trying, from 3 s on
+    time.sleep(1 if _ else 3)
+    for target in sys.argv[2:]:
+        try:
+            open(target, "w").write("REWRITTEN-" + "BY-DETACHED")
+        except OSError:
+            pass
 '''
-targets = [{str(csv_path)!r}, {str(feedback / 'detached.html')!r}, {str(feedback / 'honest.html')!r}]
+targets = [{str(csv_path)!r}, {str(feedback / 'detached.html')!r},
+           {str(feedback / 'honest.html')!r}]
 if os.fork() == 0:  # a double fork into a new session: init's child
     os.setsid()
     if os.fork() == 0:
@@ -234,6 +226,24 @@ keep = [widgets.Text(value="z" * 200_000) for i in range(150)]
 for w in keep[:50]:
     w.value = "w" * 200_000
 ok = True
+""")
+    cases["fork-bomb"] = attack("""
+import os, time
+ok = False
+children = 0
+for _ in range(5000):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:  # every child forks on, forever
+        while True:
+            try:
+                os.fork()
+            except OSError:
+                time.sleep(0.01)
+    children += 1
+ok = children >= 5000
 """)
     return cases
 
@@ -314,7 +324,7 @@ def attacked(tmp_path_factory, server):
 
     results = grade(paths, settings, jobs=2, on_result=note)
     out = {Path(r.notebook).stem: r for r in results}
-    # what the detached processes would do happens 3 s after they start: wait past that
+    # the detached processes would write from 3 s after they start on: wait past that
     time.sleep(4)
     home = Path.home()
     planted = grade(_write(plant_cases(home), base / "planter"), settings, jobs=1)
