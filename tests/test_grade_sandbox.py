@@ -531,3 +531,22 @@ def test_no_bubblewrap_stops_with_one_line(tmp_path, monkeypatch, capsys):
                  "--no-sandbox", "--timeout", "60"])
     table = list(csv.reader((tmp_path / "g.csv").open()))
     assert code == 0 and [r[4] for r in table[1:]] == ["ok", "ok", "ok", "manual"]
+
+
+@needs_sandbox
+def test_flood_in_student_cells_leaves_the_tests_output(tmp_path):
+    """When a student's cell has used up the notebook's output, does a test cell's output
+    (where hidden tests hand answers to the grader) still come through?"""
+    from test_homework_grade import cell
+
+    from vmkit.homework.execute import execute
+    from vmkit.homework.sandbox import Limits, Sandbox
+
+    nb = answered(q1_answer="for i in range(200):\n    print('x' * 1000, flush=True)\n"
+                            "def double(x):\n    return 2 * x")
+    cell(nb, "test-q1").source = "print('ANSWER-LINE')"
+    with Sandbox(Limits()) as sb:
+        statuses, _, truncated = execute(nb, env={}, timeout=60, sandbox=sb,
+                                         output_limit=64 * 1024, output_total=16 * 1024)
+    out = "".join(o.get("text", "") for o in cell(nb, "test-q1").outputs)
+    assert "ANSWER-LINE" in out and truncated
