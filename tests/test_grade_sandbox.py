@@ -236,15 +236,16 @@ for _ in range(5000):
         pid = os.fork()
     except OSError:
         break
-    if pid == 0:  # every child forks on, forever
+    if pid == 0:  # every child forks on, forever, busy
         while True:
             try:
                 os.fork()
             except OSError:
-                time.sleep(0.01)
+                pass
     children += 1
 ok = children >= 5000
 """)
+    cases["honest-beside-bomb"] = answered()  # its kernel starts while the bomb runs
     return cases
 
 
@@ -313,7 +314,7 @@ def attacked(tmp_path_factory, server):
     two submissions that would profit from what it planted."""
     base = tmp_path_factory.mktemp("attacks")
     port, hits = server
-    settings = Settings(source=DATA, timeout=20, memory_mb=1024, output_limit=64 * 1024,
+    settings = Settings(source=DATA, timeout=12, memory_mb=1024, output_limit=64 * 1024,
                         output_total=512 * 1024, feedback=base / "feedback")
     paths = _write(attack_cases(base, port), base / "submitted")
     t0 = time.monotonic()
@@ -344,6 +345,7 @@ def test_honest_solutions_in_attacked_batches_get_full_marks(attacked):
     """Does an honest solution graded beside the attacks (and one graded after the planter)
     still get every point?"""
     assert rows(attacked["results"]["honest"]) == FULL
+    assert rows(attacked["results"]["honest-beside-bomb"]) == FULL
     assert rows(attacked["results"]["honest-after"]) == FULL
 
 
@@ -352,10 +354,11 @@ def test_honest_solutions_in_attacked_batches_get_full_marks(attacked):
                                   "read-solutions", "network", "detached"])
 def test_attack_scores_nothing(attacked, name):
     """Does the attack fail in the sandbox (question 1 gets 0), the other questions still
-    graded?"""
+    graded (the fork bomb's own kernel runs out of time)?"""
     r = rows(attacked["results"][name])
     assert r["test-q1"][0] == 0, r
-    assert r["test-q2"] == (2, "ok") and r["test-q3"] == (1, "ok"), r
+    if name != "fork-bomb":  # the bomb's busy processes starve its own kernel: timeouts
+        assert r["test-q2"] == (2, "ok") and r["test-q3"] == (1, "ok"), r
 
 
 @needs_sandbox
