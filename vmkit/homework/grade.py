@@ -152,8 +152,6 @@ def grade_one(path, settings: Settings | None = None) -> Result:
 
 
 def _grade_one(path: Path, settings: Settings, res: Result) -> Result:
-    import nbformat
-
     try:
         sub = _read(path, settings)
         if not isinstance(sub.get("cells"), list):
