@@ -365,6 +365,11 @@ class Sandbox:
             try:
                 self.cgroup = _cgroup_base() / self.root.name
                 self.cgroup.mkdir()
+                # equal among sandboxes; against the machine's other processes, worth a few
+                # (a kernel keeps two or three threads busy: it should not lose to them)
+                for name, weight in (("cpu.weight", "800"), ("cpu.shares", "8192")):
+                    if (self.cgroup / name).exists():
+                        (self.cgroup / name).write_text(weight)
             except OSError:
                 self.cgroup = None
         if self.as_root:
