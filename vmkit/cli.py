@@ -229,23 +229,52 @@ def _cmd_release(args: argparse.Namespace) -> int:
 def _cmd_grade(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from vmkit.homework.grade import Settings, grade, write_csv
+    from vmkit.homework.grade import (IdentityError, Settings, grade, identify, read_roster,
+                                      summary, write_csv)
 
     settings = Settings(timeout=args.timeout, memory_mb=args.memory,
-                        feedback=Path(args.feedback) if args.feedback else None)
+                        feedback=Path(args.feedback) if args.feedback else None,
+                        assignment=args.assignment, student=args.student)
     if args.source:
         if not Path(args.source).is_dir():
             return _fail("grade", f"{args.source}: no such folder", 1)
         settings.source = Path(args.source)
+    elif not settings.source.is_dir():
+        return _fail("grade", "no solutions/ here: give the instructor's notebooks with "
+                              "--source DIR", 1)
     missing = [n for n in args.notebook if not Path(n).is_file()]
     if missing:
-        return _fail("grade", f"{missing[0]}: no such file", 1)
-    results = grade(args.notebook, settings, jobs=args.jobs)
+        return _fail("grade", f"{missing[0]!r}: no such file", 1)
+    try:
+        if args.roster:
+            settings.roster = read_roster(args.roster)
+        subs = [identify(n, settings) for n in args.notebook]
+    except IdentityError as e:
+        return _fail("grade", str(e), 1)
+    results = grade(subs, settings, jobs=args.jobs)
     for res in results:
         for message in res.messages:
             print(f"vmkit grade: {message}", file=sys.stderr)
     write_csv(results, args.csv)
+    print(f"vmkit grade: {summary(results)}", file=sys.stderr)
     return 0
+
+
+def _grade_argv(argv: list[str]) -> list[str]:
+    """``vmkit grade``'s arguments with every existing file that looks like an option
+    (``--x.ipynb``, ``--source=x.ipynb``) moved behind ``--``, so that it is graded as a
+    notebook and never taken for an option (nor aborts the batch)."""
+    import os
+
+    if not argv or argv[0] != "grade" or "--" in argv:
+        return argv
+    keep, files = [argv[0]], []
+    for tok in argv[1:]:
+        if tok.startswith("-") and tok.endswith(".ipynb") and os.path.isfile(tok):
+            files.append(tok)
+        else:
+            keep.append(tok)
+    return keep + (["--"] + files if files else [])
 
 
 def _not_yet(command: str) -> Callable[[argparse.Namespace], int]:
@@ -352,7 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_release)
 
     p = sub.add_parser("grade", help="grade submitted notebooks",
-                       description="Grade each NOTEBOOK in its own kernel.")
+                       description="Grade each NOTEBOOK in its own kernel, in its own "
+                                   "sandbox. The student and the assignment come from the "
+                                   "instructor: --student/--roster/--assignment or the "
+                                   "nbgrader layout submitted/<student>/<assignment>/.")
     p.add_argument("notebook", metavar="NOTEBOOK", nargs="+", help="submitted .ipynb")
     p.add_argument("--timeout", type=_positive_float, default=120.0, metavar="S",
                    help="seconds allowed per notebook (default 120)")
@@ -366,6 +398,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(default solutions/)")
     p.add_argument("--memory", type=_positive_int, default=2048, metavar="MB",
                    help="address-space limit of each kernel (default 2048)")
+    p.add_argument("--assignment", metavar="NAME",
+                   help="the assignment of every NOTEBOOK (default: from the nbgrader layout "
+                        "submitted/<student>/<assignment>/)")
+    p.add_argument("--student", metavar="ID",
+                   help="the student id of every NOTEBOOK (default: from --roster or the "
+                        "nbgrader layout; never from the notebook)")
+    p.add_argument("--roster", metavar="FILE",
+                   help="a CSV file 'path,student': each submission file or folder (relative "
+                        "to FILE's folder) and its student id")
     p.set_defaults(func=_cmd_grade)
 
     return parser
@@ -374,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_grade_argv(list(sys.argv[1:] if argv is None else argv)))
     except SystemExit as e:  # --help, --version, usage errors
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     if args.command is None:
