@@ -153,7 +153,8 @@ def feedback_html(nb, rows, messages=(), student: str | None = None,
                     r = by_id.get(cells.grade_id(cell))
                     if r is not None:
                         cls = "ok" if r.status == "ok" else "bad"
-                        msg = f" — {html.escape(r.message)}" if r.message else ""
+                        msg = f" — {html.escape(r.message)}" if r.message and r.message not in (
+                            "AssertionError",) else ""
                         for o in cell.get("outputs", []):
                             if o.get("output_type") == "error":  # the visible test's words
                                 msg += " — " + _text(f"{o.get('ename', '')}: "
