@@ -261,7 +261,7 @@ def rows(result) -> dict:
 def test_solution_gets_full_marks(graded):
     """Does the fixture's solution get every automatic point, the task left as manual?"""
     assert rows(graded["solution"]) == {"test-q1": (1, "ok"), "test-q2": (2, "ok"),
-                                        "test-q3": (1, "ok"), "q4-task": (None, "manual")}
+                                        "test-q3": (1, "ok"), "q4-answer": (None, "manual")}
 
 
 @pytest.mark.parametrize("name", ["full-hw01-rings-and-traps", "full-hw02-trap-and-emulate",
@@ -334,7 +334,7 @@ def test_reordered_notebook_is_graded_by_grade_id(graded):
 def test_tampered_locked_cell(graded):
     """Does an edited locked cell give `tampered` and no points?"""
     res = graded["tampered"]
-    assert {r.status for r in res.rows if r.question != "q4-task"} == {"tampered"}
+    assert {r.status for r in res.rows if r.question != "q4-answer"} == {"tampered"}
     assert sum(r.points or 0 for r in res.rows) == 0
 
 
@@ -366,7 +366,7 @@ def test_csv_and_feedback(graded):
     assert table[0] == ["student", "assignment", "notebook", "question", "points",
                         "max_points", "status"]
     assert table[-2][:2] == ["student-solution", FIXTURE]
-    assert table[-2][3:] == ["q4-task", "", "1", "manual"]
+    assert table[-2][3:] == ["q4-answer", "", "1", "manual"]
     assert table[-1][3:] == ["notebook", "0", "", "error"]
     page = Path(graded["solution"].feedback).read_text()
     assert "Automatic total: 4 / 4" in page

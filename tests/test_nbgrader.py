@@ -43,6 +43,8 @@ def nbgrader(course: Path, *args: str, student: str | None = None) -> None:
                                  f"{os.environ.get('PATH', '')}"}
     if student:
         env["VMKIT_STUDENT_ID"] = student  # the variant nbgrader's kernel computes
+    # nbgrader has no check outside the kernel: the hidden tests check against the reference
+    env["VMKIT_REFERENCE"] = str(ROOT / "solutions" / "reference")
     proc = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
