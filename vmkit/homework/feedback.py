@@ -44,9 +44,20 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _URL_SCHEMES = {"http", "https", "mailto"}
 
 
+def _attribute(tag: str, attr: str, value: str):
+    """nh3's attribute filter: an image only from a ``data:`` URL (a remote or relative one
+    would be a request when the page opens), a link never to one."""
+    if tag == "img" and attr == "src" and not value.startswith("data:image/"):
+        return None
+    if attr != "src" and value.strip().lower().startswith("data:"):
+        return None  # a link to a data: page
+    return value
+
+
 def _clean(fragment: str) -> str:
     import nh3
-    return nh3.clean(fragment, url_schemes=_URL_SCHEMES, link_rel="noopener noreferrer nofollow")
+    return nh3.clean(fragment, url_schemes=_URL_SCHEMES | {"data"},
+                     link_rel="noopener noreferrer nofollow", attribute_filter=_attribute)
 
 
 def _markdown(text: str) -> str:

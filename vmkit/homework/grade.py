@@ -69,6 +69,8 @@ class Settings:
     student: str | None = None         #: the student of every submission (--student)
     roster: dict | None = None         #: resolved path -> student id (:func:`read_roster`)
     sandbox: bool = True               #: False: no sandbox (--no-sandbox; see the README)
+    run_as: str | None = None          #: a user whom hw02's handler processes run as (the
+                                       #: Gradescope autograder's unprivileged user)
 
 
 @dataclass
@@ -244,8 +246,13 @@ def _grade_one(path: Path, settings: Settings, res: Result) -> Result:
         # the student's handlers run in the same sandbox, called by the grader's VMM
         child_env = {"PATH": env.get("PATH", "/usr/bin:/bin"), "PYTHONHASHSEED": "0",
                      "HOME": str(box.scratch), "VMKIT_STUDENT_ID": student}
+        popen = box.popen
+        if settings.run_as:
+            from vmkit.homework.gradescope import demote
+            prefix = demote(settings.run_as)
+            popen = lambda argv, **kw: box.popen(prefix + list(argv), **kw)  # noqa: E731
         verify_answers(nb, res.rows, assignment, student,
-                       Path(settings.source) / REFERENCE_DIR, popen=box.popen,
+                       Path(settings.source) / REFERENCE_DIR, popen=popen,
                        env=child_env, timeout=settings.timeout)
     if truncated:
         res.messages.append(f"{path}: output limited in {len(truncated)} cell(s)")
