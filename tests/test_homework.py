@@ -237,3 +237,14 @@ def test_hw04_variants_fill_the_cache():
             vm.run(max_steps=2_000_000)
             rates.add(vm.stats["tc_hits"] / vm.stats["tc_lookups"])
         assert len(rates) == 3, (guest, threshold, size)
+
+
+def test_exercises_point_at_nothing_outside_their_folder():
+    """Do the exercises avoid links to docs/ (or any path outside exercises/, which a Lab
+    rooted there cannot open) and instructor-only notes?"""
+    import re
+
+    for path in sorted((ROOT / "exercises").glob("*.ipynb")):
+        text = "\n".join(c.source for c in load(path).cells)
+        assert "docs/" not in text and not re.search(r"\]\((\.\./|/)", text), path.name
+        assert "Notes for the instructor" not in text, path.name
