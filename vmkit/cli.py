@@ -230,12 +230,14 @@ def _cmd_release(args: argparse.Namespace) -> int:
 def _cmd_grade(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from vmkit.homework.grade import (IdentityError, Settings, grade, identify, read_roster,
-                                      summary, write_csv)
+    from vmkit.homework.grade import (CsvWriter, IdentityError, Settings, grade, identify,
+                                      read_roster, summary)
+    from vmkit.homework.sandbox import SandboxUnavailable, check_available
 
     settings = Settings(timeout=args.timeout, memory_mb=args.memory,
                         feedback=Path(args.feedback) if args.feedback else None,
-                        assignment=args.assignment, student=args.student)
+                        sandbox=not args.no_sandbox, assignment=args.assignment,
+                        student=args.student)
     if args.source:
         if not Path(args.source).is_dir():
             return _fail("grade", f"{args.source}: no such folder", 1)
@@ -255,11 +257,19 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         subs = [identify(n, settings) for n in args.notebook]
     except IdentityError as e:
         return _fail("grade", str(e), 1)
-    results = grade(subs, settings, jobs=args.jobs)
-    for res in results:
-        for message in res.messages:
-            print(f"vmkit grade: {message}", file=sys.stderr)
-    write_csv(results, args.csv)
+    try:
+        if settings.sandbox:
+            check_available()
+    except SandboxUnavailable as e:
+        return _fail("grade", str(e), 2)
+
+    with CsvWriter(args.csv) as out:  # rows are written as the results come in
+        def report(res) -> None:
+            for message in res.messages:
+                print(f"vmkit grade: {message}", file=sys.stderr)
+            out.add(res)
+
+        results = grade(subs, settings, jobs=args.jobs, on_result=report)
     print(f"vmkit grade: {summary(results)}", file=sys.stderr)
     return 0
 
@@ -425,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(default solutions/)")
     p.add_argument("--memory", type=_positive_int, default=2048, metavar="MB",
                    help="address-space limit of each kernel (default 2048)")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="run submissions without the bubblewrap sandbox, as the grading user "
+                        "with its files and network (see the README before you do)")
     p.add_argument("--assignment", metavar="NAME",
                    help="the assignment of every NOTEBOOK (default: from the nbgrader layout "
                         "submitted/<student>/<assignment>/)")
