@@ -247,10 +247,10 @@ def _grade_one(path: Path, settings: Settings, res: Result) -> Result:
         child_env = {"PATH": env.get("PATH", "/usr/bin:/bin"), "PYTHONHASHSEED": "0",
                      "HOME": str(box.scratch), "VMKIT_STUDENT_ID": student}
         popen = box.popen
-        if settings.run_as:
+        if settings.run_as and not settings.sandbox:
             from vmkit.homework.gradescope import demote
             prefix = demote(settings.run_as)
-            popen = lambda argv, **kw: box.popen(prefix + list(argv), **kw)  # noqa: E731
+            popen = lambda argv, *a, **kw: box.popen(prefix + list(argv), *a, **kw)  # noqa: E731
         verify_answers(nb, res.rows, assignment, student,
                        Path(settings.source) / REFERENCE_DIR, popen=popen,
                        env=child_env, timeout=settings.timeout)
