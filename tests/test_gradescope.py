@@ -53,7 +53,9 @@ def _interpreter(base: Path) -> Path:
     subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = next((venv / "lib").glob("python3*/site-packages"))
     packages = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
-    (site / "vmkit-test.pth").write_text("\n".join(packages) + "\n")
+    # the kit of this checkout too: without the sandbox, the kernel's environment has no
+    # PYTHONPATH
+    (site / "vmkit-test.pth").write_text("\n".join([str(ROOT), *packages]) + "\n")
     return venv / "bin" / "python"
 
 

@@ -10,9 +10,12 @@ runs ``run_autograder``, which must write ``/autograder/results/results.json``::
 
 The zip holds the kit's source (installed by ``setup.sh`` into a venv), the instructor's
 notebook of the assignment and its reference answers (``solutions/``, made readable by root
-only), and ``config.json``. ``setup.sh`` creates an unprivileged user (``vmkit-student``); the
-student's kernel and hw02's handler processes run as that user with every capability dropped
-(``setpriv``), so they cannot read the reference answers; the grader itself runs as root.
+only), and ``config.json``. ``setup.sh`` creates an unprivileged user (``vmkit-student``). Where
+bubblewrap can start, every submission runs in vmkit's sandbox (an unprivileged uid of its own,
+no network, only the kit and Python bound); where it cannot (a container without user
+namespaces), the student's kernel and hw02's handler processes run as ``vmkit-student`` with
+every capability dropped (``setpriv``). Either way they cannot read the reference answers; the
+grader itself runs as root.
 
 ``VMKIT_AUTOGRADER_ROOT`` replaces ``/autograder`` (tests lay a temporary root out the same
 way); ``VMKIT_AUTOGRADER_PYTHON`` (a Python with the kit installed) makes ``setup.sh`` skip the
@@ -69,7 +72,6 @@ set -uo pipefail
 ROOT="${VMKIT_AUTOGRADER_ROOT:-/autograder}"
 SRC="$ROOT/source"
 PY="$(cat "$SRC/python")"
-export JUPYTER_PATH="$SRC/jupyter"
 exec "$PY" -m vmkit.homework.gradescope run "$ROOT"
 """
 
@@ -122,7 +124,7 @@ def build(assignment: str, source, out, id_field: str = "email", kit=None) -> Pa
 
 def _kernelspec(src: Path) -> None:
     """``src/jupyter/kernels/python3``: the kernel runs as the unprivileged user (found first
-    through ``JUPYTER_PATH``, which ``run_autograder`` sets)."""
+    through ``JUPYTER_PATH``, which :func:`run` sets when there is no sandbox)."""
     user = (src / "user").read_text().strip()
     folder = src / "jupyter" / "kernels" / "python3"
     folder.mkdir(parents=True, exist_ok=True)
@@ -223,8 +225,22 @@ def run(root) -> int:
         res = Result("submission", [Row("submission", "notebook", 0, None, "error", why)],
                      [why])
     else:
-        settings = Settings(source=src / "solutions", run_as=(src / "user").read_text().strip())
+        from vmkit.homework.sandbox import SandboxUnavailable, check_available
+
+        user = (src / "user").read_text().strip()
+        try:
+            check_available()  # bubblewrap: the kernel runs in it, as an unprivileged uid
+            settings = Settings(source=src / "solutions")
+            how = None
+        except SandboxUnavailable:
+            # no sandbox in this container: the kernel (through the kernelspec that
+            # JUPYTER_PATH finds first) and hw02's handlers run as the unprivileged user
+            os.environ["JUPYTER_PATH"] = str(src / "jupyter")
+            settings = Settings(source=src / "solutions", sandbox=False, run_as=user)
+            how = f"graded without the bubblewrap sandbox, as the user {user}"
         res = grade_one(Submission(notebooks[0], student, assignment), settings)
+        if how:
+            res.messages.append(how)
         if len(notebooks) > 1:
             res.messages.append(f"graded {notebooks[0].name}; other notebooks ignored")
     (out_dir / "results.json").write_text(json.dumps(results(res, max_total), indent=1) + "\n")
