@@ -42,8 +42,8 @@ def submission(**answers):
 
 def _interpreter(base: Path) -> Path:
     """A venv of the system's Python that sees this venv's packages, standing in for the one
-    setup.sh makes on Gradescope: the unprivileged user must be able to run it (this venv's
-    own interpreter may live in a folder only root can enter)."""
+    setup.sh makes on Gradescope: without the sandbox the unprivileged user must be able to
+    run it (this venv's own interpreter may live in a folder only root can enter)."""
     system = shutil.which("python3", path="/usr/bin:/bin")
     probe = subprocess.run([system, "-c", "import sys; print(sys.version_info[:2])"],
                            capture_output=True, text=True) if system else None
@@ -79,8 +79,14 @@ def autograder():
                 os.chmod(src / info.filename, mode)
     for d in (root, src):
         os.chmod(d, 0o755)
+    from vmkit.homework.sandbox import SandboxUnavailable, check_available
+    try:
+        check_available()  # the kernel runs in the sandbox, which binds this venv's Python
+        python = Path(sys.executable)
+    except SandboxUnavailable:  # the kernel runs as USER, who must be able to run Python
+        python = _interpreter(base)
     env = {**os.environ, "VMKIT_AUTOGRADER_ROOT": str(root),
-           "VMKIT_AUTOGRADER_PYTHON": str(_interpreter(base)), "VMKIT_AUTOGRADER_USER": USER,
+           "VMKIT_AUTOGRADER_PYTHON": str(python), "VMKIT_AUTOGRADER_USER": USER,
            "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(["bash", "setup.sh"], cwd=src, env=env, capture_output=True,
                           text=True, timeout=300)
