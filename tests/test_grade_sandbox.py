@@ -36,7 +36,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Li
 
 MARK = "vmkit-detached-7f3a"  # in the command line of the process that tries to outlive grading
 FULL = {"test-q1": (1, "ok"), "test-q2": (2, "ok"), "test-q3": (1, "ok"),
-        "q4-task": (None, "manual")}
+        "q4-answer": (None, "manual")}
 
 
 def _available() -> bool:
@@ -455,10 +455,12 @@ def test_hung_cell_is_cut_at_the_time_limit(unsandboxed):
 
 def test_submission_past_its_deadline_is_one_timeout_row(tmp_path):
     """Is a submission whose grading outlasts its deadline (here: a feedback page of 990
-    markdown cells takes the grader many seconds) killed at the deadline and one `timeout`
+    markdown cells full of formulas, each drawn by the grader, takes many seconds) killed at
+    the deadline and one `timeout`
     row?"""
     nb = answered()
-    nb.cells += [new_markdown_cell(f"cell {i}") for i in range(990)]
+    nb.cells += [new_markdown_cell(" ".join(f"$x_{{{i}}}^{{{j}}}$" for j in range(40)))
+                 for i in range(990)]
     paths = _write({"slow-page": nb}, tmp_path / "submitted")
     settings = Settings(source=DATA, timeout=1, deadline=4, sandbox=False,
                         feedback=tmp_path / "feedback")
