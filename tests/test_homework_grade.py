@@ -433,6 +433,8 @@ def test_hw02_stub_says_so(graded):
     wrong handler with the VMM's own reason?"""
     page = Path(graded["stub-handlers"].feedback).read_text()
     assert "still the stub" in page
+    assert "Student: <code>student-stub-handlers</code>" in page  # whose, and which variant
+    assert "Graded for the variant <code>P = {&quot;data&quot;: [" in page
     page = Path(graded["kit-handlers"].feedback).read_text()
     assert "VMM error (TypeError" in page
 
@@ -457,13 +459,14 @@ def test_student_id_with_a_path_stays_in_the_feedback_folder(graded):
 
 def test_feedback_runs_no_student_script(graded, tmp_path):
     """Does the feedback page of a submission with scripts in markdown and outputs run none of
-    them, load nothing from the network, hide the hidden tests and name the student and the
-    variant? (chromium, network blocked)"""
+    them, load nothing from the network, hide the hidden tests, draw its math without MathJax
+    and name the student? (chromium, network blocked)"""
     playwright = pytest.importorskip("playwright.sync_api")
     page_file = Path(graded["script"].feedback)
     text = page_file.read_text()
     assert "HIDDEN TESTS" not in text and "double(21)" not in text  # the hidden test's code
     assert "student-script" in text
+    assert '<img class="math" alt="e^{i\\pi} = -1" src="data:image/svg+xml;base64,' in text
     requests = []
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True)

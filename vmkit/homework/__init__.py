@@ -10,10 +10,18 @@ cell metadata (schema version 3) and ``### BEGIN SOLUTION`` / ``### END SOLUTION
 - :mod:`vmkit.homework.grade` runs the grading pipeline (``check_tampering``,
   ``restore_cells``, ``execute``, ``score``, ``verify_answers``, ``feedback``);
 - :mod:`vmkit.homework.variant` gives each student their own guest parameters;
-- :mod:`vmkit.homework.checks` is what instructor test cells call: expected values recomputed
-  in a fresh, isolated Python process that the student's cells cannot have patched.
+- :mod:`vmkit.homework.checks` is what instructor test cells call: hidden tests hand answers
+  to the grader (``submit``) and learn nothing back;
+- :mod:`vmkit.homework.reference` is the grader's side: it checks those answers outside the
+  kernel against the reference answers that live with the instructor's solutions
+  (``solutions/reference/``), never in this package;
+- :mod:`vmkit.homework.devices` is hw02's virtual device (the driver guest, the handlers'
+  attachment to ``TrapAndEmulate``);
+- :mod:`vmkit.homework.gradescope` builds and runs a Gradescope autograder.
 
-This package imports nbformat, nbclient and nbconvert only (and the kit's version string).
+This package imports nbformat, nbclient, nbconvert and nh3 (the sanitiser of feedback pages);
+the kit itself only inside the functions that run guests (hw02's device, the reference checks).
 """
 
-__all__ = ["cells", "variant", "checks", "release", "grade"]
+__all__ = ["cells", "variant", "checks", "release", "grade", "reference", "devices",
+           "gradescope"]

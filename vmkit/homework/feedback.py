@@ -11,7 +11,8 @@ The page is built here cell by cell (not by nbconvert's templates, which load sc
   from ``data:`` only), in case anything slipped through;
 - hidden tests appear only as their result and message: a test cell shows its visible part
   as released, then the row's status, never the hidden code nor its traceback;
-- self-contained: no CDN, no asset beside it (math is shown as its TeX source);
+- self-contained: no CDN, no asset beside it (math in markdown is drawn by matplotlib's
+  mathtext as inline SVG images, so no MathJax is needed);
 - the page names the student, the assignment and the variant ``P`` it graded.
 """
 
@@ -38,6 +39,7 @@ pre.error { background: #fdecea; }
 table { border-collapse: collapse; } td, th { border: 1px solid #bbb; padding: 2px 8px; }
 .result { font-weight: bold; margin: .2rem 0 1rem; }
 .ok { color: #176317; } .bad { color: #a11; } img { max-width: 100%; }
+img.math { vertical-align: middle; }
 """
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -60,9 +62,38 @@ def _clean(fragment: str) -> str:
                      link_rel="noopener noreferrer nofollow", attribute_filter=_attribute)
 
 
+_MATH = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$", re.S)
+_VERBATIM = re.compile(r"(<pre.*?</pre>|<code.*?</code>)", re.S)
+
+
+def _tex_image(tex: str) -> str | None:
+    """``tex`` (math mode) as an inline SVG image drawn by matplotlib's mathtext, or None when
+    mathtext cannot draw it: the page needs no MathJax and loads nothing."""
+    import io
+
+    try:
+        from matplotlib import mathtext
+        buf = io.BytesIO()
+        mathtext.math_to_image(f"${tex}$", buf, format="svg")
+    except Exception:
+        return None
+    data = base64.b64encode(buf.getvalue()).decode()
+    return (f'<img class="math" alt="{html.escape(tex, quote=True)}" '
+            f'src="data:image/svg+xml;base64,{data}">')
+
+
+def _math(fragment: str) -> str:
+    """Every ``$...$`` / ``$$...$$`` of sanitised HTML outside code drawn as an image."""
+    def draw(m):
+        tex = html.unescape(m.group(1) or m.group(2))
+        return _tex_image(tex) or m.group(0)
+    parts = _VERBATIM.split(fragment)
+    return "".join(p if i % 2 else _MATH.sub(draw, p) for i, p in enumerate(parts))
+
+
 def _markdown(text: str) -> str:
     from nbconvert.filters.markdown_mistune import markdown2html_mistune
-    return _clean(markdown2html_mistune(text))
+    return _math(_clean(markdown2html_mistune(text)))
 
 
 def _text(s) -> str:
