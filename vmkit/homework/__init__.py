@@ -8,7 +8,11 @@ cell metadata (schema version 3) and ``### BEGIN SOLUTION`` / ``### END SOLUTION
   ``clear_solutions``, ``clear_hidden_tests``, ``clear_outputs``, ``compute_checksums``,
   ``stamp``);
 - :mod:`vmkit.homework.grade` runs the grading pipeline (``check_tampering``,
-  ``restore_cells``, ``execute``, ``score``, ``verify_answers``, ``feedback``);
+  ``restore_cells``, ``execute``, ``score``, ``verify_answers``, ``feedback``), each
+  submission in its own watched worker process;
+- :mod:`vmkit.homework.sandbox` is where a submission's code runs: a bubblewrap sandbox per
+  submission (own namespaces, no network, read-only binds of only what the kernel needs, an
+  unprivileged uid, limits), killed whole when the submission is graded;
 - :mod:`vmkit.homework.variant` gives each student their own guest parameters;
 - :mod:`vmkit.homework.checks` is what instructor test cells call: hidden tests hand answers
   to the grader (``submit``) and learn nothing back;
@@ -20,8 +24,9 @@ cell metadata (schema version 3) and ``### BEGIN SOLUTION`` / ``### END SOLUTION
 - :mod:`vmkit.homework.gradescope` builds and runs a Gradescope autograder.
 
 This package imports nbformat, nbclient, nbconvert and nh3 (the sanitiser of feedback pages);
-the kit itself only inside the functions that run guests (hw02's device, the reference checks).
+the kit itself only inside the functions that run guests (hw02's device, the reference checks);
+the sandbox runs the ``bwrap``, ``setpriv`` and ``prlimit`` programs.
 """
 
-__all__ = ["cells", "variant", "checks", "release", "grade", "reference", "devices",
+__all__ = ["cells", "variant", "checks", "release", "grade", "sandbox", "reference", "devices",
            "gradescope"]

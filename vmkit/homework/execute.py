@@ -14,11 +14,14 @@ never looked up, so nothing a submission writes can change which kernel the next
   ``MemoryError`` in that cell only;
 - **output**: every message that would add to the notebook counts (stream, display data,
   execute results, display *updates*, which rewrite every output with that display id, and
-  widget comm messages): past ``output_limit`` bytes in a cell, or ``output_total`` in the
-  notebook, further messages are dropped and one note says so. Error outputs are always kept
+  widget comm messages): a message that would take a cell past ``output_limit`` bytes, or the
+  notebook past ``output_total``, is dropped and one note says so. The instructor's test cells
+  count toward their own cell's limit only, so that a flood in the student's cells cannot
+  crowd out the answers the hidden tests hand to the grader. Error outputs are always kept
   (they decide the question's status) but cut to a few KiB. A single kernel message larger than
-  ``max_message`` bytes is refused by the socket (ZeroMQ's ``MAXMSGSIZE``) before the grader
-  reads it into memory.
+  ``max_message`` bytes (64 MiB: far above anything a notebook keeps) is refused by the socket
+  (ZeroMQ's ``MAXMSGSIZE``) before the grader reads it into memory; the kernel's output channel
+  does not come back after that, so the rest of that notebook's outputs are lost.
 
 A kernel that dies (``os._exit``, a signal) or a ``sys.exit()`` stops the run: the cells after it
 get the status ``stopped``.
@@ -26,7 +29,6 @@ get the status ``stopped``.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -39,6 +41,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.v4 import new_output
 
+from vmkit.homework import cells
 from vmkit.homework.sandbox import Limits, Sandbox
 
 __all__ = ["execute", "LimitedClient", "CellRun", "SandboxKernelManager"]
@@ -57,13 +60,19 @@ class SandboxKernelManager(AsyncKernelManager):
 
     sandbox: Sandbox = None  # type: ignore[assignment]
     sandbox_env: dict = {}
-    max_message: int = 16 << 20
+    max_message: int = 64 << 20
 
     def __init__(self, **kw):
         kw.update(transport="ipc", ip=str(self.sandbox.runtime / "kernel"))
         super().__init__(**kw)
         self.connection_file = str(self.sandbox.runtime / "kernel.json")
         self.context.setsockopt(zmq.MAXMSGSIZE, int(self.max_message))
+
+    def client(self, **kw):
+        kc = super().client(**kw)
+        # the client's own sockets (made later, by start_channels) refuse a larger message
+        kc.context.setsockopt(zmq.MAXMSGSIZE, int(self.max_message))
+        return kc
 
     @property
     def kernel_spec(self) -> KernelSpec:
@@ -81,10 +90,20 @@ class SandboxKernelManager(AsyncKernelManager):
 
 
 def _size(msg) -> int:
-    try:
-        n = len(json.dumps(msg["content"]))
-    except (TypeError, ValueError):
-        n = len(repr(msg["content"]))
+    """About the bytes ``msg`` adds to a notebook: its strings and numbers, its binary buffers
+    (counted without serializing it again: the message may be large)."""
+    n, todo = 0, [msg.get("content")]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, str):
+            n += len(x) + 2
+        elif isinstance(x, dict):
+            todo.extend(x.keys())
+            todo.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            todo.extend(x)
+        else:
+            n += 8
     return n + sum(len(b) for b in msg.get("buffers") or ())
 
 
@@ -105,12 +124,15 @@ class LimitedClient(NotebookClient):
         self.output_bytes: dict = {}
         self.total_bytes = 0
         self.truncated: set = set()
+        #: cells outside the notebook's total (the instructor's tests)
+        self.own_budget: set = set()
 
     def _charge(self, cell_index: int, cost: int, outs) -> bool:
         used = self.output_bytes.get(cell_index, 0) + cost
-        if used <= self.output_limit and self.total_bytes + cost <= self.output_total:
+        total = 0 if cell_index in self.own_budget else cost
+        if used <= self.output_limit and self.total_bytes + total <= self.output_total:
             self.output_bytes[cell_index] = used
-            self.total_bytes += cost
+            self.total_bytes += total
             return True
         if cell_index not in self.truncated:
             self.truncated.add(cell_index)
@@ -161,7 +183,7 @@ def execute(nb, cwd=None, env: dict | None = None, timeout: float = 60, memory_m
             sandbox.scratch = type(sandbox.scratch)(cwd)
     km_class = type("BoundSandboxKernelManager", (SandboxKernelManager,),
                     {"sandbox": sandbox, "sandbox_env": dict(env or {}),
-                     "max_message": max(4 * output_total, 8 << 20)})
+                     "max_message": max(16 * output_total, 64 << 20)})
     client = LimitedClient(nb, kernel_name="python3", kernel_manager_class=km_class,
                            allow_errors=True, record_timing=False,
                            timeout=max(1, int(timeout)), interrupt_on_timeout=False,
@@ -169,6 +191,7 @@ def execute(nb, cwd=None, env: dict | None = None, timeout: float = 60, memory_m
                            resources={"metadata": {"path": str(sandbox.scratch)}})
     client.output_limit = output_limit
     client.output_total = output_total
+    client.own_budget = {i for i, c in enumerate(nb.cells) if cells.is_test(c)}
     statuses, errors = CellRun(), {}
     stop = None
     try:

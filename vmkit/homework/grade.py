@@ -55,7 +55,8 @@ from vmkit.homework.feedback import write_feedback
 from vmkit.homework.reference import REFERENCE_DIR
 from vmkit.homework.release import ROOT, kit_version, release_notebook
 from vmkit.homework.restore_cells import restore_cells
-from vmkit.homework.sandbox import Limits, Sandbox, acquire_uid, check_available, kill_uid
+from vmkit.homework.sandbox import (Limits, Sandbox, acquire_uid, check_available, kill_uid,
+                                    prune_cgroups)
 from vmkit.homework.sandbox import layout as sandbox_layout
 from vmkit.homework.score import Row, score
 from vmkit.homework.stamp import stamped
@@ -426,6 +427,7 @@ class _Batch:
                     recv.close()
                     if uid is not None:
                         kill_uid(uid)  # whatever the worker's sandbox left, before reuse
+                        prune_cgroups()
                     shutil.rmtree(folder, ignore_errors=True)
                     del running[i]
                     free.append(uid)

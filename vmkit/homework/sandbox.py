@@ -24,7 +24,11 @@ outside check of its handlers) runs in a :class:`Sandbox`, made with ``bwrap`` (
 - **an allow-listed environment** (:data:`ALLOWED_ENV`, ``VMKIT_*``): nothing of the grader's
   (``PYTHONPATH``, tokens, ``JUPYTERHUB_*``) gets in;
 - **limits set at launch** (:class:`Limits`): address space, processes, CPU time, file size,
-  open files, no core files; the student's code can lower them, never raise them.
+  open files, no core files; the student's code can lower them, never raise them;
+- **a CPU cgroup of its own** (root grader, where the cpu controller is available, v1 or v2):
+  sandboxes get equal CPU weights, so a submission that runs a hundred busy processes gets no
+  more CPU than the honest one graded beside it (without cgroups, the CPU is shared per
+  process, and the deadline is what bounds such a submission).
 
 **Who runs the code.** ``bwrap`` started by root keeps every capability inside the sandbox (a
 cell could remount the read-only binds writable), and Linux does not apply the process limit to
@@ -66,7 +70,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["Limits", "Sandbox", "SandboxUnavailable", "check_available", "layout",
-           "acquire_uid", "release_uid", "kill_uid", "ALLOWED_ENV", "UID_BASE"]
+           "acquire_uid", "release_uid", "kill_uid", "prune_cgroups", "ALLOWED_ENV", "UID_BASE"]
 
 #: environment variables a caller may hand into the sandbox (besides ``VMKIT_*``)
 ALLOWED_ENV = frozenset({"PYTHONHASHSEED", "MPLBACKEND", "LANG", "LC_ALL", "LC_CTYPE", "TZ"})
@@ -268,6 +272,51 @@ def kill_uid(uid: int, tries: int = 200) -> bool:
     return not _uid_pids(uid)
 
 
+# --- CPU shares for a root grader ----------------------------------------------------------
+
+_CGROUP_BASE: Path | None | bool = False
+
+
+def _cgroup_base() -> Path | None:
+    """The folder under which each sandbox gets a CPU cgroup of its own (equal weights, so
+    that a submission running a hundred busy processes gets as much CPU as one running one),
+    or None where cgroups cannot be made (then processes share the CPU as processes)."""
+    global _CGROUP_BASE
+    if _CGROUP_BASE is not False:
+        return _CGROUP_BASE
+    _CGROUP_BASE = None
+    top = Path("/sys/fs/cgroup")
+    try:
+        if (top / "cgroup.controllers").exists():  # cgroup v2
+            if "cpu" not in (top / "cgroup.controllers").read_text().split():
+                return None
+            if "cpu" not in (top / "cgroup.subtree_control").read_text().split():
+                (top / "cgroup.subtree_control").write_text("+cpu")
+            base = top / "vmkit-sandbox"
+            base.mkdir(exist_ok=True)
+            (base / "cgroup.subtree_control").write_text("+cpu")
+        elif (top / "cpu" / "cgroup.procs").exists():  # cgroup v1, the cpu hierarchy
+            base = top / "cpu" / "vmkit-sandbox"
+            base.mkdir(exist_ok=True)
+        else:
+            return None
+    except OSError:
+        return None
+    _CGROUP_BASE = base
+    return base
+
+
+def prune_cgroups() -> None:
+    """Remove the sandboxes' CPU cgroups that no process is in any more."""
+    base = _cgroup_base() if os.geteuid() == 0 else None
+    for d in (base.iterdir() if base else ()):
+        if d.is_dir():
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
+
 # --- the sandbox ----------------------------------------------------------------------------
 
 
@@ -298,6 +347,13 @@ class Sandbox:
         self._tmp = self.root / "tmp"  # the unsandboxed stand-in for the sandbox's /tmp
         for d in (self.scratch, self.runtime, self._tmp):
             d.mkdir(mode=0o700)
+        self.cgroup = None
+        if self.as_root and _cgroup_base():
+            try:
+                self.cgroup = _cgroup_base() / self.root.name
+                self.cgroup.mkdir()
+            except OSError:
+                self.cgroup = None
         if self.as_root:
             os.chmod(self.root, 0o711)
             os.chown(self.scratch, self.uid, self.uid)
@@ -348,7 +404,11 @@ class Sandbox:
         lay = layout()
         binds = [(p, p) for p in lay["python"]] + lay["kit"]
         rw = [str(self.scratch), str(self.runtime)]
-        args = [shutil.which("bwrap") or "bwrap",
+        args = []
+        if self.cgroup:  # bwrap and all it starts in the sandbox's own CPU cgroup
+            args = ["/bin/sh", "-c", 'echo $$ 2>/dev/null > "$0"; exec "$@"',
+                    str(self.cgroup / "cgroup.procs")]
+        args += [shutil.which("bwrap") or "bwrap",
                 "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
                 "--unshare-cgroup-try", "--hostname", "sandbox",
                 "--die-with-parent", "--new-session"]
@@ -404,6 +464,14 @@ class Sandbox:
             _kill(proc)
         if self.as_root:
             kill_uid(self.uid)
+        for _ in range(50 if self.cgroup else 0):
+            try:
+                self.cgroup.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:  # its last processes are still exiting
+                time.sleep(0.01)
         shutil.rmtree(self.root, ignore_errors=True)
         if self._lock is not None:
             release_uid(self._lock)
