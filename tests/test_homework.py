@@ -248,3 +248,20 @@ def test_exercises_point_at_nothing_outside_their_folder():
         text = "\n".join(c.source for c in load(path).cells)
         assert "docs/" not in text and not re.search(r"\]\((\.\./|/)", text), path.name
         assert "Notes for the instructor" not in text, path.name
+
+
+def test_cli_autograder_bad_assignment(tmp_path, capsys):
+    """Does `vmkit autograder gradescope` refuse an unknown assignment in one line, and build
+    a zip with setup.sh, run_autograder and the reference for a known one?"""
+    import zipfile
+
+    from vmkit.cli import main
+
+    assert main(["autograder", "gradescope", "hw99-none", "--out", str(tmp_path / "z.zip")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "hw99-none" in err[0]
+    out = tmp_path / "hw03.zip"
+    assert main(["autograder", "gradescope", "hw03-popek-goldberg", "--out", str(out)]) == 0
+    names = set(zipfile.ZipFile(out).namelist())
+    assert {"setup.sh", "run_autograder", "config.json", "solutions/hw03-popek-goldberg.ipynb",
+            "solutions/reference/hw03-popek-goldberg.py", "kit/pyproject.toml"} <= names
