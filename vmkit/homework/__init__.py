@@ -19,8 +19,6 @@ cell metadata (schema version 3) and ``### BEGIN SOLUTION`` / ``### END SOLUTION
 - :mod:`vmkit.homework.reference` is the grader's side: it checks those answers outside the
   kernel against the reference answers that live with the instructor's solutions
   (``solutions/reference/``), never in this package;
-- :mod:`vmkit.homework.devices` is hw02's virtual device (the driver guest, the handlers'
-  attachment to ``TrapAndEmulate``);
 - :mod:`vmkit.homework.gradescope` builds and runs a Gradescope autograder.
 
 This package imports nbformat, nbclient, nbconvert and nh3 (the sanitiser of feedback pages);

@@ -11,8 +11,8 @@ The page is built here cell by cell (not by nbconvert's templates, which load sc
   from ``data:`` only), in case anything slipped through;
 - hidden tests appear only as their result and message: a test cell shows its visible part
   as released, then the row's status, never the hidden code nor its traceback;
-- self-contained: no CDN, no asset beside it (math in markdown is drawn by matplotlib's
-  mathtext as inline SVG images, so no MathJax is needed);
+- self-contained: no CDN, no asset beside it (math is drawn by matplotlib's mathtext, in a
+  process of its own, as inline SVG images, so no MathJax is needed);
 - the page names the student, the assignment and the variant ``P`` it graded.
 """
 
@@ -66,34 +66,65 @@ _MATH = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$", re.S)
 _VERBATIM = re.compile(r"(<pre.*?</pre>|<code.*?</code>)", re.S)
 
 
-def _tex_image(tex: str) -> str | None:
-    """``tex`` (math mode) as an inline SVG image drawn by matplotlib's mathtext, or None when
-    mathtext cannot draw it: the page needs no MathJax and loads nothing."""
-    import io
-
+#: draws TeX formulas with matplotlib's mathtext, in a process of its own (this package does
+#: not import matplotlib): reads a JSON list of formulas, prints a JSON list of base64 SVGs
+#: (None where mathtext cannot draw one)
+_DRAW_TEX = r"""
+import base64, io, json, sys
+from matplotlib import mathtext
+out = []
+for tex in json.loads(sys.stdin.read()):
+    buf = io.BytesIO()
     try:
-        from matplotlib import mathtext
-        buf = io.BytesIO()
-        mathtext.math_to_image(f"${tex}$", buf, format="svg")
+        mathtext.math_to_image("$" + tex + "$", buf, format="svg")
+        out.append(base64.b64encode(buf.getvalue()).decode())
     except Exception:
-        return None
-    data = base64.b64encode(buf.getvalue()).decode()
-    return (f'<img class="math" alt="{html.escape(tex, quote=True)}" '
-            f'src="data:image/svg+xml;base64,{data}">')
+        out.append(None)
+sys.stdout.write(json.dumps(out))
+"""
 
 
-def _math(fragment: str) -> str:
-    """Every ``$...$`` / ``$$...$$`` of sanitised HTML outside code drawn as an image."""
+def _draw(formulas: list[str]) -> dict:
+    """TeX -> base64 SVG for each of ``formulas`` that mathtext can draw (none if it fails)."""
+    import subprocess
+    import sys
+
+    todo = sorted(set(formulas))
+    if not todo:
+        return {}
+    try:
+        proc = subprocess.run([sys.executable, "-c", _DRAW_TEX], input=json.dumps(todo),
+                              capture_output=True, text=True, timeout=120,
+                              env={**__import__("os").environ, "MPLBACKEND": "svg"})
+        images = json.loads(proc.stdout)
+    except Exception:
+        return {}
+    return {t: i for t, i in zip(todo, images) if i}
+
+
+def _math_pages(fragments: list[str]) -> list[str]:
+    """Every ``$...$`` / ``$$...$$`` of the sanitised HTML ``fragments``, outside code, drawn
+    as an inline SVG image (all of a page's formulas in one process)."""
+    def split(fragment):
+        return _VERBATIM.split(fragment)
+    formulas = [html.unescape(m.group(1) or m.group(2))
+                for f in fragments for i, p in enumerate(split(f)) if not i % 2
+                for m in _MATH.finditer(p)]
+    drawn = _draw(formulas)
+
     def draw(m):
         tex = html.unescape(m.group(1) or m.group(2))
-        return _tex_image(tex) or m.group(0)
-    parts = _VERBATIM.split(fragment)
-    return "".join(p if i % 2 else _MATH.sub(draw, p) for i, p in enumerate(parts))
+        if tex not in drawn:
+            return m.group(0)
+        return (f'<img class="math" alt="{html.escape(tex, quote=True)}" '
+                f'src="data:image/svg+xml;base64,{drawn[tex]}">')
+    return ["".join(p if i % 2 else _MATH.sub(draw, p) for i, p in enumerate(split(f)))
+            for f in fragments]
 
 
 def _markdown(text: str) -> str:
     from nbconvert.filters.markdown_mistune import markdown2html_mistune
-    return _math(_clean(markdown2html_mistune(text)))
+    return _clean(markdown2html_mistune(text))
 
 
 def _text(s) -> str:
@@ -207,6 +238,7 @@ def feedback_html(nb, rows, messages=(), student: str | None = None,
                     continue
                 parts.append(f'<pre class="input">{_text(src)}</pre>')
                 parts += [_output(o) for o in cell.get("outputs", [])]
+    parts = _math_pages([p for p in parts if p])
     title = html.escape(f"Feedback {assignment or ''} {student or ''}".strip())
     return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
             f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">"

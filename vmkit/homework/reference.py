@@ -13,9 +13,10 @@ Hidden tests only hand answers over (:func:`vmkit.homework.checks.submit`); the 
 them here, outside the student's kernel: :func:`verify` compares each answer, as JSON, with
 the value that the reference computes in a fresh process of the grader for the student's
 variant. hw02's answers are handler sources: :func:`check_device` runs the guest and the VMM
-in the grader's process and calls the student's handler, which runs in another process (in the
-submission's sandbox), through a narrow interface: the grader sends the handler's inputs (the
-device state, the port offset, the size, the value), the handler's process sends back the
+in a process of the grader's (outside the sandbox; this package never imports the simulator
+itself) and calls the student's handler, which runs in another process (in the submission's
+sandbox), through a narrow interface over pipes: the grader's VMM sends the handler's inputs
+(the device state, the port offset, the size, the value), the handler's process sends back the
 changed state (and the value read), which the grader validates before applying. Nothing the
 handler's process prints is trusted.
 
@@ -37,7 +38,7 @@ import time
 from pathlib import Path
 
 __all__ = ["REFERENCE_DIR", "ENV_VAR", "reference_file", "expected", "same", "verify",
-           "check_device", "DeviceProcess"]
+           "check_device", "DeviceProcess", "HandlerError", "ReferenceError", "EXTRA_DATA"]
 
 #: the folder of reference files inside the instructor's source folder
 REFERENCE_DIR = "reference"
@@ -139,16 +140,16 @@ class HandlerError(Exception):
 
 
 class DeviceProcess:
-    """The student's handlers in their own process, started by ``popen(argv, env=..., **kw)``
-    (the sandbox's, or :class:`subprocess.Popen`), called one request at a time."""
+    """The client end of the pipes to the student's handler process (:data:`_CHILD`): one
+    JSON line a request, one a reply, each within ``deadline`` (``time.monotonic()``)."""
 
     MAX_LINE = 64 * 1024
 
-    def __init__(self, popen, sources: list[str], P: dict, env: dict, deadline: float):
+    def __init__(self, write_fd: int, read_fd: int, sources: list[str], P: dict,
+                 deadline: float):
         self.deadline = deadline
-        self.proc = popen([sys.executable, "-I", "-c", _CHILD], env=env,
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL)
+        self._w = os.fdopen(write_fd, "wb", buffering=0)
+        self._r = read_fd
         self._buf = b""
         self._send({"sources": sources, "P": P})
         first = self._receive()
@@ -157,21 +158,19 @@ class DeviceProcess:
 
     def _send(self, obj) -> None:
         try:
-            self.proc.stdin.write((json.dumps(obj) + "\n").encode())
-            self.proc.stdin.flush()
+            self._w.write((json.dumps(obj) + "\n").encode())
         except (BrokenPipeError, OSError):
             raise HandlerError("the handler's process ended") from None
 
     def _receive(self) -> dict:
-        fd = self.proc.stdout.fileno()
         while b"\n" not in self._buf:
             left = self.deadline - time.monotonic()
             if left <= 0:
                 raise HandlerError("the handler took too long")
-            ready, _, _ = select.select([fd], [], [], left)
+            ready, _, _ = select.select([self._r], [], [], left)
             if not ready:
                 continue
-            chunk = os.read(fd, 65536)
+            chunk = os.read(self._r, 65536)
             if not chunk:
                 raise HandlerError("the handler's process ended")
             self._buf += chunk
@@ -195,78 +194,99 @@ class DeviceProcess:
             raise HandlerError(str(out.get("error"))[:400])
         return out.get("dev"), out.get("value")
 
-    def close(self) -> None:
-        try:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        except Exception:
-            pass
 
+#: hw02: a second data set beside the student's own (every byte value class: 0, 0xff, ...)
+EXTRA_DATA = [0x00, 0xFF, 0x80, 0x7F, 0x01, 0xFE, 0x55, 0xAA, 0x10, 0x00, 0xFF]
 
-def _remote(proc: DeviceProcess, fn: str):
-    """A handler for :func:`vmkit.homework.devices.attach` that asks ``proc``; the returned
-    state is validated, then applied to the grader's own state dict."""
-    from vmkit.homework.devices import check_state, check_value
+#: the grader's VMM, in a process of its own (trusted: the homework package itself never
+#: imports the simulator): runs the driver under TrapAndEmulate with the reference device,
+#: then with the student's handler ``name`` (over the inherited pipe fds) in place of the
+#: reference's, and prints the verdict as JSON
+_DEVICE_CHECK = f"""
+import json, runpy, sys, time
+from vmkit.homework.reference import DeviceProcess, HandlerError, EXTRA_DATA
+from vmkit.vmm import devices
+args = json.loads(sys.stdin.read())
+P, name = args["P"], args["name"]
+ref = runpy.run_path(args["reference"], init_globals={{"P": P}})
 
+def remote(proc, fn):
     def handler(dev, offset, size, *value):
         new, v = proc.call(fn, dict(dev), offset, size, *value)
-        check_state(new, f"{fn}(dev, {offset}, {size}{', ' + hex(value[0]) if value else ''})")
+        where = f"{{fn}}(dev, {{offset}}, {{size}}{{', ' + hex(value[0]) if value else ''}})"
+        devices.check_state(new, where)
         if fn == "dev_in":
-            check_value(v, size, f"dev_in(dev, {offset}, {size})")
+            devices.check_value(v, size, where)
         dev.clear()
         dev.update(new)
         return v
     return handler
 
-
-#: hw02: a second data set beside the student's own (every byte value class: 0, 0xff, ...)
-EXTRA_DATA = [0x00, 0xFF, 0x80, 0x7F, 0x01, 0xFE, 0x55, 0xAA, 0x10, 0x00, 0xFF]
+try:
+    proc = DeviceProcess(args["write_fd"], args["read_fd"], [args["source"]], P,
+                         time.monotonic() + args["timeout"])
+    handlers = {{"dev_in": ref["dev_in"], "dev_out": ref["dev_out"]}}
+    handlers[name] = remote(proc, name)
+    verdict = [True, ""]
+    for data in (P["data"], EXTRA_DATA):
+        want, want_dev = devices.run(P, ref["dev_in"], ref["dev_out"], data)
+        got, got_dev = devices.run(P, handlers["dev_in"], handlers["dev_out"], data)
+        res = got.vms[0].result
+        if res is None or res.reason != "poweroff":
+            verdict = [False, devices.explain(got)]
+            break
+        if got.console != want.console or got_dev != want_dev:
+            verdict = [False, "the guest read other values than the device's"]
+            break
+except HandlerError as e:
+    verdict = [False, str(e)]
+sys.stdout.write("\\n{_MARK}" + json.dumps(verdict))
+"""
 
 
 def check_device(folder, answers: dict, student: str, popen=None, env=None,
                  timeout: float = 60) -> dict:
-    """hw02: answer name (``dev_in``/``dev_out``) -> (passed, message). Each handler is run
-    with the reference's other handler, on the student's driver and on :data:`EXTRA_DATA`,
-    and the guest's console and the device's final state are compared with a run of the
-    reference alone."""
-    import runpy
-
-    from vmkit.homework import devices
+    """hw02: answer name (``dev_in``/``dev_out``) -> (passed, message). Each handler runs in
+    a process of its own started by ``popen`` (the submission's sandbox), and is called by the
+    grader's VMM (another process, the grader's own) with the reference's other handler, on
+    the student's driver and on :data:`EXTRA_DATA`; the guest's console and the device's
+    final state are compared with a run of the reference alone."""
     from vmkit.homework.variant import student_params
 
     P = student_params("hw02-trap-and-emulate", student)
-    ref = runpy.run_path(str(reference_file(folder, "hw02-trap-and-emulate")),
-                         init_globals={"P": P})
+    ref = reference_file(folder, "hw02-trap-and-emulate")
     popen = popen or subprocess.Popen
     env = env if env is not None else {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    grader_env = {k: v for k, v in os.environ.items() if not k.startswith("VMKIT_")}
     out = {}
     for name, source in answers.items():
         if name not in DEVICE_HANDLERS or not isinstance(source, str):
             out[name] = (False, "not an answer of this assignment")
             continue
-        deadline = time.monotonic() + timeout
-        proc = None
+        child = popen([sys.executable, "-I", "-c", _CHILD], env=env, stdin=subprocess.PIPE,
+                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         try:
-            proc = DeviceProcess(popen, [source], P, env, deadline)
-            handlers = dict(ref)
-            handlers[name] = _remote(proc, name)
-            verdict = (True, "")
-            for data in (P["data"], EXTRA_DATA):
-                want, want_dev = devices.run(P, ref["dev_in"], ref["dev_out"], data)
-                got, got_dev = devices.run(P, handlers["dev_in"], handlers["dev_out"], data)
-                res = got.vms[0].result
-                if res is None or res.reason != "poweroff":
-                    verdict = (False, devices.explain(got))
-                    break
-                if got.console != want.console or got_dev != want_dev:
-                    verdict = (False, "the guest read other values than the device's")
-                    break
-            out[name] = verdict
-        except HandlerError as e:
-            out[name] = (False, str(e))
+            w, r = child.stdin.fileno(), child.stdout.fileno()
+            with tempfile.TemporaryDirectory(prefix="vmkit-vmm-") as cwd:
+                proc = subprocess.run(
+                    [sys.executable, "-c", _DEVICE_CHECK], cwd=cwd, env=grader_env,
+                    pass_fds=(w, r), capture_output=True, text=True, timeout=timeout + 30,
+                    input=json.dumps({"P": P, "name": name, "source": source,
+                                      "reference": str(ref.resolve()), "write_fd": w,
+                                      "read_fd": r, "timeout": timeout}))
+            if proc.returncode != 0 or _MARK not in proc.stdout:
+                last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                raise ReferenceError(f"the grader's VMM failed ({last[:300]})")
+            ok, why = json.loads(proc.stdout.rsplit(_MARK, 1)[1])
+            out[name] = (bool(ok), str(why))
+        except subprocess.TimeoutExpired:
+            out[name] = (False, "the handler took too long")
         finally:
-            if proc is not None:
-                proc.close()
+            try:
+                child.kill()
+                child.wait(timeout=5)
+            except Exception:
+                pass
     return out
 
 

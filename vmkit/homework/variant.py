@@ -28,7 +28,7 @@ def _hw01(r: random.Random) -> dict:
 
 
 def _hw02(r: random.Random) -> dict:
-    # the checksum engine (vmkit.homework.devices): its ports, its rule, the driver's bytes
+    # the checksum engine (vmkit.vmm.devices): its ports, its rule, the driver's bytes
     return {"port": 0x310 + 0x10 * r.randint(0, 12), "seed": r.randrange(1 << 32),
             "mult": 2 * r.randint(1, 127) + 1,
             "data": [r.randrange(256) for _ in range(r.randint(12, 24))]}

@@ -1,4 +1,4 @@
-"""Homework 2's virtual device: a checksum engine that the kit does not model.
+"""A virtual device modelled by two functions on a state dict (homework 2's checksum engine).
 
 A student writes the device model as two functions (the *handlers*)::
 
@@ -138,7 +138,7 @@ def attach(te, base: int, dev_in, dev_out, dev: dict | None = None, vm: int = 0)
 def run(P: dict, dev_in, dev_out, data: list[int] | None = None, max_steps: int = 200_000):
     """Run the driver for the variant ``P`` (``P["port"]``, ``P["data"]``) under
     TrapAndEmulate with the handlers: -> (monitor, device state)."""
-    from vmkit.vmm import TrapAndEmulate
+    from vmkit.vmm.te import TrapAndEmulate
 
     te = TrapAndEmulate(driver_image(P["port"], P["data"] if data is None else data))
     dev = attach(te, P["port"], dev_in, dev_out)
