@@ -5,6 +5,11 @@ fallback) and one from every lecture notebook present (notebooks/NN-*.ipynb), bu
 vmkit.nbtools.build_slides into a temporary folder and opened from file:// in headless
 chromium with every other request aborted and recorded. A screenshot of the slide with the
 picture (or of the failure) goes to build/test-artifacts/slides-<name>.png.
+
+Every slide of every deck fits the 1280x720 slide box (nbtools.SLIDE_SIZE) in a 1280x720
+window: each slide, with all its fragments shown, is measured (the rendered boxes of everything
+on it, at reveal.js's scale and the template's zoom) and must lie inside the box, with nothing
+cut off inside it; each deck's tallest slide goes to build/test-artifacts/slides-<name>-tallest.png.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from browser_util import chromium_context, require_chromium, screenshot
+from browser_util import ARTIFACTS, chromium_context, require_chromium, screenshot
 from vmkit import nbtools
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -134,3 +139,89 @@ def test_deck_offline(decks, notebook):
             print("screenshot:", screenshot(page, shot + "-failed"))
             raise
         screenshot(page, shot)
+
+
+# Every slide with all its fragments shown: the box of everything on it (SVG and MathJax
+# internals and what scrolls inside a notebook's own scroll box left out: their box counts),
+# in slide pixels (reveal.js scales the slide box
+# to the window: divide by Reveal.getScale()), the zoom the template gave it, its unzoomed
+# height and the elements whose content is cut off or scrolls inside them.
+MEASURE_SLIDES = """async () => {
+  const frame = () => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+  const out = [];
+  for (const slide of Reveal.getSlides()) {
+    const at = Reveal.getIndices(slide);
+    Reveal.slide(at.h, at.v, 1000);
+    await frame();
+    const s = Reveal.getCurrentSlide();
+    const box = Reveal.getSlidesElement().getBoundingClientRect();
+    const scale = Reveal.getScale();
+    let left = 0, top = 0, right = 0, bottom = 0;
+    const cut = [], boxes = [];
+    for (const el of [s, ...s.querySelectorAll('*')]) {
+      const parent = el.parentElement;
+      if (parent && (parent.closest('svg') || parent.closest('mjx-container')
+                     || parent.closest('[data-measured-scroll-box]'))) continue;
+      const r = el.getBoundingClientRect();
+      if (r.width === 0 && r.height === 0) continue;
+      left = Math.min(left, (r.left - box.left) / scale);
+      top = Math.min(top, (r.top - box.top) / scale);
+      right = Math.max(right, (r.right - box.left) / scale);
+      bottom = Math.max(bottom, (r.bottom - box.top) / scale);
+      const style = getComputedStyle(el);
+      const over = (style.overflowX !== 'visible' && el.scrollWidth > el.clientWidth + 1)
+                || (style.overflowY !== 'visible' && el.scrollHeight > el.clientHeight + 1);
+      if (!over) continue;
+      const what = `<${el.tagName.toLowerCase()} class="${el.getAttribute('class') || ''}"> `
+                 + `${el.scrollWidth}x${el.scrollHeight} in ${el.clientWidth}x${el.clientHeight}`;
+      // a scroll box the notebook's own HTML asked for (max-height, overflow: auto)
+      const own = /max-height/.test(el.getAttribute('style') || '')
+                && /auto|scroll/.test(style.overflowX + style.overflowY);
+      (own ? boxes : cut).push(what);
+      if (own) el.setAttribute('data-measured-scroll-box', '');  // what scrolls inside: no
+    }
+    const heading = s.querySelector('h1, h2, h3, h4, h5');
+    out.push({at: `${at.h}/${at.v}`, h: at.h, v: at.v,
+              title: (heading ? heading.textContent : s.textContent).trim()
+                       .replace(/\\s+/g, ' ').slice(0, 60),
+              left, top, right, bottom, zoom: parseFloat(s.style.zoom || '1'),
+              unzoomed: s.scrollHeight, cut, boxes});
+  }
+  return out;
+}"""
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_slide_fits(decks, notebook):
+    """Does every slide of the deck fit the 1280x720 slide box, nothing cut off?"""
+    require_chromium()
+    width, height = nbtools.SLIDE_SIZE
+    deck = decks[notebook.stem]
+    with chromium_context(viewport={"width": width, "height": height}) as context:
+        context.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file://")
+                      else r.abort())
+        page = context.new_page()
+        page.goto(deck.as_uri())
+        page.wait_for_function("() => window.Reveal && Reveal.isReady()", timeout=30_000)
+        page.evaluate("MathJax.startup.promise.then(() => true)")
+        assert page.evaluate("[Reveal.getConfig().width, Reveal.getConfig().height]") == \
+            [width, height]
+        slides = page.evaluate(MEASURE_SLIDES)
+        tallest = max(slides, key=lambda s: (s["unzoomed"], -s["zoom"]))
+        page.evaluate("([h, v]) => Reveal.slide(h, v, 1000)", [tallest["h"], tallest["v"]])
+        page.wait_for_timeout(200)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"slides-{notebook.stem}-tallest.png"))
+    problems = []
+    for s in slides:
+        where = f"{deck.name} slide {s['at']} ({s['title']!r})"
+        w, h = s["right"] - s["left"], s["bottom"] - s["top"]
+        if s["left"] < -1 or s["top"] < -1 or s["right"] > width + 1 or s["bottom"] > height + 1:
+            problems.append(f"{where}: {w:.0f}x{h:.0f} px at zoom {s['zoom']} "
+                            f"(x {s['left']:.0f}..{s['right']:.0f}, y {s['top']:.0f}..{s['bottom']:.0f}) "
+                            f"does not fit {width}x{height}")
+        if s["zoom"] < nbtools.SLIDE_MIN_ZOOM - 1e-3:
+            problems.append(f"{where}: shrunk to {s['zoom']} (< {nbtools.SLIDE_MIN_ZOOM})")
+        for what in s["cut"]:
+            problems.append(f"{where}: content cut off in {what}")
+    assert problems == [], "\n".join(problems)

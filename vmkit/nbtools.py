@@ -47,6 +47,8 @@ __all__ = [
     "KERNEL_ENV",
     "SVG_HASHSALT",
     "SLIDE_TYPES",
+    "SLIDE_SIZE",
+    "SLIDE_MIN_ZOOM",
     "notebook_setup",
     "execute_notebook",
     "normalize_outputs",
@@ -294,6 +296,13 @@ def lecture_notebooks(folder=NOTEBOOKS) -> list[Path]:
 # reveal.js theme: white's fonts ship with reveal.js; several other themes @import web fonts
 REVEAL_THEME = "white"
 
+#: the slide box (width, height) in CSS pixels: a 16:9 projector or laptop screen at 1280x720;
+#: reveal.js scales the whole box to the window, and every slide's content must fit inside it
+SLIDE_SIZE = (1280, 720)
+#: a slide whose content is taller or wider than the box is shrunk (CSS zoom) to fit, but never
+#: below this factor: 15 px code stays at least 9 px; content that needs more is split
+SLIDE_MIN_ZOOM = 0.6
+
 # (package, files or folders inside it, where under assets/) copied from node_modules:
 # what the template loads, the files those load in turn (the theme's fonts, MathJax's TeX
 # extensions, fetched on first use) and each package's licence (requirejs states its MIT
@@ -423,6 +432,8 @@ def _slides_exporter():
     c.SlidesExporter.template_name = SLIDES_TEMPLATE
     c.SlidesExporter.reveal_theme = REVEAL_THEME
     c.SlidesExporter.reveal_transition = "none"
+    c.SlidesExporter.reveal_width = str(SLIDE_SIZE[0])
+    c.SlidesExporter.reveal_height = str(SLIDE_SIZE[1])
     for trait, url in ASSET_URLS.items():
         setattr(c.SlidesExporter, trait, url)
     # nothing may point at a CDN, even where the template does not use it
@@ -455,7 +466,8 @@ def build_slides(notebooks: Iterable, output_dir, build=None) -> list[Path]:
     for path in map(Path, notebooks):
         nb = nbformat.read(path, as_version=4)
         nb.metadata.pop("widgets", None)
-        resources = {"metadata": {"name": path.stem, "path": str(path.parent)}}
+        resources = {"metadata": {"name": path.stem, "path": str(path.parent)},
+                     "vmkit_min_zoom": SLIDE_MIN_ZOOM}
         html, _ = exporter.from_notebook_node(nb, resources=resources)
         leftover = external_urls(html)
         if leftover:
