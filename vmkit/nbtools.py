@@ -52,6 +52,7 @@ __all__ = [
     "notebook_setup",
     "execute_notebook",
     "normalize_outputs",
+    "drop_orphan_widget_views",
     "check_slides_metadata",
     "check_setup_cell",
     "lecture_notebooks",
@@ -188,7 +189,7 @@ def normalize_outputs(nb):
     for cell in nb.cells:
         for output in cell.get("outputs", ()):
             data = output.get("data")
-            if data and WIDGET_VIEW in data and ("text/html" in data or "image/svg+xml" in data):
+            if data and WIDGET_VIEW in data and _has_static_form(data):
                 del data[WIDGET_VIEW]
                 dropped_views = True
             if output.get("output_type") == "stream" and isinstance(output.get("text"), str):
@@ -207,6 +208,35 @@ def normalize_outputs(nb):
         nb.metadata.pop("widgets", None)  # no view refers to the saved models any more
     _renumber_widget_ids(nb)
     return nb
+
+
+def _has_static_form(data) -> bool:
+    return "text/html" in data or "image/svg+xml" in data
+
+
+def drop_orphan_widget_views(nb) -> int:
+    """Drop the widget view of each output whose widget's state ``nb`` does not carry, where
+    the output has a static form (``text/html`` or ``image/svg+xml``) to show instead.
+
+    ``nb``: a notebook as a dict (JupyterLab's save model or a NotebookNode), changed in place.
+    A widget view refers to a model in the kernel (live) or in the notebook's saved state
+    (``metadata.widgets``); with neither, JupyterLab shows "Error displaying widget: model not
+    found" where a picture could be. Returns the number of views dropped. JupyterLab's save
+    runs this (:mod:`vmkit.labsetup`'s pre-save hook).
+    """
+    state = (nb.get("metadata", {}).get("widgets", {}).get(WIDGET_STATE, {})
+             .get("state", {}))
+    dropped = 0
+    for cell in nb.get("cells", ()):
+        for output in cell.get("outputs", ()) or ():
+            data = output.get("data")
+            if not data or not isinstance(data.get(WIDGET_VIEW), dict):
+                continue
+            if data[WIDGET_VIEW].get("model_id") in state or not _has_static_form(data):
+                continue
+            del data[WIDGET_VIEW]
+            dropped += 1
+    return dropped
 
 
 def _renumber_widget_ids(nb) -> None:
