@@ -69,13 +69,16 @@ SAVED = """() => {
   return !!panel && !!panel.context && !panel.context.model.dirty;
 }"""
 
-# nbgrader's Lab tools on the page: its main menu, its notebook toolbar button
+# nbgrader's Lab tools on the page: its main menu, its notebook toolbar button, its
+# "Create Assignment" side panel
 NBGRADER_TOOLS = """() => {
   const labels = [...document.querySelectorAll('.lm-MenuBar-itemLabel')].map(e => e.textContent);
   const buttons = [...document.querySelectorAll('.jp-NotebookPanel-toolbar .jp-ToolbarButton')]
     .map(e => e.textContent.trim());
+  const right = document.querySelector('.jp-SideBar.jp-mod-right');
   const config = JSON.parse(document.getElementById('jupyter-config-data').textContent);
   return {menu: labels.includes('Nbgrader'), validate: buttons.includes('Validate'),
+          create: !!right && right.textContent.includes('Create Assignment'),
           disabled: config.disabledExtensions || []};
 }"""
 
@@ -293,10 +296,10 @@ def test_instructor_tools_only_for_the_instructor(tmp_path, instructor):
     finally:
         lab.stop()
     if instructor:
-        assert tools["menu"] and tools["validate"], tools
+        assert tools["menu"] and tools["validate"] and tools["create"], tools
         assert "@jupyter/nbgrader" not in tools["disabled"]
         assert formgrader != 404
     else:
-        assert not tools["menu"] and not tools["validate"], tools
+        assert not (tools["menu"] or tools["validate"] or tools["create"]), tools
         assert "@jupyter/nbgrader" in tools["disabled"]
         assert formgrader == 404
