@@ -9,7 +9,8 @@ picture (or of the failure) goes to build/test-artifacts/slides-<name>.png.
 Every slide of every deck fits the 1280x720 slide box (nbtools.SLIDE_SIZE) in a 1280x720
 window: each slide, with all its fragments shown, is measured (the rendered boxes of everything
 on it, at reveal.js's scale and the template's zoom) and must lie inside the box, with nothing
-cut off inside it; each deck's tallest slide goes to build/test-artifacts/slides-<name>-tallest.png.
+cut off inside it and no number in a table broken across lines; each deck's tallest slide goes
+to build/test-artifacts/slides-<name>-tallest.png.
 """
 
 from __future__ import annotations
@@ -180,23 +181,32 @@ MEASURE_SLIDES = """async () => {
       (own ? boxes : cut).push(what);
       if (own) el.setAttribute('data-measured-scroll-box', '');  // what scrolls inside: no
     }
+    // a number in a table cell broken across two lines ("2,4" / "09")
+    const broken = [];
+    for (const cell of s.querySelectorAll('td, th')) {
+      const text = cell.textContent.trim();
+      if (!/^[-+]?[\\d][\\d,.]*(%|×|x)?$/.test(text)) continue;
+      const range = document.createRange();
+      range.selectNodeContents(cell);
+      const lines = new Set([...range.getClientRects()].filter(r => r.width > 0)
+                               .map(r => Math.round(r.top)));
+      if (lines.size > 1) broken.push(text);
+    }
     const heading = s.querySelector('h1, h2, h3, h4, h5');
     out.push({at: `${at.h}/${at.v}`, h: at.h, v: at.v,
               title: (heading ? heading.textContent : s.textContent).trim()
                        .replace(/\\s+/g, ' ').slice(0, 60),
               left, top, right, bottom, zoom: parseFloat(s.style.zoom || '1'),
-              unzoomed: s.scrollHeight, cut, boxes});
+              unzoomed: s.scrollHeight, cut, boxes, broken});
   }
   return out;
 }"""
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_every_slide_fits(decks, notebook):
-    """Does every slide of the deck fit the 1280x720 slide box, nothing cut off?"""
-    require_chromium()
+def measure_deck(deck: Path, shot: bool = True) -> tuple[list[dict], list[str]]:
+    """Open ``deck`` at the slide size; returns each slide's measures and the problems.
+    ``shot``: save the tallest slide as build/test-artifacts/slides-<deck>-tallest.png."""
     width, height = nbtools.SLIDE_SIZE
-    deck = decks[notebook.stem]
     with chromium_context(viewport={"width": width, "height": height}) as context:
         context.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file://")
                       else r.abort())
@@ -207,21 +217,69 @@ def test_every_slide_fits(decks, notebook):
         assert page.evaluate("[Reveal.getConfig().width, Reveal.getConfig().height]") == \
             [width, height]
         slides = page.evaluate(MEASURE_SLIDES)
-        tallest = max(slides, key=lambda s: (s["unzoomed"], -s["zoom"]))
-        page.evaluate("([h, v]) => Reveal.slide(h, v, 1000)", [tallest["h"], tallest["v"]])
-        page.wait_for_timeout(200)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / f"slides-{notebook.stem}-tallest.png"))
+        if shot:
+            tallest = max(slides, key=lambda s: (s["unzoomed"], -s["zoom"]))
+            page.evaluate("([h, v]) => Reveal.slide(h, v, 1000)", [tallest["h"], tallest["v"]])
+            page.wait_for_timeout(200)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            name = deck.name.removesuffix(".slides.html")
+            page.screenshot(path=str(ARTIFACTS / f"slides-{name}-tallest.png"))
     problems = []
     for s in slides:
         where = f"{deck.name} slide {s['at']} ({s['title']!r})"
         w, h = s["right"] - s["left"], s["bottom"] - s["top"]
         if s["left"] < -1 or s["top"] < -1 or s["right"] > width + 1 or s["bottom"] > height + 1:
             problems.append(f"{where}: {w:.0f}x{h:.0f} px at zoom {s['zoom']} "
-                            f"(x {s['left']:.0f}..{s['right']:.0f}, y {s['top']:.0f}..{s['bottom']:.0f}) "
-                            f"does not fit {width}x{height}")
+                            f"(x {s['left']:.0f}..{s['right']:.0f}, "
+                            f"y {s['top']:.0f}..{s['bottom']:.0f}) does not fit {width}x{height}")
         if s["zoom"] < nbtools.SLIDE_MIN_ZOOM - 1e-3:
             problems.append(f"{where}: shrunk to {s['zoom']} (< {nbtools.SLIDE_MIN_ZOOM})")
         for what in s["cut"]:
             problems.append(f"{where}: content cut off in {what}")
+        for number in s["broken"]:
+            problems.append(f"{where}: the number {number!r} in a table breaks across lines")
+    return slides, problems
+
+
+def test_measure_finds_what_does_not_fit(tmp_path):
+    """Does the measure catch a slide too tall even when shrunk, content cut off in a box,
+    and a number broken in a table cell, and pass a slide that fits?"""
+    require_chromium()
+
+    def cell(source, html=None, text=None):
+        outputs = []
+        if html is not None:
+            outputs.append(nbformat.v4.new_output("display_data", data={"text/html": html}))
+        if text is not None:
+            outputs.append(nbformat.v4.new_output("stream", name="stdout", text=text))
+        c = nbformat.v4.new_code_cell(source, outputs=outputs)
+        c.metadata = {"slideshow": {"slide_type": "slide"}}
+        return c
+
+    nb = nbformat.v4.new_notebook(cells=[
+        cell("print('fits')", text="fits\n"),
+        cell("print('tall')", text="".join(f"line {i}\n" for i in range(120))),
+        cell("cut", html='<div style="overflow:hidden;width:200px;white-space:nowrap">'
+                         + "x" * 400 + "</div>"),
+        cell("number", html='<table><tr><td style="word-break:break-all;width:1em">'
+                            "123,456,789</td></tr></table>"),
+    ])
+    src = tmp_path / "misfit.ipynb"
+    nbformat.write(nb, src)
+    [deck] = nbtools.build_slides([src], tmp_path / "out")
+    slides, problems = measure_deck(deck, shot=False)
+    assert [s["at"] for s in slides] == ["0/0", "1/0", "2/0", "3/0"]
+    text = "\n".join(problems)
+    assert "slide 0/0" not in text
+    assert "slide 1/0" in text and "does not fit" in text and slides[1]["zoom"] == \
+        pytest.approx(nbtools.SLIDE_MIN_ZOOM)
+    assert "slide 2/0" in text and "content cut off" in text
+    assert "the number '123,456,789' in a table breaks" in text
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_slide_fits(decks, notebook):
+    """Does every slide of the deck fit the 1280x720 slide box, nothing cut off?"""
+    require_chromium()
+    _, problems = measure_deck(decks[notebook.stem])
     assert problems == [], "\n".join(problems)
