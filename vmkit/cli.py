@@ -8,6 +8,15 @@
     vmkit grade NOTEBOOK...           grade submitted notebooks
 
 Every command has ``--help`` and exits non-zero with a one-line message on bad input.
+
+Exit codes (``EXIT_CODES``; ``vmkit --help`` and the README list them too):
+
+    0  success (for ``run``: the guest powered off or halted)
+    1  bad input: an unreadable file, assembly errors, an unknown guest, monitor or preset,
+       a bad parameter
+    2  bad usage: an unknown command or option, a missing argument
+    3  ``run``: stopped by ``--max-steps`` before the guest stopped
+    4  ``run``: the guest crashed (a triple fault, an instruction outside the subset)
 """
 
 from __future__ import annotations
@@ -19,6 +28,20 @@ from typing import Callable, Sequence
 __all__ = ["main", "build_parser"]
 
 MONITORS = ("native", "te", "bt", "hw", "pv")
+
+EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_MAX_STEPS, EXIT_CRASH = 0, 1, 2, 3, 4
+#: exit code -> what it means (printed by ``vmkit --help`` and ``vmkit run --help``)
+EXIT_CODES = {
+    EXIT_OK: "success (run: the guest powered off or halted)",
+    EXIT_INPUT: "bad input (unreadable file, assembly errors, unknown guest, monitor or "
+                "preset, bad parameter)",
+    EXIT_USAGE: "bad usage (unknown command or option, missing argument)",
+    EXIT_MAX_STEPS: "run: stopped by --max-steps before the guest stopped",
+    EXIT_CRASH: "run: the guest crashed (triple fault, instruction outside the subset)",
+}
+
+#: at most this many errors of one file are printed by ``vmkit asm``
+ASM_MAX_ERRORS = 20
 
 
 def _fail(command: str, message: str, code: int) -> int:
@@ -49,12 +72,19 @@ def _cmd_asm(args: argparse.Namespace) -> int:
 
         from vmkit.guests import GUEST_DIR
         prog = assemble(source, base=args.base, filename=args.file,
-                        include_path=[os.path.dirname(os.path.abspath(args.file)), GUEST_DIR])
-    except AssemblyError as e:
-        where = e.file if getattr(e, "file", "<input>") not in ("", "<input>") else args.file
-        message = getattr(e, "message", None) or str(e)
-        print(f"{where}:{e.line}:{e.column}: {_one_line(message)}", file=sys.stderr)
-        return 1
+                        include_path=[os.path.dirname(os.path.abspath(args.file)), GUEST_DIR],
+                        max_errors=ASM_MAX_ERRORS)
+    except AssemblyError as first:
+        errors = getattr(first, "errors", None) or [first]
+        for e in errors:
+            where = e.file if getattr(e, "file", "<input>") not in ("", "<input>") else args.file
+            message = getattr(e, "message", None) or str(e)
+            print(f"{where}:{e.line}:{e.column}: {_one_line(message)}", file=sys.stderr)
+        if getattr(first, "truncated", False):
+            print(f"vmkit asm: stopped after {len(errors)} errors", file=sys.stderr)
+        elif len(errors) > 1:
+            print(f"vmkit asm: {len(errors)} errors", file=sys.stderr)
+        return EXIT_INPUT
     print(prog.listing())
     return 0
 
@@ -140,7 +170,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cycles = vm.cycles
     print(f"-- cycles ({vm.costs.name}): {sum(cycles.values()):,.0f} = " + ", ".join(
         f"{k} {v:,.0f}" for k, v in cycles.most_common()))
-    return 0 if result.reason in ("poweroff", "halt") else (1 if result.reason == "crash" else 0)
+    if result.reason in ("poweroff", "halt"):
+        return EXIT_OK
+    if result.reason == "max_steps":
+        print(f"vmkit run: the guest did not stop within --max-steps {args.max_steps}",
+              file=sys.stderr)
+        return EXIT_MAX_STEPS
+    if result.reason == "crash":
+        return EXIT_CRASH
+    return EXIT_INPUT   # no other reason is expected from a run without breakpoints
 
 
 def _format_event(ev) -> str:
@@ -207,7 +245,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.max_steps < 1:
         return _fail("compare", "--max-steps must be positive", 1)
     try:
-        costs = CostModel.preset(args.preset) if args.preset else CostModel()
+        # the same named model as `vmkit run`, the monitors and the notebooks
+        costs = CostModel.preset(args.preset) if args.preset else CostModel.default()
         guests = [(g, params) if params else g for g in args.guest]
         table = compare(guests, monitors=args.monitor, costs=costs, max_steps=args.max_steps)
     except VmkitError as e:
@@ -292,11 +331,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {_one_line(message)} (try {self.prog} --help)\n")
 
 
+def _exit_codes_help() -> str:
+    return "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vmkit import __version__
 
     parser = _Parser(
-        prog="vmkit", description="A teaching kit for virtual machine monitors.")
+        prog="vmkit", description="A teaching kit for virtual machine monitors.",
+        epilog=_exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"vmkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -308,7 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_asm)
 
     p = sub.add_parser("run", help="run a guest under a monitor",
-                       description="Run GUEST and print its console and statistics.")
+                       description="Run GUEST and print its console and statistics.",
+                       epilog=_exit_codes_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("guest", metavar="GUEST",
                    help="guest name (see vmkit.guests.names()) or a bare-metal FILE.s")
     p.add_argument("--monitor", choices=MONITORS, default="native",
@@ -332,7 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="compare guests under every monitor",
                        description="Print the cycles of each GUEST under every monitor.")
     p.add_argument("guest", metavar="GUEST", nargs="+", help="guest name")
-    p.add_argument("--preset", metavar="NAME", help="cost model preset (e.g. p4-2006)")
+    p.add_argument("--preset", metavar="NAME",
+                   help="cost model preset (default: p4-2006, the one `vmkit run` and the "
+                        "notebooks use; also modern-2020)")
     p.add_argument("--monitor", metavar="M", action="append",
                    help="a monitor to include (repeatable; default: every monitor; native "
                         "is always run as the reference; also hw-shadow)")

@@ -14,7 +14,8 @@ class AssemblyError(VmkitError):
 
     Attributes: ``file`` (name of the source file or ``"<input>"``), ``line`` (1-based),
     ``column`` (1-based), ``text`` (the offending source line), ``message`` (what was wrong and
-    what was expected).
+    what was expected), ``errors`` (every error found, this one first: more than one only when
+    ``assemble(max_errors=N)`` went on after an error), ``truncated`` (whether it stopped at N).
     """
 
     def __init__(self, message: str, *, line: int = 0, column: int = 0, text: str = "",
@@ -24,6 +25,8 @@ class AssemblyError(VmkitError):
         self.column = column
         self.text = text
         self.file = file
+        self.errors = [self]
+        self.truncated = False
         super().__init__(str(self))
 
     def __str__(self) -> str:

@@ -399,6 +399,10 @@ class _ExitMacro(Exception):
     """``.exitm``"""
 
 
+class _TooManyErrors(Exception):
+    """More errors than ``assemble(max_errors=)`` allows: stop reading."""
+
+
 def _err(msg: str, rec: _Rec, col: int) -> AssemblyError:
     if rec.site:
         msg += _site_note(rec.site)
@@ -425,8 +429,14 @@ def _range_for(width: int, kind: str) -> tuple[int, int]:
 # the assembler
 
 class _Assembler:
-    def __init__(self, base, files, include_path):
+    def __init__(self, base, files, include_path, max_errors=1):
         self.base = base
+        # max_errors 1: the first error is raised where it is found. More: each error is
+        # recorded (see report()) and the assembler goes on with the next line, or with the
+        # next item when laying out and emitting.
+        self.max_errors = max_errors
+        self.errors: list[AssemblyError] = []
+        self.truncated = False
         self.files = files or {}
         self.include_path = list(include_path or [])
         self.sections = {n: _Section(n) for n in _SECTIONS}
@@ -467,9 +477,24 @@ class _Assembler:
             if toks:
                 self.statement(toks, rec, it, stack)
         except LineError as e:
-            raise _err(e.message, rec, e.column) from None
+            self.report(_err(e.message, rec, e.column))
+        except AssemblyError as e:      # from a macro body; nested lines report their own
+            self.report(e)
         if rec.sec is self.cur and not rec.done:
             rec.i1 = len(self.cur.items)
+
+    def report(self, err: AssemblyError) -> None:
+        """Raise ``err`` (``max_errors`` 1), or record it and go on; raises _TooManyErrors
+        past ``max_errors``."""
+        if self.max_errors <= 1:
+            raise err
+        key = (err.file, err.line, err.column, err.message)
+        if any((e.file, e.line, e.column, e.message) == key for e in self.errors):
+            return                      # the same error met again (relaxation passes)
+        if len(self.errors) >= self.max_errors:
+            self.truncated = True
+            raise _TooManyErrors()
+        self.errors.append(err)
 
     # ---- symbols ----------------------------------------------------------------------------
 
@@ -1121,7 +1146,8 @@ class _Assembler:
         try:
             return evaluate(expr, self.symbol_value, self.label_addr)
         except LineError as e:
-            raise _err(e.message, rec, e.column) from None
+            self.report(_err(e.message, rec, e.column))
+            return 0                    # recorded: go on laying out with a stand-in value
 
     def layout(self):
         addr = self.base
@@ -1147,8 +1173,9 @@ class _Assembler:
                     if it.offset:
                         target += sec.start
                     if target < addr:
-                        raise _err(f".org would move backwards (to {target:#x}, already at "
-                                   f"{addr:#x})", it.rec, it.col)
+                        self.report(_err(f".org would move backwards (to {target:#x}, already "
+                                         f"at {addr:#x})", it.rec, it.col))
+                        target = addr
                     addr = target
                 if addr - self.base > _MAX_IMAGE:
                     rec = it.rec
@@ -1223,20 +1250,20 @@ class _Assembler:
             if kind == "rel":
                 v -= addr + it.size
                 if width == 1 and not -128 <= v <= 127:
-                    raise _err(f"jump target is {v} bytes away; this instruction reaches only "
-                               f"-128..127 (rel8)", it.rec, col)
+                    self.report(_err(f"jump target is {v} bytes away; this instruction reaches "
+                                     f"only -128..127 (rel8)", it.rec, col))
                 v &= (1 << 8 * width) - 1
             elif kind == "disp":
                 if width == 4 and not -(1 << 31) <= v < (1 << 32):
-                    raise _err(f"address {v:#x} does not fit in 32 bits", it.rec, col)
+                    self.report(_err(f"address {v:#x} does not fit in 32 bits", it.rec, col))
             elif kind == "simm":
                 pass
             else:
                 lo, hi = _range_for(width, kind)
                 if not lo <= v <= hi:
                     what = "value" if kind == "data" else "immediate"
-                    raise _err(f"{what} {v} ({_hex(v)}) out of range for {8 * width} bits "
-                               f"({lo}..{hi})", it.rec, col)
+                    self.report(_err(f"{what} {v} ({_hex(v)}) out of range for {8 * width} "
+                                     f"bits ({lo}..{hi})", it.rec, col))
             out += (v & ((1 << 8 * width) - 1)).to_bytes(width, "little")
         return bytes(out)
 
@@ -1313,7 +1340,7 @@ def _read(path: str) -> str:
 
 def assemble(source: str, base: int = 0x1000, *, filename: str = "<input>",
              include_path: list[str] | None = None,
-             files: dict[str, str] | None = None) -> Program:
+             files: dict[str, str] | None = None, max_errors: int = 1) -> Program:
     """Assemble ``source`` for loading at ``base``; see the module docstring for the dialect.
 
     Args:
@@ -1322,18 +1349,43 @@ def assemble(source: str, base: int = 0x1000, *, filename: str = "<input>",
         filename: name used in errors and ``line_of`` (also the directory for ``.include``).
         include_path: directories searched by ``.include``.
         files: in-memory sources for ``.include``, by name (searched first).
+        max_errors: 1 (the default) stops at the first error; more goes on after an error
+            with the next line (and the next item when laying out) and reports up to this
+            many errors, as a compiler does.
 
     Returns:
         the :class:`Program`.
 
     Raises:
-        AssemblyError: with file, line, column and the offending text.
+        AssemblyError: with file, line, column and the offending text: the first error, whose
+            ``errors`` lists every error found (up to ``max_errors``, by file and line) and
+            whose ``truncated`` says whether assembling stopped at that limit.
     """
     if not 0 <= base < (1 << 32):
         raise ValueError(f"base {base:#x} is not a 32-bit address")
-    asm = _Assembler(base, files, include_path)
+    if not isinstance(max_errors, int) or max_errors < 1:
+        raise ValueError(f"max_errors must be a positive integer, got {max_errors!r}")
+    asm = _Assembler(base, files, include_path, max_errors)
     try:
-        asm.run_source(source, filename, (filename,))
-    except _Stop:
-        pass
-    return asm.program()
+        try:
+            asm.run_source(source, filename, (filename,))
+        except _Stop:
+            pass
+        prog = asm.program()
+    except _TooManyErrors:
+        prog = None
+    except AssemblyError as e:         # an error that ends assembling (the image too large)
+        if max_errors <= 1:
+            raise
+        asm.errors.append(e)
+        prog = None
+    if asm.errors:
+        order: dict[str, int] = {}      # files in the order they were read
+        for rec in asm.records:
+            order.setdefault(rec.file, len(order))
+        asm.errors.sort(key=lambda e: (order.get(e.file, len(order)), e.line, e.column))
+        first = asm.errors[0]
+        first.errors = list(asm.errors)
+        first.truncated = asm.truncated
+        raise first
+    return prog

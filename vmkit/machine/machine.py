@@ -536,7 +536,8 @@ class Machine(MMUMixin, SystemMixin):
                         self.dev.copy(), self.clock,
                         {"steps": self.steps, "stopped": self.stopped,
                          "inhibit": self._irq_inhibit_until, "trace": self.trace.state(),
-                         "tlb": self.tlb_state()})
+                         "tlb": self.tlb_state(),
+                         "counters": (self.tlb_misses, self.walk_refs)})
 
     def restore(self, snap: Snapshot) -> None:
         """Put the machine back exactly as it was when ``snap`` was taken."""
@@ -555,6 +556,7 @@ class Machine(MMUMixin, SystemMixin):
         self._irq_inhibit_until = snap.extra["inhibit"]
         self.trace.set_state(snap.extra["trace"])
         self.set_tlb_state(snap.extra["tlb"])
+        self.tlb_misses, self.walk_refs = snap.extra["counters"]
         self._flush_icache()
         self._mode_changed()
 

@@ -83,7 +83,7 @@ class Monitor:
                              f"several VMs is a monitor's job (use TrapAndEmulate, "
                              f"BinaryTranslation, HardwareAssisted or Paravirtual)")
         if costs is None:
-            costs = CostModel.preset("p4-2006")
+            costs = CostModel.default()
         if not isinstance(costs, CostModel):
             raise VmkitError(f"costs must be a CostModel, got {type(costs).__name__}")
         self.costs = costs

@@ -1458,8 +1458,8 @@ class BinaryTranslation(TrapAndEmulate):
 
     _COUNTERS = ("tc_lookups", "tc_hits", "tc_misses", "translations", "translated_instructions",
                  "tc_invalidations", "tc_evictions", "tc_flushes", "interpreted", "chained",
-                 "callouts", "adaptations", "static_translations", "static_misses",
-                 "_engine_steps")
+                 "indirect_lookups", "callouts", "adaptations", "static_translations",
+                 "static_misses", "_engine_steps")
 
     def snapshot(self) -> MonitorSnapshot:
         snap = super().snapshot()
@@ -1479,11 +1479,12 @@ class BinaryTranslation(TrapAndEmulate):
         self._reset_tc_state()
         g = m._g
         g["_bt_stale"] = self._stale
-        for k, v in snap.state.get("bt", {}).items():
-            setattr(self, k, v)
         if self.static:
             for vm in self.vms:
                 self._static_translate(vm)
+        # after refilling: the counters are those of the snapshot, not of this refill
+        for k, v in snap.state.get("bt", {}).items():
+            setattr(self, k, v)
 
 
 def _is(op, kind: str) -> bool:

@@ -19,6 +19,7 @@ two runs with different iteration counts (boot, set-up and the final report canc
 
 from __future__ import annotations
 
+import difflib
 import html
 from collections import Counter
 from dataclasses import dataclass, field
@@ -69,6 +70,13 @@ def _guest_label(name: str, params: dict) -> str:
     return f"{name}({', '.join(f'{k}={v}' for k, v in params.items())})"
 
 
+def _unknown(kind: str, name: str, choices) -> VmkitError:
+    """"unknown guest 'sycall' (did you mean syscall?); expected one of ..." """
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return VmkitError(f"unknown {kind} {name!r}{hint}; expected one of {', '.join(choices)}")
+
+
 def _resolve_guest(g):
     """-> (label, build(paravirtual: bool) -> GuestImage)."""
     from vmkit import guests
@@ -85,7 +93,7 @@ def _resolve_guest(g):
         raise VmkitError(f"a guest is a name, a (name, {{params}}) pair or a GuestImage, "
                          f"got {g!r}")
     if name not in guests.names():
-        raise VmkitError(f"unknown guest {name!r}; expected one of {', '.join(guests.names())}")
+        raise _unknown("guest", name, guests.names())
     guests.build(name, **params)  # fail early on bad parameters (GuestError is a VmkitError)
     return _guest_label(name, params), (
         lambda pv=False, n=name, p=params: guests.build(n, paravirtual=pv, **p))
@@ -95,8 +103,7 @@ def _resolve_monitor(m, factories):
     """-> (label, factory)."""
     if isinstance(m, str):
         if m not in factories:
-            raise VmkitError(f"unknown monitor {m!r}; expected one of "
-                             f"{', '.join(factories)}")
+            raise _unknown("monitor", m, list(factories))
         return m, factories[m]
     if isinstance(m, tuple) and len(m) == 2 and isinstance(m[0], str) and callable(m[1]):
         return m
@@ -237,7 +244,7 @@ def compare(guests, monitors=None, costs: CostModel | str | None = None,
             max_steps: int = _DEFAULT_MAX_STEPS) -> Comparison:
     """Run every guest under every monitor (``None``: native, te, bt, hw, and pv when it
     exists) and return a :class:`Comparison` priced with ``costs`` (a CostModel or a preset
-    name; default ``CostModel()``).
+    name; default :meth:`CostModel.default`, the model every monitor uses by default).
 
     A guest is a name (built with its default parameters), a ``(name, {params})`` pair or a
     GuestImage. A monitor is a name (see :func:`monitor_factories`) or a ``(label, factory)``
@@ -245,7 +252,7 @@ def compare(guests, monitors=None, costs: CostModel | str | None = None,
     if isinstance(costs, str):
         costs = CostModel.preset(costs)
     elif costs is None:
-        costs = CostModel()
+        costs = CostModel.default()
     elif not isinstance(costs, CostModel):
         raise VmkitError(f"costs must be a CostModel or a preset name, got {costs!r}")
     if isinstance(guests, (str, tuple)) or not hasattr(guests, "__iter__"):

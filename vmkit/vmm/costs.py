@@ -36,7 +36,11 @@ __all__ = ["CostModel"]
 
 @dataclass(frozen=True)
 class CostModel:
-    """Cycles per event, by category. ``CostModel()`` is the default ("p4-2006")."""
+    """Cycles per event, by category.
+
+    ``CostModel()`` is an unnamed ("custom") model of round figures, a starting point for
+    sliders; what monitors, :func:`~vmkit.vmm.compare` and the ``vmkit`` command price with
+    when given no model is :meth:`default`, the named preset ``DEFAULT_PRESET``."""
     native: float = 1.0
     interrupt: float = 200.0
     trap: float = 1000.0
@@ -83,6 +87,14 @@ class CostModel:
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name in self.CATEGORIES}
+
+    #: the preset that monitors, compare() and the ``vmkit`` command use when given no model
+    DEFAULT_PRESET = "p4-2006"
+
+    @classmethod
+    def default(cls) -> "CostModel":
+        """The model used when none is given: ``CostModel.preset(CostModel.DEFAULT_PRESET)``."""
+        return cls.preset(cls.DEFAULT_PRESET)
 
     @classmethod
     def presets(cls) -> list[str]:

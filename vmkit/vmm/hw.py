@@ -1600,7 +1600,8 @@ class HardwareAssisted(Monitor):
                 clock=vm._clock, steps=vm.steps, pending=vm.pending, result=vm.result,
                 pool=list(vm.pool), pts=dict(vm.shadow_pts), sinks=set(vm.sinks),
                 guest_cr3=vm.guest_cr3, flags=(vm.exit_pending, vm.entry_due, vm.inhibit_left),
-                ept=(dict(vm.ept.tables), list(vm.ept.pool)) if vm.ept else None))
+                ept=(dict(vm.ept.tables), list(vm.ept.pool)) if vm.ept else None,
+                ticks=list(vm.tick_steps)))
         state = dict(vms=vms, events=Counter(self.events), current=self.current,
                      slice_end=self._slice_end, controls=self._controls,
                      sched=_sched_state(self),
@@ -1609,6 +1610,7 @@ class HardwareAssisted(Monitor):
                                self.hidden_page_faults, self.ept_fills, self.world_switches),
                      mode=self.vmx_mode)
         state["pt_traps"] = Counter(self.pt_traps)
+        state["refused_io"] = Counter(self.refused_io)
         return MonitorSnapshot(id(self), [self._host.snapshot()], state)
 
     def restore(self, snap: MonitorSnapshot) -> None:
@@ -1630,6 +1632,7 @@ class HardwareAssisted(Monitor):
             vm.exit_pending, vm.entry_due, vm.inhibit_left = s["flags"]
             if s["ept"] is not None:
                 vm.ept.tables, vm.ept.pool = dict(s["ept"][0]), list(s["ept"][1])
+            vm.tick_steps = list(s["ticks"])
         self.events = Counter(st["events"])
         m.vm_index = self.current
         self._slice_end = st["slice_end"]
@@ -1639,6 +1642,7 @@ class HardwareAssisted(Monitor):
          self.world_switches) = st["counters"]
         self.vm_exits, self.emulated, self.delivered = Counter(ex), Counter(em), Counter(dl)
         self.pt_traps = Counter(st.get("pt_traps", ()))
+        self.refused_io = Counter(st["refused_io"])
         self.vmx_mode = st["mode"]
 
 

@@ -258,7 +258,7 @@ def memory_comparison(guests=("pagefault", "ptemod", "tlbwalk"), monitors=None,
     """Run each guest (a name, a ``(name, {params})`` pair or a GuestImage) under each monitor
     (labels of :func:`memory_monitors`, or ``(label, factory)`` pairs; ``None``: every one of
     ``MEMORY_MONITORS`` that exists) and compare their memory virtualization. ``costs`` is a
-    CostModel or a preset name (default ``CostModel()``). ``native`` is always run as the
+    CostModel or a preset name (default :meth:`CostModel.default`). ``native`` is always run as the
     reference."""
     from vmkit.vmm.compare import compare
     if isinstance(guests, str) or (isinstance(guests, tuple) and len(guests) == 2

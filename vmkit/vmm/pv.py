@@ -650,4 +650,5 @@ class Paravirtual(TrapAndEmulate):
             vm.l1, vm.l2, vm.writable = set(s["l1"]), set(s["l2"]), Counter(s["writable"])
         (h, b, r, self.pt_updates, self.upcalls, self.fast_syscalls) = pv["counts"]
         self.hypercalls, self.batches, self.refusals = Counter(h), Counter(b), Counter(r)
-        self._install(self.vms[self.current])
+        # no _install(): the restored host memory already holds the running VM's gate and
+        # kernel stack, and its flush would make the host TLB differ from the snapshot's

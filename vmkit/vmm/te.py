@@ -1864,12 +1864,13 @@ class TrapAndEmulate(Monitor):
                 steps=vm.steps, inhibit=vm.inhibit_until, pending=vm.pending, result=vm.result,
                 pool=list(vm.pool), pts=dict(vm.shadow_pts), sinks=set(vm.sinks),
                 tlb={k: dict(t) for k, t in vm.tlb.items()},
-                gdt=(vm.gdt_copy, vm.gdt_shadowed)))
+                gdt=(vm.gdt_copy, vm.gdt_shadowed), ticks=list(vm.tick_steps)))
         state = dict(vms=vms, events=Counter(self.events), current=self.current,
                      slice_end=self._slice_end, traps=self.traps, sched=_sched_state(self),
                      hidden=self.hidden_page_faults, switches=self.world_switches,
                      emulated=Counter(self.emulated), reflected=Counter(self.reflected))
         state["pt_traps"] = Counter(self.pt_traps)
+        state["refused_io"] = Counter(self.refused_io)
         return MonitorSnapshot(id(self), [self._host.snapshot()], state)
 
     def restore(self, snap: MonitorSnapshot) -> None:
@@ -1890,6 +1891,7 @@ class TrapAndEmulate(Monitor):
             vm.tlb = {k: dict(t) for k, t in s["tlb"].items()}
             vm.gdt_copy, vm.gdt_shadowed = s["gdt"]
             vm.gdt_src = None
+            vm.tick_steps = list(s["ticks"])
         self.events = Counter(st["events"])
         self.current = st["current"]
         self._host.vm_index = self.current
@@ -1899,6 +1901,7 @@ class TrapAndEmulate(Monitor):
         self.world_switches = st["switches"]
         self.emulated, self.reflected = Counter(st["emulated"]), Counter(st["reflected"])
         self.pt_traps = Counter(st.get("pt_traps", ()))
+        self.refused_io = Counter(st["refused_io"])
 
 
 def _name(vector: int, source: str) -> str:
