@@ -20,7 +20,9 @@ of nbconvert's reveal template; :func:`ensure_slide_assets` installs reveal.js, 
 MathJax at the versions pinned in ``share/slides/package-lock.json`` (``npm ci``, cached in
 ``build/npm``) and copies them into ``assets/`` beside the decks. Widgets appear in slides
 through the static ``text/html`` or ``image/svg+xml`` that their display bundle carries next
-to the widget view.
+to the widget view. Every slide fits :data:`SLIDE_SIZE`: the template's style sheet
+(``vmkit-slides.css``) wraps code and bounds pictures, and its script shrinks a slide that is
+still too big, down to :data:`SLIDE_MIN_ZOOM` (``tests/test_slides.py`` measures each one).
 
 Command line (the Makefile's ``notebooks`` and ``slides`` targets)::
 
