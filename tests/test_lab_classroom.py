@@ -1,9 +1,9 @@
 """The kit's JupyterLab settings (vmkit.labsetup), as a student and an instructor meet them.
 
 - Does a saved notebook reopen with its widgets shown? JupyterLab in headless chromium, with
-  the settings `make lab` writes, runs notebooks/01 (a Stepper), saves it, closes it, shuts its
-  kernel down and opens it again: no "model not found" anywhere, the Stepper's ring picture is
-  there. Screenshot: build/test-artifacts/lab-reopened-<notebook>.png.
+  the settings `make lab` writes, runs notebooks/01 (a Stepper), saves it, closes it (reopened
+  while its kernel runs, the Stepper is live), shuts its kernel down and opens it again: no
+  "model not found" anywhere, the Stepper's ring picture is there. Screenshot: build/test-artifacts/lab-reopened-<notebook>.png.
 - Does a save keep the static picture where the widget state is not saved? The pre-save hook
   of vmkit.labsetup, through JupyterLab's own contents API.
 - Does the student's Lab show no nbgrader tools, and the instructor's show them?
@@ -21,8 +21,8 @@ import nbformat
 import pytest
 
 from browser_util import chromium_context, require_chromium, screenshot
-from test_browser import (ALL_CELLS_RUN, CELL_ERRORS, NOTEBOOK_READY, UI_BUDGET, JupyterLab,
-                          cleared_copy, live)
+from test_browser import (ALL_CELLS_RUN, CELL_ERRORS, NOTEBOOK_READY, STEP_TEXT, STEP_TIMEOUT,
+                          UI_BUDGET, JupyterLab, cleared_copy, live)
 from vmkit import labsetup, nbtools
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,8 +86,9 @@ NBGRADER_TOOLS = """() => {
 @pytest.mark.parametrize("save_state", [True, False], ids=["state-saved", "state-off"])
 def test_reopened_notebook_shows_its_widgets(tmp_path, save_state):
     """Run, save, close, kernel shut down, reopen: is every widget shown, none "not found"?
-    With the kit's settings the widgets come back from their saved state; with saveState
-    turned off by the user, each shows its static picture instead."""
+    With the kit's settings the widgets come back from their saved state (and, reopened while
+    the kernel still runs, live: Step steps); with saveState turned off by the user, each
+    shows its static picture instead."""
     require_chromium()
     if not LECTURE_01.exists():
         pytest.skip(f"{LECTURE_01.relative_to(ROOT)} is missing")
@@ -114,6 +115,25 @@ def test_reopened_notebook_shows_its_widgets(tmp_path, save_state):
 
                 page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
                 page.wait_for_function(SAVED, timeout=left(), polling=250)
+                if save_state:
+                    # closed with its kernel still running, it reopens live: Step still steps
+                    page.evaluate("window.jupyterapp.shell.currentWidget.dispose()")
+                    page.goto(lab.url(name), timeout=left())
+                    page.wait_for_function(NOTEBOOK_READY, timeout=left(), polling=250)
+                    eip = outputs.locator(live(".vmkit-eip")).first
+                    step = outputs.locator(live("button"), has_text=STEP_TEXT).first
+                    eip.wait_for(state="visible", timeout=left())
+                    before = eip.inner_text()
+                    step.scroll_into_view_if_needed()
+                    step.click()
+                    page.wait_for_function(
+                        "([sel, old]) => { const e = document.querySelector(sel); "
+                        "return !!e && e.textContent !== old; }",
+                        arg=[".jp-OutputArea-output .jupyter-widgets .vmkit-eip, "
+                             ".jp-OutputArea-output .vmkit-eip.jupyter-widgets", before],
+                        timeout=min(left(), STEP_TIMEOUT), polling=100)
+                    page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
+                    page.wait_for_function(SAVED, timeout=left(), polling=250)
                 page.evaluate("""async () => {
                   const panel = window.jupyterapp.shell.currentWidget;
                   await panel.sessionContext.shutdown();
