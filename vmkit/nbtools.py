@@ -368,6 +368,8 @@ SLIDES_DISPLAY_PRIORITY = [
 
 #: cell tag: on slides, show the cell's output without its code
 HIDE_INPUT_TAG = "hide-input"
+#: cell tag: on slides, the cell's printed output flows in two columns (vmkit-slides.css)
+COLUMNS_TAG = "slide-columns"
 
 
 class SlidesError(RuntimeError):
