@@ -15,6 +15,7 @@ to build/test-artifacts/slides-<name>-tallest.png.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -72,6 +73,21 @@ def test_hide_input_tag(tmp_path):
     [deck] = nbtools.build_slides([src], tmp_path / "out")
     html = deck.read_text(encoding="utf-8")
     assert "shown output" in html and "&#39;shown&#39;" not in html and "'shown'" not in html
+
+
+def test_columns_tag(tmp_path):
+    """Does a cell tagged slide-columns get the class that the deck's style sheet puts into
+    two columns?"""
+    code = nbformat.v4.new_code_cell("print(listing)", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="a\nb\n")])
+    code.metadata = {"tags": [nbtools.COLUMNS_TAG], "slideshow": {"slide_type": "slide"}}
+    src = tmp_path / "columns.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[code]), src)
+    [deck] = nbtools.build_slides([src], tmp_path / "out")
+    html = deck.read_text(encoding="utf-8")
+    assert f"jp-Cell jp-CodeCell jp-Notebook-cell celltag_{nbtools.COLUMNS_TAG}" in html
+    assert re.search(r"\.celltag_slide-columns \.jp-OutputArea-output pre \{\s*column-count: 2",
+                     html)
 
 
 # Go to every slide with all its fragments shown; report the first picture (an <svg> or <img>
