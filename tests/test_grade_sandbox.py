@@ -24,11 +24,11 @@ from pathlib import Path
 import pytest
 from nbformat.v4 import new_markdown_cell
 
-from test_homework_grade import DATA, ROOT, answered, released
+from test_homework_grade import DATA, FIXTURE, ROOT, answered, released
 
 import vmkit
 from vmkit.homework import sandbox as sandbox_mod
-from vmkit.homework.grade import CsvWriter, Settings, grade
+from vmkit.homework.grade import CsvWriter, Settings, Submission, grade
 from vmkit.homework.release import write
 from vmkit.homework.sandbox import UID_BASE, SandboxUnavailable, check_available
 
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Li
 
 MARK = "vmkit-detached-7f3a"  # in the command line of the process that tries to outlive grading
 FULL = {"test-q1": (1, "ok"), "test-q2": (2, "ok"), "test-q3": (1, "ok"),
-        "q4-task": (None, "manual")}
+        "q4-answer": (None, "manual")}
 
 
 def _available() -> bool:
@@ -60,17 +60,18 @@ def rows(result) -> dict:
     return {r.question: (r.points, r.status) for r in result.rows}
 
 
-def _write(cases: dict, folder: Path) -> list[Path]:
+def _write(cases: dict, folder: Path) -> list[Submission]:
+    """Each case as a file handed in for the fixture by the student named as the case."""
     folder.mkdir(parents=True)
-    paths = []
+    subs = []
     for name, nb in cases.items():
         path = folder / f"{name}.ipynb"
         if isinstance(nb, str):
             path.write_text(nb)
         else:
             write(nb, path)
-        paths.append(path)
-    return paths
+        subs.append(Submission(path, name, FIXTURE))
+    return subs
 
 
 def _sandbox_uid_processes() -> list[int]:
@@ -467,10 +468,12 @@ def test_hung_cell_is_cut_at_the_time_limit(unsandboxed):
 
 def test_submission_past_its_deadline_is_one_timeout_row(tmp_path):
     """Is a submission whose grading outlasts its deadline (here: a feedback page of 990
-    markdown cells takes the grader many seconds) killed at the deadline and one `timeout`
+    markdown cells full of formulas, each drawn by the grader, takes many seconds) killed at
+    the deadline and one `timeout`
     row?"""
     nb = answered()
-    nb.cells += [new_markdown_cell(f"cell {i}") for i in range(990)]
+    nb.cells += [new_markdown_cell(" ".join(f"$x_{{{i}}}^{{{j}}}$" for j in range(40)))
+                 for i in range(990)]
     paths = _write({"slow-page": nb}, tmp_path / "submitted")
     settings = Settings(source=DATA, timeout=1, deadline=4, sandbox=False,
                         feedback=tmp_path / "feedback")
@@ -504,7 +507,7 @@ def test_a_batch_that_stops_keeps_the_rows_so_far(tmp_path):
         with pytest.raises(KeyboardInterrupt):
             grade(paths, Settings(source=DATA, sandbox=False), jobs=2, on_result=stop)
     table = list(csv.reader((tmp_path / "grades.csv").open()))
-    assert len(table) == 2 and table[1][1:] == ["notebook", "0", "", "error"]
+    assert len(table) == 2 and table[1][3:] == ["notebook", "0", "", "error"]
     import psutil
     from multiprocessing import forkserver
     server = forkserver._forkserver._forkserver_pid
@@ -522,18 +525,19 @@ def test_no_bubblewrap_stops_with_one_line(tmp_path, monkeypatch, capsys):
     write no CSV), and does --no-sandbox grade anyway?"""
     from vmkit.cli import main
 
-    path = _write({"solution": answered()}, tmp_path / "submitted")[0]
+    path = _write({"solution": answered()}, tmp_path / "submitted")[0].path
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setattr(sandbox_mod, "_AVAILABLE", False)
-    code = main(["grade", str(path), "--source", str(DATA), "--csv", str(tmp_path / "g.csv")])
+    code = main(["grade", str(path), "--source", str(DATA), "--csv", str(tmp_path / "g.csv"),
+                 "--student", "s", "--assignment", FIXTURE])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert "apt-get install bubblewrap" in err[0] and "--no-sandbox" in err[0]
     assert not (tmp_path / "g.csv").exists()
     code = main(["grade", str(path), "--source", str(DATA), "--csv", str(tmp_path / "g.csv"),
-                 "--no-sandbox", "--timeout", "60"])
+                 "--no-sandbox", "--timeout", "60", "--student", "s", "--assignment", FIXTURE])
     table = list(csv.reader((tmp_path / "g.csv").open()))
-    assert code == 0 and [r[4] for r in table[1:]] == ["ok", "ok", "ok", "manual"]
+    assert code == 0 and [r[6] for r in table[1:]] == ["ok", "ok", "ok", "manual"]
 
 
 @needs_sandbox

@@ -93,7 +93,8 @@ def test_release_removes_hidden_tests_and_outputs():
     out = release_notebook(nb, "hw-x")
     assert out.cells[0].source == "assert 1"
     assert out.cells[0].outputs == [] and out.cells[0].execution_count is None
-    assert out.metadata.language_info == {"name": "python"}  # no trace of who ran it
+    # kept whole: JupyterLab would write the kernel's and mark the notebook modified
+    assert out.metadata.language_info == {"name": "python", "version": "3.11.7"}
 
 
 def test_release_stamps_and_checksums():
@@ -167,7 +168,100 @@ def test_cli_grade_bad_input(tmp_path, capsys):
     bad = tmp_path / "bad.ipynb"
     bad.write_text("not json")
     out = tmp_path / "grades.csv"
-    assert main(["grade", str(bad), "--csv", str(out)]) == 0
-    assert out.read_text().splitlines() == ["notebook,question,points,max_points,status",
-                                            f"{bad},notebook,0,,error"]
+    assert main(["grade", str(bad), "--csv", str(out), "--student", "ann",
+                 "--assignment", "hw01-rings-and-traps"]) == 0
+    assert out.read_text().splitlines() == [
+        "student,assignment,notebook,question,points,max_points,status",
+        f"ann,hw01-rings-and-traps,{bad},notebook,0,,error"]
     assert "not a readable notebook" in capsys.readouterr().err
+
+
+def test_roster_and_layout_name_the_student(tmp_path):
+    """Does the student come from --student, else the roster (file or folder entries), else
+    the nbgrader layout, and the assignment from --assignment or the layout?"""
+    from vmkit.homework.grade import IdentityError, Settings, identify, read_roster
+
+    sub = tmp_path / "submitted" / "carol" / "hw01-rings-and-traps"
+    sub.mkdir(parents=True)
+    nb = sub / "x.ipynb"
+    nb.write_text("{}")
+    loose = tmp_path / "in" / "y.ipynb"
+    loose.parent.mkdir()
+    loose.write_text("{}")
+    roster = tmp_path / "roster.csv"
+    roster.write_text("path,student\nin,dave\n")
+    s = Settings(roster=read_roster(roster))
+    assert (identify(nb, s).student, identify(nb, s).assignment) == \
+        ("carol", "hw01-rings-and-traps")
+    with pytest.raises(IdentityError, match="no assignment"):
+        identify(loose, s)
+    s.assignment = "hw04-translation-cache"
+    assert identify(loose, s).student == "dave"
+    s.student = "erin"
+    assert identify(loose, s).student == "erin"
+    with pytest.raises(IdentityError, match="no student id"):
+        identify(loose, Settings(assignment="hw01-rings-and-traps"))
+    roster.write_text("file,who\n")
+    with pytest.raises(IdentityError, match="roster.csv:1"):
+        read_roster(roster)
+
+
+def test_csv_fields_are_neutralised():
+    """Is a CSV text field that a spreadsheet would run as a formula neutralised, and are
+    numbers kept?"""
+    from vmkit.homework.grade import csv_field
+
+    for bad in ("=1+1", "+1", "-2", "@SUM(A1)", "\tx", "\rx"):
+        assert csv_field(bad) == "'" + bad
+    assert csv_field("alice") == "alice" and csv_field(3) == "3" and csv_field(None) == ""
+
+
+def test_hw04_variants_fill_the_cache():
+    """Does every hw04 variant fill its translation cache, so that LRU, FIFO and
+    FlushWhenFull give three different hit rates? (each distinct guest, threshold and cache
+    size that 200 student ids draw, at the fewest iterations)"""
+    from vmkit import guests
+    from vmkit.vmm import BinaryTranslation
+    from vmkit.vmm.bt import FIFO, LRU, FlushWhenFull
+
+    combos = set()
+    for i in range(200):
+        p = student_params("hw04-translation-cache", f"s{i}")
+        combos.add((p["guest"], p["threshold"], p["tc_size"]))
+    assert len(combos) >= 8
+    for guest, threshold, size in sorted(combos):
+        rates = set()
+        for policy in (LRU, FIFO, FlushWhenFull):
+            vm = BinaryTranslation(guests.build(guest, iterations=10), threshold=threshold,
+                                   tc_size=size, policy=policy())
+            vm.run(max_steps=2_000_000)
+            rates.add(vm.stats["tc_hits"] / vm.stats["tc_lookups"])
+        assert len(rates) == 3, (guest, threshold, size)
+
+
+def test_exercises_point_at_nothing_outside_their_folder():
+    """Do the exercises avoid links to docs/ (or any path outside exercises/, which a Lab
+    rooted there cannot open) and instructor-only notes?"""
+    import re
+
+    for path in sorted((ROOT / "exercises").glob("*.ipynb")):
+        text = "\n".join(c.source for c in load(path).cells)
+        assert "docs/" not in text and not re.search(r"\]\((\.\./|/)", text), path.name
+        assert "Notes for the instructor" not in text, path.name
+
+
+def test_cli_autograder_bad_assignment(tmp_path, capsys):
+    """Does `vmkit autograder gradescope` refuse an unknown assignment in one line, and build
+    a zip with setup.sh, run_autograder and the reference for a known one?"""
+    import zipfile
+
+    from vmkit.cli import main
+
+    assert main(["autograder", "gradescope", "hw99-none", "--out", str(tmp_path / "z.zip")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "hw99-none" in err[0]
+    out = tmp_path / "hw03.zip"
+    assert main(["autograder", "gradescope", "hw03-popek-goldberg", "--out", str(out)]) == 0
+    names = set(zipfile.ZipFile(out).namelist())
+    assert {"setup.sh", "run_autograder", "config.json", "solutions/hw03-popek-goldberg.ipynb",
+            "solutions/reference/hw03-popek-goldberg.py", "kit/pyproject.toml"} <= names

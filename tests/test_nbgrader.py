@@ -43,6 +43,8 @@ def nbgrader(course: Path, *args: str, student: str | None = None) -> None:
                                  f"{os.environ.get('PATH', '')}"}
     if student:
         env["VMKIT_STUDENT_ID"] = student  # the variant nbgrader's kernel computes
+    # nbgrader has no check outside the kernel: the hidden tests check against the reference
+    env["VMKIT_REFERENCE"] = str(ROOT / "solutions" / "reference")
     proc = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -95,3 +97,26 @@ def test_autograde_points_equal_vmkit_grade(course):
     assert ours == theirs
     assert ours["alice"] == {"test-q1": 1, "test-q2": 2, "test-q3": 2}
     assert ours["bob"]["test-q3"] == 0
+
+
+def test_validate_agrees_on_untouched_and_tampered_exercises(tmp_path):
+    """Does nbgrader's Validate find no changed cell in an untouched vmkit exercise, and find
+    the edited locked cell of a tampered one, as vmkit's own check does?"""
+    from nbgrader.validator import Validator
+
+    from vmkit.homework.check_tampering import check_tampering
+
+    fixture = ROOT / "tests" / "data" / "homework" / "hw99-fixture.ipynb"
+    released = release_notebook(nbformat.read(fixture, as_version=4), "hw99-fixture")
+    untouched = tmp_path / "untouched.ipynb"
+    write(released, untouched)
+    tampered_nb = nbformat.read(untouched, as_version=4)
+    next(c for c in tampered_nb.cells if cells.grade_id(c) == "setup").source += "\nX = 1"
+    tampered = tmp_path / "tampered.ipynb"
+    write(tampered_nb, tampered)
+    theirs = {p.stem: Validator().validate(str(p)) for p in (untouched, tampered)}
+    assert "changed" not in theirs["untouched"]
+    assert [c["source"] for c in theirs["tampered"]["changed"]] == \
+        [next(c for c in tampered_nb.cells if cells.grade_id(c) == "setup").source.strip()]
+    assert check_tampering(nbformat.read(untouched, as_version=4), released) == []
+    assert check_tampering(tampered_nb, released) == ["setup"]

@@ -6,6 +6,7 @@
     vmkit compare GUEST...            cycles of guests under every monitor
     vmkit release                     generate exercises/ from solutions/
     vmkit grade NOTEBOOK...           grade submitted notebooks
+    vmkit autograder gradescope A     build a Gradescope autograder zip
 
 Every command has ``--help`` and exits non-zero with a one-line message on bad input.
 
@@ -268,19 +269,33 @@ def _cmd_release(args: argparse.Namespace) -> int:
 def _cmd_grade(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from vmkit.homework.grade import CsvWriter, Settings, grade
+    from vmkit.homework.grade import (CsvWriter, IdentityError, Settings, grade, identify,
+                                      read_roster, summary)
     from vmkit.homework.sandbox import SandboxUnavailable, check_available
 
     settings = Settings(timeout=args.timeout, memory_mb=args.memory,
                         feedback=Path(args.feedback) if args.feedback else None,
-                        sandbox=not args.no_sandbox)
+                        sandbox=not args.no_sandbox, assignment=args.assignment,
+                        student=args.student)
     if args.source:
         if not Path(args.source).is_dir():
             return _fail("grade", f"{args.source}: no such folder", 1)
         settings.source = Path(args.source)
+    elif not settings.source.is_dir():
+        return _fail("grade", "no solutions/ here: give the instructor's notebooks with "
+                              "--source DIR", 1)
+    args.notebook = list(args.notebook) + list(args.notebook_files)
+    if not args.notebook:
+        return _fail("grade", "no NOTEBOOK given", 2)
     missing = [n for n in args.notebook if not Path(n).is_file()]
     if missing:
-        return _fail("grade", f"{missing[0]}: no such file", 1)
+        return _fail("grade", f"{missing[0]!r}: no such file", 1)
+    try:
+        if args.roster:
+            settings.roster = read_roster(args.roster)
+        subs = [identify(n, settings) for n in args.notebook]
+    except IdentityError as e:
+        return _fail("grade", str(e), 1)
     try:
         if settings.sandbox:
             check_available()
@@ -293,8 +308,45 @@ def _cmd_grade(args: argparse.Namespace) -> int:
                 print(f"vmkit grade: {message}", file=sys.stderr)
             out.add(res)
 
-        grade(args.notebook, settings, jobs=args.jobs, on_result=report)
+        results = grade(subs, settings, jobs=args.jobs, on_result=report)
+    print(f"vmkit grade: {summary(results)}", file=sys.stderr)
     return 0
+
+
+def _cmd_autograder(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vmkit.homework.gradescope import build
+    from vmkit.homework.reference import ReferenceError
+    from vmkit.homework.release import ROOT
+
+    source = Path(args.source) if args.source else ROOT / "solutions"
+    if not source.is_dir():
+        return _fail("autograder", f"{source}: no such folder", 1)
+    out = Path(args.out or f"{args.assignment}-gradescope.zip")
+    try:
+        path = build(args.assignment, source, out, id_field=args.id_field)
+    except (FileNotFoundError, ValueError, ReferenceError) as e:
+        return _fail("autograder", str(e), 1)
+    print(path)
+    return 0
+
+
+def _grade_argv(argv: list[str]) -> list[str]:
+    """``vmkit grade``'s arguments with every existing notebook file that looks like an
+    option (``--x.ipynb``, ``--source=x.ipynb``) passed as ``--notebook-file=FILE``, so that
+    it is graded as a notebook and never taken for an option (nor aborts the batch)."""
+    import os
+
+    if not argv or argv[0] != "grade" or "--" in argv:
+        return argv
+    out = [argv[0]]
+    for tok in argv[1:]:
+        if tok.startswith("-") and tok.endswith(".ipynb") and os.path.isfile(tok):
+            out.append(f"--notebook-file={tok}")
+        else:
+            out.append(tok)
+    return out
 
 
 def _not_yet(command: str) -> Callable[[argparse.Namespace], int]:
@@ -410,8 +462,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_release)
 
     p = sub.add_parser("grade", help="grade submitted notebooks",
-                       description="Grade each NOTEBOOK in its own kernel.")
-    p.add_argument("notebook", metavar="NOTEBOOK", nargs="+", help="submitted .ipynb")
+                       description="Grade each NOTEBOOK in its own kernel, in its own "
+                                   "sandbox. The student and the assignment come from the "
+                                   "instructor: --student/--roster/--assignment or the "
+                                   "nbgrader layout submitted/<student>/<assignment>/.")
+    p.add_argument("notebook", metavar="NOTEBOOK", nargs="*", help="submitted .ipynb (a "
+                   "file named like an option is taken as a file when it exists; `--` works "
+                   "too)")
+    p.add_argument("--notebook-file", dest="notebook_files", action="append", default=[],
+                   help=argparse.SUPPRESS)
     p.add_argument("--timeout", type=_positive_float, default=120.0, metavar="S",
                    help="seconds allowed per notebook (default 120)")
     p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
@@ -427,7 +486,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sandbox", action="store_true",
                    help="run submissions without the bubblewrap sandbox, as the grading user "
                         "with its files and network (see the README before you do)")
+    p.add_argument("--assignment", metavar="NAME",
+                   help="the assignment of every NOTEBOOK (default: from the nbgrader layout "
+                        "submitted/<student>/<assignment>/)")
+    p.add_argument("--student", metavar="ID",
+                   help="the student id of every NOTEBOOK (default: from --roster or the "
+                        "nbgrader layout; never from the notebook)")
+    p.add_argument("--roster", metavar="FILE",
+                   help="a CSV file 'path,student': each submission file or folder (relative "
+                        "to FILE's folder) and its student id")
     p.set_defaults(func=_cmd_grade)
+
+    p = sub.add_parser("autograder", help="build an autograder for another platform",
+                       description="Build an autograder for a grading platform.")
+    asub = p.add_subparsers(dest="platform", metavar="PLATFORM", required=True)
+    g = asub.add_parser("gradescope", help="the zip that Gradescope's autograder expects",
+                        description="Build ASSIGNMENT's Gradescope autograder zip (setup.sh, "
+                                    "run_autograder, the kit, the instructor's notebook and "
+                                    "reference answers).")
+    g.add_argument("assignment", metavar="ASSIGNMENT", help="e.g. hw04-translation-cache")
+    g.add_argument("--source", metavar="DIR", help="the instructor's solution notebooks, with "
+                                                   "reference/ (default solutions/)")
+    g.add_argument("--out", metavar="FILE", help="the zip (default ASSIGNMENT-gradescope.zip)")
+    g.add_argument("--id-field", default="email", choices=["email", "sid", "id", "name"],
+                   help="the field of Gradescope's user metadata that is the student id, "
+                        "which chooses the variant (default email)")
+    g.set_defaults(func=_cmd_autograder)
 
     return parser
 
@@ -435,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_grade_argv(list(sys.argv[1:] if argv is None else argv)))
     except SystemExit as e:  # --help, --version, usage errors
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     if args.command is None:

@@ -14,11 +14,17 @@ cell metadata (schema version 3) and ``### BEGIN SOLUTION`` / ``### END SOLUTION
   submission (own namespaces, no network, read-only binds of only what the kernel needs, an
   unprivileged uid, limits), killed whole when the submission is graded;
 - :mod:`vmkit.homework.variant` gives each student their own guest parameters;
-- :mod:`vmkit.homework.checks` is what instructor test cells call: expected values recomputed
-  in a fresh, isolated Python process that the student's cells cannot have patched.
+- :mod:`vmkit.homework.checks` is what instructor test cells call: hidden tests hand answers
+  to the grader (``submit``) and learn nothing back;
+- :mod:`vmkit.homework.reference` is the grader's side: it checks those answers outside the
+  kernel against the reference answers that live with the instructor's solutions
+  (``solutions/reference/``), never in this package;
+- :mod:`vmkit.homework.gradescope` builds and runs a Gradescope autograder.
 
-This package imports nbformat, nbclient and nbconvert only (and the kit's version string); the
-sandbox runs the ``bwrap``, ``setpriv`` and ``prlimit`` programs.
+This package imports nbformat, nbclient, nbconvert and nh3 (the sanitiser of feedback pages);
+the kit itself only inside the functions that run guests (hw02's device, the reference checks);
+the sandbox runs the ``bwrap``, ``setpriv`` and ``prlimit`` programs.
 """
 
-__all__ = ["cells", "variant", "checks", "release", "grade", "sandbox"]
+__all__ = ["cells", "variant", "checks", "release", "grade", "sandbox", "reference", "devices",
+           "gradescope"]

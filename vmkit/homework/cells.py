@@ -44,17 +44,29 @@ def points(cell) -> float:
     return float(nbgrader(cell).get("points", 0) or 0)
 
 
+def is_locked_nbgrader(cell) -> bool:
+    """Locked as nbgrader counts it: never a solution cell, always a grade cell, else the
+    ``locked`` flag."""
+    if is_solution(cell):
+        return False
+    return True if is_grade(cell) else bool(nbgrader(cell).get("locked", False))
+
+
 def checksum(cell) -> str:
-    """An md5 over what a locked cell must keep (nbgrader's recipe: source, type and the
-    grading flags; whitespace at the ends of the source does not count)."""
-    m = hashlib.md5()
-    m.update(str(cell.get("source", "")).strip().encode("utf-8"))
-    m.update(cell["cell_type"].encode())
+    """The checksum of a cell exactly as nbgrader computes it (``nbgrader.utils.
+    compute_checksum``), so that nbgrader's Validate agrees with vmkit: an md5 over the source,
+    the cell type, the grade/solution/locked flags, the grade_id and a grade cell's points."""
     md = nbgrader(cell)
-    for key in ("grade", "solution", "locked", "task"):
-        m.update(f"{key}={bool(md.get(key))};".encode())
-    if md.get("grade") or md.get("task"):
-        m.update(f"id={md.get('grade_id')};points={points(cell)};".encode())
+    m = hashlib.md5()
+    source = cell.get("source", "")
+    m.update(("".join(source) if isinstance(source, list) else str(source)).encode("utf-8"))
+    m.update(str(cell["cell_type"]).encode("utf-8"))
+    m.update(str(md.get("grade", False)).encode("utf-8"))
+    m.update(str(md.get("solution", False)).encode("utf-8"))
+    m.update(str(is_locked_nbgrader(cell)).encode("utf-8"))
+    m.update(str(md.get("grade_id")).encode("utf-8"))
+    if md.get("grade", False):
+        m.update(str(float(md.get("points", 0))).encode("utf-8"))
     return m.hexdigest()
 
 

@@ -7,9 +7,10 @@ __all__ = ["clear_outputs"]
 
 def clear_outputs(nb, resources: dict):
     """Changes ``nb`` in place: code cells lose their outputs and execution counts, every cell
-    its ``execution`` timing metadata; the notebook loses what running it recorded (widget
-    state, and ``language_info`` beyond the language's name, which names the Python version
-    that ran it), so that executing a solution does not change its exercise. Returns ``nb``."""
+    its ``execution`` timing metadata; the notebook loses its widget state. ``language_info``
+    stays whole, as the solution's kernel recorded it: JupyterLab writes the running kernel's
+    ``language_info`` into a notebook when it opens it, and a notebook that had less (or other
+    values) would show as modified as soon as it is opened. Returns ``nb``."""
     for cell in nb.cells:
         if cell["cell_type"] == "code":
             cell["outputs"] = []
@@ -17,6 +18,4 @@ def clear_outputs(nb, resources: dict):
         cell.get("metadata", {}).pop("execution", None)
     meta = nb.get("metadata", {})
     meta.pop("widgets", None)
-    if "language_info" in meta:
-        meta["language_info"] = {"name": meta["language_info"].get("name", "python")}
     return nb

@@ -2,10 +2,15 @@
 
 For each submission, in order:
 
+0. who and what: the student and the assignment come from the instructor (``--student``,
+   a ``--roster``, ``--assignment`` or the nbgrader layout ``submitted/<student>/<assignment>/``),
+   never from the notebook alone;
 1. read it: a file over ``max_notebook_mb`` or with more than ``max_cells`` cells is refused
    before nbformat parses it; not a notebook: one ``error`` row and a message;
-2. find the instructor's copy from the stamped assignment id (``metadata.vmkit``), whatever
-   the file is called; a kit version other than the release's is reported;
+2. the instructor's copy of that assignment; a notebook stamped (``metadata.vmkit``) for
+   another assignment is an ``error`` row, one whose ``student_id`` names someone else is
+   graded as the instructor's student plus an ``identity`` row (``tampered``, 0 of 0); a kit
+   version other than the release's is reported;
 3. ``check_tampering`` against the released checksums (before the cells are restored);
 4. ``restore_cells``: the instructor's tests (hidden ones included), setup and instructions
    around the student's answers, matched by grade_id;
@@ -13,12 +18,12 @@ For each submission, in order:
    (:mod:`vmkit.homework.sandbox`: bubblewrap, an unprivileged uid, no network, a read-only
    system, an empty scratch folder), with the student's id in ``VMKIT_STUDENT_ID`` so that the
    variant is the student's, within time, memory and output limits;
-6. ``score`` one row per question;
-7. ``verify_answers``: the answers that hidden tests handed over are checked again outside the
-   kernel, against values computed in a fresh process in the same sandbox (a patched kernel
-   cannot fake them);
+6. ``score`` one row per question of the instructor's copy (cells a student adds never score);
+7. ``verify_answers``: the answers that hidden tests handed over are checked outside the
+   kernel against the reference answers in ``<source>/reference/``, computed in the grader's
+   own process (hw02's handlers run in the submission's sandbox, called by the grader's VMM);
    a tampered notebook's automatic rows become ``tampered`` with 0 points;
-8. ``write_feedback``: an HTML page per submission.
+8. ``write_feedback``: a sanitised HTML page per submission, named after the student.
 
 **The batch.** Each submission is graded in its own worker process (forked from a
 forkserver, so that starting one costs milliseconds), ``jobs`` at a time, each watched by the
@@ -34,6 +39,7 @@ with that uid is killed before the slot takes the next submission.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -46,6 +52,7 @@ from pathlib import Path
 from vmkit.homework.check_tampering import check_tampering
 from vmkit.homework.execute import execute
 from vmkit.homework.feedback import write_feedback
+from vmkit.homework.reference import REFERENCE_DIR
 from vmkit.homework.release import ROOT, kit_version, release_notebook
 from vmkit.homework.restore_cells import restore_cells
 from vmkit.homework.sandbox import (Limits, Sandbox, acquire_uid, check_available, kill_uid,
@@ -55,15 +62,22 @@ from vmkit.homework.score import Row, score
 from vmkit.homework.stamp import stamped
 from vmkit.homework.verify_answers import verify_answers
 
-__all__ = ["Settings", "Result", "grade_one", "grade", "write_csv", "CsvWriter", "student_of",
-           "CSV_FIELDS"]
+__all__ = ["Settings", "Result", "Submission", "grade_one", "grade", "write_csv", "CsvWriter",
+           "identify", "read_roster", "summary", "csv_field", "feedback_path", "CSV_FIELDS",
+           "IdentityError", "default_source"]
 
-CSV_FIELDS = ["notebook", "question", "points", "max_points", "status"]
+CSV_FIELDS = ["student", "assignment", "notebook", "question", "points", "max_points", "status"]
+
+
+def default_source() -> Path:
+    """The checkout's ``solutions/`` (where the instructor's copies are when the kit runs from
+    a checkout)."""
+    return ROOT / "solutions"
 
 
 @dataclass
 class Settings:
-    source: Path = ROOT / "solutions"  #: where the instructor's copies are (solutions/)
+    source: Path = field(default_factory=default_source)  #: the instructor's copies
     timeout: float = 120.0             #: seconds per notebook, kernel start excluded
     memory_mb: int = 2048              #: address-space limit of the kernel (RLIMIT_AS)
     output_limit: int = 256 * 1024     #: bytes of output kept per cell
@@ -73,6 +87,11 @@ class Settings:
     max_cells: int = 1000              #: notebooks with more cells are refused before parsing
     deadline: float | None = None      #: seconds for a whole submission (None: 2 * timeout + 60)
     sandbox: bool = True               #: run the student's code in a bubblewrap sandbox
+    assignment: str | None = None      #: the assignment of every submission (--assignment)
+    student: str | None = None         #: the student of every submission (--student)
+    roster: dict | None = None         #: resolved path -> student id (:func:`read_roster`)
+    run_as: str | None = None          #: without the sandbox: a user whom hw02's handler
+                                       #: processes run as (the Gradescope autograder's)
 
     def seconds(self) -> float:
         """The submission's deadline in seconds: its cells, the kernel's start, the outside
@@ -94,15 +113,74 @@ class Result:
     grader_mb: float | None = None  #: peak memory of the worker that graded it (MB)
 
 
-def student_of(nb, path: Path, assignment: str | None) -> str:
-    """The student id: ``metadata.vmkit.student_id`` if set, else the nbgrader layout's
-    folder (``submitted/<student>/<assignment>/file.ipynb``), else the file's stem."""
-    sid = (nb.get("metadata", {}).get("vmkit", {}) or {}).get("student_id")
-    if sid:
-        return str(sid)
-    if assignment and path.parent.name == assignment and path.parent.parent.name:
-        return path.parent.parent.name
-    return path.stem
+@dataclass
+class Submission:
+    """One notebook with the student and assignment the instructor gave it."""
+    path: Path
+    student: str | None = None
+    assignment: str | None = None
+
+
+class IdentityError(ValueError):
+    """A submission's student or assignment is not given by the instructor."""
+
+
+def read_roster(path) -> dict:
+    """A roster: a CSV file with the header ``path,student``, one submission a line, where
+    ``path`` is a notebook or a folder of notebooks (relative to the roster's folder, or
+    absolute) and ``student`` the id under which it is graded. -> resolved path -> id.
+    Raises IdentityError naming the line of a bad entry."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise IdentityError(f"{path}: cannot read the roster ({type(e).__name__})") from None
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or [c.strip() for c in rows[0]] != ["path", "student"]:
+        raise IdentityError(f"{path}:1: a roster starts with the header 'path,student'")
+    out = {}
+    for n, row in enumerate(rows[1:], start=2):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) != 2 or not row[0].strip() or not row[1].strip():
+            raise IdentityError(f"{path}:{n}: expected 'path,student', got {','.join(row)!r}")
+        where = Path(row[0].strip())
+        where = where if where.is_absolute() else path.parent / where
+        out[str(where.resolve())] = row[1].strip()
+    return out
+
+
+def _layout(path: Path):
+    """(student, assignment) of nbgrader's ``submitted/<student>/<assignment>/file.ipynb``."""
+    parts = path.resolve().parts
+    if len(parts) >= 4 and parts[-4] == "submitted":
+        return parts[-3], parts[-2]
+    return None, None
+
+
+def identify(path, settings: Settings) -> Submission:
+    """The submission ``path`` with its student (``settings.student``, else the roster's entry
+    for the file or its nearest listed folder, else the nbgrader layout) and its assignment
+    (``settings.assignment``, else the layout). Raises IdentityError (one line) when the
+    instructor gave neither."""
+    path = Path(path)
+    lay_student, lay_assignment = _layout(path)
+    student = settings.student
+    if student is None and settings.roster:
+        here = path.resolve()
+        for where in [here, *here.parents]:
+            if str(where) in settings.roster:
+                student = settings.roster[str(where)]
+                break
+    student = student or lay_student
+    assignment = settings.assignment or lay_assignment
+    if not student:
+        raise IdentityError(f"{path}: no student id: give --student ID, a --roster file, or "
+                            "hand it in as submitted/<student>/<assignment>/")
+    if not assignment:
+        raise IdentityError(f"{path}: no assignment: give --assignment NAME or hand it in as "
+                            "submitted/<student>/<assignment>/")
+    return Submission(path, student, assignment)
 
 
 #: set in a batch's worker process: its sandbox uid (root) and its deadline (monotonic)
@@ -134,17 +212,50 @@ def _read(path: Path, settings: Settings):
 
 def _instructor(source: Path, assignment: str):
     import nbformat
+    if not assignment or "/" in assignment or assignment.startswith("."):
+        return None
     path = source / f"{assignment}.ipynb"
     return nbformat.read(path, as_version=4) if path.is_file() else None
 
 
-def grade_one(path, settings: Settings | None = None) -> Result:
-    """Grade one submission; never raises for anything the submission does (a grader error
-    on a strange notebook becomes that notebook's ``error`` row, the batch goes on)."""
+def _safe_name(text: str) -> str:
+    """A file name made of ``text``: letters, digits, ``._-`` kept, the rest ``_``, at most
+    80 characters, never starting with a dot; a short hash keeps different ids apart."""
+    import hashlib
+    import re
+
+    clean = re.sub(r"[^A-Za-z0-9._-]", "_", text).lstrip(".")[:80] or "x"
+    if clean != text:
+        clean += "-" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:8]
+    return clean
+
+
+def feedback_path(folder, student: str | None, notebook: Path) -> Path:
+    """Where the page of ``student``'s ``notebook`` goes: always a file directly inside
+    ``folder``, whatever the id or the file is called."""
+    folder = Path(folder)
+    name = _safe_name(f"{student or 'unknown'}-{Path(notebook).stem}") + ".html"
+    out = folder / name
+    if out.resolve().parent != folder.resolve():  # cannot happen with _safe_name; kept as a guard
+        raise ValueError(f"{name!r}: not a file name")
+    return out
+
+
+def grade_one(sub, settings: Settings | None = None) -> Result:
+    """Grade one submission (a :class:`Submission`, or a path identified with
+    :func:`identify`); never raises for anything the submission does (a grader error on a
+    strange notebook becomes that notebook's ``error`` row, the batch goes on)."""
     settings = settings or Settings()
+    path = sub.path if isinstance(sub, Submission) else Path(sub)
     res = Result(str(path))
     try:
-        return _grade_one(Path(path), settings, res)
+        if not isinstance(sub, Submission):
+            sub = identify(path, settings)
+        res.student, res.assignment = sub.student, sub.assignment
+        return _grade_one(Path(sub.path), settings, res)
+    except IdentityError as e:
+        res.rows = []
+        return _failed(res, str(e), settings)
     except Exception as e:
         res.rows = []
         return _failed(res, f"{path}: not graded ({type(e).__name__}: {str(e)[:200]})",
@@ -159,30 +270,39 @@ def _grade_one(path: Path, settings: Settings, res: Result) -> Result:
     except Exception as e:  # invalid JSON, not a notebook, unreadable
         msg = f"{path}: not a readable notebook ({type(e).__name__}: {str(e)[:200]})"
         return _failed(res, msg, settings)
-    assignment, version = stamped(sub)
-    res.assignment = assignment
-    instructor = _instructor(Path(settings.source), assignment) if assignment else None
+    assignment, student = res.assignment, res.student
+    stamp, version = stamped(sub)
+    if stamp is not None and stamp != assignment:
+        return _failed(res, f"{path}: a notebook of {str(stamp)[:80]!r} handed in for "
+                            f"{assignment!r}", settings)
+    instructor = _instructor(Path(settings.source), assignment)
     if instructor is None:
-        what = f"unknown assignment {assignment!r}" if assignment else "no assignment id"
-        return _failed(res, f"{path}: {what} in metadata.vmkit", settings)
-    if version != kit_version():
-        res.messages.append(f"{path}: released with vmkit {version}, graded with "
+        return _failed(res, f"{path}: unknown assignment {assignment!r} (no "
+                            f"{assignment}.ipynb in {settings.source})", settings)
+    if version is not None and version != kit_version():
+        res.messages.append(f"{path}: released with vmkit {str(version)[:40]}, graded with "
                             f"{kit_version()}")
-    res.student = student_of(sub, path, assignment)
+    claimed = (sub.get("metadata", {}).get("vmkit", {}) or {}).get("student_id")
     tampered = check_tampering(sub, release_notebook(instructor, assignment))
     if tampered:
         res.messages.append(f"{path}: locked cells changed: {', '.join(tampered)}")
     nb = restore_cells(sub, instructor)
     # what the sandbox lets in of it: nothing of the grader's own environment
-    env = {"VMKIT_STUDENT_ID": res.student, "PYTHONHASHSEED": "0",
+    env = {"VMKIT_STUDENT_ID": student, "PYTHONHASHSEED": "0",
            "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
     with Sandbox(settings.limits(), enabled=settings.sandbox, uid=_WORKER["uid"]) as sandbox:
         statuses, errors, truncated = execute(
             nb, env=env, timeout=min(settings.timeout, _remaining(10)), sandbox=sandbox,
             output_limit=settings.output_limit, output_total=settings.output_total)
-        res.rows = score(nb, statuses, errors, str(path))
-        # the student's handler sources run in the same sandbox, after the kernel is gone
-        verify_answers(nb, res.rows, assignment, res.student, env=env, sandbox=sandbox,
+        res.rows = score(nb, statuses, errors, str(path), instructor)
+        # the student's handlers run in the same sandbox, called by the grader's VMM
+        popen = sandbox.popen
+        if settings.run_as and not settings.sandbox:
+            from vmkit.homework.gradescope import demote
+            prefix = demote(settings.run_as)
+            popen = lambda argv, *a, **kw: sandbox.popen(prefix + list(argv), *a, **kw)  # noqa: E731
+        verify_answers(nb, res.rows, assignment, student,
+                       Path(settings.source) / REFERENCE_DIR, popen=popen, env=env,
                        timeout=min(settings.timeout, _remaining()))
     if truncated:
         res.messages.append(f"{path}: output limited in {len(truncated)} cell(s)")
@@ -190,9 +310,15 @@ def _grade_one(path: Path, settings: Settings, res: Result) -> Result:
         for r in res.rows:
             if r.status != "manual":
                 r.points, r.status = 0, "tampered"
+    if claimed is not None and str(claimed) != student:
+        res.messages.append(f"{path}: the notebook names the student {str(claimed)[:80]!r}; "
+                            f"graded as {student!r}")
+        res.rows.append(Row(str(path), "identity", 0, 0, "tampered",
+                            "the notebook names another student"))
     if settings.feedback:
-        out = Path(settings.feedback) / f"{res.student}-{path.stem}.html"
-        res.feedback = str(write_feedback(nb, res.rows, out, res.messages))
+        out = feedback_path(settings.feedback, student, path)
+        res.feedback = str(write_feedback(nb, res.rows, out, res.messages, student=student,
+                                          assignment=assignment))
     return res
 
 
@@ -200,12 +326,9 @@ def _failed(res: Result, message: str, settings: Settings, status: str = "error"
     res.messages.append(message)
     res.rows = [Row(res.notebook, "notebook", 0, None, status, message)]
     if settings.feedback:
-        import html
-        out = Path(settings.feedback) / f"{Path(res.notebook).stem}.html"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(f"<!DOCTYPE html><html><body><h2>Not graded</h2><p>{html.escape(message)}"
-                       "</p></body></html>\n", encoding="utf-8")
-        res.feedback = str(out)
+        out = feedback_path(settings.feedback, res.student, Path(res.notebook))
+        res.feedback = str(write_feedback(None, res.rows, out, res.messages,
+                                          student=res.student, assignment=res.assignment))
     return res
 
 
@@ -217,7 +340,8 @@ def grade(paths, settings: Settings | None = None, jobs: int = 1, on_result=None
     settings = settings or Settings()
     if settings.sandbox:
         check_available()
-    return _Batch([Path(p) for p in paths], settings, max(1, int(jobs)), on_result).run()
+    subs = [p if isinstance(p, Submission) else Path(p) for p in paths]
+    return _Batch(subs, settings, max(1, int(jobs)), on_result).run()
 
 
 def _work(path, settings, conn, uid, deadline, tmp, layout) -> None:
@@ -324,8 +448,12 @@ class _Batch:
         return results
 
     def _lost(self, i: int, why: str, status: str) -> Result:
-        path = self.paths[i]
-        return _failed(Result(str(path)), f"{path}: {why}", self.settings, status)
+        sub = self.paths[i]
+        path = sub.path if isinstance(sub, Submission) else sub
+        res = Result(str(path))
+        if isinstance(sub, Submission):
+            res.student, res.assignment = sub.student, sub.assignment
+        return _failed(res, f"{path}: {why}", self.settings, status)
 
 
 def _how(proc) -> str:
@@ -341,16 +469,32 @@ def _how(proc) -> str:
     return f"exit status {code}"
 
 
+#: a spreadsheet reads a cell that starts with one of these as a formula
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_field(value) -> str:
+    """``value`` as a CSV field that no spreadsheet runs: text starting with ``= + - @``, a
+    tab or a carriage return gets a leading ``'`` (OWASP's advice); numbers are kept."""
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 def _csv_rows(res: Result):
     for r in res.rows:
-        yield [r.notebook, r.question, "" if r.points is None else r.points,
-               "" if r.max_points is None else r.max_points, r.status]
+        yield [csv_field(x) for x in (res.student, res.assignment, r.notebook, r.question,
+                                      r.points, r.max_points, r.status)]
 
 
 class CsvWriter:
-    """The grader CSV (``notebook,question,points,max_points,status``) to ``out`` (a path, a
-    file object, or None / ``-`` for stdout), written and flushed one submission at a time
-    (:meth:`add`), so that whatever stops a batch leaves the rows so far."""
+    """The grader CSV (``student,assignment,notebook,question,points,max_points,status``, every
+    text field neutralised: :func:`csv_field`) to ``out`` (a path, a file object, or None /
+    ``-`` for stdout), written and flushed one submission at a time (:meth:`add`), so that
+    whatever stops a batch leaves the rows so far."""
 
     def __init__(self, out=None):
         self._own = out is not None and out != "-" and not hasattr(out, "write")
@@ -376,8 +520,26 @@ class CsvWriter:
 
 
 def write_csv(results, out=None) -> None:
-    """The grader CSV (``notebook,question,points,max_points,status``) to ``out`` (a path or
-    a file object; default stdout)."""
+    """The grader CSV (:data:`CSV_FIELDS`) of ``results`` to ``out`` (a path or a file
+    object; default stdout)."""
     with CsvWriter(out) as w:
         for res in results:
             w.add(res)
+
+
+def summary(results) -> str:
+    """One line for a run: submissions, automatic points out of the maximum, statuses."""
+    from collections import Counter
+
+    got = top = 0
+    statuses: Counter = Counter()
+    for res in results:
+        for r in res.rows:
+            statuses[r.status] += 1
+            if r.status != "manual":
+                got += r.points or 0
+                top += r.max_points or 0
+    fmt = lambda x: int(x) if float(x).is_integer() else round(x, 2)  # noqa: E731
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
+    return (f"{len(results)} submission(s), {fmt(got)} of {fmt(top)} automatic points; "
+            f"rows: {counts or 'none'}")

@@ -21,12 +21,20 @@ def _blank(cell):
     return cell
 
 
+def _unmarked(cell):
+    """The student's own cell without nbgrader metadata: only the instructor's cells are
+    graded, so an added cell marked ``grade: true`` (or a task) never becomes a question."""
+    cell = copy.deepcopy(cell)
+    cell.get("metadata", {}).pop("nbgrader", None)
+    return cell
+
+
 def restore_cells(submission, instructor):
     """A new notebook: the instructor's cells in the instructor's order, each solution cell's
     source taken from the submission's cell of the same ``grade_id`` (a missing one gets the
     released stub), and the student's own extra cells (without a known ``grade_id``) before the
     graded cell they preceded in the submission (a helper usually comes before the answer that
-    uses it). Outputs are cleared. Changes neither input."""
+    uses it), stripped of their nbgrader metadata. Outputs are cleared. Changes neither input."""
     known = cells.by_grade_id(instructor)
     answers: dict = {}
     before: dict = {}  # grade_id -> the student's extra cells just before that cell
@@ -38,7 +46,7 @@ def restore_cells(submission, instructor):
                 answers[gid] = cell
                 before[gid], pending = pending, []
             continue  # a second copy of a known cell: dropped
-        pending.append(cell)
+        pending.append(_unmarked(cell))
 
     out = copy.deepcopy(instructor)
     new_cells = []

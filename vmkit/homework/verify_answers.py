@@ -1,11 +1,11 @@
 """Grading step: check the answers that hidden tests handed over, outside the kernel.
 
-A test cell that passed in the kernel may still have been fooled (the kernel is the student's:
-:mod:`vmkit.homework.checks` itself could have been patched there). Each hidden test that calls
-``checks.submit(name, value)`` is therefore re-checked by the grader with
-:func:`vmkit.homework.checks.verify`, which computes the expected values in a fresh process
-for the student's variant; a missing or wrong answer turns the question's ``ok`` into
-``failed``.
+A test cell that passed in the kernel may still have been fooled (the kernel is the student's),
+and hidden tests no longer check anything there: each calls ``checks.submit(name, value, ...)``,
+and the grader checks the value here with :func:`vmkit.homework.reference.verify`, against the
+reference answers that live with the instructor's solutions (``<source>/reference/``), for the
+student's variant; hw02's handlers are run by the grader's VMM in a separate process. A
+missing or wrong answer turns the question's ``ok`` into ``failed``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from vmkit.homework import cells
-from vmkit.homework.checks import answers_in, verify
+from vmkit.homework.checks import answers_in
 
 __all__ = ["verify_answers", "required_answers"]
 
@@ -25,11 +25,14 @@ def required_answers(cell) -> list[str]:
     return _SUBMIT.findall(cell.get("source", ""))
 
 
-def verify_answers(nb, rows, assignment: str, student: str, **run) -> list:
+def verify_answers(nb, rows, assignment: str, student: str, folder, **run) -> list:
     """Changes ``rows`` in place (and returns them): an ``ok`` row whose test cell in ``nb``
-    (the executed notebook) submitted answers that :func:`verify` rejects, or did not submit
-    them, becomes ``failed`` with 0 points. ``run`` goes to the fresh process (env, cwd,
-    limits)."""
+    (the executed notebook) submitted answers that the reference in ``folder`` rejects, or did
+    not submit them, becomes ``failed`` with 0 points (the check's reason as its message).
+    ``run`` goes to :func:`vmkit.homework.reference.verify` (the sandbox's ``popen``,
+    ``env``, ``timeout``)."""
+    from vmkit.homework.reference import verify
+
     by_id = {r.question: r for r in rows}
     wanted, given = {}, {}
     for cell in nb.cells:
@@ -45,14 +48,16 @@ def verify_answers(nb, rows, assignment: str, student: str, **run) -> list:
     if not wanted:
         return rows
     try:
-        verdict = verify(assignment, given, student, **run) if given else {}
+        verdict = verify(folder, assignment, given, student, **run) if given else {}
     except Exception as e:  # the check itself could not run: say so, give nothing
         verdict = {}
         for gid in wanted:
-            by_id[gid].message = f"grader's check failed: {type(e).__name__}"
+            by_id[gid].message = f"grader's check failed: {str(e)[:200]}"
     for gid, names in wanted.items():
-        if not all(verdict.get(n) for n in names):
+        results = [verdict.get(n, (False, "no answer handed over")) for n in names]
+        if not all(ok for ok, _ in results):
             row = by_id[gid]
             row.points, row.status = 0, "failed"
-            row.message = row.message or "the grader's own check of the answer disagrees"
+            why = "; ".join(m for ok, m in results if not ok and m)
+            row.message = row.message or why or "not the expected answer"
     return rows
