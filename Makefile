@@ -32,7 +32,8 @@ ORACLE_CASES ?= 100000
 
 help:
 	@echo "make lab        open the kit in JupyterLab (installs what it needs first;"
-	@echo "                LAB_DIR=exercises opens the homework)"
+	@echo "                LAB_DIR=exercises opens the homework; NBGRADER=1 turns"
+	@echo "                nbgrader's instructor tools on)"
 	@echo "make test       run every test"
 	@echo "make venv       create .venv with the pinned Python packages"
 	@echo "make sysdeps    apt-get install graphviz, binutils, chromium, npm, bubblewrap where missing"
@@ -59,6 +60,7 @@ $(STAMP): pyproject.toml constraints.txt
 	  fi; \
 	fi
 	$(PY) -m pip install --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(PY) -m vmkit.labsetup
 	@touch $@
 
 sysdeps:
@@ -79,8 +81,14 @@ LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # The folder JupyterLab opens: the course notebooks; `make lab LAB_DIR=exercises` for homework.
 LAB_DIR ?= notebooks
+# nbgrader's Lab and server extensions (Validate, Formgrader, ...) are for the instructor:
+# off unless `make lab NBGRADER=1`. vmkit.labsetup writes the kit's Lab settings (widget state
+# saved with the notebook; nbgrader on or off) into .venv/etc/jupyter before Lab starts.
+NBGRADER ?= 0
+LABSETUP_FLAGS := $(if $(filter 1 yes true on,$(NBGRADER)),--instructor)
 
 lab: venv sysdeps
+	$(PY) -m vmkit.labsetup $(LABSETUP_FLAGS)
 	$(VENV)/bin/jupyter lab $(LAB_FLAGS) $(LAB_DIR)/
 
 test: venv sysdeps

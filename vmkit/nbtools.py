@@ -20,7 +20,9 @@ of nbconvert's reveal template; :func:`ensure_slide_assets` installs reveal.js, 
 MathJax at the versions pinned in ``share/slides/package-lock.json`` (``npm ci``, cached in
 ``build/npm``) and copies them into ``assets/`` beside the decks. Widgets appear in slides
 through the static ``text/html`` or ``image/svg+xml`` that their display bundle carries next
-to the widget view.
+to the widget view. Every slide fits :data:`SLIDE_SIZE`: the template's style sheet
+(``vmkit-slides.css``) wraps code and bounds pictures, and its script shrinks a slide that is
+still too big, down to :data:`SLIDE_MIN_ZOOM` (``tests/test_slides.py`` measures each one).
 
 Command line (the Makefile's ``notebooks`` and ``slides`` targets)::
 
@@ -47,9 +49,12 @@ __all__ = [
     "KERNEL_ENV",
     "SVG_HASHSALT",
     "SLIDE_TYPES",
+    "SLIDE_SIZE",
+    "SLIDE_MIN_ZOOM",
     "notebook_setup",
     "execute_notebook",
     "normalize_outputs",
+    "drop_orphan_widget_views",
     "check_slides_metadata",
     "check_setup_cell",
     "lecture_notebooks",
@@ -186,7 +191,7 @@ def normalize_outputs(nb):
     for cell in nb.cells:
         for output in cell.get("outputs", ()):
             data = output.get("data")
-            if data and WIDGET_VIEW in data and ("text/html" in data or "image/svg+xml" in data):
+            if data and WIDGET_VIEW in data and _has_static_form(data):
                 del data[WIDGET_VIEW]
                 dropped_views = True
             if output.get("output_type") == "stream" and isinstance(output.get("text"), str):
@@ -205,6 +210,35 @@ def normalize_outputs(nb):
         nb.metadata.pop("widgets", None)  # no view refers to the saved models any more
     _renumber_widget_ids(nb)
     return nb
+
+
+def _has_static_form(data) -> bool:
+    return "text/html" in data or "image/svg+xml" in data
+
+
+def drop_orphan_widget_views(nb) -> int:
+    """Drop the widget view of each output whose widget's state ``nb`` does not carry, where
+    the output has a static form (``text/html`` or ``image/svg+xml``) to show instead.
+
+    ``nb``: a notebook as a dict (JupyterLab's save model or a NotebookNode), changed in place.
+    A widget view refers to a model in the kernel (live) or in the notebook's saved state
+    (``metadata.widgets``); with neither, JupyterLab shows "Error displaying widget: model not
+    found" where a picture could be. Returns the number of views dropped. JupyterLab's save
+    runs this (:mod:`vmkit.labsetup`'s pre-save hook).
+    """
+    state = (nb.get("metadata", {}).get("widgets", {}).get(WIDGET_STATE, {})
+             .get("state", {}))
+    dropped = 0
+    for cell in nb.get("cells", ()):
+        for output in cell.get("outputs", ()) or ():
+            data = output.get("data")
+            if not data or not isinstance(data.get(WIDGET_VIEW), dict):
+                continue
+            if data[WIDGET_VIEW].get("model_id") in state or not _has_static_form(data):
+                continue
+            del data[WIDGET_VIEW]
+            dropped += 1
+    return dropped
 
 
 def _renumber_widget_ids(nb) -> None:
@@ -294,6 +328,13 @@ def lecture_notebooks(folder=NOTEBOOKS) -> list[Path]:
 # reveal.js theme: white's fonts ship with reveal.js; several other themes @import web fonts
 REVEAL_THEME = "white"
 
+#: the slide box (width, height) in CSS pixels: a 16:9 projector or laptop screen at 1280x720;
+#: reveal.js scales the whole box to the window, and every slide's content must fit inside it
+SLIDE_SIZE = (1280, 720)
+#: a slide whose content is taller or wider than the box is shrunk (CSS zoom) to fit, but never
+#: below this factor: 15 px code stays at least 9 px; content that needs more is split
+SLIDE_MIN_ZOOM = 0.6
+
 # (package, files or folders inside it, where under assets/) copied from node_modules:
 # what the template loads, the files those load in turn (the theme's fonts, MathJax's TeX
 # extensions, fetched on first use) and each package's licence (requirejs states its MIT
@@ -327,6 +368,8 @@ SLIDES_DISPLAY_PRIORITY = [
 
 #: cell tag: on slides, show the cell's output without its code
 HIDE_INPUT_TAG = "hide-input"
+#: cell tag: on slides, the cell's printed output flows in two columns (vmkit-slides.css)
+COLUMNS_TAG = "slide-columns"
 
 
 class SlidesError(RuntimeError):
@@ -423,6 +466,8 @@ def _slides_exporter():
     c.SlidesExporter.template_name = SLIDES_TEMPLATE
     c.SlidesExporter.reveal_theme = REVEAL_THEME
     c.SlidesExporter.reveal_transition = "none"
+    c.SlidesExporter.reveal_width = str(SLIDE_SIZE[0])
+    c.SlidesExporter.reveal_height = str(SLIDE_SIZE[1])
     for trait, url in ASSET_URLS.items():
         setattr(c.SlidesExporter, trait, url)
     # nothing may point at a CDN, even where the template does not use it
@@ -455,7 +500,8 @@ def build_slides(notebooks: Iterable, output_dir, build=None) -> list[Path]:
     for path in map(Path, notebooks):
         nb = nbformat.read(path, as_version=4)
         nb.metadata.pop("widgets", None)
-        resources = {"metadata": {"name": path.stem, "path": str(path.parent)}}
+        resources = {"metadata": {"name": path.stem, "path": str(path.parent)},
+                     "vmkit_min_zoom": SLIDE_MIN_ZOOM}
         html, _ = exporter.from_notebook_node(nb, resources=resources)
         leftover = external_urls(html)
         if leftover:

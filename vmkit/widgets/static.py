@@ -5,6 +5,9 @@ or an autograder's feedback page has neither and would show "Error displaying wi
 here therefore offer, beside the widget view, a picture of their current state: ``text/html``
 (and ``image/svg+xml`` where the widget is a picture). JupyterLab picks the live view; nbconvert
 drops the widget view when the notebook carries no widget state and falls back to the HTML.
+JupyterLab saves the whole bundle; with the kit's Lab settings (``vmkit.labsetup``) it saves the
+widget state too, and a save without that state keeps the picture alone (its pre-save hook), so
+a reopened notebook never shows "Error displaying widget: model not found".
 """
 
 from __future__ import annotations
