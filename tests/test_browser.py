@@ -82,6 +82,9 @@ class JupyterLab:
             **os.environ,
             **nbtools.KERNEL_ENV,
             "JUPYTER_CONFIG_DIR": str(work / "config"),
+            # the test's own configuration first: in a venv Jupyter otherwise prefers the
+            # venv's (where `make venv` wrote the student's Lab settings)
+            "JUPYTER_PREFER_ENV_PATH": "0",
             "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
             "IPYTHONDIR": str(work / "ipython"),
         }
