@@ -111,12 +111,13 @@ from vmkit.errors import VmkitError
 from vmkit.isa import semantics as sem
 from vmkit.isa.decode import DECODER, Imm, Mem, Reg
 from vmkit.isa.faults import HAS_ERROR_CODE, Fault, Resched
+from vmkit.machine import rules
 from vmkit.machine.cpu import CPU, EFLAGS, MASK32
 from vmkit.machine.devices import IRQ_BASE, Devices
 from vmkit.machine.machine import BOOT_GDT, Machine, RunResult
 from vmkit.machine.mmu import (CR0_PG, CR0_WP, CR4_PSE, NESTED_R, NESTED_W, NESTED_X, PTE_P,
                                PTE_U, PTE_W, Sync)
-from vmkit.machine.system import CONTRIBUTORY, PAGE_FAULT, SystemMixin, TripleFault
+from vmkit.machine.system import SystemMixin, TripleFault
 from vmkit.trace import Emulation, InstructionRetired, VmEntry, VmExit, WorldSwitch
 from vmkit.vmm.base import Monitor, MonitorSnapshot
 from vmkit.vmm.sched import (_cycle_budget, _init_scheduling, _schedule_machine_time,
@@ -1364,9 +1365,7 @@ class HardwareAssisted(Monitor):
             first = vectoring & 0xFF
             if first == 8:
                 raise _VMStop("crash", f"triple fault: {f} while delivering #DF")
-            if (vector in CONTRIBUTORY or vector == PAGE_FAULT) and (
-                    first in CONTRIBUTORY or first == PAGE_FAULT) and not (
-                    first in CONTRIBUTORY and vector == PAGE_FAULT):
+            if rules.escalates(first, vector):
                 vector, code = 8, 0
         vm.vmcs.inject(vector, INTR_HW_EXCEPTION, code)
 

@@ -92,12 +92,13 @@ from collections import Counter
 from vmkit.errors import VmkitError
 from vmkit.isa import semantics as sem
 from vmkit.isa.decode import GPR_NAMES, Imm, Insn, Mem, Reg
-from vmkit.isa.faults import HAS_ERROR_CODE, VECTOR_NAMES, Fault, Resched
+from vmkit.isa.faults import VECTOR_NAMES, Fault, Resched
+from vmkit.machine import rules
 from vmkit.machine.cpu import CPU, EFLAGS, MASK32, TableReg
 from vmkit.machine.devices import IRQ_BASE, Devices
 from vmkit.machine.machine import BOOT_GDT, Machine, RunResult
 from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE, PTE_A, PTE_D, PTE_P, PTE_PS, PTE_U, PTE_W
-from vmkit.machine.system import CONTRIBUTORY, PAGE_FAULT, Descriptor
+from vmkit.machine.rules import Descriptor
 from vmkit.trace import (Emulation, InstructionRetired, Interrupt, IRet, PortIO, Reflection,
                          RingTransition, Stop, WorldSwitch)
 from vmkit.vmm.base import VM, Monitor, MonitorSnapshot
@@ -526,18 +527,9 @@ class TEVM(VM):
         """#GP(0) unless the *guest* allows this port: virtual CPL <= virtual IOPL, or the
         guest TSS's I/O bitmap clears every bit (SDM Vol. 1, 19.5)."""
         vc = self._vcpu
-        if vc.cpl <= vc.iopl:
-            return
-        tr = vc.tr
-        if not tr.selector or tr.limit < 0x67:
-            raise Fault(13, 0, detail=f"port {port:#x} not permitted at CPL {vc.cpl}")
-        iomap = self.read(tr.base + 0x66, 2)
-        first, last = iomap + port // 8, iomap + (port + size - 1) // 8
-        if last > tr.limit:
-            raise Fault(13, 0, detail=f"port {port:#x} beyond the guest's I/O bitmap")
-        bits = self.read(tr.base + first, last - first + 1)
-        if bits & (((1 << size) - 1) << (port % 8)):
-            raise Fault(13, 0, detail=f"port {port:#x} denied by the guest's I/O bitmap")
+        why = rules.io_denied(self, vc.cpl, vc.iopl, vc.tr, port, size)
+        if why is not None:
+            raise Fault(13, 0, detail=f"{why} (the guest's)")
 
     def port_in(self, port: int, size: int) -> int:
         h = self.port_handlers.get(port)
@@ -581,29 +573,18 @@ class TEVM(VM):
 
     def check_code(self, selector: int, new_cpl: int, fault: int = 13) -> Descriptor:
         """The checks of a code-segment load at virtual CPL ``new_cpl`` (guest descriptors)."""
-        if selector & 0xFFFC == 0:
-            raise Fault(fault, 0, detail="null code selector")
-        d = self.descriptor(selector, fault)
-        if not d.code:
-            raise Fault(fault, selector & 0xFFFC, detail=f"selector {selector:#x} is not code")
-        if (d.conforming and d.dpl > new_cpl) or (not d.conforming and d.dpl != new_cpl):
-            raise Fault(fault, selector & 0xFFFC,
-                        detail=f"code segment DPL {d.dpl} cannot run at ring {new_cpl}")
-        if not d.present:
-            raise Fault(11, selector & 0xFFFC, detail="code segment not present")
-        return d
+        return rules.code_segment(self, selector, new_cpl, fault)
 
     def stack_descriptor(self, selector: int, ring: int, fault: int = 13) -> Descriptor:
         """The checks of an SS load for virtual ring ``ring`` (guest descriptors)."""
-        if selector & 0xFFFC == 0:
-            raise Fault(fault, 0, detail="null stack segment")
-        d = self.descriptor(selector, fault)
-        if selector & 3 != ring or d.dpl != ring or not d.writable:
-            raise Fault(fault, selector & 0xFFFC, detail=f"SS {selector:#x} not a writable "
-                        f"data segment of ring {ring}")
-        if not d.present:
-            raise Fault(12, selector & 0xFFFC, detail="stack segment not present")
-        return d
+        return rules.stack_segment(self, selector, ring, fault)
+
+    # ---- the interface of vmkit.machine.rules, on the guest's tables -----------------------
+    def read_descriptor(self, selector: int, fault: int = 13) -> Descriptor:
+        return self.descriptor(selector, fault)
+
+    def lin_read(self, lin: int, n: int) -> int:
+        return self.read(lin, n)
 
     # ---- what the default handlers delegate to the VMM -----------------------------------
     def read_cr(self, n: int) -> int:
@@ -748,13 +729,7 @@ def emulate_ltr(vm: TEVM, insn: Insn) -> None:
     hardware does. The real TR stays the VMM's TSS."""
     _privileged(vm)
     sel = vm.value(insn.operands[0], 2) & 0xFFFF
-    if sel & 0xFFFC == 0 or sel & 4:
-        raise Fault(13, sel & 0xFFFC, detail="TR needs a GDT selector")
-    d = vm.descriptor(sel)
-    if not d.system or d.type != 9:
-        raise Fault(13, sel & 0xFFFC, detail=f"selector {sel:#x} is not an available 32-bit TSS")
-    if not d.present:
-        raise Fault(11, sel & 0xFFFC, detail="TSS not present")
+    d = rules.tss_segment(vm, sel)
     vm.write(vm.vcpu.gdtr.base + (sel & 0xFFF8) + 5, 1, d.access | 2)   # busy
     vm.vcpu.tr = TableReg(d.base, d.limit, sel)
     vm.monitor._sync_gdt(vm)
@@ -837,12 +812,7 @@ def emulate_iretd(vm: TEVM, insn: Insn) -> None:
         new_ss = vm.read((esp + 16) & MASK32, 4, user) & 0xFFFF
         vm.stack_descriptor(new_ss, rpl)
     old = vc.eflags
-    if cpl == 0:
-        mask = 0x257FD5
-    elif cpl <= vc.iopl:
-        mask = 0x257FD5 & ~IOPL
-    else:
-        mask = 0x257FD5 & ~IOPL & ~IF
+    mask = rules.iret_flags_mask(cpl, vc.iopl)
     vc.eflags = (old & ~mask) | (fl & mask)
     vc.eip = eip
     if rpl > cpl:
@@ -1478,44 +1448,16 @@ class TrapAndEmulate(Monitor):
         interrupt gate. Raises the guest's Fault if delivery fails (state unchanged)."""
         m = self._host
         cpu, vc = m.cpu, vm.vcpu
-        ext = 1 if source in ("irq", "exception") else 0
-        soft = source in ("int", "int3", "into")
-        idt_err = (vector << 3) | 2 | ext
-        if vector * 8 + 7 > vc.idtr.limit:
-            raise Fault(13, idt_err, detail=f"vector {vector} beyond the guest's IDT limit")
-        gate = Descriptor.parse(vm.read(vc.idtr.base + vector * 8, 8))
-        if not gate.system or gate.type not in (0xE, 0xF):
-            raise Fault(13, idt_err, detail=f"guest IDT entry {vector} is not a 32-bit "
-                        f"interrupt or trap gate (type {gate.type:#x})")
-        if soft and gate.dpl < vc.cpl:
-            raise Fault(13, idt_err, detail=f"int {vector} from ring {vc.cpl}: gate DPL "
-                        f"{gate.dpl}")
-        if not gate.present:
-            raise Fault(11, idt_err, detail=f"guest IDT entry {vector} not present")
+        gate, cd, new, ext = rules.interrupt_gate(vm, vc.idtr, vc.cpl, vector, source,
+                                                  "guest's IDT")
         sel = gate.gate_selector
-        if sel & 0xFFFC == 0:
-            raise Fault(13, ext, detail="interrupt gate with a null selector")
-        cd = vm.descriptor(sel)
-        if not cd.code or cd.dpl > vc.cpl:
-            raise Fault(13, (sel & 0xFFFC) | ext, detail=f"gate {vector} leads to selector "
-                        f"{sel:#x} (DPL {cd.dpl}) from ring {vc.cpl}")
-        if not cd.present:
-            raise Fault(11, (sel & 0xFFFC) | ext, detail="handler code segment not present")
         old = vc.cpl
-        new = old if cd.conforming else cd.dpl
         flags = vc.eflags
         frame = [flags, vc.cs, return_eip]
         new_ss = None
         if new < old:
             esp, new_ss = self._inner_stack(vm, new, ext)
-            if new_ss & 0xFFFC == 0 or new_ss & 3 != new:
-                raise Fault(10, (new_ss & 0xFFFC) | ext, detail=f"TSS SS{new} {new_ss:#x} bad")
-            sd = vm.descriptor(new_ss, 10)
-            if sd.dpl != new or not sd.writable:
-                raise Fault(10, (new_ss & 0xFFFC) | ext, detail=f"TSS SS{new} not a "
-                            f"ring-{new} writable data segment")
-            if not sd.present:
-                raise Fault(12, (new_ss & 0xFFFC) | ext, detail="TSS stack not present")
+            rules.inner_stack_segment(vm, new_ss, new, ext)
             frame = [vc.ss, cpu.regs[4]] + frame
         else:
             esp = cpu.regs[4]
@@ -1545,40 +1487,15 @@ class TrapAndEmulate(Monitor):
     def _inner_stack(self, vm: TEVM, new: int, ext: int) -> tuple[int, int]:
         """(ESP, SS) for a reflection into virtual ring ``new``: the guest TSS's, read now
         (the kernel stores ESP0 freely)."""
-        tr = vm.vcpu.tr
-        if not tr.selector:
-            raise Fault(10, ext, detail="privilege change with no TSS loaded")
-        off = 4 + 8 * new
-        if off + 5 > tr.limit:
-            raise Fault(10, (tr.selector & 0xFFFC) | ext, detail="TSS too small")
-        return vm.read(tr.base + off, 4), vm.read(tr.base + off + 4, 2)
+        return rules.tss_stack(vm, vm.vcpu.tr, new, ext)
 
-    def _reflect_exception(self, vm: TEVM, f: Fault, _history: tuple = ()) -> None:
+    def _reflect_exception(self, vm: TEVM, f: Fault) -> None:
         """Reflect an exception with the double-fault rules of SDM Table 6-5, as
         ``Machine.deliver_exception`` does natively; a fault while reflecting #DF is a triple
         fault and ends the VM (reason "crash", the chain of faults in the detail)."""
-        history = _history + (str(f),)
-        vector, code = f.vector, f.error_code
-        if vector in HAS_ERROR_CODE and code is None:
-            code = 0
         eip = self._host.cpu.eip
-        try:
-            self._reflect(vm, vector, code, eip, "exception")
-            return
-        except Fault as second:
-            if vector == 8:
-                raise _VMStop("crash", _triple(history + (str(second),))) from None
-            bad = (second.vector in CONTRIBUTORY or second.vector == PAGE_FAULT) and (
-                vector in CONTRIBUTORY or vector == PAGE_FAULT) and not (
-                vector in CONTRIBUTORY and second.vector == PAGE_FAULT)
-            if not bad:
-                self._reflect_exception(vm, second, history)   # serial: the second one
-                return
-            history += (str(second),)
-        try:
-            self._reflect(vm, 8, 0, eip, "exception")
-        except Fault as third:
-            raise _VMStop("crash", _triple(history + ("#DF", str(third)))) from None
+        rules.deliver_exception(lambda v, c: self._reflect(vm, v, c, eip, "exception"), f,
+                                lambda chain: _VMStop("crash", "triple fault: " + chain))
 
     def _inject_irq(self, vm: TEVM, line: int) -> None:
         """A virtual device interrupt, now deliverable: acknowledge it on the VM's interrupt
@@ -1911,12 +1828,6 @@ def _name(vector: int, source: str) -> str:
     if source == "int":
         return f"int {vector:#x}"
     return VECTOR_NAMES.get(vector, f"vector {vector}")
-
-
-def _triple(history: tuple) -> str:
-    """'triple fault: #UD, then #GP(0x32) delivering it, ...' (the machine's wording)."""
-    return "triple fault: " + history[0] + "".join(f", then {h} delivering it"
-                                                   for h in history[1:])
 
 
 def _error_text(ex: Exception) -> str:
