@@ -119,6 +119,7 @@ from vmkit.machine.mmu import (CR0_PG, CR0_WP, CR4_PSE, NESTED_R, NESTED_W, NEST
                                PTE_U, PTE_W, Sync)
 from vmkit.machine.system import SystemMixin, TripleFault
 from vmkit.trace import Emulation, InstructionRetired, VmEntry, VmExit, WorldSwitch
+from vmkit.vmm import passthrough
 from vmkit.vmm.base import Monitor, MonitorSnapshot
 from vmkit.vmm.sched import (_cycle_budget, _init_scheduling, _schedule_machine_time,
                              _sched_state, _set_sched_state, _sync_machine_timer,
@@ -835,9 +836,8 @@ class HardwareAssisted(Monitor):
                  lazy_ept: bool = False, controls=None, slice: int = DEFAULT_SLICE,
                  scheduler=None, weights=None, quantum=None, machine_timer: bool = False,
                  assign=None):
-        # ---- direct assignment (vmkit.vmm.iovirt): assign={vm index: ["disk"]} -> {port: vm}
-        from vmkit.vmm import iovirt
-        self.assigned = iovirt.resolve_assignment(assign, len(images), self.name)
+        # ---- direct assignment (vmkit.vmm.passthrough): assign={vm index: ["disk"]} -> {port: vm}
+        self.assigned = passthrough.resolve_assignment(assign, len(images), self.name)
         # ---- end direct assignment
         if not isinstance(ept, bool):
             raise VmkitError(f"ept must be True (nested paging) or False (shadow paging), got "
@@ -869,7 +869,7 @@ class HardwareAssisted(Monitor):
         self.pt_traps: Counter = Counter()
         self.vmx_mode = "root"
         super().__init__(*images, costs=costs, trace=trace)
-        iovirt.install_hw(self)   # the disk's ports: direct path, and refusal for non-owners
+        passthrough.install_hw(self)   # the disk's ports: direct path, and refusal for non-owners
 
     # ---- controls ----------------------------------------------------------------------------
     @property
@@ -1541,8 +1541,7 @@ class HardwareAssisted(Monitor):
 
     def _io_exits(self, port: int, size: int) -> bool:
         if self.assigned:   # direct assignment: the owner's ports pass, the others' exit
-            from vmkit.vmm.iovirt import hw_exits
-            r = hw_exits(self, port, size)
+            r = passthrough.hw_exits(self, port, size)
             if r is not None:
                 return r
         c = self._controls

@@ -66,6 +66,7 @@ from vmkit.machine.mmu import PTE_A, PTE_D, PTE_P, PTE_PS, PTE_W
 from vmkit.trace import Hypercall
 from vmkit.vmm.base import MonitorSnapshot
 from vmkit.vmm.sched import machine_time
+from vmkit.vmm.splitdriver import pv_backend
 from vmkit.vmm.te import (H_IDT, H_TSS, RESERVED_ENTRY, V_WINPT, VMM_WINDOW, TEVM,
                           TrapAndEmulate, _VMStop)
 
@@ -117,8 +118,7 @@ class PVVM(TEVM):
         self.l2: set[int] = set()
         self.writable: Counter = Counter()
         self.bootstrap: dict[int, int] = {}   # guest frame -> host address of its boot PTE
-        # the split driver's backend, on event channel port 1 (vmkit.vmm.iovirt)
-        from vmkit.vmm.iovirt import pv_backend
+        # the split driver's backend, on event channel port 1 (vmkit.vmm.splitdriver)
         self.io_backend = pv_backend
 
     # ---- guest memory through the real page tables (which are the guest's) ------------------

@@ -101,7 +101,11 @@ from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE, PTE_A, PTE_D, PTE_P, PTE_
 from vmkit.machine.rules import Descriptor
 from vmkit.trace import (Emulation, InstructionRetired, Interrupt, IRet, PortIO, Reflection,
                          RingTransition, Stop, WorldSwitch)
+from vmkit.vmm import passthrough
 from vmkit.vmm.base import VM, Monitor, MonitorSnapshot
+from vmkit.vmm.layout import (GDT_BYTES, H_IDT, H_ONES, H_STUB, H_TSS, RESERVED_ENTRY,  # noqa: F401
+                              TSS_LIMIT, V_GDT, V_PD, V_POOL, V_WINPT, VMM_CS, VMM_DS, VMM_TSS,
+                              VMM_WINDOW, W_GDT, W_IDT, W_STUB, W_TSS, MiB)
 from vmkit.vmm.sched import (_cycle_budget, _init_scheduling, _schedule_machine_time,
                              _sched_state, _set_sched_state, _sync_machine_timer,
                              machine_time)
@@ -109,7 +113,6 @@ from vmkit.vmm.sched import (_cycle_budget, _init_scheduling, _schedule_machine_
 __all__ = ["TrapAndEmulate", "TEVM", "VirtualCPU", "NotEmulated", "CannotEmulate",
            "DEFAULT_SLICE", "VMM_WINDOW", "handles"]
 
-MiB = 1 << 20
 IF, IOPL, TF, NT, RF, VM_FLAG = 0x200, 0x3000, 0x100, 0x4000, 0x10000, 0x20000
 CR4_TSD, CR4_UMIP = 1 << 2, 1 << 11
 REAL_CR0 = 0x80010011      # PG | WP | ET | PE: the VMM always pages, and respects read-only
@@ -121,20 +124,6 @@ DEFAULT_SLICE = 20_000
 Two timer periods of the default guest timer: long enough that a world switch (thousands of
 cycles, see the cost model) stays a small share of the time, short enough that two guests of the
 kit's default sizes are interleaved many times."""
-
-# ---- the VMM's address window, mapped read-only supervisor into every shadow address space ----
-VMM_WINDOW = 0xFFC00000        # page directory entry 1023; guests do not use it
-W_GDT, W_IDT, W_TSS, W_STUB = 0x00000, 0x10000, 0x11000, 0x14000
-GDT_BYTES = 0x10000            # the real GDT: 8192 descriptors (GDTR limit 0xFFFF)
-#: the VMM's own descriptors take the last three GDT entries, above anything a guest uses (Xen
-#: reserves the top of the GDT the same way: FIRST_RESERVED_GDT_ENTRY)
-RESERVED_ENTRY = 8189
-VMM_CS, VMM_DS, VMM_TSS = 0xFFE8, 0xFFF0, 0xFFF8
-TSS_LIMIT = 104 + 8192         # the TSS, an I/O bitmap for 65536 ports, and its 0xFF end byte
-
-# ---- host-physical layout --------------------------------------------------------------------
-H_IDT, H_TSS, H_STUB, H_ONES = 0x10000, 0x11000, 0x14000, 0x15000   # shared VMM area
-V_GDT, V_WINPT, V_PD, V_POOL = 0x00000, 0x10000, 0x11000, 0x12000   # per VM, at (1 + i) MiB
 
 _Q = struct.Struct("<Q")
 _I = struct.Struct("<I")
@@ -953,9 +942,8 @@ class TrapAndEmulate(Monitor):
                              f"{slice!r}")
         self.slice = slice
         _init_scheduling(self, images, scheduler, weights, quantum, machine_timer)
-        # ---- direct assignment (vmkit.vmm.iovirt): assign={vm index: ["disk"]} -> {port: vm}
-        from vmkit.vmm import iovirt
-        self.assigned = iovirt.resolve_assignment(assign, len(images), self.name)
+        # ---- direct assignment (vmkit.vmm.passthrough): assign={vm index: ["disk"]} -> {port: vm}
+        self.assigned = passthrough.resolve_assignment(assign, len(images), self.name)
         # ---- end direct assignment
         self.current = 0
         self._host: Machine | None = None
@@ -969,7 +957,7 @@ class TrapAndEmulate(Monitor):
         # "mov cr3"): stats["pt_write_traps"] (docs/memory-virtualization.md)
         self.pt_traps: Counter = Counter()
         super().__init__(*images, costs=costs, trace=trace)
-        iovirt.install_te(self)   # direct assignment: host port handlers, the TSS I/O bitmap
+        passthrough.install_te(self)   # direct assignment: host port handlers, the TSS I/O bitmap
 
     # ---- construction ------------------------------------------------------------------------
     def _plan_slices(self) -> int:
@@ -1299,8 +1287,7 @@ class TrapAndEmulate(Monitor):
         self.trace.add(WorldSwitch(m.clock, from_vm=old.index, to_vm=new.index, vm=new.index,
                                    machine_time=t))
         if self.assigned:   # direct assignment: the I/O bitmap lets only the owner through
-            from vmkit.vmm.iovirt import te_switched
-            te_switched(self)
+            passthrough.te_switched(self)
 
     def _guarded(self, vm: TEVM, fn, *args) -> None:
         """Run VMM work for ``vm``; whatever the guest provoked ends that VM, not the caller."""
