@@ -22,6 +22,7 @@ from vmkit.machine import devices as dev
 from vmkit.machine.cpu import (CPU, LZ_ADC, LZ_ADD, LZ_DEC, LZ_INC, LZ_LOGIC, LZ_SBB, LZ_SUB,
                                PARITY, lazy_status)
 from vmkit.machine.mmu import CR0_PG, MMUMixin, Sync
+from vmkit.machine.rules import halt_outcome
 from vmkit.machine.system import SystemMixin, TripleFault
 from vmkit.trace import InstructionRetired, Interrupt, PortIO, Stop, Trace
 
@@ -403,21 +404,12 @@ class Machine(MMUMixin, SystemMixin):
                     if self._deliver_irq(line):
                         continue
                 if cpu.halted:
-                    if not cpu.ef & 0x200:
-                        res = self._stop("halt", "hlt with interrupts disabled")
+                    wake = halt_outcome(cpu.ef & 0x200, dv)
+                    if wake.__class__ is str:   # nothing can wake it
+                        res = self._stop("halt", wake)
                         break
-                    if dv.next_tick is None and dv.pending_vector() is None:
-                        res = self._stop("halt", "hlt with no interrupt source armed")
-                        break
-                    if dv.pending_vector() is None:
-                        if not dv.can_deliver(0):
-                            # IRQ 0 masked or blocked by one in service: nothing can wake it
-                            res = self._stop("halt", "hlt waiting for a timer interrupt that "
-                                             "is masked or blocked (no EOI)")
-                            break
-                        # idle: guest time jumps to the next timer tick
-                        self.clock = max(self.clock, dv.next_tick)
-                        continue
+                    if wake is not None:        # idle until the next timer tick
+                        self.clock = max(self.clock, wake)
                     continue
                 # TF may be set by popfd/iretd during the run; in an STI shadow the next
                 # instruction must run alone so that a pending interrupt comes right after it

@@ -29,7 +29,7 @@ __all__ = ["SystemView", "Descriptor", "CONTRIBUTORY", "PAGE_FAULT", "BENIGN",
            "code_segment", "stack_segment", "tss_segment", "interrupt_gate", "tss_stack",
            "inner_stack_segment", "inner_stack",
            "io_denied", "iret_flags_mask", "escalates", "deliver_exception", "fault_chain",
-           "FLAGS_WRITABLE"]
+           "FLAGS_WRITABLE", "halt_outcome"]
 
 #: SDM Vol. 3A, Table 6-4: exception classes for the double-fault rule
 CONTRIBUTORY = frozenset({0, 10, 11, 12, 13})
@@ -290,3 +290,21 @@ def io_denied(view: SystemView, cpl: int, iopl: int, tr, port: int, size: int) -
     if bits & (((1 << size) - 1) << (port % 8)):
         return f"port {port:#x} denied by the I/O bitmap"
     return None
+
+
+# ---- HLT -----------------------------------------------------------------------------------
+def halt_outcome(interrupts_enabled: bool, dev) -> str | int | None:
+    """What a halted CPU does next (SDM Vol. 2A, HLT: only an interrupt wakes it), given IF and
+    its interrupt controller and timer ``dev``: None when an interrupt is pending (it wakes);
+    the guest time of the next timer tick when it idles until then; or, as a string, why
+    nothing can ever wake it (the run ends with reason "halt")."""
+    if not interrupts_enabled:
+        return "hlt with interrupts disabled"
+    if dev.pending_vector() is not None:
+        return None
+    if dev.next_tick is None:
+        return "hlt with no interrupt source armed"
+    if not dev.can_deliver(0):
+        # IRQ 0 masked or blocked by one in service: nothing can wake it
+        return "hlt waiting for a timer interrupt that is masked or blocked (no EOI)"
+    return dev.next_tick   # idle: guest time jumps to the next timer tick
