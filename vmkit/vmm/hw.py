@@ -120,11 +120,12 @@ from vmkit.machine.mmu import (CR0_PG, CR0_WP, CR4_PSE, NESTED_R, NESTED_W, NEST
 from vmkit.machine.system import SystemMixin, TripleFault
 from vmkit.trace import Emulation, InstructionRetired, VmEntry, VmExit, WorldSwitch
 from vmkit.vmm import passthrough
-from vmkit.vmm.base import Monitor, MonitorSnapshot
-from vmkit.vmm.sched import (_cycle_budget, _init_scheduling, _schedule_machine_time,
-                             _sched_state, _set_sched_state, _sync_machine_timer,
+from vmkit.vmm.base import MonitorSnapshot
+from vmkit.vmm.sched import (_cycle_budget, _init_scheduling, _sched_state, _set_sched_state,
                              machine_time)
-from vmkit.vmm.te import (DEFAULT_SLICE, TEVM, CannotEmulate, TrapAndEmulate, _name, _VMStop)
+from vmkit.vmm.te import DEFAULT_SLICE, TEVM, CannotEmulate, TrapAndEmulate, _name
+from vmkit.vmm.world import HostedMonitor
+from vmkit.vmm.world import VMStop as _VMStop
 
 __all__ = ["HardwareAssisted", "VmcsControls", "VMCS", "HostState", "EPT", "GuestCPU", "HWVM",
            "NonRootExit", "EXIT_REASONS", "EXIT_NUMBERS", "REQUIRED_IO_EXITS",
@@ -799,7 +800,7 @@ def handle_interrupt_window(vm: HWVM, vmcs: VMCS) -> None:
 # =================================================================================================
 # The monitor
 # =================================================================================================
-class HardwareAssisted(Monitor):
+class HardwareAssisted(HostedMonitor):
     """Hardware-assisted virtualization, VT-x style (see the module text).
 
     ``HardwareAssisted(img, ..., ept=True, lazy_ept=False, controls=None, slice=DEFAULT_SLICE,
@@ -1083,20 +1084,6 @@ class HardwareAssisted(Monitor):
             res.instruction = self._text_at_eip()
         return res
 
-    def _schedule(self) -> HWVM | None:
-        """The VM to run next: the current one until it stops or its time slice ends (the
-        VMX-preemption timer: an exit), then the next running one, round robin."""
-        running = [vm for vm in self.vms if vm.result is None]
-        if not running:
-            return None
-        if self.scheduler is not None and len(self.vms) > 1:
-            _schedule_machine_time(self, self._count_preemption)
-        else:
-            self._schedule_rr()
-        if self.machine_timer:
-            _sync_machine_timer(self)
-        return self.vms[self.current]
-
     def _count_preemption(self, cur: HWVM) -> None:
         """The VMX-preemption timer ended ``cur``'s slice: a VM exit."""
         if not cur.exit_pending:
@@ -1104,44 +1091,17 @@ class HardwareAssisted(Monitor):
             cur.exit_pending = False
             cur.entry_due = True
 
-    def _schedule_rr(self) -> None:
-        """Without a scheduler: round robin every ``slice`` host instructions."""
-        m = self._host
-        cur = self.vms[self.current]
-        if len(self.vms) > 1 and (cur.result is not None or m.steps >= self._slice_end):
-            if cur.result is None and not cur.exit_pending:
-                self._record(NonRootExit(PREEMPTION_TIMER))
-                cur.exit_pending = False
-                cur.entry_due = True
-            order = self.vms[self.current + 1:] + self.vms[:self.current + 1]
-            nxt = next(vm for vm in order if vm.result is None)
-            if nxt is not cur:
-                self._world_switch(nxt.index)
-            self._slice_end = m.steps + self.slice
+    def _switched_out(self, vm: HWVM) -> None:
+        m = self._host   # blocking by STI goes with the VM (the VMCS's interruptibility state)
+        vm.inhibit_left = max(0, m._irq_inhibit_until - m.steps)
 
-    def _world_switch(self, to: int) -> None:
-        """Save the running VM's guest state into its VMCS, load the other's (its EPT or shadow
-        page directory with it): the TLB and the compiled code go (no VPID)."""
+    def _switched_in(self, vm: HWVM) -> None:
+        """The VM's guest state is loaded from its VMCS, with its EPT (or shadow page
+        directory); the compiled code goes too (no VPID)."""
         m = self._host
-        old, new = self.vms[self.current], self.vms[to]
-        old.saved.set_state(m.cpu.state())
-        old._clock = m.clock
-        old.inhibit_left = max(0, m._irq_inhibit_until - m.steps)
-        m.cpu.set_state(new.saved.state())
-        m.clock = new._clock
-        m._irq_inhibit_until = m.steps + new.inhibit_left if new.inhibit_left else -1
-        self.current = to
-        m.vm_index = to
-        m.nested = new.ept
-        m.flush_tlb()
+        m._irq_inhibit_until = m.steps + vm.inhibit_left if vm.inhibit_left else -1
+        m.nested = vm.ept
         m._flush_icache()
-        m._mode_changed()
-        self.world_switches += 1
-        self.events["world_switch"] += 1
-        t = machine_time(self) - self.costs.world_switch   # when the switch began
-        self.switch_log.append((t, old.index, new.index))
-        self.trace.add(WorldSwitch(m.clock, from_vm=old.index, to_vm=new.index, vm=new.index,
-                                   machine_time=t))
 
     def _virtual_interrupts(self, vm: HWVM) -> None:
         """The VMM's virtual interrupt controller: inject its next line if the guest can take it
@@ -1204,27 +1164,8 @@ class HardwareAssisted(Monitor):
             vm.exit_pending = False
             raise _VMStop("crash", f"triple fault: {tf}") from None
 
-    def _idle(self, vm: HWVM) -> None:
-        """The guest is in the HLT activity state (mirrors the machine's run loop)."""
-        m, dv = self._host, vm.devices
-        if not m.cpu.ef & IF:
-            self._end(vm, "halt", "hlt with interrupts disabled")
-        elif dv.next_tick is None and dv.pending_vector() is None:
-            self._end(vm, "halt", "hlt with no interrupt source armed")
-        elif dv.pending_vector() is None:
-            if not dv.can_deliver(0):
-                self._end(vm, "halt", "hlt waiting for a timer interrupt that is masked or "
-                          "blocked (no EOI)")
-            else:
-                m.clock = max(m.clock, dv.next_tick)   # idle time
-
-    # borrowed from TrapAndEmulate: the same bookkeeping of VM ends and VMM errors
-    _plan_slices = TrapAndEmulate._plan_slices
-    _end = TrapAndEmulate._end
-    _all_stopped = TrapAndEmulate._all_stopped
-    _text_at_eip = TrapAndEmulate._text_at_eip
-    _guarded = TrapAndEmulate._guarded
-    _stop_soon = TrapAndEmulate._stop_soon
+    def _guest_if(self, vm: HWVM) -> bool:
+        return bool(self._host.cpu.ef & IF)   # non-root mode: the guest's IF is the real one
 
     # ---- VM exits ----------------------------------------------------------------------------
     def _record(self, x: NonRootExit) -> None:

@@ -100,15 +100,16 @@ from vmkit.machine.machine import BOOT_GDT, Machine, RunResult
 from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE, PTE_A, PTE_D, PTE_P, PTE_PS, PTE_U, PTE_W
 from vmkit.machine.rules import Descriptor
 from vmkit.trace import (Emulation, InstructionRetired, Interrupt, IRet, PortIO, Reflection,
-                         RingTransition, Stop, WorldSwitch)
+                         RingTransition, WorldSwitch)
 from vmkit.vmm import passthrough
-from vmkit.vmm.base import VM, Monitor, MonitorSnapshot
+from vmkit.vmm.base import VM, MonitorSnapshot
 from vmkit.vmm.layout import (GDT_BYTES, H_IDT, H_ONES, H_STUB, H_TSS, RESERVED_ENTRY,  # noqa: F401
                               TSS_LIMIT, V_GDT, V_PD, V_POOL, V_WINPT, VMM_CS, VMM_DS, VMM_TSS,
                               VMM_WINDOW, W_GDT, W_IDT, W_STUB, W_TSS, MiB)
-from vmkit.vmm.sched import (_cycle_budget, _init_scheduling, _schedule_machine_time,
-                             _sched_state, _set_sched_state, _sync_machine_timer,
+from vmkit.vmm.sched import (_cycle_budget, _init_scheduling, _sched_state, _set_sched_state,
                              machine_time)
+from vmkit.vmm.world import HostedMonitor
+from vmkit.vmm.world import VMStop as _VMStop
 
 __all__ = ["TrapAndEmulate", "TEVM", "VirtualCPU", "NotEmulated", "CannotEmulate",
            "DEFAULT_SLICE", "VMM_WINDOW", "handles"]
@@ -132,15 +133,6 @@ _I = struct.Struct("<I")
 class NotEmulated(Exception):
     """Raised by a handler: this fault was not caused by deprivileging (the guest erred, as it
     would natively); the VMM reflects the original fault into the guest."""
-
-
-class _VMStop(Exception):
-    """The VM must end (reason and detail for its RunResult)."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 class CannotEmulate(_VMStop):
@@ -888,7 +880,7 @@ DEPRIVILEGED = frozenset(_DEFAULT_HANDLERS) - {"rdtsc", "sgdt", "sidt", "sldt", 
 # =================================================================================================
 # The monitor
 # =================================================================================================
-class TrapAndEmulate(Monitor):
+class TrapAndEmulate(HostedMonitor):
     """Trap-and-emulate: the guest kernel in ring 1 under a ring-0 VMM (see the module text).
 
     ``TrapAndEmulate(img_a, img_b, ..., slice=DEFAULT_SLICE, costs=CostModel)`` runs each guest
@@ -960,20 +952,6 @@ class TrapAndEmulate(Monitor):
         passthrough.install_te(self)   # direct assignment: host port handlers, the TSS I/O bitmap
 
     # ---- construction ------------------------------------------------------------------------
-    def _plan_slices(self) -> int:
-        """Place the VMs' memory slices after the VMM area (1 MiB, plus 1 MiB per VM) in
-        ``self._slice_bases``; returns the host memory size."""
-        n = len(self.images)
-        self._slice_bases = []
-        base = (1 + n) * MiB
-        for img in self.images:
-            self._slice_bases.append(base)
-            base += img.memory_size
-        if base > 1 << 30:
-            raise VmkitError(f"{n} VMs need {base >> 20} MiB of host memory; the machine "
-                             f"has at most 1024")
-        return base
-
     def _make_machine(self, index: int, image) -> Machine:
         """One host machine for every VM: the VMM area, then one memory slice per VM."""
         if self._host is None:
@@ -1177,39 +1155,6 @@ class TrapAndEmulate(Monitor):
         finally:
             vm.steps += m.steps - s0
 
-    def _slice_clock(self) -> int:
-        """What the round-robin time slices measure: host instructions retired."""
-        return self._host.steps
-
-    def _schedule(self) -> TEVM | None:
-        """The VM to run next: the current one until it stops or its slice is over, then the
-        next running one, round robin (a world switch)."""
-        running = [vm for vm in self.vms if vm.result is None]
-        if not running:
-            return None
-        if self.scheduler is not None and len(self.vms) > 1:
-            _schedule_machine_time(self, self._count_preemption)
-        else:
-            self._schedule_rr()
-        if self.machine_timer:
-            _sync_machine_timer(self)
-        return self.vms[self.current]
-
-    def _schedule_rr(self) -> None:
-        """Without a scheduler: round robin every ``slice`` host instructions."""
-        cur = self.vms[self.current]
-        if len(self.vms) > 1 and (cur.result is not None
-                                  or self._slice_clock() >= self._slice_end):
-            if cur.result is None:
-                # the VMM's timer ended the slice: a trap into the VMM
-                self.traps += 1
-                self.events["trap"] += 1
-            order = self.vms[self.current + 1:] + self.vms[:self.current + 1]
-            nxt = next(vm for vm in order if vm.result is None)
-            if nxt is not cur:
-                self._world_switch(nxt.index)
-            self._slice_end = self._slice_clock() + self.slice
-
     def _count_preemption(self, vm: TEVM) -> None:
         """The VMM's timer ended ``vm``'s slice: a trap into the VMM."""
         self.traps += 1
@@ -1228,19 +1173,8 @@ class TrapAndEmulate(Monitor):
             return None
         return vm.devices.pending_vector()
 
-    def _idle(self, vm: TEVM) -> None:
-        """A halted virtual CPU (mirrors the machine's run loop): wait for the next tick."""
-        vc, dv = vm.vcpu, vm.devices
-        if not vc.IF:
-            self._end(vm, "halt", "hlt with interrupts disabled")
-        elif dv.next_tick is None and dv.pending_vector() is None:
-            self._end(vm, "halt", "hlt with no interrupt source armed")
-        elif dv.pending_vector() is None:
-            if not dv.can_deliver(0):
-                self._end(vm, "halt", "hlt waiting for a timer interrupt that is masked or "
-                          "blocked (no EOI)")
-            else:
-                self._host.clock = max(self._host.clock, dv.next_tick)   # idle time
+    def _guest_if(self, vm: TEVM) -> bool:
+        return vm.vcpu.IF     # the virtual IF: the real one stays 1 while the guest runs
 
     def _arm(self, deadline: int) -> None:
         """Program the VMM's one-shot timer for guest time ``deadline`` of the running VM."""
@@ -1248,61 +1182,9 @@ class TrapAndEmulate(Monitor):
         d.irr = d.isr = 0
         d.next_tick = deadline
 
-    def _end(self, vm: TEVM, reason: str, detail: str, event: bool = True) -> None:
-        vm.pending = None
-        vm.result = RunResult(reason, vm.steps, detail, vm.vcpu.eip, self._text_at_eip(vm))
-        if event:
-            self.trace.add(Stop(vm.clock, reason=reason, detail=detail, vm=vm.index))
-
-    def _all_stopped(self) -> RunResult:
-        if len(self.vms) == 1:
-            r = self.vms[0].result
-            return RunResult(r.reason, 0, r.detail, r.eip, r.instruction)
-        last = max(self.vms, key=lambda vm: vm.clock).result
-        detail = "; ".join(f"vm{vm.index}: {vm.result.reason}" for vm in self.vms)
-        return RunResult(last.reason, 0, detail, last.eip, last.instruction)
-
-    def _text_at_eip(self, vm: TEVM | None = None) -> str:
-        if vm is not None and not vm.current:
-            return vm.result.instruction if vm.result else ""
-        return self._host.text_at(self._host.cpu.eip)   # a side-effect-free decode
-
-    def _world_switch(self, to: int) -> None:
-        """Save the real CPU of the running VM, load the other's (its shadow page directory in
-        CR3): the real TLB and the compiled code go."""
-        m = self._host
-        old, new = self.vms[self.current], self.vms[to]
-        old.saved.set_state(m.cpu.state())
-        old._clock = m.clock
-        m.cpu.set_state(new.saved.state())
-        m.clock = new._clock
-        self.current = to
-        m.vm_index = to
-        m.flush_tlb()
-        m._mode_changed()
-        self.world_switches += 1
-        self.events["world_switch"] += 1
-        t = machine_time(self) - self.costs.world_switch   # when the switch began
-        self.switch_log.append((t, old.index, new.index))
-        self.trace.add(WorldSwitch(m.clock, from_vm=old.index, to_vm=new.index, vm=new.index,
-                                   machine_time=t))
+    def _switched_in(self, vm: TEVM) -> None:
         if self.assigned:   # direct assignment: the I/O bitmap lets only the owner through
             passthrough.te_switched(self)
-
-    def _guarded(self, vm: TEVM, fn, *args) -> None:
-        """Run VMM work for ``vm``; whatever the guest provoked ends that VM, not the caller."""
-        try:
-            fn(*args)
-        except _VMStop as s:
-            self._stop_soon(vm, s.reason, s.detail)
-        except VmkitError as ex:
-            self._stop_soon(vm, "crash", str(ex))
-        except Exception as ex:
-            self._stop_soon(vm, "crash", f"VMM error ({type(ex).__name__}: {ex})")
-
-    def _stop_soon(self, vm: TEVM, reason: str, detail: str) -> None:
-        vm.pending = (reason, detail)
-        self._host.exit_request = True
 
     # ---- traps into the VMM ----------------------------------------------------------------
     def _on_exception(self, vector: int, fault: Fault | None, source: str, next_eip) -> bool:
