@@ -118,12 +118,13 @@ from vmkit.machine.machine import BOOT_GDT, Machine, RunResult
 from vmkit.machine.mmu import (CR0_PG, CR0_WP, CR4_PSE, NESTED_R, NESTED_W, NESTED_X, PTE_P,
                                PTE_U, PTE_W, Sync)
 from vmkit.machine.system import SystemMixin, TripleFault
-from vmkit.trace import Emulation, InstructionRetired, VmEntry, VmExit, WorldSwitch
+from vmkit.trace import Emulation, InstructionRetired, VmEntry, VmExit
 from vmkit.vmm import passthrough
 from vmkit.vmm.base import MonitorSnapshot
 from vmkit.vmm.sched import (_cycle_budget, _init_scheduling, _sched_state, _set_sched_state,
                              machine_time)
 from vmkit.vmm.te import DEFAULT_SLICE, TEVM, CannotEmulate, TrapAndEmulate, _name
+from vmkit.vmm.shadow import ShadowPaging
 from vmkit.vmm.world import HostedMonitor
 from vmkit.vmm.world import VMStop as _VMStop
 
@@ -800,7 +801,7 @@ def handle_interrupt_window(vm: HWVM, vmcs: VMCS) -> None:
 # =================================================================================================
 # The monitor
 # =================================================================================================
-class HardwareAssisted(HostedMonitor):
+class HardwareAssisted(ShadowPaging, HostedMonitor):
     """Hardware-assisted virtualization, VT-x style (see the module text).
 
     ``HardwareAssisted(img, ..., ept=True, lazy_ept=False, controls=None, slice=DEFAULT_SLICE,
@@ -1398,39 +1399,23 @@ class HardwareAssisted(HostedMonitor):
         else:
             self._shadow_invlpg(vm, lin)
 
-    # ---- shadow paging (ept=False): the virtual TLB of TrapAndEmulate -------------------------
-    _map = TrapAndEmulate._map
-    flush_shadow = TrapAndEmulate.flush_shadow
-    _shadow_invlpg = TrapAndEmulate.invlpg
-
+    # ---- shadow paging (ept=False): the virtual TLB (vmkit.vmm.shadow) ---------------------
     def _shadow_fault(self, vm: HWVM, lin: int, err: int, vectoring: int) -> None:
         """A #PF exit under shadow paging: walk the guest's tables; if they allow the access,
         fill the shadow entry (a hidden page fault) and retry, else inject the guest's #PF."""
         write, user = bool(err & 2), bool(err & 4)
         try:
-            gpa, flags, dirty = vm.walk(lin, write, user)    # sets the guest's A/D bits
+            pte, ok = self._shadow_entry(vm, lin, write, user)   # sets the guest's A/D bits
         except Fault as f:
             self.inject_fault(vm, f, vectoring)              # the guest's own fault (CR2 set)
             return
-        vc = vm.vcpu
-        if not vc.cr0 & CR0_PG:
-            u = w = True
-        else:
-            u = bool(flags & PTE_U)
-            w = (bool(flags & PTE_W) or (not vc.cr0 & CR0_WP and not u)) and dirty
-        host = vm.host_address(gpa & 0xFFFFF000)
-        if host is None or host + 0x1000 > vm.slice_base + vm.memory_size:
-            host, w = H_ONES, False
-            vm.sinks.add(lin >> 12)
-        if write and not w:
+        if not ok:
             if vectoring & INTR_VALID:
                 raise CannotEmulate(f"event delivery writes guest-linear {lin:#010x}, which "
                                     f"the shadow page tables cannot map writable")
             self._emulate_insn(vm)
             return
-        self._map(vm, lin, host | PTE_P | (PTE_W if w else 0) | (PTE_U if u else 0))
-        self.hidden_page_faults += 1
-        self.events["hidden_fault"] += 1
+        self._hidden_fault(vm, lin, pte)
         self._reinject(vm)
 
     def _emulate_insn(self, vm: HWVM) -> None:

@@ -100,7 +100,7 @@ from vmkit.machine.machine import BOOT_GDT, Machine, RunResult
 from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE, PTE_A, PTE_D, PTE_P, PTE_PS, PTE_U, PTE_W
 from vmkit.machine.rules import Descriptor
 from vmkit.trace import (Emulation, InstructionRetired, Interrupt, IRet, PortIO, Reflection,
-                         RingTransition, WorldSwitch)
+                         RingTransition)
 from vmkit.vmm import passthrough
 from vmkit.vmm.base import VM, MonitorSnapshot
 from vmkit.vmm.layout import (GDT_BYTES, H_IDT, H_ONES, H_STUB, H_TSS, RESERVED_ENTRY,  # noqa: F401
@@ -108,6 +108,7 @@ from vmkit.vmm.layout import (GDT_BYTES, H_IDT, H_ONES, H_STUB, H_TSS, RESERVED_
                               VMM_WINDOW, W_GDT, W_IDT, W_STUB, W_TSS, MiB)
 from vmkit.vmm.sched import (_cycle_budget, _init_scheduling, _sched_state, _set_sched_state,
                              machine_time)
+from vmkit.vmm.shadow import ShadowPaging
 from vmkit.vmm.world import HostedMonitor
 from vmkit.vmm.world import VMStop as _VMStop
 
@@ -880,7 +881,7 @@ DEPRIVILEGED = frozenset(_DEFAULT_HANDLERS) - {"rdtsc", "sgdt", "sidt", "sldt", 
 # =================================================================================================
 # The monitor
 # =================================================================================================
-class TrapAndEmulate(HostedMonitor):
+class TrapAndEmulate(ShadowPaging, HostedMonitor):
     """Trap-and-emulate: the guest kernel in ring 1 under a ring-0 VMM (see the module text).
 
     ``TrapAndEmulate(img_a, img_b, ..., slice=DEFAULT_SLICE, costs=CostModel)`` runs each guest
@@ -1486,32 +1487,9 @@ class TrapAndEmulate(HostedMonitor):
             raise Fault(6, detail=f"cr{n} does not exist")
 
     # ---- shadow page tables: a virtual TLB ---------------------------------------------------
-    def flush_shadow(self, vm: TEVM) -> None:
-        """Drop every shadow entry of the VM (the guest loaded CR3: its TLB would be empty)."""
-        mem = self._host.mem
-        for pdi, pt in vm.shadow_pts.items():
-            _I.pack_into(mem, vm.pd + 4 * pdi, 0)
-            vm.pool.append(pt)
-        vm.shadow_pts.clear()
-        vm.sinks.clear()
-        vm.flush_tlb()
-        vm.gdt_src = None
-        self.events["shadow_update"] += 1
-        if vm.current:
-            self._host.flush_tlb()
-
     def invlpg(self, vm: TEVM, lin: int) -> None:
         """Drop one page's shadow entry (the guest's invlpg)."""
-        self.pt_traps["invlpg"] += 1
-        vpn = (lin & MASK32) >> 12
-        pt = vm.shadow_pts.get(vpn >> 10)
-        if pt is not None:
-            _I.pack_into(self._host.mem, pt + 4 * (vpn & 0x3FF), 0)
-        vm.sinks.discard(vpn)
-        vm.flush_tlb(vpn)
-        vm.gdt_src = None
-        self.events["shadow_update"] += 1
-        self._host.flush_tlb(vpn)
+        self._shadow_invlpg(vm, lin)
 
     def _page_fault(self, vm: TEVM, fault: Fault) -> None:
         """A real #PF while the guest ran: hidden (fill the shadow entry, retry) when the
@@ -1521,46 +1499,11 @@ class TrapAndEmulate(HostedMonitor):
         if lin >= VMM_WINDOW:
             self._window_fault(vm, lin, write, user)
             return
-        gpa, flags, dirty = vm.walk(lin, write, user)   # raises the guest's #PF: reflected
-        vc = vm.vcpu
-        frame = gpa & 0xFFFFF000
-        if not vc.cr0 & CR0_PG:
-            u = w = True                                # no paging: no page protection
-        else:
-            u = bool(flags & PTE_U)
-            # writable for every ring this entry serves; read-only until the guest's D is set
-            w = (bool(flags & PTE_W) or (not vc.cr0 & CR0_WP and not u)) and dirty
-        host = vm.host_address(frame)
-        if host is None or host + 0x1000 > vm.slice_base + vm.memory_size:
-            host, w = H_ONES, False                     # beyond the VM's memory: all ones
-            vm.sinks.add(lin >> 12)
-        if write and not w:
-            # allowed by the guest but not expressible in the shadow entry (a write beyond
-            # memory, or a supervisor write to a user read-only page with CR0.WP clear)
+        pte, ok = self._shadow_entry(vm, lin, write, user)   # the guest's #PF: reflected
+        if not ok:
             self._emulate_one(vm)
             return
-        self._map(vm, lin, host | PTE_P | (PTE_W if w else 0) | (PTE_U if u else 0))
-        self.hidden_page_faults += 1
-        self.events["hidden_fault"] += 1
-
-    def _map(self, vm: TEVM, lin: int, pte: int) -> None:
-        """Write one shadow page table entry (allocating the shadow table)."""
-        mem = self._host.mem
-        pdi, vpn = lin >> 22, lin >> 12
-        pt = vm.shadow_pts.get(pdi)
-        if pt is None:
-            if not vm.pool:
-                self.flush_shadow(vm)   # out of shadow tables: start over, as a TLB would
-            pt = vm.pool.pop()
-            mem[pt:pt + 0x1000] = bytes(0x1000)
-            vm.shadow_pts[pdi] = pt
-            _I.pack_into(mem, vm.pd + 4 * pdi, pt | PTE_P | PTE_W | PTE_U | PTE_A)
-        a = pt + 4 * (vpn & 0x3FF)
-        old = _I.unpack_from(mem, a)[0]
-        _I.pack_into(mem, a, pte | PTE_A | PTE_D)
-        self.events["shadow_update"] += 1
-        if old & PTE_P:
-            self._host.flush_tlb(vpn)
+        self._hidden_fault(vm, lin, pte)
 
     def _window_fault(self, vm: TEVM, lin: int, write: bool, user: bool) -> None:
         """A fault in the VMM's window: the CPU setting a descriptor's accessed bit in the
