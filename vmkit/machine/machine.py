@@ -26,11 +26,13 @@ from vmkit.machine.rules import halt_outcome
 from vmkit.machine.system import SystemMixin, TripleFault
 from vmkit.trace import InstructionRetired, Interrupt, PortIO, Stop, Trace
 
-__all__ = ["Machine", "RunResult", "Snapshot", "BOOT_GDT", "DEFAULT_MEMORY"]
+__all__ = ["Machine", "RunResult", "Snapshot", "BOOT_GDT", "BOOT_GDT_BYTES", "DEFAULT_MEMORY"]
 
 DEFAULT_MEMORY = 4 << 20
 #: where the machine places its flat boot GDT at power-on (null, ring-0 code 0x08, data 0x10)
 BOOT_GDT = 0x800
+#: the flat boot GDT the machine provides at power-on: null, ring-0 code, ring-0 data
+BOOT_GDT_BYTES = bytes(8) + bytes.fromhex("ffff0000009acf00") + bytes.fromhex("ffff00000092cf00")
 _STOP_REASONS = ("halt", "poweroff", "max_steps", "breakpoint", "crash", "until", "vmm")
 _machine_ids = itertools.count(1)
 
@@ -125,7 +127,7 @@ class Machine(MMUMixin, SystemMixin):
         return g
 
     def _write_boot_gdt(self) -> None:
-        gdt = bytes(8) + bytes.fromhex("ffff0000009acf00") + bytes.fromhex("ffff00000092cf00")
+        gdt = BOOT_GDT_BYTES
         self.phys_write(BOOT_GDT, gdt)
         self.cpu.gdtr.base, self.cpu.gdtr.limit = BOOT_GDT, len(gdt) - 1
         self.cpu.idtr.base, self.cpu.idtr.limit = 0, 0

@@ -114,16 +114,14 @@ from vmkit.isa.faults import HAS_ERROR_CODE, Fault, Resched
 from vmkit.machine import rules
 from vmkit.machine.cpu import CPU, EFLAGS, MASK32
 from vmkit.machine.devices import IRQ_BASE, Devices
-from vmkit.machine.machine import BOOT_GDT, Machine, RunResult
-from vmkit.machine.mmu import (CR0_PG, CR0_WP, CR4_PSE, NESTED_R, NESTED_W, NESTED_X, PTE_P,
-                               PTE_U, PTE_W, Sync)
+from vmkit.machine.machine import BOOT_GDT, BOOT_GDT_BYTES, Machine, RunResult
+from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE, NESTED_R, NESTED_W, NESTED_X, Sync
 from vmkit.machine.system import SystemMixin, TripleFault
 from vmkit.trace import Emulation, InstructionRetired, VmEntry, VmExit
 from vmkit.vmm import passthrough
 from vmkit.vmm.base import MonitorSnapshot
-from vmkit.vmm.sched import (_cycle_budget, _init_scheduling, _sched_state, _set_sched_state,
-                             machine_time)
-from vmkit.vmm.te import DEFAULT_SLICE, TEVM, CannotEmulate, TrapAndEmulate, _name
+from vmkit.vmm.sched import _init_scheduling, _sched_state, _set_sched_state
+from vmkit.vmm.te import DEFAULT_SLICE, TEVM, CannotEmulate, _name
 from vmkit.vmm.shadow import ShadowPaging
 from vmkit.vmm.world import HostedMonitor
 from vmkit.vmm.world import VMStop as _VMStop
@@ -908,21 +906,13 @@ class HardwareAssisted(ShadowPaging, HostedMonitor):
         """The VM's slice as the machine powers on (0xAA everywhere, the boot GDT, the image),
         its EPT or shadow page directory, and its guest-state area: the power-on CPU."""
         m = self._host
-        mem = m.mem
-        mem[vm.vmm_base:vm.vmm_base + MiB] = bytes(MiB)
-        boot = bytes(8) + bytes.fromhex("ffff0000009acf00") + bytes.fromhex("ffff00000092cf00")
-        mem[vm.slice_base + BOOT_GDT:vm.slice_base + BOOT_GDT + len(boot)] = boot
-        for addr, data in vm.image.loads:
-            if addr < 0 or addr + len(data) > vm.memory_size:
-                raise VmkitError(f"image {vm.image.name}: {len(data)} bytes at {addr:#x} do not "
-                                 f"fit in {vm.memory_size:#x} bytes of memory")
-            mem[vm.slice_base + addr:vm.slice_base + addr + len(data)] = data
+        self._power_on_slice(vm)
         cpu = vm.saved                           # the guest-state area
         cpu.regs[:] = [0] * 8
         cpu.regs[4] = vm.memory_size            # as Machine: a stack at the top of memory
         cpu.eip = vm.image.entry
         cpu.eflags = 0x2
-        cpu.gdtr.base, cpu.gdtr.limit = BOOT_GDT, len(boot) - 1
+        cpu.gdtr.base, cpu.gdtr.limit = BOOT_GDT, len(BOOT_GDT_BYTES) - 1
         cpu.idtr.base, cpu.idtr.limit = 0, 0
         cpu.cpl = 0
         vm.vmcs.cr0_read_shadow, vm.vmcs.cr4_read_shadow = 0x11, 0
@@ -969,121 +959,52 @@ class HardwareAssisted(ShadowPaging, HostedMonitor):
 
     # ---- the public surface --------------------------------------------------------------------
     @property
-    def machine(self) -> Machine:
-        return self._host
-
-    @property
     def vmcs(self) -> VMCS:
         """The VMCS of the current VM."""
         return self.vms[self.current].vmcs
 
-    @property
-    def result(self) -> RunResult | None:
-        return self.vms[self.current].result
+    # ---- the run loop's policy (vmkit.vmm.world) -----------------------------------------------
+    def _root_work(self, vm: HWVM) -> bool:
+        if not vm.exit_pending:
+            return False
+        self._guarded(vm, self._handle_exit, vm)     # root mode: handle the exit
+        return True
 
-    def step(self) -> list:
-        """Run one guest instruction of the current VM (with the exits and injections it takes);
-        returns the events it produced."""
-        total = self.trace.total
-        self._run(1, None, single=True)
-        return self.trace.since(total)
+    def _deliver_pending(self, vm: HWVM) -> bool:
+        self._virtual_interrupts(vm)
+        if not vm.vmcs.injection_pending:
+            return False
+        self._guarded(vm, self._enter_with_event, vm)   # VM entry with event injection
+        return True
 
-    def run(self, max_steps: int = 1_000_000, until=None) -> RunResult:
-        """Run until every VM has stopped or ``max_steps`` guest instructions (all VMs, the
-        ones the VMM completed included) have retired."""
-        if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 0:
-            raise VmkitError(f"max_steps must be a non-negative integer, got {max_steps!r}")
-        return self._run(max_steps, until, single=False)
+    def _halted(self, vm: HWVM) -> bool:
+        return self._host.cpu.halted   # the HLT activity state
 
-    # ---- the VMM's loop ------------------------------------------------------------------------
-    def _total_steps(self) -> int:
-        return sum(vm.steps for vm in self.vms)
+    def _enter(self, vm: HWVM, deadline: int) -> None:
+        """VM entry: the guest runs in non-root mode until an exit."""
+        m, vmcs = self._host, vm.vmcs
+        self._arm(deadline)
+        m.window_exiting = vmcs.interrupt_window_exiting
+        m.pf_exits = bool(vmcs.controls.exception_bitmap & (1 << 14))
+        m.exit_request = False
+        if vm.entry_due:
+            vm.entry_due = False
+            self.trace.add(VmEntry(m.clock, injected=None, vm=vm.index))
+        self.vmx_mode = "non-root"
 
-    def _run(self, max_steps: int, until, single: bool) -> RunResult:
+    def _guest_stopped(self, vm: HWVM, r: RunResult) -> None:
         m = self._host
-        start = self._total_steps()
-        end = start + max_steps
-        skip_bp = True
-        while True:
-            vm = self._schedule()
-            if vm is None:
-                res = self._all_stopped()
-                break
-            if vm.pending is not None:
-                self._end(vm, *vm.pending)
-                continue
-            vmcs = vm.vmcs
-            if vm.exit_pending:                       # root mode: handle the exit
-                self._guarded(vm, self._handle_exit, vm)
-                continue
-            dv = vm.devices
-            if dv.poweroff_code is not None:
-                self._end(vm, "poweroff", f"exit code {dv.poweroff_code}")
-                continue
-            dv.tick(m.clock)
-            total = self._total_steps()
-            if total >= end:
-                res = RunResult("max_steps", 0, "", m.cpu.eip)
-                break
-            self._virtual_interrupts(vm)
-            if vmcs.injection_pending:               # VM entry with event injection
-                self._guarded(vm, self._enter_with_event, vm)
-                continue
-            if m.cpu.halted:
-                self._idle(vm)
-                continue
-            if not skip_bp and not single and m.cpu.eip in m.breakpoints:
-                res = RunResult("breakpoint", 0, "", m.cpu.eip)
-                break
-            # -- VM entry: the guest runs in non-root mode until an exit ---------------------
-            deadline = m.clock + (end - total)
-            if dv.next_tick is not None:
-                deadline = min(deadline, dv.next_tick)
-            budget = end - total
-            if len(self.vms) > 1:
-                budget = min(budget, max(1, self._slice_end - m.steps)
-                             if self.scheduler is None else _cycle_budget(self))
-            d = m.dev
-            d.irr = d.isr = 0
-            d.next_tick = deadline
-            m.window_exiting = vmcs.interrupt_window_exiting
-            m.pf_exits = bool(vmcs.controls.exception_bitmap & (1 << 14))
-            m.exit_request = False
-            if vm.entry_due:
-                vm.entry_due = False
-                self.trace.add(VmEntry(m.clock, injected=None, vm=vm.index))
-            self.vmx_mode = "non-root"
-            s0, g0 = m.steps, vm.steps
-            try:
-                r = m.run(max_steps=budget, until=until, _single=single)
-            except Exception as ex:   # nothing a guest does may reach the caller as a traceback
-                vm.steps += m.steps - s0
-                m.stopped = None
-                self._end(vm, "crash", f"VMM error ({type(ex).__name__}: {ex})")
-                continue
-            vm.steps += m.steps - s0
-            if vm.steps != g0:
-                skip_bp = False
-            if r.reason == "crash":
-                m.stopped = None
-                if r.detail.startswith("triple fault"):
-                    # VT-x: a triple fault in non-root mode is a VM exit (reason 2), not a reset
-                    self._record(NonRootExit(TRIPLE_FAULT))
-                    vm.exit_pending = False
-                    self.vmx_mode = "root"
-                self._end(vm, "crash", r.detail, event=False)
-                continue
-            if r.reason == "halt":                   # HLT exiting off, IF = 0: natively the end
-                m.stopped = None
-                self._end(vm, "halt", r.detail, event=False)
-                continue
-            if r.reason in ("breakpoint", "until"):
-                res = RunResult(r.reason, 0, "", m.cpu.eip)
-                break
-        res.steps = self._total_steps() - start
-        if not res.instruction and res.reason not in ("max_steps",):
-            res.instruction = self._text_at_eip()
-        return res
+        if r.reason == "crash":
+            m.stopped = None
+            if r.detail.startswith("triple fault"):
+                # VT-x: a triple fault in non-root mode is a VM exit (reason 2), not a reset
+                self._record(NonRootExit(TRIPLE_FAULT))
+                vm.exit_pending = False
+                self.vmx_mode = "root"
+            self._end(vm, "crash", r.detail, event=False)
+        elif r.reason == "halt":                   # HLT exiting off, IF = 0: natively the end
+            m.stopped = None
+            self._end(vm, "halt", r.detail, event=False)
 
     def _count_preemption(self, cur: HWVM) -> None:
         """The VMX-preemption timer ended ``cur``'s slice: a VM exit."""

@@ -106,8 +106,7 @@ from vmkit.vmm.base import VM, MonitorSnapshot
 from vmkit.vmm.layout import (GDT_BYTES, H_IDT, H_ONES, H_STUB, H_TSS, RESERVED_ENTRY,  # noqa: F401
                               TSS_LIMIT, V_GDT, V_PD, V_POOL, V_WINPT, VMM_CS, VMM_DS, VMM_TSS,
                               VMM_WINDOW, W_GDT, W_IDT, W_STUB, W_TSS, MiB)
-from vmkit.vmm.sched import (_cycle_budget, _init_scheduling, _sched_state, _set_sched_state,
-                             machine_time)
+from vmkit.vmm.sched import _init_scheduling, _sched_state, _set_sched_state, machine_time
 from vmkit.vmm.shadow import ShadowPaging
 from vmkit.vmm.world import HostedMonitor
 from vmkit.vmm.world import VMStop as _VMStop
@@ -992,16 +991,7 @@ class TrapAndEmulate(ShadowPaging, HostedMonitor):
         its VMM structures, and the real CPU state that runs it: ring 1, paging on the shadow."""
         m = self._host
         mem = m.mem
-        mem[vm.vmm_base:vm.vmm_base + MiB] = bytes(MiB)
-        # the boot GDT the machine provides at power-on, then the image, at guest-physical
-        # addresses
-        boot = bytes(8) + bytes.fromhex("ffff0000009acf00") + bytes.fromhex("ffff00000092cf00")
-        mem[vm.slice_base + BOOT_GDT:vm.slice_base + BOOT_GDT + len(boot)] = boot
-        for addr, data in vm.image.loads:
-            if addr < 0 or addr + len(data) > vm.memory_size:
-                raise VmkitError(f"image {vm.image.name}: {len(data)} bytes at {addr:#x} do not "
-                                 f"fit in {vm.memory_size:#x} bytes of memory")
-            mem[vm.slice_base + addr:vm.slice_base + addr + len(data)] = data
+        self._power_on_slice(vm)
         # the VMM's own descriptors at the top of this VM's real GDT
         tss_base = VMM_WINDOW + W_TSS
         tss_desc = ((TSS_LIMIT & 0xFFFF) | ((tss_base & 0xFFFFFF) << 16) | (0x8B << 40)
@@ -1050,122 +1040,34 @@ class TrapAndEmulate(ShadowPaging, HostedMonitor):
         m._mode_changed()
         self._slice_end = self.slice
 
-    # ---- the public surface --------------------------------------------------------------------
-    @property
-    def machine(self) -> Machine:
-        return self._host
+    # ---- the run loop's policy (vmkit.vmm.world) -----------------------------------------------
+    def _deliver_pending(self, vm: TEVM) -> bool:
+        line = self._deliverable(vm)
+        if line is None:
+            return False
+        self._guarded(vm, self._inject_irq, vm, line)
+        return True
 
-    def step(self) -> list:
-        """Run one guest instruction of the current VM (delivering a due virtual interrupt
-        first); returns the events it produced."""
-        total = self.trace.total
-        self._run(1, None, single=True)
-        return self.trace.since(total)
+    def _halted(self, vm: TEVM) -> bool:
+        return vm.vcpu.halted        # HLT is emulated: the virtual CPU waits
 
-    def run(self, max_steps: int = 1_000_000, until=None) -> RunResult:
-        """Run until every VM has stopped or ``max_steps`` guest instructions (all VMs
-        together, emulated ones included) have retired. ``until(machine)`` and breakpoints
-        (guest-virtual addresses in ``breakpoints``) stop the run as on the machine."""
-        if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 0:
-            raise VmkitError(f"max_steps must be a non-negative integer, got {max_steps!r}")
-        return self._run(max_steps, until, single=False)
-
-    @property
-    def result(self) -> RunResult | None:
-        return self.vms[self.current].result
-
-    # ---- the VMM's run loop --------------------------------------------------------------------
-    def _total_steps(self) -> int:
-        return sum(vm.steps for vm in self.vms)
-
-    def _run(self, max_steps: int, until, single: bool) -> RunResult:
+    def _enter(self, vm: TEVM, deadline: int) -> None:
         m = self._host
-        start = self._total_steps()
-        end = start + max_steps
-        skip_bp = True      # a run may continue from a breakpoint, as Machine.run
-        while True:
-            vm = self._schedule()
-            if vm is None:
-                res = self._all_stopped()
-                break
-            vc, dv = vm.vcpu, vm.devices
-            if vm.pending is not None:
-                self._end(vm, *vm.pending)
-                continue
-            # -- what the machine's run loop does for a real CPU, done for the virtual one --
-            if dv.poweroff_code is not None:
-                self._end(vm, "poweroff", f"exit code {dv.poweroff_code}")
-                continue
-            dv.tick(m.clock)
-            total = self._total_steps()
-            if total >= end:
-                res = RunResult("max_steps", 0, "", vc.eip)
-                break
-            line = self._deliverable(vm)
-            if line is not None:
-                self._guarded(vm, self._inject_irq, vm, line)
-                continue
-            if vc.halted:
-                self._idle(vm)
-                continue
-            if not skip_bp and not single and m.cpu.eip in m.breakpoints:
-                res = RunResult("breakpoint", 0, "", vc.eip)
-                break
-            # -- run the guest directly until the VMM is needed ---------------------------------
-            deadline = m.clock + (end - total)
-            if dv.next_tick is not None:
-                deadline = min(deadline, dv.next_tick)
-            if vm.steps < vm.inhibit_until:        # STI shadow: stop right after one instruction
-                deadline = min(deadline, m.clock + vm.inhibit_until - vm.steps)
-            budget = end - total                   # host steps never outnumber guest steps
-            if len(self.vms) > 1:
-                budget = min(budget, self._slice_budget())
-            self._arm(deadline)
-            m.exit_request = False
-            g0 = vm.steps
-            try:
-                r = self._run_guest(vm, budget, until, single)
-            except Exception as ex:   # nothing a guest does may reach the caller as a traceback
-                m.stopped = None
-                self._end(vm, "crash", f"VMM error ({type(ex).__name__}: {ex})")
-                continue
-            if vm.steps != g0:
-                skip_bp = False
-            if r.reason in ("crash", "halt", "poweroff"):
-                # a crash of the guest's code (unsupported instruction ...); the real CPU never
-                # halts or powers off itself: those are emulated
-                m.stopped = None
-                self._end(vm, "crash", r.detail, event=r.reason != "crash")
-                continue
-            if r.reason in ("breakpoint", "until"):
-                res = RunResult(r.reason, 0, "", vc.eip)
-                break
-        res.steps = self._total_steps() - start
-        if not res.instruction and res.reason not in ("max_steps",):
-            res.instruction = self._text_at_eip()
-        return res
+        if vm.steps < vm.inhibit_until:        # STI shadow: stop right after one instruction
+            deadline = min(deadline, m.clock + vm.inhibit_until - vm.steps)
+        self._arm(deadline)
+        m.exit_request = False
 
-    def _run_guest(self, vm: TEVM, budget: int, until, single: bool) -> RunResult:
-        """Run the guest directly on the real CPU until the VMM is needed (the policy point a
-        binary translator overrides for the guest kernel). Counts its guest time in
-        ``vm.steps``."""
-        m = self._host
-        s0 = m.steps
-        try:
-            return m.run(max_steps=budget, until=until, _single=single)
-        finally:
-            vm.steps += m.steps - s0
+    def _guest_stopped(self, vm: TEVM, r: RunResult) -> None:
+        # a crash of the guest's code (unsupported instruction ...); the real CPU never halts
+        # or powers off itself: those are emulated
+        self._host.stopped = None
+        self._end(vm, "crash", r.detail, event=r.reason != "crash")
 
     def _count_preemption(self, vm: TEVM) -> None:
         """The VMM's timer ended ``vm``'s slice: a trap into the VMM."""
         self.traps += 1
         self.events["trap"] += 1
-
-    def _slice_budget(self) -> int:
-        """Host instructions the running VM may retire before its time slice ends."""
-        if self.scheduler is None:
-            return max(1, self._slice_end - self._slice_clock())
-        return _cycle_budget(self)
 
     def _deliverable(self, vm: TEVM) -> int | None:
         """The virtual IRQ line to deliver now: virtual IF set, outside an STI shadow, a line
@@ -1176,12 +1078,6 @@ class TrapAndEmulate(ShadowPaging, HostedMonitor):
 
     def _guest_if(self, vm: TEVM) -> bool:
         return vm.vcpu.IF     # the virtual IF: the real one stays 1 while the guest runs
-
-    def _arm(self, deadline: int) -> None:
-        """Program the VMM's one-shot timer for guest time ``deadline`` of the running VM."""
-        d = self._host.dev
-        d.irr = d.isr = 0
-        d.next_tick = deadline
 
     def _switched_in(self, vm: TEVM) -> None:
         if self.assigned:   # direct assignment: the I/O bitmap lets only the owner through

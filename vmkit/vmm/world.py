@@ -11,12 +11,13 @@ guest ends that guest rather than the caller, and what a halted virtual CPU wait
 from __future__ import annotations
 
 from vmkit.errors import VmkitError
-from vmkit.machine.machine import RunResult
+from vmkit.machine.machine import BOOT_GDT, BOOT_GDT_BYTES, Machine, RunResult
 from vmkit.machine.rules import halt_outcome
 from vmkit.trace import Stop, WorldSwitch
 from vmkit.vmm.base import Monitor
 from vmkit.vmm.layout import MiB
-from vmkit.vmm.sched import _schedule_machine_time, _sync_machine_timer, machine_time
+from vmkit.vmm.sched import (_cycle_budget, _schedule_machine_time, _sync_machine_timer,
+                             machine_time)
 
 __all__ = ["HostedMonitor", "VMStop"]
 
@@ -35,6 +36,149 @@ class HostedMonitor(Monitor):
     memory at host-physical ``self._slice_bases[i]``, after the VMM area. Subclasses say how
     a guest runs; the bookkeeping below is the same for all of them."""
 
+    # ---- the public surface ----------------------------------------------------------------
+    @property
+    def machine(self) -> Machine:
+        return self._host
+
+    @property
+    def result(self) -> RunResult | None:
+        return self.vms[self.current].result
+
+    def step(self) -> list:
+        """Run one guest instruction of the current VM (with what the VMM does around it:
+        a due virtual interrupt first, the traps or exits it takes); returns the events it
+        produced."""
+        total = self.trace.total
+        self._run(1, None, single=True)
+        return self.trace.since(total)
+
+    def run(self, max_steps: int = 1_000_000, until=None) -> RunResult:
+        """Run until every VM has stopped or ``max_steps`` guest instructions (all VMs
+        together, the ones the VMM emulated or completed included) have retired.
+        ``until(machine)`` and breakpoints (guest-virtual addresses in ``breakpoints``) stop
+        the run as on the machine."""
+        if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 0:
+            raise VmkitError(f"max_steps must be a non-negative integer, got {max_steps!r}")
+        return self._run(max_steps, until, single=False)
+
+    # ---- the one run loop ------------------------------------------------------------------
+    def _total_steps(self) -> int:
+        return sum(vm.steps for vm in self.vms)
+
+    def _run(self, max_steps: int, until, single: bool) -> RunResult:
+        """The VMM's run loop: schedule a VM, do for its virtual CPU what the machine's run
+        loop does for a real one (power-off, timer, pending interrupts, HLT, breakpoints),
+        then let the guest run on the real CPU until the VMM is needed. Each step that
+        differs between monitors is a hook (``_root_work``, ``_deliver_pending``,
+        ``_halted``, ``_enter``, ``_run_guest``, ``_guest_stopped``)."""
+        m = self._host
+        start = self._total_steps()
+        end = start + max_steps
+        skip_bp = True      # a run may continue from a breakpoint, as Machine.run
+        while True:
+            vm = self._schedule()
+            if vm is None:
+                res = self._all_stopped()
+                break
+            if vm.pending is not None:
+                self._end(vm, *vm.pending)
+                continue
+            if self._root_work(vm):
+                continue
+            # -- what the machine's run loop does for a real CPU, done for the virtual one --
+            dv = vm.devices
+            if dv.poweroff_code is not None:
+                self._end(vm, "poweroff", f"exit code {dv.poweroff_code}")
+                continue
+            dv.tick(m.clock)
+            total = self._total_steps()
+            if total >= end:
+                res = RunResult("max_steps", 0, "", m.cpu.eip)
+                break
+            if self._deliver_pending(vm):
+                continue
+            if self._halted(vm):
+                self._idle(vm)
+                continue
+            if not skip_bp and not single and m.cpu.eip in m.breakpoints:
+                res = RunResult("breakpoint", 0, "", m.cpu.eip)
+                break
+            # -- run the guest directly until the VMM is needed ---------------------------------
+            deadline = m.clock + (end - total)
+            if dv.next_tick is not None:
+                deadline = min(deadline, dv.next_tick)
+            budget = end - total                   # host steps never outnumber guest steps
+            if len(self.vms) > 1:
+                budget = min(budget, self._slice_budget())
+            self._enter(vm, deadline)
+            g0 = vm.steps
+            try:
+                r = self._run_guest(vm, budget, until, single)
+            except Exception as ex:   # nothing a guest does may reach the caller as a traceback
+                m.stopped = None
+                self._end(vm, "crash", f"VMM error ({type(ex).__name__}: {ex})")
+                continue
+            if vm.steps != g0:
+                skip_bp = False
+            if r.reason in ("crash", "halt", "poweroff"):
+                self._guest_stopped(vm, r)
+                continue
+            if r.reason in ("breakpoint", "until"):
+                res = RunResult(r.reason, 0, "", m.cpu.eip)
+                break
+        res.steps = self._total_steps() - start
+        if not res.instruction and res.reason not in ("max_steps",):
+            res.instruction = self._text_at_eip()
+        return res
+
+    def _root_work(self, vm) -> bool:
+        """Work the VMM does before anything else when ``vm`` is scheduled (True: done
+        something, schedule again)."""
+        return False
+
+    def _deliver_pending(self, vm) -> bool:
+        """Deliver a pending virtual interrupt into the guest now, if one is deliverable
+        (True: delivered, schedule again)."""
+        raise NotImplementedError
+
+    def _halted(self, vm) -> bool:
+        """Is the guest's CPU halted (waiting for an interrupt)?"""
+        raise NotImplementedError
+
+    def _enter(self, vm, deadline: int) -> None:
+        """Prepare the real CPU to run ``vm`` until guest time ``deadline`` at the latest
+        (the VMM's timer, a VM entry)."""
+        raise NotImplementedError
+
+    def _arm(self, deadline: int) -> None:
+        """Program the VMM's one-shot timer for guest time ``deadline`` of the running VM."""
+        d = self._host.dev
+        d.irr = d.isr = 0
+        d.next_tick = deadline
+
+    def _run_guest(self, vm, budget: int, until, single: bool) -> RunResult:
+        """Run the guest directly on the real CPU until the VMM is needed (the policy point a
+        binary translator overrides for the guest kernel). Counts its guest time in
+        ``vm.steps``."""
+        m = self._host
+        s0 = m.steps
+        try:
+            return m.run(max_steps=budget, until=until, _single=single)
+        finally:
+            vm.steps += m.steps - s0
+
+    def _guest_stopped(self, vm, r: RunResult) -> None:
+        """The real CPU stopped with reason "crash", "halt" or "poweroff" while ``vm`` ran."""
+        raise NotImplementedError
+
+    def _slice_budget(self) -> int:
+        """Host instructions the running VM may retire before its time slice ends."""
+        if self.scheduler is None:
+            return max(1, self._slice_end - self._slice_clock())
+        return _cycle_budget(self)
+
+    # ---- memory ----------------------------------------------------------------------------
     def _plan_slices(self) -> int:
         """Place the VMs' memory slices after the VMM area (1 MiB, plus 1 MiB per VM) in
         ``self._slice_bases``; returns the host memory size."""
@@ -48,6 +192,20 @@ class HostedMonitor(Monitor):
             raise VmkitError(f"{n} VMs need {base >> 20} MiB of host memory; the machine "
                              f"has at most 1024")
         return base
+
+    def _power_on_slice(self, vm) -> None:
+        """VM ``vm``'s part of the VMM area zeroed, and its memory slice as the machine
+        powers on: the boot GDT at ``BOOT_GDT``, then the image, at guest-physical addresses
+        (the rest of the slice keeps its power-on 0xAA)."""
+        mem = self._host.mem
+        mem[vm.vmm_base:vm.vmm_base + MiB] = bytes(MiB)
+        boot = BOOT_GDT_BYTES
+        mem[vm.slice_base + BOOT_GDT:vm.slice_base + BOOT_GDT + len(boot)] = boot
+        for addr, data in vm.image.loads:
+            if addr < 0 or addr + len(data) > vm.memory_size:
+                raise VmkitError(f"image {vm.image.name}: {len(data)} bytes at {addr:#x} do not "
+                                 f"fit in {vm.memory_size:#x} bytes of memory")
+            mem[vm.slice_base + addr:vm.slice_base + addr + len(data)] = data
 
     # ---- which VM runs: the schedulers' mechanics -----------------------------------------
     def _slice_clock(self) -> int:
