@@ -29,7 +29,7 @@ __all__ = ["SystemView", "Descriptor", "CONTRIBUTORY", "PAGE_FAULT", "BENIGN",
            "code_segment", "stack_segment", "tss_segment", "interrupt_gate", "tss_stack",
            "inner_stack_segment", "inner_stack",
            "io_denied", "iret_flags_mask", "escalates", "deliver_exception", "fault_chain",
-           "FLAGS_WRITABLE", "halt_outcome"]
+           "FLAGS_WRITABLE", "halt_outcome", "visible_descriptor", "DESCRIPTOR_QUERIES"]
 
 #: SDM Vol. 3A, Table 6-4: exception classes for the double-fault rule
 CONTRIBUTORY = frozenset({0, 10, 11, 12, 13})
@@ -161,6 +161,46 @@ def tss_segment(view: SystemView, selector: int) -> Descriptor:
     if not d.present:
         raise Fault(11, selector & 0xFFFC, detail="TSS not present")
     return d
+
+
+# ---- descriptor queries (LAR, LSL, VERR, VERW) -------------------------------------------
+def visible_descriptor(view: SystemView, cpl: int, selector: int,
+                       only_gp_hides: bool = False) -> Descriptor | None:
+    """The descriptor LAR/LSL/VERR/VERW may look at: non-null, readable from the table, and
+    (unless conforming code) of DPL >= max(CPL, RPL); None otherwise (ZF cleared; SDM Vol. 2A,
+    LAR). With ``only_gp_hides`` a fault other than #GP on the table read is raised, not
+    taken as "invisible" (a monitor's exit or hidden page fault on the read)."""
+    if selector & 0xFFFC == 0:
+        return None
+    try:
+        d = view.read_descriptor(selector)
+    except Fault as f:
+        if only_gp_hides and f.vector != 13:
+            raise
+        return None
+    rpl = selector & 3
+    if not d.conforming and (d.dpl < cpl or d.dpl < rpl):
+        return None
+    return d
+
+
+def _lar(d: Descriptor | None):
+    """Access rights, or None; valid system types: TSS, LDT, call/task gates."""
+    if d is None or (d.system and d.type not in (1, 2, 3, 4, 5, 9, 0xB, 0xC)):
+        return None
+    return (d.raw >> 32) & 0x00F0FF00
+
+
+def _lsl(d: Descriptor | None):
+    if d is None or (d.system and d.type not in (1, 2, 3, 9, 0xB)):
+        return None
+    return d.limit
+
+
+#: what each query returns for a visible descriptor (None: ZF cleared)
+DESCRIPTOR_QUERIES = {"lar": _lar, "lsl": _lsl,
+                      "verr": lambda d: None if d is None or not d.readable else 1,
+                      "verw": lambda d: None if d is None or not d.writable else 1}
 
 
 # ---- interrupt and exception delivery ------------------------------------------------------

@@ -131,37 +131,20 @@ class SystemMixin:
 
     # ---- descriptor queries (LAR, LSL, VERR, VERW) ---------------------------------------
     def _visible(self, selector: int) -> Descriptor | None:
-        if selector & 0xFFFC == 0:
-            return None
-        try:
-            d = self.read_descriptor(selector)
-        except Fault:
-            return None
-        cpl, rpl = self.cpu.cpl, selector & 3
-        if not d.conforming and (d.dpl < cpl or d.dpl < rpl):
-            return None
-        return d
+        return rules.visible_descriptor(self, self.cpu.cpl, selector)
 
     def lar(self, selector: int):
         """Access rights (SDM LAR), or None; valid system types: TSS, LDT, call/task gates."""
-        d = self._visible(selector)
-        if d is None or (d.system and d.type not in (1, 2, 3, 4, 5, 9, 0xB, 0xC)):
-            return None
-        return (d.raw >> 32) & 0x00F0FF00
+        return rules.DESCRIPTOR_QUERIES["lar"](self._visible(selector))
 
     def lsl(self, selector: int):
-        d = self._visible(selector)
-        if d is None or (d.system and d.type not in (1, 2, 3, 9, 0xB)):
-            return None
-        return d.limit
+        return rules.DESCRIPTOR_QUERIES["lsl"](self._visible(selector))
 
     def verr(self, selector: int):
-        d = self._visible(selector)
-        return None if d is None or not d.readable else 1
+        return rules.DESCRIPTOR_QUERIES["verr"](self._visible(selector))
 
     def verw(self, selector: int):
-        d = self._visible(selector)
-        return None if d is None or not d.writable else 1
+        return rules.DESCRIPTOR_QUERIES["verw"](self._visible(selector))
 
     # ---- control registers ----------------------------------------------------------------
     def read_cr(self, n: int) -> int:

@@ -677,18 +677,8 @@ class _NonRootMachine(Machine):
             self.cpu.cr2 = cr2
 
     def _visible(self, selector):
-        if selector & 0xFFFC == 0:
-            return None
-        try:
-            d = self.read_descriptor(selector)
-        except Fault as f:
-            if f.vector != 13:
-                raise        # an exit or a page fault on the table, not an invisible selector
-            return None
-        cpl, rpl = self.cpu.cpl, selector & 3
-        if not d.conforming and (d.dpl < cpl or d.dpl < rpl):
-            return None
-        return d
+        # an exit or a hidden page fault on the table read goes through, not "invisible"
+        return rules.visible_descriptor(self, self.cpu.cpl, selector, only_gp_hides=True)
 
 
 # =================================================================================================

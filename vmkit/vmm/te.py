@@ -1151,12 +1151,23 @@ class TrapAndEmulate(ShadowPaging, HostedMonitor):
             self._reflect_exception(vm, fault)
             return
         vc.eip = insn.next
+        done = self._call_handler(vm, handler, insn, eip)
+        if done is None:
+            self._reflect_exception(vm, fault)   # the handler declines: the guest's own #GP
+        elif done:
+            self._retired(vm, insn)
+
+    def _call_handler(self, vm: TEVM, handler, insn: Insn, eip: int) -> bool | None:
+        """Run an emulation handler as the VMM always does: EIP past the instruction during
+        the call (as the CPU's would be). -> True: it retired; False: it raised a Fault, the
+        guest's, now reflected; None: it declined (NotEmulated). EIP is back at ``eip``
+        unless it retired; CannotEmulate ends the VM, naming the instruction."""
+        vc = vm.vcpu
         try:
             handler(vm, insn)
         except NotEmulated:
             vc.eip = eip
-            self._reflect_exception(vm, fault)
-            return
+            return None
         except CannotEmulate as ce:
             vc.eip = eip
             raise CannotEmulate(f"cannot emulate {insn.text!r} at {eip:#010x}: {ce.detail}") \
@@ -1164,8 +1175,8 @@ class TrapAndEmulate(ShadowPaging, HostedMonitor):
         except Fault as f:
             vc.eip = eip
             self._reflect_exception(vm, f)
-            return
-        self._retired(vm, insn)
+            return False
+        return True
 
     def _fetch_insn(self, vm: TEVM, eip: int) -> Insn | None:
         """The guest instruction at ``eip`` for the VMM to emulate, fetched as the real CPU
