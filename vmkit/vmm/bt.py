@@ -1423,15 +1423,12 @@ class BinaryTranslation(TrapAndEmulate):
         })
         return s
 
-    _COUNTERS = ("tc_lookups", "tc_hits", "tc_misses", "translations", "translated_instructions",
-                 "tc_invalidations", "tc_evictions", "tc_flushes", "interpreted", "chained",
-                 "indirect_lookups", "callouts", "adaptations", "static_translations",
-                 "static_misses", "_engine_steps")
-
-    def snapshot(self) -> MonitorSnapshot:
-        snap = super().snapshot()
-        snap.state["bt"] = {k: getattr(self, k) for k in self._COUNTERS}
-        return snap
+    # the translator's counters, saved and restored with the monitor's state (world.py)
+    monitor_state = _COUNTERS = (
+        "tc_lookups", "tc_hits", "tc_misses", "translations", "translated_instructions",
+        "tc_invalidations", "tc_evictions", "tc_flushes", "interpreted", "chained",
+        "indirect_lookups", "callouts", "adaptations", "static_translations", "static_misses",
+        "_engine_steps")
 
     def restore(self, snap: MonitorSnapshot) -> None:
         """Put every VM back; the translation cache is emptied (memory may differ now) and
@@ -1450,8 +1447,8 @@ class BinaryTranslation(TrapAndEmulate):
             for vm in self.vms:
                 self._static_translate(vm)
         # after refilling: the counters are those of the snapshot, not of this refill
-        for k, v in snap.state.get("bt", {}).items():
-            setattr(self, k, v)
+        declared = snap.state["declared"]
+        self._restore_declared({k: declared[k] for k in self._COUNTERS})
 
 
 def _is(op, kind: str) -> bool:

@@ -819,6 +819,8 @@ class HardwareAssisted(ShadowPaging, HostedMonitor):
 
     name = "hw"
     title = "hardware assist (VT-x: guest kernel in non-root ring 0, EPT)"
+    monitor_state = ("vm_exits", "emulated", "delivered", "injections", "ept_fills",
+                     "_controls", "vmx_mode")
     #: the default exit handlers (exit-reason name -> handler); every instance works on a copy
     handlers: dict = dict(_DEFAULT_HANDLERS)
 
@@ -1437,15 +1439,7 @@ class HardwareAssisted(ShadowPaging, HostedMonitor):
                 guest_cr3=vm.guest_cr3, flags=(vm.exit_pending, vm.entry_due, vm.inhibit_left),
                 ept=(dict(vm.ept.tables), list(vm.ept.pool)) if vm.ept else None,
                 ticks=list(vm.tick_steps)))
-        state = dict(vms=vms, events=Counter(self.events), current=self.current,
-                     slice_end=self._slice_end, controls=self._controls,
-                     sched=_sched_state(self),
-                     counters=(Counter(self.vm_exits), Counter(self.emulated),
-                               Counter(self.delivered), self.injections,
-                               self.hidden_page_faults, self.ept_fills, self.world_switches),
-                     mode=self.vmx_mode)
-        state["pt_traps"] = Counter(self.pt_traps)
-        state["refused_io"] = Counter(self.refused_io)
+        state = dict(vms=vms, sched=_sched_state(self), declared=self._save_declared())
         return MonitorSnapshot(id(self), [self._host.snapshot()], state)
 
     def restore(self, snap: MonitorSnapshot) -> None:
@@ -1453,7 +1447,7 @@ class HardwareAssisted(ShadowPaging, HostedMonitor):
             raise VmkitError("restore() takes a snapshot made by this monitor's snapshot()")
         st = snap.state
         m = self._host
-        self.current = st["current"]
+        self.current = st["declared"]["current"]   # its EPT first: the machine's memory view
         m.nested = self.vms[self.current].ept
         m.restore(snap.machines[0])
         for vm, s in zip(self.vms, st["vms"]):
@@ -1468,17 +1462,9 @@ class HardwareAssisted(ShadowPaging, HostedMonitor):
             if s["ept"] is not None:
                 vm.ept.tables, vm.ept.pool = dict(s["ept"][0]), list(s["ept"][1])
             vm.tick_steps = list(s["ticks"])
-        self.events = Counter(st["events"])
+        self._restore_declared(st["declared"])
         m.vm_index = self.current
-        self._slice_end = st["slice_end"]
         _set_sched_state(self, st["sched"])
-        self._controls = st["controls"]
-        (ex, em, dl, self.injections, self.hidden_page_faults, self.ept_fills,
-         self.world_switches) = st["counters"]
-        self.vm_exits, self.emulated, self.delivered = Counter(ex), Counter(em), Counter(dl)
-        self.pt_traps = Counter(st.get("pt_traps", ()))
-        self.refused_io = Counter(st["refused_io"])
-        self.vmx_mode = st["mode"]
 
 
 # =================================================================================================

@@ -923,6 +923,7 @@ class TrapAndEmulate(ShadowPaging, HostedMonitor):
 
     name = "te"
     title = "trap-and-emulate (kernel in ring 1, shadow page tables)"
+    monitor_state = ("traps", "emulated", "reflected")
     #: the default handlers (mnemonic -> handler); every instance works on its own copy
     emulate: dict = dict(_DEFAULT_HANDLERS)
 
@@ -1150,7 +1151,6 @@ class TrapAndEmulate(ShadowPaging, HostedMonitor):
                                     f"handler in emulate[{insn.mnemonic!r}]")
             self._reflect_exception(vm, fault)
             return
-        vc.eip = insn.next
         done = self._call_handler(vm, handler, insn, eip)
         if done is None:
             self._reflect_exception(vm, fault)   # the handler declines: the guest's own #GP
@@ -1163,6 +1163,7 @@ class TrapAndEmulate(ShadowPaging, HostedMonitor):
         guest's, now reflected; None: it declined (NotEmulated). EIP is back at ``eip``
         unless it retired; CannotEmulate ends the VM, naming the instruction."""
         vc = vm.vcpu
+        vc.eip = insn.next
         try:
             handler(vm, insn)
         except NotEmulated:
@@ -1501,12 +1502,7 @@ class TrapAndEmulate(ShadowPaging, HostedMonitor):
                 pool=list(vm.pool), pts=dict(vm.shadow_pts), sinks=set(vm.sinks),
                 tlb={k: dict(t) for k, t in vm.tlb.items()},
                 gdt=(vm.gdt_copy, vm.gdt_shadowed), ticks=list(vm.tick_steps)))
-        state = dict(vms=vms, events=Counter(self.events), current=self.current,
-                     slice_end=self._slice_end, traps=self.traps, sched=_sched_state(self),
-                     hidden=self.hidden_page_faults, switches=self.world_switches,
-                     emulated=Counter(self.emulated), reflected=Counter(self.reflected))
-        state["pt_traps"] = Counter(self.pt_traps)
-        state["refused_io"] = Counter(self.refused_io)
+        state = dict(vms=vms, sched=_sched_state(self), declared=self._save_declared())
         return MonitorSnapshot(id(self), [self._host.snapshot()], state)
 
     def restore(self, snap: MonitorSnapshot) -> None:
@@ -1528,16 +1524,9 @@ class TrapAndEmulate(ShadowPaging, HostedMonitor):
             vm.gdt_copy, vm.gdt_shadowed = s["gdt"]
             vm.gdt_src = None
             vm.tick_steps = list(s["ticks"])
-        self.events = Counter(st["events"])
-        self.current = st["current"]
+        self._restore_declared(st["declared"])
         self._host.vm_index = self.current
-        self._slice_end = st["slice_end"]
         _set_sched_state(self, st["sched"])
-        self.traps, self.hidden_page_faults = st["traps"], st["hidden"]
-        self.world_switches = st["switches"]
-        self.emulated, self.reflected = Counter(st["emulated"]), Counter(st["reflected"])
-        self.pt_traps = Counter(st.get("pt_traps", ()))
-        self.refused_io = Counter(st["refused_io"])
 
 
 def _name(vector: int, source: str) -> str:

@@ -10,6 +10,8 @@ guest ends that guest rather than the caller, and what a halted virtual CPU wait
 
 from __future__ import annotations
 
+from collections import Counter
+
 from vmkit.errors import VmkitError
 from vmkit.machine.machine import BOOT_GDT, BOOT_GDT_BYTES, Machine, RunResult
 from vmkit.machine.rules import halt_outcome
@@ -20,6 +22,13 @@ from vmkit.vmm.sched import (_cycle_budget, _schedule_machine_time, _sync_machin
                              machine_time)
 
 __all__ = ["HostedMonitor", "VMStop"]
+
+
+def _copied(v):
+    """A value as a snapshot keeps it: containers copied (one level), the rest as is."""
+    if isinstance(v, (Counter, dict, list, set)):
+        return type(v)(v)
+    return v
 
 
 class VMStop(Exception):
@@ -35,6 +44,28 @@ class HostedMonitor(Monitor):
     """A monitor whose VMs share one host machine (``self._host``), VM i's guest-physical
     memory at host-physical ``self._slice_bases[i]``, after the VMM area. Subclasses say how
     a guest runs; the bookkeeping below is the same for all of them."""
+
+    #: the monitor's own state (counters and the scheduler's place) that ``snapshot()`` saves,
+    #: ``restore()`` rolls back: declared once per class, collected along the MRO
+    #: (:meth:`_declared_state`); each monitor's stats read the same attributes
+    monitor_state: tuple = ("events", "current", "_slice_end", "hidden_page_faults",
+                            "world_switches", "pt_traps", "refused_io")
+
+    @classmethod
+    def _declared_state(cls) -> tuple:
+        names: list = []
+        for klass in reversed(cls.__mro__):
+            for n in vars(klass).get("monitor_state", ()):
+                if n not in names:
+                    names.append(n)
+        return tuple(names)
+
+    def _save_declared(self) -> dict:
+        return {n: _copied(getattr(self, n)) for n in self._declared_state()}
+
+    def _restore_declared(self, saved: dict) -> None:
+        for n, v in saved.items():
+            setattr(self, n, _copied(v))
 
     # ---- the public surface ----------------------------------------------------------------
     @property
