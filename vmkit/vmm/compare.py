@@ -25,6 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from vmkit.errors import VmkitError
+from vmkit.vmm import display
 from vmkit.vmm.costs import CostModel
 
 __all__ = ["compare", "Comparison", "per_operation", "NANOBENCHMARKS", "ADAMS_AGESEN_2006",
@@ -236,8 +237,7 @@ class Comparison:
     def plot(self, **kwargs):
         """Stacked bars of cycles by category (one panel per guest); see
         :func:`vmkit.viz.costs.comparison_figure`."""
-        from vmkit.viz.costs import comparison_figure  # drawing lives in vmkit.viz
-        return comparison_figure(self, **kwargs)
+        return display.draw(self, "plot", **kwargs)   # drawing lives in vmkit.viz
 
 
 def compare(guests, monitors=None, costs: CostModel | str | None = None,

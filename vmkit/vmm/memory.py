@@ -24,6 +24,7 @@ import html
 from dataclasses import dataclass
 
 from vmkit.errors import VmkitError
+from vmkit.vmm import display
 from vmkit.vmm.costs import CostModel
 
 __all__ = ["memory_comparison", "MemoryComparison", "MEMORY_ROWS", "MEMORY_CATEGORIES",
@@ -248,8 +249,7 @@ class MemoryComparison:
         """Grouped bars (symmetric-log scale, so 0 shows): one panel per counter, a group per
         guest, a bar per monitor; "cycles_memory" is the sum of the memory categories. A bar
         missing from a group is a monitor without that mechanism ("—")."""
-        from vmkit.viz.memory import memory_comparison_figure  # drawing lives in vmkit.viz
-        return memory_comparison_figure(self, keys=keys, title=title)
+        return display.draw(self, "plot", keys=keys, title=title)   # drawn by vmkit.viz
 
 
 def memory_comparison(guests=("pagefault", "ptemod", "tlbwalk"), monitors=None,
