@@ -103,9 +103,9 @@ from vmkit.trace import (Emulation, InstructionRetired, Interrupt, IRet, PortIO,
                          RingTransition)
 from vmkit.vmm import passthrough
 from vmkit.vmm.base import VM, MonitorSnapshot
-from vmkit.vmm.layout import (GDT_BYTES, H_IDT, H_ONES, H_STUB, H_TSS, RESERVED_ENTRY,  # noqa: F401
-                              TSS_LIMIT, V_GDT, V_PD, V_POOL, V_WINPT, VMM_CS, VMM_DS, VMM_TSS,
-                              VMM_WINDOW, W_GDT, W_IDT, W_STUB, W_TSS, MiB)
+from vmkit.vmm.layout import (GDT_BYTES, H_IDT, H_ONES, H_STUB, H_TSS,  # noqa: F401
+                              RESERVED_ENTRY, TSS_LIMIT, V_GDT, V_PD, V_POOL, V_WINPT, VMM_CS,
+                              VMM_DS, VMM_TSS, VMM_WINDOW, W_GDT, W_IDT, W_STUB, W_TSS, MiB)
 from vmkit.vmm.sched import _init_scheduling, _sched_state, _set_sched_state, machine_time
 from vmkit.vmm.shadow import ShadowPaging
 from vmkit.vmm.world import HostedMonitor
