@@ -88,3 +88,22 @@ def test_results_find_their_pictures_through_the_registry():
         pass
     with pytest.raises(VmkitError, match="no 'plot' display is registered for Result"):
         display.draw(Result(), "plot")
+
+
+def test_one_registry_of_monitor_names():
+    """Do compare, the memory comparison, the command line and vmkit.vmm.MONITORS all take
+    their monitors from the one registry, and does an unknown name say which exist?"""
+    from vmkit import cli, vmm
+    from vmkit.errors import VmkitError
+    from vmkit.vmm import memory, registry
+    from vmkit.vmm.compare import monitor_factories
+    assert vmm.MONITORS is registry.MONITORS
+    assert cli.MONITORS == tuple(registry.MONITORS)
+    assert all(cls.name == name for name, cls in registry.MONITORS.items())
+    factories = monitor_factories()
+    assert all(factories[n] is c for n, c in registry.MONITORS.items())
+    assert factories["hw-shadow"] is registry.VARIANTS["hw-shadow"]
+    mm = memory.memory_monitors()
+    assert mm["hw-ept"] is registry.VARIANTS["hw-ept"] and mm["te"] is vmm.TrapAndEmulate
+    with pytest.raises(VmkitError, match="unknown monitor 'hw-shadw'.*did you mean 'hw-shadow'"):
+        registry.factory("hw-shadw")

@@ -103,7 +103,7 @@ from vmkit.errors import UnsupportedInstruction, VmkitError
 from vmkit.isa import semantics as sem
 from vmkit.isa.decode import DECODER, Imm, Insn, Mem, Reg
 from vmkit.isa.faults import Fault, Resched
-from vmkit.isa.ops_control import _far_indirect
+from vmkit.isa.ops_control import far_indirect
 from vmkit.isa.ops_logic import CC
 from vmkit.isa.ops_stack import POPF_CPL0, push
 from vmkit.machine import rules
@@ -579,7 +579,7 @@ class BinaryTranslation(TrapAndEmulate):
             if _is(ops[0], "seg") and ops[0].index == 2:
                 return "callout", self.emulate.get("pop")
             return "ident", None
-        if mn == "call" and _far_indirect(insn):
+        if mn == "call" and far_indirect(insn):
             return "callout", self.emulate.get("lcall")
         if mn in CALLOUTS:
             return "callout", self.emulate.get(mn)

@@ -38,23 +38,13 @@ DEFAULT_MONITORS = ("native", "te", "bt", "hw")
 _DEFAULT_MAX_STEPS = 5_000_000
 
 
-def _hw_shadow(image, costs=None):
-    from vmkit.vmm.hw import HardwareAssisted
-    return HardwareAssisted(image, costs=costs, ept=False)
-
-
 def monitor_factories() -> dict:
     """Monitor names ``compare`` accepts -> ``factory(image, costs=...)``. Besides the monitors'
     own short names there is ``"hw-shadow"``: hardware assist with shadow paging instead of EPT,
     i.e. first-generation VT-x as Adams & Agesen measured it in 2006 (no nested paging)."""
-    from vmkit.vmm import MONITORS
+    from vmkit.vmm.registry import MONITORS, VARIANTS
     out = dict(MONITORS)
-    out["hw-shadow"] = _hw_shadow
-    try:
-        from vmkit.vmm.pv import Paravirtual  # noqa: F401
-        out["pv"] = Paravirtual
-    except ImportError:
-        pass
+    out["hw-shadow"] = VARIANTS["hw-shadow"]
     return out
 
 

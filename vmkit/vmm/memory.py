@@ -86,28 +86,11 @@ _CYCLE_ROWS = (("cycles", "cycles, total"),) + tuple(
     ("memory_share", "memory cycles / total"),)
 
 
-def _hw_shadow(image, costs=None):
-    from vmkit.vmm.hw import HardwareAssisted
-    return HardwareAssisted(image, costs=costs, ept=False)
-
-
-def _hw_ept(image, costs=None):
-    from vmkit.vmm.hw import HardwareAssisted
-    return HardwareAssisted(image, costs=costs, ept=True)
-
-
 def memory_monitors() -> dict:
-    """Monitor label -> ``factory(image, costs=...)`` for the memory comparison; ``pv`` only
-    when ``vmkit.vmm.Paravirtual`` can be imported (it is imported lazily)."""
-    from vmkit.vmm import BinaryTranslation, Native, TrapAndEmulate
-    out = {"native": Native, "te": TrapAndEmulate, "bt": BinaryTranslation,
-           "hw-shadow": _hw_shadow, "hw-ept": _hw_ept}
-    try:
-        from vmkit.vmm import Paravirtual
-        out["pv"] = Paravirtual
-    except (ImportError, AttributeError):
-        pass
-    return out
+    """Monitor label -> ``factory(image, costs=...)`` for the memory comparison, from the
+    one registry of monitors (:mod:`vmkit.vmm.registry`)."""
+    from vmkit.vmm.registry import MONITORS, VARIANTS
+    return {name: MONITORS.get(name) or VARIANTS[name] for name in MEMORY_MONITORS}
 
 
 @dataclass
