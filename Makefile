@@ -1,7 +1,8 @@
 # vmkit: `make lab` opens the kit in JupyterLab; `make test` runs every test.
 #
 # Everything Python goes into .venv at the exact versions of constraints.txt; system programs
-# (graphviz's dot, GNU as, chromium) come from apt (`make sysdeps`).
+# (graphviz's dot, GNU as, chromium, bubblewrap for the grader's sandbox) come from apt
+# (`make sysdeps`).
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -34,7 +35,7 @@ help:
 	@echo "                LAB_DIR=exercises opens the homework)"
 	@echo "make test       run every test"
 	@echo "make venv       create .venv with the pinned Python packages"
-	@echo "make sysdeps    apt-get install graphviz, binutils, chromium, npm where missing"
+	@echo "make sysdeps    apt-get install graphviz, binutils, chromium, npm, bubblewrap where missing"
 	@echo "make oracle     larger differential sweep against unicorn ($(ORACLE_CASES) cases)"
 	@echo "make slides     lecture notebooks -> build/slides/ (reveal.js, works offline)"
 	@echo "make notebooks  re-execute every notebook and save it in place (repeatable)"
@@ -66,6 +67,7 @@ sysdeps:
 	command -v as  >/dev/null 2>&1 || missing="$$missing binutils"; \
 	[ -x /usr/bin/chromium ]       || missing="$$missing chromium"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
+	command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
 	if [ -n "$$missing" ]; then \
 	  echo "make: installing$$missing"; \
 	  $(SUDO) apt-get update && $(APT_INSTALL) $$missing; \

@@ -265,10 +265,12 @@ def _cmd_release(args: argparse.Namespace) -> int:
 def _cmd_grade(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from vmkit.homework.grade import Settings, grade, write_csv
+    from vmkit.homework.grade import CsvWriter, Settings, grade
+    from vmkit.homework.sandbox import SandboxUnavailable, check_available
 
     settings = Settings(timeout=args.timeout, memory_mb=args.memory,
-                        feedback=Path(args.feedback) if args.feedback else None)
+                        feedback=Path(args.feedback) if args.feedback else None,
+                        sandbox=not args.no_sandbox)
     if args.source:
         if not Path(args.source).is_dir():
             return _fail("grade", f"{args.source}: no such folder", 1)
@@ -276,11 +278,19 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     missing = [n for n in args.notebook if not Path(n).is_file()]
     if missing:
         return _fail("grade", f"{missing[0]}: no such file", 1)
-    results = grade(args.notebook, settings, jobs=args.jobs)
-    for res in results:
-        for message in res.messages:
-            print(f"vmkit grade: {message}", file=sys.stderr)
-    write_csv(results, args.csv)
+    try:
+        if settings.sandbox:
+            check_available()
+    except SandboxUnavailable as e:
+        return _fail("grade", str(e), 2)
+
+    with CsvWriter(args.csv) as out:  # rows are written as the results come in
+        def report(res) -> None:
+            for message in res.messages:
+                print(f"vmkit grade: {message}", file=sys.stderr)
+            out.add(res)
+
+        grade(args.notebook, settings, jobs=args.jobs, on_result=report)
     return 0
 
 
@@ -411,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(default solutions/)")
     p.add_argument("--memory", type=_positive_int, default=2048, metavar="MB",
                    help="address-space limit of each kernel (default 2048)")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="run submissions without the bubblewrap sandbox, as the grading user "
+                        "with its files and network (see the README before you do)")
     p.set_defaults(func=_cmd_grade)
 
     return parser

@@ -33,18 +33,34 @@ _dumps, _loads = json.dumps, json.loads
 _getsource, _dedent = inspect.getsource, textwrap.dedent
 
 
-def fresh(code: str, timeout: float = 120, *, env=None, cwd=None, preexec_fn=None, **inputs):
+def fresh(code: str, timeout: float = 120, *, env=None, cwd=None, preexec_fn=None,
+          sandbox=None, **inputs):
     """Run ``code`` in a new interpreter and return its ``result`` (JSON-serializable).
 
     ``inputs`` are given to the code as global names (JSON values); ``env``, ``cwd`` and
-    ``preexec_fn`` go to the process (the grader's limits when it runs a student's code)."""
+    ``preexec_fn`` go to the process (the grader's limits when it runs a student's code).
+    With ``sandbox`` (a :class:`vmkit.homework.sandbox.Sandbox`: the grader running a
+    student's code) the process runs in it, with the allow-listed part of ``env``, in its
+    scratch folder and within its limits (``cwd`` and ``preexec_fn`` are not used)."""
     script = ("import json, sys\n"
               "globals().update(json.loads(sys.stdin.read()))\n"
               f"{code}\n"
               "sys.stdout.write('\\n@@RESULT@@' + json.dumps(result))\n")
-    proc = _run([_executable, "-I", "-c", script], input=_dumps(inputs), capture_output=True,
-                text=True, timeout=timeout, env=env, cwd=cwd, preexec_fn=preexec_fn)
-    if proc.returncode != 0:
+    argv = [_executable, "-I", "-c", script]
+    if sandbox is not None:
+        proc = sandbox.popen(argv, env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = proc.communicate(_dumps(inputs), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+        proc = subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    else:
+        proc = _run(argv, input=_dumps(inputs), capture_output=True, text=True,
+                    timeout=timeout, env=env, cwd=cwd, preexec_fn=preexec_fn)
+    if proc.returncode != 0 or "@@RESULT@@" not in proc.stdout:
         raise RuntimeError(f"expected values could not be computed:\n{proc.stderr[-2000:]}")
     return _loads(proc.stdout.rsplit("@@RESULT@@", 1)[1])
 

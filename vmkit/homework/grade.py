@@ -2,33 +2,44 @@
 
 For each submission, in order:
 
-1. read it (not a notebook: one ``error`` row and a message);
+1. read it: a file over ``max_notebook_mb`` or with more than ``max_cells`` cells is refused
+   before nbformat parses it; not a notebook: one ``error`` row and a message;
 2. find the instructor's copy from the stamped assignment id (``metadata.vmkit``), whatever
    the file is called; a kit version other than the release's is reported;
 3. ``check_tampering`` against the released checksums (before the cells are restored);
 4. ``restore_cells``: the instructor's tests (hidden ones included), setup and instructions
    around the student's answers, matched by grade_id;
-5. ``execute`` in a fresh kernel in an empty scratch directory, with the student's id in
-   ``VMKIT_STUDENT_ID`` so that the variant is the student's, within time, memory and output
-   limits;
+5. ``execute`` in a fresh kernel in the submission's own sandbox
+   (:mod:`vmkit.homework.sandbox`: bubblewrap, an unprivileged uid, no network, a read-only
+   system, an empty scratch folder), with the student's id in ``VMKIT_STUDENT_ID`` so that the
+   variant is the student's, within time, memory and output limits;
 6. ``score`` one row per question;
 7. ``verify_answers``: the answers that hidden tests handed over are checked again outside the
-   kernel, against values computed in a fresh process (a patched kernel cannot fake them);
+   kernel, against values computed in a fresh process in the same sandbox (a patched kernel
+   cannot fake them);
    a tampered notebook's automatic rows become ``tampered`` with 0 points;
 8. ``write_feedback``: an HTML page per submission.
 
-Submissions are graded in parallel by ``jobs`` worker processes (each runs one kernel).
+**The batch.** Each submission is graded in its own worker process (forked from a
+forkserver, so that starting one costs milliseconds), ``jobs`` at a time, each watched by the
+batch: a worker still running at the submission's deadline (``deadline``: the kernel, the
+outside check and the feedback page together) is killed and the submission is one ``timeout``
+row; a worker that dies is one ``error`` row; the rest of the batch goes on. Results are handed
+to ``on_result`` in the order of the submissions as soon as every earlier one is done, so the
+CSV is written while the batch runs (:class:`CsvWriter`) and a batch that stops half-way keeps
+the rows so far. As root, each worker slot has its own sandbox uid, and every process left
+with that uid is killed before the slot takes the next submission.
 """
 
 from __future__ import annotations
 
 import csv
-import functools
+import json
 import os
 import shutil
 import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,11 +48,15 @@ from vmkit.homework.execute import execute
 from vmkit.homework.feedback import write_feedback
 from vmkit.homework.release import ROOT, kit_version, release_notebook
 from vmkit.homework.restore_cells import restore_cells
+from vmkit.homework.sandbox import (Limits, Sandbox, acquire_uid, check_available, kill_uid,
+                                    prune_cgroups)
+from vmkit.homework.sandbox import layout as sandbox_layout
 from vmkit.homework.score import Row, score
 from vmkit.homework.stamp import stamped
 from vmkit.homework.verify_answers import verify_answers
 
-__all__ = ["Settings", "Result", "grade_one", "grade", "write_csv", "student_of", "CSV_FIELDS"]
+__all__ = ["Settings", "Result", "grade_one", "grade", "write_csv", "CsvWriter", "student_of",
+           "CSV_FIELDS"]
 
 CSV_FIELDS = ["notebook", "question", "points", "max_points", "status"]
 
@@ -53,6 +68,19 @@ class Settings:
     memory_mb: int = 2048              #: address-space limit of the kernel (RLIMIT_AS)
     output_limit: int = 256 * 1024     #: bytes of output kept per cell
     feedback: Path | None = None       #: a folder for the HTML pages (None: no pages)
+    output_total: int = 2 << 20        #: bytes of output kept per notebook (all cells)
+    max_notebook_mb: float = 16        #: larger files are refused before they are read
+    max_cells: int = 1000              #: notebooks with more cells are refused before parsing
+    deadline: float | None = None      #: seconds for a whole submission (None: 2 * timeout + 60)
+    sandbox: bool = True               #: run the student's code in a bubblewrap sandbox
+
+    def seconds(self) -> float:
+        """The submission's deadline in seconds: its cells, the kernel's start, the outside
+        check and the feedback page."""
+        return float(self.deadline) if self.deadline else 2 * float(self.timeout) + 60
+
+    def limits(self) -> Limits:
+        return Limits(memory_mb=int(self.memory_mb), cpu_seconds=int(self.seconds()) + 10)
 
 
 @dataclass
@@ -63,6 +91,7 @@ class Result:
     assignment: str | None = None
     student: str | None = None
     feedback: str | None = None
+    grader_mb: float | None = None  #: peak memory of the worker that graded it (MB)
 
 
 def student_of(nb, path: Path, assignment: str | None) -> str:
@@ -76,10 +105,31 @@ def student_of(nb, path: Path, assignment: str | None) -> str:
     return path.stem
 
 
-def _limit_memory(memory_mb: int) -> None:
-    import resource
-    n = int(memory_mb) << 20
-    resource.setrlimit(resource.RLIMIT_AS, (n, n))
+#: set in a batch's worker process: its sandbox uid (root) and its deadline (monotonic)
+_WORKER: dict = {"uid": None, "deadline": None}
+
+
+def _remaining(reserve: float = 5.0) -> float:
+    """Seconds left before the worker's deadline, less ``reserve`` (for the feedback page)."""
+    if _WORKER["deadline"] is None:
+        return 3600.0
+    return max(1.0, _WORKER["deadline"] - time.monotonic() - reserve)
+
+
+def _read(path: Path, settings: Settings):
+    """The submission as a notebook, refused (ValueError) before nbformat parses it when the
+    file or its cell count is over the limits: a notebook of 10,000 empty cells costs the
+    grader minutes and gigabytes otherwise."""
+    import nbformat
+    size = path.stat().st_size
+    if size > settings.max_notebook_mb * (1 << 20):
+        raise ValueError(f"{size / (1 << 20):.1f} MB, over the limit of "
+                         f"{settings.max_notebook_mb:g} MB")
+    text = path.read_bytes().decode("utf-8")
+    cells = json.loads(text).get("cells")
+    if isinstance(cells, list) and len(cells) > settings.max_cells:
+        raise ValueError(f"{len(cells)} cells, over the limit of {settings.max_cells}")
+    return nbformat.reads(text, as_version=4)
 
 
 def _instructor(source: Path, assignment: str):
@@ -102,10 +152,8 @@ def grade_one(path, settings: Settings | None = None) -> Result:
 
 
 def _grade_one(path: Path, settings: Settings, res: Result) -> Result:
-    import nbformat
-
     try:
-        sub = nbformat.read(path, as_version=4)
+        sub = _read(path, settings)
         if not isinstance(sub.get("cells"), list):
             raise ValueError("no cells")
     except Exception as e:  # invalid JSON, not a notebook, unreadable
@@ -125,21 +173,17 @@ def _grade_one(path: Path, settings: Settings, res: Result) -> Result:
     if tampered:
         res.messages.append(f"{path}: locked cells changed: {', '.join(tampered)}")
     nb = restore_cells(sub, instructor)
-    env = {k: v for k, v in os.environ.items() if k != "JUPYTERHUB_USER"}
-    env.update({"VMKIT_STUDENT_ID": res.student, "PYTHONHASHSEED": "0",
-                "MPLBACKEND": "module://matplotlib_inline.backend_inline"})
-    scratch = Path(tempfile.mkdtemp(prefix="vmkit-grade-"))
-    try:
-        statuses, errors, truncated = execute(nb, scratch, env, timeout=settings.timeout,
-                                              memory_mb=settings.memory_mb,
-                                              output_limit=settings.output_limit)
+    # what the sandbox lets in of it: nothing of the grader's own environment
+    env = {"VMKIT_STUDENT_ID": res.student, "PYTHONHASHSEED": "0",
+           "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    with Sandbox(settings.limits(), enabled=settings.sandbox, uid=_WORKER["uid"]) as sandbox:
+        statuses, errors, truncated = execute(
+            nb, env=env, timeout=min(settings.timeout, _remaining(10)), sandbox=sandbox,
+            output_limit=settings.output_limit, output_total=settings.output_total)
         res.rows = score(nb, statuses, errors, str(path))
-        # the student's handler sources run here too: same folder, same memory limit
-        verify_answers(nb, res.rows, assignment, res.student, env=env, cwd=str(scratch),
-                       timeout=settings.timeout,
-                       preexec_fn=functools.partial(_limit_memory, settings.memory_mb))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        # the student's handler sources run in the same sandbox, after the kernel is gone
+        verify_answers(nb, res.rows, assignment, res.student, env=env, sandbox=sandbox,
+                       timeout=min(settings.timeout, _remaining()))
     if truncated:
         res.messages.append(f"{path}: output limited in {len(truncated)} cell(s)")
     if tampered:
@@ -152,9 +196,9 @@ def _grade_one(path: Path, settings: Settings, res: Result) -> Result:
     return res
 
 
-def _failed(res: Result, message: str, settings: Settings) -> Result:
+def _failed(res: Result, message: str, settings: Settings, status: str = "error") -> Result:
     res.messages.append(message)
-    res.rows = [Row(res.notebook, "notebook", 0, None, "error", message)]
+    res.rows = [Row(res.notebook, "notebook", 0, None, status, message)]
     if settings.feedback:
         import html
         out = Path(settings.feedback) / f"{Path(res.notebook).stem}.html"
@@ -165,35 +209,175 @@ def _failed(res: Result, message: str, settings: Settings) -> Result:
     return res
 
 
-def grade(paths, settings: Settings | None = None, jobs: int = 1) -> list[Result]:
-    """Grade every submission, ``jobs`` at a time (processes); results in the given order."""
+def grade(paths, settings: Settings | None = None, jobs: int = 1, on_result=None) -> list[Result]:
+    """Grade every submission, each in its own watched worker process, ``jobs`` at a time;
+    results in the given order, each also handed to ``on_result`` as soon as it and every
+    earlier one are done. Raises :class:`~vmkit.homework.sandbox.SandboxUnavailable` before
+    grading anything when ``settings.sandbox`` is set and no sandbox can start here."""
     settings = settings or Settings()
-    paths = [Path(p) for p in paths]
-    if jobs <= 1 or len(paths) <= 1:
-        return [grade_one(p, settings) for p in paths]
-    # spawn, not fork: the caller may have threads (a test runner, a notebook's kernel), and
-    # a forked copy of a threaded process can hang on a lock some other thread held
-    import multiprocessing
+    if settings.sandbox:
+        check_available()
+    return _Batch([Path(p) for p in paths], settings, max(1, int(jobs)), on_result).run()
 
-    with ProcessPoolExecutor(max_workers=jobs,
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(grade_one, paths, [settings] * len(paths)))
+
+def _work(path, settings, conn, uid, deadline, tmp, layout) -> None:
+    """A worker: grade one submission, send the result, exit."""
+    import resource
+
+    from vmkit.homework import sandbox
+    _WORKER.update(uid=uid, deadline=deadline)
+    if layout:
+        sandbox._LAYOUT = layout  # what the batch found once, not once per submission
+    tempfile.tempdir = tmp  # the sandbox's folders: the batch deletes them if this is killed
+    res = grade_one(path, settings)
+    res.grader_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    conn.send(res)
+    conn.close()
+
+
+class _Batch:
+    """Runs workers, watches their deadlines, hands results on in order."""
+
+    def __init__(self, paths, settings, jobs, on_result):
+        self.paths, self.settings, self.jobs, self.on_result = paths, settings, jobs, on_result
+
+    def run(self) -> list[Result]:
+        import multiprocessing
+        from multiprocessing.connection import wait
+
+        # forkserver: a clean single-threaded process (the caller may have threads, and a
+        # forked copy of a threaded process can hang on a lock) that has imported the grader
+        # already, so a worker starts in milliseconds
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        results: list = [None] * len(self.paths)
+        done = 0
+        uids = []  # (uid, lock) per worker slot when the grader is root
+        if self.settings.sandbox and os.geteuid() == 0:
+            uids = [acquire_uid() for _ in range(min(self.jobs, len(self.paths)))]
+        free = [u for u, _ in uids] or [None] * self.jobs
+        base = Path(tempfile.mkdtemp(prefix="vmkit-grade-"))
+        layout = sandbox_layout() if self.settings.sandbox else None
+        todo = list(enumerate(self.paths))[::-1]
+        running: dict = {}  # index -> (process, connection, deadline, uid, folder)
+        try:
+            while todo or running:
+                while todo and free:
+                    i, path = todo.pop()
+                    uid = free.pop()
+                    folder = base / f"job{i}"
+                    folder.mkdir()
+                    if uid is not None:
+                        os.chmod(folder, 0o711)
+                    recv, send = ctx.Pipe(duplex=False)
+                    deadline = time.monotonic() + self.settings.seconds()
+                    proc = ctx.Process(target=_work, daemon=True, name=f"vmkit-grade-{i}",
+                                       args=(path, self.settings, send, uid, deadline,
+                                             str(folder), layout))
+                    proc.start()
+                    send.close()
+                    running[i] = (proc, recv, deadline, uid, folder)
+                soonest = min(r[2] for r in running.values())
+                ready = set(wait([x for r in running.values() for x in (r[1], r[0].sentinel)],
+                                 timeout=max(0.0, soonest - time.monotonic())))
+                for i, (proc, recv, deadline, uid, folder) in list(running.items()):
+                    res = None
+                    if recv in ready or proc.sentinel in ready:
+                        try:
+                            res = recv.recv() if recv.poll() else None
+                        except (EOFError, OSError):
+                            res = None
+                        if res is None:
+                            proc.join(5)
+                            res = self._lost(i, f"the grader's worker died ({_how(proc)})",
+                                             "error")
+                    elif time.monotonic() >= deadline:
+                        res = self._lost(i, f"not graded within {self.settings.seconds():g} s "
+                                            "(the kernel, the outside check and the feedback "
+                                            "page together)", "timeout")
+                    else:
+                        continue
+                    if proc.is_alive():
+                        proc.kill()
+                    proc.join(10)
+                    recv.close()
+                    if uid is not None:
+                        kill_uid(uid)  # whatever the worker's sandbox left, before reuse
+                        prune_cgroups()
+                    shutil.rmtree(folder, ignore_errors=True)
+                    del running[i]
+                    free.append(uid)
+                    results[i] = res
+                    while done < len(results) and results[done] is not None:
+                        if self.on_result:
+                            self.on_result(results[done])
+                        done += 1
+        finally:
+            for proc, recv, _, uid, _ in running.values():
+                proc.kill()
+                proc.join(10)
+                if uid is not None:
+                    kill_uid(uid)
+            for _, lock in uids:
+                os.close(lock)
+            shutil.rmtree(base, ignore_errors=True)
+        return results
+
+    def _lost(self, i: int, why: str, status: str) -> Result:
+        path = self.paths[i]
+        return _failed(Result(str(path)), f"{path}: {why}", self.settings, status)
+
+
+def _how(proc) -> str:
+    code = proc.exitcode
+    if code is None:
+        return "no exit status"
+    if code < 0:
+        import signal
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+def _csv_rows(res: Result):
+    for r in res.rows:
+        yield [r.notebook, r.question, "" if r.points is None else r.points,
+               "" if r.max_points is None else r.max_points, r.status]
+
+
+class CsvWriter:
+    """The grader CSV (``notebook,question,points,max_points,status``) to ``out`` (a path, a
+    file object, or None / ``-`` for stdout), written and flushed one submission at a time
+    (:meth:`add`), so that whatever stops a batch leaves the rows so far."""
+
+    def __init__(self, out=None):
+        self._own = out is not None and out != "-" and not hasattr(out, "write")
+        self.file = (open(out, "w", newline="", encoding="utf-8") if self._own
+                     else out if hasattr(out, "write") else sys.stdout)
+        self._w = csv.writer(self.file, lineterminator="\n")
+        self._w.writerow(CSV_FIELDS)
+        self.file.flush()
+
+    def add(self, res: Result) -> None:
+        self._w.writerows(_csv_rows(res))
+        self.file.flush()
+
+    def close(self) -> None:
+        if self._own:
+            self.file.close()
+
+    def __enter__(self) -> "CsvWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def write_csv(results, out=None) -> None:
     """The grader CSV (``notebook,question,points,max_points,status``) to ``out`` (a path or
     a file object; default stdout)."""
-    def emit(f):
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(CSV_FIELDS)
+    with CsvWriter(out) as w:
         for res in results:
-            for r in res.rows:
-                w.writerow([r.notebook, r.question, "" if r.points is None else r.points,
-                            "" if r.max_points is None else r.max_points, r.status])
-    if out is None or out == "-":
-        emit(sys.stdout)
-    elif hasattr(out, "write"):
-        emit(out)
-    else:
-        with open(out, "w", newline="", encoding="utf-8") as f:
-            emit(f)
+            w.add(res)
