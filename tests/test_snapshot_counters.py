@@ -156,3 +156,30 @@ def test_every_counter_comes_back_after_restore(name):
     assert set(NOT_MOVED[name]) <= keys, f"{name}: NOT_MOVED names keys stats does not have"
     if name in ("te", "hw", "hw-shadow"):
         assert {"tick_steps", "refused_io"} <= moved
+
+
+@pytest.mark.parametrize("name", ["te", "bt", "hw", "hw-shadow", "pv"])
+def test_declared_state_rolls_back(name):
+    """Does restore() put back every attribute a monitor declares in ``monitor_state``
+    (collected along its classes), whatever became of it after the snapshot?"""
+    import copy
+    mon = _monitor(name, _img("syscall", name == "pv", iterations=20))
+    mon.run(max_steps=3000)
+    declared = type(mon)._declared_state()
+    assert {"events", "world_switches", "refused_io", "pt_traps"} <= set(declared)
+    assert len(declared) == len(set(declared))
+    before = {n: copy.deepcopy(getattr(mon, n)) for n in declared}
+    snap = mon.snapshot()
+    moved = []
+    for n in declared:
+        v = getattr(mon, n)
+        if isinstance(v, Counter):
+            v["moved after the snapshot"] += 1
+            moved.append(n)
+        elif isinstance(v, int) and not isinstance(v, bool) and n != "current":
+            setattr(mon, n, v + 12345)
+            moved.append(n)
+    assert len(moved) >= 6
+    mon.restore(snap)
+    for n in declared:
+        assert getattr(mon, n) == before[n], f"{name}: {n} not rolled back"

@@ -23,10 +23,10 @@ def _target(e: Emit, op) -> str:
 _PREFIXES = frozenset((0x66, 0x67, 0xF0, 0xF2, 0xF3, 0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65))
 
 
-def _far_indirect(insn) -> bool:
+def far_indirect(insn) -> bool:
     """``jmp m16:32`` (FF /5) or ``call m16:32`` (FF /3). Capstone gives them the ids of the
     near forms (printing "jmp ptr [m]", "call ptr [m]", and a 4-byte operand for the call), so
-    the ModRM reg field decides."""
+    the ModRM reg field decides. Public: the translator and ``classify`` ask it too."""
     raw = insn.raw
     i = 0
     while i < len(raw) and raw[i] in _PREFIXES:
@@ -34,11 +34,12 @@ def _far_indirect(insn) -> bool:
     return i + 1 < len(raw) and raw[i] == 0xFF and (raw[i + 1] >> 3) & 7 in (3, 5)
 
 
+
 @semantics("jmp", sdm="JMP—Jump (SDM Vol. 2A)", category="control")
 def op_jmp(e: Emit, insn) -> None:
     """eip := target (relative, register or memory)."""
     op = insn.operands[0]
-    if _far_indirect(insn):
+    if far_indirect(insn):
         op_ljmp(e, insn)
         return
     e.set_eip(_target(e, op))
@@ -81,7 +82,7 @@ def op_loop(e: Emit, insn) -> None:
 def op_call(e: Emit, insn) -> None:
     """push eip of the next instruction; eip := target."""
     op = insn.operands[0]
-    if _far_indirect(insn):
+    if far_indirect(insn):
         op_lcall(e, insn)
         return
     t = _target(e, op)

@@ -22,14 +22,17 @@ from vmkit.machine import devices as dev
 from vmkit.machine.cpu import (CPU, LZ_ADC, LZ_ADD, LZ_DEC, LZ_INC, LZ_LOGIC, LZ_SBB, LZ_SUB,
                                PARITY, lazy_status)
 from vmkit.machine.mmu import CR0_PG, MMUMixin, Sync
+from vmkit.machine.rules import halt_outcome
 from vmkit.machine.system import SystemMixin, TripleFault
 from vmkit.trace import InstructionRetired, Interrupt, PortIO, Stop, Trace
 
-__all__ = ["Machine", "RunResult", "Snapshot", "BOOT_GDT", "DEFAULT_MEMORY"]
+__all__ = ["Machine", "RunResult", "Snapshot", "BOOT_GDT", "BOOT_GDT_BYTES", "DEFAULT_MEMORY"]
 
 DEFAULT_MEMORY = 4 << 20
 #: where the machine places its flat boot GDT at power-on (null, ring-0 code 0x08, data 0x10)
 BOOT_GDT = 0x800
+#: the flat boot GDT the machine provides at power-on: null, ring-0 code, ring-0 data
+BOOT_GDT_BYTES = bytes(8) + bytes.fromhex("ffff0000009acf00") + bytes.fromhex("ffff00000092cf00")
 _STOP_REASONS = ("halt", "poweroff", "max_steps", "breakpoint", "crash", "until", "vmm")
 _machine_ids = itertools.count(1)
 
@@ -124,7 +127,7 @@ class Machine(MMUMixin, SystemMixin):
         return g
 
     def _write_boot_gdt(self) -> None:
-        gdt = bytes(8) + bytes.fromhex("ffff0000009acf00") + bytes.fromhex("ffff00000092cf00")
+        gdt = BOOT_GDT_BYTES
         self.phys_write(BOOT_GDT, gdt)
         self.cpu.gdtr.base, self.cpu.gdtr.limit = BOOT_GDT, len(gdt) - 1
         self.cpu.idtr.base, self.cpu.idtr.limit = 0, 0
@@ -403,21 +406,12 @@ class Machine(MMUMixin, SystemMixin):
                     if self._deliver_irq(line):
                         continue
                 if cpu.halted:
-                    if not cpu.ef & 0x200:
-                        res = self._stop("halt", "hlt with interrupts disabled")
+                    wake = halt_outcome(cpu.ef & 0x200, dv)
+                    if wake.__class__ is str:   # nothing can wake it
+                        res = self._stop("halt", wake)
                         break
-                    if dv.next_tick is None and dv.pending_vector() is None:
-                        res = self._stop("halt", "hlt with no interrupt source armed")
-                        break
-                    if dv.pending_vector() is None:
-                        if not dv.can_deliver(0):
-                            # IRQ 0 masked or blocked by one in service: nothing can wake it
-                            res = self._stop("halt", "hlt waiting for a timer interrupt that "
-                                             "is masked or blocked (no EOI)")
-                            break
-                        # idle: guest time jumps to the next timer tick
-                        self.clock = max(self.clock, dv.next_tick)
-                        continue
+                    if wake is not None:        # idle until the next timer tick
+                        self.clock = max(self.clock, wake)
                     continue
                 # TF may be set by popfd/iretd during the run; in an STI shadow the next
                 # instruction must run alone so that a pending interrupt comes right after it

@@ -8,93 +8,22 @@ section it follows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from vmkit.isa.faults import HAS_ERROR_CODE, VECTOR_NAMES, Fault, Resched
+from vmkit.isa.faults import VECTOR_NAMES, Fault, Resched
+from vmkit.machine import rules
 from vmkit.machine.cpu import CPU
 from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE, Sync
+from vmkit.machine.rules import BENIGN, CONTRIBUTORY, PAGE_FAULT, Descriptor
 from vmkit.trace import Interrupt, IRet, RingTransition
 
-__all__ = ["Descriptor", "SystemMixin", "TripleFault", "BENIGN", "CONTRIBUTORY"]
-
-#: SDM Vol. 3A, Table 6-4: exception classes for the double-fault rule
-CONTRIBUTORY = frozenset({0, 10, 11, 12, 13})
-PAGE_FAULT = 14
-BENIGN = frozenset(range(32)) - CONTRIBUTORY - {PAGE_FAULT, 8}
+# Descriptor and the exception classes live with the rules (vmkit.machine.rules); they are
+# re-exported here, where they were first defined
+__all__ = ["Descriptor", "SystemMixin", "TripleFault", "BENIGN", "CONTRIBUTORY", "PAGE_FAULT"]
 
 EFLAGS_IF, EFLAGS_TF, EFLAGS_NT, EFLAGS_RF, EFLAGS_VM = 0x200, 0x100, 0x4000, 0x10000, 0x20000
 
 
-def _chain(history: tuple) -> str:
-    """'#UD, then #GP(0x32) delivering it, ...' for a triple-fault report."""
-    first, rest = history[0], history[1:]
-    return first + "".join(f", then {h} delivering it" for h in rest)
-
-
 class TripleFault(Exception):
     """A fault while delivering #DF: the processor shuts down (reported as a crash)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Descriptor:
-    """A parsed 8-byte segment or gate descriptor (SDM 3.4.5, 6.11)."""
-    raw: int
-    base: int
-    limit: int        # byte-granular limit (G applied)
-    access: int       # byte 5: P DPL S type
-    flags: int        # high nibble of byte 6: G D/B L AVL
-
-    @classmethod
-    def parse(cls, raw: int) -> "Descriptor":
-        lo, hi = raw & 0xFFFFFFFF, raw >> 32
-        base = ((lo >> 16) & 0xFFFF) | ((hi & 0xFF) << 16) | (hi & 0xFF000000)
-        limit = (lo & 0xFFFF) | (hi & 0xF0000)
-        flags = (hi >> 20) & 0xF
-        if flags & 0x8:
-            limit = (limit << 12) | 0xFFF
-        return cls(raw, base, limit, (hi >> 8) & 0xFF, flags)
-
-    @property
-    def present(self) -> bool:
-        return bool(self.access & 0x80)
-
-    @property
-    def dpl(self) -> int:
-        return (self.access >> 5) & 3
-
-    @property
-    def system(self) -> bool:
-        """A system descriptor (TSS, LDT, gate) rather than code or data."""
-        return not self.access & 0x10
-
-    @property
-    def type(self) -> int:
-        return self.access & 0xF
-
-    @property
-    def code(self) -> bool:
-        return not self.system and bool(self.access & 0x8)
-
-    @property
-    def conforming(self) -> bool:
-        return self.code and bool(self.access & 0x4)
-
-    @property
-    def readable(self) -> bool:
-        return not self.system and (not self.code or bool(self.access & 0x2))
-
-    @property
-    def writable(self) -> bool:
-        return not self.system and not self.code and bool(self.access & 0x2)
-
-    # gate fields
-    @property
-    def gate_selector(self) -> int:
-        return (self.raw >> 16) & 0xFFFF
-
-    @property
-    def gate_offset(self) -> int:
-        return (self.raw & 0xFFFF) | ((self.raw >> 32) & 0xFFFF0000)
 
 
 class SystemMixin:
@@ -158,17 +87,7 @@ class SystemMixin:
         self._load_cache(index, selector, d)
 
     def _check_code(self, selector: int, new_cpl: int, fault: int = 13) -> Descriptor:
-        if selector & 0xFFFC == 0:
-            raise Fault(fault, 0, detail="null code selector")
-        d = self.read_descriptor(selector, fault)
-        if not d.code:
-            raise Fault(fault, selector & 0xFFFC, detail=f"selector {selector:#x} is not code")
-        if (d.conforming and d.dpl > new_cpl) or (not d.conforming and d.dpl != new_cpl):
-            raise Fault(fault, selector & 0xFFFC,
-                        detail=f"code segment DPL {d.dpl} cannot run at ring {new_cpl}")
-        if not d.present:
-            raise Fault(11, selector & 0xFFFC, detail="code segment not present")
-        return d
+        return rules.code_segment(self, selector, new_cpl, fault)
 
     def _set_cs(self, selector: int, d: Descriptor, new_cpl: int, cause: str) -> None:
         cpu = self.cpu
@@ -206,50 +125,26 @@ class SystemMixin:
     def load_tr(self, selector: int) -> None:
         """LTR (SDM Vol. 2A): an available 32-bit TSS, marked busy."""
         cpu = self.cpu
-        if selector & 0xFFFC == 0 or selector & 4:
-            raise Fault(13, selector & 0xFFFC, detail="TR needs a GDT selector")
-        d = self.read_descriptor(selector)
-        if not d.system or d.type != 9:
-            raise Fault(13, selector & 0xFFFC,
-                        detail=f"selector {selector:#x} is not an available 32-bit TSS")
-        if not d.present:
-            raise Fault(11, selector & 0xFFFC, detail="TSS not present")
+        d = rules.tss_segment(self, selector)
         self.lin_write(cpu.gdtr.base + (selector & 0xFFF8) + 5, 1, d.access | 2)  # busy
         cpu.tr.selector, cpu.tr.base, cpu.tr.limit = selector, d.base, d.limit
 
     # ---- descriptor queries (LAR, LSL, VERR, VERW) ---------------------------------------
     def _visible(self, selector: int) -> Descriptor | None:
-        if selector & 0xFFFC == 0:
-            return None
-        try:
-            d = self.read_descriptor(selector)
-        except Fault:
-            return None
-        cpl, rpl = self.cpu.cpl, selector & 3
-        if not d.conforming and (d.dpl < cpl or d.dpl < rpl):
-            return None
-        return d
+        return rules.visible_descriptor(self, self.cpu.cpl, selector)
 
     def lar(self, selector: int):
         """Access rights (SDM LAR), or None; valid system types: TSS, LDT, call/task gates."""
-        d = self._visible(selector)
-        if d is None or (d.system and d.type not in (1, 2, 3, 4, 5, 9, 0xB, 0xC)):
-            return None
-        return (d.raw >> 32) & 0x00F0FF00
+        return rules.DESCRIPTOR_QUERIES["lar"](self._visible(selector))
 
     def lsl(self, selector: int):
-        d = self._visible(selector)
-        if d is None or (d.system and d.type not in (1, 2, 3, 9, 0xB)):
-            return None
-        return d.limit
+        return rules.DESCRIPTOR_QUERIES["lsl"](self._visible(selector))
 
     def verr(self, selector: int):
-        d = self._visible(selector)
-        return None if d is None or not d.readable else 1
+        return rules.DESCRIPTOR_QUERIES["verr"](self._visible(selector))
 
     def verw(self, selector: int):
-        d = self._visible(selector)
-        return None if d is None or not d.writable else 1
+        return rules.DESCRIPTOR_QUERIES["verw"](self._visible(selector))
 
     # ---- control registers ----------------------------------------------------------------
     def read_cr(self, n: int) -> int:
@@ -292,19 +187,7 @@ class SystemMixin:
     def io_permitted(self, port: int, size: int) -> bool:
         """CPL <= IOPL, or the TSS I/O permission bitmap clears every bit (SDM Vol. 1, 19.5)."""
         cpu = self.cpu
-        if cpu.cpl <= (cpu.ef >> 12) & 3:
-            return True
-        tr = cpu.tr
-        if not tr.selector or tr.limit < 0x67:
-            return False
-        iomap = self.lin_read(tr.base + 0x66, 2)
-        first = iomap + port // 8
-        last = iomap + (port + size - 1) // 8
-        if last > tr.limit:
-            return False
-        bits = self.lin_read(tr.base + first, last - first + 1)
-        mask = ((1 << size) - 1) << (port % 8)
-        return not bits & mask
+        return rules.io_denied(self, cpu.cpl, (cpu.ef >> 12) & 3, cpu.tr, port, size) is None
 
     # ---- interrupt and exception delivery -------------------------------------------------
     def soft_int(self, vector: int, next_eip: int, source: str) -> None:
@@ -323,56 +206,16 @@ class SystemMixin:
         stack switch through the TSS on a privilege change, the frame, IF/TF cleared."""
         cpu = self.cpu
         at_eip = cpu.eip
-        # EXT (bit 0 of an error code): the fault arose while delivering an event external to
-        # the program, a hardware interrupt or an earlier exception (SDM 6.13)
-        ext = 1 if source in ("irq", "exception") else 0
-        soft = source in ("int", "int3", "into")
-        idt_err = (vector << 3) | 2 | ext
-        if vector * 8 + 7 > cpu.idtr.limit:
-            raise Fault(13, idt_err, detail=f"vector {vector} beyond the IDT limit")
-        gate = Descriptor.parse(self.lin_read(cpu.idtr.base + vector * 8, 8))
-        if not gate.system or gate.type not in (0xE, 0xF):
-            raise Fault(13, idt_err, detail=f"IDT entry {vector} is not a 32-bit interrupt "
-                        f"or trap gate (type {gate.type:#x})")
-        if soft and gate.dpl < cpu.cpl:
-            raise Fault(13, idt_err, detail=f"int {vector} from ring {cpu.cpl}: gate DPL "
-                        f"{gate.dpl}")
-        if not gate.present:
-            raise Fault(11, idt_err, detail=f"IDT entry {vector} not present")
+        gate, cd, new_cpl, ext = rules.interrupt_gate(self, cpu.idtr, cpu.cpl, vector, source)
         sel = gate.gate_selector
-        if sel & 0xFFFC == 0:
-            raise Fault(13, ext, detail="interrupt gate with a null selector")
-        cd = self.read_descriptor(sel)
-        if not cd.code or cd.dpl > cpu.cpl:
-            raise Fault(13, (sel & 0xFFFC) | ext,
-                        detail=f"gate {vector} leads to selector {sel:#x} (DPL {cd.dpl}) from "
-                        f"ring {cpu.cpl}")
-        if not cd.present:
-            raise Fault(11, (sel & 0xFFFC) | ext, detail="handler code segment not present")
+        soft = source in ("int", "int3", "into")
         old_cpl = cpu.cpl
-        new_cpl = old_cpl if cd.conforming else cd.dpl
         flags = cpu.eflags
         frame = [flags, cpu.cs, return_eip]
         if new_cpl < old_cpl:
             # stack switch: SSn:ESPn from the TSS (SDM 6.12.1, 7.2.1)
-            tr = cpu.tr
-            if not tr.selector:
-                raise Fault(10, ext, detail="privilege change with no TSS loaded")
-            off = 4 + 8 * new_cpl
-            if off + 5 > tr.limit:
-                raise Fault(10, (tr.selector & 0xFFFC) | ext, detail="TSS too small")
-            new_esp = self.lin_read(tr.base + off, 4)
-            new_ss = self.lin_read(tr.base + off + 4, 2)
-            if new_ss & 0xFFFC == 0 or new_ss & 3 != new_cpl:
-                raise Fault(10, (new_ss & 0xFFFC) | ext, detail=f"TSS SS{new_cpl} {new_ss:#x} bad")
-            sd = self.read_descriptor(new_ss, 10)
-            if sd.dpl != new_cpl or not sd.writable:
-                raise Fault(10, (new_ss & 0xFFFC) | ext, detail=f"TSS SS{new_cpl} not a "
-                            f"ring-{new_cpl} writable data segment")
-            if not sd.present:
-                raise Fault(12, (new_ss & 0xFFFC) | ext, detail="TSS stack not present")
             frame = [cpu.ss, cpu.regs[4]] + frame
-            esp = new_esp
+            esp, new_ss, sd = rules.inner_stack(self, cpu.tr, new_cpl, ext)
         else:
             esp = cpu.regs[4]
             new_ss, sd = None, None
@@ -401,32 +244,13 @@ class SystemMixin:
                                  to_ring=new_cpl, eip=at_eip, handler=cpu.eip,
                                  vm=self.vm_index))
 
-    def deliver_exception(self, f: Fault, _history: tuple = ()) -> None:
+    def deliver_exception(self, f: Fault) -> None:
         """Deliver an exception with the double-fault rules of SDM Table 6-5: a contributory
         fault or #PF raised while delivering a contributory fault or #PF becomes #DF (benign
         ones are delivered serially); a fault while delivering #DF is a triple fault, whose
         message tells the whole chain from the first exception."""
-        history = _history + (str(f),)
-        vector, code = f.vector, f.error_code
-        if vector in HAS_ERROR_CODE and code is None:
-            code = 0
-        try:
-            self.deliver(vector, code, self.cpu.eip, "exception")
-            return
-        except Fault as second:
-            if vector == 8:
-                raise TripleFault(_chain(history + (str(second),))) from None
-            bad = (second.vector in CONTRIBUTORY or second.vector == PAGE_FAULT) and (
-                vector in CONTRIBUTORY or vector == PAGE_FAULT) and not (
-                vector in CONTRIBUTORY and second.vector == PAGE_FAULT)
-            if not bad:
-                self.deliver_exception(second, history)  # serial: handle the second one
-                return
-            history += (str(second),)
-        try:
-            self.deliver(8, 0, self.cpu.eip, "exception")
-        except Fault as third:
-            raise TripleFault(_chain(history + ("#DF", str(third)))) from None
+        rules.deliver_exception(lambda v, c: self.deliver(v, c, self.cpu.eip, "exception"), f,
+                                TripleFault)
 
     # ---- returns and far transfers --------------------------------------------------------
     def iret(self) -> None:
@@ -452,22 +276,10 @@ class SystemMixin:
         if rpl > cpl:
             new_esp = rd((esp + 12) & 0xFFFFFFFF)
             new_ss = rd((esp + 16) & 0xFFFFFFFF) & 0xFFFF
-            if new_ss & 0xFFFC == 0 or new_ss & 3 != rpl:
-                raise Fault(13, new_ss & 0xFFFC, detail=f"iretd: bad outer SS {new_ss:#x}")
-            sd = self.read_descriptor(new_ss)
-            if sd.dpl != rpl or not sd.writable:
-                raise Fault(13, new_ss & 0xFFFC, detail=f"iretd: SS {new_ss:#x} not a "
-                            f"ring-{rpl} writable data segment")
-            if not sd.present:
-                raise Fault(12, new_ss & 0xFFFC, detail="iretd: stack not present")
+            sd = rules.stack_segment(self, new_ss, rpl, what="iretd: outer SS")
         old = cpu.eflags
         # which flags may change is decided at the *current* CPL, as for POPF
-        if cpl == 0:
-            mask = 0x257FD5
-        elif cpl <= (old >> 12) & 3:
-            mask = 0x257FD5 & ~0x3000
-        else:
-            mask = 0x257FD5 & ~0x3000 & ~EFLAGS_IF
+        mask = rules.iret_flags_mask(cpl, (old >> 12) & 3)
         cpu.eflags = (old & ~mask) | (fl & mask)
         cpu.eip = eip
         if rpl > cpl:
@@ -540,13 +352,7 @@ class SystemMixin:
             base = (esp + 8 + extra) & 0xFFFFFFFF
             new_esp = rd(base)
             new_ss = rd((base + 4) & 0xFFFFFFFF) & 0xFFFF
-            if new_ss & 0xFFFC == 0:
-                raise Fault(13, 0, detail="retf: null outer SS")
-            sd = self.read_descriptor(new_ss)
-            if new_ss & 3 != rpl or sd.dpl != rpl or not sd.writable:
-                raise Fault(13, new_ss & 0xFFFC, detail="retf: bad outer SS")
-            if not sd.present:
-                raise Fault(12, new_ss & 0xFFFC, detail="retf: stack segment not present")
+            sd = rules.stack_segment(self, new_ss, rpl, what="retf: outer SS")
             self._load_cache(2, new_ss, sd)
             cpu.regs[4] = (new_esp + extra) & 0xFFFFFFFF
         else:

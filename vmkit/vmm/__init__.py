@@ -7,6 +7,7 @@ from vmkit.vmm.te import TrapAndEmulate
 from vmkit.vmm.hw import HardwareAssisted
 from vmkit.vmm.bt import BinaryTranslation
 from vmkit.vmm.pv import Paravirtual
+from vmkit.vmm.registry import MONITORS
 # imported after the submodule so that the package attribute ``compare`` is the function
 from vmkit.vmm.compare import Comparison, compare
 from vmkit.vmm.memory import MemoryComparison, memory_comparison
@@ -14,7 +15,4 @@ from vmkit.vmm.memory import MemoryComparison, memory_comparison
 __all__ = ["Monitor", "Native", "VM", "CostModel", "MONITORS", "TrapAndEmulate",
            "HardwareAssisted", "BinaryTranslation", "Paravirtual", "compare", "Comparison",
            "memory_comparison", "MemoryComparison"]
-
-MONITORS = {"native": Native, "te": TrapAndEmulate, "bt": BinaryTranslation,
-            "hw": HardwareAssisted, "pv": Paravirtual}
 

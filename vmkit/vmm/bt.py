@@ -103,16 +103,16 @@ from vmkit.errors import UnsupportedInstruction, VmkitError
 from vmkit.isa import semantics as sem
 from vmkit.isa.decode import DECODER, Imm, Insn, Mem, Reg
 from vmkit.isa.faults import Fault, Resched
-from vmkit.isa.ops_control import _far_indirect
+from vmkit.isa.ops_control import far_indirect
 from vmkit.isa.ops_logic import CC
 from vmkit.isa.ops_stack import POPF_CPL0, push
+from vmkit.machine import rules
 from vmkit.machine.cpu import MASK32
 from vmkit.machine.mmu import Sync
 from vmkit.machine.machine import RunResult
 from vmkit.trace import Emulation, InstructionRetired, TcInvalidation, TcLookup, Translation
 from vmkit.vmm.base import MonitorSnapshot
-from vmkit.vmm.te import (_DEFAULT_HANDLERS, TEVM, CannotEmulate, NotEmulated,
-                          TrapAndEmulate, _VMStop)
+from vmkit.vmm.te import _DEFAULT_HANDLERS, TEVM, CannotEmulate, TrapAndEmulate, _VMStop
 
 __all__ = ["BinaryTranslation", "Block", "EvictionPolicy", "FlushWhenFull", "LRU", "FIFO",
            "DEFAULT_THRESHOLD", "DEFAULT_TC_SIZE", "MAX_BLOCK"]
@@ -327,33 +327,10 @@ def emulate_int(vm: TEVM, insn: Insn) -> None:
 
 def _visible(vm: TEVM, selector: int):
     """The guest's descriptor if visible at max(virtual CPL, RPL) (SDM LAR), else None."""
-    if selector & 0xFFFC == 0:
-        return None
-    try:
-        d = vm.descriptor(selector)
-    except Fault:
-        return None
-    cpl, rpl = vm.vcpu.cpl, selector & 3
-    if not d.conforming and (d.dpl < cpl or d.dpl < rpl):
-        return None
-    return d
+    return rules.visible_descriptor(vm, vm.vcpu.cpl, selector)
 
 
-def _lar(d):
-    if d is None or (d.system and d.type not in (1, 2, 3, 4, 5, 9, 0xB, 0xC)):
-        return None
-    return (d.raw >> 32) & 0x00F0FF00
-
-
-def _lsl(d):
-    if d is None or (d.system and d.type not in (1, 2, 3, 9, 0xB)):
-        return None
-    return d.limit
-
-
-_QUERIES = {"lar": _lar, "lsl": _lsl,
-            "verr": lambda d: None if d is None or not d.readable else 1,
-            "verw": lambda d: None if d is None or not d.writable else 1}
+_QUERIES = rules.DESCRIPTOR_QUERIES
 
 
 @_bt_handles("lar", "lsl", "verr", "verw")
@@ -602,7 +579,7 @@ class BinaryTranslation(TrapAndEmulate):
             if _is(ops[0], "seg") and ops[0].index == 2:
                 return "callout", self.emulate.get("pop")
             return "ident", None
-        if mn == "call" and _far_indirect(insn):
+        if mn == "call" and far_indirect(insn):
             return "callout", self.emulate.get("lcall")
         if mn in CALLOUTS:
             return "callout", self.emulate.get(mn)
@@ -879,27 +856,17 @@ class BinaryTranslation(TrapAndEmulate):
         EIP is past the instruction during the call). Returns whether it retired; a Fault it
         raises is the guest's (reflected), CannotEmulate ends the VM."""
         m = self._host
-        vc = vm.vcpu
         eip = insn.address
         mn = insn.mnemonic
         if handler is None:
             raise CannotEmulate(f"cannot emulate {insn.text!r} at {eip:#010x}: no handler in "
                                 f"emulate[{mn!r}]")
         self._sync_gdt(vm)
-        vc.eip = insn.next
-        try:
-            handler(vm, insn)
-        except NotEmulated:
+        done = self._call_handler(vm, handler, insn, eip)
+        if done is None:
             # the handler declines: the instruction runs as translated code would
-            vc.eip = eip
             return self._run_native_one(vm, insn)
-        except CannotEmulate as ce:
-            vc.eip = eip
-            raise CannotEmulate(f"cannot emulate {insn.text!r} at {eip:#010x}: {ce.detail}") \
-                from None
-        except Fault as f:
-            vc.eip = eip
-            self._reflect_exception(vm, f)
+        if not done:
             return False
         m.clock += 1
         vm.steps += 1
@@ -1456,15 +1423,12 @@ class BinaryTranslation(TrapAndEmulate):
         })
         return s
 
-    _COUNTERS = ("tc_lookups", "tc_hits", "tc_misses", "translations", "translated_instructions",
-                 "tc_invalidations", "tc_evictions", "tc_flushes", "interpreted", "chained",
-                 "indirect_lookups", "callouts", "adaptations", "static_translations",
-                 "static_misses", "_engine_steps")
-
-    def snapshot(self) -> MonitorSnapshot:
-        snap = super().snapshot()
-        snap.state["bt"] = {k: getattr(self, k) for k in self._COUNTERS}
-        return snap
+    # the translator's counters, saved and restored with the monitor's state (world.py)
+    monitor_state = _COUNTERS = (
+        "tc_lookups", "tc_hits", "tc_misses", "translations", "translated_instructions",
+        "tc_invalidations", "tc_evictions", "tc_flushes", "interpreted", "chained",
+        "indirect_lookups", "callouts", "adaptations", "static_translations", "static_misses",
+        "_engine_steps")
 
     def restore(self, snap: MonitorSnapshot) -> None:
         """Put every VM back; the translation cache is emptied (memory may differ now) and
@@ -1483,8 +1447,8 @@ class BinaryTranslation(TrapAndEmulate):
             for vm in self.vms:
                 self._static_translate(vm)
         # after refilling: the counters are those of the snapshot, not of this refill
-        for k, v in snap.state.get("bt", {}).items():
-            setattr(self, k, v)
+        declared = snap.state["declared"]
+        self._restore_declared({k: declared[k] for k in self._COUNTERS})
 
 
 def _is(op, kind: str) -> bool:

@@ -63,7 +63,7 @@ from vmkit.errors import AssemblyError, VmkitError
 from vmkit.isa import semantics as sem
 from vmkit.isa.decode import GPR_NAMES, SEG_NAMES, Insn, Mem, Reg, decode_one
 from vmkit.isa.faults import VECTOR_NAMES
-from vmkit.isa.ops_control import _far_indirect
+from vmkit.isa.ops_control import far_indirect
 from vmkit.trace import Interrupt
 
 __all__ = ["Classification", "ClassificationTable", "classify", "classify_all",
@@ -397,7 +397,7 @@ def setups_for(insn: Insn) -> list[Setup]:
     if m in ("lar", "lsl", "verr", "verw"):
         vals = [(f"selector {s:#x} ({_selector_name(s)})", s) for s in (KDATA, UDATA2, TSS_B_SEL)]
         return with_base(_value_setups(insn, src, vals))
-    if isinstance(src, Mem) and _far_indirect(insn):
+    if isinstance(src, Mem) and far_indirect(insn):
         ea = _effective_address(src)
         return with_base([Setup(f"far pointer {s:#x}:{TARGET:#x} ({_selector_name(s)})",
                                 mem=((ea, _far_pointer(TARGET, s)),))

@@ -25,6 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from vmkit.errors import VmkitError
+from vmkit.vmm import display
 from vmkit.vmm.costs import CostModel
 
 __all__ = ["compare", "Comparison", "per_operation", "NANOBENCHMARKS", "ADAMS_AGESEN_2006",
@@ -37,23 +38,13 @@ DEFAULT_MONITORS = ("native", "te", "bt", "hw")
 _DEFAULT_MAX_STEPS = 5_000_000
 
 
-def _hw_shadow(image, costs=None):
-    from vmkit.vmm.hw import HardwareAssisted
-    return HardwareAssisted(image, costs=costs, ept=False)
-
-
 def monitor_factories() -> dict:
     """Monitor names ``compare`` accepts -> ``factory(image, costs=...)``. Besides the monitors'
     own short names there is ``"hw-shadow"``: hardware assist with shadow paging instead of EPT,
     i.e. first-generation VT-x as Adams & Agesen measured it in 2006 (no nested paging)."""
-    from vmkit.vmm import MONITORS
+    from vmkit.vmm.registry import MONITORS, VARIANTS
     out = dict(MONITORS)
-    out["hw-shadow"] = _hw_shadow
-    try:
-        from vmkit.vmm.pv import Paravirtual  # noqa: F401
-        out["pv"] = Paravirtual
-    except ImportError:
-        pass
+    out["hw-shadow"] = VARIANTS["hw-shadow"]
     return out
 
 
@@ -236,8 +227,7 @@ class Comparison:
     def plot(self, **kwargs):
         """Stacked bars of cycles by category (one panel per guest); see
         :func:`vmkit.viz.costs.comparison_figure`."""
-        from vmkit.viz.costs import comparison_figure  # drawing lives in vmkit.viz
-        return comparison_figure(self, **kwargs)
+        return display.draw(self, "plot", **kwargs)   # drawing lives in vmkit.viz
 
 
 def compare(guests, monitors=None, costs: CostModel | str | None = None,

@@ -121,5 +121,5 @@ def _preset(m: CostModel) -> None:
 # The presets, each figure with its source, live in vmkit.vmm.presets.
 from vmkit.vmm import presets as _presets  # noqa: E402
 
-for _m in _presets._make():
+for _m in _presets._make(CostModel):
     _preset(_m)

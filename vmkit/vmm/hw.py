@@ -111,18 +111,20 @@ from vmkit.errors import VmkitError
 from vmkit.isa import semantics as sem
 from vmkit.isa.decode import DECODER, Imm, Mem, Reg
 from vmkit.isa.faults import HAS_ERROR_CODE, Fault, Resched
+from vmkit.machine import rules
 from vmkit.machine.cpu import CPU, EFLAGS, MASK32
 from vmkit.machine.devices import IRQ_BASE, Devices
-from vmkit.machine.machine import BOOT_GDT, Machine, RunResult
-from vmkit.machine.mmu import (CR0_PG, CR0_WP, CR4_PSE, NESTED_R, NESTED_W, NESTED_X, PTE_P,
-                               PTE_U, PTE_W, Sync)
-from vmkit.machine.system import CONTRIBUTORY, PAGE_FAULT, SystemMixin, TripleFault
-from vmkit.trace import Emulation, InstructionRetired, VmEntry, VmExit, WorldSwitch
-from vmkit.vmm.base import Monitor, MonitorSnapshot
-from vmkit.vmm.sched import (_cycle_budget, _init_scheduling, _schedule_machine_time,
-                             _sched_state, _set_sched_state, _sync_machine_timer,
-                             machine_time)
-from vmkit.vmm.te import (DEFAULT_SLICE, TEVM, CannotEmulate, TrapAndEmulate, _name, _VMStop)
+from vmkit.machine.machine import BOOT_GDT, BOOT_GDT_BYTES, Machine, RunResult
+from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE, NESTED_R, NESTED_W, NESTED_X, Sync
+from vmkit.machine.system import SystemMixin, TripleFault
+from vmkit.trace import Emulation, InstructionRetired, VmEntry, VmExit
+from vmkit.vmm import passthrough
+from vmkit.vmm.base import MonitorSnapshot
+from vmkit.vmm.sched import _init_scheduling, _sched_state, _set_sched_state
+from vmkit.vmm.te import DEFAULT_SLICE, TEVM, CannotEmulate, _name
+from vmkit.vmm.shadow import ShadowPaging
+from vmkit.vmm.world import HostedMonitor
+from vmkit.vmm.world import VMStop as _VMStop
 
 __all__ = ["HardwareAssisted", "VmcsControls", "VMCS", "HostState", "EPT", "GuestCPU", "HWVM",
            "NonRootExit", "EXIT_REASONS", "EXIT_NUMBERS", "REQUIRED_IO_EXITS",
@@ -675,18 +677,8 @@ class _NonRootMachine(Machine):
             self.cpu.cr2 = cr2
 
     def _visible(self, selector):
-        if selector & 0xFFFC == 0:
-            return None
-        try:
-            d = self.read_descriptor(selector)
-        except Fault as f:
-            if f.vector != 13:
-                raise        # an exit or a page fault on the table, not an invisible selector
-            return None
-        cpl, rpl = self.cpu.cpl, selector & 3
-        if not d.conforming and (d.dpl < cpl or d.dpl < rpl):
-            return None
-        return d
+        # an exit or a hidden page fault on the table read goes through, not "invisible"
+        return rules.visible_descriptor(self, self.cpu.cpl, selector, only_gp_hides=True)
 
 
 # =================================================================================================
@@ -797,7 +789,7 @@ def handle_interrupt_window(vm: HWVM, vmcs: VMCS) -> None:
 # =================================================================================================
 # The monitor
 # =================================================================================================
-class HardwareAssisted(Monitor):
+class HardwareAssisted(ShadowPaging, HostedMonitor):
     """Hardware-assisted virtualization, VT-x style (see the module text).
 
     ``HardwareAssisted(img, ..., ept=True, lazy_ept=False, controls=None, slice=DEFAULT_SLICE,
@@ -827,6 +819,8 @@ class HardwareAssisted(Monitor):
 
     name = "hw"
     title = "hardware assist (VT-x: guest kernel in non-root ring 0, EPT)"
+    monitor_state = ("vm_exits", "emulated", "delivered", "injections", "ept_fills",
+                     "_controls", "vmx_mode")
     #: the default exit handlers (exit-reason name -> handler); every instance works on a copy
     handlers: dict = dict(_DEFAULT_HANDLERS)
 
@@ -834,9 +828,8 @@ class HardwareAssisted(Monitor):
                  lazy_ept: bool = False, controls=None, slice: int = DEFAULT_SLICE,
                  scheduler=None, weights=None, quantum=None, machine_timer: bool = False,
                  assign=None):
-        # ---- direct assignment (vmkit.vmm.iovirt): assign={vm index: ["disk"]} -> {port: vm}
-        from vmkit.vmm import iovirt
-        self.assigned = iovirt.resolve_assignment(assign, len(images), self.name)
+        # ---- direct assignment (vmkit.vmm.passthrough): assign={vm index: ["disk"]} -> {port: vm}
+        self.assigned = passthrough.resolve_assignment(assign, len(images), self.name)
         # ---- end direct assignment
         if not isinstance(ept, bool):
             raise VmkitError(f"ept must be True (nested paging) or False (shadow paging), got "
@@ -868,7 +861,7 @@ class HardwareAssisted(Monitor):
         self.pt_traps: Counter = Counter()
         self.vmx_mode = "root"
         super().__init__(*images, costs=costs, trace=trace)
-        iovirt.install_hw(self)   # the disk's ports: direct path, and refusal for non-owners
+        passthrough.install_hw(self)   # the disk's ports: direct path, and refusal for non-owners
 
     # ---- controls ----------------------------------------------------------------------------
     @property
@@ -905,21 +898,13 @@ class HardwareAssisted(Monitor):
         """The VM's slice as the machine powers on (0xAA everywhere, the boot GDT, the image),
         its EPT or shadow page directory, and its guest-state area: the power-on CPU."""
         m = self._host
-        mem = m.mem
-        mem[vm.vmm_base:vm.vmm_base + MiB] = bytes(MiB)
-        boot = bytes(8) + bytes.fromhex("ffff0000009acf00") + bytes.fromhex("ffff00000092cf00")
-        mem[vm.slice_base + BOOT_GDT:vm.slice_base + BOOT_GDT + len(boot)] = boot
-        for addr, data in vm.image.loads:
-            if addr < 0 or addr + len(data) > vm.memory_size:
-                raise VmkitError(f"image {vm.image.name}: {len(data)} bytes at {addr:#x} do not "
-                                 f"fit in {vm.memory_size:#x} bytes of memory")
-            mem[vm.slice_base + addr:vm.slice_base + addr + len(data)] = data
+        self._power_on_slice(vm)
         cpu = vm.saved                           # the guest-state area
         cpu.regs[:] = [0] * 8
         cpu.regs[4] = vm.memory_size            # as Machine: a stack at the top of memory
         cpu.eip = vm.image.entry
         cpu.eflags = 0x2
-        cpu.gdtr.base, cpu.gdtr.limit = BOOT_GDT, len(boot) - 1
+        cpu.gdtr.base, cpu.gdtr.limit = BOOT_GDT, len(BOOT_GDT_BYTES) - 1
         cpu.idtr.base, cpu.idtr.limit = 0, 0
         cpu.cpl = 0
         vm.vmcs.cr0_read_shadow, vm.vmcs.cr4_read_shadow = 0x11, 0
@@ -966,135 +951,52 @@ class HardwareAssisted(Monitor):
 
     # ---- the public surface --------------------------------------------------------------------
     @property
-    def machine(self) -> Machine:
-        return self._host
-
-    @property
     def vmcs(self) -> VMCS:
         """The VMCS of the current VM."""
         return self.vms[self.current].vmcs
 
-    @property
-    def result(self) -> RunResult | None:
-        return self.vms[self.current].result
+    # ---- the run loop's policy (vmkit.vmm.world) -----------------------------------------------
+    def _root_work(self, vm: HWVM) -> bool:
+        if not vm.exit_pending:
+            return False
+        self._guarded(vm, self._handle_exit, vm)     # root mode: handle the exit
+        return True
 
-    def step(self) -> list:
-        """Run one guest instruction of the current VM (with the exits and injections it takes);
-        returns the events it produced."""
-        total = self.trace.total
-        self._run(1, None, single=True)
-        return self.trace.since(total)
+    def _deliver_pending(self, vm: HWVM) -> bool:
+        self._virtual_interrupts(vm)
+        if not vm.vmcs.injection_pending:
+            return False
+        self._guarded(vm, self._enter_with_event, vm)   # VM entry with event injection
+        return True
 
-    def run(self, max_steps: int = 1_000_000, until=None) -> RunResult:
-        """Run until every VM has stopped or ``max_steps`` guest instructions (all VMs, the
-        ones the VMM completed included) have retired."""
-        if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 0:
-            raise VmkitError(f"max_steps must be a non-negative integer, got {max_steps!r}")
-        return self._run(max_steps, until, single=False)
+    def _halted(self, vm: HWVM) -> bool:
+        return self._host.cpu.halted   # the HLT activity state
 
-    # ---- the VMM's loop ------------------------------------------------------------------------
-    def _total_steps(self) -> int:
-        return sum(vm.steps for vm in self.vms)
+    def _enter(self, vm: HWVM, deadline: int) -> None:
+        """VM entry: the guest runs in non-root mode until an exit."""
+        m, vmcs = self._host, vm.vmcs
+        self._arm(deadline)
+        m.window_exiting = vmcs.interrupt_window_exiting
+        m.pf_exits = bool(vmcs.controls.exception_bitmap & (1 << 14))
+        m.exit_request = False
+        if vm.entry_due:
+            vm.entry_due = False
+            self.trace.add(VmEntry(m.clock, injected=None, vm=vm.index))
+        self.vmx_mode = "non-root"
 
-    def _run(self, max_steps: int, until, single: bool) -> RunResult:
+    def _guest_stopped(self, vm: HWVM, r: RunResult) -> None:
         m = self._host
-        start = self._total_steps()
-        end = start + max_steps
-        skip_bp = True
-        while True:
-            vm = self._schedule()
-            if vm is None:
-                res = self._all_stopped()
-                break
-            if vm.pending is not None:
-                self._end(vm, *vm.pending)
-                continue
-            vmcs = vm.vmcs
-            if vm.exit_pending:                       # root mode: handle the exit
-                self._guarded(vm, self._handle_exit, vm)
-                continue
-            dv = vm.devices
-            if dv.poweroff_code is not None:
-                self._end(vm, "poweroff", f"exit code {dv.poweroff_code}")
-                continue
-            dv.tick(m.clock)
-            total = self._total_steps()
-            if total >= end:
-                res = RunResult("max_steps", 0, "", m.cpu.eip)
-                break
-            self._virtual_interrupts(vm)
-            if vmcs.injection_pending:               # VM entry with event injection
-                self._guarded(vm, self._enter_with_event, vm)
-                continue
-            if m.cpu.halted:
-                self._idle(vm)
-                continue
-            if not skip_bp and not single and m.cpu.eip in m.breakpoints:
-                res = RunResult("breakpoint", 0, "", m.cpu.eip)
-                break
-            # -- VM entry: the guest runs in non-root mode until an exit ---------------------
-            deadline = m.clock + (end - total)
-            if dv.next_tick is not None:
-                deadline = min(deadline, dv.next_tick)
-            budget = end - total
-            if len(self.vms) > 1:
-                budget = min(budget, max(1, self._slice_end - m.steps)
-                             if self.scheduler is None else _cycle_budget(self))
-            d = m.dev
-            d.irr = d.isr = 0
-            d.next_tick = deadline
-            m.window_exiting = vmcs.interrupt_window_exiting
-            m.pf_exits = bool(vmcs.controls.exception_bitmap & (1 << 14))
-            m.exit_request = False
-            if vm.entry_due:
-                vm.entry_due = False
-                self.trace.add(VmEntry(m.clock, injected=None, vm=vm.index))
-            self.vmx_mode = "non-root"
-            s0, g0 = m.steps, vm.steps
-            try:
-                r = m.run(max_steps=budget, until=until, _single=single)
-            except Exception as ex:   # nothing a guest does may reach the caller as a traceback
-                vm.steps += m.steps - s0
-                m.stopped = None
-                self._end(vm, "crash", f"VMM error ({type(ex).__name__}: {ex})")
-                continue
-            vm.steps += m.steps - s0
-            if vm.steps != g0:
-                skip_bp = False
-            if r.reason == "crash":
-                m.stopped = None
-                if r.detail.startswith("triple fault"):
-                    # VT-x: a triple fault in non-root mode is a VM exit (reason 2), not a reset
-                    self._record(NonRootExit(TRIPLE_FAULT))
-                    vm.exit_pending = False
-                    self.vmx_mode = "root"
-                self._end(vm, "crash", r.detail, event=False)
-                continue
-            if r.reason == "halt":                   # HLT exiting off, IF = 0: natively the end
-                m.stopped = None
-                self._end(vm, "halt", r.detail, event=False)
-                continue
-            if r.reason in ("breakpoint", "until"):
-                res = RunResult(r.reason, 0, "", m.cpu.eip)
-                break
-        res.steps = self._total_steps() - start
-        if not res.instruction and res.reason not in ("max_steps",):
-            res.instruction = self._text_at_eip()
-        return res
-
-    def _schedule(self) -> HWVM | None:
-        """The VM to run next: the current one until it stops or its time slice ends (the
-        VMX-preemption timer: an exit), then the next running one, round robin."""
-        running = [vm for vm in self.vms if vm.result is None]
-        if not running:
-            return None
-        if self.scheduler is not None and len(self.vms) > 1:
-            _schedule_machine_time(self, self._count_preemption)
-        else:
-            self._schedule_rr()
-        if self.machine_timer:
-            _sync_machine_timer(self)
-        return self.vms[self.current]
+        if r.reason == "crash":
+            m.stopped = None
+            if r.detail.startswith("triple fault"):
+                # VT-x: a triple fault in non-root mode is a VM exit (reason 2), not a reset
+                self._record(NonRootExit(TRIPLE_FAULT))
+                vm.exit_pending = False
+                self.vmx_mode = "root"
+            self._end(vm, "crash", r.detail, event=False)
+        elif r.reason == "halt":                   # HLT exiting off, IF = 0: natively the end
+            m.stopped = None
+            self._end(vm, "halt", r.detail, event=False)
 
     def _count_preemption(self, cur: HWVM) -> None:
         """The VMX-preemption timer ended ``cur``'s slice: a VM exit."""
@@ -1103,44 +1005,17 @@ class HardwareAssisted(Monitor):
             cur.exit_pending = False
             cur.entry_due = True
 
-    def _schedule_rr(self) -> None:
-        """Without a scheduler: round robin every ``slice`` host instructions."""
-        m = self._host
-        cur = self.vms[self.current]
-        if len(self.vms) > 1 and (cur.result is not None or m.steps >= self._slice_end):
-            if cur.result is None and not cur.exit_pending:
-                self._record(NonRootExit(PREEMPTION_TIMER))
-                cur.exit_pending = False
-                cur.entry_due = True
-            order = self.vms[self.current + 1:] + self.vms[:self.current + 1]
-            nxt = next(vm for vm in order if vm.result is None)
-            if nxt is not cur:
-                self._world_switch(nxt.index)
-            self._slice_end = m.steps + self.slice
+    def _switched_out(self, vm: HWVM) -> None:
+        m = self._host   # blocking by STI goes with the VM (the VMCS's interruptibility state)
+        vm.inhibit_left = max(0, m._irq_inhibit_until - m.steps)
 
-    def _world_switch(self, to: int) -> None:
-        """Save the running VM's guest state into its VMCS, load the other's (its EPT or shadow
-        page directory with it): the TLB and the compiled code go (no VPID)."""
+    def _switched_in(self, vm: HWVM) -> None:
+        """The VM's guest state is loaded from its VMCS, with its EPT (or shadow page
+        directory); the compiled code goes too (no VPID)."""
         m = self._host
-        old, new = self.vms[self.current], self.vms[to]
-        old.saved.set_state(m.cpu.state())
-        old._clock = m.clock
-        old.inhibit_left = max(0, m._irq_inhibit_until - m.steps)
-        m.cpu.set_state(new.saved.state())
-        m.clock = new._clock
-        m._irq_inhibit_until = m.steps + new.inhibit_left if new.inhibit_left else -1
-        self.current = to
-        m.vm_index = to
-        m.nested = new.ept
-        m.flush_tlb()
+        m._irq_inhibit_until = m.steps + vm.inhibit_left if vm.inhibit_left else -1
+        m.nested = vm.ept
         m._flush_icache()
-        m._mode_changed()
-        self.world_switches += 1
-        self.events["world_switch"] += 1
-        t = machine_time(self) - self.costs.world_switch   # when the switch began
-        self.switch_log.append((t, old.index, new.index))
-        self.trace.add(WorldSwitch(m.clock, from_vm=old.index, to_vm=new.index, vm=new.index,
-                                   machine_time=t))
 
     def _virtual_interrupts(self, vm: HWVM) -> None:
         """The VMM's virtual interrupt controller: inject its next line if the guest can take it
@@ -1203,27 +1078,8 @@ class HardwareAssisted(Monitor):
             vm.exit_pending = False
             raise _VMStop("crash", f"triple fault: {tf}") from None
 
-    def _idle(self, vm: HWVM) -> None:
-        """The guest is in the HLT activity state (mirrors the machine's run loop)."""
-        m, dv = self._host, vm.devices
-        if not m.cpu.ef & IF:
-            self._end(vm, "halt", "hlt with interrupts disabled")
-        elif dv.next_tick is None and dv.pending_vector() is None:
-            self._end(vm, "halt", "hlt with no interrupt source armed")
-        elif dv.pending_vector() is None:
-            if not dv.can_deliver(0):
-                self._end(vm, "halt", "hlt waiting for a timer interrupt that is masked or "
-                          "blocked (no EOI)")
-            else:
-                m.clock = max(m.clock, dv.next_tick)   # idle time
-
-    # borrowed from TrapAndEmulate: the same bookkeeping of VM ends and VMM errors
-    _plan_slices = TrapAndEmulate._plan_slices
-    _end = TrapAndEmulate._end
-    _all_stopped = TrapAndEmulate._all_stopped
-    _text_at_eip = TrapAndEmulate._text_at_eip
-    _guarded = TrapAndEmulate._guarded
-    _stop_soon = TrapAndEmulate._stop_soon
+    def _guest_if(self, vm: HWVM) -> bool:
+        return bool(self._host.cpu.ef & IF)   # non-root mode: the guest's IF is the real one
 
     # ---- VM exits ----------------------------------------------------------------------------
     def _record(self, x: NonRootExit) -> None:
@@ -1364,9 +1220,7 @@ class HardwareAssisted(Monitor):
             first = vectoring & 0xFF
             if first == 8:
                 raise _VMStop("crash", f"triple fault: {f} while delivering #DF")
-            if (vector in CONTRIBUTORY or vector == PAGE_FAULT) and (
-                    first in CONTRIBUTORY or first == PAGE_FAULT) and not (
-                    first in CONTRIBUTORY and vector == PAGE_FAULT):
+            if rules.escalates(first, vector):
                 vector, code = 8, 0
         vm.vmcs.inject(vector, INTR_HW_EXCEPTION, code)
 
@@ -1458,39 +1312,23 @@ class HardwareAssisted(Monitor):
         else:
             self._shadow_invlpg(vm, lin)
 
-    # ---- shadow paging (ept=False): the virtual TLB of TrapAndEmulate -------------------------
-    _map = TrapAndEmulate._map
-    flush_shadow = TrapAndEmulate.flush_shadow
-    _shadow_invlpg = TrapAndEmulate.invlpg
-
+    # ---- shadow paging (ept=False): the virtual TLB (vmkit.vmm.shadow) ---------------------
     def _shadow_fault(self, vm: HWVM, lin: int, err: int, vectoring: int) -> None:
         """A #PF exit under shadow paging: walk the guest's tables; if they allow the access,
         fill the shadow entry (a hidden page fault) and retry, else inject the guest's #PF."""
         write, user = bool(err & 2), bool(err & 4)
         try:
-            gpa, flags, dirty = vm.walk(lin, write, user)    # sets the guest's A/D bits
+            pte, ok = self._shadow_entry(vm, lin, write, user)   # sets the guest's A/D bits
         except Fault as f:
             self.inject_fault(vm, f, vectoring)              # the guest's own fault (CR2 set)
             return
-        vc = vm.vcpu
-        if not vc.cr0 & CR0_PG:
-            u = w = True
-        else:
-            u = bool(flags & PTE_U)
-            w = (bool(flags & PTE_W) or (not vc.cr0 & CR0_WP and not u)) and dirty
-        host = vm.host_address(gpa & 0xFFFFF000)
-        if host is None or host + 0x1000 > vm.slice_base + vm.memory_size:
-            host, w = H_ONES, False
-            vm.sinks.add(lin >> 12)
-        if write and not w:
+        if not ok:
             if vectoring & INTR_VALID:
                 raise CannotEmulate(f"event delivery writes guest-linear {lin:#010x}, which "
                                     f"the shadow page tables cannot map writable")
             self._emulate_insn(vm)
             return
-        self._map(vm, lin, host | PTE_P | (PTE_W if w else 0) | (PTE_U if u else 0))
-        self.hidden_page_faults += 1
-        self.events["hidden_fault"] += 1
+        self._hidden_fault(vm, lin, pte)
         self._reinject(vm)
 
     def _emulate_insn(self, vm: HWVM) -> None:
@@ -1542,8 +1380,7 @@ class HardwareAssisted(Monitor):
 
     def _io_exits(self, port: int, size: int) -> bool:
         if self.assigned:   # direct assignment: the owner's ports pass, the others' exit
-            from vmkit.vmm.iovirt import hw_exits
-            r = hw_exits(self, port, size)
+            r = passthrough.hw_exits(self, port, size)
             if r is not None:
                 return r
         c = self._controls
@@ -1602,15 +1439,7 @@ class HardwareAssisted(Monitor):
                 guest_cr3=vm.guest_cr3, flags=(vm.exit_pending, vm.entry_due, vm.inhibit_left),
                 ept=(dict(vm.ept.tables), list(vm.ept.pool)) if vm.ept else None,
                 ticks=list(vm.tick_steps)))
-        state = dict(vms=vms, events=Counter(self.events), current=self.current,
-                     slice_end=self._slice_end, controls=self._controls,
-                     sched=_sched_state(self),
-                     counters=(Counter(self.vm_exits), Counter(self.emulated),
-                               Counter(self.delivered), self.injections,
-                               self.hidden_page_faults, self.ept_fills, self.world_switches),
-                     mode=self.vmx_mode)
-        state["pt_traps"] = Counter(self.pt_traps)
-        state["refused_io"] = Counter(self.refused_io)
+        state = dict(vms=vms, sched=_sched_state(self), declared=self._save_declared())
         return MonitorSnapshot(id(self), [self._host.snapshot()], state)
 
     def restore(self, snap: MonitorSnapshot) -> None:
@@ -1618,7 +1447,7 @@ class HardwareAssisted(Monitor):
             raise VmkitError("restore() takes a snapshot made by this monitor's snapshot()")
         st = snap.state
         m = self._host
-        self.current = st["current"]
+        self.current = st["declared"]["current"]   # its EPT first: the machine's memory view
         m.nested = self.vms[self.current].ept
         m.restore(snap.machines[0])
         for vm, s in zip(self.vms, st["vms"]):
@@ -1633,17 +1462,9 @@ class HardwareAssisted(Monitor):
             if s["ept"] is not None:
                 vm.ept.tables, vm.ept.pool = dict(s["ept"][0]), list(s["ept"][1])
             vm.tick_steps = list(s["ticks"])
-        self.events = Counter(st["events"])
+        self._restore_declared(st["declared"])
         m.vm_index = self.current
-        self._slice_end = st["slice_end"]
         _set_sched_state(self, st["sched"])
-        self._controls = st["controls"]
-        (ex, em, dl, self.injections, self.hidden_page_faults, self.ept_fills,
-         self.world_switches) = st["counters"]
-        self.vm_exits, self.emulated, self.delivered = Counter(ex), Counter(em), Counter(dl)
-        self.pt_traps = Counter(st.get("pt_traps", ()))
-        self.refused_io = Counter(st["refused_io"])
-        self.vmx_mode = st["mode"]
 
 
 # =================================================================================================

@@ -24,6 +24,7 @@ import html
 from dataclasses import dataclass
 
 from vmkit.errors import VmkitError
+from vmkit.vmm import display
 from vmkit.vmm.costs import CostModel
 
 __all__ = ["memory_comparison", "MemoryComparison", "MEMORY_ROWS", "MEMORY_CATEGORIES",
@@ -85,28 +86,11 @@ _CYCLE_ROWS = (("cycles", "cycles, total"),) + tuple(
     ("memory_share", "memory cycles / total"),)
 
 
-def _hw_shadow(image, costs=None):
-    from vmkit.vmm.hw import HardwareAssisted
-    return HardwareAssisted(image, costs=costs, ept=False)
-
-
-def _hw_ept(image, costs=None):
-    from vmkit.vmm.hw import HardwareAssisted
-    return HardwareAssisted(image, costs=costs, ept=True)
-
-
 def memory_monitors() -> dict:
-    """Monitor label -> ``factory(image, costs=...)`` for the memory comparison; ``pv`` only
-    when ``vmkit.vmm.Paravirtual`` can be imported (it is imported lazily)."""
-    from vmkit.vmm import BinaryTranslation, Native, TrapAndEmulate
-    out = {"native": Native, "te": TrapAndEmulate, "bt": BinaryTranslation,
-           "hw-shadow": _hw_shadow, "hw-ept": _hw_ept}
-    try:
-        from vmkit.vmm import Paravirtual
-        out["pv"] = Paravirtual
-    except (ImportError, AttributeError):
-        pass
-    return out
+    """Monitor label -> ``factory(image, costs=...)`` for the memory comparison, from the
+    one registry of monitors (:mod:`vmkit.vmm.registry`)."""
+    from vmkit.vmm.registry import MONITORS, VARIANTS
+    return {name: MONITORS.get(name) or VARIANTS[name] for name in MEMORY_MONITORS}
 
 
 @dataclass
@@ -248,8 +232,7 @@ class MemoryComparison:
         """Grouped bars (symmetric-log scale, so 0 shows): one panel per counter, a group per
         guest, a bar per monitor; "cycles_memory" is the sum of the memory categories. A bar
         missing from a group is a monitor without that mechanism ("—")."""
-        from vmkit.viz.memory import memory_comparison_figure  # drawing lives in vmkit.viz
-        return memory_comparison_figure(self, keys=keys, title=title)
+        return display.draw(self, "plot", keys=keys, title=title)   # drawn by vmkit.viz
 
 
 def memory_comparison(guests=("pagefault", "ptemod", "tlbwalk"), monitors=None,

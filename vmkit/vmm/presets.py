@@ -21,17 +21,17 @@ have no published source here: order of magnitude only.
 from __future__ import annotations
 
 
-def _notes(known: dict) -> dict:
+def _notes(known: dict, categories) -> dict:
     """Where each figure comes from: ``known`` entries, everything else an estimate."""
-    from vmkit.vmm.costs import CostModel
-    out = {c: "estimate" for c in CostModel.CATEGORIES}
+    out = {c: "estimate" for c in categories}
     out["native"] = "assumption: one cycle per instruction"
     out.update(known)
     return out
 
 
-def _make():
-    from vmkit.vmm.costs import CostModel
+def _make(CostModel):
+    """The presets, built with ``CostModel`` (passed in by vmkit.vmm.costs, which loads them:
+    this module is data and imports nothing of vmm)."""
     p4 = CostModel(
         name="p4-2006",
         source="Adams & Agesen, A Comparison of Software and Hardware Techniques for x86 "
@@ -60,7 +60,8 @@ def _make():
         notes=_notes({"interrupt": "A&A 2006 Fig. 4, native syscall (recalled, unverified)",
                       "vm_exit": "A&A 2006, P4 VM exit+entry round trip (recalled, "
                                  "unverified)",
-                      "hypercall": "estimate (Barham et al. 2003: about a syscall)"}),
+                      "hypercall": "estimate (Barham et al. 2003: about a syscall)"},
+                     CostModel.CATEGORIES),
     )
     modern = CostModel(
         name="modern-2020",
@@ -89,7 +90,8 @@ def _make():
         notes=_notes({"vm_exit": "measured: vmlatency (github.com/yulyugin/vmlatency), "
                                  "Xeon Gold 6252N, ~518 cycles per VM entry+exit "
                                  "(rounded to 500)",
-                      "hypercall": "estimate: about one VM exit round trip"}),
+                      "hypercall": "estimate: about one VM exit round trip"},
+                     CostModel.CATEGORIES),
     )
     return [p4, modern]
 

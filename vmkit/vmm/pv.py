@@ -66,6 +66,7 @@ from vmkit.machine.mmu import PTE_A, PTE_D, PTE_P, PTE_PS, PTE_W
 from vmkit.trace import Hypercall
 from vmkit.vmm.base import MonitorSnapshot
 from vmkit.vmm.sched import machine_time
+from vmkit.vmm.splitdriver import pv_backend
 from vmkit.vmm.te import (H_IDT, H_TSS, RESERVED_ENTRY, V_WINPT, VMM_WINDOW, TEVM,
                           TrapAndEmulate, _VMStop)
 
@@ -117,8 +118,7 @@ class PVVM(TEVM):
         self.l2: set[int] = set()
         self.writable: Counter = Counter()
         self.bootstrap: dict[int, int] = {}   # guest frame -> host address of its boot PTE
-        # the split driver's backend, on event channel port 1 (vmkit.vmm.iovirt)
-        from vmkit.vmm.iovirt import pv_backend
+        # the split driver's backend, on event channel port 1 (vmkit.vmm.splitdriver)
         self.io_backend = pv_backend
 
     # ---- guest memory through the real page tables (which are the guest's) ------------------
@@ -198,6 +198,8 @@ class Paravirtual(TrapAndEmulate):
 
     name = "pv"
     title = "paravirtualization (Xen-style hypercalls, validated direct paging)"
+    monitor_state = ("hypercalls", "batches", "refusals", "pt_updates", "upcalls",
+                     "fast_syscalls")
     emulate: dict = {}      # nothing is emulated: the kernel asks
 
     def __init__(self, *images, **kw):
@@ -636,9 +638,7 @@ class Paravirtual(TrapAndEmulate):
         snap.state["pv"] = dict(
             vms=[dict(info=vm.vcpu_info, ss=vm.kernel_ss, esp=vm.kernel_esp, trap=vm.fast_trap,
                       l1=set(vm.l1), l2=set(vm.l2), writable=Counter(vm.writable))
-                 for vm in self.vms],
-            counts=(Counter(self.hypercalls), Counter(self.batches), Counter(self.refusals),
-                    self.pt_updates, self.upcalls, self.fast_syscalls))
+                 for vm in self.vms])
         return snap
 
     def restore(self, snap: MonitorSnapshot) -> None:
@@ -648,7 +648,5 @@ class Paravirtual(TrapAndEmulate):
             vm.vcpu_info, vm.kernel_ss, vm.kernel_esp = s["info"], s["ss"], s["esp"]
             vm.fast_trap = s["trap"]
             vm.l1, vm.l2, vm.writable = set(s["l1"]), set(s["l2"]), Counter(s["writable"])
-        (h, b, r, self.pt_updates, self.upcalls, self.fast_syscalls) = pv["counts"]
-        self.hypercalls, self.batches, self.refusals = Counter(h), Counter(b), Counter(r)
         # no _install(): the restored host memory already holds the running VM's gate and
         # kernel stack, and its flush would make the host TLB differ from the snapshot's

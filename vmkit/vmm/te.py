@@ -92,23 +92,28 @@ from collections import Counter
 from vmkit.errors import VmkitError
 from vmkit.isa import semantics as sem
 from vmkit.isa.decode import GPR_NAMES, Imm, Insn, Mem, Reg
-from vmkit.isa.faults import HAS_ERROR_CODE, VECTOR_NAMES, Fault, Resched
+from vmkit.isa.faults import VECTOR_NAMES, Fault, Resched
+from vmkit.machine import rules
 from vmkit.machine.cpu import CPU, EFLAGS, MASK32, TableReg
 from vmkit.machine.devices import IRQ_BASE, Devices
 from vmkit.machine.machine import BOOT_GDT, Machine, RunResult
 from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE, PTE_A, PTE_D, PTE_P, PTE_PS, PTE_U, PTE_W
-from vmkit.machine.system import CONTRIBUTORY, PAGE_FAULT, Descriptor
+from vmkit.machine.rules import Descriptor
 from vmkit.trace import (Emulation, InstructionRetired, Interrupt, IRet, PortIO, Reflection,
-                         RingTransition, Stop, WorldSwitch)
-from vmkit.vmm.base import VM, Monitor, MonitorSnapshot
-from vmkit.vmm.sched import (_cycle_budget, _init_scheduling, _schedule_machine_time,
-                             _sched_state, _set_sched_state, _sync_machine_timer,
-                             machine_time)
+                         RingTransition)
+from vmkit.vmm import passthrough
+from vmkit.vmm.base import VM, MonitorSnapshot
+from vmkit.vmm.layout import (GDT_BYTES, H_IDT, H_ONES, H_STUB, H_TSS,  # noqa: F401
+                              RESERVED_ENTRY, TSS_LIMIT, V_GDT, V_PD, V_POOL, V_WINPT, VMM_CS,
+                              VMM_DS, VMM_TSS, VMM_WINDOW, W_GDT, W_IDT, W_STUB, W_TSS, MiB)
+from vmkit.vmm.sched import _init_scheduling, _sched_state, _set_sched_state, machine_time
+from vmkit.vmm.shadow import ShadowPaging
+from vmkit.vmm.world import HostedMonitor
+from vmkit.vmm.world import VMStop as _VMStop
 
 __all__ = ["TrapAndEmulate", "TEVM", "VirtualCPU", "NotEmulated", "CannotEmulate",
            "DEFAULT_SLICE", "VMM_WINDOW", "handles"]
 
-MiB = 1 << 20
 IF, IOPL, TF, NT, RF, VM_FLAG = 0x200, 0x3000, 0x100, 0x4000, 0x10000, 0x20000
 CR4_TSD, CR4_UMIP = 1 << 2, 1 << 11
 REAL_CR0 = 0x80010011      # PG | WP | ET | PE: the VMM always pages, and respects read-only
@@ -121,20 +126,6 @@ Two timer periods of the default guest timer: long enough that a world switch (t
 cycles, see the cost model) stays a small share of the time, short enough that two guests of the
 kit's default sizes are interleaved many times."""
 
-# ---- the VMM's address window, mapped read-only supervisor into every shadow address space ----
-VMM_WINDOW = 0xFFC00000        # page directory entry 1023; guests do not use it
-W_GDT, W_IDT, W_TSS, W_STUB = 0x00000, 0x10000, 0x11000, 0x14000
-GDT_BYTES = 0x10000            # the real GDT: 8192 descriptors (GDTR limit 0xFFFF)
-#: the VMM's own descriptors take the last three GDT entries, above anything a guest uses (Xen
-#: reserves the top of the GDT the same way: FIRST_RESERVED_GDT_ENTRY)
-RESERVED_ENTRY = 8189
-VMM_CS, VMM_DS, VMM_TSS = 0xFFE8, 0xFFF0, 0xFFF8
-TSS_LIMIT = 104 + 8192         # the TSS, an I/O bitmap for 65536 ports, and its 0xFF end byte
-
-# ---- host-physical layout --------------------------------------------------------------------
-H_IDT, H_TSS, H_STUB, H_ONES = 0x10000, 0x11000, 0x14000, 0x15000   # shared VMM area
-V_GDT, V_WINPT, V_PD, V_POOL = 0x00000, 0x10000, 0x11000, 0x12000   # per VM, at (1 + i) MiB
-
 _Q = struct.Struct("<Q")
 _I = struct.Struct("<I")
 
@@ -142,15 +133,6 @@ _I = struct.Struct("<I")
 class NotEmulated(Exception):
     """Raised by a handler: this fault was not caused by deprivileging (the guest erred, as it
     would natively); the VMM reflects the original fault into the guest."""
-
-
-class _VMStop(Exception):
-    """The VM must end (reason and detail for its RunResult)."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 class CannotEmulate(_VMStop):
@@ -526,18 +508,9 @@ class TEVM(VM):
         """#GP(0) unless the *guest* allows this port: virtual CPL <= virtual IOPL, or the
         guest TSS's I/O bitmap clears every bit (SDM Vol. 1, 19.5)."""
         vc = self._vcpu
-        if vc.cpl <= vc.iopl:
-            return
-        tr = vc.tr
-        if not tr.selector or tr.limit < 0x67:
-            raise Fault(13, 0, detail=f"port {port:#x} not permitted at CPL {vc.cpl}")
-        iomap = self.read(tr.base + 0x66, 2)
-        first, last = iomap + port // 8, iomap + (port + size - 1) // 8
-        if last > tr.limit:
-            raise Fault(13, 0, detail=f"port {port:#x} beyond the guest's I/O bitmap")
-        bits = self.read(tr.base + first, last - first + 1)
-        if bits & (((1 << size) - 1) << (port % 8)):
-            raise Fault(13, 0, detail=f"port {port:#x} denied by the guest's I/O bitmap")
+        why = rules.io_denied(self, vc.cpl, vc.iopl, vc.tr, port, size)
+        if why is not None:
+            raise Fault(13, 0, detail=f"{why} (the guest's)")
 
     def port_in(self, port: int, size: int) -> int:
         h = self.port_handlers.get(port)
@@ -581,29 +554,18 @@ class TEVM(VM):
 
     def check_code(self, selector: int, new_cpl: int, fault: int = 13) -> Descriptor:
         """The checks of a code-segment load at virtual CPL ``new_cpl`` (guest descriptors)."""
-        if selector & 0xFFFC == 0:
-            raise Fault(fault, 0, detail="null code selector")
-        d = self.descriptor(selector, fault)
-        if not d.code:
-            raise Fault(fault, selector & 0xFFFC, detail=f"selector {selector:#x} is not code")
-        if (d.conforming and d.dpl > new_cpl) or (not d.conforming and d.dpl != new_cpl):
-            raise Fault(fault, selector & 0xFFFC,
-                        detail=f"code segment DPL {d.dpl} cannot run at ring {new_cpl}")
-        if not d.present:
-            raise Fault(11, selector & 0xFFFC, detail="code segment not present")
-        return d
+        return rules.code_segment(self, selector, new_cpl, fault)
 
     def stack_descriptor(self, selector: int, ring: int, fault: int = 13) -> Descriptor:
         """The checks of an SS load for virtual ring ``ring`` (guest descriptors)."""
-        if selector & 0xFFFC == 0:
-            raise Fault(fault, 0, detail="null stack segment")
-        d = self.descriptor(selector, fault)
-        if selector & 3 != ring or d.dpl != ring or not d.writable:
-            raise Fault(fault, selector & 0xFFFC, detail=f"SS {selector:#x} not a writable "
-                        f"data segment of ring {ring}")
-        if not d.present:
-            raise Fault(12, selector & 0xFFFC, detail="stack segment not present")
-        return d
+        return rules.stack_segment(self, selector, ring, fault)
+
+    # ---- the interface of vmkit.machine.rules, on the guest's tables -----------------------
+    def read_descriptor(self, selector: int, fault: int = 13) -> Descriptor:
+        return self.descriptor(selector, fault)
+
+    def lin_read(self, lin: int, n: int) -> int:
+        return self.read(lin, n)
 
     # ---- what the default handlers delegate to the VMM -----------------------------------
     def read_cr(self, n: int) -> int:
@@ -748,13 +710,7 @@ def emulate_ltr(vm: TEVM, insn: Insn) -> None:
     hardware does. The real TR stays the VMM's TSS."""
     _privileged(vm)
     sel = vm.value(insn.operands[0], 2) & 0xFFFF
-    if sel & 0xFFFC == 0 or sel & 4:
-        raise Fault(13, sel & 0xFFFC, detail="TR needs a GDT selector")
-    d = vm.descriptor(sel)
-    if not d.system or d.type != 9:
-        raise Fault(13, sel & 0xFFFC, detail=f"selector {sel:#x} is not an available 32-bit TSS")
-    if not d.present:
-        raise Fault(11, sel & 0xFFFC, detail="TSS not present")
+    d = rules.tss_segment(vm, sel)
     vm.write(vm.vcpu.gdtr.base + (sel & 0xFFF8) + 5, 1, d.access | 2)   # busy
     vm.vcpu.tr = TableReg(d.base, d.limit, sel)
     vm.monitor._sync_gdt(vm)
@@ -837,12 +793,7 @@ def emulate_iretd(vm: TEVM, insn: Insn) -> None:
         new_ss = vm.read((esp + 16) & MASK32, 4, user) & 0xFFFF
         vm.stack_descriptor(new_ss, rpl)
     old = vc.eflags
-    if cpl == 0:
-        mask = 0x257FD5
-    elif cpl <= vc.iopl:
-        mask = 0x257FD5 & ~IOPL
-    else:
-        mask = 0x257FD5 & ~IOPL & ~IF
+    mask = rules.iret_flags_mask(cpl, vc.iopl)
     vc.eflags = (old & ~mask) | (fl & mask)
     vc.eip = eip
     if rpl > cpl:
@@ -929,7 +880,7 @@ DEPRIVILEGED = frozenset(_DEFAULT_HANDLERS) - {"rdtsc", "sgdt", "sidt", "sldt", 
 # =================================================================================================
 # The monitor
 # =================================================================================================
-class TrapAndEmulate(Monitor):
+class TrapAndEmulate(ShadowPaging, HostedMonitor):
     """Trap-and-emulate: the guest kernel in ring 1 under a ring-0 VMM (see the module text).
 
     ``TrapAndEmulate(img_a, img_b, ..., slice=DEFAULT_SLICE, costs=CostModel)`` runs each guest
@@ -972,6 +923,7 @@ class TrapAndEmulate(Monitor):
 
     name = "te"
     title = "trap-and-emulate (kernel in ring 1, shadow page tables)"
+    monitor_state = ("traps", "emulated", "reflected")
     #: the default handlers (mnemonic -> handler); every instance works on its own copy
     emulate: dict = dict(_DEFAULT_HANDLERS)
 
@@ -983,9 +935,8 @@ class TrapAndEmulate(Monitor):
                              f"{slice!r}")
         self.slice = slice
         _init_scheduling(self, images, scheduler, weights, quantum, machine_timer)
-        # ---- direct assignment (vmkit.vmm.iovirt): assign={vm index: ["disk"]} -> {port: vm}
-        from vmkit.vmm import iovirt
-        self.assigned = iovirt.resolve_assignment(assign, len(images), self.name)
+        # ---- direct assignment (vmkit.vmm.passthrough): assign={vm index: ["disk"]} -> {port: vm}
+        self.assigned = passthrough.resolve_assignment(assign, len(images), self.name)
         # ---- end direct assignment
         self.current = 0
         self._host: Machine | None = None
@@ -999,23 +950,9 @@ class TrapAndEmulate(Monitor):
         # "mov cr3"): stats["pt_write_traps"] (docs/memory-virtualization.md)
         self.pt_traps: Counter = Counter()
         super().__init__(*images, costs=costs, trace=trace)
-        iovirt.install_te(self)   # direct assignment: host port handlers, the TSS I/O bitmap
+        passthrough.install_te(self)   # direct assignment: host port handlers, the TSS I/O bitmap
 
     # ---- construction ------------------------------------------------------------------------
-    def _plan_slices(self) -> int:
-        """Place the VMs' memory slices after the VMM area (1 MiB, plus 1 MiB per VM) in
-        ``self._slice_bases``; returns the host memory size."""
-        n = len(self.images)
-        self._slice_bases = []
-        base = (1 + n) * MiB
-        for img in self.images:
-            self._slice_bases.append(base)
-            base += img.memory_size
-        if base > 1 << 30:
-            raise VmkitError(f"{n} VMs need {base >> 20} MiB of host memory; the machine "
-                             f"has at most 1024")
-        return base
-
     def _make_machine(self, index: int, image) -> Machine:
         """One host machine for every VM: the VMM area, then one memory slice per VM."""
         if self._host is None:
@@ -1055,16 +992,7 @@ class TrapAndEmulate(Monitor):
         its VMM structures, and the real CPU state that runs it: ring 1, paging on the shadow."""
         m = self._host
         mem = m.mem
-        mem[vm.vmm_base:vm.vmm_base + MiB] = bytes(MiB)
-        # the boot GDT the machine provides at power-on, then the image, at guest-physical
-        # addresses
-        boot = bytes(8) + bytes.fromhex("ffff0000009acf00") + bytes.fromhex("ffff00000092cf00")
-        mem[vm.slice_base + BOOT_GDT:vm.slice_base + BOOT_GDT + len(boot)] = boot
-        for addr, data in vm.image.loads:
-            if addr < 0 or addr + len(data) > vm.memory_size:
-                raise VmkitError(f"image {vm.image.name}: {len(data)} bytes at {addr:#x} do not "
-                                 f"fit in {vm.memory_size:#x} bytes of memory")
-            mem[vm.slice_base + addr:vm.slice_base + addr + len(data)] = data
+        self._power_on_slice(vm)
         # the VMM's own descriptors at the top of this VM's real GDT
         tss_base = VMM_WINDOW + W_TSS
         tss_desc = ((TSS_LIMIT & 0xFFFF) | ((tss_base & 0xFFFFFF) << 16) | (0x8B << 40)
@@ -1113,155 +1041,34 @@ class TrapAndEmulate(Monitor):
         m._mode_changed()
         self._slice_end = self.slice
 
-    # ---- the public surface --------------------------------------------------------------------
-    @property
-    def machine(self) -> Machine:
-        return self._host
+    # ---- the run loop's policy (vmkit.vmm.world) -----------------------------------------------
+    def _deliver_pending(self, vm: TEVM) -> bool:
+        line = self._deliverable(vm)
+        if line is None:
+            return False
+        self._guarded(vm, self._inject_irq, vm, line)
+        return True
 
-    def step(self) -> list:
-        """Run one guest instruction of the current VM (delivering a due virtual interrupt
-        first); returns the events it produced."""
-        total = self.trace.total
-        self._run(1, None, single=True)
-        return self.trace.since(total)
+    def _halted(self, vm: TEVM) -> bool:
+        return vm.vcpu.halted        # HLT is emulated: the virtual CPU waits
 
-    def run(self, max_steps: int = 1_000_000, until=None) -> RunResult:
-        """Run until every VM has stopped or ``max_steps`` guest instructions (all VMs
-        together, emulated ones included) have retired. ``until(machine)`` and breakpoints
-        (guest-virtual addresses in ``breakpoints``) stop the run as on the machine."""
-        if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 0:
-            raise VmkitError(f"max_steps must be a non-negative integer, got {max_steps!r}")
-        return self._run(max_steps, until, single=False)
-
-    @property
-    def result(self) -> RunResult | None:
-        return self.vms[self.current].result
-
-    # ---- the VMM's run loop --------------------------------------------------------------------
-    def _total_steps(self) -> int:
-        return sum(vm.steps for vm in self.vms)
-
-    def _run(self, max_steps: int, until, single: bool) -> RunResult:
+    def _enter(self, vm: TEVM, deadline: int) -> None:
         m = self._host
-        start = self._total_steps()
-        end = start + max_steps
-        skip_bp = True      # a run may continue from a breakpoint, as Machine.run
-        while True:
-            vm = self._schedule()
-            if vm is None:
-                res = self._all_stopped()
-                break
-            vc, dv = vm.vcpu, vm.devices
-            if vm.pending is not None:
-                self._end(vm, *vm.pending)
-                continue
-            # -- what the machine's run loop does for a real CPU, done for the virtual one --
-            if dv.poweroff_code is not None:
-                self._end(vm, "poweroff", f"exit code {dv.poweroff_code}")
-                continue
-            dv.tick(m.clock)
-            total = self._total_steps()
-            if total >= end:
-                res = RunResult("max_steps", 0, "", vc.eip)
-                break
-            line = self._deliverable(vm)
-            if line is not None:
-                self._guarded(vm, self._inject_irq, vm, line)
-                continue
-            if vc.halted:
-                self._idle(vm)
-                continue
-            if not skip_bp and not single and m.cpu.eip in m.breakpoints:
-                res = RunResult("breakpoint", 0, "", vc.eip)
-                break
-            # -- run the guest directly until the VMM is needed ---------------------------------
-            deadline = m.clock + (end - total)
-            if dv.next_tick is not None:
-                deadline = min(deadline, dv.next_tick)
-            if vm.steps < vm.inhibit_until:        # STI shadow: stop right after one instruction
-                deadline = min(deadline, m.clock + vm.inhibit_until - vm.steps)
-            budget = end - total                   # host steps never outnumber guest steps
-            if len(self.vms) > 1:
-                budget = min(budget, self._slice_budget())
-            self._arm(deadline)
-            m.exit_request = False
-            g0 = vm.steps
-            try:
-                r = self._run_guest(vm, budget, until, single)
-            except Exception as ex:   # nothing a guest does may reach the caller as a traceback
-                m.stopped = None
-                self._end(vm, "crash", f"VMM error ({type(ex).__name__}: {ex})")
-                continue
-            if vm.steps != g0:
-                skip_bp = False
-            if r.reason in ("crash", "halt", "poweroff"):
-                # a crash of the guest's code (unsupported instruction ...); the real CPU never
-                # halts or powers off itself: those are emulated
-                m.stopped = None
-                self._end(vm, "crash", r.detail, event=r.reason != "crash")
-                continue
-            if r.reason in ("breakpoint", "until"):
-                res = RunResult(r.reason, 0, "", vc.eip)
-                break
-        res.steps = self._total_steps() - start
-        if not res.instruction and res.reason not in ("max_steps",):
-            res.instruction = self._text_at_eip()
-        return res
+        if vm.steps < vm.inhibit_until:        # STI shadow: stop right after one instruction
+            deadline = min(deadline, m.clock + vm.inhibit_until - vm.steps)
+        self._arm(deadline)
+        m.exit_request = False
 
-    def _run_guest(self, vm: TEVM, budget: int, until, single: bool) -> RunResult:
-        """Run the guest directly on the real CPU until the VMM is needed (the policy point a
-        binary translator overrides for the guest kernel). Counts its guest time in
-        ``vm.steps``."""
-        m = self._host
-        s0 = m.steps
-        try:
-            return m.run(max_steps=budget, until=until, _single=single)
-        finally:
-            vm.steps += m.steps - s0
-
-    def _slice_clock(self) -> int:
-        """What the round-robin time slices measure: host instructions retired."""
-        return self._host.steps
-
-    def _schedule(self) -> TEVM | None:
-        """The VM to run next: the current one until it stops or its slice is over, then the
-        next running one, round robin (a world switch)."""
-        running = [vm for vm in self.vms if vm.result is None]
-        if not running:
-            return None
-        if self.scheduler is not None and len(self.vms) > 1:
-            _schedule_machine_time(self, self._count_preemption)
-        else:
-            self._schedule_rr()
-        if self.machine_timer:
-            _sync_machine_timer(self)
-        return self.vms[self.current]
-
-    def _schedule_rr(self) -> None:
-        """Without a scheduler: round robin every ``slice`` host instructions."""
-        cur = self.vms[self.current]
-        if len(self.vms) > 1 and (cur.result is not None
-                                  or self._slice_clock() >= self._slice_end):
-            if cur.result is None:
-                # the VMM's timer ended the slice: a trap into the VMM
-                self.traps += 1
-                self.events["trap"] += 1
-            order = self.vms[self.current + 1:] + self.vms[:self.current + 1]
-            nxt = next(vm for vm in order if vm.result is None)
-            if nxt is not cur:
-                self._world_switch(nxt.index)
-            self._slice_end = self._slice_clock() + self.slice
+    def _guest_stopped(self, vm: TEVM, r: RunResult) -> None:
+        # a crash of the guest's code (unsupported instruction ...); the real CPU never halts
+        # or powers off itself: those are emulated
+        self._host.stopped = None
+        self._end(vm, "crash", r.detail, event=r.reason != "crash")
 
     def _count_preemption(self, vm: TEVM) -> None:
         """The VMM's timer ended ``vm``'s slice: a trap into the VMM."""
         self.traps += 1
         self.events["trap"] += 1
-
-    def _slice_budget(self) -> int:
-        """Host instructions the running VM may retire before its time slice ends."""
-        if self.scheduler is None:
-            return max(1, self._slice_end - self._slice_clock())
-        return _cycle_budget(self)
 
     def _deliverable(self, vm: TEVM) -> int | None:
         """The virtual IRQ line to deliver now: virtual IF set, outside an STI shadow, a line
@@ -1270,82 +1077,12 @@ class TrapAndEmulate(Monitor):
             return None
         return vm.devices.pending_vector()
 
-    def _idle(self, vm: TEVM) -> None:
-        """A halted virtual CPU (mirrors the machine's run loop): wait for the next tick."""
-        vc, dv = vm.vcpu, vm.devices
-        if not vc.IF:
-            self._end(vm, "halt", "hlt with interrupts disabled")
-        elif dv.next_tick is None and dv.pending_vector() is None:
-            self._end(vm, "halt", "hlt with no interrupt source armed")
-        elif dv.pending_vector() is None:
-            if not dv.can_deliver(0):
-                self._end(vm, "halt", "hlt waiting for a timer interrupt that is masked or "
-                          "blocked (no EOI)")
-            else:
-                self._host.clock = max(self._host.clock, dv.next_tick)   # idle time
+    def _guest_if(self, vm: TEVM) -> bool:
+        return vm.vcpu.IF     # the virtual IF: the real one stays 1 while the guest runs
 
-    def _arm(self, deadline: int) -> None:
-        """Program the VMM's one-shot timer for guest time ``deadline`` of the running VM."""
-        d = self._host.dev
-        d.irr = d.isr = 0
-        d.next_tick = deadline
-
-    def _end(self, vm: TEVM, reason: str, detail: str, event: bool = True) -> None:
-        vm.pending = None
-        vm.result = RunResult(reason, vm.steps, detail, vm.vcpu.eip, self._text_at_eip(vm))
-        if event:
-            self.trace.add(Stop(vm.clock, reason=reason, detail=detail, vm=vm.index))
-
-    def _all_stopped(self) -> RunResult:
-        if len(self.vms) == 1:
-            r = self.vms[0].result
-            return RunResult(r.reason, 0, r.detail, r.eip, r.instruction)
-        last = max(self.vms, key=lambda vm: vm.clock).result
-        detail = "; ".join(f"vm{vm.index}: {vm.result.reason}" for vm in self.vms)
-        return RunResult(last.reason, 0, detail, last.eip, last.instruction)
-
-    def _text_at_eip(self, vm: TEVM | None = None) -> str:
-        if vm is not None and not vm.current:
-            return vm.result.instruction if vm.result else ""
-        return self._host.text_at(self._host.cpu.eip)   # a side-effect-free decode
-
-    def _world_switch(self, to: int) -> None:
-        """Save the real CPU of the running VM, load the other's (its shadow page directory in
-        CR3): the real TLB and the compiled code go."""
-        m = self._host
-        old, new = self.vms[self.current], self.vms[to]
-        old.saved.set_state(m.cpu.state())
-        old._clock = m.clock
-        m.cpu.set_state(new.saved.state())
-        m.clock = new._clock
-        self.current = to
-        m.vm_index = to
-        m.flush_tlb()
-        m._mode_changed()
-        self.world_switches += 1
-        self.events["world_switch"] += 1
-        t = machine_time(self) - self.costs.world_switch   # when the switch began
-        self.switch_log.append((t, old.index, new.index))
-        self.trace.add(WorldSwitch(m.clock, from_vm=old.index, to_vm=new.index, vm=new.index,
-                                   machine_time=t))
+    def _switched_in(self, vm: TEVM) -> None:
         if self.assigned:   # direct assignment: the I/O bitmap lets only the owner through
-            from vmkit.vmm.iovirt import te_switched
-            te_switched(self)
-
-    def _guarded(self, vm: TEVM, fn, *args) -> None:
-        """Run VMM work for ``vm``; whatever the guest provoked ends that VM, not the caller."""
-        try:
-            fn(*args)
-        except _VMStop as s:
-            self._stop_soon(vm, s.reason, s.detail)
-        except VmkitError as ex:
-            self._stop_soon(vm, "crash", str(ex))
-        except Exception as ex:
-            self._stop_soon(vm, "crash", f"VMM error ({type(ex).__name__}: {ex})")
-
-    def _stop_soon(self, vm: TEVM, reason: str, detail: str) -> None:
-        vm.pending = (reason, detail)
-        self._host.exit_request = True
+            passthrough.te_switched(self)
 
     # ---- traps into the VMM ----------------------------------------------------------------
     def _on_exception(self, vector: int, fault: Fault | None, source: str, next_eip) -> bool:
@@ -1414,13 +1151,24 @@ class TrapAndEmulate(Monitor):
                                     f"handler in emulate[{insn.mnemonic!r}]")
             self._reflect_exception(vm, fault)
             return
+        done = self._call_handler(vm, handler, insn, eip)
+        if done is None:
+            self._reflect_exception(vm, fault)   # the handler declines: the guest's own #GP
+        elif done:
+            self._retired(vm, insn)
+
+    def _call_handler(self, vm: TEVM, handler, insn: Insn, eip: int) -> bool | None:
+        """Run an emulation handler as the VMM always does: EIP past the instruction during
+        the call (as the CPU's would be). -> True: it retired; False: it raised a Fault, the
+        guest's, now reflected; None: it declined (NotEmulated). EIP is back at ``eip``
+        unless it retired; CannotEmulate ends the VM, naming the instruction."""
+        vc = vm.vcpu
         vc.eip = insn.next
         try:
             handler(vm, insn)
         except NotEmulated:
             vc.eip = eip
-            self._reflect_exception(vm, fault)
-            return
+            return None
         except CannotEmulate as ce:
             vc.eip = eip
             raise CannotEmulate(f"cannot emulate {insn.text!r} at {eip:#010x}: {ce.detail}") \
@@ -1428,8 +1176,8 @@ class TrapAndEmulate(Monitor):
         except Fault as f:
             vc.eip = eip
             self._reflect_exception(vm, f)
-            return
-        self._retired(vm, insn)
+            return False
+        return True
 
     def _fetch_insn(self, vm: TEVM, eip: int) -> Insn | None:
         """The guest instruction at ``eip`` for the VMM to emulate, fetched as the real CPU
@@ -1478,44 +1226,16 @@ class TrapAndEmulate(Monitor):
         interrupt gate. Raises the guest's Fault if delivery fails (state unchanged)."""
         m = self._host
         cpu, vc = m.cpu, vm.vcpu
-        ext = 1 if source in ("irq", "exception") else 0
-        soft = source in ("int", "int3", "into")
-        idt_err = (vector << 3) | 2 | ext
-        if vector * 8 + 7 > vc.idtr.limit:
-            raise Fault(13, idt_err, detail=f"vector {vector} beyond the guest's IDT limit")
-        gate = Descriptor.parse(vm.read(vc.idtr.base + vector * 8, 8))
-        if not gate.system or gate.type not in (0xE, 0xF):
-            raise Fault(13, idt_err, detail=f"guest IDT entry {vector} is not a 32-bit "
-                        f"interrupt or trap gate (type {gate.type:#x})")
-        if soft and gate.dpl < vc.cpl:
-            raise Fault(13, idt_err, detail=f"int {vector} from ring {vc.cpl}: gate DPL "
-                        f"{gate.dpl}")
-        if not gate.present:
-            raise Fault(11, idt_err, detail=f"guest IDT entry {vector} not present")
+        gate, cd, new, ext = rules.interrupt_gate(vm, vc.idtr, vc.cpl, vector, source,
+                                                  "guest's IDT")
         sel = gate.gate_selector
-        if sel & 0xFFFC == 0:
-            raise Fault(13, ext, detail="interrupt gate with a null selector")
-        cd = vm.descriptor(sel)
-        if not cd.code or cd.dpl > vc.cpl:
-            raise Fault(13, (sel & 0xFFFC) | ext, detail=f"gate {vector} leads to selector "
-                        f"{sel:#x} (DPL {cd.dpl}) from ring {vc.cpl}")
-        if not cd.present:
-            raise Fault(11, (sel & 0xFFFC) | ext, detail="handler code segment not present")
         old = vc.cpl
-        new = old if cd.conforming else cd.dpl
         flags = vc.eflags
         frame = [flags, vc.cs, return_eip]
         new_ss = None
         if new < old:
             esp, new_ss = self._inner_stack(vm, new, ext)
-            if new_ss & 0xFFFC == 0 or new_ss & 3 != new:
-                raise Fault(10, (new_ss & 0xFFFC) | ext, detail=f"TSS SS{new} {new_ss:#x} bad")
-            sd = vm.descriptor(new_ss, 10)
-            if sd.dpl != new or not sd.writable:
-                raise Fault(10, (new_ss & 0xFFFC) | ext, detail=f"TSS SS{new} not a "
-                            f"ring-{new} writable data segment")
-            if not sd.present:
-                raise Fault(12, (new_ss & 0xFFFC) | ext, detail="TSS stack not present")
+            rules.inner_stack_segment(vm, new_ss, new, ext)
             frame = [vc.ss, cpu.regs[4]] + frame
         else:
             esp = cpu.regs[4]
@@ -1545,40 +1265,15 @@ class TrapAndEmulate(Monitor):
     def _inner_stack(self, vm: TEVM, new: int, ext: int) -> tuple[int, int]:
         """(ESP, SS) for a reflection into virtual ring ``new``: the guest TSS's, read now
         (the kernel stores ESP0 freely)."""
-        tr = vm.vcpu.tr
-        if not tr.selector:
-            raise Fault(10, ext, detail="privilege change with no TSS loaded")
-        off = 4 + 8 * new
-        if off + 5 > tr.limit:
-            raise Fault(10, (tr.selector & 0xFFFC) | ext, detail="TSS too small")
-        return vm.read(tr.base + off, 4), vm.read(tr.base + off + 4, 2)
+        return rules.tss_stack(vm, vm.vcpu.tr, new, ext)
 
-    def _reflect_exception(self, vm: TEVM, f: Fault, _history: tuple = ()) -> None:
+    def _reflect_exception(self, vm: TEVM, f: Fault) -> None:
         """Reflect an exception with the double-fault rules of SDM Table 6-5, as
         ``Machine.deliver_exception`` does natively; a fault while reflecting #DF is a triple
         fault and ends the VM (reason "crash", the chain of faults in the detail)."""
-        history = _history + (str(f),)
-        vector, code = f.vector, f.error_code
-        if vector in HAS_ERROR_CODE and code is None:
-            code = 0
         eip = self._host.cpu.eip
-        try:
-            self._reflect(vm, vector, code, eip, "exception")
-            return
-        except Fault as second:
-            if vector == 8:
-                raise _VMStop("crash", _triple(history + (str(second),))) from None
-            bad = (second.vector in CONTRIBUTORY or second.vector == PAGE_FAULT) and (
-                vector in CONTRIBUTORY or vector == PAGE_FAULT) and not (
-                vector in CONTRIBUTORY and second.vector == PAGE_FAULT)
-            if not bad:
-                self._reflect_exception(vm, second, history)   # serial: the second one
-                return
-            history += (str(second),)
-        try:
-            self._reflect(vm, 8, 0, eip, "exception")
-        except Fault as third:
-            raise _VMStop("crash", _triple(history + ("#DF", str(third)))) from None
+        rules.deliver_exception(lambda v, c: self._reflect(vm, v, c, eip, "exception"), f,
+                                lambda chain: _VMStop("crash", "triple fault: " + chain))
 
     def _inject_irq(self, vm: TEVM, line: int) -> None:
         """A virtual device interrupt, now deliverable: acknowledge it on the VM's interrupt
@@ -1700,32 +1395,9 @@ class TrapAndEmulate(Monitor):
             raise Fault(6, detail=f"cr{n} does not exist")
 
     # ---- shadow page tables: a virtual TLB ---------------------------------------------------
-    def flush_shadow(self, vm: TEVM) -> None:
-        """Drop every shadow entry of the VM (the guest loaded CR3: its TLB would be empty)."""
-        mem = self._host.mem
-        for pdi, pt in vm.shadow_pts.items():
-            _I.pack_into(mem, vm.pd + 4 * pdi, 0)
-            vm.pool.append(pt)
-        vm.shadow_pts.clear()
-        vm.sinks.clear()
-        vm.flush_tlb()
-        vm.gdt_src = None
-        self.events["shadow_update"] += 1
-        if vm.current:
-            self._host.flush_tlb()
-
     def invlpg(self, vm: TEVM, lin: int) -> None:
         """Drop one page's shadow entry (the guest's invlpg)."""
-        self.pt_traps["invlpg"] += 1
-        vpn = (lin & MASK32) >> 12
-        pt = vm.shadow_pts.get(vpn >> 10)
-        if pt is not None:
-            _I.pack_into(self._host.mem, pt + 4 * (vpn & 0x3FF), 0)
-        vm.sinks.discard(vpn)
-        vm.flush_tlb(vpn)
-        vm.gdt_src = None
-        self.events["shadow_update"] += 1
-        self._host.flush_tlb(vpn)
+        self._shadow_invlpg(vm, lin)
 
     def _page_fault(self, vm: TEVM, fault: Fault) -> None:
         """A real #PF while the guest ran: hidden (fill the shadow entry, retry) when the
@@ -1735,46 +1407,11 @@ class TrapAndEmulate(Monitor):
         if lin >= VMM_WINDOW:
             self._window_fault(vm, lin, write, user)
             return
-        gpa, flags, dirty = vm.walk(lin, write, user)   # raises the guest's #PF: reflected
-        vc = vm.vcpu
-        frame = gpa & 0xFFFFF000
-        if not vc.cr0 & CR0_PG:
-            u = w = True                                # no paging: no page protection
-        else:
-            u = bool(flags & PTE_U)
-            # writable for every ring this entry serves; read-only until the guest's D is set
-            w = (bool(flags & PTE_W) or (not vc.cr0 & CR0_WP and not u)) and dirty
-        host = vm.host_address(frame)
-        if host is None or host + 0x1000 > vm.slice_base + vm.memory_size:
-            host, w = H_ONES, False                     # beyond the VM's memory: all ones
-            vm.sinks.add(lin >> 12)
-        if write and not w:
-            # allowed by the guest but not expressible in the shadow entry (a write beyond
-            # memory, or a supervisor write to a user read-only page with CR0.WP clear)
+        pte, ok = self._shadow_entry(vm, lin, write, user)   # the guest's #PF: reflected
+        if not ok:
             self._emulate_one(vm)
             return
-        self._map(vm, lin, host | PTE_P | (PTE_W if w else 0) | (PTE_U if u else 0))
-        self.hidden_page_faults += 1
-        self.events["hidden_fault"] += 1
-
-    def _map(self, vm: TEVM, lin: int, pte: int) -> None:
-        """Write one shadow page table entry (allocating the shadow table)."""
-        mem = self._host.mem
-        pdi, vpn = lin >> 22, lin >> 12
-        pt = vm.shadow_pts.get(pdi)
-        if pt is None:
-            if not vm.pool:
-                self.flush_shadow(vm)   # out of shadow tables: start over, as a TLB would
-            pt = vm.pool.pop()
-            mem[pt:pt + 0x1000] = bytes(0x1000)
-            vm.shadow_pts[pdi] = pt
-            _I.pack_into(mem, vm.pd + 4 * pdi, pt | PTE_P | PTE_W | PTE_U | PTE_A)
-        a = pt + 4 * (vpn & 0x3FF)
-        old = _I.unpack_from(mem, a)[0]
-        _I.pack_into(mem, a, pte | PTE_A | PTE_D)
-        self.events["shadow_update"] += 1
-        if old & PTE_P:
-            self._host.flush_tlb(vpn)
+        self._hidden_fault(vm, lin, pte)
 
     def _window_fault(self, vm: TEVM, lin: int, write: bool, user: bool) -> None:
         """A fault in the VMM's window: the CPU setting a descriptor's accessed bit in the
@@ -1865,12 +1502,7 @@ class TrapAndEmulate(Monitor):
                 pool=list(vm.pool), pts=dict(vm.shadow_pts), sinks=set(vm.sinks),
                 tlb={k: dict(t) for k, t in vm.tlb.items()},
                 gdt=(vm.gdt_copy, vm.gdt_shadowed), ticks=list(vm.tick_steps)))
-        state = dict(vms=vms, events=Counter(self.events), current=self.current,
-                     slice_end=self._slice_end, traps=self.traps, sched=_sched_state(self),
-                     hidden=self.hidden_page_faults, switches=self.world_switches,
-                     emulated=Counter(self.emulated), reflected=Counter(self.reflected))
-        state["pt_traps"] = Counter(self.pt_traps)
-        state["refused_io"] = Counter(self.refused_io)
+        state = dict(vms=vms, sched=_sched_state(self), declared=self._save_declared())
         return MonitorSnapshot(id(self), [self._host.snapshot()], state)
 
     def restore(self, snap: MonitorSnapshot) -> None:
@@ -1892,16 +1524,9 @@ class TrapAndEmulate(Monitor):
             vm.gdt_copy, vm.gdt_shadowed = s["gdt"]
             vm.gdt_src = None
             vm.tick_steps = list(s["ticks"])
-        self.events = Counter(st["events"])
-        self.current = st["current"]
+        self._restore_declared(st["declared"])
         self._host.vm_index = self.current
-        self._slice_end = st["slice_end"]
         _set_sched_state(self, st["sched"])
-        self.traps, self.hidden_page_faults = st["traps"], st["hidden"]
-        self.world_switches = st["switches"]
-        self.emulated, self.reflected = Counter(st["emulated"]), Counter(st["reflected"])
-        self.pt_traps = Counter(st.get("pt_traps", ()))
-        self.refused_io = Counter(st["refused_io"])
 
 
 def _name(vector: int, source: str) -> str:
@@ -1911,12 +1536,6 @@ def _name(vector: int, source: str) -> str:
     if source == "int":
         return f"int {vector:#x}"
     return VECTOR_NAMES.get(vector, f"vector {vector}")
-
-
-def _triple(history: tuple) -> str:
-    """'triple fault: #UD, then #GP(0x32) delivering it, ...' (the machine's wording)."""
-    return "triple fault: " + history[0] + "".join(f", then {h} delivering it"
-                                                   for h in history[1:])
 
 
 def _error_text(ex: Exception) -> str:

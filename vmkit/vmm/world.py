@@ -1,0 +1,356 @@
+"""The world of a hosted monitor: one host machine, its VMs each in a slice of host memory,
+and the bookkeeping every monitor that runs them needs, written once. ``TrapAndEmulate``
+(and the monitors built on it) and ``HardwareAssisted`` are both :class:`HostedMonitor`\\ s;
+neither borrows the other's methods.
+
+This is the first piece of the shared core (docs/architecture.md): where the VMs' memory
+slices go, how a VM ends (its ``RunResult`` and ``Stop`` event), how VMM work provoked by a
+guest ends that guest rather than the caller, and what a halted virtual CPU waits for.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from vmkit.errors import VmkitError
+from vmkit.machine.machine import BOOT_GDT, BOOT_GDT_BYTES, Machine, RunResult
+from vmkit.machine.rules import halt_outcome
+from vmkit.trace import Stop, WorldSwitch
+from vmkit.vmm.base import Monitor
+from vmkit.vmm.layout import MiB
+from vmkit.vmm.sched import (_cycle_budget, _schedule_machine_time, _sync_machine_timer,
+                             machine_time)
+
+__all__ = ["HostedMonitor", "VMStop"]
+
+
+def _copied(v):
+    """A value as a snapshot keeps it: containers copied (one level), the rest as is."""
+    if isinstance(v, (Counter, dict, list, set)):
+        return type(v)(v)
+    return v
+
+
+class VMStop(Exception):
+    """The VM must end (reason and detail for its RunResult)."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class HostedMonitor(Monitor):
+    """A monitor whose VMs share one host machine (``self._host``), VM i's guest-physical
+    memory at host-physical ``self._slice_bases[i]``, after the VMM area. Subclasses say how
+    a guest runs; the bookkeeping below is the same for all of them."""
+
+    #: the monitor's own state (counters and the scheduler's place) that ``snapshot()`` saves,
+    #: ``restore()`` rolls back: declared once per class, collected along the MRO
+    #: (:meth:`_declared_state`); each monitor's stats read the same attributes
+    monitor_state: tuple = ("events", "current", "_slice_end", "hidden_page_faults",
+                            "world_switches", "pt_traps", "refused_io")
+
+    @classmethod
+    def _declared_state(cls) -> tuple:
+        names: list = []
+        for klass in reversed(cls.__mro__):
+            for n in vars(klass).get("monitor_state", ()):
+                if n not in names:
+                    names.append(n)
+        return tuple(names)
+
+    def _save_declared(self) -> dict:
+        return {n: _copied(getattr(self, n)) for n in self._declared_state()}
+
+    def _restore_declared(self, saved: dict) -> None:
+        for n, v in saved.items():
+            setattr(self, n, _copied(v))
+
+    # ---- the public surface ----------------------------------------------------------------
+    @property
+    def machine(self) -> Machine:
+        return self._host
+
+    @property
+    def result(self) -> RunResult | None:
+        return self.vms[self.current].result
+
+    def step(self) -> list:
+        """Run one guest instruction of the current VM (with what the VMM does around it:
+        a due virtual interrupt first, the traps or exits it takes); returns the events it
+        produced."""
+        total = self.trace.total
+        self._run(1, None, single=True)
+        return self.trace.since(total)
+
+    def run(self, max_steps: int = 1_000_000, until=None) -> RunResult:
+        """Run until every VM has stopped or ``max_steps`` guest instructions (all VMs
+        together, the ones the VMM emulated or completed included) have retired.
+        ``until(machine)`` and breakpoints (guest-virtual addresses in ``breakpoints``) stop
+        the run as on the machine."""
+        if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 0:
+            raise VmkitError(f"max_steps must be a non-negative integer, got {max_steps!r}")
+        return self._run(max_steps, until, single=False)
+
+    # ---- the one run loop ------------------------------------------------------------------
+    def _total_steps(self) -> int:
+        return sum(vm.steps for vm in self.vms)
+
+    def _run(self, max_steps: int, until, single: bool) -> RunResult:
+        """The VMM's run loop: schedule a VM, do for its virtual CPU what the machine's run
+        loop does for a real one (power-off, timer, pending interrupts, HLT, breakpoints),
+        then let the guest run on the real CPU until the VMM is needed. Each step that
+        differs between monitors is a hook (``_root_work``, ``_deliver_pending``,
+        ``_halted``, ``_enter``, ``_run_guest``, ``_guest_stopped``)."""
+        m = self._host
+        start = self._total_steps()
+        end = start + max_steps
+        skip_bp = True      # a run may continue from a breakpoint, as Machine.run
+        while True:
+            vm = self._schedule()
+            if vm is None:
+                res = self._all_stopped()
+                break
+            if vm.pending is not None:
+                self._end(vm, *vm.pending)
+                continue
+            if self._root_work(vm):
+                continue
+            # -- what the machine's run loop does for a real CPU, done for the virtual one --
+            dv = vm.devices
+            if dv.poweroff_code is not None:
+                self._end(vm, "poweroff", f"exit code {dv.poweroff_code}")
+                continue
+            dv.tick(m.clock)
+            total = self._total_steps()
+            if total >= end:
+                res = RunResult("max_steps", 0, "", m.cpu.eip)
+                break
+            if self._deliver_pending(vm):
+                continue
+            if self._halted(vm):
+                self._idle(vm)
+                continue
+            if not skip_bp and not single and m.cpu.eip in m.breakpoints:
+                res = RunResult("breakpoint", 0, "", m.cpu.eip)
+                break
+            # -- run the guest directly until the VMM is needed ---------------------------------
+            deadline = m.clock + (end - total)
+            if dv.next_tick is not None:
+                deadline = min(deadline, dv.next_tick)
+            budget = end - total                   # host steps never outnumber guest steps
+            if len(self.vms) > 1:
+                budget = min(budget, self._slice_budget())
+            self._enter(vm, deadline)
+            g0 = vm.steps
+            try:
+                r = self._run_guest(vm, budget, until, single)
+            except Exception as ex:   # nothing a guest does may reach the caller as a traceback
+                m.stopped = None
+                self._end(vm, "crash", f"VMM error ({type(ex).__name__}: {ex})")
+                continue
+            if vm.steps != g0:
+                skip_bp = False
+            if r.reason in ("crash", "halt", "poweroff"):
+                self._guest_stopped(vm, r)
+                continue
+            if r.reason in ("breakpoint", "until"):
+                res = RunResult(r.reason, 0, "", m.cpu.eip)
+                break
+        res.steps = self._total_steps() - start
+        if not res.instruction and res.reason not in ("max_steps",):
+            res.instruction = self._text_at_eip()
+        return res
+
+    def _root_work(self, vm) -> bool:
+        """Work the VMM does before anything else when ``vm`` is scheduled (True: done
+        something, schedule again)."""
+        return False
+
+    def _deliver_pending(self, vm) -> bool:
+        """Deliver a pending virtual interrupt into the guest now, if one is deliverable
+        (True: delivered, schedule again)."""
+        raise NotImplementedError
+
+    def _halted(self, vm) -> bool:
+        """Is the guest's CPU halted (waiting for an interrupt)?"""
+        raise NotImplementedError
+
+    def _enter(self, vm, deadline: int) -> None:
+        """Prepare the real CPU to run ``vm`` until guest time ``deadline`` at the latest
+        (the VMM's timer, a VM entry)."""
+        raise NotImplementedError
+
+    def _arm(self, deadline: int) -> None:
+        """Program the VMM's one-shot timer for guest time ``deadline`` of the running VM."""
+        d = self._host.dev
+        d.irr = d.isr = 0
+        d.next_tick = deadline
+
+    def _run_guest(self, vm, budget: int, until, single: bool) -> RunResult:
+        """Run the guest directly on the real CPU until the VMM is needed (the policy point a
+        binary translator overrides for the guest kernel). Counts its guest time in
+        ``vm.steps``."""
+        m = self._host
+        s0 = m.steps
+        try:
+            return m.run(max_steps=budget, until=until, _single=single)
+        finally:
+            vm.steps += m.steps - s0
+
+    def _guest_stopped(self, vm, r: RunResult) -> None:
+        """The real CPU stopped with reason "crash", "halt" or "poweroff" while ``vm`` ran."""
+        raise NotImplementedError
+
+    def _slice_budget(self) -> int:
+        """Host instructions the running VM may retire before its time slice ends."""
+        if self.scheduler is None:
+            return max(1, self._slice_end - self._slice_clock())
+        return _cycle_budget(self)
+
+    # ---- memory ----------------------------------------------------------------------------
+    def _plan_slices(self) -> int:
+        """Place the VMs' memory slices after the VMM area (1 MiB, plus 1 MiB per VM) in
+        ``self._slice_bases``; returns the host memory size."""
+        n = len(self.images)
+        self._slice_bases = []
+        base = (1 + n) * MiB
+        for img in self.images:
+            self._slice_bases.append(base)
+            base += img.memory_size
+        if base > 1 << 30:
+            raise VmkitError(f"{n} VMs need {base >> 20} MiB of host memory; the machine "
+                             f"has at most 1024")
+        return base
+
+    def _power_on_slice(self, vm) -> None:
+        """VM ``vm``'s part of the VMM area zeroed, and its memory slice as the machine
+        powers on: the boot GDT at ``BOOT_GDT``, then the image, at guest-physical addresses
+        (the rest of the slice keeps its power-on 0xAA)."""
+        mem = self._host.mem
+        mem[vm.vmm_base:vm.vmm_base + MiB] = bytes(MiB)
+        boot = BOOT_GDT_BYTES
+        mem[vm.slice_base + BOOT_GDT:vm.slice_base + BOOT_GDT + len(boot)] = boot
+        for addr, data in vm.image.loads:
+            if addr < 0 or addr + len(data) > vm.memory_size:
+                raise VmkitError(f"image {vm.image.name}: {len(data)} bytes at {addr:#x} do not "
+                                 f"fit in {vm.memory_size:#x} bytes of memory")
+            mem[vm.slice_base + addr:vm.slice_base + addr + len(data)] = data
+
+    # ---- which VM runs: the schedulers' mechanics -----------------------------------------
+    def _slice_clock(self) -> int:
+        """What the round-robin time slices measure: host instructions retired."""
+        return self._host.steps
+
+    def _count_preemption(self, vm) -> None:
+        """The VMM's timer ended ``vm``'s slice (a policy: a trap into the VMM, an exit...)."""
+        raise NotImplementedError
+
+    def _schedule(self):
+        """The VM to run next: the current one until it stops or its time slice ends, then
+        the next running one (round robin every ``slice``, or the ``scheduler`` on machine
+        time), with a world switch when it changes."""
+        running = [vm for vm in self.vms if vm.result is None]
+        if not running:
+            return None
+        if self.scheduler is not None and len(self.vms) > 1:
+            _schedule_machine_time(self, self._count_preemption)
+        else:
+            self._schedule_rr()
+        if self.machine_timer:
+            _sync_machine_timer(self)
+        return self.vms[self.current]
+
+    def _schedule_rr(self) -> None:
+        """Without a scheduler: round robin every ``slice`` host instructions."""
+        cur = self.vms[self.current]
+        if len(self.vms) > 1 and (cur.result is not None
+                                  or self._slice_clock() >= self._slice_end):
+            if cur.result is None:
+                self._count_preemption(cur)   # the slice ended while it ran
+            order = self.vms[self.current + 1:] + self.vms[:self.current + 1]
+            nxt = next(vm for vm in order if vm.result is None)
+            if nxt is not cur:
+                self._world_switch(nxt.index)
+            self._slice_end = self._slice_clock() + self.slice
+
+    # ---- the world switch ----------------------------------------------------------------
+    def _world_switch(self, to: int) -> None:
+        """Save the real CPU of the running VM, load VM ``to``'s: the real TLB and the
+        compiled code go (no tagged TLB). What else moves with a VM is the monitor's policy
+        (:meth:`_switched_out`, :meth:`_switched_in`)."""
+        m = self._host
+        old, new = self.vms[self.current], self.vms[to]
+        self._switched_out(old)
+        old.saved.set_state(m.cpu.state())
+        old._clock = m.clock
+        m.cpu.set_state(new.saved.state())
+        m.clock = new._clock
+        self.current = to
+        m.vm_index = to
+        self._switched_in(new)
+        m.flush_tlb()
+        m._mode_changed()
+        self.world_switches += 1
+        self.events["world_switch"] += 1
+        t = machine_time(self) - self.costs.world_switch   # when the switch began
+        self.switch_log.append((t, old.index, new.index))
+        self.trace.add(WorldSwitch(m.clock, from_vm=old.index, to_vm=new.index, vm=new.index,
+                                   machine_time=t))
+
+    def _switched_out(self, vm) -> None:
+        """``vm`` leaves the real CPU (its registers are saved next)."""
+
+    def _switched_in(self, vm) -> None:
+        """``vm`` has the real CPU (its registers loaded; the TLB is flushed next)."""
+
+    # ---- how a VM ends ---------------------------------------------------------------------
+    def _end(self, vm, reason: str, detail: str, event: bool = True) -> None:
+        vm.pending = None
+        vm.result = RunResult(reason, vm.steps, detail, vm.vcpu.eip, self._text_at_eip(vm))
+        if event:
+            self.trace.add(Stop(vm.clock, reason=reason, detail=detail, vm=vm.index))
+
+    def _all_stopped(self) -> RunResult:
+        if len(self.vms) == 1:
+            r = self.vms[0].result
+            return RunResult(r.reason, 0, r.detail, r.eip, r.instruction)
+        last = max(self.vms, key=lambda vm: vm.clock).result
+        detail = "; ".join(f"vm{vm.index}: {vm.result.reason}" for vm in self.vms)
+        return RunResult(last.reason, 0, detail, last.eip, last.instruction)
+
+    def _text_at_eip(self, vm=None) -> str:
+        if vm is not None and not vm.current:
+            return vm.result.instruction if vm.result else ""
+        return self._host.text_at(self._host.cpu.eip)   # a side-effect-free decode
+
+    def _guarded(self, vm, fn, *args) -> None:
+        """Run VMM work for ``vm``; whatever the guest provoked ends that VM, not the caller."""
+        try:
+            fn(*args)
+        except VMStop as s:
+            self._stop_soon(vm, s.reason, s.detail)
+        except VmkitError as ex:
+            self._stop_soon(vm, "crash", str(ex))
+        except Exception as ex:
+            self._stop_soon(vm, "crash", f"VMM error ({type(ex).__name__}: {ex})")
+
+    def _stop_soon(self, vm, reason: str, detail: str) -> None:
+        vm.pending = (reason, detail)
+        self._host.exit_request = True
+
+    # ---- a halted virtual CPU --------------------------------------------------------------
+    def _guest_if(self, vm) -> bool:
+        """The IF the guest's HLT is judged by (a policy: the virtual one, or the real)."""
+        raise NotImplementedError
+
+    def _idle(self, vm) -> None:
+        """A halted virtual CPU (mirrors the machine's run loop): end the VM if nothing can
+        wake it, else move its guest time to the next timer tick (idle time)."""
+        wake = halt_outcome(self._guest_if(vm), vm.devices)
+        if isinstance(wake, str):
+            self._end(vm, "halt", wake)
+        elif wake is not None:
+            m = self._host
+            m.clock = max(m.clock, wake)
