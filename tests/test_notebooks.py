@@ -235,3 +235,15 @@ def test_a_kit_error_in_a_cell_is_one_message_not_a_traceback(tmp_path):
         errors = [o for o in cell.outputs if o.output_type == "error"]
         assert expected in text, text
         assert not errors and "Traceback" not in text
+
+
+@pytest.mark.parametrize("path", LECTURES, ids=lambda p: p.stem)
+def test_instructor_notes_are_speaker_notes_collapsed_for_students(path):
+    """Does a student who opens a lecture notebook in JupyterLab see the instructor's notes only
+    as a collapsed cell, and does a deck put them in the speaker view, not on a slide?"""
+    nb = nbformat.read(path, as_version=4)
+    notes = [c for c in nb.cells if c.cell_type == "markdown"
+             and c.source.lstrip().startswith("**Notes for the instructor")]
+    for cell in notes:
+        assert cell.metadata.get("slideshow", {}).get("slide_type") == "notes", cell.source[:60]
+        assert cell.metadata.get("jupyter", {}).get("source_hidden") is True, cell.source[:60]
