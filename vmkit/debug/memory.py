@@ -11,9 +11,25 @@ from __future__ import annotations
 
 from vmkit.isa.faults import Fault
 
-__all__ = ["GuestView", "guest_view"]
+__all__ = ["GuestView", "guest_view", "machine_linear"]
 
 MASK32 = 0xFFFFFFFF
+
+
+def machine_linear(m, lin: int, n: int) -> bytes | None:
+    """``n`` bytes at linear ``lin`` of machine ``m`` through its own paging, page by page and
+    without side effects (None if any page is not mapped)."""
+    out = bytearray()
+    k = 0
+    while k < n:
+        a = (lin + k) & MASK32
+        take = min(n - k, 0x1000 - (a & 0xFFF))
+        pa = m.peek_translate(a)
+        if pa is None or pa + take > m.memory_size:
+            return None
+        out += m.mem[pa:pa + take]
+        k += take
+    return bytes(out)
 
 
 class GuestView:
@@ -65,18 +81,7 @@ class GuestView:
                 return self.vm.peek(lin, n)
             except Exception:
                 return None
-        m = self.vm.machine
-        out = bytearray()
-        k = 0
-        while k < n:                       # page by page, not byte by byte
-            a = (lin + k) & MASK32
-            take = min(n - k, 0x1000 - (a & 0xFFF))
-            pa = m.peek_translate(a)
-            if pa is None or pa + take > m.memory_size:
-                return None
-            out += m.mem[pa:pa + take]
-            k += take
-        return bytes(out)
+        return machine_linear(self.vm.machine, lin, n)
 
     def read(self, addr: int, n: int, physical: bool = False) -> bytes | None:
         return self.physical(addr, n) if physical else self.linear(addr, n)
