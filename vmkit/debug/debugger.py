@@ -306,10 +306,10 @@ class Debugger:
         """Stop when EIP reaches ``where`` (an address or a guest symbol; guest-linear, or
         guest-physical with ``physical=True``), optionally only in ``ring`` (the ring the
         guest believes it is in), only in VM ``vm``, only when ``condition(vcpu)`` is true."""
-        addr, label = self.resolve(where, vm)
+        self._check_vm(vm)
         if ring is not None and ring not in (0, 1, 2, 3):
             raise VmkitError(f"ring must be 0, 1, 2 or 3, got {ring!r}")
-        self._check_vm(vm)
+        addr, label = self.resolve(where, vm)
         if condition is not None and not callable(condition):
             raise VmkitError(f"condition must be a callable taking the vCPU, got "
                              f"{type(condition).__name__}")
@@ -320,6 +320,7 @@ class Debugger:
         """Stop when the ``size`` bytes at ``addr`` (guest-linear, or guest-physical) are
         written ("write": their value changes, whoever wrote), read ("read": by a guest
         instruction's operands) or either ("rw")."""
+        self._check_vm(vm)
         a, label = self.resolve(addr, vm)
         if on not in ("write", "read", "rw"):
             raise VmkitError(f"on must be 'write', 'read' or 'rw', got {on!r}")
@@ -717,12 +718,11 @@ class Debugger:
 def _attribute(dbg: Debugger, w: Watchpoint, old, new, insn, acc, got, retired):
     """(who, how) of a change of watched bytes during one step. INTERIM: inferred from the
     instruction's operands and the step's events, in this order: a hypercall or an emulation by
-    the VMM; a guest instruction whose write operand covers the bytes; an interrupt delivery
-    (the CPU, or the VMM reflecting it, pushes the frame); only accessed/dirty bits changed (the
-    MMU's page walk, or the VMM's shadow pager in software); port I/O (a device); else
-    unknown."""
+    the VMM; a guest instruction whose write operand covers the bytes; only accessed/dirty bits
+    changed (the MMU's page walk, or under shadow paging the VMM's software walk of the guest's
+    tables); an interrupt delivery (the CPU, or the VMM reflecting it, pushes the frame); port
+    I/O (a device); else unknown."""
     kinds = {e.kind for e in got}
-    mon = dbg.monitor
     view = dbg.view(w.vm)
 
     def covers(a, size):
@@ -741,16 +741,20 @@ def _attribute(dbg: Debugger, w: Watchpoint, old, new, insn, acc, got, retired):
         return "vmm", f"emulated {emulated[0].text}"
     if guest_writes and insn is not None:
         return "guest", insn.text
-    if "interrupt" in kinds or "reflect" in kinds:
-        who = "vmm" if "reflect" in kinds else "cpu"
-        return who, "the interrupt/exception delivery pushed its frame"
     if old is not None and new is not None and len(old) == len(new):
         diff = int.from_bytes(old, "little") ^ int.from_bytes(new, "little")
         mask = int.from_bytes(bytes([0x60, 0, 0, 0]) * (len(old) // 4 or 1), "little")
         if diff and not diff & ~mask:
-            if hasattr(mon, "hidden_page_faults") and getattr(mon, "name", "") != "hw":
+            v = view.vm
+            direct = getattr(dbg.monitor, "name", "") == "pv"   # the guest's tables are real
+            if not direct and hasattr(v, "shadow_pts") and getattr(v, "ept", None) is None:
+                # shadow paging: the real MMU walks the shadow table; the VMM's software walk
+                # of the guest's table (on a hidden fault or an emulated access) sets the bits
                 return "vmm", "the shadow pager set the guest PTE's accessed/dirty bits"
             return "mmu", "the page walk set the accessed/dirty bits"
+    if "interrupt" in kinds or "reflect" in kinds:
+        who = "vmm" if "reflect" in kinds else "cpu"
+        return who, "the interrupt/exception delivery pushed its frame"
     if emulated:
         return "vmm", f"emulated {emulated[0].text}"
     if "io" in kinds:

@@ -235,18 +235,26 @@ class Timeline:
                 cp = c
         self._restore(cp)
         pos = cp.position
-        for k in range(cp.nseg, nseg):
+        for k in range(nseg):
             s, n, bps = self.log[k]
-            if s + n <= target:
-                with self.breakpoints(bps):
-                    r = self.vm.run(max_steps=n if not bps else n + 1)
-            else:                               # a prefix of the segment: a plain run
-                with self.breakpoints(None):
-                    r = self.vm.run(max_steps=target - s)
+            e = s + n
+            if k < cp.nseg and e <= pos:
+                continue                        # applied before the checkpoint was taken
+            start = max(s, pos)                 # a checkpoint inside a (merged) plain run
+            if bps and start == s and e <= target:
+                with self.breakpoints(bps):     # the run that stopped at a breakpoint
+                    r = self.vm.run(max_steps=n + 1)
+                want = e
+            else:
+                want = min(e, target)
+                if want <= start:
+                    continue
+                with self.breakpoints(None):    # a prefix of a run is a plain run
+                    r = self.vm.run(max_steps=want - start)
             got = getattr(r, "steps", 0) or 0
             self.replayed += got
-            pos = s + got
-            if pos != min(s + n, target):
+            pos = start + got
+            if pos != want:
                 break
         self.diverged = pos != target
         self._truncate(pos, nseg)
