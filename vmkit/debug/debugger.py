@@ -232,6 +232,7 @@ class Debugger:
         self._scanned: list[list[int]] = []               # [a, b] with every hit recorded
         self.last: DebugStop | None = None
         self._run_start = 0
+        self._origin = (-1, 0, 0)
 
     # ---- configuration --------------------------------------------------------------------
     @property
@@ -413,6 +414,8 @@ class Debugger:
         i = getattr(mon, "current", 0)
         cpu = mon.vms[i].vcpu
         eip = cpu.eip
+        if (self.position, i, eip) == self._origin:
+            return None
         phys = None
         for bp in bps:
             if bp.physical:
@@ -448,6 +451,12 @@ class Debugger:
 
     def _forward(self, end: int, stop_at_hits: bool) -> DebugStop:
         start = self._run_start = self.position
+        mon = self.monitor
+        # where the run starts: a breakpoint there is the one being continued from, also when
+        # the monitor stops at it again before it ran (under a monitor the instruction may
+        # first take a hidden page fault that the VMM serves: 0 instructions later)
+        self._origin = (start, getattr(mon, "current", 0),
+                        mon.vms[getattr(mon, "current", 0)].vcpu.eip)
         tl = self.timeline
         bps, wps, evs = self._plan()
         linear = {bp.address for bp in bps if not bp.physical}
