@@ -271,9 +271,11 @@ def walk_table(monitor, gva: int, *, vm: int | None = None) -> LiveTable:
     if w.kind == "shadow":
         for table, gpa, hpa, val in w.guest:
             t.rows.append(["—", table, h(hpa), h(gpa), f"{val:#010x}",
-                           "the guest's entry: read by the VMM on a hidden fault, not by "
-                           "the MMU"])
+                           "the guest's own entry"])
     notes = []
+    if w.kind == "shadow" and w.guest:
+        notes.append("—: the guest's entries are not walked by the MMU; the VMM reads them "
+                     "on a hidden page fault to fill the shadow entry")
     if w.kind == "nested":
         notes.append(f"two-dimensional walk: ({w.guest_levels}+1)({w.nested_levels}+1)-1 = "
                      f"{(w.guest_levels + 1) * (w.nested_levels + 1) - 1} references at most")
