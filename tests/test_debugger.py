@@ -254,6 +254,11 @@ def test_bt_invalidation_and_world_switch():
     d.break_on("world_switch", to_vm=1)
     s = d.cont()
     assert s.kind == "event" and s.event.to_vm == 1 and two.current == 1
+    d.delete()
+    d.break_at("sys_write", vm=1)               # both VMs run the same kernel
+    s = d.cont()
+    assert s.kind == "breakpoint" and s.vm == 1 == two.current
+    assert s.eip == two.vms[1].image.symbols["sys_write"]
 
 
 def test_bad_event_breaks_say_what_is_wrong():

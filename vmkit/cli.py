@@ -15,7 +15,7 @@ Exit codes (``EXIT_CODES``; ``vmkit --help`` and the README list them too):
 
     0  success (for ``run``: the guest powered off or halted)
     1  bad input: an unreadable file, assembly errors, an unknown guest, monitor or preset,
-       a bad parameter
+       a bad parameter, a bad command in a ``debug`` script
     2  bad usage: an unknown command or option, a missing argument
     3  ``run``: stopped by ``--max-steps`` before the guest stopped
     4  ``run``: the guest crashed (a triple fault, an instruction outside the subset)
@@ -38,7 +38,7 @@ EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_MAX_STEPS, EXIT_CRASH = 0, 1, 2, 3, 4
 EXIT_CODES = {
     EXIT_OK: "success (run: the guest powered off or halted)",
     EXIT_INPUT: "bad input (unreadable file, assembly errors, unknown guest, monitor or "
-                "preset, bad parameter)",
+                "preset, bad parameter, a bad command in a debug script)",
     EXIT_USAGE: "bad usage (unknown command or option, missing argument)",
     EXIT_MAX_STEPS: "run: stopped by --max-steps before the guest stopped",
     EXIT_CRASH: "run: the guest crashed (triple fault, instruction outside the subset)",

@@ -528,65 +528,80 @@ class Debugger:
             trace.subscribe(k, cb)
         counters = {e.kind: COUNTER_KINDS[e.kind] for e in evs if e.kind in COUNTER_KINDS}
         last_cp = self.position
+        reads = any(w.on in ("read", "rw") for w in wps)
+        linear = frozenset(linear) if linear else None
         try:
             values = {w.id: self._watched(w) for w in wps}
-            while self.position < end:
-                i = getattr(mon, "current", 0)
-                cpu = mon.vms[i].vcpu
-                pre = None
-                if wps:
-                    gv = GuestView(mon, i)
-                    insn = gv.insn_at(cpu.eip)
-                    pre = (insn, accesses(insn, list(cpu.regs)) if insn is not None else [])
-                before = {k: getattr(mon, a, 0) for k, a in counters.items()}
-                got.clear()
-                r = tl.run(1, linear or None)
-                stop = None
-                # events of this step
-                for e in evs:
-                    if e.kind in counters:
-                        if getattr(mon, counters[e.kind], 0) != before[e.kind]:
-                            stop = self._where("event", point=e)
+            with tl.breakpoints(linear):
+                while self.position < end:
+                    i = getattr(mon, "current", 0)
+                    cpu = mon.vms[i].vcpu
+                    pre = (i, cpu.eip, tuple(cpu.regs)) if wps else None
+                    acc = self._accesses(pre) if reads else None
+                    before = {k: getattr(mon, a, 0) for k, a in counters.items()}
+                    got.clear()
+                    r = tl.run(1, linear, preset=True)
+                    stop = None
+                    for e in evs:                       # events of this step
+                        if e.kind in counters:
+                            if getattr(mon, counters[e.kind], 0) != before[e.kind]:
+                                stop = self._where("event", point=e)
+                                break
+                            continue
+                        for ev in got:
+                            if ev.kind == e.kind and e.matches(ev):
+                                stop = self._where("event", point=e, event=ev)
+                                break
+                        if stop is not None:
                             break
-                        continue
-                    for ev in got:
-                        if ev.kind == e.kind and e.matches(ev):
-                            stop = self._where("event", point=e, event=ev)
-                            break
+                    if stop is None and wps:
+                        stop = self._check_watch(wps, values, pre, acc, got)
+                    if stop is None and bps:
+                        bp = self._bp_hit(bps)
+                        if bp is not None:
+                            stop = self._where("breakpoint", point=bp)
                     if stop is not None:
-                        break
-                if stop is None and wps:
-                    stop = self._check_watch(wps, values, pre, got)
-                if stop is None and bps:
-                    bp = self._bp_hit(bps)
-                    if bp is not None:
-                        stop = self._where("breakpoint", point=bp)
-                if stop is not None:
-                    self._record(stop)
-                    if stop_at_hits:
-                        return stop
-                    tl.checkpoint()
-                if self._finished():
-                    return self._where("exited", detail=self._result_text())
-                if (getattr(r, "steps", 0) or 0) == 0 and r.reason != "breakpoint":
-                    return self._where("error", detail=f"the monitor stopped: {r}")
-                if self.position - last_cp >= self.checkpoint_every:
-                    tl.checkpoint()
-                    last_cp = self.position
+                        self._record(stop)
+                        if stop_at_hits:
+                            return stop
+                        tl.checkpoint()
+                    if self._finished():
+                        return self._where("exited", detail=self._result_text())
+                    if (getattr(r, "steps", 0) or 0) == 0 and r.reason != "breakpoint":
+                        return self._where("error", detail=f"the monitor stopped: {r}")
+                    if self.position - last_cp >= self.checkpoint_every:
+                        tl.checkpoint()
+                        last_cp = self.position
         finally:
             for k in listen:
                 trace.unsubscribe(k, cb)
         return self._where("max_steps", detail=f"{self.position - self._start_of_run(end)}")
 
+    def _accesses(self, pre):
+        """(instruction, its memory accesses) of the instruction at the EIP of ``pre`` =
+        (VM, EIP, registers) with those registers."""
+        i, eip, regs = pre
+        insn = GuestView(self.monitor, i).insn_at(eip)
+        return insn, (accesses(insn, regs) if insn is not None else [])
+
     def _watched(self, w: Watchpoint) -> bytes | None:
         return self.view(w.vm).read(w.address, w.size, w.physical)
 
-    def _check_watch(self, wps, values, pre, got) -> DebugStop | None:
-        insn, acc = pre if pre is not None else (None, [])
+    def _check_watch(self, wps, values, pre, acc_pre, got) -> DebugStop | None:
+        changed = False
+        news = {}
+        for w in wps:
+            news[w.id] = self._watched(w)
+            changed = changed or news[w.id] != values[w.id]
+        if not changed and acc_pre is None:
+            return None
+        # the instruction decoded only when needed (its bytes as they are now: the decode
+        # before the step is done only for read watchpoints)
+        insn, acc = acc_pre if acc_pre is not None else self._accesses(pre)
         retired = [e for e in got if e.kind == "instruction"]
         hit = None
         for w in wps:
-            new = self._watched(w)
+            new = news[w.id]
             old = values[w.id]
             values[w.id] = new
             if w.on in ("write", "rw") and new != old and hit is None:

@@ -192,12 +192,16 @@ class Timeline:
                 m.breakpoints.clear()
                 m.breakpoints.update(old)
 
-    def run(self, max_steps: int, bps=None):
+    def run(self, max_steps: int, bps=None, *, preset: bool = False):
         """``vm.run(max_steps=...)`` with the breakpoint addresses ``bps`` (None: none); logs
-        it and returns the RunResult."""
+        it and returns the RunResult. ``preset``: the caller has already set the machines'
+        breakpoints to ``bps`` (:meth:`breakpoints`), as a loop of single steps does."""
         bps = frozenset(bps) if bps else None
-        with self.breakpoints(bps):
+        if preset:
             r = self.vm.run(max_steps=max_steps)
+        else:
+            with self.breakpoints(bps):
+                r = self.vm.run(max_steps=max_steps)
         n = getattr(r, "steps", 0) or 0
         if r.reason != "breakpoint":
             bps = None          # it ran its full length (or the guest stopped): a plain run
