@@ -667,7 +667,10 @@ class Debugger:
         before the current position), or to step 0 if there is none. Hits of the current
         points already seen going forward cost one restore (a checkpoint is kept at every
         stop) plus a replay; stretches run without looking (``step``, or before a point was
-        set) are searched again, from their start, as ``cont`` would have."""
+        set) are searched again as ``cont`` would have, backwards in growing windows
+        (``checkpoint_every`` instructions, then twice as many ...), so the search costs about
+        the distance to the previous hit."""
+        window = self.checkpoint_every    # unsearched stretches: the latest part first
         while True:
             cur = self.position
             cand = None
@@ -688,7 +691,9 @@ class Debugger:
                 if self.timeline.diverged:
                     self.last = self._where(s.kind, point=s.point, detail=self._diverged())
                 return self.last
-            a, b = gap               # search [a, b] again, recording every hit, then retry
+            a, b = gap               # search the end of [a, b] again, recording every hit
+            a = max(a, b - window)   # (the next round searches before it, twice as much)
+            window *= 2
             self.timeline.goto(a)
             self._forward(b, stop_at_hits=False)
             self.timeline.goto(cur)
