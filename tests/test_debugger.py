@@ -447,3 +447,18 @@ def test_continue_from_a_breakpoint_whose_instruction_takes_a_hidden_fault(monit
     assert first.kind == "breakpoint"
     assert d.cont().kind == "exited"
     assert d.reverse_continue().step == first.step
+
+
+def test_cli_reads_commands_from_standard_input(monkeypatch, capsys):
+    """Without -x the commands come from standard input (a pipe: no prompt); a bad one
+    names its line and ends the session with exit code 1."""
+    import io
+    monkeypatch.setattr("sys.stdin", io.StringIO("break sys_write\ncontinue\ninfo registers\n"
+                                                 "quit\n"))
+    assert main(["debug", "hello", "--monitor", "hw"]) == 0
+    out = capsys.readouterr().out
+    assert "breakpoint 1 at sys_write" in out and "hit at step" in out and "eip=000013da" in out
+    monkeypatch.setattr("sys.stdin", io.StringIO("step\nwatch\n"))
+    assert main(["debug", "hello"]) == 1
+    assert capsys.readouterr().err.strip() == "<stdin>:2: usage: watch WHERE [SIZE] " \
+                                              "[write|read|rw] [physical]"
