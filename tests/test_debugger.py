@@ -304,9 +304,13 @@ def test_reverse_continue_searches_what_was_stepped_over():
     """Stretches run by step() (not searched) are searched again going back: the previous
     hit is found even when the point was set after passing it."""
     d = Debugger(make("te", "ctxswitch"))
+    d.search_window = 5                          # windows of 5, 10, 20 ... instructions
     d.step(9000)
     d.watch("current")
     back = d.reverse_continue()
+    fresh = make("te", "ctxswitch")
+    fresh.run(max_steps=back.step)
+    assert state(d.monitor) == state(fresh)
     ref = Debugger(make("te", "ctxswitch"))
     ref.watch("current")
     forward = []

@@ -225,6 +225,8 @@ class Debugger:
         self.monitor = monitor
         self.timeline = Timeline(monitor, budget=budget)
         self.checkpoint_every = checkpoint_every
+        #: the first window (instructions) reverse_continue searches again, backwards
+        self.search_window = 50_000
         self.max_steps = max_steps
         self.points: list = []
         self._next_id = 1
@@ -668,9 +670,9 @@ class Debugger:
         points already seen going forward cost one restore (a checkpoint is kept at every
         stop) plus a replay; stretches run without looking (``step``, or before a point was
         set) are searched again as ``cont`` would have, backwards in growing windows
-        (``checkpoint_every`` instructions, then twice as many ...), so the search costs about
+        (``search_window`` instructions, then twice as many ...), so the search costs about
         the distance to the previous hit."""
-        window = self.checkpoint_every    # unsearched stretches: the latest part first
+        window = self.search_window       # unsearched stretches: the latest part first
         while True:
             cur = self.position
             cand = None
@@ -694,9 +696,10 @@ class Debugger:
             a, b = gap               # search the end of [a, b] again, recording every hit
             a = max(a, b - window)   # (the next round searches before it, twice as much)
             window *= 2
+            future = [list(seg) for seg in self.timeline.log]
             self.timeline.goto(a)
             self._forward(b, stop_at_hits=False)
-            self.timeline.goto(cur)
+            self.timeline.redo(future, cur)     # and back to where the search began
             if self.position != cur:
                 raise VmkitError(f"the replay did not return to step {cur} (reached "
                                  f"{self.position}): is the monitor deterministic?")

@@ -264,6 +264,29 @@ class Timeline:
         self._truncate(pos, nseg)
         return pos
 
+    def redo(self, log: list, target: int) -> int:
+        """Run forward again along ``log`` (an earlier copy of :attr:`log` that the present
+        is a prefix of) up to position ``target``, the same runs with the same breakpoints;
+        returns the position reached."""
+        for s, n, bps in log:
+            e = s + n
+            if e < self.position or (e == self.position and (n or not bps)):
+                continue
+            if self.position >= target and n:
+                break
+            if bps and s == self.position and e <= target:
+                r = self.run(n + 1, bps)
+                want = e
+            else:
+                want = min(e, target)
+                if want <= self.position:
+                    continue
+                r = self.run(want - self.position)
+            if self.position != want:
+                break
+        self.diverged = self.position != target
+        return self.position
+
     def _truncate(self, position: int, nseg: int) -> None:
         self.position = position
         log = [list(seg) for seg in self.log[:nseg]]
