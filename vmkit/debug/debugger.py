@@ -672,9 +672,11 @@ class Debugger:
         set) are searched again as ``cont`` would have, backwards in growing windows
         (``search_window`` instructions, then twice as many ...), so the search costs about
         the distance to the previous hit."""
+        tl = self.timeline
+        cur = self.position
+        future = [list(seg) for seg in tl.log]     # the runs that led here
         window = self.search_window       # unsearched stretches: the latest part first
         while True:
-            cur = self.position
             cand = None
             for p, s in reversed(self._hits):
                 if p < cur:
@@ -684,25 +686,26 @@ class Debugger:
             gap = self._last_gap(lo, cur)
             if gap is None:
                 if cand is None:
-                    self.timeline.goto(0)
+                    tl.goto(0)
                     self.last = self._where("start", detail=self._diverged())
                     return self.last
                 p, s = cand
-                self.timeline.goto(p)
+                if p <= self.position:
+                    tl.goto(p)
+                else:                               # a search went back before it
+                    tl.redo(future, p)
                 self.last = dataclasses.replace(s, detail=self._diverged() or s.detail)
-                if self.timeline.diverged:
+                if tl.diverged:
                     self.last = self._where(s.kind, point=s.point, detail=self._diverged())
                 return self.last
             a, b = gap               # search the end of [a, b] again, recording every hit
             a = max(a, b - window)   # (the next round searches before it, twice as much)
             window *= 2
-            future = [list(seg) for seg in self.timeline.log]
-            self.timeline.goto(a)
+            if a > self.position:
+                tl.redo(future, a)
+            else:
+                tl.goto(a)
             self._forward(b, stop_at_hits=False)
-            self.timeline.redo(future, cur)     # and back to where the search began
-            if self.position != cur:
-                raise VmkitError(f"the replay did not return to step {cur} (reached "
-                                 f"{self.position}): is the monitor deterministic?")
 
     def _mark_scanned(self, a: int, b: int) -> None:
         if b <= a:
