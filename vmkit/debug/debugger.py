@@ -55,6 +55,10 @@ EVENT_ALIASES = {"ring_change": "ring", "reflection": "reflect", "exception": "i
                  "translation": "translate", "exit": "vm_exit", "vmexit": "vm_exit"}
 #: kinds that are counters of a monitor rather than trace events: kind -> attribute
 COUNTER_KINDS = {"hidden_page_fault": "hidden_page_faults", "tc_miss": "tc_misses"}
+#: event kinds whose occurrence depends on how the monitor is driven (a binary translator
+#: translates differently in single steps): always looked for one instruction at a time
+_STEP_SENSITIVE = frozenset({"tc_miss", "tc_lookup", "translate", "tc_invalidate",
+                             "hidden_page_fault"})
 _NOT_YET = {"hole": "virtualization holes are not recorded yet (issue 17: they need the "
                     "monitors' restructuring)"}
 MASK32 = 0xFFFFFFFF
@@ -467,6 +471,9 @@ class Debugger:
             stop = self._where("exited", detail=self._result_text())
         elif not wps and not evs and not any(bp.physical for bp in bps):
             stop = self._forward_fast(end, bps, linear, stop_at_hits)
+        elif not wps and not any(bp.physical for bp in bps) and \
+                not any(e.kind in _STEP_SENSITIVE for e in evs):
+            stop = self._forward_events(end, bps, evs, linear, stop_at_hits)
         else:
             stop = self._forward_checked(end, bps, wps, evs, linear, stop_at_hits)
         self._mark_scanned(start, self.position)
@@ -508,6 +515,58 @@ class Debugger:
             if (getattr(r, "steps", 0) or 0) == 0 and r.reason not in ("max_steps",):
                 return self._where("error", detail=f"the monitor stopped: {r}")
             tl.checkpoint()
+        return self._where("max_steps", detail=f"{self.position - self._start_of_run(end)}")
+
+    def _forward_events(self, end, bps, evs, linear, stop_at_hits) -> DebugStop:
+        """Event breaks at nearly full speed: run in growing chunks with a subscriber that
+        only notes whether a matching event happened; a chunk that had one is run again from
+        its start one instruction at a time (:meth:`_forward_checked`) to stop exactly."""
+        tl = self.timeline
+        trace = self.monitor.trace
+        kinds = {e.kind for e in evs}
+        seen: list = []
+
+        def note(ev):
+            if not seen and any(e.kind == ev.kind and e.matches(ev) for e in evs):
+                seen.append(ev)
+
+        chunk, last_cp = 1024, self.position
+        while self.position < end:
+            pos0 = self.position
+            seen.clear()
+            for k in kinds:
+                trace.subscribe(k, note)
+            try:
+                r = tl.run(min(end - pos0, chunk), linear or None)
+            finally:
+                for k in kinds:
+                    trace.unsubscribe(k, note)
+            if seen:                              # again, exactly, from the chunk's start
+                tl.goto(pos0)
+                stop = self._forward_checked(min(end, max(self.position + 1,
+                                                          pos0 + (r.steps or 0) + 1)),
+                                             bps, [], evs, linear, stop_at_hits)
+                if stop.kind in ("event", "breakpoint", "exited", "error") and \
+                        (stop_at_hits or stop.kind in ("exited", "error")):
+                    return stop
+                chunk = 1024
+                continue
+            if r.reason == "breakpoint":
+                bp = self._bp_hit(bps, vs_linear_only=True)
+                if bp is not None:
+                    stop = self._record(self._where("breakpoint", point=bp))
+                    if stop_at_hits:
+                        return stop
+                    tl.checkpoint()
+                continue
+            if self._finished():
+                return self._where("exited", detail=self._result_text())
+            if (getattr(r, "steps", 0) or 0) == 0 and r.reason != "max_steps":
+                return self._where("error", detail=f"the monitor stopped: {r}")
+            chunk = min(2 * chunk, self.checkpoint_every)
+            if self.position - last_cp >= self.checkpoint_every:
+                tl.checkpoint()
+                last_cp = self.position
         return self._where("max_steps", detail=f"{self.position - self._start_of_run(end)}")
 
     def _start_of_run(self, end):
