@@ -18,9 +18,11 @@ instruction that wrote, read or caused it.
 
 **How it runs.** With only linear breakpoints set, ``cont`` is one ``vm.run`` with the
 machine's breakpoints (full speed; a stop whose ring, VM or condition does not match goes on).
-Watchpoints, physical breakpoints and event breakpoints need a look after every instruction:
-``cont`` then runs one instruction at a time (``vm.run(max_steps=1)``, 13-70 us each: about
-20,000-70,000 instructions a second). Checkpoints are taken at every stop and every
+Event breaks run in growing chunks that a subscriber watches; a chunk with a matching event is
+run again one instruction at a time (:meth:`Debugger._forward_events`). Watchpoints, physical
+breakpoints and the step-sensitive event kinds (translation cache, hidden faults) need a look
+after every instruction: ``cont`` then runs one instruction at a time
+(``vm.run(max_steps=1)``, 13-70 us each: about 15,000-70,000 instructions a second). Checkpoints are taken at every stop and every
 ``checkpoint_every`` instructions, within ``budget`` bytes.
 
 **Interim (issue 17), until the machine has a memory-access hook:** write watchpoints compare
