@@ -387,7 +387,7 @@ def test_live_tables_show_the_guest_and_the_real_tables():
     assert "no translated block" in live.tc_block_table(bt, 0x1000).note
 
 
-# ---- the command line -----------------------------------------------------------------------------
+# ---- the command line ----------------------------------------------------------------------------
 SCRIPT = """\
 # who writes `current`, and when?
 watch current
@@ -466,3 +466,20 @@ def test_cli_reads_commands_from_standard_input(monkeypatch, capsys):
     assert main(["debug", "hello"]) == 1
     assert capsys.readouterr().err.strip() == "<stdin>:2: usage: watch WHERE [SIZE] " \
                                               "[write|read|rw] [physical]"
+
+
+def test_a_breakpoint_where_a_chunk_of_the_run_ends_is_hit():
+    """A run never looks at its first instruction: is a breakpoint reached exactly where
+    one chunk of cont's run ends (and the next begins) still hit, with or without event
+    breaks?"""
+    ref = Debugger(make("native"))
+    ref.break_at("sys_write")
+    want = ref.cont().step
+    for events in (False, True):
+        d = Debugger(make("native"), checkpoint_every=want)    # the first chunk ends there
+        d.break_at("sys_write")
+        if events:
+            d.break_on("io", port=0x1234)                      # never happens
+        s = d.cont()
+        assert (s.kind, s.step) == ("breakpoint", want)
+        assert d.points[0].hits == 1

@@ -22,7 +22,8 @@ Event breaks run in growing chunks that a subscriber watches; a chunk with a mat
 run again one instruction at a time (:meth:`Debugger._forward_events`). Watchpoints, physical
 breakpoints and the step-sensitive event kinds (translation cache, hidden faults) need a look
 after every instruction: ``cont`` then runs one instruction at a time
-(``vm.run(max_steps=1)``, 13-70 us each: about 15,000-70,000 instructions a second). Checkpoints are taken at every stop and every
+(``vm.run(max_steps=1)``, 13-70 us each: about 15,000-70,000 instructions a second).
+Checkpoints are taken at every stop and every
 ``checkpoint_every`` instructions, within ``budget`` bytes.
 
 **Interim (issue 17), until the machine has a memory-access hook:** write watchpoints compare
@@ -502,6 +503,11 @@ class Debugger:
     def _forward_fast(self, end, bps, linear, stop_at_hits) -> DebugStop:
         tl = self.timeline
         while self.position < end:
+            stop = self._at_boundary(bps)
+            if stop is not None:
+                if stop_at_hits:
+                    return stop
+                tl.checkpoint()
             chunk = min(end - self.position, self.checkpoint_every)
             r = tl.run(chunk, linear or None)
             if r.reason == "breakpoint":
@@ -534,6 +540,11 @@ class Debugger:
 
         chunk, last_cp = 1024, self.position
         while self.position < end:
+            stop = self._at_boundary(bps)
+            if stop is not None:
+                if stop_at_hits:
+                    return stop
+                tl.checkpoint()
             pos0 = self.position
             seen.clear()
             for k in kinds:
@@ -571,6 +582,15 @@ class Debugger:
                 last_cp = self.position
         return self._where("max_steps", detail=f"{self.position - self._start_of_run(end)}")
 
+    def _at_boundary(self, bps) -> DebugStop | None:
+        """A breakpoint at the EIP where a chunk of a run is about to start (a run does not
+        look at its first instruction): the hit, recorded, or None."""
+        if not bps or (self.position, getattr(self.monitor, "current", 0)) == \
+                self._origin[:2] or any(p == self.position for p, _ in self._hits[-1:]):
+            return None
+        bp = self._bp_hit(bps, vs_linear_only=True)
+        return None if bp is None else self._record(self._where("breakpoint", point=bp))
+
     def _start_of_run(self, end):
         return self._run_start
 
@@ -584,7 +604,7 @@ class Debugger:
         listen = set(kinds)
         if wps:
             listen |= {"emulate", "hypercall", "interrupt", "reflect", "io", "vm_exit"}
-        if any(w.on in ("read", "rw") for w in wps) or wps:
+        if wps:     # which instruction retired: for who wrote
             listen.add("instruction")
         cb = got.append
         for k in listen:

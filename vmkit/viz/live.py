@@ -285,7 +285,7 @@ def walk_table(monitor, gva: int, *, vm: int | None = None) -> LiveTable:
     return t
 
 
-# ---- memory ---------------------------------------------------------------------------------------
+# ---- memory --------------------------------------------------------------------------------------
 def hex_view(monitor, address: int, size: int = 128, *, physical: bool = False,
              watched=(), vm: int | None = None) -> LiveTable:
     """``size`` bytes of guest memory from ``address`` (guest-linear, or guest-physical) as
