@@ -470,10 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a guest parameter, e.g. --param iterations=1000 (repeatable)")
     p.set_defaults(func=_cmd_run)
 
+    from vmkit.debugshell import COMMANDS as debug_commands   # stdlib only: cheap
     p = sub.add_parser("debug", help="debug a guest under a monitor",
-                       description="Debug GUEST under a monitor: breakpoints, watchpoints, "
-                                   "event breaks, reverse execution, live tables. Commands "
-                                   "come from the terminal or from -x FILE (type help).",
+                       description="Debug GUEST under a monitor: breakpoints, watchpoints,\n"
+                                   "event breaks, reverse execution, live tables. Commands come\n"
+                                   "from the terminal or, one a line, from -x FILE:\n\n" +
+                                   "\n".join(f"  {usage}" for _, usage in
+                                             debug_commands.values()),
                        epilog=_exit_codes_help(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("guest", metavar="GUEST",
