@@ -161,7 +161,8 @@ def descriptor_table(monitor, which: str = "gdt", *, real: bool = False,
     if data is None:
         t.note = f"the {name} at {base:#010x} is not mapped"
         return t
-    syms = _symbols(monitor, vm) if not real else {}
+    syms = _symbols(monitor, vm)
+    split = getattr(monitor, "vcpu", None) is not getattr(monitor, "cpu", None)
     shown = skipped = 0
     if which == "gdt":
         t.columns = ["index", "selector", "raw", "base", "limit", "type", "DPL", "P", "D/B G"]
@@ -199,8 +200,11 @@ def descriptor_table(monitor, which: str = "gdt", *, real: bool = False,
             lo, hi = raw & 0xFFFFFFFF, raw >> 32
             off = (lo & 0xFFFF) | (hi & 0xFFFF0000)
             acc = (hi >> 8) & 0xFF
+            handler = syms.get(off, "")
+            if real and split and not handler:   # the VMM's own entry point
+                handler = "(VMM)"
             t.rows.append([f"{v:#04x}", f"{(lo >> 16) & 0xFFFF:#06x}", f"{off:#010x}",
-                           syms.get(off, ""), _seg_type(acc), str((acc >> 5) & 3),
+                           handler, _seg_type(acc), str((acc >> 5) & 3),
                            "1" if acc & 0x80 else "0"])
             shown += 1
     notes = []
