@@ -286,7 +286,8 @@ def test_bad_event_breaks_say_what_is_wrong():
     ("te", lambda d: d.break_at("sys_write")),
     ("hw", lambda d: d.break_on("interrupt", vector=0x80)),
     ("bt", lambda d: d.watch("current")),
-], ids=["native-break", "te-break", "hw-event", "bt-watch"])
+    ("pv", lambda d: d.break_at("sys_write", ring=0)),
+], ids=["native-break", "te-break", "hw-event", "bt-watch", "pv-break"])
 def test_reverse_continue_lands_on_the_previous_hit_exactly(monitor, setup):
     """After three hits, does reverse_continue land on the second and then the first, in
     exactly the state a forward run to that step reaches (and at step 0 after that)?"""
@@ -294,7 +295,7 @@ def test_reverse_continue_lands_on_the_previous_hit_exactly(monitor, setup):
     d = Debugger(make(monitor, guest))
     setup(d)
     got = hits(d, 3, {"native": "breakpoint", "te": "breakpoint", "hw": "event",
-                      "bt": "watchpoint"}[monitor])
+                      "bt": "watchpoint", "pv": "breakpoint"}[monitor])
     assert len(got) == 3
     for want in (got[1], got[0]):
         back = d.reverse_continue()
