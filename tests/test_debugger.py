@@ -491,3 +491,14 @@ def test_a_breakpoint_where_a_chunk_of_the_run_ends_is_hit():
         s = d.cont()
         assert (s.kind, s.step) == ("breakpoint", want)
         assert d.points[0].hits == 1
+
+
+def test_a_linear_watchpoint_reports_its_page_being_mapped():
+    """Watching a guest-linear address of the demand-paged heap: is the page becoming mapped
+    (and unmapped when paging starts) reported as such, then the guest's store as a write?"""
+    d = Debugger(make("te", "ptemod", iterations=2))
+    d.watch(0x00800000)
+    got = hits(d, 3, "watchpoint")
+    assert [s.who for s in got] == ["mapping", "mapping", "guest"]
+    assert got[1].old is None and got[1].new is not None and "became mapped" in got[1].how
+    assert "(not mapped)" in str(got[1]) and got[2].new_value == 1

@@ -152,8 +152,9 @@ class DebugStop:
     "max_steps", "exited" (every VM stopped), "start" (reverse execution reached step 0) or
     "error"; ``step`` the position (guest instructions retired since the debugger was made);
     ``eip``/``text``/``ring``/``vm`` where the guest is; ``point`` what was hit. For a
-    watchpoint ``old``/``new`` are the bytes before and after, ``who`` is "guest", "vmm",
-    "cpu", "mmu", "device" or "unknown" and ``how`` says more (the instruction, the emulation,
+    watchpoint ``old``/``new`` are the bytes before and after (None: not mapped), ``who`` is
+    "guest", "vmm", "cpu", "mmu", "device", "mapping" (a guest-linear range became mapped or
+    unmapped) or "unknown" and ``how`` says more (the instruction, the emulation,
     the hypercall); for an event, ``event`` is the trace event."""
     kind: str
     step: int
@@ -187,9 +188,11 @@ class DebugStop:
             if self.access == "read":
                 s = f"{w.describe()}: read at {at}"
             else:
-                width = 2 * len(self.new or b"")
-                s = (f"{w.describe()}: {self.old_value:#0{width + 2}x} -> "
-                     f"{self.new_value:#0{width + 2}x} at {at}")
+                width = 2 * len(self.new or self.old or b"")
+
+                def value(v):
+                    return "(not mapped)" if v is None else f"{v:#0{width + 2}x}"
+                s = f"{w.describe()}: {value(self.old_value)} -> {value(self.new_value)} at {at}"
             who = self.who + (f" ({self.how})" if self.how else "")
             return s + (f"; {'read' if self.access == 'read' else 'written'} by {who}"
                         if who else "")
@@ -840,6 +843,9 @@ def _attribute(dbg: Debugger, w: Watchpoint, old, new, insn, acc, got, retired):
     I/O (a device); else unknown."""
     kinds = {e.kind for e in got}
     view = dbg.view(w.vm)
+    if old is None or new is None:        # a guest-linear range mapped or unmapped
+        what = "the page became mapped" if old is None else "the page is no longer mapped"
+        return "mapping", what + (f" (after {insn.text})" if insn is not None else "")
 
     def covers(a, size):
         if w.physical:
