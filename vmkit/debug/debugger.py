@@ -205,6 +205,8 @@ class DebugStop:
             return f"reached the start of the recorded history at {at}"
         if self.kind == "max_steps":
             return f"no hit within {self.detail} steps; at {at}"
+        if self.kind == "step":
+            return f"at {at}" + (f" ({self.detail})" if self.detail else "")
         return f"{self.kind} at {at}" + (f" ({self.detail})" if self.detail else "")
 
 
