@@ -333,6 +333,7 @@ def test_reverse_continue_searches_what_was_stepped_over():
 def test_reverse_step_and_budget():
     """Is reverse_step exact, and do checkpoints stay within a small budget while a long run
     still goes back exactly?"""
+    assert Debugger(make("native")).budget == 64 << 20          # the default
     vm = make("native", "ctxswitch")
     d = Debugger(vm, budget=5 << 20, checkpoint_every=1000)
     d.step(20_000)
