@@ -50,7 +50,7 @@ from vmkit.errors import VmkitError
 from vmkit.trace import EVENT_KINDS
 
 __all__ = ["Debugger", "DebugStop", "Breakpoint", "Watchpoint", "EventBreak", "EVENT_ALIASES",
-           "COUNTER_KINDS"]
+           "COUNTER_KINDS", "GROUP_KINDS", "TRAP_KINDS"]
 
 #: other names ``break_on`` accepts for the trace's event kinds
 EVENT_ALIASES = {"ring_change": "ring", "reflection": "reflect", "exception": "interrupt",
@@ -58,6 +58,11 @@ EVENT_ALIASES = {"ring_change": "ring", "reflection": "reflect", "exception": "i
                  "translation": "translate", "exit": "vm_exit", "vmexit": "vm_exit"}
 #: kinds that are counters of a monitor rather than trace events: kind -> attribute
 COUNTER_KINDS = {"hidden_page_fault": "hidden_page_faults", "tc_miss": "tc_misses"}
+#: the trace event kinds that count as "a trap or interrupt" (the Stepper's Run until a trap)
+TRAP_KINDS = frozenset({"interrupt", "reflect", "emulate", "vm_exit", "hypercall"})
+#: kinds that stand for several trace event kinds: ``break_on("trap")`` stops at the first
+#: event of any of them (filters apply to the fields they have)
+GROUP_KINDS = {"trap": TRAP_KINDS}
 #: event kinds whose occurrence depends on how the monitor is driven (a binary translator
 #: translates differently in single steps): always looked for one instruction at a time
 _STEP_SENSITIVE = frozenset({"tc_miss", "tc_lookup", "translate", "tc_invalidate",
@@ -128,6 +133,15 @@ class EventBreak:
     def describe(self) -> str:
         f = ", ".join(f"{k}={v!r}" for k, v in self.filter.items())
         return f"event break {self.id} on {self.kind}" + (f" ({f})" if f else "")
+
+    @property
+    def kinds(self) -> frozenset:
+        """The trace event kinds this break listens to (several for a group kind)."""
+        return GROUP_KINDS.get(self.kind, frozenset((self.kind,)))
+
+    def accepts(self, ev) -> bool:
+        """True if the trace event ``ev`` is one this break stops at."""
+        return ev.kind in self.kinds and self.matches(ev)
 
     def matches(self, ev) -> bool:
         for k, want in self.filter.items():
@@ -351,7 +365,15 @@ class Debugger:
         fields match ``filter`` (equal, case-insensitive for text, or a callable on the
         field): ``break_on("vm_exit", reason="CR_ACCESS")``, ``break_on("hypercall",
         name="mmu_update")``, ``break_on("interrupt", vector=0x80)``, ``break_on("ring",
-        to_ring=3)``, ``break_on("hidden_page_fault")``, ``break_on("tc_miss")``."""
+        to_ring=3)``, ``break_on("hidden_page_fault")``, ``break_on("tc_miss")``, ``break_on("trap")``
+        (any of :data:`TRAP_KINDS`)."""
+        e = self.make_event_break(kind, **filter)
+        e.id = self._next_id
+        return self._add(e)
+
+    def make_event_break(self, kind: str, **filter) -> EventBreak:
+        """An event break checked as :meth:`break_on` checks it, but not set: for
+        ``cont(until=...)`` (what the Stepper's "Run until the ring changes" uses)."""
         if not isinstance(kind, str):
             raise VmkitError(f"break_on takes an event kind, got {kind!r}")
         k = EVENT_ALIASES.get(kind, kind)
@@ -364,17 +386,19 @@ class Debugger:
             if not hasattr(self.monitor, COUNTER_KINDS[k]):
                 raise VmkitError(f"the {getattr(self.monitor, 'name', '?')} monitor has no "
                                  f"{k.replace('_', ' ')}s")
-        elif k in EVENT_KINDS:
-            names = {f.name for f in dataclasses.fields(EVENT_KINDS[k])}
+        elif k in EVENT_KINDS or k in GROUP_KINDS:
+            names = set().union(*({f.name for f in dataclasses.fields(EVENT_KINDS[x])}
+                                  for x in GROUP_KINDS.get(k, (k,))))
             for key in filter:
                 if key not in names:
                     raise VmkitError(f"{k} events have no field {key!r} (they have "
                                      f"{', '.join(sorted(names))}){_did_you_mean(key, names)}")
         else:
-            every = sorted(set(EVENT_KINDS) | set(COUNTER_KINDS) | set(EVENT_ALIASES))
+            every = sorted(set(EVENT_KINDS) | set(COUNTER_KINDS) | set(EVENT_ALIASES)
+                           | set(GROUP_KINDS))
             raise VmkitError(f"unknown event kind {kind!r}{_did_you_mean(kind, every)} "
                              f"(kinds: {', '.join(every)})")
-        return self._add(EventBreak(self._next_id, k, dict(filter)))
+        return EventBreak(0, k, dict(filter))
 
     def delete(self, point=None) -> None:
         """Remove a point (the object or its id), or every point with no argument."""
@@ -416,10 +440,11 @@ class Debugger:
         return stop
 
     # ---- running ------------------------------------------------------------------------------
-    def _plan(self):
-        bps = [p for p in self.points if isinstance(p, Breakpoint)]
-        wps = [p for p in self.points if isinstance(p, Watchpoint)]
-        evs = [p for p in self.points if isinstance(p, EventBreak)]
+    def _plan(self, extra=()):
+        points = self.points + list(extra)
+        bps = [p for p in points if isinstance(p, Breakpoint)]
+        wps = [p for p in points if isinstance(p, Watchpoint)]
+        evs = [p for p in points if isinstance(p, EventBreak)]
         return bps, wps, evs
 
     def _bp_hit(self, bps, vs_linear_only: bool = False):
@@ -455,24 +480,40 @@ class Debugger:
             return bp
         return None
 
-    def cont(self, max_steps: int | None = None) -> DebugStop:
+    def cont(self, max_steps: int | None = None, *, until=(), resume: bool = True) -> DebugStop:
         """Run until a breakpoint, watchpoint or event break hits, the guest stops, or
-        ``max_steps`` instructions (default ``self.max_steps``) have retired."""
+        ``max_steps`` instructions (default ``self.max_steps``) have retired.
+
+        ``until``: more points for this run only (e.g. ``[dbg.make_event_break("ring")]``,
+        what the Stepper's "Run until the ring changes" does); their hits are not kept for
+        ``reverse_continue``. ``resume=False``: a breakpoint at the current position counts
+        (a run carried on in slices); by default it is the one being continued from, as gdb's
+        continue steps over it."""
         limit = self.max_steps if max_steps is None else max_steps
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise VmkitError(f"max_steps must be a positive integer, got {max_steps!r}")
-        return self._forward(self.position + limit, stop_at_hits=True)
+        extra = list(until)
+        for p in extra:
+            if not isinstance(p, (Breakpoint, Watchpoint, EventBreak)):
+                raise VmkitError(f"until takes breakpoints, watchpoints or event breaks, got "
+                                 f"{type(p).__name__}")
+        stop = self._forward(self.position + limit, stop_at_hits=True, extra=extra,
+                             resume=resume)
+        if extra:     # a hit of a point for this run only is no hit for reverse_continue
+            self._hits = [(p, s) for p, s in self._hits if not any(s.point is x
+                                                                   for x in extra)]
+        return stop
 
-    def _forward(self, end: int, stop_at_hits: bool) -> DebugStop:
+    def _forward(self, end: int, stop_at_hits: bool, extra=(), resume: bool = True) -> DebugStop:
         start = self._run_start = self.position
         mon = self.monitor
         # where the run starts: a breakpoint there is the one being continued from, also when
         # the monitor stops at it again before it ran (under a monitor the instruction may
         # first take a hidden page fault that the VMM serves: 0 instructions later)
         self._origin = (start, getattr(mon, "current", 0),
-                        mon.vms[getattr(mon, "current", 0)].vcpu.eip)
+                        mon.vms[getattr(mon, "current", 0)].vcpu.eip) if resume else (-1, 0, 0)
         tl = self.timeline
-        bps, wps, evs = self._plan()
+        bps, wps, evs = self._plan(extra)
         linear = {bp.address for bp in bps if not bp.physical}
         stop = None
         if self._finished():
@@ -536,11 +577,11 @@ class Debugger:
         its start one instruction at a time (:meth:`_forward_checked`) to stop exactly."""
         tl = self.timeline
         trace = self.monitor.trace
-        kinds = {e.kind for e in evs}
+        kinds = set().union(*(e.kinds for e in evs))
         seen: list = []
 
         def note(ev):
-            if not seen and any(e.kind == ev.kind and e.matches(ev) for e in evs):
+            if not seen and any(e.accepts(ev) for e in evs):
                 seen.append(ev)
 
         chunk, last_cp = 1024, self.position
@@ -604,7 +645,7 @@ class Debugger:
         mon = self.monitor
         trace = mon.trace
         got: list = []
-        kinds = {e.kind for e in evs if e.kind in EVENT_KINDS}
+        kinds = {k for e in evs for k in e.kinds if k in EVENT_KINDS}
         # every event of the step is wanted for attributing watchpoint writes
         listen = set(kinds)
         if wps:
@@ -637,7 +678,7 @@ class Debugger:
                                 break
                             continue
                         for ev in got:
-                            if ev.kind == e.kind and e.matches(ev):
+                            if e.accepts(ev):
                                 stop = self._where("event", point=e, event=ev)
                                 break
                         if stop is not None:

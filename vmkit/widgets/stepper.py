@@ -15,14 +15,19 @@ and CPUs in a left column beside the ring picture (the keyed form of
 console and the last events under them. Colours come from JupyterLab's theme variables, so the
 light and the dark theme both read.
 
-Back goes through :class:`~vmkit.widgets.history.StepHistory` (a snapshot every ~264 steps, at
-most 20, and deterministic replay), so it reaches 5,000 steps back. The Run button works in time
+The Stepper is a view of a :class:`vmkit.Debugger` (``stepper.debugger``): Step, Step ×N,
+Back, Back ×N and Reset are the debugger's ``step``, ``reverse_step`` and ``goto(0)``; Run is
+its ``cont`` in time slices, stopped by the breakpoints of the "break at" box (break_at
+points), by the watchpoints and event breaks set on the debugger (from code or the panels
+under the view), and by "the ring changes" / "a trap or interrupt" (event breaks on ``ring``
+and ``trap`` for that run only). Going back restores the debugger's checkpoints (within its
+memory budget, ``budget=``) and replays deterministically. The Run button works in time
 slices on the kernel's event loop (an asyncio task), so Stop and the display stay responsive
 while a long guest runs; ``stepper.run(...)`` called from code, or with no running event loop
 (scripts, tests), runs to the end before returning.
 
-The widget holds no simulation logic: it calls the Monitor API (``step``, ``run``,
-``snapshot``/``restore``) and draws with :mod:`vmkit.viz`. It never raises on a finished or
+The widget holds no simulation logic: it calls the Debugger (which uses the Monitor API)
+and draws with :mod:`vmkit.viz`. It never raises on a finished or
 crashed VM: the status line says what happened.
 
 >>> from vmkit import guests
@@ -45,7 +50,9 @@ import traitlets
 from vmkit.viz.html import (console_html, describe_event, disassembly_html, events_html,
                             flags_html, register_values, registers_html, source_line)
 from vmkit.viz.render import CSS_TEXT
-from vmkit.widgets.history import StepHistory, vm_stopped
+from vmkit.debug import Debugger
+from vmkit.debug.debugger import TRAP_KINDS
+from vmkit.widgets.history import vm_stopped
 from vmkit.widgets.static import StaticMixin
 
 __all__ = ["Stepper", "UNTIL", "TRAP_KINDS"]
@@ -53,8 +60,6 @@ __all__ = ["Stepper", "UNTIL", "TRAP_KINDS"]
 #: Run's stop conditions: (what the dropdown says, value)
 UNTIL = (("it stops", "stop"), ("a breakpoint", "breakpoint"),
          ("the ring changes", "ring"), ("a trap or interrupt", "trap"))
-#: event kinds that count as "a trap or interrupt"
-TRAP_KINDS = frozenset({"interrupt", "reflect", "emulate", "vm_exit", "hypercall"})
 
 
 #: Step ×N above this many steps runs in time slices like Run (the kernel stays responsive)
@@ -88,7 +93,7 @@ def _as_monitor(vm):
 class Stepper(StaticMixin, W.VBox):
     """Step, run, go back and reset a monitor, watching its CPU(s), code, console and events.
 
-    ``every``/``max_snapshots``/``reach`` tune going back (see :class:`StepHistory`);
+    ``budget`` bounds the debugger's checkpoints (bytes; default the Debugger's 64 MiB);
     ``window`` is the number of instructions shown from EIP on; ``ring_view`` (default True)
     embeds a :class:`~vmkit.widgets.RingView` that follows the stepper."""
 
@@ -99,14 +104,14 @@ class Stepper(StaticMixin, W.VBox):
     #: True while Run is running
     running = traitlets.Bool(False)
 
-    def __init__(self, vm, *, every: int | None = None, max_snapshots: int = 20,
-                 reach: int = 5000, window: int = 8, recent: int = 3, events: int = 8,
-                 ring_view: bool = True, time_slice: float = 0.05, **kwargs):
+    def __init__(self, vm, *, budget: int | None = None, window: int = 8, recent: int = 3,
+                 events: int = 8, ring_view: bool = True, time_slice: float = 0.05,
+                 panels: bool = True, **kwargs):
         vm = _as_monitor(vm)
         self.vm = vm
         self.window = window
         self.n_events = events
-        self.run_chunk = 5_000   # steps per vm.run burst; adapts to ~10 ms a burst
+        self.run_chunk = 5_000   # steps per debugger.cont slice; adapts to the time slice
         self.time_slice = time_slice
         self._recent: deque = deque(maxlen=max(recent, 0) or 1)
         self._show_recent = recent > 0
@@ -116,10 +121,11 @@ class Stepper(StaticMixin, W.VBox):
         self._message = ""
         self._stop_requested = False
         self._task = None
-        self.history = None
+        self.debugger = None
+        self._box_points: list = []      # the debugger's breakpoints from the "break at" box
+        self.watch_hits: list = []       # the watchpoint hits Run stopped at, oldest first
         try:
-            self.history = StepHistory(vm, every=every, max_snapshots=max_snapshots,
-                                       reach=reach)
+            self.debugger = Debugger(vm, **({"budget": budget} if budget else {}))
         except Exception as e:   # e.g. a monitor that cannot snapshot: no Back, but no raise
             self._message = f"error: cannot take snapshots ({e}); Back and Reset are off"
 
@@ -250,8 +256,8 @@ class Stepper(StaticMixin, W.VBox):
         return False
 
     def _sync_position(self) -> None:
-        if self.history is not None:
-            self.position = self.history.position
+        if self.debugger is not None:
+            self.position = self.debugger.position
 
     # ---- actions ----------------------------------------------------------------------------
     def step(self, n: int = 1, *, background: bool = False) -> list:
@@ -260,21 +266,36 @@ class Stepper(StaticMixin, W.VBox):
         (the Step ×N button) more than 20,000 steps run in time slices like :meth:`run`."""
         if self._busy():
             return []
-        if background and n > STEP_SLICE_ABOVE and self.history is not None:
+        if background and n > STEP_SLICE_ABOVE and self.debugger is not None:
             self.run("_steps", n, background=True)   # same steps, Stop stays responsive
             return []
         events = []
         self._message = ""
         try:
             self._snapshot_registers()
+            n = max(0, int(n))
             if self.finished:
                 self._message = "nothing to step"
-            else:
-                for _ in range(max(0, int(n))):
+            elif self.debugger is None:
+                for _ in range(n):
                     self._recent.append(self.vm.cpu.eip)
-                    events = self.history.step() if self.history else self.vm.step()
+                    events = self.vm.step()
                     if self.finished:
                         break
+            else:
+                # the steps before the last few in one go; the last ones one at a time, for
+                # the window's "just ran" rows and the last step's events
+                single = min(n, self._recent.maxlen)
+                if n > single:
+                    self.debugger.step(n - single)
+                trace = self.vm.trace
+                for _ in range(single):
+                    if self.finished:
+                        break
+                    self._recent.append(self.vm.cpu.eip)
+                    total = trace.total
+                    self.debugger.step(1)
+                    events = trace.since(total)
         except Exception as e:
             self._message = f"error: {type(e).__name__}: {e}"
         self._sync_position()
@@ -283,16 +304,17 @@ class Stepper(StaticMixin, W.VBox):
 
     def back(self, n: int = 1) -> int:
         """Go back ``n`` steps (through snapshots and replay); returns the new position."""
-        if self._busy() or self.history is None:
+        if self._busy() or self.debugger is None:
             return self.position
         self._message = ""
         try:
             self._snapshot_registers()
-            old = self.history.position
-            self.history.back(n)
-            moved = old - self.history.position
+            old = self.debugger.position
+            if n >= 1 and old > 0:
+                self.debugger.reverse_step(int(n))
+            moved = old - self.debugger.position
             self._message = f"went back {moved} step{'s' if moved != 1 else ''}"
-            if self.history.diverged:
+            if self.debugger.timeline.diverged:
                 self._message += " (the replay did not land exactly: is the monitor " \
                                  "deterministic?)"
         except Exception as e:
@@ -304,11 +326,11 @@ class Stepper(StaticMixin, W.VBox):
 
     def reset(self) -> None:
         """Back to step 0 (the monitor's state when the widget was made)."""
-        if self._busy() or self.history is None:
+        if self._busy() or self.debugger is None:
             return
         try:
             self._snapshot_registers()
-            self.history.reset()
+            self.debugger.goto(0)
             self._message = "reset to step 0"
         except Exception as e:
             self._message = f"error: {type(e).__name__}: {e}"
@@ -338,6 +360,11 @@ class Stepper(StaticMixin, W.VBox):
             bps = self.vm.breakpoints
             bps.clear()
             bps.update(addrs)
+            if self.debugger is not None:   # Run stops at them through the debugger
+                for p in self._box_points:
+                    if p in self.debugger.points:
+                        self.debugger.delete(p)
+                self._box_points = [self.debugger.break_at(a) for a in sorted(addrs)]
         except Exception as e:
             self._message = f"error: cannot set breakpoints: {e}"
         else:
@@ -441,7 +468,7 @@ class Stepper(StaticMixin, W.VBox):
                 self._refresh()
                 await asyncio.sleep(0)   # let the kernel handle Stop and other messages
                 if self._stop_requested:
-                    self._message = f"stopped by you at step {self.history.position}"
+                    self._message = f"stopped by you at step {self.debugger.position}"
                     break
         except Exception as e:
             self._message = f"error: {type(e).__name__}: {e}"
@@ -458,71 +485,69 @@ class Stepper(StaticMixin, W.VBox):
 
     def _chunks(self, until: str, limit: int):
         """A generator that runs in time slices (yielding between them) and returns the
-        message saying why it stopped."""
-        vm, h = self.vm, self.history
-        if h is None:
+        message saying why it stopped. Every slice is a :meth:`Debugger.cont` (or ``step``
+        for Step ×N): the breakpoints, watchpoints and event breaks set on the debugger stop
+        it, and "the ring changes" / "a trap or interrupt" are event breaks for this run."""
+        dbg = self.debugger
+        if dbg is None:
             return "error: Run needs snapshots (see the status above)"
-        start = h.position
+        start = dbg.position
         end = start + limit
-        # Run stops at breakpoints whatever its condition; Step ×N ("_steps") runs N steps
-        stop_at_bps = until != "_steps"
-        use_steps = until in ("ring", "trap", "_steps")
-        if until == "breakpoint" and not vm.breakpoints:
+        if until == "breakpoint" and not self.vm.breakpoints and not dbg.points:
             return "no breakpoints set: type a symbol or an address into \"break at\""
+        extra = {"ring": [dbg.make_event_break("ring")],
+                 "trap": [dbg.make_event_break("trap")]}.get(until, [])
+        rings = self._rings()
+        first = True
         idle = 0
         while True:
             if self.finished:
                 return ""
-            if h.position >= end:
+            if dbg.position >= end:
                 return f"ran {limit:,} steps"
-            deadline = time.perf_counter() + self.time_slice
-            if not use_steps:
-                while time.perf_counter() < deadline and h.position < end:
-                    # a run does not check its first instruction: a burst that ended on a
-                    # breakpoint must not carry on past it
-                    if stop_at_bps and h.position != start and vm.cpu.eip in vm.breakpoints:
-                        return "stopped at breakpoint " + self._where(vm.cpu.eip)
-                    before = h.position
-                    t0 = time.perf_counter()
-                    r = h.run(min(self.run_chunk, end - h.position), breakpoints=stop_at_bps)
-                    dt = time.perf_counter() - t0
-                    if h.position - before >= self.run_chunk // 2 and dt > 0:
-                        # aim at ~10 ms a burst: Stop answers quickly whatever the guest's speed
-                        rate = (h.position - before) / dt
-                        self.run_chunk = int(min(max(rate * 0.01, 1_000), 200_000))
-                    if self.finished:
-                        return ""
-                    if getattr(r, "reason", None) == "breakpoint":
-                        return "stopped at breakpoint " + self._where(vm.cpu.eip)
-                    if h.position == before:   # e.g. a monitor's own stop reason
-                        idle += 1
-                        if idle >= 3:
-                            return f"the monitor stopped the run: {getattr(r, 'reason', r)}"
-                    else:
-                        idle = 0
+            before = dbg.position
+            n = min(self.run_chunk, end - before)
+            t0 = time.perf_counter()
+            if until == "_steps":
+                stop = dbg.step(n)
             else:
-                bps = vm.breakpoints if stop_at_bps else ()
-                k = 0
-                while h.position < end:
-                    cpu, vcpu = vm.cpu, vm.vcpu
-                    rings = (cpu.cpl, vcpu.cpl)
-                    events = h.step()
-                    if until == "trap":
-                        hit = next((e for e in events if e.kind in TRAP_KINDS), None)
-                        if hit is not None:
-                            return f"stopped: {describe_event(hit)}"
-                    elif until == "ring":
-                        now = (vm.cpu.cpl, vm.vcpu.cpl)
-                        if now != rings:
-                            return "stopped: ring changed " + self._ring_change(rings, now)
-                    if bps and vm.cpu.eip in bps:
-                        return "stopped at breakpoint " + self._where(vm.cpu.eip)
-                    if self.finished:
-                        return ""
-                    k += 1
-                    if not k & 255 and time.perf_counter() > deadline:
-                        break
+                stop = dbg.cont(n, until=extra, resume=first)
+            dt = time.perf_counter() - t0
+            first = False
+            ran = dbg.position - before
+            if ran >= n // 2 and dt > 0:
+                # aim at a few slices a time slice: Stop answers quickly whatever the speed
+                rate = ran / dt
+                self.run_chunk = int(min(max(rate * self.time_slice / 2, 200), 200_000))
+            if stop.kind == "exited" or self.finished:
+                return ""
+            if stop.kind == "breakpoint":
+                return "stopped at breakpoint " + self._where(self.vm.cpu.eip)
+            if stop.kind == "watchpoint":
+                self.watch_hits.append(stop)
+                return f"stopped: {stop}"
+            if stop.kind == "event":
+                if stop.point in extra and until == "ring":
+                    # the rings at the start of the run are those just before the change
+                    return "stopped: ring changed " + self._ring_change(rings, self._rings())
+                if stop.point in extra and stop.event is not None:
+                    return f"stopped: {describe_event(stop.event)}"
+                return f"stopped: {stop}"
+            if stop.kind == "error":
+                return f"the monitor stopped the run: {stop.detail}"
+            if ran == 0:
+                idle += 1
+                if idle >= 3:
+                    return f"the monitor stopped the run: {stop}"
+            else:
+                idle = 0
             yield
+
+    def _rings(self):
+        try:
+            return (self.vm.cpu.cpl, self.vm.vcpu.cpl)
+        except Exception:
+            return (0, 0)
 
     def _ring_change(self, old, new) -> str:
         if self.split:
