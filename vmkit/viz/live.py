@@ -24,7 +24,7 @@ from vmkit.errors import VmkitError
 from vmkit.viz.render import CSS_BORDER, CSS_HIGHLIGHT, CSS_MUTED, CSS_PANEL
 
 __all__ = ["LiveTable", "descriptor_table", "tss_table", "walk_table", "hex_view",
-           "vmcs_table", "tc_block_table", "TSS_FIELDS", "MAX_ROWS"]
+           "vmcs_table", "tc_block_table", "hits_table", "TSS_FIELDS", "MAX_ROWS"]
 
 #: rows a table shows at most (the real GDT of a monitor may have 8,192 entries)
 MAX_ROWS = 64
@@ -418,4 +418,34 @@ def tc_block_table(monitor, eip: int | None = None, *, vm: int | None = None) ->
             t.marked.add(k)
     links = ", ".join(f"{a:#010x}" for a in getattr(found, "links", {}))
     t.note = "highlighted: EIP" + (f"; chained to {links}" if links else "")
+    return t
+
+
+# ---- a debugger's hits -------------------------------------------------------------------------
+def hits_table(stops, title: str = "watchpoint hits") -> LiveTable:
+    """The debugger's watchpoint hits (:class:`~vmkit.debug.DebugStop` of kind "watchpoint",
+    oldest first): the step, the instruction, the old and the new value and who wrote it
+    (the guest with its instruction, the VMM, the MMU, a device) and where the guest was
+    then (EIP of the next instruction). The newest row is highlighted; at most
+    :data:`MAX_ROWS` rows (the newest)."""
+    t = LiveTable(title, ["step", "point", "old", "new", "written by", "then at EIP"],
+                  kind="hits")
+    stops = [s for s in stops if getattr(s, "kind", "") == "watchpoint"]
+    if not stops:
+        t.note = "no hit yet: Run stops at the next one"
+        return t
+    if len(stops) > MAX_ROWS:
+        t.note = f"the newest {MAX_ROWS} of {len(stops)} hits"
+        stops = stops[-MAX_ROWS:]
+
+    def value(v, width):
+        return "(not mapped)" if v is None else f"{v:#0{width + 2}x}"
+    for s in stops:
+        width = 2 * len(s.new or s.old or b"")
+        read = s.access == "read"
+        who = s.who + (f": {s.how}" if s.how else "")
+        t.rows.append([f"{s.step:,}", f"#{s.point.id}" if s.point is not None else "",
+                       value(s.old_value, width), "(read)" if read else value(s.new_value, width),
+                       who, f"{s.eip:#010x}"])
+    t.marked.add(len(t.rows) - 1)
     return t

@@ -95,7 +95,9 @@ class Stepper(StaticMixin, W.VBox):
 
     ``budget`` bounds the debugger's checkpoints (bytes; default the Debugger's 64 MiB);
     ``window`` is the number of instructions shown from EIP on; ``ring_view`` (default True)
-    embeds a :class:`~vmkit.widgets.RingView` that follows the stepper."""
+    embeds a :class:`~vmkit.widgets.RingView` that follows the stepper; ``panels`` (default
+    True) adds the debugger's panels under the view (watchpoints, event breaks, live tables:
+    :class:`~vmkit.widgets.debugpanels.DebugPanels`, collapsed)."""
 
     #: steps since the widget was made (Back and Reset move it back); observers may watch it
     position = traitlets.Int(0)
@@ -201,6 +203,11 @@ class Stepper(StaticMixin, W.VBox):
                                              grid_gap="0 12px")),
                 W.HBox([self.console_view, self.events_view],
                        layout=W.Layout(flex_flow="row wrap", grid_gap="0 12px"))]
+        self.panels = None
+        if panels and self.debugger is not None:
+            from vmkit.widgets.debugpanels import DebugPanels
+            self.panels = DebugPanels(self)     # collapsed: the Stepper does not grow
+            rows.append(self.panels)
         super().__init__(rows, **kwargs)
         self.add_class("vmkit-stepper-live")
         if self.ring_view is not None:
@@ -337,6 +344,31 @@ class Stepper(StaticMixin, W.VBox):
         self._recent.clear()
         self._sync_position()
         self._refresh()
+
+    def reverse_continue(self):
+        """Back to the previous hit of a breakpoint, watchpoint or event break (the
+        debugger's ``reverse_continue``; step 0 if there is none); returns the DebugStop."""
+        if self._busy() or self.debugger is None:
+            return None
+        stop = None
+        try:
+            self._snapshot_registers()
+            stop = self.debugger.reverse_continue()
+            self._message = ("back at step 0: no earlier hit" if stop.kind == "start"
+                             else f"back to step {stop.step:,}: " + self._stop_text(stop))
+        except Exception as e:
+            self._message = f"error: {type(e).__name__}: {e}"
+        self._recent.clear()
+        self._sync_position()
+        self._refresh()
+        return stop
+
+    def watch(self, where, size: int = 4, on: str = "write", *, physical: bool = False):
+        """Watch guest memory (the debugger's ``watch``; the Watchpoints panel does this):
+        Run stops after the instruction that writes (or reads) it."""
+        w = self.debugger.watch(where, size, on, physical=physical)
+        self._refresh()
+        return w
 
     def set_breakpoints(self, spec) -> set:
         """Set the breakpoints from "sym, hello:_start, 0x401000, ..." (or an iterable of
@@ -524,8 +556,8 @@ class Stepper(StaticMixin, W.VBox):
             if stop.kind == "breakpoint":
                 return "stopped at breakpoint " + self._where(self.vm.cpu.eip)
             if stop.kind == "watchpoint":
-                self.watch_hits.append(stop)
-                return f"stopped: {stop}"
+                self._note_hit(stop)
+                return "stopped: " + self._stop_text(stop)
             if stop.kind == "event":
                 if stop.point in extra and until == "ring":
                     # the rings at the start of the run are those just before the change
@@ -542,6 +574,29 @@ class Stepper(StaticMixin, W.VBox):
             else:
                 idle = 0
             yield
+
+    def _note_hit(self, stop) -> None:
+        key = (stop.step, getattr(stop.point, "id", None), stop.old, stop.new)
+        if not any((h.step, getattr(h.point, "id", None), h.old, h.new) == key
+                   for h in self.watch_hits):
+            self.watch_hits.append(stop)
+
+    def _stop_text(self, stop) -> str:
+        """A stop in a line for the status: shorter than ``str(stop)``."""
+        if stop.kind == "watchpoint":
+            w = stop.point
+            width = 2 * len(stop.new or stop.old or b"")
+
+            def value(v):
+                return "(not mapped)" if v is None else f"{v:#0{width + 2}x}"
+            who = stop.who + (f" ({stop.how})" if stop.how else "")
+            if stop.access == "read":
+                return f"watchpoint {w.id} read by {who}"
+            return (f"watchpoint {w.id}: {value(stop.old_value)} → {value(stop.new_value)}, "
+                    f"written by {who}")
+        if stop.kind == "breakpoint":
+            return "breakpoint " + self._where(stop.eip)
+        return str(stop)
 
     def _rings(self):
         try:
@@ -643,6 +698,8 @@ class Stepper(StaticMixin, W.VBox):
             self.registers_view.value = self._registers_html()
             self.console_view.value = console_html(self.vm.console)
             self.events_view.value = self._events_html()
+            if getattr(self, "panels", None) is not None:
+                self.panels.refresh()
         except Exception as e:  # drawing must never raise into the notebook
             self.header.value = (f'<div style="color:#D55E00">could not draw the stepper: '
                                  f'{_esc(type(e).__name__)}: {_esc(e)}</div>')
@@ -661,6 +718,7 @@ class Stepper(StaticMixin, W.VBox):
         bottom = (f'<div style="display:flex;gap:0 12px;flex-wrap:wrap">'
                   f'<div style="flex:1 1 16em">{console_html(self.vm.console)}</div>'
                   f'<div style="flex:1.6 1 20em">{self._events_html()}</div></div>')
+        panels = self.panels.static_html() if self.panels is not None else ""
         return (f'<div class="vmkit-stepper" role="region" aria-label="vmkit stepper '
                 f'(static snapshot)"><div style="display:flex;gap:0 12px;flex-wrap:wrap;'
-                f'align-items:flex-start">{left}{right}</div>{bottom}</div>')
+                f'align-items:flex-start">{left}{right}</div>{bottom}{panels}</div>')
