@@ -516,3 +516,85 @@ def test_history_alone_on_the_monitor_api():
     for pos in sorted(states, reverse=True):
         h.goto(pos)
         assert full_state(vm) == states[pos], pos
+
+
+# ---- the debugger's panels ----------------------------------------------------------------
+
+def test_watchpoint_panel_stops_run_names_the_writer_and_goes_back_to_the_previous_hit():
+    """Under trap-and-emulate, does a watchpoint set in the Watchpoints panel on a guest
+    page-table entry stop Run at each write (the same steps as the headless Debugger), list
+    the hits with old/new value and who wrote (the guest's mov, then the VMM's A/D update),
+    and does Previous hit go back to the guest's write with the state a forward run has?"""
+    from vmkit import Debugger
+    from vmkit.vmm import TrapAndEmulate
+    img = guests.build("ptemod", iterations=2)
+    ref = Debugger(TrapAndEmulate(img))
+    ref.watch(0x201000, physical=True)
+    expected = [ref.cont().step for _ in range(3)]
+    vm = TrapAndEmulate(img)
+    s = Stepper(vm, ring_view=False)
+    p = s.panels
+    assert p.selected_index is None                    # collapsed: the Stepper does not grow
+    p.watch_box.value = "0x201000"
+    p.physical_box.value = True
+    p.watch_button.click()
+    for _ in range(3):
+        s.run_button.click()
+    assert [h.step for h in s.watch_hits] == expected
+    assert [h.who for h in s.watch_hits] == ["guest", "guest", "vmm"]
+    hits = p.hits_view.value
+    assert "0x00000000" in hits and "0x00100007" in hits and "0x00100027" in hits
+    assert "guest: mov dword ptr [edi + eax*4], edx" in hits
+    assert "written by vmm" in s.status
+    p.previous_button.click()
+    assert s.position == expected[1] and "back to step 7,565" in s.status
+    fwd = TrapAndEmulate(img)
+    fwd.run(max_steps=expected[1])
+    assert full_state(vm) == full_state(fwd)
+    assert "watchpoint" in s.static_html() and "0x00100007" in s.static_html()
+
+
+def test_event_break_panel_stops_run_and_bad_input_says_so():
+    """Does an event break added in the panel (int 0x80) stop Run just after the system call,
+    and do a misspelt symbol, a bad filter and an unknown field each give a one-line message
+    instead of raising?"""
+    vm = hello()
+    s = Stepper(vm, ring_view=False)
+    p = s.panels
+    p.kind_box.value = "interrupt"
+    p.filter_box.value = "vector=0x80"
+    p.event_button.click()
+    assert "event break" in p.event_message.value and "vector=128" in p.event_list.value
+    s.run("stop")
+    last = [e for e in vm.trace if e.kind == "interrupt"][-1]
+    assert last.vector == 0x80 and vm.cpu.cpl == 0 and "event break" in s.status
+    p.remove(p.remove_event.value)
+    assert not s.debugger.points
+    p.watch_box.value = "no_such_symbol"
+    p.watch_button.click()
+    assert "unknown symbol &#x27;no_such_symbol&#x27;" in p.watch_message.value
+    p.filter_box.value = "vector"
+    p.event_button.click()
+    assert "a filter is field=value" in p.event_message.value
+    p.filter_box.value = "vectr=3"
+    p.event_button.click()
+    assert "did you mean &#x27;vector&#x27;" in p.event_message.value
+
+
+def test_live_tables_panel_draws_the_tables_and_marks_watched_bytes():
+    """Does the Live tables panel show the guest's GDT, the page walk and a hex view with the
+    watched bytes marked, and say (not raise) that there is no VMCS under Native?"""
+    vm = hello()
+    s = Stepper(vm, ring_view=False)
+    s.step(50)
+    p = s.panels
+    p.selected_index = 2
+    assert "GDT" in p.table_view.value
+    s.watch(0x1000, size=2)
+    p.address_box.value = "0x1000"
+    p.table_box.value = "hex"
+    assert p.table_view.value.count('class="vmkit-marked"') == 2
+    p.table_box.value = "walk"
+    assert "vmkit-live-walk" in p.table_view.value
+    p.table_box.value = "vmcs"
+    assert "error: there is no VMCS" in p.table_view.value

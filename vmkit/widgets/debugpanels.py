@@ -112,7 +112,6 @@ class DebugPanels(W.Accordion):
         self.watch_list = W.HTML()
         self.hits_view = W.HTML()
         self.watch_button.on_click(lambda _: self.add_watch())
-        self.watch_box.on_submit(lambda _: self.add_watch())
         self.remove_watch_button.on_click(lambda _: self.remove(self.remove_watch.value))
         self.previous_button.on_click(lambda _: stepper.reverse_continue())
         watch = W.VBox([
@@ -135,7 +134,6 @@ class DebugPanels(W.Accordion):
         self.event_message = W.HTML()
         self.event_list = W.HTML()
         self.event_button.on_click(lambda _: self.add_event())
-        self.filter_box.on_submit(lambda _: self.add_event())
         self.remove_event_button.on_click(lambda _: self.remove(self.remove_event.value))
         events = W.VBox([
             W.HBox([self.kind_box, self.filter_box, self.event_button], layout=wrap),
@@ -216,9 +214,12 @@ class DebugPanels(W.Accordion):
         points = list(dbg.points) if dbg is not None else []
         wps = [p for p in points if isinstance(p, Watchpoint)]
         evs = [p for p in points if isinstance(p, EventBreak)]
-        self.remove_watch.options = [(f"#{p.id} {p.label or hex(p.address)}", p.id)
-                                     for p in wps]
-        self.remove_event.options = [(f"#{p.id} {p.kind}", p.id) for p in evs]
+        for box, opts in ((self.remove_watch, [(f"#{p.id} {p.label or hex(p.address)}", p.id)
+                                               for p in wps]),
+                          (self.remove_event, [(f"#{p.id} {p.kind}", p.id) for p in evs])):
+            if list(box.options) != opts:
+                box.options = opts
+                box.value = opts[-1][1] if opts else None     # the newest, ready to remove
         self.watch_list.value = _points_html(wps, "watchpoint")
         self.event_list.value = _points_html(evs, "event break")
         self.hits_view.value = live.hits_table(self.stepper.watch_hits).to_html()
