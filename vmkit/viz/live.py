@@ -96,6 +96,10 @@ class LiveTable:
     def __str__(self) -> str:
         return self.to_text()
 
+    def _repr_pretty_(self, p, cycle) -> None:
+        """IPython's text/plain: the table as text (not the dataclass's fields)."""
+        p.text(self.to_text())
+
 
 def _underline(v: str, w: int, t: LiveTable, i: int, j: int) -> str:
     return ("^" * len(v)).ljust(w) if (i, j) in t.marks else " " * w
