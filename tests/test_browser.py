@@ -231,6 +231,9 @@ def run_stepper(page, lab: JupyterLab, notebook: str, counter: str | None = None
     eip.wait_for(state="visible", timeout=left())
     rings.wait_for(state="visible", timeout=left())
     step.scroll_into_view_if_needed()
+    # the Step button at the top of the window: the EIP and the picture under it on screen too
+    # (JupyterLab does not render the text of cells out of view)
+    step.evaluate("e => e.scrollIntoView({block: 'start'})")
 
     def look() -> dict:
         seen = {"eip": eip.inner_text().strip(), "rings": rings.inner_html()}
@@ -271,7 +274,40 @@ def lab_for(tmp_path):
         lab.stop()
 
 
-def drive(lab: JupyterLab, notebook: str, counter: str | None = None) -> dict:
+def watch_hit(page) -> dict:
+    """In the first Stepper (after its Step): open the Watchpoints panel, watch the physical
+    page-table entry at 0x00201000 (the one that maps the user program at 0x00400000), press
+    Run and wait for the hit: the status line and the hits table say who wrote."""
+    deadline = time.monotonic() + UI_BUDGET
+
+    def left(at_most: float = STEP_TIMEOUT) -> float:
+        return max(1000.0, min(at_most, (deadline - time.monotonic()) * 1000))
+
+    outputs = page.locator(".jp-OutputArea-output")
+    stepper = outputs.locator(live(".vmkit-stepper-live")).first
+    panels = stepper.locator(".vmkit-stepper-panels").first
+    panels.get_by_text("Watchpoints", exact=True).first.click(timeout=left())
+    address = panels.locator(".vmkit-watch-address input").first
+    address.wait_for(state="visible", timeout=left())
+    address.fill("0x201000")
+    panels.locator(".vmkit-watch-physical input").first.check(timeout=left())
+    panels.locator(".vmkit-watch-button").first.click(timeout=left())
+    points = panels.locator(".vmkit-watch-hits").first
+    page.wait_for_function("() => [...document.querySelectorAll('.vmkit-stepper-panels')]"
+                           ".some(e => e.innerText.includes('watchpoint 1 (write)'))",
+                           timeout=left(), polling=100)
+    status = stepper.locator(".vmkit-status").first
+    stepper.locator("button", has_text=re.compile(r"^\s*Run\s*$")).first.click(timeout=left())
+    text = _wait_for_change(page, status.inner_text, status.inner_text(), left(),
+                            "the status line after Run with a watchpoint")
+    while "watchpoint" not in text and time.monotonic() < deadline:
+        page.wait_for_timeout(100)        # "running…" first
+        text = status.inner_text()
+    points.scroll_into_view_if_needed(timeout=left())
+    return {"status": text, "hits": points.inner_text()}
+
+
+def drive(lab: JupyterLab, notebook: str, counter: str | None = None, then=None) -> dict:
     network = []
     with chromium_context(viewport={"width": 1400, "height": 1000}) as context:
         # only the local server: anything else (news, CDNs) would hang or leak
@@ -289,6 +325,9 @@ def drive(lab: JupyterLab, notebook: str, counter: str | None = None) -> dict:
         shot = f"browser-{Path(notebook).stem}"
         try:
             seen = run_stepper(page, lab, notebook, counter)
+            if then is not None:
+                seen["then"] = then(page)
+                screenshot(page, shot + "-then")
         except BaseException:
             print("screenshot:", screenshot(page, shot + "-failed"))
             print("jupyter lab log:\n" + lab.log_text())
@@ -315,9 +354,13 @@ def test_lecture_01_stepper(lab_for):
                     "(the harness is proven on tests/data/smoke.ipynb)")
     require_chromium()
     lab, notebook = lab_for(LECTURE_01)
-    seen = drive(lab, notebook)
+    seen = drive(lab, notebook, then=watch_hit)
     assert seen["before"]["eip"] != seen["after"]["eip"]
     assert seen["before"]["rings"] != seen["after"]["rings"]
+    # a watchpoint hit: the kernel clears the new page table (rep stosd) before mapping
+    hit = seen["then"]
+    assert "watchpoint 1: 0xaaaaaaaa → 0x00000000, written by guest" in hit["status"], hit
+    assert "guest: rep stosd" in hit["hits"], hit
 
 
 # ---- notebook 05: the VM-exit view -------------------------------------------------------------

@@ -111,6 +111,11 @@ class DebugPanels(W.Accordion):
         self.watch_message = W.HTML()
         self.watch_list = W.HTML()
         self.hits_view = W.HTML()
+        # hooks for tests/test_browser.py
+        self.watch_box.add_class("vmkit-watch-address")
+        self.physical_box.add_class("vmkit-watch-physical")
+        self.watch_button.add_class("vmkit-watch-button")
+        self.hits_view.add_class("vmkit-watch-hits")
         self.watch_button.on_click(lambda _: self.add_watch())
         self.remove_watch_button.on_click(lambda _: self.remove(self.remove_watch.value))
         self.previous_button.on_click(lambda _: stepper.reverse_continue())
