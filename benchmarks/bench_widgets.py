@@ -1,9 +1,9 @@
 """Stepper latency and memory (issue: one Step under 50 ms; Back reaches 5,000 steps back).
 
 Boots the `ctxswitch` guest (8,000 instructions), then steps it 6,000 times through
-`Stepper.step()` (the whole click: the step, the
-periodic snapshot and redrawing every pane), then measures Back by 1, 250, 1,000 and 5,000 steps
-from step 6,000, and the memory the snapshots hold. Then the same after a Run of 200,000 steps
+`Stepper.step()` (the whole click: the debugger's step, its
+periodic checkpoint and redrawing every pane), then measures Back by 1, 250, 1,000 and 5,000 steps
+from step 6,000, and the memory the debugger's checkpoints hold. Then the same after a Run of 200,000 steps
 (Back lands inside a run burst and replays it), and Step/Back under TrapAndEmulate when it is
 there. No kernel is needed: widgets update their
 values as they would in JupyterLab, minus the websocket.
@@ -70,9 +70,10 @@ def bench_steps(ring_view: bool, monitor=Native) -> None:
     print(f"  median {ms(statistics.median(lat))}  p95 {ms(percentile(lat, 95))}  "
           f"p99 {ms(percentile(lat, 99))}  max {ms(max(lat))}  "
           f"(over 50 ms: {sum(x > 0.05 for x in lat)})")
-    h = s.history
-    print(f"  snapshots kept: {len(h.snapshots)} + step 0, every {h.every} steps, "
-          f"{h.snapshot_bytes() / 2**20:.0f} MiB of guest memory images; "
+    tl = s.debugger.timeline
+    print(f"  debugger checkpoints kept: {len(tl.checkpoints)} (a Step checkpoint every "
+          f"{s.checkpoint_steps} steps), {tl.used / 2**20:.1f} MiB of the "
+          f"{s.debugger.budget / 2**20:.0f} MiB budget; "
           f"max RSS grew {(rss1 - rss0) / 1024:.0f} MiB")
     home = s.position
     for n in (1, 250, 1000, 5000):

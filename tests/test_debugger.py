@@ -503,3 +503,38 @@ def test_a_linear_watchpoint_reports_its_page_being_mapped():
     assert [s.who for s in got] == ["mapping", "mapping", "guest"]
     assert got[1].old is None and got[1].new is not None and "became mapped" in got[1].how
     assert "(not mapped)" in str(got[1]) and got[2].new_value == 1
+
+
+# ---- what the Stepper's Run goes through ---------------------------------------------------
+
+def test_trap_group_stops_at_the_first_event_of_any_trap_kind():
+    """Under trap-and-emulate, does break_on("trap") stop at the first interrupt, reflection,
+    emulation, VM exit or hypercall: where a break on that event's own kind stops?"""
+    d = Debugger(make("te"))
+    d.break_on("trap")
+    stop = d.cont()
+    assert stop.kind == "event" and stop.event.kind in vmkit.debug.debugger.TRAP_KINDS
+    alone = Debugger(make("te"))
+    alone.break_on(stop.event.kind)
+    assert alone.cont().step == stop.step
+    with pytest.raises(VmkitError, match="no field 'vectr'"):
+        d.break_on("trap", vectr=3)
+
+
+def test_cont_until_points_are_for_one_run_and_resume_false_counts_the_breakpoint_here():
+    """Does cont(until=[ring break]) stop at the ring change without leaving a hit for
+    reverse_continue, and does resume=False stop at a breakpoint at the current position
+    (a run carried on in slices) while a plain cont steps over it?"""
+    d = Debugger(make("native"))
+    stop = d.cont(until=[d.make_event_break("ring")])
+    assert stop.kind == "event" and stop.event.kind == "ring" and stop.event.to_ring == 3
+    assert not d.points and d.hits == []
+    assert d.reverse_continue().kind == "start"
+    d.break_at("print")
+    first = d.cont()
+    assert first.kind == "breakpoint"
+    over = d.cont(1)                                  # continued from it: steps over it
+    assert (over.kind, over.step) == ("max_steps", first.step + 1)
+    d.goto(first.step)
+    again = d.cont(10, resume=False, checkpoint=False)
+    assert (again.kind, again.step) == ("breakpoint", first.step)

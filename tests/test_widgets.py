@@ -595,6 +595,6 @@ def test_live_tables_panel_draws_the_tables_and_marks_watched_bytes():
     p.table_box.value = "hex"
     assert p.table_view.value.count('class="vmkit-marked"') == 2
     p.table_box.value = "walk"
-    assert "vmkit-live-walk" in p.table_view.value
+    assert "vmkit-table-walk" in p.table_view.value
     p.table_box.value = "vmcs"
     assert "error: there is no VMCS" in p.table_view.value

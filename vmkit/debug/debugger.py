@@ -261,6 +261,7 @@ class Debugger:
         self.last: DebugStop | None = None
         self._run_start = 0
         self._origin = (-1, 0, 0)
+        self._checkpoint_at_end = True
 
     # ---- configuration --------------------------------------------------------------------
     @property
@@ -480,7 +481,8 @@ class Debugger:
             return bp
         return None
 
-    def cont(self, max_steps: int | None = None, *, until=(), resume: bool = True) -> DebugStop:
+    def cont(self, max_steps: int | None = None, *, until=(), resume: bool = True,
+             checkpoint: bool = True) -> DebugStop:
         """Run until a breakpoint, watchpoint or event break hits, the guest stops, or
         ``max_steps`` instructions (default ``self.max_steps``) have retired.
 
@@ -488,7 +490,9 @@ class Debugger:
         what the Stepper's "Run until the ring changes" does); their hits are not kept for
         ``reverse_continue``. ``resume=False``: a breakpoint at the current position counts
         (a run carried on in slices); by default it is the one being continued from, as gdb's
-        continue steps over it."""
+        continue steps over it. ``checkpoint=False``: no checkpoint where the run ends
+        without a hit (a run carried on in slices checkpoints as it likes; a hit always
+        leaves one, for ``reverse_continue``)."""
         limit = self.max_steps if max_steps is None else max_steps
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise VmkitError(f"max_steps must be a positive integer, got {max_steps!r}")
@@ -497,8 +501,12 @@ class Debugger:
             if not isinstance(p, (Breakpoint, Watchpoint, EventBreak)):
                 raise VmkitError(f"until takes breakpoints, watchpoints or event breaks, got "
                                  f"{type(p).__name__}")
-        stop = self._forward(self.position + limit, stop_at_hits=True, extra=extra,
-                             resume=resume)
+        self._checkpoint_at_end = checkpoint
+        try:
+            stop = self._forward(self.position + limit, stop_at_hits=True, extra=extra,
+                                 resume=resume)
+        finally:
+            self._checkpoint_at_end = True
         if extra:     # a hit of a point for this run only is no hit for reverse_continue
             self._hits = [(p, s) for p, s in self._hits if not any(s.point is x
                                                                    for x in extra)]
@@ -526,7 +534,8 @@ class Debugger:
         else:
             stop = self._forward_checked(end, bps, wps, evs, linear, stop_at_hits)
         self._mark_scanned(start, self.position)
-        tl.checkpoint()
+        if stop.kind != "max_steps" or self._checkpoint_at_end:
+            tl.checkpoint()
         self.last = stop
         return stop
 
@@ -568,7 +577,8 @@ class Debugger:
                 return self._where("exited", detail=self._result_text())
             if (getattr(r, "steps", 0) or 0) == 0 and r.reason not in ("max_steps",):
                 return self._where("error", detail=f"the monitor stopped: {r}")
-            tl.checkpoint()
+            if self.position < end or self._checkpoint_at_end:
+                tl.checkpoint()
         return self._where("max_steps", detail=f"{self.position - self._start_of_run(end)}")
 
     def _forward_events(self, end, bps, evs, linear, stop_at_hits) -> DebugStop:
@@ -631,8 +641,10 @@ class Debugger:
     def _at_boundary(self, bps) -> DebugStop | None:
         """A breakpoint at the EIP where a chunk of a run is about to start (a run does not
         look at its first instruction): the hit, recorded, or None."""
+        resumed = self._origin[0] != -1      # cont(resume=False): a hit here is a hit
         if not bps or (self.position, getattr(self.monitor, "current", 0)) == \
-                self._origin[:2] or any(p == self.position for p, _ in self._hits[-1:]):
+                self._origin[:2] or (resumed and any(p == self.position
+                                                     for p, _ in self._hits[-1:])):
             return None
         bp = self._bp_hit(bps, vs_linear_only=True)
         return None if bp is None else self._record(self._where("breakpoint", point=bp))

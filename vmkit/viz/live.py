@@ -53,6 +53,7 @@ class LiveTable:
     kind: str = ""
 
     def to_html(self) -> str:
+        # class vmkit-table (not vmkit-live: that marks the kit's live widgets)
         head = "".join(f'<th style="{_HEAD}">{_esc(c)}</th>' for c in self.columns)
         body = []
         for i, row in enumerate(self.rows):
@@ -66,7 +67,7 @@ class LiveTable:
                f'font-size:12px;padding:2px 0">{_esc(self.title)}</caption>')
         note = (f'<div style="font-family:sans-serif;font-size:11px;color:{CSS_MUTED};'
                 f'max-width:60em">{_esc(self.note)}</div>' if self.note else "")
-        return (f'<div class="vmkit-live vmkit-live-{_esc(self.kind)}" style="overflow-x:auto;'
+        return (f'<div class="vmkit-table vmkit-table-{_esc(self.kind)}" style="overflow-x:auto;'
                 f'max-width:100%"><table {_TABLE}>{cap}<thead><tr>{head}</tr></thead><tbody>'
                 f'{"".join(body)}</tbody></table>{note}</div>')
 

@@ -114,6 +114,7 @@ class Stepper(StaticMixin, W.VBox):
         self.window = window
         self.n_events = events
         self.run_chunk = 5_000   # steps per debugger.cont slice; adapts to the time slice
+        self.checkpoint_steps = 1000  # Step: a checkpoint every this many steps (Back is quick)
         self.time_slice = time_slice
         self._recent: deque = deque(maxlen=max(recent, 0) or 1)
         self._show_recent = recent > 0
@@ -293,8 +294,12 @@ class Stepper(StaticMixin, W.VBox):
                 # the steps before the last few in one go; the last ones one at a time, for
                 # the window's "just ran" rows and the last step's events
                 single = min(n, self._recent.maxlen)
-                if n > single:
-                    self.debugger.step(n - single)
+                bulk = n - single
+                while bulk > 0 and not self.finished:   # with a checkpoint now and then
+                    k = min(bulk, self.checkpoint_steps)
+                    self.debugger.step(k)
+                    bulk -= k
+                    self._checkpoint_now_and_then()
                 trace = self.vm.trace
                 for _ in range(single):
                     if self.finished:
@@ -303,11 +308,23 @@ class Stepper(StaticMixin, W.VBox):
                     total = trace.total
                     self.debugger.step(1)
                     events = trace.since(total)
+            self._checkpoint_now_and_then()
         except Exception as e:
             self._message = f"error: {type(e).__name__}: {e}"
         self._sync_position()
         self._refresh()
         return events
+
+    def _checkpoint_now_and_then(self) -> None:
+        """A debugger checkpoint every ``checkpoint_steps`` steps of clicking Step, so that
+        Back replays at most that many instructions (the debugger itself checkpoints at its
+        stops and every 50,000 instructions of a long run)."""
+        dbg = self.debugger
+        if dbg is not None and not self.finished:
+            tl = dbg.timeline
+            if dbg.position - max(p for p in tl.checkpoints if p <= dbg.position) \
+                    >= self.checkpoint_steps:
+                tl.checkpoint()
 
     def back(self, n: int = 1) -> int:
         """Go back ``n`` steps (through snapshots and replay); returns the new position."""
@@ -531,6 +548,7 @@ class Stepper(StaticMixin, W.VBox):
                  "trap": [dbg.make_event_break("trap")]}.get(until, [])
         rings = self._rings()
         first = True
+        last_cp = start
         idle = 0
         while True:
             if self.finished:
@@ -543,14 +561,19 @@ class Stepper(StaticMixin, W.VBox):
             if until == "_steps":
                 stop = dbg.step(n)
             else:
-                stop = dbg.cont(n, until=extra, resume=first)
+                stop = dbg.cont(n, until=extra, resume=first, checkpoint=False)
             dt = time.perf_counter() - t0
             first = False
             ran = dbg.position - before
             if ran >= n // 2 and dt > 0:
-                # aim at a few slices a time slice: Stop answers quickly whatever the speed
+                # aim at a slice of ~time_slice: Stop answers quickly whatever the speed
                 rate = ran / dt
-                self.run_chunk = int(min(max(rate * self.time_slice / 2, 200), 200_000))
+                self.run_chunk = int(min(max(rate * self.time_slice, 1_000), 200_000))
+            # a checkpoint now and then (~every 10 slices), so Back after a Run replays
+            # little; the debugger adds one at every hit
+            if dbg.position - last_cp >= 10 * self.run_chunk and not self.finished:
+                dbg.timeline.checkpoint()
+                last_cp = dbg.position
             if stop.kind == "exited" or self.finished:
                 return ""
             if stop.kind == "breakpoint":
