@@ -40,7 +40,18 @@ def _tables() -> list:
             live.tss_table(te, real=True), live.walk_table(te, 0x400000),
             live.walk_table(hw, 0x400000), live.hex_view(te, 0x2080, 128,
                                                           watched=[(0x20a4, 4)]),
-            live.vmcs_table(hw), live.tc_block_table(bt, bt.blocks()[0].eip)]
+            live.vmcs_table(hw), live.tc_block_table(bt, bt.blocks()[0].eip),
+            live.hits_table(_watch_hits())]
+
+
+def _watch_hits() -> list:
+    """The Stepper's hits table's content: a watchpoint on a guest PTE under te (the
+    guest's writes and the VMM's)."""
+    from vmkit import Debugger, guests
+    from vmkit.vmm import TrapAndEmulate
+    d = Debugger(TrapAndEmulate(guests.build("ptemod", iterations=2)))
+    d.watch(0x201000, physical=True)
+    return [d.cont() for _ in range(3)]
 
 
 @pytest.mark.parametrize("theme", list(THEMES))
@@ -56,10 +67,10 @@ def test_live_tables_fit_and_read_in_both_themes(theme):
         page = ctx.new_page()
         page.set_content(page_html)
         sizes = page.eval_on_selector_all(
-            ".vmkit-live", "els => els.map(e => [e.className, e.scrollWidth, e.clientWidth,"
+            ".vmkit-table", "els => els.map(e => [e.className, e.scrollWidth, e.clientWidth,"
             " e.querySelector('table').getBoundingClientRect().width])")
         colours = page.eval_on_selector_all(
-            ".vmkit-live td", "els => els.slice(0, 40).map(e => [getComputedStyle(e).color,"
+            ".vmkit-table td", "els => els.slice(0, 40).map(e => [getComputedStyle(e).color,"
             " getComputedStyle(e).backgroundColor])")
         screenshot(page, f"live-tables-{theme}")
     assert len(sizes) == len(tables)

@@ -1,5 +1,8 @@
 """Going back in time on any monitor: periodic snapshots plus deterministic re-execution.
 
+(The Stepper now goes back through :class:`vmkit.Debugger`'s checkpoints and replay;
+``StepHistory`` stays for code that uses it directly.)
+
 A monitor's snapshot copies the whole guest memory (about 4 MiB), so one per step is out of the
 question. :class:`StepHistory` keeps one snapshot every ``every`` steps (at most
 ``max_snapshots`` of them, plus the one at step 0), and a log of what moved the monitor forward:
