@@ -42,20 +42,41 @@ import json
 import sys
 from pathlib import Path
 
+from vmkit.nbtools import REVEAL_THEME, SLIDE_SIZE
+
 __all__ = [
     "LAB_SETTINGS",
     "NBGRADER_LAB_EXTENSION",
     "NBGRADER_SERVER_EXTENSIONS",
+    "RISE_PLUGIN",
+    "RISE_SETTINGS",
     "default_config_dir",
     "install",
     "main",
     "pre_save_hook",
 ]
 
+#: jupyterlab-rise's settings (its plugin id)
+RISE_PLUGIN = "jupyterlab-rise:plugin"
+#: RISE as the exported decks look (vmkit.nbtools: SLIDE_SIZE, REVEAL_THEME, no transition)
+RISE_SETTINGS = {
+    "width": str(SLIDE_SIZE[0]),
+    "height": str(SLIDE_SIZE[1]),
+    "theme": REVEAL_THEME,
+    "transition": "none",
+    "slideNumber": "c/t",
+    # start on the slide of the cell selected in the notebook (View > Render as slideshow)
+    "start_slideshow_at": "selected",
+}
+
 #: Lab settings the kit changes from JupyterLab's defaults (plugin id -> settings)
 LAB_SETTINGS = {
     # keep the widgets' state in the saved notebook (ipywidgets' own setting, default off)
     "@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True},
+    # live slides (jupyterlab-rise): the exported decks' slide box (vmkit.nbtools.SLIDE_SIZE,
+    # 1280x720, scaled to the window), theme and transition; notebooks/rise.css (vmkit.rise)
+    # brings the decks' style sheet
+    RISE_PLUGIN: RISE_SETTINGS,
 }
 
 #: nbgrader's Lab extension (all its plugins: the menu, Validate, Create assignment, ...)
