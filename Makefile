@@ -29,7 +29,7 @@ ARGS ?=
 
 ORACLE_CASES ?= 100000
 
-.PHONY: help venv sysdeps lab test oracle slides notebooks bench constraints clean distclean
+.PHONY: help venv sysdeps lab test oracle slides site notebooks bench constraints clean distclean
 
 help:
 	@echo "make lab        open the kit in JupyterLab (installs what it needs first;"
@@ -40,6 +40,8 @@ help:
 	@echo "make sysdeps    apt-get install graphviz, binutils, chromium, npm, bubblewrap where missing"
 	@echo "make oracle     larger differential sweep against unicorn ($(ORACLE_CASES) cases)"
 	@echo "make slides     lecture notebooks -> build/slides/ (reveal.js, works offline)"
+	@echo "make site       the course website -> build/site/ (lectures, exercises, docs,"
+	@echo "                search; works offline: open build/site/index.html)"
 	@echo "make notebooks  re-execute every notebook and save it in place (repeatable)"
 	@echo "make bench      run benchmarks/*.py"
 	@echo "make constraints  re-pin constraints.txt to what PyPI serves now"
@@ -90,6 +92,7 @@ LABSETUP_FLAGS := $(if $(filter 1 yes true on,$(NBGRADER)),--instructor)
 
 lab: venv sysdeps
 	$(PY) -m vmkit.labsetup $(LABSETUP_FLAGS)
+	$(PY) -m vmkit.rise notebooks
 	$(VENV)/bin/jupyter lab $(LAB_FLAGS) $(LAB_DIR)/
 
 test: venv sysdeps
@@ -110,6 +113,13 @@ slides: venv sysdeps
 NOTEBOOK_FILES = $(wildcard notebooks/*.ipynb) $(wildcard solutions/*.ipynb) $(wildcard tests/data/*.ipynb)
 notebooks: venv sysdeps
 	$(PY) -m vmkit.nbtools execute $(NOTEBOOK_FILES)
+
+# The course website (vmkit.site; `vmkit site DIR` does the same): a page per lecture (stored
+# outputs, widgets as their static pictures), per exercise (exercises/: no solutions) and per
+# docs/*.md, an index, previous/next links and search; MathJax and require.js from the same
+# pinned npm packages as the decks, copied to build/site/assets/.
+site: venv sysdeps
+	$(PY) -m vmkit.site --output-dir build/site
 
 bench: venv sysdeps
 	@shopt -s nullglob; for f in benchmarks/*.py; do \
