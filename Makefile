@@ -29,13 +29,14 @@ ARGS ?=
 
 ORACLE_CASES ?= 100000
 
-.PHONY: help venv sysdeps lab test oracle slides site notebooks bench constraints clean distclean
+.PHONY: help venv sysdeps lab test test-live-slides oracle slides site notebooks bench constraints clean distclean
 
 help:
 	@echo "make lab        open the kit in JupyterLab (installs what it needs first;"
 	@echo "                LAB_DIR=exercises opens the homework; NBGRADER=1 turns"
 	@echo "                nbgrader's instructor tools on)"
 	@echo "make test       run every test"
+	@echo "make test-live-slides  present notebook 01 with RISE in chromium, step the Stepper"
 	@echo "make venv       create .venv with the pinned Python packages"
 	@echo "make sysdeps    apt-get install graphviz, binutils, chromium, npm, bubblewrap where missing"
 	@echo "make oracle     larger differential sweep against unicorn ($(ORACLE_CASES) cases)"
@@ -97,6 +98,11 @@ lab: venv sysdeps
 
 test: venv sysdeps
 	$(TEST_CMD) $(ARGS)
+
+# Live slides (tests/test_rise.py's browser test: JupyterLab, RISE, a kernel; about a minute,
+# so not in `make test`; .ci/run runs it after `make test`)
+test-live-slides: venv sysdeps
+	VMKIT_LIVE_SLIDES=1 $(PY) -m pytest -n 0 tests/test_rise.py $(ARGS)
 
 oracle: venv sysdeps
 	VMKIT_ORACLE_CASES=$(ORACLE_CASES) $(PY) -m pytest -n 2 tests/test_oracle.py $(ARGS)
