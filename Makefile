@@ -65,6 +65,7 @@ $(STAMP): pyproject.toml constraints.txt
 	fi
 	$(PY) -m pip install --disable-pip-version-check -c constraints.txt -e '.[test]'
 	$(PY) -m vmkit.labsetup
+	$(PY) -m vmkit.rise notebooks
 	@touch $@
 
 sysdeps:

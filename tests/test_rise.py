@@ -5,7 +5,9 @@ notebooks/01) in headless chromium at 1280x720, offline but for the local server
 page (/rise/<notebook>) opens, the lecturer's Shift+Enter runs the cells slide by slide until
 the Stepper is live, the slide with the Stepper is shown, and then:
 
-- everything on that slide lies inside the 1280x720 window, nothing cut off inside it;
+- everything on that slide lies inside the 1280x720 window, nothing cut off inside it: the
+  live Stepper is taller than the window, and the vmkit-slides extension (vmkit.rise) shrinks
+  the slide to fit, not below SLIDE_MIN_ZOOM;
 - a click on Step changes the EIP the Stepper shows (a running kernel behind the slide);
 - the instructor's notes cell is in the speaker notes (reveal.js ``aside.notes``), not on a slide.
 
@@ -86,7 +88,7 @@ MEASURE = """() => {
       cut.push(`<${el.tagName.toLowerCase()} class="${el.getAttribute('class') || ''}">`);
   }
   return {id: shown.id, left, top, right, bottom, cut,
-          zoom: getComputedStyle(shown).zoom,
+          zoom: parseFloat(shown.style.zoom || '1'),
           stepper: shown.querySelectorAll('.vmkit-stepper-live').length};
 }"""
 
@@ -103,7 +105,18 @@ def kernels(lab: JupyterLab) -> list[str]:
         return [k["execution_state"] for k in json.load(r)]
 
 
-def test_live_stepper_slide(tmp_path):
+def test_install_labextension(tmp_path):
+    """Is the extension installed where JupyterLab looks, as a federated extension?"""
+    dest = rise.install_labextension(tmp_path)
+    assert dest == tmp_path / "labextensions" / rise.LABEXTENSION
+    package = json.loads((dest / "package.json").read_text())
+    assert package["name"] == rise.LABEXTENSION
+    assert (dest / package["jupyterlab"]["_build"]["load"]).is_file()
+    rise.install_labextension(tmp_path)  # again: replaced, not nested
+    assert not (dest / rise.LABEXTENSION).exists()
+
+
+def test_live_stepper_slide(tmp_path, monkeypatch):
     """Presented with RISE, does notebook 01's Stepper slide fit 1280x720 and step live?"""
     if os.environ.get("VMKIT_LIVE_SLIDES") != "1":
         pytest.skip("about a minute: `make test-live-slides` runs it (VMKIT_LIVE_SLIDES=1)")
@@ -113,6 +126,8 @@ def test_live_stepper_slide(tmp_path):
     notebook = cleared_copy(LECTURE_01, root).name
     shutil.copyfile(nbtools.NOTEBOOKS / rise.RISE_CSS, root / rise.RISE_CSS)
     labsetup.install(tmp_path / "config")
+    rise.install_labextension(tmp_path / "data")
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "data"))  # the Lab finds it there
     source = nbformat.read(LECTURE_01, as_version=4)
     stepper_cell = next(i for i, c in enumerate(source.cells) if "Stepper(" in c.source)
     lab = JupyterLab(root, tmp_path)
@@ -181,6 +196,8 @@ def test_live_stepper_slide(tmp_path):
         f"{seen['bottom'] - seen['top']:.0f} px (x {seen['left']:.0f}..{seen['right']:.0f}, " \
         f"y {seen['top']:.0f}..{seen['bottom']:.0f}): it does not fit {WIDTH}x{HEIGHT}"
     assert seen["cut"] == [], f"content cut off: {seen['cut']}"
+    assert nbtools.SLIDE_MIN_ZOOM <= seen["zoom"] < 1, \
+        f"the Stepper's slide at zoom {seen['zoom']}: not shrunk by the extension"
     assert re.search(r"EIP [0-9a-f]{8}", before), before
     assert after != before, f"Step did not change {before!r}"
     assert notes and all(n["inAside"] and not n["visible"] for n in notes), notes

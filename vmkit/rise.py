@@ -8,20 +8,32 @@ writes that file: the decks' style sheet (``share/slides/vmkit-reveal/vmkit-slid
 followed by ``share/slides/rise-extra.css`` (what a live notebook needs besides).
 ``notebooks/rise.css`` is kept in the repository (a test checks it is current).
 
-Command line::
+A slide still too big for the window is shrunk (CSS zoom, down to
+:data:`vmkit.nbtools.SLIDE_MIN_ZOOM`) as in the decks, by a small JupyterLab extension,
+``share/labextension/vmkit-slides`` (plain JavaScript, no build step), which
+:func:`install_labextension` copies into the environment's JupyterLab extensions.
 
-    python -m vmkit.rise [FOLDER...]     # default: notebooks/
+Command line (``make lab`` runs it)::
+
+    python -m vmkit.rise [FOLDER...]     # rise.css into FOLDER (default notebooks/), and
+                                         # the extension into <sys.prefix>/share/jupyter
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
-from vmkit.nbtools import NOTEBOOKS, SLIDES_SHARE, SLIDES_TEMPLATE
+from vmkit.nbtools import NOTEBOOKS, ROOT, SLIDES_SHARE, SLIDES_TEMPLATE
 
-__all__ = ["RISE_CSS", "rise_css", "write_rise_css", "main"]
+__all__ = ["RISE_CSS", "LABEXTENSION", "rise_css", "write_rise_css", "install_labextension",
+           "main"]
+
+#: the JupyterLab extension that shrinks a live slide to fit (its folder and package name)
+LABEXTENSION = "vmkit-slides"
+_LABEXTENSION_SRC = ROOT / "share" / "labextension" / LABEXTENSION
 
 #: the file name RISE looks for in the notebook's folder
 RISE_CSS = "rise.css"
@@ -50,6 +62,21 @@ def write_rise_css(folder=NOTEBOOKS) -> Path:
     return path
 
 
+def install_labextension(data_dir=None) -> Path:
+    """Copy the ``vmkit-slides`` JupyterLab extension into ``<data_dir>/labextensions``
+    (default ``data_dir``: ``<sys.prefix>/share/jupyter``, the environment's, where JupyterLab
+    finds it); replaces an older copy. Returns the installed folder."""
+    if not (_LABEXTENSION_SRC / "package.json").is_file():
+        raise FileNotFoundError(f"{_LABEXTENSION_SRC} is missing (live slides need a vmkit "
+                                "checkout)")
+    root = Path(data_dir) if data_dir is not None else Path(sys.prefix) / "share" / "jupyter"
+    dest = root / "labextensions" / LABEXTENSION
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(_LABEXTENSION_SRC, dest)
+    return dest
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m vmkit.rise",
@@ -57,13 +84,17 @@ def main(argv=None) -> int:
                     "folders of the notebooks to present.")
     parser.add_argument("folders", nargs="*", type=Path, default=[NOTEBOOKS],
                         help=f"default: {NOTEBOOKS}")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="Jupyter data folder for the extension (default: "
+                             "<sys.prefix>/share/jupyter)")
     args = parser.parse_args(argv)
-    for folder in args.folders:
-        try:
+    try:
+        for folder in args.folders:
             print(write_rise_css(folder))
-        except OSError as e:
-            print(f"vmkit.rise: {e}", file=sys.stderr)
-            return 1
+        print(install_labextension(args.data_dir))
+    except OSError as e:
+        print(f"vmkit.rise: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
