@@ -43,7 +43,7 @@ BUDGET = 150  # s for the kernel, running the cells up to the Stepper and the ch
 
 def test_rise_css_is_current():
     """Is notebooks/rise.css what `python -m vmkit.rise` writes now?"""
-    path = nbtools.NOTEBOOKS / rise.RISE_CSS
+    path = rise.NOTEBOOKS / rise.RISE_CSS
     assert path.read_text(encoding="utf-8") == rise.rise_css(), \
         "notebooks/rise.css is stale: run `python -m vmkit.rise`"
 
@@ -124,7 +124,7 @@ def test_live_stepper_slide(tmp_path, monkeypatch):
     root = tmp_path / "notebooks"
     root.mkdir()
     notebook = cleared_copy(LECTURE_01, root).name
-    shutil.copyfile(nbtools.NOTEBOOKS / rise.RISE_CSS, root / rise.RISE_CSS)
+    shutil.copyfile(rise.NOTEBOOKS / rise.RISE_CSS, root / rise.RISE_CSS)
     labsetup.install(tmp_path / "config")
     rise.install_labextension(tmp_path / "data")
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "data"))  # the Lab finds it there

@@ -26,9 +26,9 @@ import pytest
 
 from browser_util import chromium_context, require_chromium, screenshot
 from vmkit import site
-from vmkit.nbtools import NOTEBOOKS
 
-LECTURES = [NOTEBOOKS / "01-machine-and-rings.ipynb", NOTEBOOKS / "06-memory-virtualization.ipynb"]
+LECTURES = [site.NOTEBOOKS / "01-machine-and-rings.ipynb",
+            site.NOTEBOOKS / "06-memory-virtualization.ipynb"]
 
 
 @pytest.fixture(scope="module")

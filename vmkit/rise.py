@@ -26,10 +26,15 @@ import shutil
 import sys
 from pathlib import Path
 
-from vmkit.nbtools import NOTEBOOKS, ROOT, SLIDES_SHARE, SLIDES_TEMPLATE
+from vmkit.nbtools import SLIDES_TEMPLATE
 
 __all__ = ["RISE_CSS", "LABEXTENSION", "rise_css", "write_rise_css", "install_labextension",
            "main"]
+
+#: the source checkout: its notebooks/ and share/
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+SLIDES_SHARE = ROOT / "share" / "slides"
 
 #: the JupyterLab extension that shrinks a live slide to fit (its folder and package name)
 LABEXTENSION = "vmkit-slides"

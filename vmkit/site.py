@@ -42,11 +42,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from vmkit.nbtools import (NOTEBOOKS, ROOT, SLIDES_DISPLAY_PRIORITY, ensure_slide_assets,
-                           external_urls, lecture_notebooks)
+from vmkit.errors import VmkitError
+from vmkit.nbtools import ensure_slide_assets, external_urls, lecture_notebooks
 
 __all__ = ["SiteError", "Page", "site_pages", "build_site", "main"]
 
+#: the source checkout (the site is built from its notebooks/, exercises/, docs/ and share/)
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
 SITE_SHARE = ROOT / "share" / "site"
 SITE_TEMPLATE = "vmkit-page"
 EXERCISES = ROOT / "exercises"
@@ -57,6 +60,17 @@ ASSETS = "assets"
 SEARCH_INDEX = f"{ASSETS}/site/search-index.js"
 #: the reference card among the docs
 REFERENCE_CARD = "reference.md"
+#: outputs on the pages: static pictures and HTML first, as on the decks; never the widget
+#: view (it needs the widget manager and a kernel) nor application/javascript
+PAGE_DISPLAY_PRIORITY = [
+    "text/html",
+    "text/markdown",
+    "image/svg+xml",
+    "text/latex",
+    "image/png",
+    "image/jpeg",
+    "text/plain",
+]
 #: how much of each page's text goes into the search index
 SEARCH_TEXT_LIMIT = 40_000
 
@@ -64,7 +78,7 @@ SEARCH_TEXT_LIMIT = 40_000
 _SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### BEGIN HIDDEN TESTS")
 
 
-class SiteError(RuntimeError):
+class SiteError(VmkitError):
     """Building the site failed: a missing source, a solution in an exercise, a page that
     would load from the network."""
 
@@ -253,7 +267,7 @@ def _exporter():
     c.HTMLExporter.mermaid_layout_elk_js_url = ""
     c.HTMLExporter.jupyter_widgets_base_url = ""
     c.HTMLExporter.font_awesome_url = ""
-    c.NbConvertBase.display_data_priority = SLIDES_DISPLAY_PRIORITY
+    c.NbConvertBase.display_data_priority = PAGE_DISPLAY_PRIORITY
     c.HTMLExporter.anchor_link_text = "¶"
     return HTMLExporter(config=c)
 
@@ -368,7 +382,7 @@ def run(output_dir, prog: str = "python -m vmkit.site") -> int:
 
     try:
         pages = build_site(output_dir)
-    except (SiteError, SlidesError, OSError) as e:
+    except (VmkitError, SlidesError, OSError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 1
     print(f"{len(pages)} pages in {output_dir}; open {pages[0]}")
