@@ -49,12 +49,12 @@ def test_rise_css_is_current():
 
 
 def test_labsetup_writes_rise_settings(tmp_path):
-    """Does `make lab` set RISE to the decks' slide box and theme?"""
+    """Does `make lab` set RISE to the decks' theme, and leave the slide the window's size?"""
     labsetup.install(tmp_path)
     overrides = json.loads((tmp_path / "labconfig" / "default_setting_overrides.d"
                             / labsetup.FILE_NAME).read_text())
     settings = overrides[labsetup.RISE_PLUGIN]
-    assert (settings["width"], settings["height"]) == (str(WIDTH), str(HEIGHT))
+    assert "width" not in settings and "height" not in settings  # see labsetup.RISE_SETTINGS
     assert settings["theme"] == nbtools.REVEAL_THEME
     # only keys RISE's settings schema knows (it allows no others)
     schema = json.loads((Path(labsetup.sys.prefix) / "share" / "jupyter" / "labextensions"

@@ -42,7 +42,7 @@ import json
 import sys
 from pathlib import Path
 
-from vmkit.nbtools import REVEAL_THEME, SLIDE_SIZE
+from vmkit.nbtools import REVEAL_THEME
 
 __all__ = [
     "LAB_SETTINGS",
@@ -58,10 +58,12 @@ __all__ = [
 
 #: jupyterlab-rise's settings (its plugin id)
 RISE_PLUGIN = "jupyterlab-rise:plugin"
-#: RISE as the exported decks look (vmkit.nbtools: SLIDE_SIZE, REVEAL_THEME, no transition)
+#: RISE as the exported decks look (vmkit.nbtools: REVEAL_THEME, no transition). The slide
+#: size stays RISE's (the whole window): RISE lays out JupyterLab's notebook itself, and a
+#: fixed 1280x720 box is scaled by reveal.js but not by that layout (at 1600x900 the slide's
+#: left edge was cut off). On a 1280x720 screen the slide is the decks' SLIDE_SIZE; a slide too
+#: big for the window is shrunk by the vmkit-slides extension (vmkit.rise).
 RISE_SETTINGS = {
-    "width": str(SLIDE_SIZE[0]),
-    "height": str(SLIDE_SIZE[1]),
     "theme": REVEAL_THEME,
     "transition": "none",
     "slideNumber": "c/t",
@@ -73,9 +75,8 @@ RISE_SETTINGS = {
 LAB_SETTINGS = {
     # keep the widgets' state in the saved notebook (ipywidgets' own setting, default off)
     "@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True},
-    # live slides (jupyterlab-rise): the exported decks' slide box (vmkit.nbtools.SLIDE_SIZE,
-    # 1280x720, scaled to the window), theme and transition; notebooks/rise.css (vmkit.rise)
-    # brings the decks' style sheet
+    # live slides (jupyterlab-rise): the exported decks' theme and transition;
+    # notebooks/rise.css (vmkit.rise) brings the decks' style sheet
     RISE_PLUGIN: RISE_SETTINGS,
 }
 
