@@ -1425,7 +1425,12 @@ class HardwareAssisted(ShadowPaging, HostedMonitor):
         m = self._host
         counts["native"] += m.steps
         counts["page_walk"] += m.walk_refs
-        counts["interrupt"] += sum(self.delivered.values())
+        # a fault delivered in non-root mode is priced as natively (``exception``), a system
+        # call or interrupt as ``interrupt``
+        faults = sum(n for k, n in self.delivered.items()
+                     if not k.startswith(("int ", "irq ")))
+        counts["interrupt"] += sum(self.delivered.values()) - faults
+        counts["exception"] += faults
         return counts
 
     # ---- snapshots ---------------------------------------------------------------------------
