@@ -5,7 +5,8 @@ and hw-shadow (the hardware VMM of 2006 had no nested paging), priced with a pre
 (``p4-2006`` by default, the paper's Pentium 4), and divided into A&A operations (a byte of the
 ``io`` guest is two ``in``; a ``ptemod`` iteration two PTE changes; a ``kcallret`` iteration 50
 call/ret pairs). Prints cycles per operation, kit / paper per cell (a cell more than a factor of
-1.5 away is marked ``*``), each row's order, and the hardware/BT ratios on pgfault and ptemod.
+1.5 away is marked ``*``), each row's order, and the hardware/BT ratios on pgfault and ptemod;
+then forkwait's native : bt : hw-shadow ratio under p4-2006 and core2-2006 next to the paper's.
 
     .venv/bin/python benchmarks/bench_fig4.py [PRESET]
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from vmkit.vmm.compare import FIG4_CYCLES, FIG4_MONITORS, fig4
+from vmkit.vmm.compare import FIG4_CYCLES, FIG4_MONITORS, FORKWAIT_SECONDS, fig4, forkwait
 
 TOLERANCE = 1.5
 
@@ -45,6 +46,12 @@ def main(preset: str = "p4-2006") -> None:
               if not ok]
     print(f"{18 - len(misses)} of 18 cells within a factor of {TOLERANCE}; outside: "
           + (", ".join(f"{n}/{m}" for n, m in misses) or "none"))
+    print()
+    print("forkwait (A&A §6.2, §7.1): time relative to native, native : bt : hw-shadow")
+    for name in FORKWAIT_SECONDS:
+        paper, kit = forkwait(name)
+        print(f"  {name:<11} paper 1 : {paper[1]:.1f} : {paper[2]:.1f}    "
+              f"kit 1 : {kit[1]:.1f} : {kit[2]:.1f}")
 
 
 if __name__ == "__main__":

@@ -206,3 +206,16 @@ def test_cpu_bound_near_native():
                               param="iterations", small=50_000, large=250_000)
     for m in ("bt", "hw"):
         assert per_op[m] / per_op["native"] < 1.05
+
+
+def test_forkwait_under_both_2006_presets():
+    """Does forkwait cost several times native under both VMMs, and do Table 1's cheaper Core 2
+    exits lower the hardware VMM's ratio while leaving BT's alone (paper: 17.7 -> 14.8)?"""
+    from vmkit.vmm.compare import forkwait
+    (p_paper, p_kit), (c_paper, c_kit) = (forkwait(n, small=4, large=12)
+                                          for n in ("p4-2006", "core2-2006"))
+    assert p_paper == pytest.approx((1, 6.14, 17.67), abs=0.01)
+    assert min(p_kit[1:] + c_kit[1:]) > 5
+    assert c_kit[2] < p_kit[2] and c_kit[1] == pytest.approx(p_kit[1])
+    with pytest.raises(VmkitError, match="p4-2006"):
+        forkwait("modern-2020")

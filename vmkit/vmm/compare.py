@@ -29,7 +29,8 @@ from vmkit.vmm import display
 from vmkit.vmm.costs import CostModel
 
 __all__ = ["compare", "Comparison", "per_operation", "NANOBENCHMARKS", "ADAMS_AGESEN_2006",
-           "FIG4_CYCLES", "FIG4_KIT", "FIG4_MISSES", "Fig4Row", "fig4", "DEFAULT_MONITORS",
+           "FIG4_CYCLES", "FIG4_KIT", "FIG4_MISSES", "FORKWAIT_SECONDS", "Fig4Row",
+           "forkwait", "fig4", "DEFAULT_MONITORS",
            "monitor_factories"]
 
 #: monitors of ``compare(monitors=None)``, in the order of the table ("pv" is added when the
@@ -351,6 +352,25 @@ FIG4_MISSES = {
     ("ptemod", "bt"): "no adaptive translation of the PTE write yet: each change is a system "
                       "call, traps and callouts instead of A&A's 391-cycle in-TC program",
 }
+
+#: forkwait (A&A 2006 §6.2, §7.1, appendix): 40,000 fork + wait, seconds (native, software VMM,
+#: hardware VMM) on the Pentium 4 and on the Core 2
+FORKWAIT_SECONDS = {"p4-2006": (6.02, 36.95, 106.4), "core2-2006": (2.62, 18.43, 38.89)}
+
+
+def forkwait(costs: str = "p4-2006", small: int = 20, large: int = 60) -> tuple:
+    """The kit's forkwait next to the paper's: ``(paper, kit)``, each the (native, bt,
+    hw-shadow) times relative to native; the kit's from :func:`per_operation` (cycles of one
+    fork + wait). ``costs`` names a preset of ``FORKWAIT_SECONDS``."""
+    if costs not in FORKWAIT_SECONDS:
+        raise VmkitError(f"forkwait has the paper's times for {', '.join(FORKWAIT_SECONDS)}, "
+                         f"not {costs!r}")
+    po, _ = per_operation("forkwait", FIG4_MONITORS, costs, param="iterations", small=small,
+                          large=large)
+    paper = FORKWAIT_SECONDS[costs]
+    return (tuple(t / paper[0] for t in paper),
+            tuple(po[m] / po["native"] for m in FIG4_MONITORS))
+
 
 #: monitors of Fig. 4 in the kit: native, the software VMM, the hardware VMM without nested
 #: paging
