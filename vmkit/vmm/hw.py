@@ -1423,8 +1423,9 @@ class HardwareAssisted(ShadowPaging, HostedMonitor):
 
     def event_counts(self) -> Counter:
         """Events by cost category: ``native`` is what the CPU retired in non-root mode; an
-        instruction the VMM completed counts once, as ``emulate``; ``interrupt`` is every event
-        the CPU delivered through a guest's IDT (injected ones included)."""
+        instruction the VMM completed counts once, as ``emulate``; every event the CPU delivered
+        through a guest's IDT (injected ones included) is an ``exception`` (a fault) or an
+        ``interrupt`` (a system call or an external interrupt)."""
         counts = Counter(self.events)
         m = self._host
         counts["native"] += m.steps
