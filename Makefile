@@ -59,7 +59,7 @@ $(STAMP): pyproject.toml constraints.txt
 	    $(SUDO) apt-get update && $(APT_INSTALL) python3-venv && $(PYTHON) -m venv $(VENV); \
 	  fi; \
 	fi
-	$(PY) -m pip install --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --disable-pip-version-check -c constraints.txt -e '.[test,hub]'
 	$(PY) -m vmkit.labsetup
 	@touch $@
 
@@ -101,7 +101,7 @@ oracle: venv sysdeps
 # reveal.js, require.js and MathJax of share/slides/package-lock.json (npm ci into build/npm)
 # copied to build/slides/assets/: open the decks from disk, no network needed.
 slides: venv sysdeps
-	$(PY) -m vmkit.nbtools slides --output-dir build/slides
+	$(VENV)/bin/vmkit slides --output-dir build/slides
 
 # Re-execute every notebook in place (vmkit.nbtools.execute_notebook: fixed hash seed, no
 # timestamps, stable widget ids), so that a second run changes no byte. Then `make test`.
@@ -119,9 +119,9 @@ bench: venv sysdeps
 constraints:
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	$(PYTHON) -m venv "$$tmp/venv" && \
-	"$$tmp/venv/bin/pip" install --disable-pip-version-check -q -e '.[test]' && \
+	"$$tmp/venv/bin/pip" install --disable-pip-version-check -q -e '.[test,hub]' && \
 	{ grep '^#' constraints.txt; \
-	  "$$tmp/venv/bin/pip" freeze --exclude-editable | grep -iv '^vmkit\b'; } > "$$tmp/c.txt" && \
+	  "$$tmp/venv/bin/pip" freeze --all --exclude-editable | grep -iv '^vmkit\b\|^pip=='; } > "$$tmp/c.txt" && \
 	mv "$$tmp/c.txt" constraints.txt && echo "make: constraints.txt re-pinned"
 
 # --- cleaning ---------------------------------------------------------------------------------

@@ -7,6 +7,8 @@
     vmkit release                     generate exercises/ from solutions/
     vmkit grade NOTEBOOK...           grade submitted notebooks
     vmkit autograder gradescope A     build a Gradescope autograder zip
+    vmkit course copy DIR             copy the lecture notebooks and exercises into DIR
+    vmkit slides [NOTEBOOK...]        lecture notebooks as offline reveal.js decks
 
 Every command has ``--help`` and exits non-zero with a one-line message on bad input.
 
@@ -253,13 +255,55 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_release(args: argparse.Namespace) -> int:
-    from vmkit.homework.release import release
+#: what to say when the instructor's solutions are not where they were looked for
+NO_SOLUTIONS = ("no solutions/ here: the instructor's solution notebooks stay in the course's "
+                "checkout (an installed kit carries only the exercises); give them with "
+                "--source DIR")
 
-    if args.source and not __import__("os").path.isdir(args.source):
+
+def _cmd_release(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vmkit.homework.release import default_source, release
+
+    if args.source and not Path(args.source).is_dir():
         return _fail("release", f"{args.source}: no such folder", 1)
+    if not args.source and not default_source().is_dir():
+        return _fail("release", NO_SOLUTIONS, 1)
+    source = Path(args.source) if args.source else default_source()
+    if not any(source.glob("*.ipynb")):
+        return _fail("release", f"{source}: no solution notebooks (*.ipynb) there", 1)
     for path in release(args.source, args.dest):
         print(path)
+    return 0
+
+
+def _cmd_course(args: argparse.Namespace) -> int:
+    from vmkit.errors import VmkitError
+    from vmkit.resources import copy_course
+
+    try:
+        copied, kept = copy_course(args.dir, force=args.force)
+    except (VmkitError, OSError) as e:
+        return _fail("course copy", _one_line(e), 1)
+    for path in copied:
+        print(path)
+    for path in kept:
+        print(f"vmkit course copy: kept {path} (already there; --force overwrites)",
+              file=sys.stderr)
+    return 0
+
+
+def _cmd_slides(args: argparse.Namespace) -> int:
+    from vmkit.errors import VmkitError
+    from vmkit.nbtools.command import make_slides
+
+    try:
+        decks = make_slides(args.notebook, args.output_dir)
+    except VmkitError as e:
+        return _fail("slides", _one_line(e), 1)
+    for deck in decks:
+        print(deck)
     return 0
 
 
@@ -279,8 +323,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
             return _fail("grade", f"{args.source}: no such folder", 1)
         settings.source = Path(args.source)
     elif not settings.source.is_dir():
-        return _fail("grade", "no solutions/ here: give the instructor's notebooks with "
-                              "--source DIR", 1)
+        return _fail("grade", NO_SOLUTIONS, 1)
     args.notebook = list(args.notebook) + list(args.notebook_files)
     if not args.notebook:
         return _fail("grade", "no NOTEBOOK given", 2)
@@ -455,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "get checksums, each notebook is stamped with its "
                                    "assignment id and the kit version.")
     p.add_argument("--source", metavar="DIR", help="solution notebooks (default solutions/)")
-    p.add_argument("--dest", metavar="DIR", help="where the exercises go (default exercises/)")
+    p.add_argument("--dest", metavar="DIR", help="where the exercises go (default: exercises/ "
+                                                 "beside the solutions' folder)")
     p.set_defaults(func=_cmd_release)
 
     p = sub.add_parser("grade", help="grade submitted notebooks",
@@ -509,6 +553,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the field of Gradescope's user metadata that is the student id, "
                         "which chooses the variant (default email)")
     g.set_defaults(func=_cmd_autograder)
+
+    p = sub.add_parser("course", help="the course material of this kit",
+                       description="The course material that comes with the kit (checkout or "
+                                   "installed wheel).")
+    csub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    c = csub.add_parser("copy", help="copy the lecture notebooks and exercises into DIR",
+                        description="Copy the lecture notebooks (DIR/notebooks/) and the "
+                                    "exercises (DIR/exercises/) into DIR, for a student or a "
+                                    "hub's course repository. Files already there are kept.")
+    c.add_argument("dir", metavar="DIR", help="the folder to copy into (made if missing)")
+    c.add_argument("--force", action="store_true", help="overwrite files already in DIR")
+    c.set_defaults(func=_cmd_course)
+
+    p = sub.add_parser("slides", help="lecture notebooks as offline reveal.js decks",
+                       description="Export notebooks (default: the lecture notebooks) to "
+                                   "reveal.js decks that load nothing from the network; the "
+                                   "pinned reveal.js, require.js and MathJax are installed "
+                                   "with npm once and copied into DIR/assets.")
+    p.add_argument("notebook", metavar="NOTEBOOK", nargs="*",
+                   help="a notebook to export (default: the lecture notebooks)")
+    p.add_argument("-o", "--output-dir", metavar="DIR",
+                   help="where the decks go (default: build/slides in a checkout, else "
+                        "./slides)")
+    p.set_defaults(func=_cmd_slides)
 
     return parser
 
