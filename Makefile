@@ -28,7 +28,8 @@ ARGS ?=
 
 ORACLE_CASES ?= 100000
 
-.PHONY: help venv sysdeps lab test oracle slides notebooks bench constraints clean distclean
+.PHONY: help venv sysdeps lab test oracle slides notebooks bench constraints clean distclean \
+	hub hub-proxy hub-env hub-test
 
 help:
 	@echo "make lab        open the kit in JupyterLab (installs what it needs first;"
@@ -39,6 +40,8 @@ help:
 	@echo "make sysdeps    apt-get install graphviz, binutils, chromium, npm, bubblewrap where missing"
 	@echo "make oracle     larger differential sweep against unicorn ($(ORACLE_CASES) cases)"
 	@echo "make slides     lecture notebooks -> build/slides/ (reveal.js, works offline)"
+	@echo "make hub        a course's JupyterHub on this server (root; see README, hub/)"
+	@echo "make hub-test   two students on a real hub in chromium (root; creates users)"
 	@echo "make notebooks  re-execute every notebook and save it in place (repeatable)"
 	@echo "make bench      run benchmarks/*.py"
 	@echo "make constraints  re-pin constraints.txt to what PyPI serves now"
@@ -124,10 +127,42 @@ constraints:
 	  "$$tmp/venv/bin/pip" freeze --all --exclude-editable | grep -iv '^vmkit\b\|^pip=='; } > "$$tmp/c.txt" && \
 	mv "$$tmp/c.txt" constraints.txt && echo "make: constraints.txt re-pinned"
 
+# --- a course on JupyterHub (hub/) ---------------------------------------------------------------
+
+# configurable-http-proxy, at the version of hub/package-lock.json, into hub/node_modules
+HUB_PROXY := hub/node_modules/.bin/configurable-http-proxy
+hub-proxy: $(HUB_PROXY)
+$(HUB_PROXY): hub/package.json hub/package-lock.json
+	@command -v npm >/dev/null 2>&1 || $(MAKE) sysdeps
+	cd hub && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	@touch $@
+
+# The users' environment: a venv every student can read, with the kit's wheel and nbgitpuller
+# at the pins of constraints.txt (a Docker image or conda environment does the same: README).
+HUB_USERS_ENV ?= /opt/vmkit-hub/env
+hub-env: venv
+	rm -rf build/hub-dist
+	$(PY) -m pip wheel --no-build-isolation --no-deps -q -w build/hub-dist .
+	[ -x $(HUB_USERS_ENV)/bin/python ] || $(PYTHON) -m venv $(HUB_USERS_ENV)
+	$(HUB_USERS_ENV)/bin/pip install --disable-pip-version-check -q -c constraints.txt \
+	  "$$(ls build/hub-dist/vmkit-*.whl)[hub]"
+	$(HUB_USERS_ENV)/bin/python -m vmkit.labsetup
+	chmod -R a+rX $(HUB_USERS_ENV)
+
+# The hub itself (root: it starts each student's server as that student's system user).
+# VMKIT_HUB_* settings: hub/jupyterhub_config.py. E.g.
+#   make hub VMKIT_HUB_STUDENTS=alice,bob VMKIT_HUB_COURSE_REPO=https://github.com/me/course
+hub: venv sysdeps hub-proxy hub-env
+	VMKIT_HUB_USERS_ENV=$(HUB_USERS_ENV) $(VENV)/bin/jupyterhub -f hub/jupyterhub_config.py
+
+# Two students on a real hub, in chromium (tests/test_hub.py): root, a few minutes.
+hub-test: venv sysdeps hub-proxy
+	VMKIT_HUB_TEST=1 $(PY) -m pytest -n 0 tests/test_hub.py $(ARGS)
+
 # --- cleaning ---------------------------------------------------------------------------------
 
 clean:
-	rm -rf build/ .pytest_cache/ *.egg-info/ vmkit.egg-info/
+	rm -rf build/ .pytest_cache/ *.egg-info/ vmkit.egg-info/ hub/node_modules/
 	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints \) \
 	  -type d -prune -exec rm -rf {} +
 

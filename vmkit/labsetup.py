@@ -56,6 +56,10 @@ __all__ = [
 LAB_SETTINGS = {
     # keep the widgets' state in the saved notebook (ipywidgets' own setting, default off)
     "@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True},
+    # no "get notified about Jupyter news?" over the notebook, no update checks: a class
+    # (a hub's users, a lab's machines) is not asked
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false",
+                                                    "checkForUpdates": False},
 }
 
 #: nbgrader's Lab extension (all its plugins: the menu, Validate, Create assignment, ...)
