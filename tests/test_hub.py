@@ -32,7 +32,6 @@ import sys
 import sysconfig
 import tempfile
 import time
-import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -206,10 +205,11 @@ class Hub:
 
 
 def pull_link(hub: Hub, repo: Path, path: str) -> str:
-    """The nbgitpuller link that a course page would give the students."""
-    query = urllib.parse.urlencode({"repo": str(repo), "branch": "main",
-                                    "urlpath": f"lab/tree/{REPO}/{path}"})
-    return f"{hub.base}/hub/user-redirect/git-pull?{query}"
+    """The nbgitpuller link that a course page would give the students (`vmkit course
+    link`)."""
+    out = _run([sys.executable, "-m", "vmkit.cli", "course", "link", path, "--hub", hub.base,
+                "--repo", repo])
+    return out.stdout.strip()
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@
     vmkit grade NOTEBOOK...           grade submitted notebooks
     vmkit autograder gradescope A     build a Gradescope autograder zip
     vmkit course copy DIR             copy the lecture notebooks and exercises into DIR
+    vmkit course link PATH --hub --repo   the nbgitpuller link that hands PATH out on a hub
     vmkit slides [NOTEBOOK...]        lecture notebooks as offline reveal.js decks
 
 Every command has ``--help`` and exits non-zero with a one-line message on bad input.
@@ -294,6 +295,17 @@ def _cmd_course(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_course_link(args: argparse.Namespace) -> int:
+    from vmkit.errors import VmkitError
+    from vmkit.resources import pull_link
+
+    try:
+        print(pull_link(args.hub, args.repo, args.path, branch=args.branch))
+    except VmkitError as e:
+        return _fail("course link", _one_line(e), 1)
+    return 0
+
+
 def _cmd_slides(args: argparse.Namespace) -> int:
     from vmkit.errors import VmkitError
     from vmkit.nbtools.command import make_slides
@@ -565,6 +577,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("dir", metavar="DIR", help="the folder to copy into (made if missing)")
     c.add_argument("--force", action="store_true", help="overwrite files already in DIR")
     c.set_defaults(func=_cmd_course)
+    c = csub.add_parser("link", help="the nbgitpuller link that hands out PATH on a hub",
+                        description="Print the nbgitpuller link to PATH of the course "
+                                    "repository REPO on the JupyterHub at HUB: a student's "
+                                    "click clones (first visit) or pulls it into their home "
+                                    "and opens PATH in JupyterLab.")
+    c.add_argument("path", metavar="PATH", nargs="?", default="notebooks",
+                   help="a file or folder of the repository (default: notebooks)")
+    c.add_argument("--hub", required=True, metavar="URL", help="e.g. https://hub.example.org")
+    c.add_argument("--repo", required=True, metavar="URL",
+                   help="the course repository, e.g. https://github.com/me/vmkit-course")
+    c.add_argument("--branch", default="main", help="default: main")
+    c.set_defaults(func=_cmd_course_link)
 
     p = sub.add_parser("slides", help="lecture notebooks as offline reveal.js decks",
                        description="Export notebooks (default: the lecture notebooks) to "

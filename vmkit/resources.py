@@ -23,7 +23,7 @@ from vmkit.errors import VmkitError
 
 __all__ = ["MaterialMissing", "PACKAGE_DIR", "INSTALLED_DIR", "checkout_root", "notebooks_dir",
            "exercises_dir", "solutions_dir", "slides_share", "cache_dir", "lecture_notebooks",
-           "exercise_notebooks", "copy_course"]
+           "exercise_notebooks", "copy_course", "pull_link"]
 
 #: the ``vmkit`` package folder
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -123,3 +123,24 @@ def copy_course(dest, force: bool = False) -> tuple[list[Path], list[Path]]:
         shutil.copyfile(src, out)
         written.append(out)
     return written, kept
+
+
+def pull_link(hub: str, repo: str, path: str = "notebooks", branch: str = "main") -> str:
+    """The nbgitpuller link that hands a student ``path`` of the course repository ``repo``
+    on the JupyterHub at ``hub``: the first visit logs in, starts the student's server, clones
+    the repository into their home (``~/<repository name>``; later visits pull, keeping their
+    changes) and opens ``path`` in JupyterLab."""
+    from urllib.parse import urlencode, urlsplit
+
+    parts = urlsplit(hub)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise MaterialMissing(f"{hub!r}: the hub's address must start with https:// "
+                              "(or http://)")
+    name = repo.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    name = name[:-4] if name.endswith(".git") else name
+    if not name:
+        raise MaterialMissing(f"{repo!r}: not a git repository's address or path")
+    path = path.strip("/")
+    query = urlencode({"repo": repo, "branch": branch,
+                       "urlpath": f"lab/tree/{name}/{path}" if path else f"lab/tree/{name}"})
+    return f"{hub.rstrip('/')}/hub/user-redirect/git-pull?{query}"

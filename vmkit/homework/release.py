@@ -15,12 +15,12 @@ from vmkit.homework.clear_outputs import clear_outputs
 from vmkit.homework.clear_solutions import clear_solutions
 from vmkit.homework.compute_checksums import compute_checksums
 from vmkit.homework.stamp import stamp
-from vmkit.resources import checkout_root, solutions_dir
+from vmkit import resources as course_material
 
 __all__ = ["PIPELINE", "ROOT", "release_notebook", "release", "write", "default_source"]
 
 #: the source checkout the kit runs from, or None for an installed kit
-ROOT = checkout_root()
+ROOT = course_material.checkout_root()
 
 #: in order: the clearing steps first, because the checksums are of the cells as released;
 #: the stamp last
@@ -54,7 +54,7 @@ def write(nb, path) -> None:
 def default_source() -> Path:
     """The instructor's solutions when none are named: the checkout's ``solutions/``, else
     ``solutions/`` in the current folder."""
-    return solutions_dir() or Path("solutions")
+    return course_material.solutions_dir() or Path("solutions")
 
 
 def release(source=None, dest=None) -> list[Path]:
