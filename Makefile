@@ -37,7 +37,7 @@ help:
 	@echo "                nbgrader's instructor tools on)"
 	@echo "make test       run every test"
 	@echo "make venv       create .venv with the pinned Python packages"
-	@echo "make sysdeps    apt-get install graphviz, binutils, chromium, npm, bubblewrap where missing"
+	@echo "make sysdeps    apt-get install graphviz, binutils, chromium, npm, bubblewrap, git where missing"
 	@echo "make oracle     larger differential sweep against unicorn ($(ORACLE_CASES) cases)"
 	@echo "make slides     lecture notebooks -> build/slides/ (reveal.js, works offline)"
 	@echo "make hub        a course's JupyterHub on this server (root; see README, hub/)"
@@ -73,6 +73,7 @@ sysdeps:
 	[ -x /usr/bin/chromium ]       || missing="$$missing chromium"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
+	command -v git >/dev/null 2>&1 || missing="$$missing git"; \
 	if [ -n "$$missing" ]; then \
 	  echo "make: installing$$missing"; \
 	  $(SUDO) apt-get update && $(APT_INSTALL) $$missing; \

@@ -80,12 +80,15 @@ def kit(tmp_path_factory):
            "JUPYTER_PATH": str(Path(sys.prefix) / "share" / "jupyter"),
            "PATH": f"{target / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"}
     # slides: the npm packages of the checkout's cache, when there, save a download
-    cached = ROOT / "build" / "npm" / "node_modules"
-    if cached.is_dir():
-        shutil.copytree(cached, base / "cache" / "vmkit" / "npm" / "node_modules",
-                        symlinks=True)
-        # the cache is rebuilt unless its stamp matches the lock file: a copy of a current
-        # cache is current
+    # (under the lock vmkit.nbtools.slides takes while it installs them; the copy is used
+    # only if its stamp matches the lock file, else npm ci runs again)
+    cached = ROOT / "build" / "npm"
+    if (cached / "node_modules").is_dir():
+        import fcntl
+        with open(cached / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            shutil.copytree(cached / "node_modules",
+                            base / "cache" / "vmkit" / "npm" / "node_modules", symlinks=True)
     return {"python": python, "env": env, "sdist": sdist, "wheel": wheel, "work": work,
             "bin": target / "bin"}
 
