@@ -25,8 +25,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -76,8 +78,9 @@ async def wait_idle(kc, msg_id: str, timeout: float, out: list | None = None) ->
 
 
 class Student:
-    def __init__(self, index: int, notebook: Path):
+    def __init__(self, index: int, notebook: Path, sockets: str):
         self.name = f"student{index:02d}"
+        self.sockets = sockets
         self.notebook = notebook
         self.latencies: list[float] = []
         self.run_all_s = 0.0
@@ -85,7 +88,10 @@ class Student:
 
     async def start(self) -> None:
         env = {**os.environ, "PYTHONHASHSEED": "0", "VMKIT_STUDENT_ID": self.name}
-        self.km = AsyncKernelManager(kernel_name="python3")
+        # IPC sockets, each kernel its own: many kernels starting at once over TCP race for
+        # the same free ports ("Address already in use")
+        self.km = AsyncKernelManager(kernel_name="python3", transport="ipc",
+                                     ip=str(Path(self.sockets) / self.name))
         await self.km.start_kernel(env=env, cwd=str(self.notebook.parent))
         self.kc = self.km.client()
         self.kc.start_channels()
@@ -140,7 +146,8 @@ def ms(x: float) -> str:
 
 
 async def main_async(args) -> int:
-    students = [Student(i + 1, args.notebook) for i in range(args.students)]
+    sockets = tempfile.mkdtemp(prefix="vmkit-class-")
+    students = [Student(i + 1, args.notebook, sockets) for i in range(args.students)]
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
     try:
@@ -152,6 +159,7 @@ async def main_async(args) -> int:
         total = time.perf_counter() - t0
     finally:
         await asyncio.gather(*(s.stop() for s in students), return_exceptions=True)
+        shutil.rmtree(sockets, ignore_errors=True)
 
     print(f"{args.students} students, {args.notebook.name}: Run All, then Step x{args.steps} "
           f"every {args.interval:g} s, all together; {os.cpu_count()} cores, load "
