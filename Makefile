@@ -148,7 +148,7 @@ hub-env: venv
 	[ -x $(HUB_USERS_ENV)/bin/python ] || $(PYTHON) -m venv $(HUB_USERS_ENV)
 	$(HUB_USERS_ENV)/bin/pip install --disable-pip-version-check -q -c constraints.txt \
 	  "$$(ls build/hub-dist/vmkit-*.whl)[hub]"
-	$(HUB_USERS_ENV)/bin/python -m vmkit.labsetup
+	cd / && $(abspath $(HUB_USERS_ENV))/bin/python -m vmkit.labsetup  # the installed kit
 	chmod -R a+rX $(HUB_USERS_ENV)
 
 # The hub itself (root: it starts each student's server as that student's system user).

@@ -84,7 +84,8 @@ def users_python() -> Path:
 def users_env(base: Path) -> Path:
     """A venv with the kit's wheel in it that every student can run. Its dependencies: the
     test venv's site-packages (a .pth file; its Jupyter data and configuration linked) when
-    other users can read it, else a full install at the pins of constraints.txt."""
+    other users can read it, else (or with VMKIT_HUB_FULL_INSTALL=1) a full install at the
+    pins of constraints.txt, as `make hub-env` does."""
     dist = base / "dist"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     src = base / "src"
@@ -103,7 +104,7 @@ def users_env(base: Path) -> Path:
     target = base / "env"
     deps = Path(sysconfig.get_paths()["purelib"])
     python = users_python()
-    if _world_can_reach(deps):
+    if _world_can_reach(deps) and not os.environ.get("VMKIT_HUB_FULL_INSTALL"):
         _run([python, "-m", "venv", "--without-pip", target], env=env)
         purelib = _run([target / "bin" / "python", "-c", "import sysconfig; print("
                         "sysconfig.get_paths()['purelib'])"], env=env).stdout.strip()
