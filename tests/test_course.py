@@ -113,3 +113,16 @@ def test_release_and_grade_without_solutions_say_where_they_come_from(tmp_path, 
     empty.mkdir()
     assert main(["release", "--source", str(empty)]) == 1
     assert "no solution notebooks" in capsys.readouterr().err
+
+
+def test_python_m_nbtools_still_works():
+    """Do `python -m vmkit.nbtools check` (and its siblings) still run as the Makefile calls
+    them, after the split into runtime, hygiene and slides?"""
+    import subprocess
+    ok = subprocess.run([sys.executable, "-m", "vmkit.nbtools", "check",
+                         "tests/data/smoke.ipynb"], cwd=ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    usage = subprocess.run([sys.executable, "-m", "vmkit.nbtools", "--help"], cwd=ROOT,
+                           capture_output=True, text=True)
+    assert usage.returncode == 0
+    assert all(cmd in usage.stdout for cmd in ("execute", "slides", "check"))
