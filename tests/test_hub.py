@@ -55,9 +55,13 @@ pytestmark = pytest.mark.skipif(not os.environ.get("VMKIT_HUB_TEST"),
                                 reason="the hub test runs in `make hub-test`")
 
 
-def _run(cmd, **kw):
-    kw.setdefault("check", True)
-    return subprocess.run(list(map(str, cmd)), capture_output=True, text=True, **kw)
+def _run(cmd, check: bool = True, **kw):
+    """Run ``cmd``; with ``check``, a failure shows its command and the end of its output."""
+    done = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, **kw)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} exited {done.returncode}:\n"
+                             f"{done.stdout[-2000:]}{done.stderr[-3000:]}")
+    return done
 
 
 def _world_can_reach(path: Path) -> bool:
