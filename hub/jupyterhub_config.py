@@ -90,7 +90,14 @@ c.Spawner.default_url = "/lab"
 c.Spawner.notebook_dir = "~"
 # the student id that picks each exercise's variant (vmkit.homework.variant) is
 # JUPYTERHUB_USER, which the spawner sets; nothing here may set VMKIT_STUDENT_ID for them
-c.Spawner.environment = {"PYTHONHASHSEED": "0"}
+c.Spawner.environment = {
+    "PYTHONHASHSEED": "0",
+    # the users' environment first: `vmkit`, `python`, `pip` in a student's terminal
+    "PATH": f"{users_env / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+}
+# nothing else from the hub's own environment (JupyterHub would pass PATH and PYTHONPATH on:
+# a hub started from an instructor's shell must not hand students the instructor's checkout)
+c.Spawner.env_keep = ["LANG", "LC_ALL", "JUPYTERHUB_SINGLEUSER_APP"]
 course_repo = setting("COURSE_REPO")
 if course_repo and "://" not in course_repo and ":" not in course_repo.split("/")[0]:
     # git (2.35.2 and later) refuses a repository that another user owns: this one is

@@ -136,6 +136,7 @@ class Hub:
 
     def __init__(self, base: Path, env_dir: Path, repo: Path):
         self.password = secrets.token_hex(8)
+        self.users_env = env_dir
         self.data = base / "data"
         self.log_path = base / "jupyterhub.log"
         # the test's additions to the course configuration: Lab exposes its application
@@ -267,11 +268,23 @@ def login(page, hub: Hub, name: str, left) -> None:
     page.wait_for_url(re.compile(r".*/(hub/spawn-pending|hub/home|user)/.*"), timeout=left())
 
 
+# the current notebook panel is the one at this path, its session made
+CURRENT_IS = """(path) => {
+  const app = window.jupyterapp;
+  const panel = app && app.shell && app.shell.currentWidget;
+  return !!panel && !!panel.context && panel.context.path === path
+    && !!panel.sessionContext && !!panel.sessionContext.session;
+}"""
+
+
 def open_notebook(page, url: str, notebook: str, left) -> None:
     """Follow an nbgitpuller link until Lab shows ``notebook`` with its kernel ready."""
     page.goto(url, timeout=left())
     page.wait_for_url(re.compile(rf".*/lab/tree/{REPO}/{re.escape(notebook)}.*"),
                       timeout=left())
+    # Lab restores the notebooks opened before: wait for this one to be current and ready
+    page.wait_for_function(CURRENT_IS, arg=f"{REPO}/{notebook}", timeout=left(),
+                           polling=250)
     page.wait_for_function(NOTEBOOK_READY, timeout=left(), polling=250)
 
 
@@ -366,6 +379,9 @@ def visit(context, hub: Hub, repo: Path, name: str, other: str) -> dict:
         seen["variant"] = run_first_code_cell(page, left)
         seen["whoami"] = run_cell_source(page, "import getpass; print(getpass.getuser())",
                                          left).strip()
+        seen["vmkit_cmd"] = run_cell_source(
+            page, "import shutil, vmkit; print(shutil.which('vmkit')); print(vmkit.__file__)",
+            left).split()
         other_home = pwd.getpwnam(other).pw_dir
         seen["other_files"] = run_cell_source(
             page, f"import os\ntry:\n    print(os.listdir({other_home!r}))\n"
@@ -414,6 +430,9 @@ def test_two_students_on_the_hub(course):
         assert seen["stepped"][0] != seen["stepped"][1]
         assert seen["variant"] == pretty(student_params(ASSIGNMENT, name)), seen
         assert seen["whoami"] == name
+        # the kit of the users' environment, on their PATH for a terminal too
+        assert seen["vmkit_cmd"][0] == str(hub.users_env / "bin" / "vmkit"), seen
+        assert seen["vmkit_cmd"][1].startswith(str(hub.users_env)), seen
         assert seen["other_files"] == "PermissionError", seen
         assert seen["other_server"] in (403, 404), seen["other_server_text"]
         # each student's copy of the course is theirs, in their own home
