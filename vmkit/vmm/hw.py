@@ -1,5 +1,9 @@
 """Hardware-assisted virtualization: a VT-x-like monitor (Intel SDM Vol. 3C, chapters 24-29).
 
+Section numbers are those of the Intel SDM's combined Volumes 3A-3D of September 2023 (order
+number 325384-081US) throughout; editions before the VMX chapters moved number chapters 25-29
+one lower (VM exits were chapter 27 there, chapter 28 here).
+
 Root and non-root mode
 ----------------------
 VT-x adds a second dimension to the CPU's privilege: *VMX root* operation, where the VMM runs,
@@ -59,7 +63,7 @@ Shadow paging (``ept=False``)
 Without EPT the real CR3 holds a shadow page directory (guest-linear -> host-physical) that the
 VMM builds as a virtual TLB, with the logic of ``TrapAndEmulate``: CR3-load and CR3-store
 exiting (the guest's CR3 is virtualized), INVLPG exiting, #PF in the exception bitmap (a #PF that
-exits leaves CR2 alone, SDM 27.1), and CR0.PG/WP and CR4.PSE owned by the VMM through the masks.
+exits leaves CR2 alone, SDM 28.1), and CR0.PG/WP and CR4.PSE owned by the VMM through the masks.
 A #PF exit either fills the shadow entry (a hidden page fault) or injects the guest's own #PF.
 
 Event injection
@@ -617,7 +621,7 @@ class _NonRootMachine(Machine):
     * a fault during event delivery that the VMCS makes exit (exception bitmap, EPT violation)
       exits with the event saved as IDT-vectoring information instead of becoming a nested
       exception;
-    * a #PF that exits leaves CR2 unchanged (SDM Vol. 3C, 27.1);
+    * a #PF that exits leaves CR2 unchanged (SDM Vol. 3C, 28.1);
     * LAR/LSL/VERR/VERW let an exit (or a hidden page fault) on the descriptor read through.
     """
 
@@ -1419,13 +1423,19 @@ class HardwareAssisted(ShadowPaging, HostedMonitor):
 
     def event_counts(self) -> Counter:
         """Events by cost category: ``native`` is what the CPU retired in non-root mode; an
-        instruction the VMM completed counts once, as ``emulate``; ``interrupt`` is every event
-        the CPU delivered through a guest's IDT (injected ones included)."""
+        instruction the VMM completed counts once, as ``emulate``; every event the CPU delivered
+        through a guest's IDT (injected ones included) is an ``exception`` (a fault) or an
+        ``interrupt`` (a system call or an external interrupt)."""
         counts = Counter(self.events)
         m = self._host
         counts["native"] += m.steps
         counts["page_walk"] += m.walk_refs
-        counts["interrupt"] += sum(self.delivered.values())
+        # a fault delivered in non-root mode is priced as natively (``exception``), a system
+        # call or interrupt as ``interrupt``
+        faults = sum(n for k, n in self.delivered.items()
+                     if not k.startswith(("int ", "irq ")))
+        counts["interrupt"] += sum(self.delivered.values()) - faults
+        counts["exception"] += faults
         return counts
 
     # ---- snapshots ---------------------------------------------------------------------------
