@@ -131,7 +131,8 @@ def test_imports_come_from_the_installed_kit(kit):
 
 
 def test_run_classify_compare(kit):
-    """Do the simulator commands work from the installed kit?"""
+    """Do the simulator commands (run, classify, compare, debug) work from the installed
+    kit?"""
     run = vmkit(kit, "run", "hello", "--monitor", "te")
     assert run.returncode == 0, run.stderr
     assert "-- poweroff" in run.stdout
@@ -140,6 +141,10 @@ def test_run_classify_compare(kit):
     cmp = vmkit(kit, "compare", "syscall", "--param", "iterations=5")
     assert cmp.returncode == 0, cmp.stderr
     assert "bt" in cmp.stdout and "hw" in cmp.stdout
+    script = kit["work"] / "debug.txt"
+    script.write_text("break sys_write\ncontinue\ninfo gdt\n")
+    dbg = vmkit(kit, "debug", "hello", "-x", script)
+    assert dbg.returncode == 0 and "TSS" in dbg.stdout, dbg.stdout + dbg.stderr
 
 
 def test_course_copy_slides_release_grade(kit, tmp_path):
