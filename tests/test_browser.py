@@ -286,7 +286,8 @@ def watch_hit(page) -> dict:
     outputs = page.locator(".jp-OutputArea-output")
     stepper = outputs.locator(live(".vmkit-stepper-live")).first
     panels = stepper.locator(".vmkit-stepper-panels").first
-    panels.get_by_text("Watchpoints", exact=True).first.click(timeout=left())
+    # the closed accordion's header opens it on its first tab, Watchpoints
+    panels.get_by_text("Debugger: watchpoints", exact=False).first.click(timeout=left())
     address = panels.locator(".vmkit-watch-address input").first
     address.wait_for(state="visible", timeout=left())
     address.fill("0x201000")

@@ -588,7 +588,8 @@ def test_live_tables_panel_draws_the_tables_and_marks_watched_bytes():
     s = Stepper(vm, ring_view=False)
     s.step(50)
     p = s.panels
-    p.selected_index = 2
+    assert p.table_view.value == ""                    # closed: no table drawn
+    p.show("Live tables")
     assert "GDT" in p.table_view.value
     s.watch(0x1000, size=2)
     p.address_box.value = "0x1000"

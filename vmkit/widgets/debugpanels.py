@@ -1,7 +1,7 @@
 """The Stepper's debugger panels: watchpoints, event breaks and live tables.
 
-An ipywidgets ``Accordion`` under the Stepper's main view, collapsed by default so that the
-Stepper does not grow. Each panel drives the Stepper's :class:`vmkit.Debugger`
+An ipywidgets ``Accordion`` under the Stepper's main view, closed by default (one header row)
+so that the Stepper does not grow; opened, the three panels are tabs. Each panel drives the Stepper's :class:`vmkit.Debugger`
 (``stepper.debugger``):
 
 - **Watchpoints**: watch a guest address or symbol (guest-linear or guest-physical, 1-8 bytes,
@@ -41,6 +41,8 @@ TABLES = (("GDT (guest's)", "gdt"), ("GDT (real)", "gdt real"), ("IDT (guest's)"
           ("VMCS (hw)", "vmcs"), ("translated block at EIP (bt)", "tc"))
 
 _TITLES = ("Watchpoints", "Event breaks", "Live tables")
+#: the closed accordion's one header row
+TITLE = "Debugger: watchpoints, event breaks, live tables"
 
 
 def _esc(s) -> str:
@@ -155,11 +157,15 @@ class DebugPanels(W.Accordion):
         self.address_box.observe(lambda _: self.refresh(), names="value")
         tables = W.VBox([W.HBox([self.table_box, self.address_box], layout=wrap),
                          self.table_view])
-        super().__init__(children=[watch, events, tables], selected_index=None, **kwargs)
+        # one closed header row under the Stepper; opened, the three panels as tabs
+        self.tabs = W.Tab(children=[watch, events, tables], selected_index=0)
         for i, t in enumerate(_TITLES):
-            self.set_title(i, t)
+            self.tabs.set_title(i, t)
+        super().__init__(children=[self.tabs], selected_index=None, **kwargs)
+        self.set_title(0, TITLE)
         self.add_class("vmkit-stepper-panels")
         self.observe(lambda _: self.refresh(), names="selected_index")
+        self.tabs.observe(lambda _: self.refresh(), names="selected_index")
         self.refresh()
 
     # ---- actions ----------------------------------------------------------------------------
@@ -228,8 +234,18 @@ class DebugPanels(W.Accordion):
         self.watch_list.value = _points_html(wps, "watchpoint")
         self.event_list.value = _points_html(evs, "event break")
         self.hits_view.value = live.hits_table(self.stepper.watch_hits).to_html()
-        if self.selected_index == 2:
+        if self.tables_shown:
             self.table_view.value = self.table_html()
+
+    @property
+    def tables_shown(self) -> bool:
+        """True when the Live tables panel is open (tables are drawn only then)."""
+        return self.selected_index == 0 and self.tabs.selected_index == 2
+
+    def show(self, panel: str) -> None:
+        """Open the accordion on ``panel``: "Watchpoints", "Event breaks" or "Live tables"."""
+        self.tabs.selected_index = _TITLES.index(panel)
+        self.selected_index = 0
 
     def table(self) -> live.LiveTable:
         """The live table chosen in the panel, of the guest now."""
