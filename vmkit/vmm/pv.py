@@ -67,7 +67,7 @@ from vmkit.trace import Hypercall
 from vmkit.vmm.base import MonitorSnapshot
 from vmkit.vmm.sched import machine_time
 from vmkit.vmm.splitdriver import pv_backend
-from vmkit.vmm.layout import H_IDT, H_TSS, RESERVED_ENTRY, V_WINPT, VMM_WINDOW
+from vmkit.vmm.layout import H_IDT, H_TSS, RESERVED_ENTRY, V_WINPT
 from vmkit.vmm.te import TEVM, TrapAndEmulate
 from vmkit.vmm.world import VMStop as _VMStop
 
