@@ -65,9 +65,9 @@ from vmkit.machine.devices import IRQ_BASE, PORT_TIMER
 from vmkit.machine.mmu import PTE_A, PTE_D, PTE_P, PTE_PS, PTE_W
 from vmkit.trace import Hypercall
 from vmkit.vmm.base import MonitorSnapshot
+from vmkit.vmm.layout import H_IDT, H_TSS, RESERVED_ENTRY, V_WINPT
 from vmkit.vmm.sched import machine_time
 from vmkit.vmm.splitdriver import pv_backend
-from vmkit.vmm.layout import H_IDT, H_TSS, RESERVED_ENTRY, V_WINPT
 from vmkit.vmm.te import TEVM, TrapAndEmulate
 from vmkit.vmm.world import VMStop as _VMStop
 

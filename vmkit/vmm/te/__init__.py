@@ -96,12 +96,12 @@ from __future__ import annotations
 from vmkit.vmm.layout import (GDT_BYTES, H_IDT, H_ONES, H_STUB, H_TSS,  # noqa: F401
                               RESERVED_ENTRY, TSS_LIMIT, V_GDT, V_PD, V_POOL, V_WINPT, VMM_CS,
                               VMM_DS, VMM_TSS, VMM_WINDOW, W_GDT, W_IDT, W_STUB, W_TSS, MiB)
-from vmkit.vmm.te.handlers import (  # noqa: F401
-    _DEFAULT_HANDLERS, DEPRIVILEGED, handles, emulate_cli, emulate_sti, emulate_hlt, emulate_in, emulate_out,
-    emulate_lgdt, emulate_lidt, emulate_lldt, emulate_ltr,
-    emulate_mov, emulate_pop, emulate_lmsw, emulate_clts,
-    emulate_invlpg, emulate_iretd, emulate_retf, emulate_rdtsc,
-    emulate_sgdt, emulate_store_system)
+from vmkit.vmm.te.handlers import (_DEFAULT_HANDLERS, DEPRIVILEGED, emulate_cli,  # noqa: F401
+                                   emulate_clts, emulate_hlt, emulate_in, emulate_invlpg,
+                                   emulate_iretd, emulate_lgdt, emulate_lidt, emulate_lldt,
+                                   emulate_lmsw, emulate_ltr, emulate_mov, emulate_out,
+                                   emulate_pop, emulate_rdtsc, emulate_retf, emulate_sgdt,
+                                   emulate_sti, emulate_store_system, handles)
 from vmkit.vmm.te.monitor import TrapAndEmulate, _error_text, _name  # noqa: F401
 from vmkit.vmm.te.vcpu import (DEFAULT_SLICE, TEVM, CannotEmulate, NotEmulated,  # noqa: F401
                                VirtualCPU)
