@@ -64,7 +64,6 @@ from vmkit.machine.cpu import MASK32, TableReg
 from vmkit.machine.devices import IRQ_BASE, PORT_TIMER
 from vmkit.machine.mmu import PTE_A, PTE_D, PTE_P, PTE_PS, PTE_W
 from vmkit.trace import Hypercall
-from vmkit.vmm.base import MonitorSnapshot
 from vmkit.vmm.layout import H_IDT, H_TSS, RESERVED_ENTRY, V_WINPT
 from vmkit.vmm.sched import machine_time
 from vmkit.vmm.splitdriver import pv_backend
@@ -108,6 +107,10 @@ class PVVM(TEVM):
     with the hypervisor (``vcpu_info``, the kernel stack, the fast trap), plus the hypervisor's
     page-table bookkeeping: ``l1``/``l2`` (machine frames validated as page tables and
     directories) and ``writable`` (machine frame -> writable mappings in validated tables)."""
+
+    #: what the guest registered and the hypervisor's page-table bookkeeping, saved and restored
+    #: with trap-and-emulate's per-VM state
+    vm_state = ("vcpu_info", "kernel_ss", "kernel_esp", "fast_trap", "l1", "l2", "writable")
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
@@ -633,21 +636,3 @@ class Paravirtual(TrapAndEmulate):
         counts["interrupt"] += self.fast_syscalls
         counts.pop("shadow_update", None)
         return counts
-
-    def snapshot(self) -> MonitorSnapshot:
-        snap = super().snapshot()
-        snap.state["pv"] = dict(
-            vms=[dict(info=vm.vcpu_info, ss=vm.kernel_ss, esp=vm.kernel_esp, trap=vm.fast_trap,
-                      l1=set(vm.l1), l2=set(vm.l2), writable=Counter(vm.writable))
-                 for vm in self.vms])
-        return snap
-
-    def restore(self, snap: MonitorSnapshot) -> None:
-        super().restore(snap)
-        pv = snap.state["pv"]
-        for vm, s in zip(self.vms, pv["vms"]):
-            vm.vcpu_info, vm.kernel_ss, vm.kernel_esp = s["info"], s["ss"], s["esp"]
-            vm.fast_trap = s["trap"]
-            vm.l1, vm.l2, vm.writable = set(s["l1"]), set(s["l2"]), Counter(s["writable"])
-        # no _install(): the restored host memory already holds the running VM's gate and
-        # kernel stack, and its flush would make the host TLB differ from the snapshot's

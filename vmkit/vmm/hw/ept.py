@@ -5,6 +5,7 @@ from __future__ import annotations
 from vmkit.errors import VmkitError
 from vmkit.machine.machine import Machine
 from vmkit.machine.mmu import NESTED_R, NESTED_W, NESTED_X
+from vmkit.vmm import state
 from vmkit.vmm.hw.vmcs import _I, EPT_VIOLATION, NonRootExit
 
 
@@ -23,6 +24,9 @@ class EPT:
     levels = 2
     RWX = NESTED_R | NESTED_W | NESTED_X
 
+    #: what a snapshot keeps (vmkit.vmm.state); the tables' contents are in host memory
+    state_fields = ("tables", "pool")
+
     def __init__(self, machine: Machine, root: int, pool: list[int]):
         self.mem = machine.mem
         self.machine = machine
@@ -30,6 +34,12 @@ class EPT:
         self.pool = pool              # free host pages for EPT tables
         self.tables: dict[int, int] = {}
         self.mem[root:root + 0x1000] = bytes(0x1000)
+
+    def state(self) -> dict:
+        return state.save(self, "state_fields")
+
+    def set_state(self, st: dict) -> None:
+        state.load(self, st)
 
     def translate(self, gpa: int, access: int) -> int | None:
         """Host-physical address of ``gpa`` for an access needing ``access`` (NESTED_R/W/X),

@@ -16,7 +16,6 @@ from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE
 from vmkit.machine.system import TripleFault
 from vmkit.trace import Emulation, InstructionRetired, VmEntry, VmExit
 from vmkit.vmm import passthrough
-from vmkit.vmm.base import MonitorSnapshot
 from vmkit.vmm.hw.ept import EPT
 from vmkit.vmm.hw.exits import _DEFAULT_HANDLERS
 from vmkit.vmm.hw.nonroot import _STUBS, _NonRootMachine
@@ -27,10 +26,10 @@ from vmkit.vmm.hw.vmcs import (_SOURCE_TYPE, CR0_ET, CR0_NE, CR0_PE, CR4_VMXE, D
                                INTR_SW_EXCEPTION, INTR_SW_INTERRUPT, INTR_VALID, PREEMPTION_TIMER,
                                TRIPLE_FAULT, VMCS, MiB, NonRootExit, VmcsControls, _decode_info,
                                _DuringDelivery, interruption_info)
-from vmkit.vmm.sched import _init_scheduling, _sched_state, _set_sched_state
+from vmkit.vmm.sched import _init_scheduling
 from vmkit.vmm.shadow import ShadowPaging
-from vmkit.vmm.te import DEFAULT_SLICE, CannotEmulate
-from vmkit.vmm.world import HostedMonitor
+from vmkit.vmm.vm import CannotEmulate
+from vmkit.vmm.world import DEFAULT_SLICE, HostedMonitor
 from vmkit.vmm.world import VMStop as _VMStop
 
 
@@ -674,39 +673,6 @@ class HardwareAssisted(ShadowPaging, HostedMonitor):
         return counts
 
     # ---- snapshots ---------------------------------------------------------------------------
-    def snapshot(self) -> MonitorSnapshot:
-        vms = []
-        for vm in self.vms:
-            vms.append(dict(
-                vmcs=vm.vmcs.state(), devices=vm.devices.copy(), saved=vm.saved.state(),
-                clock=vm._clock, steps=vm.steps, pending=vm.pending, result=vm.result,
-                pool=list(vm.pool), pts=dict(vm.shadow_pts), sinks=set(vm.sinks),
-                guest_cr3=vm.guest_cr3, flags=(vm.exit_pending, vm.entry_due, vm.inhibit_left),
-                ept=(dict(vm.ept.tables), list(vm.ept.pool)) if vm.ept else None,
-                ticks=list(vm.tick_steps)))
-        state = dict(vms=vms, sched=_sched_state(self), declared=self._save_declared())
-        return MonitorSnapshot(id(self), [self._host.snapshot()], state)
-
-    def restore(self, snap: MonitorSnapshot) -> None:
-        if not isinstance(snap, MonitorSnapshot) or snap.owner != id(self):
-            raise VmkitError("restore() takes a snapshot made by this monitor's snapshot()")
-        st = snap.state
-        m = self._host
+    def _before_restore(self, st: dict) -> None:
         self.current = st["declared"]["current"]   # its EPT first: the machine's memory view
-        m.nested = self.vms[self.current].ept
-        m.restore(snap.machines[0])
-        for vm, s in zip(self.vms, st["vms"]):
-            vm.vmcs.set_state(s["vmcs"])
-            vm.devices = s["devices"].copy()
-            vm.saved.set_state(s["saved"])
-            vm._clock, vm.steps = s["clock"], s["steps"]
-            vm.pending, vm.result = s["pending"], s["result"]
-            vm.pool, vm.shadow_pts, vm.sinks = list(s["pool"]), dict(s["pts"]), set(s["sinks"])
-            vm.guest_cr3 = s["guest_cr3"]
-            vm.exit_pending, vm.entry_due, vm.inhibit_left = s["flags"]
-            if s["ept"] is not None:
-                vm.ept.tables, vm.ept.pool = dict(s["ept"][0]), list(s["ept"][1])
-            vm.tick_steps = list(s["ticks"])
-        self._restore_declared(st["declared"])
-        m.vm_index = self.current
-        _set_sched_state(self, st["sched"])
+        self._host.nested = self.vms[self.current].ept

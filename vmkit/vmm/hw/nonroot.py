@@ -17,7 +17,7 @@ from vmkit.vmm.hw.vmcs import (_WINDOW, CPUID, CR0_TS, CR4_TSD, CR4_UMIP, CR_ACC
                                EXTERNAL_INTERRUPT, HLT, IF, INTERRUPT_WINDOW, INTR_EXTERNAL,
                                INVLPG, IO_INSTRUCTION, RDTSC, NonRootExit, _DuringDelivery,
                                interruption_info)
-from vmkit.vmm.te import _name
+from vmkit.vmm.vm import event_name
 
 
 # =================================================================================================
@@ -69,7 +69,7 @@ class _NonRootMachine(Machine):
             if x is None:
                 raise
             raise _DuringDelivery(x) from None
-        self.vmm.delivered[_name(vector, source)] += 1
+        self.vmm.delivered[event_name(vector, source)] += 1
 
     def soft_int(self, vector, next_eip, source):
         try:

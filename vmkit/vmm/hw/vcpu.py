@@ -7,7 +7,7 @@ from vmkit.machine.cpu import EFLAGS
 from vmkit.machine.mmu import CR0_PG
 from vmkit.vmm.hw.ept import EPT
 from vmkit.vmm.hw.vmcs import VMCS
-from vmkit.vmm.te import TEVM
+from vmkit.vmm.vm import GuestVM
 
 
 # =================================================================================================
@@ -67,11 +67,15 @@ class GuestCPU:
                 f"cpl={r.cpl} cr0={self.cr0:08x} cr3={self.cr3:08x} cr4={self.cr4:08x}>")
 
 
-class HWVM(TEVM):
+class HWVM(GuestVM):
     """One guest under :class:`HardwareAssisted`: its VMCS (``vm.vmcs``), EPT (``vm.ept``, or
-    the shadow page tables of ``TrapAndEmulate`` with ``ept=False``), devices, memory slice.
-    Shares the guest-memory helpers of :class:`~vmkit.vmm.te.TEVM` (``read``/``write`` with the
-    guest's paging, ``phys_read``, ``memory()``, ``walk``, ``port_in``/``port_out``)."""
+    shadow page tables with ``ept=False``), and the core's per-VM object
+    (:class:`~vmkit.vmm.vm.GuestVM`: devices, memory slice, guest memory through the guest's
+    paging, ``port_in``/``port_out``). The VMM keeps no TLB of its own: with EPT the guest
+    changes its mappings without any exit, so every VMM access to guest memory walks."""
+
+    #: hardware assist's own per-VM state, saved and restored with the core's
+    vm_state = ("vmcs", "guest_cr3", "exit_pending", "entry_due", "inhibit_left", "ept")
 
     def __init__(self, index, image, machine, monitor, slice_base, vmm_base):
         super().__init__(index, image, machine, monitor, slice_base, vmm_base)
@@ -82,11 +86,3 @@ class HWVM(TEVM):
         self.exit_pending = False   # an exit recorded in the VMCS, not yet handled
         self.entry_due = False      # the next run of the guest is a VM entry after an exit
         self.inhibit_left = 0       # blocking by STI while another VM has the CPU
-
-    def translate(self, lin: int, write: bool = False, user: bool = False) -> int:
-        # no VMM-side TLB: with EPT the guest changes its mappings without any exit
-        return self.walk(lin, write, user)[0]
-
-    def __repr__(self) -> str:
-        r = self.result.reason if self.result else "running"
-        return f"<HWVM {self.index} {self.image.name} {r}>"

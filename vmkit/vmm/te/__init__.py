@@ -102,9 +102,10 @@ from vmkit.vmm.te.handlers import (_DEFAULT_HANDLERS, DEPRIVILEGED, emulate_cli,
                                    emulate_lmsw, emulate_ltr, emulate_mov, emulate_out,
                                    emulate_pop, emulate_rdtsc, emulate_retf, emulate_sgdt,
                                    emulate_sti, emulate_store_system, handles)
-from vmkit.vmm.te.monitor import TrapAndEmulate, _error_text, _name  # noqa: F401
-from vmkit.vmm.te.vcpu import (DEFAULT_SLICE, TEVM, CannotEmulate, NotEmulated,  # noqa: F401
-                               VirtualCPU)
+from vmkit.vmm.te.monitor import TrapAndEmulate, _error_text  # noqa: F401
+from vmkit.vmm.te.vcpu import TEVM, VirtualCPU
+from vmkit.vmm.vm import CannotEmulate, NotEmulated, event_name  # noqa: F401
+from vmkit.vmm.world import DEFAULT_SLICE  # noqa: F401
 from vmkit.vmm.world import VMStop as _VMStop  # noqa: F401
 
 __all__ = ["TrapAndEmulate", "TEVM", "VirtualCPU", "NotEmulated", "CannotEmulate",

@@ -8,7 +8,8 @@ from vmkit.isa.faults import Fault
 from vmkit.machine import rules
 from vmkit.machine.cpu import MASK32, TableReg
 from vmkit.trace import IRet
-from vmkit.vmm.te.vcpu import CR4_TSD, CR4_UMIP, NT, TEVM, CannotEmulate, NotEmulated
+from vmkit.vmm.te.vcpu import CR4_TSD, CR4_UMIP, NT, TEVM
+from vmkit.vmm.vm import CannotEmulate, NotEmulated
 
 # =================================================================================================
 # The emulation registry: mnemonic -> handler(vm, insn)

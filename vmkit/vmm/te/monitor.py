@@ -8,7 +8,7 @@ from collections import Counter
 from vmkit.errors import VmkitError
 from vmkit.isa import semantics as sem
 from vmkit.isa.decode import Insn
-from vmkit.isa.faults import VECTOR_NAMES, Fault, Resched
+from vmkit.isa.faults import Fault, Resched
 from vmkit.machine import rules
 from vmkit.machine.cpu import MASK32
 from vmkit.machine.devices import IRQ_BASE, Devices
@@ -17,16 +17,15 @@ from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE, PTE_A, PTE_D, PTE_P, PTE_
 from vmkit.machine.rules import Descriptor
 from vmkit.trace import Emulation, InstructionRetired, Interrupt, Reflection, RingTransition
 from vmkit.vmm import passthrough
-from vmkit.vmm.base import MonitorSnapshot
 from vmkit.vmm.layout import (GDT_BYTES, H_IDT, H_ONES, H_STUB, H_TSS, RESERVED_ENTRY, TSS_LIMIT,
                               V_WINPT, VMM_CS, VMM_DS, VMM_TSS, VMM_WINDOW, W_GDT, W_IDT, W_STUB,
                               W_TSS, MiB)
-from vmkit.vmm.sched import _init_scheduling, _sched_state, _set_sched_state, machine_time
+from vmkit.vmm.sched import _init_scheduling, machine_time
 from vmkit.vmm.shadow import ShadowPaging
 from vmkit.vmm.te.handlers import _DEFAULT_HANDLERS, DEPRIVILEGED
-from vmkit.vmm.te.vcpu import (_I, _Q, DEFAULT_SLICE, IF, NT, REAL_CR0, REAL_CR4_FROM_GUEST, RF,
-                               TEVM, TF, VM_FLAG, CannotEmulate, NotEmulated)
-from vmkit.vmm.world import HostedMonitor
+from vmkit.vmm.te.vcpu import _I, _Q, IF, NT, REAL_CR0, REAL_CR4_FROM_GUEST, RF, TEVM, TF, VM_FLAG
+from vmkit.vmm.vm import CannotEmulate, NotEmulated, event_name
+from vmkit.vmm.world import DEFAULT_SLICE, HostedMonitor
 from vmkit.vmm.world import VMStop as _VMStop
 
 
@@ -245,7 +244,7 @@ class TrapAndEmulate(ShadowPaging, HostedMonitor):
         if self.scheduler is not None and len(self.vms) > 1 \
                 and machine_time(self) >= self._slice_end:
             m.exit_request = True   # the slice (machine cycles) is spent: back to the run loop
-        self.trace.add(Interrupt(m.clock, vector=vector, name=_name(vector, source),
+        self.trace.add(Interrupt(m.clock, vector=vector, name=event_name(vector, source),
                                  source=source, error_code=fault.error_code if fault else None,
                                  from_ring=m.cpu.cpl, to_ring=0, eip=m.cpu.eip, handler=0,
                                  vm=vm.index))
@@ -407,7 +406,7 @@ class TrapAndEmulate(ShadowPaging, HostedMonitor):
         vc.halted = False
         self._load_real_cs(vm, sel, new, "interrupt", cd)
         cpu.eip = gate.gate_offset
-        name = _name(vector, source)
+        name = event_name(vector, source)
         self.reflected[name] += 1
         self.trace.add(Reflection(m.clock, vector=vector, name=name, from_ring=old,
                                   vm=vm.index))
@@ -638,54 +637,6 @@ class TrapAndEmulate(ShadowPaging, HostedMonitor):
         counts["native"] += self._host.steps
         counts["page_walk"] += self._host.walk_refs
         return counts
-
-    # ---- snapshots ---------------------------------------------------------------------------
-    def snapshot(self) -> MonitorSnapshot:
-        vms = []
-        for vm in self.vms:
-            vc = vm.vcpu
-            vms.append(dict(
-                vcpu=(vc.cr0, vc.cr2, vc.cr3, vc.cr4, vc.gdtr.copy(), vc.idtr.copy(),
-                      vc.ldtr.copy(), vc.tr.copy(), vc.IF, vc.iopl, vc.cpl, vc.halted),
-                devices=vm.devices.copy(), saved=vm.saved.state(), clock=vm._clock,
-                steps=vm.steps, inhibit=vm.inhibit_until, pending=vm.pending, result=vm.result,
-                pool=list(vm.pool), pts=dict(vm.shadow_pts), sinks=set(vm.sinks),
-                tlb={k: dict(t) for k, t in vm.tlb.items()},
-                gdt=(vm.gdt_copy, vm.gdt_shadowed), ticks=list(vm.tick_steps)))
-        state = dict(vms=vms, sched=_sched_state(self), declared=self._save_declared())
-        return MonitorSnapshot(id(self), [self._host.snapshot()], state)
-
-    def restore(self, snap: MonitorSnapshot) -> None:
-        if not isinstance(snap, MonitorSnapshot) or snap.owner != id(self):
-            raise VmkitError("restore() takes a snapshot made by this monitor's snapshot()")
-        st = snap.state
-        self._host.restore(snap.machines[0])
-        for vm, s in zip(self.vms, st["vms"]):
-            vc = vm.vcpu
-            (vc.cr0, vc.cr2, vc.cr3, vc.cr4, g, i, l, t, vc.IF, vc.iopl, vc.cpl,
-             vc.halted) = s["vcpu"]
-            vc.gdtr, vc.idtr, vc.ldtr, vc.tr = g.copy(), i.copy(), l.copy(), t.copy()
-            vm.devices = s["devices"].copy()
-            vm.saved.set_state(s["saved"])
-            vm._clock, vm.steps, vm.inhibit_until = s["clock"], s["steps"], s["inhibit"]
-            vm.pending, vm.result = s["pending"], s["result"]
-            vm.pool, vm.shadow_pts, vm.sinks = list(s["pool"]), dict(s["pts"]), set(s["sinks"])
-            vm.tlb = {k: dict(t) for k, t in s["tlb"].items()}
-            vm.gdt_copy, vm.gdt_shadowed = s["gdt"]
-            vm.gdt_src = None
-            vm.tick_steps = list(s["ticks"])
-        self._restore_declared(st["declared"])
-        self._host.vm_index = self.current
-        _set_sched_state(self, st["sched"])
-
-
-def _name(vector: int, source: str) -> str:
-    """How stats and traces name an event: "#PF", "int 0x80", "irq 0"."""
-    if source == "irq":
-        return f"irq {vector - IRQ_BASE}"
-    if source == "int":
-        return f"int {vector:#x}"
-    return VECTOR_NAMES.get(vector, f"vector {vector}")
 
 
 def _error_text(ex: Exception) -> str:
