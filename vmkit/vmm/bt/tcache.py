@@ -218,7 +218,7 @@ def on_code_write(bt, pa: int, n: int) -> None:
 
 
 def invalidate(bt, blk: Block, reason: str, count: bool = True, event: bool = True) \
-        -> None:
+               -> None:
     if not blk.valid:
         return
     blk.valid = False

@@ -137,7 +137,7 @@ def ends_unit(insn: Insn, kind: str) -> bool:
 
 # ---- the translator -----------------------------------------------------------------------
 def translate(bt, vm: TEVM, eip: int, gpa: int, key, insns: list | None = None,
-               static: bool = False) -> Block | None:
+              static: bool = False) -> Block | None:
     """Translate the unit at ``eip`` into a block (None when its first instruction cannot
     be translated: it is interpreted then, and gets its #UD or #PF there)."""
     if insns is None:

@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-import struct
 from collections import Counter
 
 from vmkit.errors import VmkitError
-from vmkit.isa import semantics as sem
 from vmkit.isa.decode import Insn
-from vmkit.isa.faults import Fault, Resched
+from vmkit.isa.faults import Fault
 from vmkit.machine import rules
 from vmkit.machine.cpu import MASK32
 from vmkit.machine.devices import IRQ_BASE, Devices
 from vmkit.machine.machine import Machine, RunResult
-from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE, PTE_A, PTE_D, PTE_P, PTE_W
 from vmkit.machine.rules import Descriptor
-from vmkit.trace import Emulation, InstructionRetired, Interrupt, Reflection, RingTransition
+from vmkit.trace import Emulation, InstructionRetired, Interrupt
 from vmkit.vmm import passthrough
-from vmkit.vmm.layout import (GDT_BYTES, H_IDT, H_ONES, H_STUB, H_TSS, RESERVED_ENTRY, TSS_LIMIT,
-                              V_WINPT, VMM_CS, VMM_DS, VMM_TSS, VMM_WINDOW, W_GDT, W_IDT, W_STUB,
-                              W_TSS, MiB)
+from vmkit.vmm.layout import VMM_WINDOW, MiB
 from vmkit.vmm.sched import _init_scheduling, machine_time
 from vmkit.vmm.shadow import ShadowPaging
+from vmkit.vmm.te.boot import boot_vm, build_vmm_area
+from vmkit.vmm.te.control import write_cr
 from vmkit.vmm.te.handlers import _DEFAULT_HANDLERS, DEPRIVILEGED
-from vmkit.vmm.te.vcpu import _I, _Q, IF, NT, REAL_CR0, REAL_CR4_FROM_GUEST, RF, TEVM, TF, VM_FLAG
+from vmkit.vmm.te.reflect import reflect, reflect_exception
+from vmkit.vmm.te.segments import load_real_cs, load_real_segment, shadow_gdt, sync_gdt
+from vmkit.vmm.te.softmmu import emulate_one, window_fault
+from vmkit.vmm.te.vcpu import TEVM
 from vmkit.vmm.vm import CannotEmulate, NotEmulated, event_name
 from vmkit.vmm.world import DEFAULT_SLICE, HostedMonitor
 from vmkit.vmm.world import VMStop as _VMStop
@@ -115,67 +115,12 @@ class TrapAndEmulate(ShadowPaging, HostedMonitor):
         return vm
 
     def _build_vmm_area(self) -> None:
-        """The real IDT, the VMM's TSS (an I/O bitmap denying every port) and the all-ones
-        page, shared by every VM."""
-        m = self._host
-        mem = m.mem
-        stub = VMM_WINDOW + W_STUB
-        # the real IDT: every vector leads into the VMM. The simulator's VMM runs in Python, so
-        # these gates are never taken (Machine.exception_hook intercepts first); they are what
-        # the real IDT holds, and what a guest's sidt points at.
-        gate = (stub & 0xFFFF) | (VMM_CS << 16) | (0x8E << 40) | ((stub >> 16) << 48)
-        for v in range(256):
-            _Q.pack_into(mem, H_IDT + 8 * v, gate)
-        mem[H_IDT + 2048:H_IDT + 4096] = bytes(2048)
-        tss = bytearray(3 * 4096)
-        _I.pack_into(tss, 4, stub + 0x1000)        # ESP0: the VMM's (unused) stack
-        _I.pack_into(tss, 8, VMM_DS)               # SS0
-        struct.pack_into("<H", tss, 0x66, 104)     # I/O bitmap right after the TSS
-        tss[104:104 + 8193] = b"\xFF" * 8193       # every port denied, and the end byte
-        mem[H_TSS:H_TSS + len(tss)] = tss
-        mem[H_STUB:H_STUB + 4096] = b"\xF4" * 4096  # hlt: never reached
-        mem[H_ONES:H_ONES + 4096] = b"\xFF" * 4096  # guest frames beyond a VM's memory
+        """As ``boot.build_vmm_area`` (a method: subclasses and the VM call it)."""
+        build_vmm_area(self)
 
     def _boot_vm(self, vm: TEVM) -> None:
-        """The VM's slice as the machine powers on (0xAA everywhere, the boot GDT, the image),
-        its VMM structures, and the real CPU state that runs it: ring 1, paging on the shadow."""
-        m = self._host
-        mem = m.mem
-        self._power_on_slice(vm)
-        # the VMM's own descriptors at the top of this VM's real GDT
-        tss_base = VMM_WINDOW + W_TSS
-        tss_desc = ((TSS_LIMIT & 0xFFFF) | ((tss_base & 0xFFFFFF) << 16) | (0x8B << 40)
-                    | (((TSS_LIMIT >> 16) & 0xF) << 48) | ((tss_base >> 24) << 56))
-        for sel, raw in ((VMM_CS, 0x00CF9B000000FFFF), (VMM_DS, 0x00CF93000000FFFF),
-                         (VMM_TSS, tss_desc)):
-            _Q.pack_into(mem, vm.gdt_base + sel, raw)
-        # the window: the real GDT, IDT and TSS, read-only and supervisor-only
-        frames = [vm.gdt_base + 0x1000 * k for k in range(GDT_BYTES // 0x1000)]
-        frames += [H_IDT, H_TSS, H_TSS + 0x1000, H_TSS + 0x2000, H_STUB]
-        winpt = vm.vmm_base + V_WINPT
-        for k, f in enumerate(frames):
-            _I.pack_into(mem, winpt + 4 * k, f | PTE_P | PTE_A | PTE_D)
-        _I.pack_into(mem, vm.pd + 4 * 1023, winpt | PTE_P | PTE_W | PTE_A)
-        self.shadow_gdt(vm)
-        # the real CPU for this VM
-        cpu = vm.saved
-        cpu.regs[:] = [0] * 8
-        cpu.regs[4] = vm.memory_size            # as Machine: a stack at the top of memory
-        cpu.eip = vm.image.entry
-        cpu.eflags = IF                          # real IF on, IOPL 0; the virtual IF is 0
-        for i, sel in enumerate((0x10, 0x08, 0x10, 0x10, 0x10, 0x10)):
-            d = self._shadow_descriptor(vm, sel)
-            real = sel | 1 if i in (1, 2) else sel
-            s = cpu.seg[i]
-            s.selector, s.base, s.limit, s.access, s.flags = real, d.base, d.limit, \
-                d.access | 1, d.flags
-        cpu.cr0, cpu.cr2, cpu.cr3, cpu.cr4 = REAL_CR0, 0, vm.pd, 0
-        cpu.gdtr.base, cpu.gdtr.limit = VMM_WINDOW + W_GDT, GDT_BYTES - 1
-        cpu.idtr.base, cpu.idtr.limit = VMM_WINDOW + W_IDT, 256 * 8 - 1
-        cpu.ldtr.selector, cpu.ldtr.base, cpu.ldtr.limit = 0, 0, 0
-        cpu.tr.selector, cpu.tr.base, cpu.tr.limit = VMM_TSS, VMM_WINDOW + W_TSS, TSS_LIMIT
-        cpu.cpl = 1
-        vm.vcpu.cpl = 0
+        """As ``boot.boot_vm`` (a method: subclasses and the VM call it)."""
+        boot_vm(self, vm)
 
     def _setup(self) -> None:
         m = self._host
@@ -368,48 +313,8 @@ class TrapAndEmulate(ShadowPaging, HostedMonitor):
     # ---- reflection: the VMM delivers into the guest ------------------------------------------
     def _reflect(self, vm: TEVM, vector: int, error_code: int | None, return_eip: int,
                  source: str) -> None:
-        """Deliver vector into the guest kernel through the guest's IDT (SDM 6.12.1, as
-        ``Machine.deliver`` with the guest's tables and the virtual CPU): gate checks against
-        the virtual CPL, the stack switch to the guest TSS's SS0:ESP0, the frame the guest
-        expects (virtual IF and IOPL, CS as the guest believes it), virtual IF cleared for an
-        interrupt gate. Raises the guest's Fault if delivery fails (state unchanged)."""
-        m = self._host
-        cpu, vc = m.cpu, vm.vcpu
-        gate, cd, new, ext = rules.interrupt_gate(vm, vc.idtr, vc.cpl, vector, source,
-                                                  "guest's IDT")
-        sel = gate.gate_selector
-        old = vc.cpl
-        flags = vc.eflags
-        frame = [flags, vc.cs, return_eip]
-        new_ss = None
-        if new < old:
-            esp, new_ss = self._inner_stack(vm, new, ext)
-            rules.inner_stack_segment(vm, new_ss, new, ext)
-            frame = [vc.ss, cpu.regs[4]] + frame
-        else:
-            esp = cpu.regs[4]
-        if error_code is not None:
-            frame.append(error_code)
-        pushes = []
-        for v in frame:
-            esp = (esp - 4) & MASK32
-            pushes.append((esp, v))
-        for a, v in pushes:
-            vm.write(a, 4, v & MASK32)
-        # commit, on the real CPU and the virtual one
-        if new_ss is not None:
-            self._load_real_segment(vm, 2, new_ss)
-        cpu.regs[4] = esp
-        cpu.eflags = cpu.eflags & ~(TF | NT | RF | VM_FLAG)
-        if gate.type == 0xE:
-            vc.IF = 0
-        vc.halted = False
-        self._load_real_cs(vm, sel, new, "interrupt", cd)
-        cpu.eip = gate.gate_offset
-        name = event_name(vector, source)
-        self.reflected[name] += 1
-        self.trace.add(Reflection(m.clock, vector=vector, name=name, from_ring=old,
-                                  vm=vm.index))
+        """As ``reflect.reflect`` (a method: subclasses and the VM call it)."""
+        reflect(self, vm, vector, error_code, return_eip, source)
 
     def _inner_stack(self, vm: TEVM, new: int, ext: int) -> tuple[int, int]:
         """(ESP, SS) for a reflection into virtual ring ``new``: the guest TSS's, read now
@@ -417,12 +322,8 @@ class TrapAndEmulate(ShadowPaging, HostedMonitor):
         return rules.tss_stack(vm, vm.vcpu.tr, new, ext)
 
     def _reflect_exception(self, vm: TEVM, f: Fault) -> None:
-        """Reflect an exception with the double-fault rules of SDM Table 6-5, as
-        ``Machine.deliver_exception`` does natively; a fault while reflecting #DF is a triple
-        fault and ends the VM (reason "crash", the chain of faults in the detail)."""
-        eip = self._host.cpu.eip
-        rules.deliver_exception(lambda v, c: self._reflect(vm, v, c, eip, "exception"), f,
-                                lambda chain: _VMStop("crash", "triple fault: " + chain))
+        """As ``reflect.reflect_exception`` (a method: subclasses and the VM call it)."""
+        reflect_exception(self, vm, f)
 
     def _inject_irq(self, vm: TEVM, line: int) -> None:
         """A virtual device interrupt, now deliverable: acknowledge it on the VM's interrupt
@@ -437,111 +338,31 @@ class TrapAndEmulate(ShadowPaging, HostedMonitor):
             self._reflect_exception(vm, f)
 
     # ---- the real CPU's segment registers ----------------------------------------------------
-    def _shadow_descriptor(self, vm: TEVM, selector: int) -> Descriptor:
-        return Descriptor.parse(_Q.unpack_from(self._host.mem,
-                                               vm.gdt_base + (selector & 0xFFF8))[0])
 
     def _load_real_segment(self, vm: TEVM, index: int, selector: int) -> None:
-        """Load a real data or stack segment register from the shadow GDT; the kernel's
-        stack selector gets RPL 1 (the real CPL)."""
-        real = selector | 1 if index == 2 and selector & 3 == 0 else selector
-        self._host._load_cache(index, real, self._shadow_descriptor(vm, selector))
+        """As ``segments.load_real_segment`` (a method: subclasses and the VM call it)."""
+        load_real_segment(self, vm, index, selector)
 
     def _load_real_cs(self, vm: TEVM, selector: int, vring: int, cause: str,
                       d: Descriptor | None = None) -> None:
-        """CS := the guest's code selector for virtual ring ``vring``, in the real ring that
-        stands for it (0 -> 1); the guest descriptor's accessed bit is set as natively."""
-        m = self._host
-        cpu, vc = m.cpu, vm.vcpu
-        vm.set_accessed(selector, d if d is not None else vm.descriptor(selector))
-        ring = 1 if vring == 0 else vring
-        m._load_cache(1, (selector & 0xFFFC) | ring, self._shadow_descriptor(vm, selector))
-        old = cpu.cpl
-        vc.cpl = vring
-        if ring != old:
-            cpu.cpl = ring
-            m._mode_changed()
-            self.trace.add(RingTransition(m.clock, from_ring=old, to_ring=ring, cause=cause,
-                                          vm=vm.index))
-            if ring > old:
-                m._null_outer_segments(ring)
+        """As ``segments.load_real_cs`` (a method: subclasses and the VM call it)."""
+        load_real_cs(self, vm, selector, vring, cause, d)
 
     # ---- the shadow GDT ----------------------------------------------------------------------
     def shadow_gdt(self, vm: TEVM) -> None:
-        """Rebuild the real GDT from the guest's: code and data descriptors of DPL 0 get DPL 1
-        (accessed bits kept: a clear one makes the CPU's write fault into the VMM, which sets
-        it in the guest's table too); the VMM's own entries stay at the top."""
-        gdtr = vm.vcpu.gdtr
-        n = min(gdtr.limit + 1, RESERVED_ENTRY * 8)
-        raw = vm.peek(gdtr.base, n) or b""
-        out = bytearray(raw + bytes(-len(raw) % 8))
-        for off in range(0, len(out), 8):
-            d = _Q.unpack_from(out, off)[0]
-            access = (d >> 40) & 0xFF
-            if access & 0x10 and not access & 0x60:    # code or data with DPL 0
-                d |= 1 << 45                           # DPL 1: the kernel's new ring
-            _Q.pack_into(out, off, d)
-        mem = self._host.mem
-        clear = max(vm.gdt_shadowed, len(out))
-        mem[vm.gdt_base:vm.gdt_base + clear] = bytes(out) + bytes(clear - len(out))
-        vm.gdt_shadowed = len(out)
-        vm.gdt_copy = raw
-        vm.gdt_src = None
-        self.events["shadow_update"] += 1
+        """As ``segments.shadow_gdt`` (a method: subclasses and the VM call it)."""
+        shadow_gdt(self, vm)
 
     def _sync_gdt(self, vm: TEVM) -> None:
-        """On every entry into the VMM: re-shadow if the guest changed its GDT in memory since
-        (a plain store, which does not trap). A byte comparison at the table's host address."""
-        if vm.gdt_src is None:
-            gdtr = vm.vcpu.gdtr
-            n = len(vm.gdt_copy)
-            src, k = [], 0
-            try:
-                while k < n:
-                    a = (gdtr.base + k) & MASK32
-                    take = min(n - k, 0x1000 - (a & 0xFFF))
-                    h = vm.host_address(vm.walk(a, touch=False)[0])
-                    if h is None or h + take > vm.slice_base + vm.memory_size:
-                        return
-                    src.append((h, take))
-                    k += take
-            except Fault:
-                return
-            vm.gdt_src = src
-        mem = self._host.mem
-        if b"".join(bytes(mem[h:h + t]) for h, t in vm.gdt_src) != vm.gdt_copy:
-            self.shadow_gdt(vm)
+        """As ``segments.sync_gdt`` (a method: subclasses and the VM call it)."""
+        sync_gdt(self, vm)
 
     # ---- control registers -------------------------------------------------------------------
     def write_cr(self, vm: TEVM, n: int, v: int) -> None:
         """MOV to CRn on the virtual CPU. The real CR0 keeps paging on; a change of the guest's
         paging (CR3, CR0.PG/WP, CR4.PSE) drops the VM's shadow page tables, as the hardware
         flushes its TLB."""
-        vc = vm.vcpu
-        v &= MASK32
-        if n == 0:
-            if v & CR0_PG and not v & 1:
-                raise Fault(13, 0, detail="CR0.PG without CR0.PE")
-            if not v & 1:
-                raise CannotEmulate("clearing CR0.PE (real mode is not in the subset)")
-            old = vc.cr0
-            vc.cr0 = v | 0x10
-            if (old ^ v) & (CR0_PG | CR0_WP):
-                self.flush_shadow(vm)
-        elif n == 2:
-            vc.cr2 = v
-        elif n == 3:
-            vc.cr3 = v
-            self.pt_traps["mov cr3"] += 1
-            self.flush_shadow(vm)
-        elif n == 4:
-            old = vc.cr4
-            vc.cr4 = v
-            self._host.cpu.cr4 = v & REAL_CR4_FROM_GUEST
-            if (old ^ v) & CR4_PSE:
-                self.flush_shadow(vm)
-        else:
-            raise Fault(6, detail=f"cr{n} does not exist")
+        write_cr(self, vm, n, v)
 
     # ---- shadow page tables: a virtual TLB ---------------------------------------------------
     def invlpg(self, vm: TEVM, lin: int) -> None:
@@ -554,56 +375,13 @@ class TrapAndEmulate(ShadowPaging, HostedMonitor):
         lin, err = fault.address, fault.error_code
         write, user = bool(err & 2), bool(err & 4)
         if lin >= VMM_WINDOW:
-            self._window_fault(vm, lin, write, user)
+            window_fault(self, vm, lin, write, user)
             return
         pte, ok = self._shadow_entry(vm, lin, write, user)   # the guest's #PF: reflected
         if not ok:
-            self._emulate_one(vm)
+            emulate_one(self, vm)
             return
         self._hidden_fault(vm, lin, pte)
-
-    def _window_fault(self, vm: TEVM, lin: int, write: bool, user: bool) -> None:
-        """A fault in the VMM's window: the CPU setting a descriptor's accessed bit in the
-        (read-only) shadow GDT, or the guest touching addresses it believes are its own."""
-        m = self._host
-        off = lin - VMM_WINDOW
-        if write and not user and off < GDT_BYTES and off & 7 == 5:
-            idx = off >> 3
-            shadow = m.mem[vm.gdt_base + off]
-            if shadow & 0x10 and not shadow & 1 and idx * 8 + 7 <= vm.vcpu.gdtr.limit:
-                # set it where the guest's hardware would have: in the guest's own table
-                sel = idx * 8
-                vm.set_accessed(sel, vm.descriptor(sel))
-                m.mem[vm.gdt_base + off] = shadow | 1
-                return
-        gpa, _, _ = vm.walk(lin, write, user)
-        if vm.host_address(gpa) is not None:
-            raise _VMStop("crash", f"the guest maps linear address {lin:#010x}, inside the "
-                          f"VMM's reserved window {VMM_WINDOW:#010x}-0xffffffff")
-        self._emulate_one(vm)   # beyond the guest's memory: all ones, writes dropped
-
-    def _emulate_one(self, vm: TEVM) -> None:
-        """Run the faulting instruction with the VMM's software MMU: every memory access goes
-        through the guest's page tables (all ones beyond memory, writes there dropped). For
-        the few accesses a shadow entry cannot express."""
-        m = self._host
-        insn = self._fetch_insn(vm, m.cpu.eip)
-        if insn is None or not insn.id:
-            raise _VMStop("crash", f"cannot decode the instruction at {m.cpu.eip:#010x}")
-        user = vm.vcpu.cpl == 3
-        g = dict(m._g)
-        for n in (1, 2, 4):
-            g[f"rd{n}"] = lambda a, n=n: vm.read(a, n, user)
-            g[f"wr{n}"] = lambda a, v, n=n: vm.write(a, n, v, user)
-        fn = sem.compile_insn(insn, g)
-        if isinstance(fn, str):
-            raise _VMStop("crash", f"cannot emulate {insn.text!r} at {insn.address:#010x}: "
-                          f"{fn}")
-        try:
-            fn()
-        except Resched:
-            pass
-        self._retired(vm, insn)
 
     # ---- statistics and cycles ---------------------------------------------------------------
     @property
