@@ -72,12 +72,11 @@ Adaptive translation
 --------------------
 The shadow page tables are a virtual TLB (see :mod:`vmkit.vmm.shadow`): after every guest CR3
 load the first access to each page is a hidden page fault, a trap into the VMM. An instruction
-of translated
-code that keeps trapping this way (``adapt_after`` hidden faults; ``popad`` on the kernel stack
-of the process just switched to is the classic case in ``ctxswitch``) is **retranslated into a
-callout** that runs it with the VMM's software MMU (the guest's page tables, accessed and dirty
-bits set as natively), without the trap (``adaptations``; A&A §3.3 adapt page-table writes the
-same way).
+of translated code that keeps trapping this way (``adapt_after`` hidden faults; ``popad`` on
+the kernel stack of the process just switched to is the classic case in ``ctxswitch``) is
+**retranslated into a callout** that runs it with the VMM's software MMU (the guest's page
+tables, accessed and dirty bits set as natively), without the trap (``adaptations``; A&A §3.3
+adapt page-table writes the same way).
 
 Static translation, the contrast
 --------------------------------

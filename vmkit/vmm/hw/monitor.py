@@ -5,32 +5,23 @@ from __future__ import annotations
 from collections import Counter
 
 from vmkit.errors import VmkitError
-from vmkit.isa import semantics as sem
-from vmkit.isa.decode import DECODER
-from vmkit.isa.faults import HAS_ERROR_CODE, Fault, Resched
-from vmkit.machine import rules
-from vmkit.machine.cpu import MASK32
-from vmkit.machine.devices import IRQ_BASE, Devices
-from vmkit.machine.machine import BOOT_GDT, BOOT_GDT_BYTES, Machine, RunResult
-from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE
-from vmkit.machine.system import TripleFault
-from vmkit.trace import Emulation, InstructionRetired, VmEntry, VmExit
+from vmkit.isa.faults import Fault
+from vmkit.machine.devices import Devices
+from vmkit.machine.machine import Machine, RunResult
+from vmkit.trace import Emulation, InstructionRetired, VmEntry
 from vmkit.vmm import passthrough
-from vmkit.vmm.hw.ept import EPT
+from vmkit.vmm.hw.boot import boot_vm
 from vmkit.vmm.hw.exits import _DEFAULT_HANDLERS
+from vmkit.vmm.hw.guestmmu import ept_violation, exception_exit, guest_invlpg, write_cr
+from vmkit.vmm.hw.inject import enter_with_event, inject_fault, virtual_interrupts
 from vmkit.vmm.hw.nonroot import _STUBS, _NonRootMachine
 from vmkit.vmm.hw.vcpu import HWVM
-from vmkit.vmm.hw.vmcs import (_SOURCE_TYPE, CR0_ET, CR0_NE, CR0_PE, CR4_VMXE, DEVICE_PORTS,
-                               EXCEPTION_NMI, EXIT_REASONS, H_ONES, IF, INSTRUCTION_EXITS,
-                               INTR_ERROR_VALID, INTR_EXTERNAL, INTR_HW_EXCEPTION, INTR_NMI,
-                               INTR_SW_EXCEPTION, INTR_SW_INTERRUPT, INTR_VALID, PREEMPTION_TIMER,
-                               TRIPLE_FAULT, VMCS, MiB, NonRootExit, VmcsControls, _decode_info,
-                               _DuringDelivery, interruption_info)
+from vmkit.vmm.hw.vmcs import (DEVICE_PORTS, H_ONES, IF, PREEMPTION_TIMER, TRIPLE_FAULT, VMCS, MiB,
+                               NonRootExit, VmcsControls)
+from vmkit.vmm.hw.vmexit import exit_during_delivery, handle_exit, on_exception, record_exit
 from vmkit.vmm.sched import _init_scheduling
 from vmkit.vmm.shadow import ShadowPaging
-from vmkit.vmm.vm import CannotEmulate
 from vmkit.vmm.world import DEFAULT_SLICE, HostedMonitor
-from vmkit.vmm.world import VMStop as _VMStop
 
 
 class HardwareAssisted(ShadowPaging, HostedMonitor):
@@ -135,34 +126,8 @@ class HardwareAssisted(ShadowPaging, HostedMonitor):
 
     def _make_vm(self, index: int, image, machine: Machine) -> HWVM:
         vm = HWVM(index, image, machine, self, self._slice_bases[index], (1 + index) * MiB)
-        self._boot_vm(vm)
+        boot_vm(self, vm)
         return vm
-
-    def _boot_vm(self, vm: HWVM) -> None:
-        """The VM's slice as the machine powers on (0xAA everywhere, the boot GDT, the image),
-        its EPT or shadow page directory, and its guest-state area: the power-on CPU."""
-        m = self._host
-        self._power_on_slice(vm)
-        cpu = vm.saved                           # the guest-state area
-        cpu.regs[:] = [0] * 8
-        cpu.regs[4] = vm.memory_size            # as Machine: a stack at the top of memory
-        cpu.eip = vm.image.entry
-        cpu.eflags = 0x2
-        cpu.gdtr.base, cpu.gdtr.limit = BOOT_GDT, len(BOOT_GDT_BYTES) - 1
-        cpu.idtr.base, cpu.idtr.limit = 0, 0
-        cpu.cpl = 0
-        vm.vmcs.cr0_read_shadow, vm.vmcs.cr4_read_shadow = 0x11, 0
-        if self.ept:
-            root = vm.vmm_base
-            vm.ept = EPT(m, root, [vm.vmm_base + a for a in range(0x1000, MiB, 0x1000)])
-            vm.vmcs.ept_pointer = root
-            if not self.lazy_ept:
-                for g in range(0, vm.memory_size, 0x1000):
-                    vm.ept.map(g, vm.slice_base + g)
-            cpu.cr0, cpu.cr3 = 0x11 | CR0_NE, 0       # unrestricted guest: paging off is fine
-        else:
-            cpu.cr0, cpu.cr3 = 0x11 | CR0_NE | CR0_PG | CR0_WP, vm.pd
-        cpu.cr4 = CR4_VMXE
 
     def _setup(self) -> None:
         m = self._host
@@ -203,14 +168,14 @@ class HardwareAssisted(ShadowPaging, HostedMonitor):
     def _root_work(self, vm: HWVM) -> bool:
         if not vm.exit_pending:
             return False
-        self._guarded(vm, self._handle_exit, vm)     # root mode: handle the exit
+        self._guarded(vm, handle_exit, self, vm)    # root mode: handle the exit
         return True
 
     def _deliver_pending(self, vm: HWVM) -> bool:
-        self._virtual_interrupts(vm)
+        virtual_interrupts(self, vm)
         if not vm.vmcs.injection_pending:
             return False
-        self._guarded(vm, self._enter_with_event, vm)   # VM entry with event injection
+        self._guarded(vm, enter_with_event, self, vm)   # VM entry with event injection
         return True
 
     def _halted(self, vm: HWVM) -> bool:
@@ -261,67 +226,6 @@ class HardwareAssisted(ShadowPaging, HostedMonitor):
         m.nested = vm.ept
         m._flush_icache()
 
-    def _virtual_interrupts(self, vm: HWVM) -> None:
-        """The VMM's virtual interrupt controller: inject its next line if the guest can take it
-        (IF = 1, no blocking by STI), else ask for an interrupt-window exit."""
-        vmcs = vm.vmcs
-        if vmcs.injection_pending:
-            return
-        dv = vm.devices
-        line = dv.pending_vector()
-        if line is None:
-            vmcs.interrupt_window_exiting = False
-            return
-        m = self._host
-        if m.cpu.ef & IF and m.steps >= m._irq_inhibit_until:
-            dv.acknowledge(line)
-            if self.machine_timer and line == 0:
-                vm.tick_steps.append(vm.steps)
-            vmcs.inject(IRQ_BASE + line, INTR_EXTERNAL)
-            vmcs.interrupt_window_exiting = False
-        else:
-            vmcs.interrupt_window_exiting = True
-
-    def _enter_with_event(self, vm: HWVM) -> None:
-        """VM entry with event injection: the CPU, in non-root mode, delivers the event through
-        the guest's IDT (SDM Vol. 3C, 27.6). A fault that exits during the delivery is recorded
-        with the event as IDT-vectoring information (re-injected after the exit); any other
-        fault is delivered as the hardware would."""
-        m = self._host
-        vmcs = vm.vmcs
-        info, code = vmcs.entry_interruption_info, vmcs.entry_exception_error_code
-        length = vmcs.entry_instruction_length
-        vmcs.entry_interruption_info = 0
-        vector, type_ = _decode_info(info)
-        self.injections += 1
-        vm.entry_due = False
-        self.vmx_mode = "non-root"
-        self.trace.add(VmEntry(m.clock, injected=vector, vm=vm.index))
-        m.exit_request = False
-        try:
-            if type_ == INTR_HW_EXCEPTION:
-                m.deliver_exception(Fault(vector, code if info & INTR_ERROR_VALID else None))
-            elif type_ == INTR_EXTERNAL:
-                try:
-                    m.deliver(vector, None, m.cpu.eip, "irq")
-                except Fault as f:
-                    m._exception(f)
-            else:                                  # software interrupt or exception
-                eip = m.cpu.eip
-                source = {INTR_SW_INTERRUPT: "int"}.get(type_, "int3" if vector == 3 else "into")
-                try:
-                    m.deliver(vector, None, (eip + length) & MASK32, source)
-                except Fault as f:
-                    m._exception(f)
-                else:
-                    self._retired(vm, source, eip, m.text_at(eip) or source)
-        except _DuringDelivery as d:
-            self._record(d.exit)
-        except TripleFault as tf:
-            self._record(NonRootExit(TRIPLE_FAULT))
-            vm.exit_pending = False
-            raise _VMStop("crash", f"triple fault: {tf}") from None
-
     def _guest_if(self, vm: HWVM) -> bool:
         return bool(self._host.cpu.ef & IF)   # non-root mode: the guest's IF is the real one
 
@@ -329,112 +233,18 @@ class HardwareAssisted(ShadowPaging, HostedMonitor):
     def _record(self, x: NonRootExit) -> None:
         """The CPU's side of a VM exit: write the exit information fields of the current VM's
         VMCS, count and trace it, and leave non-root mode (the machine's run returns)."""
-        m = self._host
-        vm = self.vms[self.current]
-        vmcs = vm.vmcs
-        vmcs.exit_reason = x.reason
-        vmcs.exit_qualification = x.qualification
-        vmcs.guest_linear_address = x.linear
-        vmcs.guest_physical_address = x.physical
-        vmcs.exit_interruption_info = x.interruption
-        vmcs.exit_interruption_error_code = x.interruption_error
-        vmcs.idt_vectoring_info = x.vectoring
-        vmcs.idt_vectoring_error_code = x.vectoring_error
-        vmcs.exit_instruction_length = x.length
-        vmcs.exit_instruction = x.insn
-        vm.exit_pending = True
-        vm.entry_due = True
-        name = EXIT_REASONS.get(x.reason, str(x.reason))
-        self.vm_exits[name] += 1
-        self.events["vm_exit"] += 1
-        self.trace.add(VmExit(m.clock, reason=x.reason, name=name, qualification=x.qualification,
-                              address=m.cpu.eip, vm=vm.index))
-        m.exit_request = True
-        self.vmx_mode = "root"
+        record_exit(self, x)
 
     def _on_exception(self, vector: int, fault: Fault | None, source: str, next_eip) -> bool:
         """Machine.exception_hook: exits raised by the CPU, and the exception bitmap. Anything
         that does not exit is delivered by the CPU through the guest's IDT (return False)."""
-        if isinstance(fault, NonRootExit):
-            self._record(fault)
-            return True
-        bitmap = self._controls.exception_bitmap
-        if source == "exception":
-            if bitmap >> vector & 1:
-                code = fault.error_code if fault is not None else None
-                if vector in HAS_ERROR_CODE and code is None:
-                    code = 0
-                q = fault.address if vector == 14 and fault.address is not None else 0
-                self._record(NonRootExit(EXCEPTION_NMI, q, linear=q if vector == 14 else None,
-                                         interruption=interruption_info(vector, INTR_HW_EXCEPTION,
-                                                                        code), error_code=code))
-                return True
-            return False
-        if source in ("int3", "into") and bitmap >> vector & 1:
-            # raised, not recorded here: the int3 must not retire (it unwinds like a fault and
-            # comes back through this hook as a NonRootExit); the VMM injects it
-            eip = self._host.cpu.eip
-            raise NonRootExit(EXCEPTION_NMI,
-                              interruption=interruption_info(vector, INTR_SW_EXCEPTION),
-                              length=(next_eip - eip) & MASK32)
-        return False   # int n: delivered through the guest's IDT, never an exit
+        return on_exception(self, vector, fault, source, next_eip)
 
     def _exit_during_delivery(self, f: Fault, vector: int, error_code, source: str):
         """A fault while the CPU delivers an event: the exit it causes (with the event as
         IDT-vectoring information), or None when the hardware handles it as a nested
         exception (double-fault rules)."""
-        if isinstance(f, NonRootExit):
-            x = f
-        elif self._controls.exception_bitmap >> f.vector & 1:
-            code = f.error_code
-            if f.vector in HAS_ERROR_CODE and code is None:
-                code = 0
-            q = f.address if f.vector == 14 and f.address is not None else 0
-            x = NonRootExit(EXCEPTION_NMI, q, linear=q if f.vector == 14 else None,
-                            interruption=interruption_info(f.vector, INTR_HW_EXCEPTION, code),
-                            error_code=code)
-        else:
-            return None
-        if not x.vectoring:
-            type_ = _SOURCE_TYPE.get(source, INTR_HW_EXCEPTION)
-            x.vectoring = interruption_info(vector, type_, error_code)
-            x.vectoring_error = error_code
-        return x
-
-    def _handle_exit(self, vm: HWVM) -> None:
-        """Root mode: run the handler of the exit recorded in the VM's VMCS. An instruction
-        exit's handler runs with EIP already past the instruction, which then counts as
-        retired; a Fault from the handler is injected with EIP back on the instruction."""
-        vmcs = vm.vmcs
-        vm.exit_pending = False
-        self.vmx_mode = "root"
-        reason = vmcs.exit_reason
-        handler = self.handlers.get(EXIT_REASONS.get(reason, ""))
-        if handler is None:
-            raise CannotEmulate(f"no handler for VM exit {reason} ({vmcs.exit_name}) in "
-                                f"handlers[{vmcs.exit_name!r}]")
-        if reason not in INSTRUCTION_EXITS:
-            handler(vm, vmcs)
-            return
-        cpu = self._host.cpu
-        eip = cpu.eip
-        insn = vmcs.exit_instruction
-        cpu.eip = (eip + vmcs.exit_instruction_length) & MASK32
-        try:
-            handler(vm, vmcs)
-        except Fault as f:
-            cpu.eip = eip
-            self.inject_fault(vm, f)
-            return
-        except Exception as ex:                # the VM ends (see _guarded), EIP on the insn
-            cpu.eip = eip
-            if isinstance(ex, _VMStop):
-                text = insn.text if insn is not None else vmcs.exit_name
-                raise _VMStop(ex.reason, f"cannot complete {text!r} at {eip:#010x} "
-                              f"({vmcs.exit_name} exit): {ex.detail}") from None
-            raise
-        mnemonic = insn.mnemonic if insn is not None else vmcs.exit_name.lower()
-        self._retired(vm, mnemonic, eip, insn.text if insn is not None else mnemonic)
+        return exit_during_delivery(self, f, vector, error_code, source)
 
     def _retired(self, vm: HWVM, mnemonic: str, address: int, text: str) -> None:
         """Count an instruction the VMM completed: it retired in guest time (not on the CPU,
@@ -455,165 +265,30 @@ class HardwareAssisted(ShadowPaging, HostedMonitor):
         """Inject exception ``f`` into the guest at the next entry. When it arose while the CPU
         delivered an exception (``vectoring``), apply the double-fault rules of SDM Vol. 3A,
         Table 6-5 as the hardware would have: #DF, or a triple fault that ends the VM."""
-        vector, code = f.vector, f.error_code
-        if vector in HAS_ERROR_CODE and code is None:
-            code = 0
-        if vector == 14 and f.address is not None:
-            self._host.cpu.cr2 = f.address & MASK32
-        if vectoring & INTR_VALID and (vectoring >> 8) & 7 == INTR_HW_EXCEPTION:
-            first = vectoring & 0xFF
-            if first == 8:
-                raise _VMStop("crash", f"triple fault: {f} while delivering #DF")
-            if rules.escalates(first, vector):
-                vector, code = 8, 0
-        vm.vmcs.inject(vector, INTR_HW_EXCEPTION, code)
-
-    def _reinject(self, vm: HWVM) -> None:
-        """After an exit during event delivery, deliver the event again (IDT-vectoring info):
-        an external interrupt or a hardware exception is injected; a software interrupt has not
-        retired and simply runs again."""
-        vmcs = vm.vmcs
-        info = vmcs.idt_vectoring_info
-        if not info & INTR_VALID:
-            return
-        vector, type_ = _decode_info(info)
-        if type_ in (INTR_EXTERNAL, INTR_HW_EXCEPTION, INTR_NMI):
-            vmcs.inject(vector, type_, vmcs.idt_vectoring_error_code
-                        if info & INTR_ERROR_VALID else None)
+        inject_fault(self, vm, f, vectoring)
 
     def exception_exit(self, vm: HWVM, vmcs: VMCS) -> None:
         """EXCEPTION_NMI: #PF under shadow paging is a hidden fault or the guest's own; any
         other exception is the guest's, reflected by injection."""
-        vector, type_ = _decode_info(vmcs.exit_interruption_info)
-        code = vmcs.exit_interruption_error_code
-        if vector == 14 and not self.ept:
-            self._shadow_fault(vm, vmcs.exit_qualification, code or 0, vmcs.idt_vectoring_info)
-            return
-        if type_ == INTR_SW_EXCEPTION:
-            vmcs.inject(vector, type_, None, vmcs.exit_instruction_length)
-            return
-        addr = vmcs.exit_qualification if vector == 14 else None
-        self.inject_fault(vm, Fault(vector, code, addr), vmcs.idt_vectoring_info)
+        exception_exit(self, vm, vmcs)
 
     def ept_violation(self, vm: HWVM, vmcs: VMCS) -> None:
         """EPT_VIOLATION: map a page of the VM's memory (lazy EPT), or emulate an access beyond
         it."""
-        gpa = vmcs.guest_physical_address
-        if gpa < vm.memory_size and vm.ept.rights(gpa) == 0:
-            page = gpa & 0xFFFFF000
-            vm.ept.map(page, vm.slice_base + page)
-            self.ept_fills += 1
-            self.events["shadow_update"] += 1
-            self._reinject(vm)
-            return
-        if gpa < vm.memory_size:
-            raise CannotEmulate(f"EPT violation at guest-physical {gpa:#x} with the page mapped")
-        if vmcs.idt_vectoring_info & INTR_VALID:
-            raise CannotEmulate(f"event delivery touched guest-physical {gpa:#010x}, beyond the "
-                                f"VM's {vm.memory_size:#x} bytes of memory")
-        self._emulate_insn(vm)
+        ept_violation(self, vm, vmcs)
 
     # ---- the VMM's side of the guest's control registers --------------------------------------
     def write_cr(self, vm: HWVM, n: int, v: int) -> None:
         """MOV to CRn for the guest: the read shadow gets the guest's value, the real register
         the guest's value with the bits VMX operation needs (CR0.NE, CR4.VMXE; with shadow
         paging CR0.PG and WP on and CR4.PSE off, and the guest's CR3 kept by the VMM)."""
-        m, vmcs, vc = self._host, vm.vmcs, vm.vcpu
-        v &= MASK32
-        if n == 0:
-            if v & CR0_PG and not v & CR0_PE:
-                raise Fault(13, 0, detail="CR0.PG without CR0.PE")
-            if not v & CR0_PE:
-                raise CannotEmulate("clearing CR0.PE (real mode is not in the subset)")
-            old = vc.cr0
-            v |= CR0_ET
-            vmcs.cr0_read_shadow = v
-            m.write_cr(0, v | CR0_NE | (0 if self.ept else CR0_PG | CR0_WP))
-            if not self.ept and (old ^ v) & (CR0_PG | CR0_WP):
-                self.flush_shadow(vm)
-        elif n == 3:
-            if self.ept:
-                m.write_cr(3, v)
-            else:
-                vm.guest_cr3 = v
-                self.pt_traps["mov cr3"] += 1
-                self.flush_shadow(vm)
-        elif n == 4:
-            old = vc.cr4
-            vmcs.cr4_read_shadow = v
-            m.write_cr(4, (v | CR4_VMXE) & (MASK32 if self.ept else ~CR4_PSE))
-            if not self.ept and (old ^ v) & CR4_PSE:
-                self.flush_shadow(vm)
-        elif n == 2:
-            m.cpu.cr2 = v
-        else:
-            raise Fault(6, detail=f"cr{n} does not exist")
+        write_cr(self, vm, n, v)
 
     def guest_invlpg(self, vm: HWVM, lin: int) -> None:
         """The guest's INVLPG, after an exit."""
-        if self.ept:
-            self._host.invlpg(lin & MASK32)
-        else:
-            self._shadow_invlpg(vm, lin)
+        guest_invlpg(self, vm, lin)
 
     # ---- shadow paging (ept=False): the virtual TLB (vmkit.vmm.shadow) ---------------------
-    def _shadow_fault(self, vm: HWVM, lin: int, err: int, vectoring: int) -> None:
-        """A #PF exit under shadow paging: walk the guest's tables; if they allow the access,
-        fill the shadow entry (a hidden page fault) and retry, else inject the guest's #PF."""
-        write, user = bool(err & 2), bool(err & 4)
-        try:
-            pte, ok = self._shadow_entry(vm, lin, write, user)   # sets the guest's A/D bits
-        except Fault as f:
-            self.inject_fault(vm, f, vectoring)              # the guest's own fault (CR2 set)
-            return
-        if not ok:
-            if vectoring & INTR_VALID:
-                raise CannotEmulate(f"event delivery writes guest-linear {lin:#010x}, which "
-                                    f"the shadow page tables cannot map writable")
-            self._emulate_insn(vm)
-            return
-        self._hidden_fault(vm, lin, pte)
-        self._reinject(vm)
-
-    def _emulate_insn(self, vm: HWVM) -> None:
-        """Run the instruction at EIP with the VMM's software MMU (the guest's tables, all ones
-        beyond memory, writes there dropped): for the accesses no EPT or shadow entry can
-        express. Faults are injected."""
-        m = self._host
-        cpu = m.cpu
-        eip = cpu.eip
-        user = cpu.cpl == 3
-        window = bytearray()
-        fault = None
-        while len(window) < 15:
-            a = (eip + len(window)) & MASK32
-            take = min(15 - len(window), 0x1000 - (a & 0xFFF))
-            try:
-                window += vm.read(a, take, user).to_bytes(take, "little")
-            except Fault as f:
-                fault = f
-                break
-        insn = DECODER.decode(eip, bytes(window))
-        if insn is None or not insn.id or insn.size > len(window):
-            self.inject_fault(vm, fault if fault is not None else
-                              Fault(6, detail=f"undefined encoding at {eip:#010x}"))
-            return
-        g = dict(m._g)
-        for n in (1, 2, 4):
-            g[f"rd{n}"] = lambda a, n=n: vm.read(a, n, user)
-            g[f"wr{n}"] = lambda a, v, n=n: vm.write(a, n, v, user)
-        fn = sem.compile_insn(insn, g)
-        if isinstance(fn, str):
-            raise CannotEmulate(f"cannot emulate {insn.text!r} at {eip:#010x}: {fn}")
-        try:
-            fn()
-        except Resched:
-            pass
-        except Fault as f:
-            cpu.eip = eip
-            self.inject_fault(vm, f)
-            return
-        self._retired(vm, insn.mnemonic, eip, insn.text)
 
     # ---- intercepts: what the CPU does with an instruction in non-root mode -------------------
     def _intercept(self, insn):
