@@ -64,10 +64,11 @@ from vmkit.machine.cpu import MASK32, TableReg
 from vmkit.machine.devices import IRQ_BASE, PORT_TIMER
 from vmkit.machine.mmu import PTE_A, PTE_D, PTE_P, PTE_PS, PTE_W
 from vmkit.trace import Hypercall
+from vmkit.vmm.deprivileged.monitor import Deprivileged
+from vmkit.vmm.deprivileged.vcpu import TEVM
 from vmkit.vmm.layout import H_IDT, H_TSS, RESERVED_ENTRY, V_WINPT
 from vmkit.vmm.sched import machine_time
 from vmkit.vmm.splitdriver import pv_backend
-from vmkit.vmm.te import TEVM, TrapAndEmulate
 from vmkit.vmm.world import VMStop as _VMStop
 
 __all__ = ["Paravirtual", "PVVM", "HYPERCALLS", "HYPERCALL_VECTOR", "EPERM", "EINVAL", "EFAULT",
@@ -195,16 +196,20 @@ class PVVM(TEVM):
         return bytes(out)
 
 
-class Paravirtual(TrapAndEmulate):
+class Paravirtual(Deprivileged):
     """Paravirtualization after Xen (see the module text): ``Paravirtual(image, ...)`` with
     images from ``guests.build(name, paravirtual=True)``; several images share the CPU with
-    the same scheduling keywords as :class:`TrapAndEmulate`."""
+    the same scheduling keywords as :class:`~vmkit.vmm.TrapAndEmulate`."""
 
     name = "pv"
     title = "paravirtualization (Xen-style hypercalls, validated direct paging)"
     monitor_state = ("hypercalls", "batches", "refusals", "pt_updates", "upcalls",
                      "fast_syscalls")
-    emulate: dict = {}      # nothing is emulated: the kernel asks
+    # the policy: nothing is emulated (the kernel asks by hypercall, and a privileged
+    # instruction it executes gets its own #GP, as under Xen); the GDT is registered by the
+    # set_gdt hypercall, not watched
+    emulates = False
+    watches_gdt = False
 
     def __init__(self, *images, **kw):
         from vmkit.vmm.base import _check_image
@@ -290,11 +295,6 @@ class Paravirtual(TrapAndEmulate):
             return True
         return super()._on_exception(vector, fault, source, next_eip)
 
-    def _general_protection(self, vm: PVVM, fault: Fault) -> None:
-        """Nothing is emulated: a #GP is the guest's own (a paravirtual kernel that executes a
-        privileged instruction gets #GP, as under Xen)."""
-        self._reflect_exception(vm, fault)
-
     def _page_fault(self, vm: PVVM, fault: Fault) -> None:
         """Every page fault is the guest's (its tables are the real ones): CR2 goes into
         vcpu_info, the fault is bounced through the trap table."""
@@ -303,9 +303,6 @@ class Paravirtual(TrapAndEmulate):
         if vm.vcpu_info is not None:
             vm.phys_write(vm.vcpu_info + VI_CR2, 4, lin)
         self._reflect_exception(vm, fault)
-
-    def _sync_gdt(self, vm: PVVM) -> None:
-        pass        # the GDT is registered by hypercall (set_gdt), not watched
 
     def _inner_stack(self, vm: PVVM, new: int, ext: int) -> tuple[int, int]:
         if not vm.kernel_ss:

@@ -16,7 +16,9 @@ from vmkit.vmm.bt.static import static_miss
 from vmkit.vmm.bt.tcache import Block, invalidate
 from vmkit.vmm.bt.translator import (GO_ON, MAX_BLOCK, TF, classify, ends_unit, fetch, guest_text,
                                      inline_single, insn_fn, translate)
-from vmkit.vmm.te import TEVM, CannotEmulate, _VMStop
+from vmkit.vmm.deprivileged.vcpu import TEVM
+from vmkit.vmm.vm import CannotEmulate
+from vmkit.vmm.world import VMStop as _VMStop
 
 
 # ---- the engine --------------------------------------------------------------------------

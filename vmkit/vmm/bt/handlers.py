@@ -7,7 +7,7 @@ from vmkit.isa.decode import Insn
 from vmkit.isa.faults import Fault
 from vmkit.machine import rules
 from vmkit.machine.cpu import MASK32
-from vmkit.vmm.te import TEVM
+from vmkit.vmm.deprivileged.vcpu import TEVM
 
 _BT_HANDLERS: dict = {}
 

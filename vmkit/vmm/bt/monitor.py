@@ -15,10 +15,12 @@ from vmkit.vmm.bt.static import static_translate
 from vmkit.vmm.bt.tcache import (DEFAULT_TC_SIZE, Block, EvictionPolicy, FlushWhenFull, flush,
                                  on_code_write)
 from vmkit.vmm.bt.translator import DEFAULT_THRESHOLD, fetch, guest_text
-from vmkit.vmm.te import _DEFAULT_HANDLERS, TEVM, TrapAndEmulate
+from vmkit.vmm.deprivileged.handlers import _DEFAULT_HANDLERS
+from vmkit.vmm.deprivileged.monitor import Deprivileged
+from vmkit.vmm.deprivileged.vcpu import TEVM
 
 
-class BinaryTranslation(TrapAndEmulate):
+class BinaryTranslation(Deprivileged):
     """Binary translation of the guest kernel; user code runs directly (see the module text).
 
     ``BinaryTranslation(img, ..., threshold=DEFAULT_THRESHOLD, tc_size=DEFAULT_TC_SIZE,

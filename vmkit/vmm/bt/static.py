@@ -6,7 +6,7 @@ from __future__ import annotations
 from vmkit.isa import semantics as sem
 from vmkit.isa.decode import DECODER, Imm
 from vmkit.vmm.bt.translator import _DIRECT, MAX_BLOCK, classify, ends_unit, translate
-from vmkit.vmm.te import TEVM
+from vmkit.vmm.deprivileged.vcpu import TEVM
 
 
 # ---- static translation ---------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from vmkit.trace import TcInvalidation
-from vmkit.vmm.te import TEVM
+from vmkit.vmm.deprivileged.vcpu import TEVM
 
 DEFAULT_TC_SIZE = 1024
 """Translated blocks the cache holds (counted in blocks, as QEMU bounds its number of

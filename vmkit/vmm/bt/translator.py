@@ -16,7 +16,7 @@ from vmkit.isa.ops_stack import POPF_CPL0, push
 from vmkit.machine.cpu import MASK32
 from vmkit.trace import Translation
 from vmkit.vmm.bt.tcache import Block, invalidate, make_room, watch
-from vmkit.vmm.te import TEVM
+from vmkit.vmm.deprivileged.vcpu import TEVM
 
 DEFAULT_THRESHOLD = 3
 """Executions of a unit before it is translated (``threshold=1`` translates on first execution,

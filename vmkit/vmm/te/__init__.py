@@ -83,27 +83,32 @@ smsw, lar, lsl, verr, verw, ``push cs`` and ``mov r, ss`` run unmodified and sho
 machine (they are the non-virtualizable instructions; with CR4.UMIP set by the guest the
 store-descriptor-table ones trap and are emulated).
 
-The package, one mechanism a module
------------------------------------
-``vcpu.py``      the virtual CPU (:class:`VirtualCPU`) and the per-VM object (:class:`TEVM`):
-                 guest memory through the guest's tables, descriptors, ports
-``handlers.py``  the emulation registry (``handles``) and the default handlers (``emulate_*``)
-``monitor.py``   :class:`TrapAndEmulate`: traps, reflection, the shadow GDT, the run loop's policy
+Where the code is
+-----------------
+Trap-and-emulate's policy is this package (``monitor.py``: :class:`TrapAndEmulate`, whose
+``emulate`` table is the default instruction handlers). The mechanisms are the core it shares
+with binary translation and paravirtualization, :mod:`vmkit.vmm.deprivileged`, one a module:
+``vcpu.py`` (:class:`VirtualCPU`, :class:`TEVM`), ``handlers.py`` (the emulation registry and
+the ``emulate_*`` handlers), ``boot.py``, ``segments.py`` (the shadow GDT), ``reflect.py``
+(injection through the guest's IDT), ``control.py``, ``softmmu.py``, ``monitor.py``
+(:class:`~vmkit.vmm.deprivileged.Deprivileged`: traps, the run loop's policy).
 """
 
 from __future__ import annotations
 
+from vmkit.vmm.deprivileged.handlers import (_DEFAULT_HANDLERS, DEPRIVILEGED,  # noqa: F401
+                                             emulate_cli, emulate_clts, emulate_hlt, emulate_in,
+                                             emulate_invlpg, emulate_iretd, emulate_lgdt,
+                                             emulate_lidt, emulate_lldt, emulate_lmsw, emulate_ltr,
+                                             emulate_mov, emulate_out, emulate_pop, emulate_rdtsc,
+                                             emulate_retf, emulate_sgdt, emulate_sti,
+                                             emulate_store_system, handles)
+from vmkit.vmm.deprivileged.monitor import Deprivileged, _error_text  # noqa: F401
+from vmkit.vmm.deprivileged.vcpu import TEVM, VirtualCPU
 from vmkit.vmm.layout import (GDT_BYTES, H_IDT, H_ONES, H_STUB, H_TSS,  # noqa: F401
                               RESERVED_ENTRY, TSS_LIMIT, V_GDT, V_PD, V_POOL, V_WINPT, VMM_CS,
                               VMM_DS, VMM_TSS, VMM_WINDOW, W_GDT, W_IDT, W_STUB, W_TSS, MiB)
-from vmkit.vmm.te.handlers import (_DEFAULT_HANDLERS, DEPRIVILEGED, emulate_cli,  # noqa: F401
-                                   emulate_clts, emulate_hlt, emulate_in, emulate_invlpg,
-                                   emulate_iretd, emulate_lgdt, emulate_lidt, emulate_lldt,
-                                   emulate_lmsw, emulate_ltr, emulate_mov, emulate_out,
-                                   emulate_pop, emulate_rdtsc, emulate_retf, emulate_sgdt,
-                                   emulate_sti, emulate_store_system, handles)
-from vmkit.vmm.te.monitor import TrapAndEmulate, _error_text  # noqa: F401
-from vmkit.vmm.te.vcpu import TEVM, VirtualCPU
+from vmkit.vmm.te.monitor import TrapAndEmulate
 from vmkit.vmm.vm import CannotEmulate, NotEmulated, event_name  # noqa: F401
 from vmkit.vmm.world import DEFAULT_SLICE  # noqa: F401
 from vmkit.vmm.world import VMStop as _VMStop  # noqa: F401

@@ -8,7 +8,7 @@ from vmkit.isa.faults import Fault
 from vmkit.machine import rules
 from vmkit.machine.cpu import MASK32, TableReg
 from vmkit.trace import IRet
-from vmkit.vmm.te.vcpu import CR4_TSD, CR4_UMIP, NT, TEVM
+from vmkit.vmm.deprivileged.vcpu import CR4_TSD, CR4_UMIP, NT, TEVM
 from vmkit.vmm.vm import CannotEmulate, NotEmulated
 
 # =================================================================================================

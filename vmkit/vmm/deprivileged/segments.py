@@ -8,8 +8,8 @@ from vmkit.isa.faults import Fault
 from vmkit.machine.cpu import MASK32
 from vmkit.machine.rules import Descriptor
 from vmkit.trace import RingTransition
+from vmkit.vmm.deprivileged.vcpu import _Q, TEVM
 from vmkit.vmm.layout import RESERVED_ENTRY
-from vmkit.vmm.te.vcpu import _Q, TEVM
 
 
 def shadow_descriptor(te, vm: TEVM, selector: int) -> Descriptor:

@@ -8,7 +8,7 @@ from vmkit.isa.faults import Fault
 from vmkit.machine import rules
 from vmkit.machine.cpu import MASK32
 from vmkit.trace import Reflection
-from vmkit.vmm.te.vcpu import NT, RF, TEVM, TF, VM_FLAG
+from vmkit.vmm.deprivileged.vcpu import NT, RF, TEVM, TF, VM_FLAG
 from vmkit.vmm.vm import event_name
 from vmkit.vmm.world import VMStop as _VMStop
 

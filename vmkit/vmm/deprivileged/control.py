@@ -6,7 +6,7 @@ from __future__ import annotations
 from vmkit.isa.faults import Fault
 from vmkit.machine.cpu import MASK32
 from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE
-from vmkit.vmm.te.vcpu import REAL_CR4_FROM_GUEST, TEVM
+from vmkit.vmm.deprivileged.vcpu import REAL_CR4_FROM_GUEST, TEVM
 from vmkit.vmm.vm import CannotEmulate
 
 

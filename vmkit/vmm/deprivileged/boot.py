@@ -7,10 +7,10 @@ from __future__ import annotations
 import struct
 
 from vmkit.machine.mmu import PTE_A, PTE_D, PTE_P, PTE_W
+from vmkit.vmm.deprivileged.segments import shadow_descriptor
+from vmkit.vmm.deprivileged.vcpu import _I, _Q, IF, REAL_CR0, TEVM
 from vmkit.vmm.layout import (GDT_BYTES, H_IDT, H_ONES, H_STUB, H_TSS, TSS_LIMIT, V_WINPT, VMM_CS,
                               VMM_DS, VMM_TSS, VMM_WINDOW, W_GDT, W_IDT, W_STUB, W_TSS)
-from vmkit.vmm.te.segments import shadow_descriptor
-from vmkit.vmm.te.vcpu import _I, _Q, IF, REAL_CR0, TEVM
 
 
 def build_vmm_area(te) -> None:

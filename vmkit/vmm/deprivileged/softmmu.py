@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from vmkit.isa import semantics as sem
 from vmkit.isa.faults import Resched
+from vmkit.vmm.deprivileged.vcpu import TEVM
 from vmkit.vmm.layout import GDT_BYTES, VMM_WINDOW
-from vmkit.vmm.te.vcpu import TEVM
 from vmkit.vmm.world import VMStop as _VMStop
 
 
