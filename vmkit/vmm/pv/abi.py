@@ -1,0 +1,35 @@
+"""The hypercall ABI the paravirtual kernel and the hypervisor share: the vector, the hypercall
+numbers (their twins are in ``vmkit/guests/pvops_pv.s``), the commands, the errno values, the
+layout of ``vcpu_info``, and the refusal a hypercall returns."""
+
+from __future__ import annotations
+
+import struct
+
+HYPERCALL_VECTOR = 0x82
+#: hypercall number -> name (the numbers are in vmkit/guests/pvops_pv.s)
+HYPERCALLS = {0: "set_trap_table", 1: "mmu_update", 2: "set_gdt", 3: "stack_switch",
+              4: "mmuext_op", 5: "console_io", 6: "sched_op", 7: "set_timer_op",
+              8: "event_channel_op", 9: "vcpu_op"}
+EPERM, EFAULT, EINVAL, ENOSYS = 1, 14, 22, 38     # Linux/Xen errno values
+MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L2_TABLE, MMUEXT_NEW_BASEPTR, MMUEXT_INVLPG = 0, 1, 2, 3
+CONSOLEIO_WRITE, CONSOLEIO_READ = 0, 1
+SCHEDOP_YIELD, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN = 0, 1, 2
+EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND = 0, 1
+VCPUOP_REGISTER_VCPU_INFO = 0
+VI_PENDING, VI_MASK, VI_CR2, VI_MACHINE_BASE = 0, 1, 8, 12
+MAX_BATCH = 1024
+MAX_CONSOLE = 1 << 16
+IF = 0x200
+
+_Q = struct.Struct("<Q")
+_I = struct.Struct("<I")
+
+
+class _Refused(Exception):
+    """A hypercall the hypervisor refuses: ``code`` (positive errno), ``reason`` (counted)."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
