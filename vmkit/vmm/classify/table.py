@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import html
 from typing import Iterable
 
 from vmkit.errors import VmkitError
+from vmkit.vmm import display
 from vmkit.vmm.classify.analysis import Classification
 from vmkit.vmm.classify.forms import _NOT_RUNNABLE, _form, _resolve, canonical_forms, classify
 
@@ -109,27 +109,9 @@ class ClassificationTable:
         return "\n".join(lines)
 
     def to_html(self) -> str:
-        """An HTML table (Jupyter shows it through ``_repr_html_``)."""
-        yes = {True: "&#10003;", False: ""}
-        rows = []
-        for r in self.rows:
-            style = ' style="background:#fdd"' if r.violates_theorem1 else ""
-            title = html.escape("\n".join(r.evidence), quote=True)
-            rows.append(f"<tr{style} title=\"{title}\"><td><code>{html.escape(r.instruction)}"
-                        f"</code></td><td>{yes[r.privileged]}</td>"
-                        f"<td>{yes[r.control_sensitive]}</td><td>{yes[r.behavior_sensitive]}"
-                        f"</td><td>{yes[r.sensitive]}</td><td>{yes[r.user_sensitive]}</td>"
-                        f"<td>{yes[r.innocuous]}</td></tr>")
-        c = self.counts()
-        caption = (f"{c['forms']} instruction forms classified by experiment: "
-                   f"{c['privileged']} privileged, {c['sensitive']} sensitive, "
-                   f"{c['innocuous']} innocuous. Red rows are sensitive but not privileged "
-                   f"(they break Popek &amp; Goldberg's Theorem 1). Hover a row for the "
-                   f"evidence.")
-        return ("<table><caption>" + caption + "</caption><thead><tr><th>instruction</th>"
-                "<th>privileged</th><th>control-sensitive</th><th>behaviour-sensitive</th>"
-                "<th>sensitive</th><th>user-sensitive</th><th>innocuous</th></tr></thead>"
-                "<tbody>" + "".join(rows) + "</tbody></table>")
+        """An HTML table (Jupyter shows it through ``_repr_html_``), built by
+        :func:`vmkit.viz.results.classification_html`."""
+        return display.draw(self, "html")
 
     def _repr_html_(self) -> str:
         return self.to_html()
