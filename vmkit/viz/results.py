@@ -7,7 +7,8 @@ import html
 
 from vmkit.vmm import display
 
-__all__ = ["comparison_html", "classification_html", "io_comparison_html"]
+__all__ = ["comparison_html", "memory_comparison_html", "classification_html",
+           "io_comparison_html"]
 
 
 @display.register("Comparison", "html")
@@ -81,4 +82,31 @@ def io_comparison_html(result) -> str:
                              for k, _, _ in result.COLUMNS)
                    + f"<td>{ok}</td></tr>")
     out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+@display.register("MemoryComparison", "html")
+def memory_comparison_html(result) -> str:
+    """One table per guest: a row per counter, a column per monitor; "—" where the monitor
+    has no such mechanism; a console that differs from native's is flagged."""
+    e = html.escape
+    t = result.table
+    bad = set(result.mismatches)
+    out = ['<div class="vmkit-memory">']
+    for g in result.guests:
+        out.append('<table class="vmkit-memory-compare">')
+        out.append(f"<caption>Memory virtualization: <b>{e(g)}</b> (cycles under "
+                   f"<b>{e(result.costs.name)}</b>; — = the monitor has no such "
+                   "mechanism)</caption>")
+        out.append("<thead><tr><th></th>" + "".join(
+            f"<th>{e(m)}" + ('<br><b style="color:#D55E00">console differs</b>'
+                             if (g, m) in bad else "") + "</th>"
+            for m in result.monitors) + "</tr></thead><tbody>")
+        for k in result.row_keys():
+            out.append(f'<tr><th style="text-align:left">{e(result.label(k))} '
+                       f"<code>{e(k)}</code></th>" + "".join(
+                           f'<td style="text-align:right">{e(result.cell(k, t[(g, m)][k]))}'
+                           "</td>" for m in result.monitors) + "</tr>")
+        out.append("</tbody></table>")
+    out.append("</div>")
     return "\n".join(out)
