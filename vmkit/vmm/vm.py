@@ -20,7 +20,7 @@ from vmkit.machine import rules
 from vmkit.machine.cpu import CPU, MASK32
 from vmkit.machine.devices import IRQ_BASE, Devices
 from vmkit.machine.machine import Machine
-from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE, PTE_A, PTE_D, PTE_P, PTE_PS, PTE_U, PTE_W
+from vmkit.machine.mmu import CR0_PG, PTE_U, PTE_W, walk_tables
 from vmkit.machine.rules import Descriptor
 from vmkit.trace import PortIO
 from vmkit.vmm import state
@@ -158,37 +158,15 @@ class GuestVM(VM):
         lin &= MASK32
         if not vc.cr0 & CR0_PG:
             return lin, PTE_U | PTE_W, True
-        err = (2 if write else 0) | (4 if user else 0)
-        pde_a = (vc.cr3 & 0xFFFFF000) | ((lin >> 20) & 0xFFC)
-        pde = self.phys_read(pde_a, 4)
-        if not pde & PTE_P:
-            self._pf(lin, err, touch)
-        if pde & PTE_PS and vc.cr4 & CR4_PSE:
-            pte_a = pte = None
-            flags = pde
-            frame = (pde & 0xFFC00000) | (lin & 0x3FF000)
-        else:
-            pte_a = (pde & 0xFFFFF000) | ((lin >> 10) & 0xFFC)
-            pte = self.phys_read(pte_a, 4)
-            if not pte & PTE_P:
-                self._pf(lin, err, touch)
-            flags = pde & pte
-            frame = pte & 0xFFFFF000
-        if user and not flags & PTE_U:
-            self._pf(lin, err | 1, touch)
-        if write and not flags & PTE_W and (user or vc.cr0 & CR0_WP):
-            self._pf(lin, err | 1, touch)
-        if touch:  # exactly the writes of MMUMixin._walk
-            if not pde & PTE_A or (pte is None and write and not pde & PTE_D):
-                pde |= PTE_A | (PTE_D if pte is None and write else 0)
-                self.phys_write(pde_a, 4, pde)
-            if pte is not None and (not pte & PTE_A or (write and not pte & PTE_D)):
-                pte |= PTE_A | (PTE_D if write else 0)
-                self.phys_write(pte_a, 4, pte)
-        dirty = bool((pde if pte is None else pte) & PTE_D)
-        return frame | (lin & 0xFFF), flags & (PTE_U | PTE_W), dirty
+        fault = self._pf if touch else self._peek_pf
+        frame, flags, dirty, _ = walk_tables(self.phys_read, self.phys_write, lin, write, user,
+                                             vc.cr0, vc.cr3, vc.cr4, fault, touch)
+        return frame | (lin & 0xFFF), flags, dirty
 
-    def _pf(self, lin: int, err: int, touch: bool):
+    def _peek_pf(self, lin: int, err: int, refs: int):
+        self._pf(lin, err, refs, touch=False)
+
+    def _pf(self, lin: int, err: int, refs: int = 0, touch: bool = True):
         if touch:
             self._vcpu.cr2 = lin   # the hardware sets CR2 when the walk fails
         raise Fault(14, err, lin, ("protection violation" if err & 1 else "page not present")
