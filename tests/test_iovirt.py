@@ -296,10 +296,11 @@ def test_event_channel_op_results():
     vm.devices, vm.memory_size = Devices(), 0x10000
     mem = _Mem()
     _ring(mem, 0x1000, [(0x2000, 16)])
+    send = 4                  # Xen's EVTCHNOP_send (xen/include/public/event_channel.h)
     assert event_channel_op(vm, 2, 1, 0x1000, mem.read, mem.write) == -ENOSYS & 0xFFFFFFFF
-    assert event_channel_op(vm, 1, 7, 0x1000, mem.read, mem.write) == -EINVAL & 0xFFFFFFFF
-    assert event_channel_op(vm, 1, 1, 0x1000, mem.read, mem.write) == 1
-    assert event_channel_op(vm, 1, 1, 0xFFF0, mem.read, mem.write) == -EFAULT & 0xFFFFFFFF
+    assert event_channel_op(vm, send, 7, 0x1000, mem.read, mem.write) == -EINVAL & 0xFFFFFFFF
+    assert event_channel_op(vm, send, 1, 0x1000, mem.read, mem.write) == 1
+    assert event_channel_op(vm, send, 1, 0xFFF0, mem.read, mem.write) == -EFAULT & 0xFFFFFFFF
     assert vm.split_backend.notifications == 2 and len(vm.devices.disk.data) == 16
     with pytest.raises(VmkitError, match="OutputDisk"):
         SplitDriverBackend(object(), 10)

@@ -24,6 +24,7 @@ from browser_util import chromium_context, require_chromium, screenshot
 from test_browser import (ALL_CELLS_RUN, CELL_ERRORS, NOTEBOOK_READY, STEP_TEXT, STEP_TIMEOUT,
                           UI_BUDGET, JupyterLab, cleared_copy, live)
 from vmkit import labsetup, nbtools
+from vmkit.widgets.static import OFFLINE_NOTE
 
 ROOT = Path(__file__).resolve().parents[1]
 LECTURE_01 = ROOT / "notebooks" / "01-machine-and-rings.ipynb"
@@ -62,6 +63,25 @@ def http_status(url: str) -> int:
     except urllib.error.HTTPError as e:
         return e.code
 
+
+# Reopened without a kernel: the kit's top-level widgets (.vmkit-live not inside another),
+# their visible notes, visible controls and visible broken-link icons (::before content).
+OFFLINE_LOOK = """() => {
+  const shown = e => { const r = e.getBoundingClientRect(); const s = getComputedStyle(e);
+                       return r.width > 0 && r.height > 0 && s.visibility !== 'hidden'; };
+  const roots = [...document.querySelectorAll('.jp-OutputArea-output .vmkit-live')]
+    .filter(e => !e.parentElement.closest('.vmkit-live'));
+  let notes = 0, controls = 0, icons = 0;
+  for (const root of roots) {
+    notes += [...root.querySelectorAll('.vmkit-offline-note')].filter(shown).length;
+    controls += [...root.querySelectorAll('button, input, select')].filter(shown).length;
+    for (const e of [root, ...root.querySelectorAll('.jupyter-widgets-disconnected')]) {
+      const c = getComputedStyle(e, '::before').content;
+      if (c && c !== 'none' && c !== 'normal') icons += 1;
+    }
+  }
+  return {widgets: roots.length, notes, controls, icons};
+}"""
 
 # the current notebook's model has been written to disk
 SAVED = """() => {
@@ -175,12 +195,22 @@ def test_reopened_notebook_shows_its_widgets(tmp_path, save_state):
                 reopened_views = page.locator(".jp-OutputArea-output .jupyter-widgets").count()
                 if save_state:
                     assert reopened_views >= min(live_views, 1)
+                    # no kernel behind them: each kit widget is one picture and one line on
+                    # how to make it live, no controls, no broken-link icons
+                    seen = page.evaluate(OFFLINE_LOOK)
+                    assert seen["widgets"] > 0, seen
+                    assert seen["notes"] == seen["widgets"], seen
+                    assert seen["controls"] == 0, seen
+                    assert seen["icons"] == 0, seen
                 else:  # the static forms: HTML, no widget views
                     assert reopened_views == 0
                     assert page.locator(".jp-OutputArea-output .vmkit-stepper").count() > 0
                 rings.scroll_into_view_if_needed()
                 box = rings.bounding_box()
                 assert box and box["width"] > 100 and box["height"] > 100, box
+                if save_state:
+                    note = outputs.locator(".vmkit-offline-note").first
+                    assert note.is_visible() and note.inner_text().strip() == OFFLINE_NOTE
                 page.screenshot(path=str(screenshot_path(shot)))
             except BaseException:
                 print("screenshot:", screenshot(page, shot + "-failed"))

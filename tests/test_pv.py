@@ -341,3 +341,23 @@ def test_cli_runs_a_pv_guest():
     assert out.returncode == 0, out.stderr
     assert "Hello from user mode! pid 1" in out.stdout
     assert "hypercalls:" in out.stdout and "mmu_update=1" in out.stdout
+
+
+def test_hypercall_numbers_are_xens():
+    """Are the hypercall and sub-command numbers those of Xen's public headers (xen.h,
+    event_channel.h, vcpu.h), in the hypervisor's table and in the guest's pvops_pv.s alike?"""
+    import re
+    from importlib import resources
+
+    from vmkit.vmm import pv
+    xen = {"set_trap_table": 0, "mmu_update": 1, "set_gdt": 2, "stack_switch": 3,
+           "set_timer_op": 15, "console_io": 18, "vcpu_op": 24, "mmuext_op": 26,
+           "sched_op": 29, "event_channel_op": 32}
+    assert {name: nr for nr, name in pv.HYPERCALLS.items()} == xen
+    sub = {"MMUEXT_NEW_BASEPTR": 5, "MMUEXT_INVLPG_LOCAL": 7, "EVTCHNOP_BIND_VIRQ": 1,
+           "EVTCHNOP_SEND": 4, "VCPUOP_REGISTER_VCPU_INFO": 10}
+    assert {k: getattr(pv, k) for k in sub} == sub
+    src = resources.files("vmkit.guests").joinpath("pvops_pv.s").read_text()
+    equ = {m[1]: int(m[2], 0) for m in re.finditer(r"^\.equ (\w+), (\w+)", src, re.M)}
+    assert {k[3:].lower(): v for k, v in equ.items() if k.startswith("HC_")} == xen
+    assert {k: equ[k] for k in sub} == sub

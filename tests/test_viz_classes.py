@@ -132,7 +132,10 @@ def test_consoles_html_of_a_nonvirt_guest_shows_the_difference():
 def test_robin_irvine_html_has_one_row_per_entry_and_says_they_agree(table):
     checks = compare_robin_irvine(table)
     h = robin_irvine_html(checks)
-    assert h.count("<tr>") == len(checks) + 1        # a header row and one per entry
+    assert h.count('<tr class="vmkit-ri-entry">') == len(checks)      # one row an entry
+    groups = {c.entry.group for c in checks}
+    assert h.count('<tr class="vmkit-ri-group">') == len(groups) == 2   # the paper's groups
+    assert "unprivileged, sensitive" not in h    # said once by the verdict, not per form
     assert h.count("✓ agrees") == len(checks) and "✗" not in h
     assert f"{len(checks)} of {len(checks)} entries" in h
 
@@ -142,6 +145,7 @@ def test_robin_irvine_html_marks_a_disagreement():
     r = SimpleNamespace(instruction="foo", classes="privileged, sensitive (control)")
     h = robin_irvine_html([SimpleNamespace(entry=entry, rows=(r,), agrees=False)])
     assert "✗ differs" in h and "0 of 1 entries" in h
+    assert "privileged, sensitive (control)" in h   # a disagreeing form's whole classes
 
 
 # ---- what the monitor saw -------------------------------------------------------------------

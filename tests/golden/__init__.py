@@ -57,7 +57,8 @@ MONITORS = ("native", "te", "bt", "hw", "hw-shadow", "pv")
 #: tests) so that the golden file changes only when a guest or a monitor does
 PARAMS = {"callret": {"iterations": 20, "depth": 20}, "compute": {"iterations": 3000},
           "ctxswitch": {"iterations": 40, "processes": 3}, "diskio": {"kb": 4, "batch": 4},
-          "divzero": {"iterations": 30}, "io": {"bytes": 512, "chunk": 32},
+          "divzero": {"iterations": 30}, "forkwait": {"iterations": 10},
+          "io": {"bytes": 512, "chunk": 32},
           "kcallret": {"iterations": 20, "depth": 20}, "pagefault": {"pages": 24},
           "ptemod": {"iterations": 40}, "selfmod": {"iterations": 400},
           "syscall": {"iterations": 200}, "tlbwalk": {"pages": 16, "passes": 2}}

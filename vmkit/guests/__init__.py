@@ -128,6 +128,9 @@ class GuestSpec:
     pv_kernel_files: dict | None = None  # {include name: source} for the paravirtual kernel
     #: a demonstration of the paravirtual interface itself (no native twin)
     paravirtual_only: bool = False
+    #: system calls its kernel_files add to the kernel's (syscalls_ext.s, numbered from
+    #: SYSCALL_COUNT on; EXTRA_SYSCALLS in config.s)
+    extra_syscalls: int = 0
 
 
 def _lcg_checksum(iterations: int, seed: int) -> int:
@@ -209,6 +212,17 @@ _register(GuestSpec(
     lambda p: ["selfmod"], {"iterations": 2000}, {"iterations": (2, 10**7)},
     lambda p: f"selfmod: sum {(p['iterations'] // 2) * 3}\n",
     lambda p: {"ITERATIONS": p["iterations"]}))
+
+_register(GuestSpec(
+    "forkwait", "fork a child that exits at once and wait for it, N times (A&A 2006 §6.2)",
+    # two process slots: the parent's and the one its children use in turn (vmkit/guests/fork.s)
+    lambda p: ["forkwait", "forkwait"], {"iterations": 200}, {"iterations": (1, 10**6)},
+    lambda p: (f"forkwait: {p['iterations']} children forked and reaped, pid sum "
+               f"{(p['iterations'] * (p['iterations'] + 5) // 2) & 0xFFFFFFFF}\n"),
+    lambda p: {"ITERATIONS": p["iterations"]},
+    kernel_files=lambda p: {"boot_hook.s": "    call fork_init\n",
+                            "syscalls_ext.s": '.include "fork.s"\n'},
+    extra_syscalls=2))
 
 
 # ---- tlbwalk (memory virtualization, docs/memory-virtualization.md) -------------------------
@@ -338,6 +352,7 @@ def build(name: str, *, paravirtual: bool = False, timer_period: int | None = No
         table.append((phys, len(prog.code), prog.symbols.get("_start", USER_BASE)))
     config = [f".equ NPROC, {len(progs)}\n", f".equ TIMER_PERIOD, {timer_period}\n",
               f".equ PARAVIRTUAL, {1 if paravirtual else 0}\n",
+              f".equ EXTRA_SYSCALLS, {s.extra_syscalls}\n",
               ".data\n.align 4\nproc_table:\n"]
     for phys, size, entry in table:
         config.append(f"    .long {phys:#x}, {size}, {entry:#x}\n")

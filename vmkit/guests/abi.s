@@ -23,5 +23,8 @@
 .equ SYS_SELFMOD, 10            # selfmod(n) -> sum of n calls of a kernel routine patched halfway
 .equ SYS_TICKS, 11              # ticks() -> timer interrupts so far
 .equ SYSCALL_COUNT, 12
+# added by the forkwait guest's kernel only (vmkit/guests/fork.s), numbered from SYSCALL_COUNT
+.equ SYS_FORK, 12               # fork() -> child's pid in the parent, 0 in the child, -1
+.equ SYS_WAIT, 13               # wait(pid) -> pid once that child has exited, -1
 
 .equ HEAP, 0x00800000           # start of the demand-paged heap (4 MiB)

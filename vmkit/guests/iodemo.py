@@ -22,8 +22,8 @@ then the kernel goes on to the ``hello`` process. There are two hooks, one per d
 ``PV_BOOT_HOOK`` (``GuestSpec.pv_kernel_files``: the paravirtual image)
     the frontend of a split driver (Xen's blkfront, virtio): it puts requests (guest-physical
     address, length) into a shared ring in its own memory and sends ONE event-channel
-    notification per batch of ``batch`` requests: the hypercall ``int 0x82`` with eax = 8
-    (event_channel_op), ebx = 1 (EVTCHNOP_send), ecx = 1 (the disk's event channel), edx = the
+    notification per batch of ``batch`` requests: the hypercall ``int 0x82`` with eax = 32
+    (event_channel_op), ebx = 4 (EVTCHNOP_send), ecx = 1 (the disk's event channel), edx = the
     ring's guest-physical address. The backend (:class:`vmkit.vmm.iovirt.SplitDriverBackend`)
     copies each request's bytes to the disk and advances the consumer index before the
     hypercall returns.
@@ -162,8 +162,8 @@ PV_BOOT_HOOK = r"""# diskio, split-driver frontend (Xen blkfront / virtio style)
 # ring 1 with the kernel's identity map (virtual = guest-physical for kernel data), events off.
 """ + _HEAD + r"""
 .equ HYPERCALL, 0x82            # int 0x82: eax = number, ebx, ecx, edx = arguments
-.equ HC_EVENT_CHANNEL_OP, 8
-.equ EVTCHNOP_SEND, 1
+.equ HC_EVENT_CHANNEL_OP, 32
+.equ EVTCHNOP_SEND, 4
 .equ DISK_EVTCHN, 1             # the disk's event-channel port
 .equ RING_PROD, 0               # ring layout: see vmkit/guests/iodemo.py
 .equ RING_CONS, 4

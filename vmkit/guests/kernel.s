@@ -412,7 +412,7 @@ do_timer:
 # ---- system calls: eax = number, arguments in ebx, ecx, edx; result in eax ----------------------
 do_syscall:
     mov eax, [ebp + F_EAX]
-    cmp eax, SYSCALL_COUNT
+    cmp eax, SYSCALL_COUNT + EXTRA_SYSCALLS   # EXTRA_SYSCALLS (config.s): those of syscalls_ext.s
     jae sys_bad
     jmp [syscall_table + eax*4]
 sys_bad:
@@ -423,6 +423,10 @@ sys_bad:
 syscall_table:
     .long sys_bad, sys_exit, sys_write, sys_getpid, sys_yield, sys_map, sys_unmap
     .long sys_setpte, sys_read, sys_onfault, sys_selfmod, sys_ticks
+    # a guest image may add system calls here (numbered from SYSCALL_COUNT on): the file
+    # syscalls_ext.s is empty (it adds no byte) except in guests whose builder supplies their
+    # own, e.g. fork and wait for forkwait (vmkit/guests/fork.s)
+    .include "syscalls_ext.s"
 
 # exit(code in ebx): the process ends; the kernel switches away for good
 sys_exit:

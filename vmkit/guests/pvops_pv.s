@@ -26,26 +26,26 @@
 .equ HC_MMU_UPDATE, 1           # (requests, count, va to invlpg after or -1)
 .equ HC_SET_GDT, 2              # (gdt, entries)
 .equ HC_STACK_SWITCH, 3         # (ss, esp)
-.equ HC_MMUEXT_OP, 4            # (command, argument)
-.equ HC_CONSOLE_IO, 5           # (command, count, buffer)
-.equ HC_SCHED_OP, 6             # (command, argument)
-.equ HC_SET_TIMER_OP, 7         # (period in guest instructions)
-.equ HC_EVENT_CHANNEL_OP, 8     # (command, port, argument)
-.equ HC_VCPU_OP, 9              # (command, argument)
+.equ HC_SET_TIMER_OP, 15        # (period in guest instructions)
+.equ HC_CONSOLE_IO, 18          # (command, count, buffer)
+.equ HC_VCPU_OP, 24             # (command, argument)
+.equ HC_MMUEXT_OP, 26           # (command, argument)
+.equ HC_SCHED_OP, 29            # (command, argument)
+.equ HC_EVENT_CHANNEL_OP, 32    # (command, port, argument)
 
 .equ MMUEXT_PIN_L1_TABLE, 0
 .equ MMUEXT_PIN_L2_TABLE, 1
-.equ MMUEXT_NEW_BASEPTR, 2
-.equ MMUEXT_INVLPG, 3
+.equ MMUEXT_NEW_BASEPTR, 5
+.equ MMUEXT_INVLPG_LOCAL, 7
 .equ CONSOLEIO_WRITE, 0
 .equ CONSOLEIO_READ, 1
 .equ SCHEDOP_YIELD, 0
 .equ SCHEDOP_BLOCK, 1
 .equ SCHEDOP_SHUTDOWN, 2
-.equ EVTCHNOP_BIND_VIRQ, 0
-.equ EVTCHNOP_SEND, 1
+.equ EVTCHNOP_BIND_VIRQ, 1
+.equ EVTCHNOP_SEND, 4
 .equ VIRQ_TIMER, 0
-.equ VCPUOP_REGISTER_VCPU_INFO, 0
+.equ VCPUOP_REGISTER_VCPU_INFO, 10
 
 # vcpu_info: shared with the hypervisor (Xen's struct vcpu_info, simplified)
 .equ VI_PENDING, 0              # byte: an event is waiting

@@ -251,18 +251,25 @@ def robin_irvine_html(checks: Iterable, *, title: str | None = None) -> str:
 
     ``checks`` are rows from :func:`vmkit.vmm.classify.compare_robin_irvine` (each with
     ``entry`` — name, group, forms, why — ``rows``, the kit's classification of each form, and
-    ``agrees``)."""
+    ``agrees``). The paper's two groups head their entries; each form the kit tried shows the
+    kind of sensitivity found, or its whole classification where it is not "unprivileged,
+    sensitive" (a disagreement, highlighted). Compact enough for a slide: four columns, one
+    line an entry where the forms allow."""
     checks = list(checks)
     body = []
+    group = None
     for ch in checks:
         e = ch.entry
+        if e.group != group:
+            group = e.group
+            body.append(f'<tr class="vmkit-ri-group"><th colspan="4" style="{_CELL}'
+                        f'text-align:left;background:{CSS_PANEL}">{_esc(group)}</th></tr>')
         forms = "<br>".join(
-            f"<code>{_esc(r.instruction)}</code>: {_esc(r.classes)}" for r in ch.rows)
+            f"<code>{_esc(r.instruction)}</code> {_sensitivity(r.classes)}" for r in ch.rows)
         mark = "✓ agrees" if ch.agrees else "✗ differs"
         style = "" if ch.agrees else f"{CSS_HIGHLIGHT}font-weight:bold;"
-        body.append(f'<tr><td style="{_CELL}"><b>{_esc(e.name)}</b></td>'
-                    f'<td style="{_CELL}">{_esc(e.group)}</td>'
-                    f'<td style="{_CELL}{_MONO}">{forms}</td>'
+        body.append(f'<tr class="vmkit-ri-entry"><td style="{_CELL}"><b>{_esc(e.name)}</b></td>'
+                    f'<td style="{_CELL}{_MONO}white-space:nowrap">{forms}</td>'
                     f'<td style="{_CELL}{style}white-space:nowrap">{mark}</td>'
                     f'<td style="{_CELL}">{_esc(e.why)}</td></tr>')
     agree = sum(1 for c in checks if c.agrees)
@@ -270,11 +277,20 @@ def robin_irvine_html(checks: Iterable, *, title: str | None = None) -> str:
         title = (f"Robin & Irvine (2000) against the experiments: {agree} of {len(checks)} "
                  f"entries come out sensitive and not privileged")
     head = "".join(f'<th style="{_CELL}">{h}</th>' for h in
-                   ("Robin & Irvine", "group in the paper", "the kit's forms: classes found",
-                    "verdict", "why it is sensitive (paraphrased)"))
+                   ("Robin & Irvine", "the kit's forms: sensitive through", "verdict",
+                    "why it is sensitive (paraphrased)"))
     return (f'<table class="vmkit-robin-irvine" style="border-collapse:collapse;{_FONT}">'
             f'{_caption(title)}<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
             f'</table>')
+
+
+def _sensitivity(classes: str) -> str:
+    """'unprivileged, sensitive (control, behaviour)' -> 'control, behaviour'; anything else
+    (a form that is privileged or not sensitive) whole and highlighted."""
+    prefix = "unprivileged, sensitive ("
+    if classes.startswith(prefix) and classes.endswith(")"):
+        return f'<span style="color:{CSS_MUTED}">{_esc(classes[len(prefix):-1])}</span>'
+    return f'<span style="{CSS_HIGHLIGHT}font-weight:bold">{_esc(classes)}</span>'
 
 
 # ---- what the monitor saw ----------------------------------------------------------------------

@@ -8,7 +8,8 @@ Categories (``CostModel.CATEGORIES``):
 
 =====================  ==========================================================================
 native                 one guest instruction retired on the hardware (direct execution)
-interrupt              the hardware delivering an interrupt or exception through the IDT
+interrupt              the hardware delivering a system call or interrupt through the IDT and
+                       the return (natively, or to a guest in non-root mode)
 trap                   a trap into the VMM (the fault/interrupt delivery to ring 0 and back)
 emulate                the VMM decoding and emulating one instruction on the virtual CPU
 vm_exit                one VM exit plus VM entry round trip (hardware assist)
@@ -21,6 +22,13 @@ shadow_update          one shadow page table update by the VMM
 hidden_fault           a page fault that the VMM handles without the guest seeing it
 hypercall              one hypercall round trip (paravirtualization)
 world_switch           switching the CPU from one VM to another
+exception              the hardware delivering a fault (#PF, #DE, #GP ...) through the guest's
+                       IDT and the return, where no VMM intervenes (natively, or in non-root
+                       mode)
+port_io                one ``in`` or ``out`` reaching a real device (natively): an off-CPU
+                       chipset register, far slower than an instruction
+tc_emulate             a sensitive instruction emulated by a short sequence inside the
+                       translation cache (BT), e.g. ``in`` against the virtual device model
 =====================  ==========================================================================
 """
 
@@ -55,13 +63,17 @@ class CostModel:
     hidden_fault: float = 1200.0
     hypercall: float = 1000.0
     world_switch: float = 5000.0
+    exception: float = 1000.0
+    port_io: float = 1000.0
+    tc_emulate: float = 200.0
     name: str = "custom"
     source: str = ""
     notes: dict = field(default_factory=dict, compare=False, hash=False)
 
     CATEGORIES = ("native", "interrupt", "trap", "emulate", "vm_exit", "translate",
                   "tc_lookup", "callout", "interpret", "page_walk", "shadow_update",
-                  "hidden_fault", "hypercall", "world_switch")
+                  "hidden_fault", "hypercall", "world_switch", "exception", "port_io",
+                  "tc_emulate")
 
     def cost(self, category: str) -> float:
         try:

@@ -25,10 +25,11 @@ Policies
 ``RoundRobin(quantum)``
     every running VM in turn, ``quantum`` cycles each.
 ``CreditScheduler(weights, quantum, period)``
-    after Xen's credit scheduler (Xen 3.0 onwards; G. Dunlap, "Scheduler development update",
-    Xen Summit 2006; L. Cherkasova, D. Gupta, A. Vahdat, "Comparison of the three CPU schedulers
-    in Xen", SIGMETRICS Performance Evaluation Review 35(2), 2007; the Xen wiki page
-    "Credit Scheduler"). Each VM has a *weight*. At the start of every accounting *period*
+    after Xen's credit scheduler (Xen 3.0 onwards, written by Emmanuel Ackaouy at XenSource:
+    ``xen/common/sched/credit.c`` in Xen's source, 30 ms slices, default weight 256; described
+    by L. Cherkasova, D. Gupta, A. Vahdat, "Comparison of the three CPU schedulers in Xen",
+    SIGMETRICS Performance Evaluation Review 35(2), 2007; the Xen wiki page "Credit
+    Scheduler"). Each VM has a *weight*. At the start of every accounting *period*
     (Xen: 30 ms; here ``period`` machine cycles, by default one quantum per running VM) each
     running VM earns credits in proportion to its weight (``period * w / sum of running
     weights``); the running VM is debited the machine cycles it uses. A VM with credit left is

@@ -2,7 +2,7 @@
 of the paravirtual way to do I/O in :mod:`vmkit.vmm.iovirt`.
 
 The split driver's hook into the paravirtual monitor: its ``event_channel_op`` hypercall
-(``int 0x82``, eax = 8) with ebx = EVTCHNOP_send (1) and ecx = 1 calls ``vm.io_backend(monitor,
+(``int 0x82``, eax = 32) with ebx = EVTCHNOP_send (4) and ecx = 1 calls ``vm.io_backend(monitor,
 vm, edx)``; :func:`pv_backend` is that function (:func:`attach_pv_backends` installs it on every
 VM), keeping one :class:`SplitDriverBackend` per VM (:func:`backend_of`). A monitor with
 another calling convention can use :func:`event_channel_op`::
@@ -21,8 +21,8 @@ __all__ = ["SplitDriverBackend", "event_channel_op", "backend_of", "pv_backend",
            "attach_pv_backends", "HC_EVENT_CHANNEL_OP", "EVTCHNOP_SEND", "DISK_EVTCHN",
            "MAX_REQUEST", "MAX_SLOTS", "EINVAL", "EFAULT", "ENOSYS"]
 
-HC_EVENT_CHANNEL_OP = 8      # hypercall number (eax)
-EVTCHNOP_SEND = 1            # ebx: the event-channel operation "send"
+HC_EVENT_CHANNEL_OP = 32     # hypercall number (eax): Xen's __HYPERVISOR_event_channel_op
+EVTCHNOP_SEND = 4            # ebx: the event-channel operation "send"
 DISK_EVTCHN = 1              # ecx: the split-driver disk's event-channel port
 MAX_REQUEST = 64 * 1024      # the longest request the backend accepts (bytes)
 MAX_SLOTS = (4096 - 16) // 16   # a ring fits in one page
@@ -144,8 +144,8 @@ def backend_of(vm) -> SplitDriverBackend:
 
 
 def event_channel_op(vm, cmd: int, port: int, arg: int, read_phys, write_phys) -> int:
-    """The ``event_channel_op`` hypercall (number 8) for ``vm``: ``cmd`` (ebx) =
-    EVTCHNOP_send (1), ``port`` (ecx) = 1 (the disk), ``arg`` (edx) = the ring's
+    """The ``event_channel_op`` hypercall (number 32, Xen's) for ``vm``: ``cmd`` (ebx) =
+    EVTCHNOP_send (4), ``port`` (ecx) = 1 (the disk), ``arg`` (edx) = the ring's
     guest-physical address. Returns the value for eax: the number of requests consumed, or a
     negative errno (-EINVAL: unknown port, -ENOSYS: unknown operation, -EFAULT: a ring the
     backend cannot use)."""

@@ -57,8 +57,9 @@ CONTROLS = (
 )
 _PF = 1 << 14
 #: cycles per VM exit round trip the cost box takes: from a tenth of a recent processor's ~500
-#: (preset "modern-2020") to about eight times the first VT-x processors' 2,409 (preset "p4-2006");
-#: outside it a value is refused
+#: (preset "modern-2020") to past the ~15,800 cycles VMware's first hardware VMM took for an exit
+#: on an `in` (Adams & Agesen 2006, Fig. 4; preset "p4-2006": 6,120 from Table 1); outside it a
+#: value is refused
 EXIT_COST_RANGE = (50, 20_000)
 #: the instruction each of these controls makes exit, for "no change" explanations
 _CATCHES = {"hlt_exiting": "hlt", "invlpg_exiting": "invlpg", "rdtsc_exiting": "rdtsc"}

@@ -112,8 +112,8 @@ from vmkit.vmm.bt.handlers import (emulate_descriptor_query, emulate_int,  # noq
                                    emulate_lcall)
 from vmkit.vmm.bt.monitor import BinaryTranslation
 from vmkit.vmm.bt.tcache import DEFAULT_TC_SIZE, FIFO, LRU, Block, EvictionPolicy, FlushWhenFull
-from vmkit.vmm.bt.translator import (CALLOUTS, CONTROL, DEFAULT_THRESHOLD, GO_ON,  # noqa: F401
-                                     INLINE, MAX_BLOCK, STRING)
+from vmkit.vmm.bt.translator import (CALLOUTS, CONTROL, DEFAULT_THRESHOLD,  # noqa: F401
+                                     GO_ON, IN_TC, INLINE, MAX_BLOCK, STRING)
 
 __all__ = ["BinaryTranslation", "Block", "EvictionPolicy", "FlushWhenFull", "LRU", "FIFO",
            "DEFAULT_THRESHOLD", "DEFAULT_TC_SIZE", "MAX_BLOCK"]

@@ -1,5 +1,9 @@
 """Hardware-assisted virtualization: a VT-x-like monitor (Intel SDM Vol. 3C, chapters 24-29).
 
+Section numbers are those of the Intel SDM's combined Volumes 3A-3D of September 2023 (order
+number 325384-081US) throughout; editions before the VMX chapters moved number chapters 25-29
+one lower (VM exits were chapter 27 there, chapter 28 here).
+
 Root and non-root mode
 ----------------------
 VT-x adds a second dimension to the CPU's privilege: *VMX root* operation, where the VMM runs,
@@ -59,7 +63,7 @@ Shadow paging (``ept=False``)
 Without EPT the real CR3 holds a shadow page directory (guest-linear -> host-physical) that the
 VMM builds as a virtual TLB, with the logic of ``TrapAndEmulate``: CR3-load and CR3-store
 exiting (the guest's CR3 is virtualized), INVLPG exiting, #PF in the exception bitmap (a #PF that
-exits leaves CR2 alone, SDM 27.1), and CR0.PG/WP and CR4.PSE owned by the VMM through the masks.
+exits leaves CR2 alone, SDM 28.1), and CR0.PG/WP and CR4.PSE owned by the VMM through the masks.
 A #PF exit either fills the shadow entry (a hidden page fault) or injects the guest's own #PF.
 
 Event injection

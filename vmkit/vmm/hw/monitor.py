@@ -338,13 +338,19 @@ class HardwareAssisted(ShadowPaging, HostedMonitor):
 
     def event_counts(self) -> Counter:
         """Events by cost category: ``native`` is what the CPU retired in non-root mode; an
-        instruction the VMM completed counts once, as ``emulate``; ``interrupt`` is every event
-        the CPU delivered through a guest's IDT (injected ones included)."""
+        instruction the VMM completed counts once, as ``emulate``; every event the CPU delivered
+        through a guest's IDT (injected ones included) is an ``exception`` (a fault) or an
+        ``interrupt`` (a system call or an external interrupt)."""
         counts = Counter(self.events)
         m = self._host
         counts["native"] += m.steps
         counts["page_walk"] += m.walk_refs
-        counts["interrupt"] += sum(self.delivered.values())
+        # a fault delivered in non-root mode is priced as natively (``exception``), a system
+        # call or interrupt as ``interrupt``
+        faults = sum(n for k, n in self.delivered.items()
+                     if not k.startswith(("int ", "irq ")))
+        counts["interrupt"] += sum(self.delivered.values()) - faults
+        counts["exception"] += faults
         return counts
 
     # ---- snapshots ---------------------------------------------------------------------------

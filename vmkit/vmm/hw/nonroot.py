@@ -33,7 +33,7 @@ class _NonRootMachine(Machine):
     * a fault during event delivery that the VMCS makes exit (exception bitmap, EPT violation)
       exits with the event saved as IDT-vectoring information instead of becoming a nested
       exception;
-    * a #PF that exits leaves CR2 unchanged (SDM Vol. 3C, 27.1);
+    * a #PF that exits leaves CR2 unchanged (SDM Vol. 3C, 28.1);
     * LAR/LSL/VERR/VERW let an exit (or a hidden page fault) on the descriptor read through.
     """
 

@@ -9,8 +9,9 @@ import struct
 from vmkit.machine.cpu import MASK32
 from vmkit.machine.mmu import PTE_A, PTE_P, PTE_PS, PTE_W
 from vmkit.vmm.layout import V_WINPT
-from vmkit.vmm.pv.abi import (_I, EINVAL, EPERM, MAX_BATCH, MMUEXT_INVLPG, MMUEXT_NEW_BASEPTR,
-                              MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L2_TABLE, _Refused)
+from vmkit.vmm.pv.abi import (_I, EINVAL, EPERM, MAX_BATCH, MMUEXT_INVLPG_LOCAL,
+                              MMUEXT_NEW_BASEPTR, MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L2_TABLE,
+                              _Refused)
 from vmkit.vmm.pv.vm import PVVM
 
 
@@ -147,7 +148,7 @@ def mmuext_op(pv, vm: PVVM, cmd: int, arg: int, _c: int) -> int:
         m.cpu.cr3 = arg
         vm.vcpu.cr3 = arg - vm.slice_base
         m.flush_tlb()
-    elif cmd == MMUEXT_INVLPG:
+    elif cmd == MMUEXT_INVLPG_LOCAL:
         m.flush_tlb((arg & MASK32) >> 12)
     else:
         raise _Refused(EINVAL, "unknown mmuext_op")
