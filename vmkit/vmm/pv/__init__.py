@@ -66,8 +66,13 @@ The package, one mechanism a module (after Xen's ``arch/x86/pv/``)
 
 from __future__ import annotations
 
-from vmkit.vmm.pv.abi import (EFAULT, EINVAL, ENOSYS, EPERM, HYPERCALL_VECTOR,  # noqa: F401
-                              HYPERCALLS, MAX_BATCH, MAX_CONSOLE)
+from vmkit.vmm.pv.abi import (CONSOLEIO_READ, CONSOLEIO_WRITE, EFAULT, EINVAL,  # noqa: F401
+                              ENOSYS, EPERM, EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND, HYPERCALL_VECTOR,
+                              HYPERCALLS, MAX_BATCH, MAX_CONSOLE, MMUEXT_INVLPG_LOCAL,
+                              MMUEXT_NEW_BASEPTR, MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L2_TABLE,
+                              SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD,
+                              VCPUOP_REGISTER_VCPU_INFO, VI_CR2, VI_MACHINE_BASE, VI_MASK,
+                              VI_PENDING)
 from vmkit.vmm.pv.monitor import HANDLERS, Paravirtual  # noqa: F401
 from vmkit.vmm.pv.vm import PVVM
 
