@@ -23,7 +23,8 @@ import struct
 from vmkit.isa.faults import Fault
 from vmkit.trace import PageFault, TlbMiss
 
-__all__ = ["MMUMixin", "Sync", "walk_tables", "PTE_P", "PTE_W", "PTE_U", "PTE_A", "PTE_D", "PTE_PS", "NESTED_R",
+__all__ = ["MMUMixin", "Sync", "walk_tables",
+           "PTE_P", "PTE_W", "PTE_U", "PTE_A", "PTE_D", "PTE_PS", "NESTED_R",
            "NESTED_W", "NESTED_X"]
 
 PTE_P, PTE_W, PTE_U, PTE_PWT, PTE_PCD, PTE_A, PTE_D, PTE_PS = 1, 2, 4, 8, 16, 32, 64, 128

@@ -1,4 +1,5 @@
-"""Hardware assist's power-on of a VM: its slice, its EPT (or shadow tables), the VMCS guest state."""
+"""Hardware assist's power-on of a VM: its slice, its EPT (or shadow tables), the VMCS guest
+state."""
 
 from __future__ import annotations
 
