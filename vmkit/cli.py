@@ -8,6 +8,7 @@
     vmkit grade NOTEBOOK...           grade submitted notebooks
     vmkit autograder gradescope A     build a Gradescope autograder zip
     vmkit debug GUEST [--monitor M]   the debugger (break, watch, continue, reverse-continue...)
+    vmkit site OUTDIR                 the course website (lectures, exercises, docs), offline
 
 Every command has ``--help`` and exits non-zero with a one-line message on bad input.
 
@@ -295,6 +296,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_site(args: argparse.Namespace) -> int:
+    from vmkit import site
+
+    return site.run(args.outdir, prog="vmkit site")
+
+
 def _cmd_release(args: argparse.Namespace) -> int:
     from vmkit.homework.release import release
 
@@ -572,6 +579,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the field of Gradescope's user metadata that is the student id, "
                         "which chooses the variant (default email)")
     g.set_defaults(func=_cmd_autograder)
+
+    p = sub.add_parser("site", help="build the course website (static, works offline)",
+                       description="Build the course website into OUTDIR: the lectures with "
+                                   "their outputs and pictures, the exercises (no solutions), "
+                                   "the docs and the reference card, with an index, "
+                                   "previous/next links and search. MathJax and every other "
+                                   "asset are copied into OUTDIR/assets: open "
+                                   "OUTDIR/index.html from disk, no network needed.")
+    p.add_argument("outdir", metavar="OUTDIR", help="the folder to write (created if needed)")
+    p.set_defaults(func=_cmd_site)
 
     return parser
 
