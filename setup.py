@@ -7,6 +7,10 @@ Everything else is in pyproject.toml. ``build_py`` copies into ``vmkit/_course/`
 - ``exercises/``            -> ``_course/exercises/``  (released homework; never ``solutions/``)
 - ``share/slides/``         -> ``_course/slides/``     (the slide template, package.json and
                                                        the lock file that pins its assets)
+- ``notebooks/rise.css``    -> ``_course/notebooks/``  (the live slides' style sheet)
+- ``share/site/``           -> ``_course/site/``       (the course website's template)
+- ``share/labextension/``   -> ``_course/labextension/`` (live slides' shrink-to-fit)
+- ``docs/*.md``             -> ``_course/docs/``       (the website's documentation pages)
 
 The sdist carries the same folders (MANIFEST.in), so a wheel built from it is the same. An
 editable install (``pip install -e .``) copies nothing: the checkout is found directly.
@@ -25,6 +29,10 @@ COURSE = [
     ("exercises", "*.ipynb", "exercises"),
     ("exercises", "README.md", "exercises"),
     ("share/slides", "**/*", "slides"),
+    ("notebooks", "rise.css", "notebooks"),
+    ("share/site", "**/*", "site"),
+    ("share/labextension", "**/*", "labextension"),
+    ("docs", "*.md", "docs"),
 ]
 
 

@@ -44,7 +44,7 @@ def test_course_copy_keeps_a_students_work(tmp_path, capsys):
     """Does `vmkit course copy` copy lectures and exercises, and keep files already there?"""
     assert main(["course", "copy", str(tmp_path)]) == 0
     lectures = sorted(p.name for p in (tmp_path / "notebooks").iterdir())
-    assert lectures == [p.name for p in resources.lecture_notebooks()]
+    assert lectures == sorted([p.name for p in resources.lecture_notebooks()] + ["rise.css"])
     assert (tmp_path / "exercises" / "hw01-rings-and-traps.ipynb").is_file()
     assert not (tmp_path / "solutions").exists()
     mine = tmp_path / "exercises" / "hw01-rings-and-traps.ipynb"

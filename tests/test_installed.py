@@ -28,7 +28,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 #: what a source tree of the kit holds (the sdist is built from a copy of these)
 SOURCE = ["pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "constraints.txt",
-          "environment.yml", "vmkit", "notebooks", "exercises", "share", "solutions"]
+          "environment.yml", "vmkit", "notebooks", "exercises", "share", "docs", "solutions"]
 #: an assignment that grades in a few seconds
 ASSIGNMENT = "hw03-popek-goldberg"
 
@@ -112,6 +112,9 @@ def test_sdist_and_wheel_carry_the_course_but_not_the_solutions(kit):
                  f"vmkit/_course/exercises/{ASSIGNMENT}.ipynb",
                  "vmkit/_course/slides/package-lock.json",
                  "vmkit/_course/slides/vmkit-reveal/index.html.j2",
+                 "vmkit/_course/notebooks/rise.css", "vmkit/_course/docs/reference.md",
+                 "vmkit/_course/site/site.css",
+                 "vmkit/_course/labextension/vmkit-slides/package.json",
                  "vmkit/guests/kernel.s", "vmkit/nbtools/runtime.py"):
         assert name in wnames, name
     assert not [n for n in snames + wnames
@@ -171,6 +174,15 @@ def test_course_copy_slides_release_grade(kit, tmp_path):
     assert deck.is_file() and (decks / "assets" / "reveal.js" / "dist" / "reveal.js").is_file()
     html = deck.read_text()
     assert "vmkitFits" in html and "assets/reveal.js/dist/reveal.js" in html  # the template
+    assert (course / "notebooks" / "rise.css").is_file()      # live slides' style sheet
+
+    # the course website from the installed kit: lectures, exercises and docs, offline assets
+    site = kit["work"] / "site"
+    st = vmkit(kit, "site", site, timeout=600)
+    assert st.returncode == 0, st.stderr
+    assert (site / "index.html").is_file() and (site / "reference.html").is_file()
+    assert (site / f"{ASSIGNMENT}.html").is_file()
+    assert (site / "assets" / "site" / "site.css").is_file()
 
     # the instructor's side: without solutions, one line that says where they come from
     for cmd in (["release"], ["grade", mine, "--student", "s1", "--assignment", ASSIGNMENT]):

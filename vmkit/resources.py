@@ -4,7 +4,8 @@ The kit runs two ways. From a **checkout** (``git clone`` and ``make``), the mat
 the repository: ``notebooks/``, ``exercises/``, ``solutions/``, ``share/slides/``. From an
 **installed** wheel (a hub's users' environment, ``pip install vmkit-*.whl``), the wheel
 carries a copy of what a student and the slide builder need in ``vmkit/_course/``
-(``notebooks/``, ``exercises/``, ``slides/``: the setup script puts it there), and nothing
+(``notebooks/``, ``exercises/``, ``slides/``, ``site/``, ``labextension/``, ``docs/``: the
+setup script puts it there), and nothing
 of the instructor's: ``solutions/`` stays in the instructor's checkout and is given to
 ``vmkit grade --source`` and ``vmkit release --source``.
 
@@ -22,7 +23,8 @@ from pathlib import Path
 from vmkit.errors import VmkitError
 
 __all__ = ["MaterialMissing", "PACKAGE_DIR", "INSTALLED_DIR", "checkout_root", "notebooks_dir",
-           "exercises_dir", "solutions_dir", "slides_share", "cache_dir", "lecture_notebooks",
+           "exercises_dir", "solutions_dir", "slides_share", "site_share", "labextension_share",
+           "docs_dir", "cache_dir", "lecture_notebooks",
            "exercise_notebooks", "copy_course", "pull_link"]
 
 #: the ``vmkit`` package folder
@@ -69,6 +71,21 @@ def slides_share() -> Path:
     return _find("share/slides", "slides", "the slide template")
 
 
+def site_share() -> Path:
+    """The course website's page template and its own CSS and scripts."""
+    return _find("share/site", "site", "the course website's template")
+
+
+def labextension_share() -> Path:
+    """The JupyterLab extensions the kit ships as plain files (live slides' shrink-to-fit)."""
+    return _find("share/labextension", "labextension", "the kit's JupyterLab extension")
+
+
+def docs_dir() -> Path:
+    """The documentation pages (``docs/*.md``, the reference card among them)."""
+    return _find("docs", "docs", "the documentation")
+
+
 def solutions_dir() -> Path | None:
     """The instructor's solutions: the checkout's ``solutions/``, or None (an installed kit
     never carries them)."""
@@ -110,6 +127,9 @@ def copy_course(dest, force: bool = False) -> tuple[list[Path], list[Path]]:
     if dest.exists() and not dest.is_dir():
         raise MaterialMissing(f"{dest}: not a folder")
     plan = [(p, dest / "notebooks" / p.name) for p in lecture_notebooks()]
+    rise_css = notebooks_dir() / "rise.css"      # the live slides' style sheet
+    if rise_css.is_file():
+        plan.append((rise_css, dest / "notebooks" / rise_css.name))
     exercises = exercises_dir()
     plan += [(p, dest / "exercises" / p.name) for p in exercise_notebooks(exercises)]
     if (exercises / "README.md").is_file():
