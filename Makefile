@@ -29,17 +29,20 @@ ARGS ?=
 
 ORACLE_CASES ?= 100000
 
-.PHONY: help venv sysdeps lab test oracle slides notebooks bench constraints clean distclean
+.PHONY: help venv sysdeps lab test test-live-slides oracle slides site notebooks bench constraints clean distclean
 
 help:
 	@echo "make lab        open the kit in JupyterLab (installs what it needs first;"
 	@echo "                LAB_DIR=exercises opens the homework; NBGRADER=1 turns"
 	@echo "                nbgrader's instructor tools on)"
 	@echo "make test       run every test"
+	@echo "make test-live-slides  present notebook 01 with RISE in chromium, step the Stepper"
 	@echo "make venv       create .venv with the pinned Python packages"
 	@echo "make sysdeps    apt-get install graphviz, binutils, chromium, npm, bubblewrap where missing"
 	@echo "make oracle     larger differential sweep against unicorn ($(ORACLE_CASES) cases)"
 	@echo "make slides     lecture notebooks -> build/slides/ (reveal.js, works offline)"
+	@echo "make site       the course website -> build/site/ (lectures, exercises, docs,"
+	@echo "                search; works offline: open build/site/index.html)"
 	@echo "make notebooks  re-execute every notebook and save it in place (repeatable)"
 	@echo "make bench      run benchmarks/*.py"
 	@echo "make constraints  re-pin constraints.txt to what PyPI serves now"
@@ -62,6 +65,7 @@ $(STAMP): pyproject.toml constraints.txt
 	fi
 	$(PY) -m pip install --disable-pip-version-check -c constraints.txt -e '.[test]'
 	$(PY) -m vmkit.labsetup
+	$(PY) -m vmkit.rise notebooks
 	@touch $@
 
 sysdeps:
@@ -90,10 +94,16 @@ LABSETUP_FLAGS := $(if $(filter 1 yes true on,$(NBGRADER)),--instructor)
 
 lab: venv sysdeps
 	$(PY) -m vmkit.labsetup $(LABSETUP_FLAGS)
+	$(PY) -m vmkit.rise notebooks
 	$(VENV)/bin/jupyter lab $(LAB_FLAGS) $(LAB_DIR)/
 
 test: venv sysdeps
 	$(TEST_CMD) $(ARGS)
+
+# Live slides (tests/test_rise.py's browser test: JupyterLab, RISE, a kernel; about a minute,
+# so not in `make test`; .ci/run runs it after `make test`)
+test-live-slides: venv sysdeps
+	VMKIT_LIVE_SLIDES=1 $(PY) -m pytest -n 0 tests/test_rise.py $(ARGS)
 
 oracle: venv sysdeps
 	VMKIT_ORACLE_CASES=$(ORACLE_CASES) $(PY) -m pytest -n 2 tests/test_oracle.py $(ARGS)
@@ -110,6 +120,13 @@ slides: venv sysdeps
 NOTEBOOK_FILES = $(wildcard notebooks/*.ipynb) $(wildcard solutions/*.ipynb) $(wildcard tests/data/*.ipynb)
 notebooks: venv sysdeps
 	$(PY) -m vmkit.nbtools execute $(NOTEBOOK_FILES)
+
+# The course website (vmkit.site; `vmkit site DIR` does the same): a page per lecture (stored
+# outputs, widgets as their static pictures), per exercise (exercises/: no solutions) and per
+# docs/*.md, an index, previous/next links and search; MathJax and require.js from the same
+# pinned npm packages as the decks, copied to build/site/assets/.
+site: venv sysdeps
+	$(PY) -m vmkit.site --output-dir build/site
 
 bench: venv sysdeps
 	@shopt -s nullglob; for f in benchmarks/*.py; do \

@@ -299,7 +299,8 @@ def test_install_writes_settings(tmp_path):
         "labconfig/page_config.d/vmkit.json",
         "jupyter_server_config.json"}
     overrides, page, server = (json.loads(p.read_text()) for p in paths)
-    assert overrides == {"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True}}
+    assert overrides == {"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True},
+                         labsetup.RISE_PLUGIN: labsetup.RISE_SETTINGS}
     assert page == {"disabledExtensions": {"@jupyter/nbgrader": True}}
     server = server["ServerApp"]["jpserver_extensions"]
     assert server.pop("vmkit.labsetup") is True

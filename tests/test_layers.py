@@ -60,6 +60,12 @@ def test_the_contracts_cover_design_md():
         contracts["no-drawing-below-viz"]["forbidden_modules"])
     assert "vmkit.vmm" in contracts["no-drawing-below-viz"]["source_modules"]
     assert contracts["vmm-acyclic"]["ancestors"] == ["vmkit.vmm"]
+    # the headless debugger: above vmm and trace, below viz and widgets (DESIGN.md)
+    assert {"vmkit.viz", "vmkit.widgets", "ipywidgets", "graphviz"} <= set(
+        contracts["debug"]["forbidden_modules"])
+    assert {"vmkit.vmm", "vmkit.machine", "vmkit.trace"} <= set(
+        contracts["below-debug-core"]["source_modules"])
+    assert contracts["below-debug-core"]["forbidden_modules"] == ["vmkit.debug"]
 
 
 def test_exceptions_are_counted():

@@ -5,7 +5,7 @@ from vmkit.errors import AssemblyError, GuestError, UnsupportedInstruction, Vmki
 __version__ = "0.1.0"
 
 __all__ = ["AssemblyError", "GuestError", "UnsupportedInstruction", "VmkitError", "__version__",
-           "assemble", "Machine"]
+           "assemble", "Machine", "Debugger"]
 
 
 def __getattr__(name):  # lazy imports keep `import vmkit` cheap
@@ -18,6 +18,9 @@ def __getattr__(name):  # lazy imports keep `import vmkit` cheap
     if name == "Machine":
         from vmkit.machine.machine import Machine
         return Machine
+    if name == "Debugger":
+        from vmkit.debug import Debugger
+        return Debugger
     if name in ("classify", "classify_all"):
         from vmkit.vmm import classify as _c
         return getattr(_c, name)

@@ -7,6 +7,8 @@
     vmkit release                     generate exercises/ from solutions/
     vmkit grade NOTEBOOK...           grade submitted notebooks
     vmkit autograder gradescope A     build a Gradescope autograder zip
+    vmkit debug GUEST [--monitor M]   the debugger (break, watch, continue, reverse-continue...)
+    vmkit site OUTDIR                 the course website (lectures, exercises, docs), offline
 
 Every command has ``--help`` and exits non-zero with a one-line message on bad input.
 
@@ -14,7 +16,7 @@ Exit codes (``EXIT_CODES``; ``vmkit --help`` and the README list them too):
 
     0  success (for ``run``: the guest powered off or halted)
     1  bad input: an unreadable file, assembly errors, an unknown guest, monitor or preset,
-       a bad parameter
+       a bad parameter, a bad command in a ``debug`` script
     2  bad usage: an unknown command or option, a missing argument
     3  ``run``: stopped by ``--max-steps`` before the guest stopped
     4  ``run``: the guest crashed (a triple fault, an instruction outside the subset)
@@ -37,7 +39,7 @@ EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_MAX_STEPS, EXIT_CRASH = 0, 1, 2, 3, 4
 EXIT_CODES = {
     EXIT_OK: "success (run: the guest powered off or halted)",
     EXIT_INPUT: "bad input (unreadable file, assembly errors, unknown guest, monitor or "
-                "preset, bad parameter)",
+                "preset, bad parameter, a bad command in a debug script)",
     EXIT_USAGE: "bad usage (unknown command or option, missing argument)",
     EXIT_MAX_STEPS: "run: stopped by --max-steps before the guest stopped",
     EXIT_CRASH: "run: the guest crashed (triple fault, instruction outside the subset)",
@@ -105,10 +107,26 @@ def _parse_params(items) -> dict:
     return params
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _guest_image(args: argparse.Namespace, params: dict):
+    """The GuestImage of ``args.guest`` (a guest name, or a bare-metal FILE.s); raises
+    ValueError with a one-line message for a file that cannot be used."""
     import os
 
     from vmkit import guests
+    if args.guest.endswith(".s") or os.path.sep in args.guest:
+        try:
+            with open(args.guest, encoding="utf-8") as f:
+                source = f.read()
+        except OSError as e:
+            raise ValueError(f"cannot read {args.guest}: {e.strerror or e}") from None
+        if params:
+            raise ValueError("--param applies to named guests, not to a .s file")
+        return guests.from_source(source, name=os.path.basename(args.guest),
+                                  filename=args.guest)
+    return guests.build(args.guest, paravirtual=args.monitor == "pv", **params)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
     from vmkit.errors import AssemblyError, VmkitError
     from vmkit.trace import Trace
 
@@ -117,18 +135,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ValueError as e:
         return _fail("run", str(e), 1)
     try:
-        if args.guest.endswith(".s") or os.path.sep in args.guest:
-            try:
-                with open(args.guest, encoding="utf-8") as f:
-                    source = f.read()
-            except OSError as e:
-                return _fail("run", f"cannot read {args.guest}: {e.strerror or e}", 1)
-            if params:
-                return _fail("run", "--param applies to named guests, not to a .s file", 1)
-            image = guests.from_source(source, name=os.path.basename(args.guest),
-                                       filename=args.guest)
-        else:
-            image = guests.build(args.guest, paravirtual=args.monitor == "pv", **params)
+        try:
+            image = _guest_image(args, params)
+        except ValueError as e:
+            return _fail("run", str(e), 1)
         from vmkit.vmm.registry import MONITORS as registry
         cls = registry[args.monitor]
         trace = Trace(instructions=args.trace, maxlen=args.trace_events if args.trace else 20_000)
@@ -177,6 +187,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if result.reason == "crash":
         return EXIT_CRASH
     return EXIT_INPUT   # no other reason is expected from a run without breakpoints
+
+
+def _cmd_debug(args: argparse.Namespace) -> int:
+    from vmkit.errors import AssemblyError, VmkitError
+
+    try:
+        params = _parse_params(args.param)
+        image = _guest_image(args, params)
+    except ValueError as e:
+        return _fail("debug", str(e), 1)
+    except AssemblyError as e:
+        print(f"{e.file}:{e.line}:{e.column}: {_one_line(e.message)}", file=sys.stderr)
+        return 1
+    except VmkitError as e:
+        return _fail("debug", _one_line(e), 1)
+    lines = None
+    if args.x:
+        try:
+            with open(args.x, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except OSError as e:
+            return _fail("debug", f"cannot read {args.x}: {e.strerror or e}", 1)
+    from vmkit import debugshell
+    from vmkit.debug import Debugger
+    from vmkit.vmm.registry import MONITORS as registry
+    try:
+        dbg = Debugger(registry[args.monitor](image), budget=args.budget << 20)
+    except VmkitError as e:
+        return _fail("debug", _one_line(e), 1)
+    shell = debugshell.Shell(dbg)
+    if lines is not None:
+        return debugshell.run_script(shell, lines, args.x)
+    return debugshell.interactive(shell)
 
 
 def _format_event(ev) -> str:
@@ -251,6 +294,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         return _fail("compare", _one_line(e), 1)
     print(table.to_text())
     return 0
+
+
+def _cmd_site(args: argparse.Namespace) -> int:
+    from vmkit import site
+
+    return site.run(args.outdir, prog="vmkit site")
 
 
 def _cmd_release(args: argparse.Namespace) -> int:
@@ -428,6 +477,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a guest parameter, e.g. --param iterations=1000 (repeatable)")
     p.set_defaults(func=_cmd_run)
 
+    from vmkit.debugshell import COMMANDS as debug_commands   # stdlib only: cheap
+    p = sub.add_parser("debug", help="debug a guest under a monitor",
+                       description="Debug GUEST under a monitor: breakpoints, watchpoints,\n"
+                                   "event breaks, reverse execution, live tables. Commands come\n"
+                                   "from the terminal or, one a line, from -x FILE:\n\n" +
+                                   "\n".join(f"  {usage}" for _, usage in
+                                             debug_commands.values()),
+                       epilog=_exit_codes_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("guest", metavar="GUEST",
+                   help="guest name (see vmkit.guests.names()) or a bare-metal FILE.s")
+    p.add_argument("--monitor", choices=MONITORS, default="native",
+                   help="monitor to run it under (default: native)")
+    p.add_argument("-x", metavar="FILE", help="run the debugger commands in FILE (one a "
+                                              "line), then exit")
+    p.add_argument("--budget", type=_positive_int, default=64, metavar="MiB",
+                   help="memory for reverse execution's checkpoints (default 64)")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="a guest parameter, e.g. --param iterations=1000 (repeatable)")
+    p.set_defaults(func=_cmd_debug)
+
     p = sub.add_parser("classify", help="Popek-Goldberg classes of instructions",
                        description="Classify each INSTR by experiment (privileged, sensitive, "
                                    "innocuous).")
@@ -509,6 +579,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the field of Gradescope's user metadata that is the student id, "
                         "which chooses the variant (default email)")
     g.set_defaults(func=_cmd_autograder)
+
+    p = sub.add_parser("site", help="build the course website (static, works offline)",
+                       description="Build the course website into OUTDIR: the lectures with "
+                                   "their outputs and pictures, the exercises (no solutions), "
+                                   "the docs and the reference card, with an index, "
+                                   "previous/next links and search. MathJax and every other "
+                                   "asset are copied into OUTDIR/assets: open "
+                                   "OUTDIR/index.html from disk, no network needed.")
+    p.add_argument("outdir", metavar="OUTDIR", help="the folder to write (created if needed)")
+    p.set_defaults(func=_cmd_site)
 
     return parser
 

@@ -42,20 +42,42 @@ import json
 import sys
 from pathlib import Path
 
+from vmkit.nbtools import REVEAL_THEME
+
 __all__ = [
     "LAB_SETTINGS",
     "NBGRADER_LAB_EXTENSION",
     "NBGRADER_SERVER_EXTENSIONS",
+    "RISE_PLUGIN",
+    "RISE_SETTINGS",
     "default_config_dir",
     "install",
     "main",
     "pre_save_hook",
 ]
 
+#: jupyterlab-rise's settings (its plugin id)
+RISE_PLUGIN = "jupyterlab-rise:plugin"
+#: RISE as the exported decks look (vmkit.nbtools: REVEAL_THEME, no transition). The slide
+#: size stays RISE's (the whole window): RISE lays out JupyterLab's notebook itself, and a
+#: fixed 1280x720 box is scaled by reveal.js but not by that layout (at 1600x900 the slide's
+#: left edge was cut off). On a 1280x720 screen the slide is the decks' SLIDE_SIZE; a slide too
+#: big for the window is shrunk by the vmkit-slides extension (vmkit.rise).
+RISE_SETTINGS = {
+    "theme": REVEAL_THEME,
+    "transition": "none",
+    "slideNumber": "c/t",
+    # start on the slide of the cell selected in the notebook (View > Render as slideshow)
+    "start_slideshow_at": "selected",
+}
+
 #: Lab settings the kit changes from JupyterLab's defaults (plugin id -> settings)
 LAB_SETTINGS = {
     # keep the widgets' state in the saved notebook (ipywidgets' own setting, default off)
     "@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True},
+    # live slides (jupyterlab-rise): the exported decks' theme and transition;
+    # notebooks/rise.css (vmkit.rise) brings the decks' style sheet
+    RISE_PLUGIN: RISE_SETTINGS,
 }
 
 #: nbgrader's Lab extension (all its plugins: the menu, Validate, Create assignment, ...)

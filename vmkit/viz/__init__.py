@@ -27,7 +27,9 @@ __all__ = ["registers_html", "register_values", "flags_html", "flag_values",
            "tc_diagram", "tc_hit_rate_figure", "tc_stats_html", "record_lookups",
            "hit_rate_series", "exits_figure", "exits_table_html", "exit_rows", "exit_cycles",
            "qualification_text", "vm_timeline", "sharing_figure", "translation_diagram",
-           "translation_walk", "TranslationWalk", "memory_comparison_figure"]
+           "translation_walk", "TranslationWalk", "memory_comparison_figure",
+           "LiveTable", "descriptor_table", "tss_table", "walk_table", "hex_view", "vmcs_table",
+           "tc_block_table"]
 
 
 def __getattr__(name):  # matplotlib is imported only when a timeline is asked for
@@ -44,4 +46,8 @@ def __getattr__(name):  # matplotlib is imported only when a timeline is asked f
     if name in ("vm_timeline", "sharing_figure", "vm_intervals"):
         from vmkit.viz import vmtimeline
         return getattr(vmtimeline, name)
+    if name in ("LiveTable", "descriptor_table", "tss_table", "walk_table", "hex_view",
+                "vmcs_table", "tc_block_table"):   # the debugger's live tables
+        from vmkit.viz import live
+        return getattr(live, name)
     raise AttributeError(f"module 'vmkit.viz' has no attribute {name!r}")

@@ -76,6 +76,10 @@ class StaticMixin:
 
     def _repr_mimebundle_(self, include=None, exclude=None, **kwargs):
         data = super()._repr_mimebundle_(**kwargs) or {}
+        # ipywidgets' text/plain is the whole tree of children (long, and it changes with
+        # every layout detail); one line says what it is
+        data["text/plain"] = (f"{type(self).__name__}: an interactive widget (run the "
+                              f"notebook in JupyterLab to use it)")
         try:
             data["text/html"] = self.static_html()
         except Exception as e:  # a static form must never break displaying the widget

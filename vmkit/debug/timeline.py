@@ -1,0 +1,303 @@
+"""A monitor's past: checkpoints within a memory budget, a log of runs, deterministic replay.
+
+Positions count guest instructions retired (all VMs together) since the timeline was made;
+what moved the monitor is logged as *segments* ``[start, n, bps]``: one ``vm.run(max_steps=...)``
+that retired ``n`` instructions, with ``bps`` the breakpoint addresses that were set (None: none,
+the run went its full length). Guests are deterministic (guest time drives their timers), so
+replaying the log from a checkpoint reaches exactly the state the monitor was in; ``run(j)`` is
+a state ``run(k)`` went through for ``j <= k`` (the kit's monitors stop bursts at the budget,
+see DESIGN.md "Two clocks"), so any position inside a segment can be reached too. A run that
+stopped at a breakpoint right after delivering an exception (0 instructions retired) leaves a
+segment of length 0: replaying it (same breakpoint set) delivers the exception again.
+
+Checkpoints are the monitors' own snapshots (``vm.snapshot()``), with the copy of memory split
+into 4 KiB pages shared between checkpoints: a page that did not change since another
+checkpoint costs nothing again, so a checkpoint usually costs tens of KiB rather than the
+4-6 MiB of a full copy. ``budget`` (bytes, default 64 MiB) bounds the distinct pages plus an
+estimate of the rest of each snapshot (the trace's retained events and the CPU: see
+:meth:`Timeline._overhead`); when it is exceeded, checkpoints are thinned where they are
+densest, never step 0's nor the newest ``keep_newest`` (the last stops: reverse-continue lands
+on one of them with a single restore).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import contextmanager
+
+from vmkit.errors import VmkitError
+
+__all__ = ["Timeline", "DEFAULT_BUDGET"]
+
+DEFAULT_BUDGET = 64 << 20
+PAGE = 4096
+
+
+class _Checkpoint:
+    __slots__ = ("position", "nseg", "snap", "pages", "overhead")
+
+    def __init__(self, position, nseg, snap, pages, overhead):
+        self.position, self.nseg, self.snap = position, nseg, snap
+        self.pages, self.overhead = pages, overhead
+
+
+class Timeline:
+    """Forward runs, checkpoints and ``goto`` on a monitor (only its public API is used:
+    ``run``, ``snapshot``, ``restore``, ``vms[i].machine.breakpoints``)."""
+
+    def __init__(self, vm, *, budget: int = DEFAULT_BUDGET, keep_newest: int = 3):
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0:
+            raise VmkitError(f"budget must be a positive number of bytes, got {budget!r}")
+        self.vm = vm
+        self.budget = budget
+        self.keep_newest = keep_newest
+        self.position = 0
+        self.log: list[list] = []              # [start, n, bps]
+        self._pages: dict[bytes, list] = {}    # page bytes -> [page, refcount]
+        self._page_bytes = 0
+        self._cps: list[_Checkpoint] = []
+        self.diverged = False
+        self.restores = 0
+        self.replayed = 0                      # instructions re-executed by goto (counter)
+        cp = self._make_checkpoint()
+        if self._cost_of([cp]) > budget:
+            raise VmkitError(f"the checkpoint budget ({budget:,} bytes) is smaller than one "
+                             f"snapshot of this monitor ({self._cost_of([cp]):,} bytes)")
+        self._cps.append(cp)
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def _make_checkpoint(self) -> _Checkpoint:
+        snap = self.vm.snapshot()
+        pages_per_machine = []
+        overhead = 2048
+        machines = []
+        for ms in snap.machines:
+            mem = ms.memory
+            pages = []
+            for off in range(0, len(mem), PAGE):
+                p = mem[off:off + PAGE]
+                e = self._pages.get(p)
+                if e is None:
+                    e = self._pages[p] = [p, 0]
+                    self._page_bytes += len(p)
+                e[1] += 1
+                pages.append(e[0])
+            pages_per_machine.append(tuple(pages))
+            machines.append(dataclasses.replace(ms, memory=b""))
+            overhead += self._overhead(ms)
+        snap.machines = machines
+        return _Checkpoint(self.position, len(self.log), snap, pages_per_machine, overhead)
+
+    @staticmethod
+    def _overhead(ms) -> int:
+        """An estimate of a machine snapshot besides its memory: the trace's retained events
+        are shared objects, but the tuple holding them costs 8 bytes each; CPU, devices,
+        TLB and counters a few KiB."""
+        try:
+            events = len(ms.extra["trace"][0])
+        except Exception:
+            events = 0
+        return 8 * events + 8192
+
+    def _cost_of(self, cps) -> int:
+        seen, total = set(), 0
+        for cp in cps:
+            total += cp.overhead
+            for pages in cp.pages:
+                for p in pages:
+                    if id(p) not in seen:
+                        seen.add(id(p))
+                        total += len(p)
+        return total
+
+    def _drop(self, cp: _Checkpoint) -> None:
+        self._cps.remove(cp)
+        for pages in cp.pages:
+            for p in pages:
+                e = self._pages[p]
+                e[1] -= 1
+                if e[1] == 0:
+                    del self._pages[p]
+                    self._page_bytes -= len(p)
+
+    @property
+    def used(self) -> int:
+        """Bytes held by the checkpoints (distinct pages plus the estimated rest)."""
+        return self._page_bytes + sum(cp.overhead for cp in self._cps)
+
+    def checkpoint(self) -> None:
+        """Keep a checkpoint of the state now (at most one per position and log length)."""
+        for cp in self._cps:
+            if cp.position == self.position and cp.nseg == len(self.log):
+                return
+        self._cps.append(self._make_checkpoint())
+        self._cps.sort(key=lambda c: (c.position, c.nseg))
+        self._enforce_budget()
+
+    def _enforce_budget(self) -> None:
+        while self.used > self.budget and len(self._cps) > 1 + self.keep_newest:
+            cands = self._cps[1:len(self._cps) - self.keep_newest]
+            if not cands:
+                break
+            # drop where checkpoints are densest: the smallest gap its removal leaves
+            best, gap = None, None
+            for k, cp in enumerate(self._cps[1:len(self._cps) - self.keep_newest], start=1):
+                g = self._cps[k + 1].position - self._cps[k - 1].position
+                if gap is None or g < gap:
+                    best, gap = cp, g
+            self._drop(best)
+        while self.used > self.budget and len(self._cps) > 1:
+            self._drop(self._cps[1])           # the newest ones too, oldest first
+
+    @property
+    def checkpoints(self) -> list[int]:
+        """Positions of the checkpoints kept (step 0's first)."""
+        return [cp.position for cp in self._cps]
+
+    def _restore(self, cp: _Checkpoint) -> None:
+        snap = cp.snap
+        full = [dataclasses.replace(ms, memory=b"".join(pages))
+                for ms, pages in zip(snap.machines, cp.pages)]
+        saved = snap.machines
+        snap.machines = full
+        try:
+            self.vm.restore(snap)
+        finally:
+            snap.machines = saved
+        self.restores += 1
+
+    # ---- moving forward ---------------------------------------------------------------------
+    def _machines(self):
+        seen, out = set(), []
+        for v in getattr(self.vm, "vms", ()):
+            m = getattr(v, "machine", None)
+            if m is not None and id(m) not in seen:
+                seen.add(id(m))
+                out.append(m)
+        return out
+
+    @contextmanager
+    def breakpoints(self, addrs):
+        """Set the machines' breakpoints to ``addrs`` (a set, or None for none) for a run."""
+        saved = []
+        for m in self._machines():
+            saved.append((m, set(m.breakpoints)))
+            m.breakpoints.clear()
+            if addrs:
+                m.breakpoints.update(addrs)
+        try:
+            yield
+        finally:
+            for m, old in saved:
+                m.breakpoints.clear()
+                m.breakpoints.update(old)
+
+    def run(self, max_steps: int, bps=None, *, preset: bool = False):
+        """``vm.run(max_steps=...)`` with the breakpoint addresses ``bps`` (None: none); logs
+        it and returns the RunResult. ``preset``: the caller has already set the machines'
+        breakpoints to ``bps`` (:meth:`breakpoints`), as a loop of single steps does."""
+        bps = frozenset(bps) if bps else None
+        if preset:
+            r = self.vm.run(max_steps=max_steps)
+        else:
+            with self.breakpoints(bps):
+                r = self.vm.run(max_steps=max_steps)
+        n = getattr(r, "steps", 0) or 0
+        if r.reason != "breakpoint":
+            bps = None          # it ran its full length (or the guest stopped): a plain run
+        if n or bps:
+            log = self.log
+            if bps is None and log and log[-1][2] is None and \
+                    log[-1][0] + log[-1][1] == self.position:
+                log[-1][1] += n                # merge consecutive plain runs
+            else:
+                log.append([self.position, n, bps])
+            self.position += n
+        return r
+
+    # ---- going back -------------------------------------------------------------------------
+    def goto(self, target: int, *, zero_segments: bool = True) -> int:
+        """Put the monitor in the state it was in at position ``target`` (at most the current
+        one): restore the nearest checkpoint at or before it and replay the log. With
+        ``zero_segments`` the 0-instruction segments at ``target`` are replayed too (the
+        state after an exception delivered at a breakpoint). Returns the position reached."""
+        if target < 0 or target > self.position:
+            raise VmkitError(f"can only go back to a step between 0 and {self.position}, "
+                             f"got {target}")
+        # the number of log segments the target state has applied
+        nseg = 0
+        for k, (s, n, _) in enumerate(self.log):
+            if s < target or (s == target and n == 0 and zero_segments):
+                nseg = k + 1
+            else:
+                break
+        if target == self.position and nseg == len(self.log):
+            return target
+        cp = self._cps[0]
+        for c in self._cps:
+            if c.position <= target and c.nseg <= nseg:
+                cp = c
+        self._restore(cp)
+        pos = cp.position
+        for k in range(nseg):
+            s, n, bps = self.log[k]
+            e = s + n
+            if k < cp.nseg and e <= pos:
+                continue                        # applied before the checkpoint was taken
+            start = max(s, pos)                 # a checkpoint inside a (merged) plain run
+            if bps and start == s and e <= target:
+                with self.breakpoints(bps):     # the run that stopped at a breakpoint
+                    r = self.vm.run(max_steps=n + 1)
+                want = e
+            else:
+                want = min(e, target)
+                if want <= start:
+                    continue
+                with self.breakpoints(None):    # a prefix of a run is a plain run
+                    r = self.vm.run(max_steps=want - start)
+            got = getattr(r, "steps", 0) or 0
+            self.replayed += got
+            pos = start + got
+            if pos != want:
+                break
+        self.diverged = pos != target
+        self._truncate(pos, nseg)
+        return pos
+
+    def redo(self, log: list, target: int) -> int:
+        """Run forward again along ``log`` (an earlier copy of :attr:`log` that the present
+        is a prefix of) up to position ``target``, the same runs with the same breakpoints;
+        returns the position reached."""
+        for s, n, bps in log:
+            e = s + n
+            if e < self.position or (e == self.position and (n or not bps)):
+                continue
+            if self.position >= target and n:
+                break
+            if bps and s == self.position and e <= target:
+                r = self.run(n + 1, bps)
+                want = e
+            else:
+                want = min(e, target)
+                if want <= self.position:
+                    continue
+                r = self.run(want - self.position)
+            if self.position != want:
+                break
+        self.diverged = self.position != target
+        return self.position
+
+    def _truncate(self, position: int, nseg: int) -> None:
+        self.position = position
+        log = [list(seg) for seg in self.log[:nseg]]
+        if log:
+            s, n, bps = log[-1]
+            if s + n > position:
+                log[-1] = [s, position - s, None]
+        self.log = log
+        for cp in [c for c in self._cps[1:] if c.position > position or c.nseg > len(log)]:
+            self._drop(cp)
+
+    def __repr__(self) -> str:
+        return (f"<Timeline at {self.position}, {len(self._cps)} checkpoints, "
+                f"{self.used / 2**20:.1f} of {self.budget / 2**20:.0f} MiB>")
