@@ -29,7 +29,8 @@ ARGS ?=
 
 ORACLE_CASES ?= 100000
 
-.PHONY: help venv sysdeps lab test test-live-slides oracle slides site notebooks bench constraints clean distclean
+.PHONY: help venv sysdeps lab test test-live-slides oracle slides site notebooks bench constraints \
+	clean distclean hub hub-proxy hub-env hub-test
 
 help:
 	@echo "make lab        open the kit in JupyterLab (installs what it needs first;"
@@ -38,9 +39,11 @@ help:
 	@echo "make test       run every test"
 	@echo "make test-live-slides  present notebook 01 with RISE in chromium, step the Stepper"
 	@echo "make venv       create .venv with the pinned Python packages"
-	@echo "make sysdeps    apt-get install graphviz, binutils, chromium, npm, bubblewrap where missing"
+	@echo "make sysdeps    apt-get install graphviz, binutils, chromium, npm, bubblewrap, git where missing"
 	@echo "make oracle     larger differential sweep against unicorn ($(ORACLE_CASES) cases)"
 	@echo "make slides     lecture notebooks -> build/slides/ (reveal.js, works offline)"
+	@echo "make hub        a course's JupyterHub on this server (root; see README, hub/)"
+	@echo "make hub-test   two students on a real hub in chromium (root; creates users)"
 	@echo "make site       the course website -> build/site/ (lectures, exercises, docs,"
 	@echo "                search; works offline: open build/site/index.html)"
 	@echo "make notebooks  re-execute every notebook and save it in place (repeatable)"
@@ -63,7 +66,7 @@ $(STAMP): pyproject.toml constraints.txt
 	    $(SUDO) apt-get update && $(APT_INSTALL) python3-venv && $(PYTHON) -m venv $(VENV); \
 	  fi; \
 	fi
-	$(PY) -m pip install --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --disable-pip-version-check -c constraints.txt -e '.[test,hub]'
 	$(PY) -m vmkit.labsetup
 	$(PY) -m vmkit.rise notebooks
 	@touch $@
@@ -75,6 +78,7 @@ sysdeps:
 	[ -x /usr/bin/chromium ]       || missing="$$missing chromium"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
+	command -v git >/dev/null 2>&1 || missing="$$missing git"; \
 	if [ -n "$$missing" ]; then \
 	  echo "make: installing$$missing"; \
 	  $(SUDO) apt-get update && $(APT_INSTALL) $$missing; \
@@ -112,7 +116,7 @@ oracle: venv sysdeps
 # reveal.js, require.js and MathJax of share/slides/package-lock.json (npm ci into build/npm)
 # copied to build/slides/assets/: open the decks from disk, no network needed.
 slides: venv sysdeps
-	$(PY) -m vmkit.nbtools slides --output-dir build/slides
+	$(VENV)/bin/vmkit slides --output-dir build/slides
 
 # Re-execute every notebook in place (vmkit.nbtools.execute_notebook: fixed hash seed, no
 # timestamps, stable widget ids), so that a second run changes no byte. Then `make test`.
@@ -137,15 +141,47 @@ bench: venv sysdeps
 constraints:
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	$(PYTHON) -m venv "$$tmp/venv" && \
-	"$$tmp/venv/bin/pip" install --disable-pip-version-check -q -e '.[test]' && \
+	"$$tmp/venv/bin/pip" install --disable-pip-version-check -q -e '.[test,hub]' && \
 	{ grep '^#' constraints.txt; \
-	  "$$tmp/venv/bin/pip" freeze --exclude-editable | grep -iv '^vmkit\b'; } > "$$tmp/c.txt" && \
+	  "$$tmp/venv/bin/pip" freeze --all --exclude-editable | grep -iv '^vmkit\b\|^pip=='; } > "$$tmp/c.txt" && \
 	mv "$$tmp/c.txt" constraints.txt && echo "make: constraints.txt re-pinned"
+
+# --- a course on JupyterHub (hub/) ---------------------------------------------------------------
+
+# configurable-http-proxy, at the version of hub/package-lock.json, into hub/node_modules
+HUB_PROXY := hub/node_modules/.bin/configurable-http-proxy
+hub-proxy: $(HUB_PROXY)
+$(HUB_PROXY): hub/package.json hub/package-lock.json
+	@command -v npm >/dev/null 2>&1 || $(MAKE) sysdeps
+	cd hub && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	@touch $@
+
+# The users' environment: a venv every student can read, with the kit's wheel and nbgitpuller
+# at the pins of constraints.txt (a Docker image or conda environment does the same: README).
+HUB_USERS_ENV ?= /opt/vmkit-hub/env
+hub-env: venv
+	rm -rf build/hub-dist
+	$(PY) -m pip wheel --no-build-isolation --no-deps -q -w build/hub-dist .
+	[ -x $(HUB_USERS_ENV)/bin/python ] || $(PYTHON) -m venv $(HUB_USERS_ENV)
+	$(HUB_USERS_ENV)/bin/pip install --disable-pip-version-check -q -c constraints.txt \
+	  "$$(ls build/hub-dist/vmkit-*.whl)[hub]"
+	cd / && $(abspath $(HUB_USERS_ENV))/bin/python -m vmkit.labsetup  # the installed kit
+	chmod -R a+rX $(HUB_USERS_ENV)
+
+# The hub itself (root: it starts each student's server as that student's system user).
+# VMKIT_HUB_* settings: hub/jupyterhub_config.py. E.g.
+#   make hub VMKIT_HUB_STUDENTS=alice,bob VMKIT_HUB_COURSE_REPO=https://github.com/me/course
+hub: venv sysdeps hub-proxy hub-env
+	VMKIT_HUB_USERS_ENV=$(HUB_USERS_ENV) $(VENV)/bin/jupyterhub -f hub/jupyterhub_config.py
+
+# Two students on a real hub, in chromium (tests/test_hub.py): root, a few minutes.
+hub-test: venv sysdeps hub-proxy
+	VMKIT_HUB_TEST=1 $(PY) -m pytest -n 0 tests/test_hub.py $(ARGS)
 
 # --- cleaning ---------------------------------------------------------------------------------
 
 clean:
-	rm -rf build/ .pytest_cache/ *.egg-info/ vmkit.egg-info/
+	rm -rf build/ .pytest_cache/ *.egg-info/ vmkit.egg-info/ hub/node_modules/
 	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints \) \
 	  -type d -prune -exec rm -rf {} +
 

@@ -300,6 +300,8 @@ def test_install_writes_settings(tmp_path):
         "jupyter_server_config.json"}
     overrides, page, server = (json.loads(p.read_text()) for p in paths)
     assert overrides == {"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True},
+                         "@jupyterlab/apputils-extension:notification": {
+                             "fetchNews": "false", "checkForUpdates": False},
                          labsetup.RISE_PLUGIN: labsetup.RISE_SETTINGS}
     assert page == {"disabledExtensions": {"@jupyter/nbgrader": True}}
     server = server["ServerApp"]["jpserver_extensions"]

@@ -81,14 +81,17 @@ def test_exceptions_are_counted():
 
 
 def test_results_find_their_pictures_through_the_registry():
-    """Do vmm's results get their pictures from viz through the display registry (vmm
-    imports no viz), and does a display nobody registered fail with a one-line error?"""
+    """Do vmm's results get their pictures and HTML tables from viz through the display
+    registry (vmm imports no viz), and does a display nobody registered fail with a one-line
+    error?"""
     from vmkit.errors import VmkitError
     from vmkit.vmm import display
     registered = display.displays()
     assert {("Comparison", "plot"), ("MemoryComparison", "plot"),
-            ("IOComparison", "plot")} <= set(registered)
-    assert all(fn.__module__ == "vmkit.viz.displays" for fn in registered.values())
+            ("IOComparison", "plot"), ("Comparison", "html"), ("ClassificationTable", "html"),
+            ("IOComparison", "html")} <= set(registered)
+    assert all(fn.__module__ in ("vmkit.viz.displays", "vmkit.viz.results")
+               for fn in registered.values())
 
     class Result:
         pass

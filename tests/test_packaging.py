@@ -21,11 +21,11 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parents[1]
 
 # conda-forge names that differ from the PyPI name of the same Python package
-CONDA_TO_PYPI = {"python-graphviz": "graphviz"}
+CONDA_TO_PYPI = {"python-graphviz": "graphviz", "python-build": "build"}
 # conda entries that are not Python packages from pyproject (interpreter, installer, programs)
 CONDA_ONLY = {"python", "pip", "graphviz"}
 # extras whose packages environment.yml and constraints.txt must cover
-EXTRAS = ("test",)
+EXTRAS = ("test", "hub")
 
 
 def normalize(name: str) -> str:

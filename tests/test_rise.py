@@ -33,7 +33,7 @@ import pytest
 
 from browser_util import chromium_context, require_chromium, screenshot
 from test_browser import STEP_TEXT, JupyterLab, cleared_copy
-from vmkit import labsetup, nbtools, rise
+from vmkit import labsetup, nbtools, resources, rise
 
 ROOT = Path(__file__).resolve().parents[1]
 LECTURE_01 = ROOT / "notebooks" / "01-machine-and-rings.ipynb"
@@ -43,7 +43,7 @@ BUDGET = 150  # s for the kernel, running the cells up to the Stepper and the ch
 
 def test_rise_css_is_current():
     """Is notebooks/rise.css what `python -m vmkit.rise` writes now?"""
-    path = rise.NOTEBOOKS / rise.RISE_CSS
+    path = resources.notebooks_dir() / rise.RISE_CSS
     assert path.read_text(encoding="utf-8") == rise.rise_css(), \
         "notebooks/rise.css is stale: run `python -m vmkit.rise`"
 
@@ -124,7 +124,7 @@ def test_live_stepper_slide(tmp_path, monkeypatch):
     root = tmp_path / "notebooks"
     root.mkdir()
     notebook = cleared_copy(LECTURE_01, root).name
-    shutil.copyfile(rise.NOTEBOOKS / rise.RISE_CSS, root / rise.RISE_CSS)
+    shutil.copyfile(resources.notebooks_dir() / rise.RISE_CSS, root / rise.RISE_CSS)
     labsetup.install(tmp_path / "config")
     rise.install_labextension(tmp_path / "data")
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "data"))  # the Lab finds it there

@@ -25,10 +25,10 @@ import nbformat
 import pytest
 
 from browser_util import chromium_context, require_chromium, screenshot
-from vmkit import site
+from vmkit import resources, site
 
-LECTURES = [site.NOTEBOOKS / "01-machine-and-rings.ipynb",
-            site.NOTEBOOKS / "06-memory-virtualization.ipynb"]
+LECTURES = [resources.notebooks_dir() / "01-machine-and-rings.ipynb",
+            resources.notebooks_dir() / "06-memory-virtualization.ipynb"]
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,9 @@
     vmkit release                     generate exercises/ from solutions/
     vmkit grade NOTEBOOK...           grade submitted notebooks
     vmkit autograder gradescope A     build a Gradescope autograder zip
+    vmkit course copy DIR             copy the lecture notebooks and exercises into DIR
+    vmkit course link PATH --hub --repo   the nbgitpuller link that hands PATH out on a hub
+    vmkit slides [NOTEBOOK...]        lecture notebooks as offline reveal.js decks
     vmkit debug GUEST [--monitor M]   the debugger (break, watch, continue, reverse-continue...)
     vmkit site OUTDIR                 the course website (lectures, exercises, docs), offline
 
@@ -296,6 +299,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+#: what to say when the instructor's solutions are not where they were looked for
+NO_SOLUTIONS = ("no solutions/ here: the instructor's solution notebooks stay in the course's "
+                "checkout (an installed kit carries only the exercises); give them with "
+                "--source DIR")
+
+
 def _cmd_site(args: argparse.Namespace) -> int:
     from vmkit import site
 
@@ -303,12 +312,59 @@ def _cmd_site(args: argparse.Namespace) -> int:
 
 
 def _cmd_release(args: argparse.Namespace) -> int:
-    from vmkit.homework.release import release
+    from pathlib import Path
 
-    if args.source and not __import__("os").path.isdir(args.source):
+    from vmkit.homework.release import default_source, release
+
+    if args.source and not Path(args.source).is_dir():
         return _fail("release", f"{args.source}: no such folder", 1)
+    if not args.source and not default_source().is_dir():
+        return _fail("release", NO_SOLUTIONS, 1)
+    source = Path(args.source) if args.source else default_source()
+    if not any(source.glob("*.ipynb")):
+        return _fail("release", f"{source}: no solution notebooks (*.ipynb) there", 1)
     for path in release(args.source, args.dest):
         print(path)
+    return 0
+
+
+def _cmd_course(args: argparse.Namespace) -> int:
+    from vmkit.errors import VmkitError
+    from vmkit.resources import copy_course
+
+    try:
+        copied, kept = copy_course(args.dir, force=args.force)
+    except (VmkitError, OSError) as e:
+        return _fail("course copy", _one_line(e), 1)
+    for path in copied:
+        print(path)
+    for path in kept:
+        print(f"vmkit course copy: kept {path} (already there; --force overwrites)",
+              file=sys.stderr)
+    return 0
+
+
+def _cmd_course_link(args: argparse.Namespace) -> int:
+    from vmkit.errors import VmkitError
+    from vmkit.resources import pull_link
+
+    try:
+        print(pull_link(args.hub, args.repo, args.path, branch=args.branch))
+    except VmkitError as e:
+        return _fail("course link", _one_line(e), 1)
+    return 0
+
+
+def _cmd_slides(args: argparse.Namespace) -> int:
+    from vmkit.errors import VmkitError
+    from vmkit.nbtools.command import make_slides
+
+    try:
+        decks = make_slides(args.notebook, args.output_dir)
+    except VmkitError as e:
+        return _fail("slides", _one_line(e), 1)
+    for deck in decks:
+        print(deck)
     return 0
 
 
@@ -328,8 +384,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
             return _fail("grade", f"{args.source}: no such folder", 1)
         settings.source = Path(args.source)
     elif not settings.source.is_dir():
-        return _fail("grade", "no solutions/ here: give the instructor's notebooks with "
-                              "--source DIR", 1)
+        return _fail("grade", NO_SOLUTIONS, 1)
     args.notebook = list(args.notebook) + list(args.notebook_files)
     if not args.notebook:
         return _fail("grade", "no NOTEBOOK given", 2)
@@ -525,7 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "get checksums, each notebook is stamped with its "
                                    "assignment id and the kit version.")
     p.add_argument("--source", metavar="DIR", help="solution notebooks (default solutions/)")
-    p.add_argument("--dest", metavar="DIR", help="where the exercises go (default exercises/)")
+    p.add_argument("--dest", metavar="DIR", help="where the exercises go (default: exercises/ "
+                                                 "beside the solutions' folder)")
     p.set_defaults(func=_cmd_release)
 
     p = sub.add_parser("grade", help="grade submitted notebooks",
@@ -580,6 +636,41 @@ def build_parser() -> argparse.ArgumentParser:
                         "which chooses the variant (default email)")
     g.set_defaults(func=_cmd_autograder)
 
+    p = sub.add_parser("course", help="the course material of this kit",
+                       description="The course material that comes with the kit (checkout or "
+                                   "installed wheel).")
+    csub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    c = csub.add_parser("copy", help="copy the lecture notebooks and exercises into DIR",
+                        description="Copy the lecture notebooks (DIR/notebooks/) and the "
+                                    "exercises (DIR/exercises/) into DIR, for a student or a "
+                                    "hub's course repository. Files already there are kept.")
+    c.add_argument("dir", metavar="DIR", help="the folder to copy into (made if missing)")
+    c.add_argument("--force", action="store_true", help="overwrite files already in DIR")
+    c.set_defaults(func=_cmd_course)
+    c = csub.add_parser("link", help="the nbgitpuller link that hands out PATH on a hub",
+                        description="Print the nbgitpuller link to PATH of the course "
+                                    "repository REPO on the JupyterHub at HUB: a student's "
+                                    "click clones (first visit) or pulls it into their home "
+                                    "and opens PATH in JupyterLab.")
+    c.add_argument("path", metavar="PATH", nargs="?", default="notebooks",
+                   help="a file or folder of the repository (default: notebooks)")
+    c.add_argument("--hub", required=True, metavar="URL", help="e.g. https://hub.example.org")
+    c.add_argument("--repo", required=True, metavar="URL",
+                   help="the course repository, e.g. https://github.com/me/vmkit-course")
+    c.add_argument("--branch", default="main", help="default: main")
+    c.set_defaults(func=_cmd_course_link)
+
+    p = sub.add_parser("slides", help="lecture notebooks as offline reveal.js decks",
+                       description="Export notebooks (default: the lecture notebooks) to "
+                                   "reveal.js decks that load nothing from the network; the "
+                                   "pinned reveal.js, require.js and MathJax are installed "
+                                   "with npm once and copied into DIR/assets.")
+    p.add_argument("notebook", metavar="NOTEBOOK", nargs="*",
+                   help="a notebook to export (default: the lecture notebooks)")
+    p.add_argument("-o", "--output-dir", metavar="DIR",
+                   help="where the decks go (default: build/slides in a checkout, else "
+                        "./slides)")
+    p.set_defaults(func=_cmd_slides)
     p = sub.add_parser("site", help="build the course website (static, works offline)",
                        description="Build the course website into OUTDIR: the lectures with "
                                    "their outputs and pictures, the exercises (no solutions), "

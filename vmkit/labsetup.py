@@ -75,6 +75,10 @@ RISE_SETTINGS = {
 LAB_SETTINGS = {
     # keep the widgets' state in the saved notebook (ipywidgets' own setting, default off)
     "@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True},
+    # no "get notified about Jupyter news?" over the notebook, no update checks: a class
+    # (a hub's users, a lab's machines) is not asked
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false",
+                                                    "checkForUpdates": False},
     # live slides (jupyterlab-rise): the exported decks' theme and transition;
     # notebooks/rise.css (vmkit.rise) brings the decks' style sheet
     RISE_PLUGIN: RISE_SETTINGS,

@@ -42,18 +42,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from vmkit import resources
 from vmkit.errors import VmkitError
 from vmkit.nbtools import ensure_slide_assets, external_urls, lecture_notebooks
 
 __all__ = ["SiteError", "Page", "site_pages", "build_site", "main"]
 
-#: the source checkout (the site is built from its notebooks/, exercises/, docs/ and share/)
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ROOT / "notebooks"
-SITE_SHARE = ROOT / "share" / "site"
+#: the site is built from the course's notebooks/, exercises/, docs/ and share/site/, found by
+#: vmkit.resources in a checkout or in the installed kit (``DEFAULT``: look them up then)
+DEFAULT = "default"
 SITE_TEMPLATE = "vmkit-page"
-EXERCISES = ROOT / "exercises"
-DOCS = ROOT / "docs"
 #: the site's own files, copied to assets/site/
 _SITE_FILES = ("site.css", "mathjax-config.js", "search.js")
 ASSETS = "assets"
@@ -149,12 +147,17 @@ def _is_notes(cell) -> bool:
     return cell.get("metadata", {}).get("slideshow", {}).get("slide_type") == "notes"
 
 
-def site_pages(notebooks: Iterable | None = None, exercises=EXERCISES, docs=DOCS) -> list[Page]:
+def site_pages(notebooks: Iterable | None = None, exercises=DEFAULT,
+               docs=DEFAULT) -> list[Page]:
     """The pages of the site in reading order: the lectures (default
     ``notebooks/NN-*.ipynb``), the homework's README and exercises (``exercises/``), the docs
     (``docs/*.md``, the reference card last). ``exercises`` or ``docs`` None: left out."""
-    notebooks = lecture_notebooks(NOTEBOOKS) if notebooks is None else [Path(p) for p in
-                                                                        notebooks]
+    if exercises == DEFAULT:
+        exercises = resources.exercises_dir()
+    if docs == DEFAULT:
+        docs = resources.docs_dir()
+    notebooks = (lecture_notebooks(resources.notebooks_dir()) if notebooks is None
+                 else [Path(p) for p in notebooks])
     pages = [_notebook_page("lecture", Path(p)) for p in notebooks]
     if exercises is not None:
         exercises = Path(exercises)
@@ -257,7 +260,7 @@ def _exporter():
     from traitlets.config import Config
 
     c = Config()
-    c.HTMLExporter.extra_template_basedirs = [str(SITE_SHARE)]
+    c.HTMLExporter.extra_template_basedirs = [str(resources.site_share())]
     c.HTMLExporter.template_name = SITE_TEMPLATE
     c.HTMLExporter.mathjax_url = f"{ASSETS}/mathjax/es5/tex-svg.js"
     c.HTMLExporter.require_js_url = f"{ASSETS}/requirejs/require.js"
@@ -323,8 +326,8 @@ def _search_html(nav: str) -> str:
                   math=False)
 
 
-def build_site(output_dir, notebooks: Iterable | None = None, exercises=EXERCISES,
-               docs=DOCS, build=None) -> list[Path]:
+def build_site(output_dir, notebooks: Iterable | None = None, exercises=DEFAULT,
+               docs=DEFAULT, build=None) -> list[Path]:
     """Write the site into ``output_dir``; returns the paths of its HTML pages (index first).
 
     ``notebooks``, ``exercises`` and ``docs`` as in :func:`site_pages`; ``build``: where the
@@ -337,7 +340,7 @@ def build_site(output_dir, notebooks: Iterable | None = None, exercises=EXERCISE
     ensure_slide_assets(out / ASSETS, build=build)
     (out / ASSETS / "site").mkdir(parents=True, exist_ok=True)
     for name in _SITE_FILES:
-        shutil.copyfile(SITE_SHARE / name, out / ASSETS / "site" / name)
+        shutil.copyfile(resources.site_share() / name, out / ASSETS / "site" / name)
     targets = {p.source.resolve(): p.name for p in pages}
     nav = _nav(pages)
     exporter = _exporter()
@@ -370,7 +373,7 @@ def _write(path: Path, text: str) -> Path:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vmkit.site",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("-o", "--output-dir", type=Path, default=ROOT / "build" / "site")
+    parser.add_argument("-o", "--output-dir", type=Path, default=Path("build") / "site")
     args = parser.parse_args(argv)
     return run(args.output_dir)
 

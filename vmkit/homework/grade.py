@@ -53,7 +53,7 @@ from vmkit.homework.check_tampering import check_tampering
 from vmkit.homework.execute import execute
 from vmkit.homework.feedback import write_feedback
 from vmkit.homework.reference import REFERENCE_DIR
-from vmkit.homework.release import ROOT, kit_version, release_notebook
+from vmkit.homework.release import default_source, kit_version, release_notebook
 from vmkit.homework.restore_cells import restore_cells
 from vmkit.homework.sandbox import (Limits, Sandbox, acquire_uid, check_available, kill_uid,
                                     prune_cgroups)
@@ -67,12 +67,6 @@ __all__ = ["Settings", "Result", "Submission", "grade_one", "grade", "write_csv"
            "IdentityError", "default_source"]
 
 CSV_FIELDS = ["student", "assignment", "notebook", "question", "points", "max_points", "status"]
-
-
-def default_source() -> Path:
-    """The checkout's ``solutions/`` (where the instructor's copies are when the kit runs from
-    a checkout)."""
-    return ROOT / "solutions"
 
 
 @dataclass

@@ -95,6 +95,9 @@ def build(assignment: str, source, out, id_field: str = "email", kit=None) -> Pa
 
     source, out = Path(source), Path(out)
     kit = Path(kit) if kit else ROOT
+    if kit is None:
+        raise FileNotFoundError("the autograder zip carries the kit's source: run `vmkit "
+                                "autograder` from a vmkit checkout")
     notebook = source / f"{assignment}.ipynb"
     if not notebook.is_file():
         raise FileNotFoundError(f"{notebook}: no such notebook")

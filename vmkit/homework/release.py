@@ -1,6 +1,8 @@
 """``vmkit release``: generate ``exercises/`` from ``solutions/``.
 
 Each ``solutions/NAME.ipynb`` becomes ``exercises/NAME.ipynb``; the assignment id is NAME.
+The solutions are the instructor's: the checkout's ``solutions/`` (an installed kit carries
+none; ``vmkit release --source DIR`` names them), and the exercises go beside them.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from vmkit.homework.clear_outputs import clear_outputs
 from vmkit.homework.clear_solutions import clear_solutions
 from vmkit.homework.compute_checksums import compute_checksums
 from vmkit.homework.stamp import stamp
+from vmkit import resources as course_material
 
-__all__ = ["PIPELINE", "ROOT", "release_notebook", "release", "write"]
+__all__ = ["PIPELINE", "ROOT", "release_notebook", "release", "write", "default_source"]
 
-ROOT = Path(__file__).resolve().parents[2]
+#: the source checkout the kit runs from, or None for an installed kit
+ROOT = course_material.checkout_root()
 
 #: in order: the clearing steps first, because the checksums are of the cells as released;
 #: the stamp last
@@ -47,13 +51,22 @@ def write(nb, path) -> None:
     Path(path).write_text(dumps(nb), encoding="utf-8")
 
 
+def default_source() -> Path:
+    """The instructor's solutions when none are named: the checkout's ``solutions/``, else
+    ``solutions/`` in the current folder."""
+    return course_material.solutions_dir() or Path("solutions")
+
+
 def release(source=None, dest=None) -> list[Path]:
-    """Release every ``source/*.ipynb`` into ``dest``; returns the files written. Exercises
-    without a solution any more are removed."""
+    """Release every ``source/*.ipynb`` (default :func:`default_source`) into ``dest``
+    (default ``exercises/`` beside ``source``); returns the files written. Exercises without a
+    solution any more are removed."""
     import nbformat
 
-    source = Path(source) if source else ROOT / "solutions"
-    dest = Path(dest) if dest else ROOT / "exercises"
+    source = Path(source) if source else default_source()
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: no such folder")
+    dest = Path(dest) if dest else source.resolve().parent / "exercises"
     dest.mkdir(parents=True, exist_ok=True)
     written = []
     names = set()

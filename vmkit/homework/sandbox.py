@@ -158,7 +158,14 @@ def _compile_kit() -> None:
 def _python_roots() -> list[Path]:
     roots = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
              Path(sys.exec_prefix).resolve(), Path(sys.base_exec_prefix).resolve()}
-    return sorted(r for r in roots if not _inside(r, [Path("/usr")]))
+    # site-packages folders outside the prefixes, which a .pth file of the environment adds
+    # (an environment layered on another's packages): the kernel's Python adds them too
+    for entry in sys.path:
+        path = Path(entry)
+        if path.name in ("site-packages", "dist-packages") and path.is_dir():
+            roots.add(path.resolve())
+    roots = {r for r in roots if not _inside(r, [Path("/usr")])}
+    return sorted(r for r in roots if not any(o != r and _inside(r, [o]) for o in roots))
 
 
 def _inside(path: Path, roots) -> bool:

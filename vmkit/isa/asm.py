@@ -202,9 +202,9 @@ from vmkit.errors import AssemblyError
 from vmkit.isa import asm_macro
 from vmkit.isa.asm_encode import (BRANCHES, LOCKABLE, MNEMONICS, REPE_OPS, STRING_OPS, TABLE,
                                   accepts, encode, select_form)
-from vmkit.isa.asm_parse import (RESERVED, Bin, ExprParser, Far, Imm, LabelRef, LineError, Mem,
-                                 Num, Sym, evaluate, linear, parse_operand, split_operands,
-                                 symbols_in, tokenize)
+from vmkit.isa.asm_parse import (RESERVED, AsmImm, AsmMem, Bin, ExprParser, Far, LabelRef,
+                                 LineError, Num, Sym, evaluate, linear, parse_operand,
+                                 split_operands, symbols_in, tokenize)
 
 __all__ = ["assemble", "Program"]
 
@@ -685,12 +685,12 @@ class _Assembler:
             if pname == "notrack":
                 if mn not in ("jmp", "call", "ljmp", "lcall") or form.modrm not in (2, 3, 4, 5):
                     raise LineError("'notrack' goes only before an indirect jmp or call", ptok.col)
-                seg = next((o.seg for o in ops if type(o) is Mem and o.seg is not None), None)
+                seg = next((o.seg for o in ops if type(o) is AsmMem and o.seg is not None), None)
                 if seg is not None and seg.name != "ds":
                     raise LineError(f"'notrack' is the ds prefix: it cannot go with {seg.name}:",
                                     seg.col)
             elif pname == "lock":
-                if mn not in LOCKABLE or not ops or type(ops[0]) is not Mem:
+                if mn not in LOCKABLE or not ops or type(ops[0]) is not AsmMem:
                     raise LineError(f"'lock' needs a read-modify-write instruction with a memory "
                                     f"destination, not '{mn}'", ptok.col)
             elif mn not in STRING_OPS:
@@ -715,7 +715,7 @@ class _Assembler:
     def settle(self, mn, op, k, nops, branch):
         """Fill in what is known before layout and decide what a bare expression means."""
         t = type(op)
-        if t is Mem:
+        if t is AsmMem:
             if op.disp is not None:
                 op.dconst = self.early(op.disp)
             if op.bare and op.seg is None and op.dconst is not None:
@@ -728,7 +728,7 @@ class _Assembler:
             op.sel.const = self.early(op.sel.expr)
             op.off.const = self.early(op.off.expr)
             return op
-        if t is not Imm:
+        if t is not AsmImm:
             return op
         lin = linear(op.expr, self.term)
         if lin is not None and not lin[1]:
@@ -742,7 +742,7 @@ class _Assembler:
         # GNU Intel syntax reads memory at a bare address; accept it only where no
         # immediate could be meant
         if not accepts(mn, nops, k, ("imm", "simm8", "one", "three")):
-            return Mem(None, None, None, None, 1, op.expr, op.col, bare=True)
+            return AsmMem(None, None, None, None, 1, op.expr, op.col, bare=True)
         syms = symbols_in(op.expr)
         name = syms[0].shown if syms and type(syms[0]) is Sym else "this address"
         if syms and type(syms[0]) is Sym and syms[0].name not in self.labels:

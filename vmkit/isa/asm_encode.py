@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vmkit.isa.asm_parse import Far, Imm, LineError, Mem, Num, Reg
+from vmkit.isa.asm_parse import AsmImm, AsmMem, AsmReg, Far, LineError, Num
 
 __all__ = ["FORMS", "Form", "TABLE", "MNEMONICS", "STRING_OPS", "LOCKABLE", "BRANCHES",
            "Encoding", "select_form", "encode", "accepts", "CONDITIONS"]
@@ -459,20 +459,20 @@ MNEMONICS = sorted(TABLE)
 # matching
 
 def _imm_ok(op) -> bool:
-    return type(op) is Imm and not op.short
+    return type(op) is AsmImm and not op.short
 
 
 def _fits(p: Pat, op) -> bool:
     k = p.kind
     t = type(op)
     if k == "r":
-        return t is Reg and op.kind == "gpr" and op.size == p.size
+        return t is AsmReg and op.kind == "gpr" and op.size == p.size
     if k == "rm":
-        if t is Reg:
+        if t is AsmReg:
             return op.kind == "gpr" and op.size == p.size
-        return t is Mem and not op.far and (op.size is None or op.size == p.size)
+        return t is AsmMem and not op.far and (op.size is None or op.size == p.size)
     if k == "m":
-        if t is not Mem:
+        if t is not AsmMem:
             return False
         if p.size is None:
             return not op.far
@@ -480,10 +480,10 @@ def _fits(p: Pat, op) -> bool:
             return op.far or op.size in (None, 48)
         return not op.far and op.size in (None, p.size)
     if k == "moffs":
-        return t is Mem and not op.far and op.base is None and op.index is None and \
+        return t is AsmMem and not op.far and op.base is None and op.index is None and \
             op.size in (None, p.size)
     if k == "reg":
-        return t is Reg and op.name == p.name
+        return t is AsmReg and op.name == p.name
     if k == "imm":
         return _imm_ok(op)
     if k == "simm8":
@@ -498,19 +498,19 @@ def _fits(p: Pat, op) -> bool:
     if k == "three":
         return _imm_ok(op) and op.const == 3 and not op.wide
     if k == "sreg":
-        return t is Reg and op.kind == "sreg"
+        return t is AsmReg and op.kind == "sreg"
     if k == "cr":
-        return t is Reg and op.kind == "cr"
+        return t is AsmReg and op.kind == "cr"
     if k in ("rel", "rel32"):
         return _imm_ok(op)
     if k == "srel":
-        return t is Imm and op.short
+        return t is AsmImm and op.short
     if k == "rel8":
-        return t is Imm
+        return t is AsmImm
     if k == "far":
         return t is Far
     if k in ("sdi", "ssi"):
-        if t is not Mem or op.far or op.index is not None or op.disp is not None:
+        if t is not AsmMem or op.far or op.index is not None or op.disp is not None:
             return False
         if op.size not in (None, p.size) or op.base is None:
             return False
@@ -548,10 +548,10 @@ def _describe_pats(pats: list[Pat]) -> str:
 
 
 def describe_operand(op) -> str:
-    if type(op) is Reg:
+    if type(op) is AsmReg:
         return {"gpr": f"{op.size}-bit register", "sreg": "segment register",
                 "cr": "control register"}[op.kind] + f" {op.name}"
-    if type(op) is Mem:
+    if type(op) is AsmMem:
         return "memory" if op.size is None else f"{_SIZE_NAMES.get(op.size, '')} ptr memory"
     if type(op) is Far:
         return "far pointer"
@@ -568,9 +568,9 @@ def accepts(mnemonic: str, nops: int, index: int, kinds: tuple[str, ...]) -> boo
 
 
 def _op_size(op) -> int | None:
-    if type(op) is Reg and op.kind == "gpr":
+    if type(op) is AsmReg and op.kind == "gpr":
         return op.size
-    if type(op) is Mem:
+    if type(op) is AsmMem:
         return op.size
     return None
 
@@ -585,7 +585,7 @@ def select_form(mn: str, ops: list) -> Form:
         col = ops[counts[-1]].col if len(ops) > counts[-1] else (ops[0].col if ops else 0)
         raise LineError(f"'{mn}' takes {want} operand{'s' if counts != [1] else ''}, "
                         f"got {len(ops)}", col)
-    unsized = next((o for o in ops if type(o) is Mem and o.size is None and not o.far), None)
+    unsized = next((o for o in ops if type(o) is AsmMem and o.size is None and not o.far), None)
     matches = []
     for f in cands:
         if all(_fits(p, o) for p, o in zip(f.pats, ops)):
@@ -608,7 +608,7 @@ def select_form(mn: str, ops: list) -> Form:
     for i, op in enumerate(ops):
         if not any(_fits(f.pats[i], op) for f in cands):
             want = _describe_pats([f.pats[i] for f in cands])
-            if type(op) is Mem and op.size is not None and \
+            if type(op) is AsmMem and op.size is not None and \
                     any(f.pats[i].kind in ("rm", "m", "moffs") for f in cands):
                 sizes = sorted({f.pats[i].size for f in cands
                                 if f.pats[i].kind in ("rm", "m", "moffs") and f.pats[i].size})
@@ -628,7 +628,7 @@ def select_form(mn: str, ops: list) -> Form:
 
 
 def _show(op) -> str:
-    return op.name if type(op) is Reg else f"{_SIZE_NAMES.get(op.size, '')} ptr memory"
+    return op.name if type(op) is AsmReg else f"{_SIZE_NAMES.get(op.size, '')} ptr memory"
 
 
 # --------------------------------------------------------------------------------------------
@@ -653,7 +653,7 @@ class Encoding:
     target: object = None
 
 
-def _modrm_mem(m: Mem, reg: int, fields: list) -> bytes:
+def _modrm_mem(m: AsmMem, reg: int, fields: list) -> bytes:
     base, index = m.base, m.index
     d = m.dconst
     if m.disp is None:
@@ -687,7 +687,7 @@ def _modrm_mem(m: Mem, reg: int, fields: list) -> bytes:
 _ZERO = Num(0, 0)
 
 
-def _default_seg(m: Mem) -> str:
+def _default_seg(m: AsmMem) -> str:
     return "ss" if m.base is not None and m.base.num in (4, 5) else "ds"
 
 
@@ -695,7 +695,7 @@ def encode(form: Form, ops: list, prefix: int | None = None) -> Encoding:
     """Encode ``ops`` with ``form``; ``prefix`` is a LOCK/REP byte to place after 0x66."""
     head = bytearray()
     for p, mem in zip(form.pats, ops):
-        if type(mem) is Mem and mem.seg is not None:
+        if type(mem) is AsmMem and mem.seg is not None:
             default = "es" if p.kind == "sdi" else _default_seg(mem)
             if mem.seg.name != default:
                 head.append(_SEG_PREFIX[mem.seg.name])
@@ -723,7 +723,7 @@ def encode(form: Form, ops: list, prefix: int | None = None) -> Encoding:
             if rm_op is None:          # /digit with a register operand: it goes in r/m
                 rm_op, reg_op = reg_op, None
             regf = reg_op.num if form.modrm == "r" else form.modrm
-            if type(rm_op) is Reg:
+            if type(rm_op) is AsmReg:
                 opcode.append(0xC0 | regf << 3 | rm_op.num)
             else:
                 opcode += _modrm_mem(rm_op, regf, fields)

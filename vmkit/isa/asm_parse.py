@@ -5,8 +5,10 @@ Three layers, bottom up:
 * :func:`tokenize` turns one source line into tokens that carry their 1-based column;
 * :class:`ExprParser` builds expression trees (``Num``, ``Sym``, ``Unary``, ``Bin``, ``RegRef``)
   with GNU as precedence, and refuses expressions that GNU as and C would group differently;
-* :func:`parse_operand` turns the tokens of one operand into a :class:`Reg`, :class:`Mem`,
-  :class:`Imm` or :class:`Far`.
+* :func:`parse_operand` turns the tokens of one operand into a :class:`AsmReg`, :class:`AsmMem`,
+  :class:`AsmImm` or :class:`Far`: operands *as written* (with columns and expressions), named
+  apart from the decoder's ``Reg``/``Mem``/``Imm`` (:mod:`vmkit.isa.decode`), operands *as
+  decoded*, which the machine and the monitors use.
 
 Nothing here knows about labels' addresses: identifiers are handed to a *resolver* callback that
 the assembler supplies (it binds constants and local labels), and :func:`evaluate` /
@@ -22,7 +24,7 @@ __all__ = [
     "Token", "tokenize", "LineError",
     "Num", "Sym", "Unary", "Bin", "RegRef", "LabelRef",
     "ExprParser", "evaluate", "linear", "symbols_in",
-    "Reg", "Mem", "Imm", "Far", "parse_operand", "split_operands",
+    "AsmReg", "AsmMem", "AsmImm", "Far", "parse_operand", "split_operands",
     "REGISTERS", "SIZE_KEYWORDS", "RESERVED",
 ]
 
@@ -40,7 +42,7 @@ class LineError(Exception):
 # registers and keywords
 
 @dataclass(frozen=True)
-class Reg:
+class AsmReg:
     """A register operand. ``kind`` is ``gpr``, ``sreg`` or ``cr``; ``size`` in bits."""
     name: str
     kind: str
@@ -48,24 +50,24 @@ class Reg:
     num: int
     col: int = 0
 
-    def at(self, col: int) -> "Reg":
-        return Reg(self.name, self.kind, self.size, self.num, col)
+    def at(self, col: int) -> "AsmReg":
+        return AsmReg(self.name, self.kind, self.size, self.num, col)
 
 
-def _regs() -> dict[str, Reg]:
-    table: dict[str, Reg] = {}
+def _regs() -> dict[str, AsmReg]:
+    table: dict[str, AsmReg] = {}
     for size, names in ((32, "eax ecx edx ebx esp ebp esi edi"), (16, "ax cx dx bx sp bp si di"),
                         (8, "al cl dl bl ah ch dh bh")):
         for num, name in enumerate(names.split()):
-            table[name] = Reg(name, "gpr", size, num)
+            table[name] = AsmReg(name, "gpr", size, num)
     for num, name in enumerate("es cs ss ds fs gs".split()):
-        table[name] = Reg(name, "sreg", 16, num)
+        table[name] = AsmReg(name, "sreg", 16, num)
     for num in (0, 2, 3, 4):
-        table[f"cr{num}"] = Reg(f"cr{num}", "cr", 32, num)
+        table[f"cr{num}"] = AsmReg(f"cr{num}", "cr", 32, num)
     return table
 
 
-REGISTERS: dict[str, Reg] = _regs()
+REGISTERS: dict[str, AsmReg] = _regs()
 SIZE_KEYWORDS = {"byte": 8, "word": 16, "dword": 32, "fword": 48, "qword": 64, "tbyte": 80}
 RESERVED = set(REGISTERS) | set(SIZE_KEYWORDS) | {"ptr", "offset", "short", "far", "near"}
 
@@ -237,7 +239,7 @@ class RegRef:
     """A register inside ``[ ]``."""
     __slots__ = ("reg", "col", "paren")
 
-    def __init__(self, reg: Reg, col: int):
+    def __init__(self, reg: AsmReg, col: int):
         self.reg, self.col, self.paren = reg, col, False
 
 
@@ -480,12 +482,12 @@ def symbols_in(node) -> list:
 # operands
 
 @dataclass(slots=True)
-class Mem:
+class AsmMem:
     """A memory operand ``size ptr seg:[base + index*scale + disp]``."""
     size: int | None          # bits; None when not written
-    seg: Reg | None
-    base: Reg | None
-    index: Reg | None
+    seg: AsmReg | None
+    base: AsmReg | None
+    index: AsmReg | None
     scale: int
     disp: object | None       # expression tree or None
     col: int
@@ -496,7 +498,7 @@ class Mem:
 
 
 @dataclass(slots=True)
-class Imm:
+class AsmImm:
     """An immediate or a branch target; ``const`` is set by the assembler when known early."""
     expr: object
     col: int
@@ -510,8 +512,8 @@ class Imm:
 @dataclass(slots=True)
 class Far:
     """``selector:offset`` immediate far pointer (``jmp 0x8:label``)."""
-    sel: Imm
-    off: Imm
+    sel: AsmImm
+    off: AsmImm
     col: int
 
 
@@ -591,7 +593,7 @@ def _has_reg(node) -> bool:
     return False
 
 
-def _build_mem(parts: list, size, seg, col, far) -> Mem:
+def _build_mem(parts: list, size, seg, col, far) -> AsmMem:
     regs: list = []
     rest: list = []
     for node in parts:
@@ -628,11 +630,11 @@ def _build_mem(parts: list, size, seg, col, far) -> Mem:
             disp = node if sign > 0 else Unary("-", node, node.col)
         else:
             disp = Bin("+" if sign > 0 else "-", disp, node, node.col)
-    return Mem(size, seg, base, index, scale, disp, col, far)
+    return AsmMem(size, seg, base, index, scale, disp, col, far)
 
 
 def parse_operand(toks: list[Token], start: int, end: int, resolve: Resolver,
-                  resolve_local) -> Reg | Mem | Imm | Far:
+                  resolve_local) -> AsmReg | AsmMem | AsmImm | Far:
     """Parse ``toks[start:end]`` as one operand."""
     first = toks[start]
     col = first.col
@@ -674,7 +676,7 @@ def parse_operand(toks: list[Token], start: int, end: int, resolve: Resolver,
         e = p.parse()
         if p.pos < end:
             raise LineError(f"unexpected {str(toks[p.pos].value)!r}", toks[p.pos].col)
-        return Imm(e, toks[i + 1].col, offset=(w == "offset"), short=(w == "short"), bare=False)
+        return AsmImm(e, toks[i + 1].col, offset=(w == "offset"), short=(w == "short"), bare=False)
     seg = None
     if w in REGISTERS and i + 1 < end and toks[i + 1].kind == "op" and toks[i + 1].value == ":":
         reg = REGISTERS[w]
@@ -738,11 +740,12 @@ def parse_operand(toks: list[Token], start: int, end: int, resolve: Resolver,
             off = q.parse()
             if q.pos < end:
                 raise LineError(f"unexpected {str(toks[q.pos].value)!r}", toks[q.pos].col)
-            return Far(Imm(e, toks[i].col, bare=False), Imm(off, toks[p.pos + 1].col, bare=False),
+            return Far(AsmImm(e, toks[i].col, bare=False),
+                       AsmImm(off, toks[p.pos + 1].col, bare=False),
                        col)
         raise LineError(f"unexpected {str(t.value)!r}", t.col)
     if seg is not None or size is not None or far:
-        m = Mem(size, seg, None, None, 1, e, col, far, bare=True)
+        m = AsmMem(size, seg, None, None, 1, e, col, far, bare=True)
         m.size_col = size_col
         return m
-    return Imm(e, toks[i].col)
+    return AsmImm(e, toks[i].col)

@@ -23,7 +23,8 @@ import struct
 from vmkit.isa.faults import Fault
 from vmkit.trace import PageFault, TlbMiss
 
-__all__ = ["MMUMixin", "Sync", "PTE_P", "PTE_W", "PTE_U", "PTE_A", "PTE_D", "PTE_PS", "NESTED_R",
+__all__ = ["MMUMixin", "Sync", "walk_tables",
+           "PTE_P", "PTE_W", "PTE_U", "PTE_A", "PTE_D", "PTE_PS", "NESTED_R",
            "NESTED_W", "NESTED_X"]
 
 PTE_P, PTE_W, PTE_U, PTE_PWT, PTE_PCD, PTE_A, PTE_D, PTE_PS = 1, 2, 4, 8, 16, 32, 64, 128
@@ -43,6 +44,50 @@ class Sync(Exception):
     ``clock`` and ``steps`` up to date only when it ends, so that the hot loop does no
     bookkeeping. The burst ends and runs that one instruction again with exact clocks; only
     these rare instructions pay (one more pass through the run loop)."""
+
+
+def walk_tables(rd, wr, lin: int, write: bool, user: bool, cr0: int, cr3: int, cr4: int,
+                fault, touch: bool = True) -> tuple[int, int, bool, int]:
+    """The two-level page walk (SDM Vol. 3A, 4.3), once for every walker: the real MMU, a
+    monitor's walk of the guest's own tables, and the memory pictures of :mod:`vmkit.viz`.
+
+    The tables are reached through ``rd(address, 4)`` (read an entry) and ``wr(address, 4,
+    value)`` (write back the accessed and dirty bits, only when they change and only with
+    ``touch``): host-physical for the machine, guest-physical for a monitor. A denied access
+    calls ``fault(lin, error_code, references)``, which raises (the machine's #PF, the guest's
+    #PF). -> (frame, flags, dirty, references): the base of ``lin``'s 4 KiB frame (inside a
+    4 MiB page too), the U/W flags that apply (both levels'), whether the mapping is dirty
+    (after this access), and how many entries were read (1 for a 4 MiB page, else 2)."""
+    err = (2 if write else 0) | (4 if user else 0)
+    pde_a = (cr3 & 0xFFFFF000) | ((lin >> 20) & 0xFFC)
+    pde = rd(pde_a, 4)
+    if not pde & PTE_P:
+        fault(lin, err, 1)
+    if pde & PTE_PS and cr4 & CR4_PSE:
+        pte_a = pte = None
+        flags = pde
+        frame = (pde & 0xFFC00000) | (lin & 0x3FF000)
+        refs = 1
+    else:
+        pte_a = (pde & 0xFFFFF000) | ((lin >> 10) & 0xFFC)
+        pte = rd(pte_a, 4)
+        refs = 2
+        if not pte & PTE_P:
+            fault(lin, err, refs)
+        flags = pde & pte  # U and W must be set at both levels
+        frame = pte & 0xFFFFF000
+    if user and not flags & PTE_U:
+        fault(lin, err | 1, refs)
+    if write and not flags & PTE_W and (user or cr0 & CR0_WP):
+        fault(lin, err | 1, refs)
+    if touch:   # accessed and dirty bits (written back only when they change)
+        if not pde & PTE_A or (pte is None and write and not pde & PTE_D):
+            pde |= PTE_A | (PTE_D if pte is None and write else 0)
+            wr(pde_a, 4, pde)
+        if pte is not None and (not pte & PTE_A or (write and not pte & PTE_D)):
+            pte |= PTE_A | (PTE_D if write else 0)
+            wr(pte_a, 4, pte)
+    return frame, flags & (PTE_U | PTE_W), bool((pde if pte is None else pte) & PTE_D), refs
 
 
 class MMUMixin:
@@ -176,41 +221,21 @@ class MMUMixin:
             return self._walk_nested(lin, write, user, fetch)
         cpu = self.cpu
         self.tlb_misses += 1
-        pde_a = (cpu.cr3 & 0xFFFFF000) | ((lin >> 20) & 0xFFC)
-        pde = self._phys_rd(pde_a, 4)
-        refs = 1
-        err = (2 if write else 0) | (4 if user else 0)
-        if not pde & PTE_P:
-            self._page_fault(lin, err, refs)
-        if pde & PTE_PS and cpu.cr4 & CR4_PSE:
-            flags = pde
-            frame = (pde & 0xFFC00000) | (lin & 0x3FF000)
-            pte_a, pte = None, None
+        frame, _, _, refs = walk_tables(self._phys_rd, self._phys_wr, lin, write, user, cpu.cr0,
+                                        cpu.cr3, cpu.cr4, self._walk_fault)
+        if refs == 1:
             self.tlb_large.add(lin >> 22)
-        else:
-            pte_a = (pde & 0xFFFFF000) | ((lin >> 10) & 0xFFC)
-            pte = self._phys_rd(pte_a, 4)
-            refs = 2
-            if not pte & PTE_P:
-                self._page_fault(lin, err, refs)
-            flags = pde & pte  # U and W must be set at both levels
-            frame = pte & 0xFFFFF000
-        if user and not flags & PTE_U:
-            self._page_fault(lin, err | 1, refs)
-        if write and not flags & PTE_W and (user or cpu.cr0 & CR0_WP):
-            self._page_fault(lin, err | 1, refs)
-        # accessed and dirty bits (written back only when they change)
-        if not pde & PTE_A or (pte is None and write and not pde & PTE_D):
-            newpde = pde | PTE_A | (PTE_D if pte is None and write else 0)
-            self._phys_wr(pde_a, 4, newpde)
-        if pte is not None and (not pte & PTE_A or (write and not pte & PTE_D)):
-            self._phys_wr(pte_a, 4, pte | PTE_A | (PTE_D if write else 0))
         self.walk_refs += refs
         tr = self.trace
         tr.counts["tlb_miss"] += 1  # counted always; the event object only when watched
         if "tlb_miss" in tr._subs:
             tr.add(TlbMiss(self.clock, address=lin, references=refs, vm=self.vm_index))
         return frame
+
+    def _walk_fault(self, lin: int, err: int, refs: int) -> None:
+        if refs == 1 and err & 1:   # a 4 MiB page that denies the access: still known as large
+            self.tlb_large.add(lin >> 22)
+        self._page_fault(lin, err, refs)
 
     def _walk_nested(self, lin: int, write: bool, user: bool, fetch: bool) -> int:
         """The two-dimensional walk of nested paging (Intel EPT, AMD NPT; SDM Vol. 3C, 29.3):

@@ -4,6 +4,7 @@ only when a picture is asked for."""
 
 from __future__ import annotations
 
+from vmkit.viz import results  # noqa: F401  the results' HTML registers itself
 from vmkit.vmm import display
 
 __all__ = []

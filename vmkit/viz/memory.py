@@ -23,6 +23,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass, field
 
+from vmkit.machine.mmu import walk_tables
 from vmkit.viz.render import GREY, OKABE_ITO, Diagram, new_figure
 
 __all__ = ["WalkRef", "TranslationWalk", "translation_walk", "translation_diagram",
@@ -31,8 +32,8 @@ __all__ = ["WalkRef", "TranslationWalk", "translation_walk", "translation_diagra
 BHARGAVA_2008 = ("Bhargava et al., ASPLOS 2008, \"Accelerating two-dimensional page walks "
                  "for virtualized systems\"")
 
-_P, _PS = 1, 0x80
-_CR0_PG, _CR4_PSE = 1 << 31, 1 << 4
+_P = 1
+_CR0_PG = 1 << 31
 
 
 @dataclass
@@ -89,6 +90,34 @@ def _target(vm, index):
     return getattr(vm, "monitor", None), vm
 
 
+class _NotPresent(Exception):
+    def __init__(self, refs: int):
+        super().__init__(refs)
+        self.refs = refs
+
+
+def _not_present(lin: int, err: int, refs: int):
+    raise _NotPresent(refs)
+
+
+def _walk_guest(rd, gva: int, cr0: int, cr3: int, cr4: int):
+    """The machine's one walk (:func:`vmkit.machine.mmu.walk_tables`) over the guest's tables,
+    read-only: -> (entries [(address, value)], address or None, levels, note)."""
+    entries: list = []
+
+    def read(a: int, n: int) -> int:
+        v = rd(a, n)
+        entries.append((a, v))
+        return v
+    try:
+        frame, _, _, refs = walk_tables(read, None, gva, False, False, cr0, cr3, cr4,
+                                        _not_present, touch=False)
+    except _NotPresent as x:
+        what = f"PDE {gva >> 22}" if x.refs == 1 else f"PTE {(gva >> 12) & 0x3FF}"
+        return entries, None, x.refs, f"the guest's {what} is not present: a guest page fault"
+    return entries, frame | (gva & 0xFFF), refs, None
+
+
 def translation_walk(vm, gva: int, *, index: int | None = None) -> TranslationWalk:
     """Read the translation of guest-virtual ``gva`` in ``vm`` (a monitor -- its current VM,
     or VM ``index`` -- or one VM object) as it stands now, from the VM's real tables: the
@@ -123,21 +152,13 @@ def translation_walk(vm, gva: int, *, index: int | None = None) -> TranslationWa
     if not cr0 & _CR0_PG:
         w.guest_levels, gpa = 0, gva
     else:
-        a = (cr3 & 0xFFFFF000) | (pdi << 2)
-        pde = grd(a, 4)
-        w.guest.append(("guest PD", a, to_host(a), pde))
-        if not pde & _P:
-            w.note = f"the guest's PDE {pdi} is not present: a guest page fault"
-        elif pde & _PS and cr4 & _CR4_PSE:
-            w.guest_levels, gpa = 1, (pde & 0xFFC00000) | (gva & 0x3FFFFF)
-        else:
-            a = (pde & 0xFFFFF000) | (pti << 2)
-            pte = grd(a, 4)
-            w.guest.append(("guest PT", a, to_host(a), pte))
-            if pte & _P:
-                gpa = (pte & 0xFFFFF000) | (gva & 0xFFF)
-            else:
-                w.note = f"the guest's PTE {pti} is not present: a guest page fault"
+        entries, gpa, levels, note = _walk_guest(grd, gva, cr0, cr3, cr4)
+        w.guest += [("guest PD" if k == 0 else "guest PT", a, to_host(a), v)
+                    for k, (a, v) in enumerate(entries)]
+        if note:
+            w.note = note
+        elif levels == 1:
+            w.guest_levels = 1
     w.gpa = gpa
 
     if kind == "direct":
@@ -231,25 +252,16 @@ def _machine_walk(v, name: str, gva: int, hrd) -> TranslationWalk:
     if not cpu.cr0 & _CR0_PG:
         w.guest_levels, w.hpa, w.gpa = 0, base + gva, gva
         return w
-    pdi, pti = gva >> 22, (gva >> 12) & 0x3FF
-    a = (cpu.cr3 & 0xFFFFF000) | (pdi << 2)
-    pde = hrd(a, 4)
-    w.guest.append(("guest PD", gpa_of(a), a, pde))
-    w.refs.append(WalkRef(1, "PD", a, pde, gpa_of(a), "page directory entry"))
-    if not pde & _P:
-        w.note = f"the guest's PDE {pdi} is not present: a guest page fault"
+    entries, w.hpa, levels, note = _walk_guest(hrd, gva, cpu.cr0, cpu.cr3, cpu.cr4)
+    for k, (a, v) in enumerate(entries):
+        w.guest.append(("guest PD" if k == 0 else "guest PT", gpa_of(a), a, v))
+        w.refs.append(WalkRef(k + 1, "PD" if k == 0 else "PT", a, v, gpa_of(a),
+                              "page directory entry" if k == 0 else "page table entry"))
+    if note:
+        w.note = note
         return w
-    if pde & _PS and cpu.cr4 & _CR4_PSE:
-        w.guest_levels, w.hpa = 1, (pde & 0xFFC00000) | (gva & 0x3FFFFF)
-    else:
-        a = (pde & 0xFFFFF000) | (pti << 2)
-        pte = hrd(a, 4)
-        w.guest.append(("guest PT", gpa_of(a), a, pte))
-        w.refs.append(WalkRef(2, "PT", a, pte, gpa_of(a), "page table entry"))
-        if pte & _P:
-            w.hpa = (pte & 0xFFFFF000) | (gva & 0xFFF)
-        else:
-            w.note = f"the guest's PTE {pti} is not present: a guest page fault"
+    if levels == 1:
+        w.guest_levels = 1
     if w.hpa is not None:
         w.gpa = gpa_of(w.hpa)
     return w

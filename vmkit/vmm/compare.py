@@ -20,7 +20,6 @@ two runs with different iteration counts (boot, set-up and the final report canc
 from __future__ import annotations
 
 import difflib
-import html
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -195,29 +194,9 @@ class Comparison:
 
     def to_html(self) -> str:
         """A table: cycles per guest x monitor, relative to native, and the breakdown by
-        category (largest first); a console that differs from native's is flagged."""
-        cyc, rel, br, bad = self.cycles, self.relative, self.breakdown, set(self.mismatches)
-        e = html.escape
-        out = ['<table class="vmkit-compare">',
-               f"<caption>Cycles under <b>{e(self.costs.name)}</b>, relative to native; "
-               "below each total, its largest cost categories</caption>",
-               "<thead><tr><th>guest</th>"
-               + "".join(f"<th>{e(m)}</th>" for m in self.monitors) + "</tr></thead><tbody>"]
-        for g in self.guests:
-            out.append(f"<tr><th>{e(g)}</th>")
-            for m in self.monitors:
-                total = cyc[(g, m)]
-                parts = sorted(br[(g, m)].items(), key=lambda kv: (-kv[1], kv[0]))[:4]
-                detail = ", ".join(f"{e(k)} {100 * v / total:.0f}%" for k, v in parts
-                                   if total)
-                warn = ('<br><b style="color:#D55E00">console differs from native</b>'
-                        if (g, m) in bad else "")
-                out.append(f'<td style="text-align:right">{total:,.0f}<br>'
-                           f"<b>{rel[(g, m)]:.2f}&times;</b><br>"
-                           f'<small>{detail}</small>{warn}</td>')
-            out.append("</tr>")
-        out.append("</tbody></table>")
-        return "\n".join(out)
+        category (largest first); a console that differs from native's is flagged (built by
+        :func:`vmkit.viz.results.comparison_html`)."""
+        return display.draw(self, "html")
 
     def _repr_html_(self) -> str:
         return self.to_html()

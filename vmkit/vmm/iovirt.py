@@ -23,7 +23,6 @@ monitors; the monitors import only the mechanisms.
 
 from __future__ import annotations
 
-import html
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -217,14 +216,15 @@ class IOComparison:
         return IOComparison(self.kb, self.batch, self.rows, costs)
 
     @staticmethod
-    def _fmt(key, v) -> str:
+    def cell(key, v) -> str:
+        """How the tables show value ``v`` of column ``key``."""
         if isinstance(v, float):
             return f"{v:,.1f}" if key.endswith("per_kb") else f"{v:,.0f}"
         return f"{v:,}"
 
     def to_text(self) -> str:
         head = ["way"] + [h for _, h, _ in _COLUMNS] + ["ok"]
-        body = [[r["way"]] + [self._fmt(k, r[k]) for k, _, _ in _COLUMNS]
+        body = [[r["way"]] + [self.cell(k, r[k]) for k, _, _ in _COLUMNS]
                 + ["yes" if r["correct"] else "NO"] for r in self._priced()]
         widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
         fmt = lambda x: "  ".join(s.ljust(w) if i == 0 else s.rjust(w)  # noqa: E731
@@ -233,23 +233,8 @@ class IOComparison:
                           f"{self.costs.name}", fmt(head)] + [fmt(x) for x in body])
 
     def to_html(self) -> str:
-        e = html.escape
-        out = ['<table class="vmkit-compare vmkit-io">',
-               f"<caption>The guest kernel writes {self.kb} KB to a disk, three ways "
-               f"(cycles under <b>{e(self.costs.name)}</b>; per KB by difference of runs "
-               f"of {self.kb} and {2 * self.kb} KB)</caption>",
-               "<thead><tr><th>way</th>"
-               + "".join(f'<th title="{e(t)}">{e(h)}</th>' for _, h, t in _COLUMNS)
-               + "<th>correct</th></tr></thead><tbody>"]
-        for r in self._priced():
-            ok = ("yes" if r["correct"] else
-                  '<b style="color:#D55E00">NO: bytes or console differ</b>')
-            out.append(f"<tr><th>{e(r['way'])}</th>"
-                       + "".join(f'<td style="text-align:right">{e(self._fmt(k, r[k]))}</td>'
-                                 for k, _, _ in _COLUMNS)
-                       + f"<td>{ok}</td></tr>")
-        out.append("</tbody></table>")
-        return "\n".join(out)
+        """The table of the three ways (built by :func:`vmkit.viz.results.io_comparison_html`)."""
+        return display.draw(self, "html")
 
     def _repr_html_(self) -> str:
         return self.to_html()

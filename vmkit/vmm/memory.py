@@ -20,7 +20,6 @@ page faults under EPT). See docs/memory-virtualization.md.
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 
 from vmkit.errors import VmkitError
@@ -172,7 +171,8 @@ class MemoryComparison:
 
     # ---- text and HTML ---------------------------------------------------------------------
     @staticmethod
-    def _fmt(key: str, v) -> str:
+    def cell(key: str, v) -> str:
+        """How the tables show value ``v`` of counter ``key``."""
         if v is None:
             return "—"
         if key == "memory_share":
@@ -184,7 +184,7 @@ class MemoryComparison:
     def to_text(self) -> str:
         t = self.table
         head = ["guest", "row"] + list(self.monitors)
-        body = [[g, k] + [self._fmt(k, t[(g, m)][k]) for m in self.monitors]
+        body = [[g, k] + [self.cell(k, t[(g, m)][k]) for m in self.monitors]
                 for g in self.guests for k in self.row_keys()]
         widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
         fmt = lambda r: "  ".join(s.ljust(w) if i < 2 else s.rjust(w)  # noqa: E731
@@ -197,28 +197,9 @@ class MemoryComparison:
 
     def to_html(self) -> str:
         """One table per guest: a row per counter, a column per monitor; "—" where the monitor
-        has no such mechanism; a console that differs from native's is flagged."""
-        e = html.escape
-        t = self.table
-        bad = set(self.mismatches)
-        out = ['<div class="vmkit-memory">']
-        for g in self.guests:
-            out.append('<table class="vmkit-memory-compare">')
-            out.append(f"<caption>Memory virtualization: <b>{e(g)}</b> (cycles under "
-                       f"<b>{e(self.costs.name)}</b>; — = the monitor has no such "
-                       "mechanism)</caption>")
-            out.append("<thead><tr><th></th>" + "".join(
-                f"<th>{e(m)}" + ('<br><b style="color:#D55E00">console differs</b>'
-                                 if (g, m) in bad else "") + "</th>"
-                for m in self.monitors) + "</tr></thead><tbody>")
-            for k in self.row_keys():
-                out.append(f'<tr><th style="text-align:left">{e(self.label(k))} '
-                           f"<code>{e(k)}</code></th>" + "".join(
-                               f'<td style="text-align:right">{e(self._fmt(k, t[(g, m)][k]))}'
-                               "</td>" for m in self.monitors) + "</tr>")
-            out.append("</tbody></table>")
-        out.append("</div>")
-        return "\n".join(out)
+        has no such mechanism; a console that differs from native's is flagged (built by
+        :func:`vmkit.viz.results.memory_comparison_html`)."""
+        return display.draw(self, "html")
 
     def _repr_html_(self) -> str:
         return self.to_html()

@@ -10,25 +10,23 @@ guest ends that guest rather than the caller, and what a halted virtual CPU wait
 
 from __future__ import annotations
 
-from collections import Counter
-
 from vmkit.errors import VmkitError
 from vmkit.machine.machine import BOOT_GDT, BOOT_GDT_BYTES, Machine, RunResult
 from vmkit.machine.rules import halt_outcome
 from vmkit.trace import Stop, WorldSwitch
-from vmkit.vmm.base import Monitor
+from vmkit.vmm import state
+from vmkit.vmm.base import Monitor, MonitorSnapshot
 from vmkit.vmm.layout import MiB
-from vmkit.vmm.sched import (_cycle_budget, _schedule_machine_time, _sync_machine_timer,
-                             machine_time)
+from vmkit.vmm.sched import (_cycle_budget, _sched_state, _schedule_machine_time, _set_sched_state,
+                             _sync_machine_timer, machine_time)
 
-__all__ = ["HostedMonitor", "VMStop"]
+__all__ = ["HostedMonitor", "VMStop", "DEFAULT_SLICE"]
 
-
-def _copied(v):
-    """A value as a snapshot keeps it: containers copied (one level), the rest as is."""
-    if isinstance(v, (Counter, dict, list, set)):
-        return type(v)(v)
-    return v
+DEFAULT_SLICE = 20_000
+"""Host instructions a VM runs before the VMM's timer switches to the next one (several VMs).
+Two timer periods of the default guest timer: long enough that a world switch (thousands of
+cycles, see the cost model) stays a small share of the time, short enough that two guests of the
+kit's default sizes are interleaved many times."""
 
 
 class VMStop(Exception):
@@ -53,19 +51,34 @@ class HostedMonitor(Monitor):
 
     @classmethod
     def _declared_state(cls) -> tuple:
-        names: list = []
-        for klass in reversed(cls.__mro__):
-            for n in vars(klass).get("monitor_state", ()):
-                if n not in names:
-                    names.append(n)
-        return tuple(names)
+        return state.declared(cls, "monitor_state")
 
     def _save_declared(self) -> dict:
-        return {n: _copied(getattr(self, n)) for n in self._declared_state()}
+        return state.save(self, "monitor_state")
 
     def _restore_declared(self, saved: dict) -> None:
-        for n, v in saved.items():
-            setattr(self, n, _copied(v))
+        state.load(self, saved)
+
+    # ---- snapshots: every VM's declared state, the monitor's, the host machine ----------------
+    def snapshot(self) -> MonitorSnapshot:
+        st = dict(vms=[vm.save_state() for vm in self.vms], sched=_sched_state(self),
+                  declared=self._save_declared())
+        return MonitorSnapshot(id(self), [self._host.snapshot()], st)
+
+    def restore(self, snap: MonitorSnapshot) -> None:
+        if not isinstance(snap, MonitorSnapshot) or snap.owner != id(self):
+            raise VmkitError("restore() takes a snapshot made by this monitor's snapshot()")
+        st = snap.state
+        self._before_restore(st)
+        self._host.restore(snap.machines[0])
+        for vm, s in zip(self.vms, st["vms"]):
+            vm.load_state(s)
+        self._restore_declared(st["declared"])
+        self._host.vm_index = self.current
+        _set_sched_state(self, st["sched"])
+
+    def _before_restore(self, st: dict) -> None:
+        """What must be in place before the host machine's memory and CPU come back."""
 
     # ---- the public surface ----------------------------------------------------------------
     @property

@@ -1,0 +1,128 @@
+"""The course material as the kit finds it (vmkit.resources) and the commands that hand it out:
+`vmkit course copy`, `vmkit course link`, and the one-line errors of `vmkit slides`,
+`vmkit release` and `vmkit grade` when something is missing. (From an installed wheel:
+tests/test_installed.py.)"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from vmkit import resources
+from vmkit.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_checkout_finds_its_own_material():
+    """Does the kit, run from this checkout, use the checkout's folders?"""
+    assert resources.checkout_root() == ROOT
+    assert resources.notebooks_dir() == ROOT / "notebooks"
+    assert resources.exercises_dir() == ROOT / "exercises"
+    assert resources.slides_share() == ROOT / "share" / "slides"
+    assert resources.solutions_dir() == ROOT / "solutions"
+    assert resources.cache_dir() == ROOT / "build"
+
+
+def test_nbtools_loads_only_what_a_notebook_needs():
+    """Does `from vmkit.nbtools import notebook_setup` leave the slide builder and the
+    execution tools unloaded?"""
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", "import sys; "
+                          "from vmkit.nbtools import notebook_setup; "
+                          "print(sorted(m for m in sys.modules if m.startswith('vmkit')))"],
+                         capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert "vmkit.nbtools.runtime" in out
+    assert "vmkit.nbtools.slides" not in out and "vmkit.nbtools.hygiene" not in out
+    assert "nbconvert" not in out
+
+
+def test_course_copy_keeps_a_students_work(tmp_path, capsys):
+    """Does `vmkit course copy` copy lectures and exercises, and keep files already there?"""
+    assert main(["course", "copy", str(tmp_path)]) == 0
+    lectures = sorted(p.name for p in (tmp_path / "notebooks").iterdir())
+    assert lectures == sorted([p.name for p in resources.lecture_notebooks()] + ["rise.css"])
+    assert (tmp_path / "exercises" / "hw01-rings-and-traps.ipynb").is_file()
+    assert not (tmp_path / "solutions").exists()
+    mine = tmp_path / "exercises" / "hw01-rings-and-traps.ipynb"
+    mine.write_text("my work")
+    capsys.readouterr()
+    assert main(["course", "copy", str(tmp_path)]) == 0
+    assert mine.read_text() == "my work"
+    assert "kept" in capsys.readouterr().err
+    assert main(["course", "copy", "--force", str(tmp_path)]) == 0
+    assert mine.read_text() != "my work"
+
+
+def test_course_copy_into_a_file_is_one_line(tmp_path, capsys):
+    target = tmp_path / "f"
+    target.write_text("x")
+    assert main(["course", "copy", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a folder" in err
+
+
+@pytest.mark.parametrize("repo, name", [
+    ("https://github.com/me/vmkit-course", "vmkit-course"),
+    ("https://github.com/me/vmkit-course.git", "vmkit-course"),
+    ("git@github.com:me/course.git", "course"),
+    ("/srv/course/vmkit-course", "vmkit-course"),
+])
+def test_course_link(repo, name, capsys):
+    """Is `vmkit course link` the nbgitpuller link that opens PATH in the student's clone?"""
+    assert main(["course", "link", "exercises/hw03-popek-goldberg.ipynb",
+                 "--hub", "https://hub.example.org/", "--repo", repo]) == 0
+    url = capsys.readouterr().out.strip()
+    parts = urlsplit(url)
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == \
+        "https://hub.example.org/hub/user-redirect/git-pull"
+    assert parse_qs(parts.query) == {"repo": [repo], "branch": ["main"], "urlpath": [
+        f"lab/tree/{name}/exercises/hw03-popek-goldberg.ipynb"]}
+
+
+def test_course_link_needs_a_hub_address(capsys):
+    assert main(["course", "link", "--hub", "hub.example.org", "--repo", "x/y"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "https://" in err
+
+
+def test_slides_of_a_missing_notebook_is_one_line(tmp_path, capsys):
+    assert main(["slides", "-o", str(tmp_path), str(tmp_path / "nope.ipynb")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope.ipynb: no such notebook" in err
+
+
+def test_release_and_grade_without_solutions_say_where_they_come_from(tmp_path, capsys,
+                                                                      monkeypatch):
+    """An installed kit has no solutions/: do release and grade say to give --source?"""
+    monkeypatch.setattr(resources, "solutions_dir", lambda: None)
+    monkeypatch.chdir(tmp_path)
+    assert main(["release"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--source DIR" in err and "checkout" in err
+    sub = tmp_path / "hw.ipynb"
+    sub.write_text("{}")
+    assert main(["grade", str(sub), "--student", "s", "--assignment", "hw01-rings-and-traps"]) \
+        == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--source DIR" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["release", "--source", str(empty)]) == 1
+    assert "no solution notebooks" in capsys.readouterr().err
+
+
+def test_python_m_nbtools_still_works():
+    """Do `python -m vmkit.nbtools check` (and its siblings) still run as the Makefile calls
+    them, after the split into runtime, hygiene and slides?"""
+    import subprocess
+    ok = subprocess.run([sys.executable, "-m", "vmkit.nbtools", "check",
+                         "tests/data/smoke.ipynb"], cwd=ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    usage = subprocess.run([sys.executable, "-m", "vmkit.nbtools", "--help"], cwd=ROOT,
+                           capture_output=True, text=True)
+    assert usage.returncode == 0
+    assert all(cmd in usage.stdout for cmd in ("execute", "slides", "check"))

@@ -1,0 +1,7 @@
+"""``python -m vmkit.nbtools``: see :mod:`vmkit.nbtools.command`."""
+
+import sys
+
+from vmkit.nbtools.command import main
+
+sys.exit(main())

@@ -1,0 +1,188 @@
+"""Running one experiment: an instruction from one set-up, in one world, at one CPL, and what it
+did (:class:`Outcome`)."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from vmkit.isa.decode import GPR_NAMES, SEG_NAMES
+from vmkit.trace import Interrupt
+from vmkit.vmm.classify.worlds import (CODE, CR0_ET, CR0_PE, CR0_PG, GDT_A, GDT_LIMIT, IDT_A,
+                                       IDT_LIMIT, KSTACK, MEMORY, REC, SCRATCH, STACK, STACK2,
+                                       STANDARD_REGS, STEP_BUDGET, SYSTEM, SYSTEM_FLAGS, TARGET,
+                                       TSS_A, TSS_A_SEL, TSS_SIZE, USER_FLAGS, WORLDS, Setup,
+                                       World, _enter, _memory)
+
+
+# ---- running one experiment ----------------------------------------------------------------
+@dataclass
+class Outcome:
+    """What one run did."""
+    world: str
+    cpl: int
+    setup: str
+    trap: int | None = None           # vector of the exception the instruction raised
+    recorded: int | None = None       # the vector the IDT handler recorded
+    crash: str = ""                   # the kit could not run it
+    gate_to_ring0: bool = False       # a software interrupt took user mode into ring 0
+    n_before: tuple = ()
+    n_after: tuple = ()
+    v_before: dict = field(default_factory=dict)
+    v_after: dict = field(default_factory=dict)
+    tables: dict = field(default_factory=dict)   # system memory written (address -> byte)
+    tlb_lost: frozenset = frozenset()
+
+    @property
+    def trapped(self) -> bool:
+        return self.trap is not None
+
+    @property
+    def ran(self) -> bool:
+        """Completed without a trap and without a crash."""
+        return self.trap is None and not self.crash
+
+    @property
+    def where(self) -> str:
+        return f"CPL {self.cpl} [{self.world}]"
+
+    def changes(self) -> dict:
+        """Virtualized-state fields this run changed: name -> (before, after)."""
+        out = {k: (self.v_before[k], self.v_after[k]) for k in self.v_before
+               if self.v_before[k] != self.v_after[k]}
+        if self.tables:
+            out["system tables"] = ("", _describe_bytes(self.tables))
+        if self.tlb_lost:
+            out["TLB"] = (f"{len(self.tlb_lost)} entries", "dropped")
+        return out
+
+
+def _describe_bytes(d: dict) -> str:
+    a = min(d)
+    return f"{len(d)} byte(s) written at {a:#x}"
+
+
+def _vstate(m) -> dict:
+    c = m.cpu
+    ef = c.eflags
+    v = {"GDTR": (c.gdtr.base, c.gdtr.limit), "IDTR": (c.idtr.base, c.idtr.limit),
+         "LDTR": c.ldtr.selector, "TR": c.tr.selector, "CR0": c.cr0, "CR2": c.cr2,
+         "CR3": c.cr3, "CR4": c.cr4, "CPL": c.cpl, "halted": c.halted}
+    for name, (sh, mask) in SYSTEM_FLAGS.items():
+        v[name] = (ef >> sh) & mask
+    for i, n in enumerate(SEG_NAMES):
+        v[n.upper()] = c.seg[i].selector
+    d = m.dev
+    v["devices"] = (d.imr, d.isr, d.irr, d.timer_period, len(d.console), d.poweroff_code)
+    return v
+
+
+def _tlb(m) -> frozenset:
+    return frozenset((k, vpn) for k, t in m.tlb.items() for vpn in t)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:#x}"
+    if isinstance(v, tuple) and all(isinstance(x, int) for x in v):
+        return "(" + ", ".join(f"{x:#x}" for x in v) + ")"
+    return str(v)
+
+
+class Lab:
+    """Template machines, one per (state, CPL), each restored before a run."""
+
+    def __init__(self):
+        from vmkit.machine.machine import Machine
+        self.image = _memory()
+        self.states: list[tuple[World, int, object, object]] = []
+        for w in WORLDS:
+            for cpl in ((0, 3) if w.user else (0,)):
+                m = Machine(MEMORY)
+                m.write(0, self.image)
+                c = m.cpu
+                c.gdtr.base, c.gdtr.limit = GDT_A, GDT_LIMIT
+                c.idtr.base, c.idtr.limit = IDT_A, IDT_LIMIT
+                c.tr.selector, c.tr.base, c.tr.limit = TSS_A_SEL, TSS_A, TSS_SIZE - 1
+                c.cr0 = CR0_PE | CR0_ET
+                c.eflags = 0x2
+                m.dev.imr = 0xFF
+                _enter(m, 0)
+                w.apply(m)
+                _enter(m, cpl)
+                c.eip = CODE
+                self.states.append((w, cpl, m, m.snapshot()))
+
+    def run(self, code: bytes, setup: Setup, world: World, cpl: int, m, snap) -> Outcome:
+        m.restore(snap)
+        c = m.cpu
+        regs = dict(STANDARD_REGS)
+        for r, v in setup.regs:
+            regs[r] = v(c) if callable(v) else v
+        for i, r in enumerate(GPR_NAMES):
+            c.regs[i] = regs[r] & 0xFFFFFFFF
+        if setup.stack:
+            m.write(c.regs[4], struct.pack(f"<{len(setup.stack)}I", *setup.stack))
+        for a, b in setup.mem:
+            m.write(a, b)
+        if setup.flags:
+            c.eflags = c.eflags | setup.flags
+        m.write(CODE, code)
+        if c.cr0 & CR0_PG:   # warm the TLB so that dropping entries can be seen
+            for a in (CODE, TARGET, SCRATCH, SCRATCH + 0x1000, STACK, STACK2, KSTACK - 4):
+                for user in ((False, True) if cpl == 3 else (False,)):
+                    m.translate(a, False, user)
+                    m.translate(a, True, user)
+        before_mem = bytes(m.mem)
+        out = Outcome(world.name, cpl, setup.name)
+        out.n_before = (tuple(c.regs), c.eip, c.eflags & USER_FLAGS,
+                        tuple((r, regs[r]) for r, _ in setup.regs), setup.stack, setup.mem)
+        out.v_before = _vstate(m)
+        tlb0 = _tlb(m)
+        events = m.step()
+        res = m.last_result
+        if res.reason == "crash":
+            out.crash = res.detail
+            return out
+        for e in events:
+            if isinstance(e, Interrupt):
+                if e.source == "exception" and out.trap is None:
+                    out.trap = e.vector
+                elif e.source in ("int", "int3", "into") and e.from_ring == 3 and e.to_ring == 0:
+                    out.gate_to_ring0 = True
+        # non-trapping result
+        diff = _mem_diff(before_mem, m.mem)
+        lo, hi = SYSTEM
+        ordinary = frozenset((a, v) for a, v in diff.items() if not lo <= a < hi)
+        out.tables = {a: v for a, v in diff.items() if lo <= a < hi}
+        out.n_after = (tuple(c.regs), c.eip, c.eflags & USER_FLAGS, ordinary)
+        out.v_after = _vstate(m)
+        out.tlb_lost = frozenset(tlb0 - _tlb(m))
+        if out.trap is not None:
+            # let the IDT handler run: it records the vector and halts
+            m.run(max_steps=STEP_BUDGET)
+            out.recorded = struct.unpack("<I", m.read(REC, 4))[0]
+        return out
+
+
+def _mem_diff(before: bytes, after: bytearray) -> dict[int, int]:
+    out = {}
+    n = len(before)
+    for a in range(0, n, 4096):
+        if before[a:a + 4096] != after[a:a + 4096]:
+            for i in range(a, min(a + 4096, n)):
+                if before[i] != after[i]:
+                    out[i] = after[i]
+    return out
+
+
+_LAB: Lab | None = None
+
+
+def _lab() -> Lab:
+    global _LAB
+    if _LAB is None:
+        _LAB = Lab()
+    return _LAB

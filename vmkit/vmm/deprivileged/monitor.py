@@ -1,0 +1,402 @@
+"""The core of the monitors that run the guest kernel in ring 1: :class:`Deprivileged`."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from vmkit.errors import VmkitError
+from vmkit.isa.decode import Insn
+from vmkit.isa.faults import Fault
+from vmkit.machine import rules
+from vmkit.machine.cpu import MASK32
+from vmkit.machine.devices import IRQ_BASE, Devices
+from vmkit.machine.machine import Machine, RunResult
+from vmkit.machine.rules import Descriptor
+from vmkit.trace import Emulation, InstructionRetired, Interrupt
+from vmkit.vmm import passthrough
+from vmkit.vmm.deprivileged.boot import boot_vm, build_vmm_area
+from vmkit.vmm.deprivileged.control import write_cr
+from vmkit.vmm.deprivileged.handlers import DEPRIVILEGED
+from vmkit.vmm.deprivileged.reflect import reflect, reflect_exception
+from vmkit.vmm.deprivileged.segments import load_real_cs, load_real_segment, shadow_gdt, sync_gdt
+from vmkit.vmm.deprivileged.softmmu import emulate_one, window_fault
+from vmkit.vmm.deprivileged.vcpu import TEVM
+from vmkit.vmm.layout import VMM_WINDOW, MiB
+from vmkit.vmm.sched import _init_scheduling, machine_time
+from vmkit.vmm.shadow import ShadowPaging
+from vmkit.vmm.vm import CannotEmulate, NotEmulated, event_name
+from vmkit.vmm.world import DEFAULT_SLICE, HostedMonitor
+from vmkit.vmm.world import VMStop as _VMStop
+
+
+class Deprivileged(ShadowPaging, HostedMonitor):
+    """The core of every monitor that runs the guest kernel deprivileged in ring 1 under a
+    ring-0 VMM on one host machine (trap-and-emulate, binary translation, paravirtualization):
+    the virtual CPU, traps into the VMM and their reflection through the guest's IDT, the
+    shadow GDT, control registers, shadow paging, the power-on layout, and the run loop's
+    policy for such guests. Not a monitor itself: each monitor subclasses it and states its
+    policy (``emulate``: the instruction handlers a #GP of the kernel runs; ``emulates``: whether
+    such a #GP is emulated at all; ``watches_gdt``: whether the guest's GDT is shadowed by
+    watching its stores), and overrides the steps it does differently.
+
+    Takes ``slice``, ``scheduler``, ``weights``, ``quantum``, ``machine_timer`` and ``assign``
+    (see :class:`vmkit.vmm.TrapAndEmulate`)."""
+
+    #: the instruction handlers (mnemonic -> handler(vm, insn)); every instance copies them
+    emulate: dict = {}
+    #: a #GP of the guest kernel is a deprivileged instruction to emulate (else the guest's own)
+    emulates = True
+    #: the real GDT follows the guest's table by comparing it at each entry into the VMM
+    watches_gdt = True
+    monitor_state = ("traps", "emulated", "reflected")
+
+    def __init__(self, *images, costs=None, trace=None, slice: int = DEFAULT_SLICE,
+                 scheduler=None, weights=None, quantum=None, machine_timer: bool = False,
+                 assign=None):
+        if not isinstance(slice, int) or isinstance(slice, bool) or slice < 1:
+            raise VmkitError(f"slice must be a positive number of host instructions, got "
+                             f"{slice!r}")
+        self.slice = slice
+        _init_scheduling(self, images, scheduler, weights, quantum, machine_timer)
+        # ---- direct assignment (vmkit.vmm.passthrough): assign={vm index: ["disk"]} -> {port: vm}
+        self.assigned = passthrough.resolve_assignment(assign, len(images), self.name)
+        # ---- end direct assignment
+        self.current = 0
+        self._host: Machine | None = None
+        self.emulate = dict(type(self).emulate)   # instance copy: replace handlers freely
+        self.traps = 0
+        self.hidden_page_faults = 0
+        self.world_switches = 0
+        self.emulated: Counter = Counter()
+        self.reflected: Counter = Counter()
+        # traps through which the VMM learns of guest page-table changes, by kind ("invlpg",
+        # "mov cr3"): stats["pt_write_traps"] (docs/memory-virtualization.md)
+        self.pt_traps: Counter = Counter()
+        super().__init__(*images, costs=costs, trace=trace)
+        passthrough.install_te(self)   # direct assignment: host port handlers, the TSS I/O bitmap
+
+    # ---- construction ------------------------------------------------------------------------
+    def _make_machine(self, index: int, image) -> Machine:
+        """One host machine for every VM: the VMM area, then one memory slice per VM."""
+        if self._host is None:
+            self._host = Machine(self._plan_slices(), trace=self.trace)
+            self._build_vmm_area()
+        return self._host
+
+    def _make_vm(self, index: int, image, machine: Machine) -> TEVM:
+        vm = TEVM(index, image, machine, self, self._slice_bases[index], (1 + index) * MiB)
+        self._boot_vm(vm)
+        return vm
+
+    def _build_vmm_area(self) -> None:
+        """As ``boot.build_vmm_area`` (a method: subclasses and the VM call it)."""
+        build_vmm_area(self)
+
+    def _boot_vm(self, vm: TEVM) -> None:
+        """As ``boot.boot_vm`` (a method: subclasses and the VM call it)."""
+        boot_vm(self, vm)
+
+    def _setup(self) -> None:
+        m = self._host
+        m.exception_hook = self._on_exception
+        m.ring_hook = self._on_ring
+        # the VMM's timer: a one-shot, armed before every run of a guest (see _arm)
+        m.dev = Devices(timer_period=1 << 62)
+        m.cpu.set_state(self.vms[0].saved.state())
+        m.clock = 0
+        m.vm_index = 0
+        m.flush_tlb()
+        m._mode_changed()
+        self._slice_end = self.slice
+
+    # ---- the run loop's policy (vmkit.vmm.world) -----------------------------------------------
+    def _deliver_pending(self, vm: TEVM) -> bool:
+        line = self._deliverable(vm)
+        if line is None:
+            return False
+        self._guarded(vm, self._inject_irq, vm, line)
+        return True
+
+    def _halted(self, vm: TEVM) -> bool:
+        return vm.vcpu.halted        # HLT is emulated: the virtual CPU waits
+
+    def _enter(self, vm: TEVM, deadline: int) -> None:
+        m = self._host
+        if vm.steps < vm.inhibit_until:        # STI shadow: stop right after one instruction
+            deadline = min(deadline, m.clock + vm.inhibit_until - vm.steps)
+        self._arm(deadline)
+        m.exit_request = False
+
+    def _guest_stopped(self, vm: TEVM, r: RunResult) -> None:
+        # a crash of the guest's code (unsupported instruction ...); the real CPU never halts
+        # or powers off itself: those are emulated
+        self._host.stopped = None
+        self._end(vm, "crash", r.detail, event=r.reason != "crash")
+
+    def _count_preemption(self, vm: TEVM) -> None:
+        """The VMM's timer ended ``vm``'s slice: a trap into the VMM."""
+        self.traps += 1
+        self.events["trap"] += 1
+
+    def _deliverable(self, vm: TEVM) -> int | None:
+        """The virtual IRQ line to deliver now: virtual IF set, outside an STI shadow, a line
+        pending, unmasked and not blocked by one in service."""
+        if not vm.vcpu.IF or vm.steps < vm.inhibit_until:
+            return None
+        return vm.devices.pending_vector()
+
+    def _guest_if(self, vm: TEVM) -> bool:
+        return vm.vcpu.IF     # the virtual IF: the real one stays 1 while the guest runs
+
+    def _switched_in(self, vm: TEVM) -> None:
+        if self.assigned:   # direct assignment: the I/O bitmap lets only the owner through
+            passthrough.te_switched(self)
+
+    # ---- traps into the VMM ----------------------------------------------------------------
+    def _on_exception(self, vector: int, fault: Fault | None, source: str, next_eip) -> bool:
+        """The real IDT's gates, all leading here (Machine.exception_hook): every exception,
+        software interrupt and device interrupt arrives at the VMM first."""
+        m = self._host
+        vm = self.vms[self.current]
+        self.traps += 1
+        self.events["trap"] += 1
+        if self.scheduler is not None and len(self.vms) > 1 \
+                and machine_time(self) >= self._slice_end:
+            m.exit_request = True   # the slice (machine cycles) is spent: back to the run loop
+        self.trace.add(Interrupt(m.clock, vector=vector, name=event_name(vector, source),
+                                 source=source, error_code=fault.error_code if fault else None,
+                                 from_ring=m.cpu.cpl, to_ring=0, eip=m.cpu.eip, handler=0,
+                                 vm=vm.index))
+        if source == "irq":
+            # the VMM's own timer: a virtual tick is due, the budget or the slice is spent
+            m.exit_request = True
+            return True
+        if source != "exception":
+            # int n / int3 / into: reflect through the guest's gate. A fault doing so leaves
+            # this hook, so the instruction does not retire (as natively); the VMM gets it next.
+            try:
+                self._sync_gdt(vm)
+                self._reflect(vm, vector, None, next_eip, source)
+            except Fault:
+                raise
+            except _VMStop as s:
+                self._stop_soon(vm, s.reason, s.detail)
+            except Exception as ex:
+                self._stop_soon(vm, "crash", _error_text(ex))
+            return True
+        self._guarded(vm, self._handle_exception, vm, fault)
+        return True
+
+    def _handle_exception(self, vm: TEVM, fault: Fault) -> None:
+        self._sync_gdt(vm)
+        try:
+            if fault.vector == 14:
+                self._page_fault(vm, fault)
+            elif fault.vector == 13:
+                self._general_protection(vm, fault)
+            else:
+                self._reflect_exception(vm, fault)
+        except Fault as f:   # the guest's own fault, found while handling: deliver it
+            self._reflect_exception(vm, f)
+
+    def _general_protection(self, vm: TEVM, fault: Fault) -> None:
+        """#GP: a privileged or I/O instruction of the deprivileged kernel (decode, emulate,
+        resume after it), or the guest's own #GP (reflect)."""
+        if not self.emulates:
+            self._reflect_exception(vm, fault)
+            return
+        m = self._host
+        vc = vm.vcpu
+        eip = m.cpu.eip
+        try:
+            insn = self._fetch_insn(vm, eip)
+        except Fault:
+            insn = None
+        if insn is None or not insn.id:
+            self._reflect_exception(vm, fault)
+            return
+        handler = self.emulate.get(insn.mnemonic)
+        if handler is None:
+            if vc.cpl == 0 and insn.mnemonic in DEPRIVILEGED:
+                raise CannotEmulate(f"cannot emulate {insn.text!r} at {eip:#010x}: no "
+                                    f"handler in emulate[{insn.mnemonic!r}]")
+            self._reflect_exception(vm, fault)
+            return
+        done = self._call_handler(vm, handler, insn, eip)
+        if done is None:
+            self._reflect_exception(vm, fault)   # the handler declines: the guest's own #GP
+        elif done:
+            self._retired(vm, insn)
+
+    def _call_handler(self, vm: TEVM, handler, insn: Insn, eip: int) -> bool | None:
+        """Run an emulation handler as the VMM always does: EIP past the instruction during
+        the call (as the CPU's would be). -> True: it retired; False: it raised a Fault, the
+        guest's, now reflected; None: it declined (NotEmulated). EIP is back at ``eip``
+        unless it retired; CannotEmulate ends the VM, naming the instruction."""
+        vc = vm.vcpu
+        vc.eip = insn.next
+        try:
+            handler(vm, insn)
+        except NotEmulated:
+            vc.eip = eip
+            return None
+        except CannotEmulate as ce:
+            vc.eip = eip
+            raise CannotEmulate(f"cannot emulate {insn.text!r} at {eip:#010x}: {ce.detail}") \
+                from None
+        except Fault as f:
+            vc.eip = eip
+            self._reflect_exception(vm, f)
+            return False
+        return True
+
+    def _fetch_insn(self, vm: TEVM, eip: int) -> Insn | None:
+        """The guest instruction at ``eip`` for the VMM to emulate, fetched as the real CPU
+        fetched it (through the shadow page tables)."""
+        return self._host.fetch_decode(eip)
+
+    def _retired(self, vm: TEVM, insn: Insn) -> None:
+        """Count an emulated instruction: it retired in guest time (it never did on the real
+        CPU, so the cost model counts it as "emulate", not "native")."""
+        m = self._host
+        if self.trace.wants_instructions():
+            self.trace.add(InstructionRetired(m.clock, address=insn.address, text=insn.text,
+                                              ring=vm.vcpu.cpl, vm=vm.index))
+        m.clock += 1
+        vm.steps += 1
+        self.emulated[insn.mnemonic] += 1
+        self.events["emulate"] += 1
+        self.trace.add(Emulation(m.clock, address=insn.address, text=insn.text,
+                                 mnemonic=insn.mnemonic, vm=vm.index))
+        # the VMM's run loop looks at virtual interrupts, devices and halts before going on
+        m.exit_request = True
+
+    def _on_ring(self, old: int, new: int, cause: str) -> None:
+        """The real CPU changed rings on its own (Machine.ring_hook): an outward iretd or retf
+        of the ring-1 kernel to user mode, which does not trap."""
+        vm = self.vms[self.current]
+        vc = vm.vcpu
+        vc.cpl = new
+        if cause == "iret" and old == 1:
+            # a ring-0 iretd loads IF and IOPL from the image; the ring-1 one loaded neither.
+            # The image is still in guest memory where the iretd popped it.
+            image = vm.peek((self._host.iret_frame + 8) & MASK32, 4)
+            if image is not None:
+                fl = int.from_bytes(image, "little")
+                vc.IF, vc.iopl = (fl >> 9) & 1, (fl >> 12) & 3
+        if self._deliverable(vm) is not None:
+            self._host.exit_request = True
+
+    # ---- reflection: the VMM delivers into the guest ------------------------------------------
+    def _reflect(self, vm: TEVM, vector: int, error_code: int | None, return_eip: int,
+                 source: str) -> None:
+        """As ``reflect.reflect`` (a method: subclasses and the VM call it)."""
+        reflect(self, vm, vector, error_code, return_eip, source)
+
+    def _inner_stack(self, vm: TEVM, new: int, ext: int) -> tuple[int, int]:
+        """(ESP, SS) for a reflection into virtual ring ``new``: the guest TSS's, read now
+        (the kernel stores ESP0 freely)."""
+        return rules.tss_stack(vm, vm.vcpu.tr, new, ext)
+
+    def _reflect_exception(self, vm: TEVM, f: Fault) -> None:
+        """As ``reflect.reflect_exception`` (a method: subclasses and the VM call it)."""
+        reflect_exception(self, vm, f)
+
+    def _inject_irq(self, vm: TEVM, line: int) -> None:
+        """A virtual device interrupt, now deliverable: acknowledge it on the VM's interrupt
+        controller and reflect it (as Machine._deliver_irq does)."""
+        vm.devices.acknowledge(line)
+        vm.vcpu.halted = False
+        if self.machine_timer and line == 0:
+            vm.tick_steps.append(vm.steps)
+        try:
+            self._reflect(vm, IRQ_BASE + line, None, self._host.cpu.eip, "irq")
+        except Fault as f:
+            self._reflect_exception(vm, f)
+
+    # ---- the real CPU's segment registers ----------------------------------------------------
+
+    def _load_real_segment(self, vm: TEVM, index: int, selector: int) -> None:
+        """As ``segments.load_real_segment`` (a method: subclasses and the VM call it)."""
+        load_real_segment(self, vm, index, selector)
+
+    def _load_real_cs(self, vm: TEVM, selector: int, vring: int, cause: str,
+                      d: Descriptor | None = None) -> None:
+        """As ``segments.load_real_cs`` (a method: subclasses and the VM call it)."""
+        load_real_cs(self, vm, selector, vring, cause, d)
+
+    # ---- the shadow GDT ----------------------------------------------------------------------
+    def shadow_gdt(self, vm: TEVM) -> None:
+        """As ``segments.shadow_gdt`` (a method: subclasses and the VM call it)."""
+        shadow_gdt(self, vm)
+
+    def _sync_gdt(self, vm: TEVM) -> None:
+        """As ``segments.sync_gdt``, for a monitor that ``watches_gdt``."""
+        if self.watches_gdt:
+            sync_gdt(self, vm)
+
+    # ---- control registers -------------------------------------------------------------------
+    def write_cr(self, vm: TEVM, n: int, v: int) -> None:
+        """MOV to CRn on the virtual CPU. The real CR0 keeps paging on; a change of the guest's
+        paging (CR3, CR0.PG/WP, CR4.PSE) drops the VM's shadow page tables, as the hardware
+        flushes its TLB."""
+        write_cr(self, vm, n, v)
+
+    # ---- shadow page tables: a virtual TLB ---------------------------------------------------
+    def invlpg(self, vm: TEVM, lin: int) -> None:
+        """Drop one page's shadow entry (the guest's invlpg)."""
+        self._shadow_invlpg(vm, lin)
+
+    def _page_fault(self, vm: TEVM, fault: Fault) -> None:
+        """A real #PF while the guest ran: hidden (fill the shadow entry, retry) when the
+        guest's own tables allow the access, else the guest's #PF, reflected."""
+        lin, err = fault.address, fault.error_code
+        write, user = bool(err & 2), bool(err & 4)
+        if lin >= VMM_WINDOW:
+            window_fault(self, vm, lin, write, user)
+            return
+        pte, ok = self._shadow_entry(vm, lin, write, user)   # the guest's #PF: reflected
+        if not ok:
+            emulate_one(self, vm)
+            return
+        self._hidden_fault(vm, lin, pte)
+
+    # ---- statistics and cycles ---------------------------------------------------------------
+    @property
+    def stats(self) -> dict:
+        c = self.trace.counts
+        return {
+            "instructions": self._total_steps(),
+            "host_instructions": self._host.steps,
+            "interrupts": sum(self.reflected.values()),
+            "ring_transitions": c["ring"],
+            "page_faults": self.reflected["#PF"],
+            "real_page_faults": c["page_fault"],
+            "tlb_misses": self._host.tlb_misses,
+            "port_io": c["io"],
+            "traps": self.traps,
+            "emulated": Counter(self.emulated),
+            "reflected": Counter(self.reflected),
+            "hidden_page_faults": self.hidden_page_faults,
+            "shadow_updates": self.events["shadow_update"],
+            "world_switches": self.world_switches,
+            "walk_references": self._host.walk_refs,
+            "pt_write_traps": sum(self.pt_traps.values()),
+            "pt_traps": Counter(self.pt_traps),
+        }
+
+    def event_counts(self) -> Counter:
+        """Events by cost category. ``native`` is what the real CPU retired: an emulated
+        instruction never retired there, so it is counted once, as ``emulate``; the delivery
+        of every trap is in ``trap`` (reflections are the VMM's work after a trap)."""
+        counts = Counter(self.events)
+        counts["native"] += self._host.steps
+        counts["page_walk"] += self._host.walk_refs
+        return counts
+
+
+def _error_text(ex: Exception) -> str:
+    if isinstance(ex, VmkitError):
+        return str(ex)
+    return f"VMM error ({type(ex).__name__}: {ex})"
+

@@ -1,0 +1,239 @@
+"""Trap-and-emulate's virtual CPU and per-VM object (:class:`TEVM`): the guest's CPU as it
+believes it is, its memory through its own page tables, its descriptors and ports."""
+
+from __future__ import annotations
+
+import struct
+
+from vmkit.isa.decode import GPR_NAMES
+from vmkit.machine.cpu import CPU, EFLAGS, MASK32, TableReg
+from vmkit.machine.machine import BOOT_GDT, Machine
+from vmkit.machine.mmu import CR0_PG
+from vmkit.machine.rules import Descriptor
+from vmkit.vmm import state
+from vmkit.vmm.layout import V_GDT
+from vmkit.vmm.vm import GuestVM
+
+IF, IOPL, TF, NT, RF, VM_FLAG = 0x200, 0x3000, 0x100, 0x4000, 0x10000, 0x20000
+CR4_TSD, CR4_UMIP = 1 << 2, 1 << 11
+REAL_CR0 = 0x80010011      # PG | WP | ET | PE: the VMM always pages, and respects read-only
+#: guest CR4 bits the real CR4 copies: with them the unprivileged instructions they guard trap
+REAL_CR4_FROM_GUEST = CR4_TSD | CR4_UMIP
+
+_Q = struct.Struct("<Q")
+_I = struct.Struct("<I")
+
+
+# =================================================================================================
+# The virtual CPU
+# =================================================================================================
+def _gpr(i: int):
+    def get(self):
+        return self._real.regs[i]
+
+    def set_(self, v):
+        self._real.regs[i] = v & MASK32
+    return property(get, set_, doc=f"{GPR_NAMES[i]}: the real register (guest code runs on it)")
+
+
+class VirtualCPU:
+    """The CPU as the guest believes it is.
+
+    General registers and EIP are the real CPU's while the VM runs (the guest's code runs on
+    them directly) or the saved copy while another VM has the CPU. Everything the guest may not
+    touch directly is virtual: ``cr0 cr2 cr3 cr4``, ``gdtr idtr ldtr tr``, ``IF`` and ``iopl``
+    (the real IF is always 1 and the real IOPL 0 while a guest runs), ``cpl`` (0 while the real
+    CPL is 1) and ``halted``. ``eflags`` combines the real flags with the virtual IF and IOPL;
+    ``cs`` and ``ss`` show the selectors the guest loaded (real RPL 1 shown as 0).
+
+    Attribute names match :class:`vmkit.machine.cpu.CPU` for what widgets and tests read.
+    """
+
+    #: what a snapshot keeps of the virtual CPU (vmkit.vmm.state); the general registers and
+    #: EIP are the real CPU's, saved with it
+    state_fields = ("cr0", "cr2", "cr3", "cr4", "gdtr", "idtr", "ldtr", "tr", "IF", "iopl", "cpl",
+                    "halted")
+
+    def __init__(self, vm: "TEVM"):
+        self._vm = vm
+        self.cr0 = 0x00000011      # as the machine powers on: PE, ET; paging off
+        self.cr2 = 0
+        self.cr3 = 0
+        self.cr4 = 0
+        self.gdtr = TableReg(BOOT_GDT, 23)
+        self.idtr = TableReg(0, 0)
+        self.ldtr = TableReg()
+        self.tr = TableReg()
+        self.IF = 0
+        self.iopl = 0
+        self.cpl = 0
+        self.halted = False
+
+    def state(self) -> dict:
+        return state.save(self, "state_fields")
+
+    def set_state(self, st: dict) -> None:
+        state.load(self, st)
+
+    @property
+    def _real(self) -> CPU:
+        return self._vm.real_cpu
+
+    @property
+    def regs(self) -> list:
+        return self._real.regs
+
+    @property
+    def eip(self) -> int:
+        return self._real.eip
+
+    @eip.setter
+    def eip(self, v: int) -> None:
+        self._real.eip = v & MASK32
+
+    @property
+    def eflags(self) -> int:
+        """The real EFLAGS with the virtual IF and IOPL in place of the real ones."""
+        return (self._real.eflags & ~(IF | IOPL)) | (self.IF << 9) | (self.iopl << 12)
+
+    @eflags.setter
+    def eflags(self, v: int) -> None:
+        """Set the guest's EFLAGS: IF and IOPL go to the virtual CPU, the rest to the real one
+        (whose IF stays 1 and IOPL 0, so the VMM keeps the interrupts and the ports)."""
+        self.IF = (v >> 9) & 1
+        self.iopl = (v >> 12) & 3
+        self._real.eflags = (v & ~IOPL) | IF
+
+    @property
+    def flags(self) -> EFLAGS:
+        return EFLAGS(self.eflags)
+
+    def _believed(self, index: int) -> int:
+        s = self._real.seg[index].selector
+        # the kernel's CS and SS carry RPL 1 in the real CPU; natively they carry its CPL, 0
+        return s & ~3 if self.cpl == 0 and s & 3 == 1 else s
+
+    @property
+    def cs(self) -> int:
+        return self._believed(1)
+
+    @property
+    def ss(self) -> int:
+        return self._believed(2)
+
+    @property
+    def ds(self) -> int:
+        return self._real.seg[3].selector
+
+    @property
+    def es(self) -> int:
+        return self._real.seg[0].selector
+
+    @property
+    def fs(self) -> int:
+        return self._real.seg[4].selector
+
+    @property
+    def gs(self) -> int:
+        return self._real.seg[5].selector
+
+    @property
+    def paging(self) -> bool:
+        return bool(self.cr0 & CR0_PG)
+
+    def __repr__(self) -> str:
+        r = " ".join(f"{n}={v:08x}" for n, v in zip(GPR_NAMES, self.regs))
+        return (f"<VirtualCPU vm{self._vm.index} {r} eip={self.eip:08x} "
+                f"eflags={self.eflags:08x} cpl={self.cpl} (real cpl {self._real.cpl})>")
+
+
+for _i, _n in enumerate(GPR_NAMES):
+    setattr(VirtualCPU, _n, _gpr(_i))
+del _i, _n
+
+
+# =================================================================================================
+# One VM: the core's (vmkit.vmm.vm), with the virtual CPU, the VMM's TLB, the shadow GDT
+# =================================================================================================
+class TEVM(GuestVM):
+    """One guest under trap-and-emulate. Handlers (``emulate[...]``) receive this object:
+
+    * ``vm.vcpu`` the virtual CPU, ``vm.devices`` its own :class:`Devices` (console, interrupt
+      controller, timer, input, power-off), ``vm.monitor`` the VMM, ``vm.clock`` its guest time;
+    * ``vm.read(lin, n)`` / ``vm.write(lin, n, value)``: guest-linear memory with the guest's
+      paging, as the CPU would access it (accessed/dirty bits set, #PF raised as a ``Fault``);
+    * ``vm.value(operand)`` / ``vm.store(operand, value)`` / ``vm.address(mem_operand)``:
+      operands of the decoded instruction;
+    * ``vm.port_in/port_out``, ``vm.io_check``, ``vm.set_cr/read_cr``, ``vm.load_gdt``,
+      ``vm.load_ss``, ``vm.descriptor``, ``vm.invlpg``: what the default handlers use.
+    """
+
+    #: trap-and-emulate's own per-VM state, saved and restored with the core's (vmkit.vmm.vm)
+    vm_state = ("_vcpu", "inhibit_until", "tlb", "gdt_copy", "gdt_shadowed")
+
+    def __init__(self, index: int, image, machine: Machine, monitor, slice_base: int,
+                 vmm_base: int):
+        super().__init__(index, image, machine, monitor, slice_base, vmm_base)
+        self._vcpu = VirtualCPU(self)
+        self.gdt_base = vmm_base + V_GDT          # its shadow GDT (host-physical)
+        self.inhibit_until = -1                   # virtual STI shadow, in ``steps``
+        # the VMM's own TLB for its accesses to guest memory (frames, gates, the TSS), by
+        # access class as the hardware's; flushed with the shadow tables
+        self.tlb = {(w, u): {} for w in (False, True) for u in (False, True)}
+        # shadow GDT bookkeeping: the guest table's bytes when shadowed, and where they are
+        self.gdt_copy = b""
+        self.gdt_shadowed = 0                     # bytes of real GDT written from the guest's
+        self.gdt_src: list | None = None          # [(host address, length)] of the guest table
+
+    def load_state(self, saved: dict) -> None:
+        super().load_state(saved)
+        self.gdt_src = None           # where the guest's table lies: found again when needed
+
+    # ---- guest-linear memory through the VMM's TLB ------------------------------------------
+    def translate(self, lin: int, write: bool = False, user: bool = False) -> int:
+        """Guest-linear -> guest-physical for an access, through the VMM's TLB: a miss walks
+        the guest's tables (accessed/dirty bits, #PF), as the hardware's TLB miss does."""
+        t = self.tlb[write, user]
+        frame = t.get(lin >> 12)
+        if frame is None:
+            frame = self.walk(lin, write, user)[0] & 0xFFFFF000
+            t[lin >> 12] = frame
+        return frame | (lin & 0xFFF)
+
+    def flush_tlb(self, vpn: int | None = None) -> None:
+        for t in self.tlb.values():
+            if vpn is None:
+                t.clear()
+            else:
+                t.pop(vpn, None)
+
+    def irq_shadow(self) -> None:
+        """STI: interrupts wait until the instruction after it has retired too (called before
+        the STI itself is counted, as ``Machine.irq_shadow``)."""
+        self.inhibit_until = self.steps + 2
+
+    def set_accessed(self, selector: int, d: Descriptor) -> None:
+        """Set the accessed bit in the guest's descriptor, as the CPU does on a load."""
+        if not d.system and not d.access & 1:
+            vc = self._vcpu
+            table = vc.ldtr if selector & 4 else vc.gdtr
+            self.write(table.base + (selector & 0xFFF8) + 5, 1, d.access | 1)
+            self.monitor._sync_gdt(self)
+
+    def set_cr(self, n: int, v: int) -> None:
+        self.monitor.write_cr(self, n, v)
+
+    def load_gdt(self, base: int, limit: int) -> None:
+        self._vcpu.gdtr = TableReg(base & MASK32, limit & 0xFFFF)
+        self.monitor.shadow_gdt(self)
+
+    def load_ss(self, selector: int) -> None:
+        """MOV/POP SS at virtual CPL 0: the guest's checks, then the real SS gets the ring-1
+        form of its selector (RPL 1), whose shadow descriptor has DPL 1."""
+        d = self.stack_descriptor(selector, self._vcpu.cpl)
+        self.set_accessed(selector, d)
+        self.monitor._load_real_segment(self, 2, selector)
+
+    def invlpg(self, lin: int) -> None:
+        self.monitor.invlpg(self, lin)
+

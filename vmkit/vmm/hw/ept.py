@@ -1,0 +1,94 @@
+"""Extended page tables (SDM Vol. 3C 29.3): guest-physical -> host-physical, with rights."""
+
+from __future__ import annotations
+
+from vmkit.errors import VmkitError
+from vmkit.machine.machine import Machine
+from vmkit.machine.mmu import NESTED_R, NESTED_W, NESTED_X
+from vmkit.vmm import state
+from vmkit.vmm.hw.vmcs import _I, EPT_VIOLATION, NonRootExit
+
+
+# =================================================================================================
+# The EPT
+# =================================================================================================
+class EPT:
+    """One VM's extended page table: guest-physical -> host-physical (SDM Vol. 3C, 29.3).
+
+    **Two levels** of 4-byte entries cover the 32-bit guest-physical space (10 + 10 + 12 bits):
+    a root table at ``root`` (VT-x: the EPT pointer in the VMCS) and one table per 4 MiB. Bits
+    0-2 of an entry are read, write, execute (as in VT-x); bits 12-31 the next table or the
+    frame; an access needs its right at both levels. (Real VT-x: four levels of 8-byte entries,
+    48-bit guest-physical.) ``levels`` is the m of the walk formula."""
+
+    levels = 2
+    RWX = NESTED_R | NESTED_W | NESTED_X
+
+    #: what a snapshot keeps (vmkit.vmm.state); the tables' contents are in host memory
+    state_fields = ("tables", "pool")
+
+    def __init__(self, machine: Machine, root: int, pool: list[int]):
+        self.mem = machine.mem
+        self.machine = machine
+        self.root = root
+        self.pool = pool              # free host pages for EPT tables
+        self.tables: dict[int, int] = {}
+        self.mem[root:root + 0x1000] = bytes(0x1000)
+
+    def state(self) -> dict:
+        return state.save(self, "state_fields")
+
+    def set_state(self, st: dict) -> None:
+        state.load(self, st)
+
+    def translate(self, gpa: int, access: int) -> int | None:
+        """Host-physical address of ``gpa`` for an access needing ``access`` (NESTED_R/W/X),
+        or None (a violation). Side-effect free: the walk's references are counted by the MMU."""
+        mem = self.mem
+        e = _I.unpack_from(mem, self.root + ((gpa >> 20) & 0xFFC))[0]
+        if not e & access:
+            return None
+        e = _I.unpack_from(mem, (e & 0xFFFFF000) | ((gpa >> 10) & 0xFFC))[0]
+        if not e & access:
+            return None
+        return (e & 0xFFFFF000) | (gpa & 0xFFF)
+
+    def rights(self, gpa: int) -> int:
+        """The R/W/X rights both levels grant ``gpa`` (0 when not mapped)."""
+        mem = self.mem
+        e = _I.unpack_from(mem, self.root + ((gpa >> 20) & 0xFFC))[0]
+        if not e & 7:
+            return 0
+        return e & _I.unpack_from(mem, (e & 0xFFFFF000) | ((gpa >> 10) & 0xFFC))[0] & 7
+
+    def map(self, gpa: int, hpa: int, rights: int = RWX) -> None:
+        """Map the guest-physical page of ``gpa`` to the host page of ``hpa``."""
+        mem = self.mem
+        pdi = (gpa >> 22) & 0x3FF
+        table = self.tables.get(pdi)
+        if table is None:
+            if not self.pool:
+                raise VmkitError("out of EPT tables in the VM's VMM area")
+            table = self.pool.pop(0)
+            mem[table:table + 0x1000] = bytes(0x1000)
+            self.tables[pdi] = table
+            _I.pack_into(mem, self.root + 4 * pdi, table | self.RWX)
+        _I.pack_into(mem, table + 4 * ((gpa >> 12) & 0x3FF), (hpa & 0xFFFFF000) | rights)
+
+    def violation(self, lin: int, gpa: int, access: int, final: bool) -> None:
+        """Raise the EPT_VIOLATION exit, with the qualification of SDM Vol. 3C, Table 28-7:
+        bits 0-2 the access (read, write, fetch), 3-5 the rights the entries grant, bit 7 a
+        guest-linear address is valid, bit 8 the access was to the final translation (0: to
+        a guest paging-structure entry)."""
+        q = (access & 7) | (self.rights(gpa) << 3) | 0x80 | (0x100 if final else 0)
+        raise NonRootExit(EPT_VIOLATION, q, linear=lin, physical=gpa)
+
+    def mappings(self) -> list[tuple[int, int, int]]:
+        """(guest-physical page, host-physical page, rights) of every mapped page."""
+        out = []
+        for pdi, table in sorted(self.tables.items()):
+            for k in range(1024):
+                e = _I.unpack_from(self.mem, table + 4 * k)[0]
+                if e & 7:
+                    out.append(((pdi << 22) | (k << 12), e & 0xFFFFF000, e & 7))
+        return out

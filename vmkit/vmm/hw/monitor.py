@@ -1,0 +1,359 @@
+"""The hardware-assisted monitor (see the package text)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from vmkit.errors import VmkitError
+from vmkit.isa.faults import Fault
+from vmkit.machine.devices import Devices
+from vmkit.machine.machine import Machine, RunResult
+from vmkit.trace import Emulation, InstructionRetired, VmEntry
+from vmkit.vmm import passthrough
+from vmkit.vmm.hw.boot import boot_vm
+from vmkit.vmm.hw.exits import _DEFAULT_HANDLERS
+from vmkit.vmm.hw.guestmmu import ept_violation, exception_exit, guest_invlpg, write_cr
+from vmkit.vmm.hw.inject import enter_with_event, inject_fault, virtual_interrupts
+from vmkit.vmm.hw.nonroot import _STUBS, _NonRootMachine
+from vmkit.vmm.hw.vcpu import HWVM
+from vmkit.vmm.hw.vmcs import (DEVICE_PORTS, H_ONES, IF, PREEMPTION_TIMER, TRIPLE_FAULT, VMCS, MiB,
+                               NonRootExit, VmcsControls)
+from vmkit.vmm.hw.vmexit import exit_during_delivery, handle_exit, on_exception, record_exit
+from vmkit.vmm.sched import _init_scheduling
+from vmkit.vmm.shadow import ShadowPaging
+from vmkit.vmm.world import DEFAULT_SLICE, HostedMonitor
+
+
+class HardwareAssisted(ShadowPaging, HostedMonitor):
+    """Hardware-assisted virtualization, VT-x style (see the module text).
+
+    ``HardwareAssisted(img, ..., ept=True, lazy_ept=False, controls=None, slice=DEFAULT_SLICE,
+    costs=CostModel)``: ``ept`` chooses nested paging or shadow paging; ``controls`` (a dict of
+    :class:`VmcsControls` fields or a VmcsControls) turns VM-execution controls on and off
+    (``set_controls`` changes them between runs); several images run in several VMs.
+
+    ``handlers`` is the extension point: exit-reason name -> ``handler(vm, vmcs)``, copied per
+    monitor. For an instruction exit (CPUID, HLT, INVLPG, RDTSC, CR_ACCESS, IO_INSTRUCTION) the
+    VMM moves EIP past the instruction first and counts it afterwards; a handler may raise a
+    ``Fault`` (injected into the guest, EIP back on the instruction) or ``CannotEmulate`` (the
+    VM ends)::
+
+        hw = HardwareAssisted(guests.build("hello"))
+        def my_cpuid(vm, vmcs):
+            vm.vcpu.eax = vm.vcpu.ebx = vm.vcpu.ecx = vm.vcpu.edx = 0
+        hw.handlers["CPUID"] = my_cpuid
+
+    ``stats`` adds ``vm_exits`` (Counter by exit-reason name), ``injections``,
+    ``walk_references``, ``hidden_page_faults``, ``ept_fills``, ``emulated`` and
+    ``world_switches``; ``traps`` is the number of VM exits. ``scheduler=``, ``weights=``,
+    ``quantum=`` and ``machine_timer=`` as for ``TrapAndEmulate`` (:mod:`vmkit.vmm.sched`).
+    ``assign={0: ["disk"]}`` assigns a device directly to one VM: the I/O bitmap lets its
+    accesses through with no exit; other VMs' accesses exit and are refused (``refused_io``).
+    See :mod:`vmkit.vmm.iovirt` and docs/io-virtualization.md.
+    """
+
+    name = "hw"
+    title = "hardware assist (VT-x: guest kernel in non-root ring 0, EPT)"
+    monitor_state = ("vm_exits", "emulated", "delivered", "injections", "ept_fills",
+                     "_controls", "vmx_mode")
+    #: the default exit handlers (exit-reason name -> handler); every instance works on a copy
+    handlers: dict = dict(_DEFAULT_HANDLERS)
+
+    def __init__(self, *images, costs=None, trace=None, ept: bool = True,
+                 lazy_ept: bool = False, controls=None, slice: int = DEFAULT_SLICE,
+                 scheduler=None, weights=None, quantum=None, machine_timer: bool = False,
+                 assign=None):
+        # ---- direct assignment (vmkit.vmm.passthrough): assign={vm index: ["disk"]} -> {port: vm}
+        self.assigned = passthrough.resolve_assignment(assign, len(images), self.name)
+        # ---- end direct assignment
+        if not isinstance(ept, bool):
+            raise VmkitError(f"ept must be True (nested paging) or False (shadow paging), got "
+                             f"{ept!r}")
+        if not isinstance(lazy_ept, bool):
+            raise VmkitError(f"lazy_ept must be True or False, got {lazy_ept!r}")
+        if lazy_ept and not ept:
+            raise VmkitError("lazy_ept needs ept=True (there is no EPT with shadow paging)")
+        if not isinstance(slice, int) or isinstance(slice, bool) or slice < 1:
+            raise VmkitError(f"slice must be a positive number of host instructions, got "
+                             f"{slice!r}")
+        self.ept = ept
+        self.lazy_ept = lazy_ept
+        self.slice = slice
+        _init_scheduling(self, images, scheduler, weights, quantum, machine_timer)
+        self._controls = VmcsControls.make(controls, ept)
+        self.handlers = dict(type(self).handlers)
+        self.current = 0
+        self._host: _NonRootMachine | None = None
+        self.vm_exits: Counter = Counter()
+        self.emulated: Counter = Counter()
+        self.delivered: Counter = Counter()
+        self.injections = 0
+        self.hidden_page_faults = 0
+        self.ept_fills = 0
+        self.world_switches = 0
+        # shadow paging: exits through which the VMM learns of guest page-table changes, by
+        # kind ("invlpg", "mov cr3"): stats["pt_write_traps"] (docs/memory-virtualization.md)
+        self.pt_traps: Counter = Counter()
+        self.vmx_mode = "root"
+        super().__init__(*images, costs=costs, trace=trace)
+        passthrough.install_hw(self)   # the disk's ports: direct path, and refusal for non-owners
+
+    # ---- controls ----------------------------------------------------------------------------
+    @property
+    def controls(self) -> VmcsControls:
+        """The VM-execution controls of every VMCS (resolved: no ``None`` left)."""
+        return self._controls
+
+    def set_controls(self, **changes) -> VmcsControls:
+        """Change VM-execution controls (field=value) in every VMCS; the CPU's compiled
+        instructions are dropped, so the next ones are intercepted by the new rules."""
+        c = VmcsControls.make({**self._controls.as_dict(), **changes}, self.ept)
+        self._controls = c
+        for vm in self.vms:
+            vm.vmcs.controls = c
+        self._host._flush_icache()
+        return c
+
+    # ---- construction ------------------------------------------------------------------------
+    def _make_machine(self, index: int, image) -> Machine:
+        """One host machine for every VM: the VMM area, 1 MiB per VM, then the slices."""
+        if self._host is None:
+            self._host = _NonRootMachine(self._plan_slices(), self, self.trace)
+            mem = self._host.mem
+            mem[0:MiB] = bytes(MiB)
+            mem[H_ONES:H_ONES + 0x1000] = b"\xFF" * 0x1000
+        return self._host
+
+    def _make_vm(self, index: int, image, machine: Machine) -> HWVM:
+        vm = HWVM(index, image, machine, self, self._slice_bases[index], (1 + index) * MiB)
+        boot_vm(self, vm)
+        return vm
+
+    def _setup(self) -> None:
+        m = self._host
+        m.exception_hook = self._on_exception
+        m.intercept = self._intercept
+        m.dev = Devices(timer_period=1 << 62)      # the VMM's one-shot timer, armed per entry
+        # the ports of the VM's devices, for the IN/OUT that do not exit (direct assignment):
+        # they reach the running VM's own device, at its guest time
+        for port in DEVICE_PORTS:
+            m.port_handlers[port] = self._direct_port(port)
+        vm = self.vms[0]
+        m.cpu.set_state(vm.saved.state())
+        m.nested = vm.ept
+        m.clock = 0
+        m.vm_index = 0
+        m.flush_tlb()
+        m._flush_icache()
+        m._mode_changed()
+        self._slice_end = self.slice
+
+    def _direct_port(self, port: int):
+        m = self._host
+
+        def read(size: int) -> int:
+            return self.vms[self.current].devices.read(port, size, m.clock)
+
+        def write(size: int, value: int) -> None:
+            self.vms[self.current].devices.write(port, size, value, m.clock)
+        return read, write
+
+    # ---- the public surface --------------------------------------------------------------------
+    @property
+    def vmcs(self) -> VMCS:
+        """The VMCS of the current VM."""
+        return self.vms[self.current].vmcs
+
+    # ---- the run loop's policy (vmkit.vmm.world) -----------------------------------------------
+    def _root_work(self, vm: HWVM) -> bool:
+        if not vm.exit_pending:
+            return False
+        self._guarded(vm, handle_exit, self, vm)    # root mode: handle the exit
+        return True
+
+    def _deliver_pending(self, vm: HWVM) -> bool:
+        virtual_interrupts(self, vm)
+        if not vm.vmcs.injection_pending:
+            return False
+        self._guarded(vm, enter_with_event, self, vm)   # VM entry with event injection
+        return True
+
+    def _halted(self, vm: HWVM) -> bool:
+        return self._host.cpu.halted   # the HLT activity state
+
+    def _enter(self, vm: HWVM, deadline: int) -> None:
+        """VM entry: the guest runs in non-root mode until an exit."""
+        m, vmcs = self._host, vm.vmcs
+        self._arm(deadline)
+        m.window_exiting = vmcs.interrupt_window_exiting
+        m.pf_exits = bool(vmcs.controls.exception_bitmap & (1 << 14))
+        m.exit_request = False
+        if vm.entry_due:
+            vm.entry_due = False
+            self.trace.add(VmEntry(m.clock, injected=None, vm=vm.index))
+        self.vmx_mode = "non-root"
+
+    def _guest_stopped(self, vm: HWVM, r: RunResult) -> None:
+        m = self._host
+        if r.reason == "crash":
+            m.stopped = None
+            if r.detail.startswith("triple fault"):
+                # VT-x: a triple fault in non-root mode is a VM exit (reason 2), not a reset
+                self._record(NonRootExit(TRIPLE_FAULT))
+                vm.exit_pending = False
+                self.vmx_mode = "root"
+            self._end(vm, "crash", r.detail, event=False)
+        elif r.reason == "halt":                   # HLT exiting off, IF = 0: natively the end
+            m.stopped = None
+            self._end(vm, "halt", r.detail, event=False)
+
+    def _count_preemption(self, cur: HWVM) -> None:
+        """The VMX-preemption timer ended ``cur``'s slice: a VM exit."""
+        if not cur.exit_pending:
+            self._record(NonRootExit(PREEMPTION_TIMER))
+            cur.exit_pending = False
+            cur.entry_due = True
+
+    def _switched_out(self, vm: HWVM) -> None:
+        m = self._host   # blocking by STI goes with the VM (the VMCS's interruptibility state)
+        vm.inhibit_left = max(0, m._irq_inhibit_until - m.steps)
+
+    def _switched_in(self, vm: HWVM) -> None:
+        """The VM's guest state is loaded from its VMCS, with its EPT (or shadow page
+        directory); the compiled code goes too (no VPID)."""
+        m = self._host
+        m._irq_inhibit_until = m.steps + vm.inhibit_left if vm.inhibit_left else -1
+        m.nested = vm.ept
+        m._flush_icache()
+
+    def _guest_if(self, vm: HWVM) -> bool:
+        return bool(self._host.cpu.ef & IF)   # non-root mode: the guest's IF is the real one
+
+    # ---- VM exits ----------------------------------------------------------------------------
+    def _record(self, x: NonRootExit) -> None:
+        """The CPU's side of a VM exit: write the exit information fields of the current VM's
+        VMCS, count and trace it, and leave non-root mode (the machine's run returns)."""
+        record_exit(self, x)
+
+    def _on_exception(self, vector: int, fault: Fault | None, source: str, next_eip) -> bool:
+        """Machine.exception_hook: exits raised by the CPU, and the exception bitmap. Anything
+        that does not exit is delivered by the CPU through the guest's IDT (return False)."""
+        return on_exception(self, vector, fault, source, next_eip)
+
+    def _exit_during_delivery(self, f: Fault, vector: int, error_code, source: str):
+        """A fault while the CPU delivers an event: the exit it causes (with the event as
+        IDT-vectoring information), or None when the hardware handles it as a nested
+        exception (double-fault rules)."""
+        return exit_during_delivery(self, f, vector, error_code, source)
+
+    def _retired(self, vm: HWVM, mnemonic: str, address: int, text: str) -> None:
+        """Count an instruction the VMM completed: it retired in guest time (not on the CPU,
+        so the cost model counts it as ``emulate``); blocking by STI ends with it."""
+        m = self._host
+        if self.trace.wants_instructions():
+            self.trace.add(InstructionRetired(m.clock, address=address, text=text,
+                                              ring=m.cpu.cpl, vm=vm.index))
+        m.clock += 1
+        vm.steps += 1
+        m._irq_inhibit_until = -1
+        self.emulated[mnemonic] += 1
+        self.events["emulate"] += 1
+        self.trace.add(Emulation(m.clock, address=address, text=text, mnemonic=mnemonic,
+                                 vm=vm.index))
+
+    def inject_fault(self, vm: HWVM, f: Fault, vectoring: int = 0) -> None:
+        """Inject exception ``f`` into the guest at the next entry. When it arose while the CPU
+        delivered an exception (``vectoring``), apply the double-fault rules of SDM Vol. 3A,
+        Table 6-5 as the hardware would have: #DF, or a triple fault that ends the VM."""
+        inject_fault(self, vm, f, vectoring)
+
+    def exception_exit(self, vm: HWVM, vmcs: VMCS) -> None:
+        """EXCEPTION_NMI: #PF under shadow paging is a hidden fault or the guest's own; any
+        other exception is the guest's, reflected by injection."""
+        exception_exit(self, vm, vmcs)
+
+    def ept_violation(self, vm: HWVM, vmcs: VMCS) -> None:
+        """EPT_VIOLATION: map a page of the VM's memory (lazy EPT), or emulate an access beyond
+        it."""
+        ept_violation(self, vm, vmcs)
+
+    # ---- the VMM's side of the guest's control registers --------------------------------------
+    def write_cr(self, vm: HWVM, n: int, v: int) -> None:
+        """MOV to CRn for the guest: the read shadow gets the guest's value, the real register
+        the guest's value with the bits VMX operation needs (CR0.NE, CR4.VMXE; with shadow
+        paging CR0.PG and WP on and CR4.PSE off, and the guest's CR3 kept by the VMM)."""
+        write_cr(self, vm, n, v)
+
+    def guest_invlpg(self, vm: HWVM, lin: int) -> None:
+        """The guest's INVLPG, after an exit."""
+        guest_invlpg(self, vm, lin)
+
+    # ---- shadow paging (ept=False): the virtual TLB (vmkit.vmm.shadow) ---------------------
+
+    # ---- intercepts: what the CPU does with an instruction in non-root mode -------------------
+    def _intercept(self, insn):
+        """Machine.intercept: the stub that replaces an instruction the controls make exit (or
+        that reads a read shadow), or None to run the instruction's own semantics."""
+        build = _STUBS.get(insn.mnemonic)
+        return build(self, insn) if build is not None else None
+
+    def _io_exits(self, port: int, size: int) -> bool:
+        if self.assigned:   # direct assignment: the owner's ports pass, the others' exit
+            r = passthrough.hw_exits(self, port, size)
+            if r is not None:
+                return r
+        c = self._controls
+        bitmap = c.io_bitmap
+        if bitmap is None:
+            return c.io_exiting
+        if port + size > 0x10000:
+            return True            # an access that wraps around the port space exits
+        return any(port + k in bitmap for k in range(size))
+
+    # ---- statistics and cycles ---------------------------------------------------------------
+    @property
+    def stats(self) -> dict:
+        c = self.trace.counts
+        m = self._host
+        return {
+            "instructions": self._total_steps(),
+            "native_instructions": m.steps,
+            "interrupts": sum(self.delivered.values()),
+            "ring_transitions": c["ring"],
+            "page_faults": self.delivered["#PF"],
+            "tlb_misses": m.tlb_misses,
+            "port_io": c["io"],
+            "traps": sum(self.vm_exits.values()),
+            "vm_exits": Counter(self.vm_exits),
+            "injections": self.injections,
+            "emulated": Counter(self.emulated),
+            "walk_references": m.walk_refs,
+            "hidden_page_faults": self.hidden_page_faults,
+            "ept_fills": self.ept_fills,
+            "world_switches": self.world_switches,
+            "shadow_updates": self.events["shadow_update"],
+            "pt_write_traps": sum(self.pt_traps.values()),
+            "pt_traps": Counter(self.pt_traps),
+        }
+
+    def event_counts(self) -> Counter:
+        """Events by cost category: ``native`` is what the CPU retired in non-root mode; an
+        instruction the VMM completed counts once, as ``emulate``; every event the CPU delivered
+        through a guest's IDT (injected ones included) is an ``exception`` (a fault) or an
+        ``interrupt`` (a system call or an external interrupt)."""
+        counts = Counter(self.events)
+        m = self._host
+        counts["native"] += m.steps
+        counts["page_walk"] += m.walk_refs
+        # a fault delivered in non-root mode is priced as natively (``exception``), a system
+        # call or interrupt as ``interrupt``
+        faults = sum(n for k, n in self.delivered.items()
+                     if not k.startswith(("int ", "irq ")))
+        counts["interrupt"] += sum(self.delivered.values()) - faults
+        counts["exception"] += faults
+        return counts
+
+    # ---- snapshots ---------------------------------------------------------------------------
+    def _before_restore(self, st: dict) -> None:
+        self.current = st["declared"]["current"]   # its EPT first: the machine's memory view
+        self._host.nested = self.vms[self.current].ept

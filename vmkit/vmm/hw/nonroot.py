@@ -1,0 +1,372 @@
+"""The host machine in VMX non-root mode: the events non-root mode changes, and the stubs of
+the instructions the controls make exit (compiled once per instruction, see
+``Machine.intercept``)."""
+
+from __future__ import annotations
+
+from vmkit.isa import semantics as sem
+from vmkit.isa.decode import Imm, Mem, Reg
+from vmkit.isa.faults import Fault, Resched
+from vmkit.machine import rules
+from vmkit.machine.cpu import MASK32
+from vmkit.machine.devices import IRQ_BASE
+from vmkit.machine.machine import Machine
+from vmkit.machine.mmu import Sync
+from vmkit.machine.system import SystemMixin
+from vmkit.vmm.hw.vmcs import (_WINDOW, CPUID, CR0_TS, CR4_TSD, CR4_UMIP, CR_ACCESS,
+                               EXTERNAL_INTERRUPT, HLT, IF, INTERRUPT_WINDOW, INTR_EXTERNAL,
+                               INVLPG, IO_INSTRUCTION, RDTSC, NonRootExit, _DuringDelivery,
+                               interruption_info)
+from vmkit.vmm.vm import event_name
+
+
+# =================================================================================================
+# The host machine in non-root mode
+# =================================================================================================
+class _NonRootMachine(Machine):
+    """The host machine while it runs guests in VMX non-root mode. Overrides only the event
+    handling that non-root mode changes:
+
+    * interrupts of the machine's device (the VMM's timer) exit whatever the guest's IF
+      (external-interrupt exiting); with interrupt-window exiting on, the first boundary where
+      the guest's IF is 1 and no STI shadow blocks exits;
+    * a fault during event delivery that the VMCS makes exit (exception bitmap, EPT violation)
+      exits with the event saved as IDT-vectoring information instead of becoming a nested
+      exception;
+    * a #PF that exits leaves CR2 unchanged (SDM Vol. 3C, 28.1);
+    * LAR/LSL/VERR/VERW let an exit (or a hidden page fault) on the descriptor read through.
+    """
+
+    def __init__(self, memory_size: int, vmm, trace):
+        super().__init__(memory_size, trace=trace)
+        self.vmm = vmm
+        self.window_exiting = False
+        self.pf_exits = False
+
+    def _deliverable_irq(self):
+        line = self.dev.pending_vector()
+        if line is not None:
+            return line
+        if self.window_exiting and self.cpu.ef & IF and self.steps >= self._irq_inhibit_until:
+            return _WINDOW
+        return None
+
+    def _deliver_irq(self, line: int) -> bool:
+        if line == _WINDOW:
+            x = NonRootExit(INTERRUPT_WINDOW)
+        else:
+            self.dev.acknowledge(line)   # "acknowledge interrupt on exit"
+            x = NonRootExit(EXTERNAL_INTERRUPT,
+                            interruption=interruption_info(IRQ_BASE + line, INTR_EXTERNAL))
+        self.vmm._record(x)
+        return True
+
+    def deliver(self, vector, error_code, return_eip, source):
+        try:
+            SystemMixin.deliver(self, vector, error_code, return_eip, source)
+        except Fault as f:
+            x = self.vmm._exit_during_delivery(f, vector, error_code, source)
+            if x is None:
+                raise
+            raise _DuringDelivery(x) from None
+        self.vmm.delivered[event_name(vector, source)] += 1
+
+    def soft_int(self, vector, next_eip, source):
+        try:
+            SystemMixin.soft_int(self, vector, next_eip, source)
+        except _DuringDelivery as d:
+            raise d.exit from None   # unwinds the INT like a fault; it runs again after the exit
+
+    def _exception(self, f):
+        try:
+            Machine._exception(self, f)
+        except _DuringDelivery as d:
+            self.vmm._record(d.exit)
+
+    def _page_fault(self, lin, err, refs):
+        if not self.pf_exits:
+            return super()._page_fault(lin, err, refs)
+        cr2 = self.cpu.cr2
+        try:
+            super()._page_fault(lin, err, refs)
+        finally:
+            self.cpu.cr2 = cr2
+
+    def _visible(self, selector):
+        # an exit or a hidden page fault on the table read goes through, not "invisible"
+        return rules.visible_descriptor(self, self.cpu.cpl, selector, only_gp_hides=True)
+
+
+
+# =================================================================================================
+# Stubs: instructions in non-root mode (compiled once per instruction, see Machine.intercept)
+# =================================================================================================
+def _named(fn, insn):
+    fn.__name__ = insn.text            # what an InstructionRetired event shows
+    return fn
+
+
+def _address(regs: list, m: Mem):
+    """A function computing the linear address of memory operand ``m`` (flat segments)."""
+    disp, base, index, scale = m.disp, m.base, m.index, m.scale
+
+    def ea():
+        a = disp
+        if base is not None:
+            a += regs[base]
+        if index is not None:
+            a += regs[index] * scale
+        return a & MASK32
+    return ea
+
+
+def _gp(cpu) -> Fault:
+    return Fault(13, 0, detail=f"privileged instruction at CPL {cpu.cpl}")
+
+
+def _stub_hlt(hw, insn):
+    if not hw.controls.hlt_exiting:
+        return None
+    m = hw._host
+    C = m.cpu
+
+    def hlt():
+        if C.cpl:
+            raise _gp(C)
+        if m._in_burst:
+            raise Sync()
+        raise NonRootExit(HLT, insn=insn)
+    return _named(hlt, insn)
+
+
+def _stub_cpuid(hw, insn):
+    m = hw._host
+
+    def cpuid():
+        if m._in_burst:
+            raise Sync()
+        raise NonRootExit(CPUID, insn=insn)
+    return _named(cpuid, insn)
+
+
+def _stub_rdtsc(hw, insn):
+    if not hw.controls.rdtsc_exiting:
+        return None
+    m = hw._host
+    C = m.cpu
+
+    def rdtsc():
+        if C.cpl and C.cr4 & CR4_TSD:
+            raise Fault(13, 0, detail="CR4.TSD")
+        if m._in_burst:
+            raise Sync()
+        raise NonRootExit(RDTSC, insn=insn)
+    return _named(rdtsc, insn)
+
+
+def _stub_io(hw, insn):
+    """IN/OUT: the CPU's IOPL and TSS-bitmap check first (it has priority over the exit), then
+    the exit decision for this port (unconditional I/O exiting or the I/O bitmap), else the
+    access goes to the device directly (direct assignment)."""
+    m = hw._host
+    C = m.cpu
+    R = C.regs
+    is_in = insn.mnemonic == "in"
+    a, b = insn.operands
+    port_op, data = (b, a) if is_in else (a, b)
+    size = data.size
+    fixed = port_op.value if isinstance(port_op, Imm) else None
+    normal = sem.compile_insn(insn, m._g)
+    if isinstance(normal, str):
+        return None
+    base_q = (size - 1) | (8 if is_in else 0) | (0x40 if fixed is not None else 0)
+
+    def io():
+        if m._in_burst:
+            raise Sync()
+        port = fixed if fixed is not None else R[2] & 0xFFFF
+        if not m.io_permitted(port, size):
+            raise Fault(13, 0, detail=f"port {port:#x} not permitted at CPL {C.cpl}")
+        if hw._io_exits(port, size):
+            raise NonRootExit(IO_INSTRUCTION, base_q | (port << 16), insn=insn)
+        normal()
+    return _named(io, insn)
+
+
+def _stub_mov(hw, insn):
+    """MOV to/from CR0, CR3, CR4 (SDM Vol. 3C, 26.1.3 and 26.3): writes that change a bit the
+    VMM owns exit, reads of owned bits show the read shadow; CR3 by its load/store controls."""
+    d, s = insn.operands
+    m = hw._host
+    C = m.cpu
+    R = C.regs
+    nxt = insn.next
+    c = hw.controls
+
+    def vmcs():
+        return hw.vms[hw.current].vmcs
+
+    if isinstance(d, Reg) and d.kind == "cr" and d.index in (0, 3, 4):
+        n, gpr = d.index, s.index
+        q = n | (gpr << 8)                        # access type 0: MOV to CR
+        if n == 3:
+            if not c.cr3_load_exiting:
+                return None
+
+            def mov_to_cr3():
+                if C.cpl:
+                    raise _gp(C)
+                if m._in_burst:
+                    raise Sync()
+                raise NonRootExit(CR_ACCESS, q, insn=insn)
+            return _named(mov_to_cr3, insn)
+
+        def mov_to_cr():
+            if C.cpl:
+                raise _gp(C)
+            if m._in_burst:
+                raise Sync()
+            v = R[gpr]
+            x = vmcs()
+            if n == 0:
+                mask, shadow, real = x.controls.cr0_guest_host_mask, x.cr0_read_shadow, C.cr0
+            else:
+                mask, shadow, real = x.controls.cr4_guest_host_mask, x.cr4_read_shadow, C.cr4
+            if (v ^ shadow) & mask:
+                raise NonRootExit(CR_ACCESS, q, insn=insn)
+            m.write_cr(n, (v & ~mask) | (real & mask))   # owned bits keep their real values
+            C.eip = nxt
+            raise Resched()
+        return _named(mov_to_cr, insn)
+
+    if isinstance(s, Reg) and s.kind == "cr" and s.index in (0, 3, 4):
+        n, gpr = s.index, d.index
+        if n == 3:
+            if not c.cr3_store_exiting:
+                return None
+            q = 3 | (1 << 4) | (gpr << 8)             # access type 1: MOV from CR
+
+            def mov_from_cr3():
+                if C.cpl:
+                    raise _gp(C)
+                if m._in_burst:
+                    raise Sync()
+                raise NonRootExit(CR_ACCESS, q, insn=insn)
+            return _named(mov_from_cr3, insn)
+
+        def mov_from_cr():
+            if C.cpl:
+                raise _gp(C)
+            x = vmcs()
+            if n == 0:
+                mask, shadow, real = x.controls.cr0_guest_host_mask, x.cr0_read_shadow, C.cr0
+            else:
+                mask, shadow, real = x.controls.cr4_guest_host_mask, x.cr4_read_shadow, C.cr4
+            R[gpr] = (real & ~mask) | (shadow & mask)
+            C.eip = nxt
+        return _named(mov_from_cr, insn)
+    return None
+
+
+def _guest_cr0(hw) -> int:
+    x = hw.vms[hw.current].vmcs
+    mask = x.controls.cr0_guest_host_mask
+    return (hw._host.cpu.cr0 & ~mask) | (x.cr0_read_shadow & mask)
+
+
+def _stub_smsw(hw, insn):
+    """SMSW in non-root mode: owned CR0 bits come from the read shadow (SDM Vol. 3C, 26.3)."""
+    (d,) = insn.operands
+    m = hw._host
+    C = m.cpu
+    R = C.regs
+    g = m._g
+    nxt = insn.next
+    ea = _address(R, d) if isinstance(d, Mem) else None
+
+    def smsw():
+        if C.cpl and C.cr4 & CR4_UMIP:
+            raise Fault(13, 0, detail="UMIP")
+        v = _guest_cr0(hw)
+        if ea is not None:
+            g["wr2"](ea(), v & 0xFFFF)
+        elif d.size == 4:
+            R[d.index] = v
+        else:
+            R[d.index] = (R[d.index] & 0xFFFF0000) | (v & 0xFFFF)
+        C.eip = nxt
+    return _named(smsw, insn)
+
+
+def _stub_lmsw(hw, insn):
+    """LMSW (SDM Vol. 3C, 26.1.3): exits if it would set an owned PE the shadow has clear or
+    change an owned MP/EM/TS; else it changes only the bits the guest owns (PE never cleared)."""
+    (src,) = insn.operands
+    m = hw._host
+    C = m.cpu
+    R = C.regs
+    g = m._g
+    nxt = insn.next
+    ea = _address(R, src) if isinstance(src, Mem) else None
+
+    def lmsw():
+        if C.cpl:
+            raise _gp(C)
+        if m._in_burst:
+            raise Sync()
+        v = (g["rd2"](ea()) if ea is not None else R[src.index]) & 0xF
+        x = hw.vms[hw.current].vmcs
+        mask, shadow = x.controls.cr0_guest_host_mask, x.cr0_read_shadow
+        if (mask & 1 and v & 1 and not shadow & 1) or (v ^ shadow) & mask & 0xE:
+            raise NonRootExit(CR_ACCESS, (3 << 4) | (0x40 if ea is not None else 0) | (v << 16),
+                              insn=insn)
+        own = 0xE & ~mask
+        new = (C.cr0 & ~own) | (v & own) | (v & 1 & ~mask)
+        m.write_cr(0, new)
+        C.eip = nxt
+        raise Resched()
+    return _named(lmsw, insn)
+
+
+def _stub_clts(hw, insn):
+    """CLTS (SDM Vol. 3C, 26.1.3): exits if TS is owned and set in the read shadow; if owned
+    and clear there, CR0.TS is left alone; else cleared."""
+    m = hw._host
+    C = m.cpu
+    nxt = insn.next
+
+    def clts():
+        if C.cpl:
+            raise _gp(C)
+        x = hw.vms[hw.current].vmcs
+        mask, shadow = x.controls.cr0_guest_host_mask, x.cr0_read_shadow
+        if mask & CR0_TS and shadow & CR0_TS:
+            if m._in_burst:
+                raise Sync()
+            raise NonRootExit(CR_ACCESS, 2 << 4, insn=insn)
+        if not mask & CR0_TS:
+            m.write_cr(0, C.cr0 & ~CR0_TS)
+        C.eip = nxt
+    return _named(clts, insn)
+
+
+def _stub_invlpg(hw, insn):
+    if not hw.controls.invlpg_exiting:
+        return None
+    m = hw._host
+    C = m.cpu
+    ea = _address(C.regs, insn.operands[0])
+
+    def invlpg():
+        if C.cpl:
+            raise _gp(C)
+        if m._in_burst:
+            raise Sync()
+        a = ea()
+        raise NonRootExit(INVLPG, a, insn=insn, linear=a)
+    return _named(invlpg, insn)
+
+
+_STUBS = {"hlt": _stub_hlt, "cpuid": _stub_cpuid, "rdtsc": _stub_rdtsc, "in": _stub_io,
+          "out": _stub_io, "mov": _stub_mov, "smsw": _stub_smsw, "lmsw": _stub_lmsw,
+          "clts": _stub_clts, "invlpg": _stub_invlpg}
