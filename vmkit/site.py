@@ -45,6 +45,7 @@ from typing import Iterable
 from vmkit import resources
 from vmkit.errors import VmkitError
 from vmkit.nbtools import ensure_slide_assets, external_urls, lecture_notebooks
+from vmkit.nbtools.slides import SLIDES_DISPLAY_PRIORITY
 
 __all__ = ["SiteError", "Page", "site_pages", "build_site", "main"]
 
@@ -58,17 +59,9 @@ ASSETS = "assets"
 SEARCH_INDEX = f"{ASSETS}/site/search-index.js"
 #: the reference card among the docs
 REFERENCE_CARD = "reference.md"
-#: outputs on the pages: static pictures and HTML first, as on the decks; never the widget
-#: view (it needs the widget manager and a kernel) nor application/javascript
-PAGE_DISPLAY_PRIORITY = [
-    "text/html",
-    "text/markdown",
-    "image/svg+xml",
-    "text/latex",
-    "image/png",
-    "image/jpeg",
-    "text/plain",
-]
+#: outputs on the pages: the decks' choice (static pictures and HTML first; never the widget
+#: view, which needs the widget manager and a kernel, nor application/javascript)
+PAGE_DISPLAY_PRIORITY = SLIDES_DISPLAY_PRIORITY
 #: how much of each page's text goes into the search index
 SEARCH_TEXT_LIMIT = 40_000
 
