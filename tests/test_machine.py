@@ -325,6 +325,42 @@ def test_interrupt_from_ring3_idle_loop_goes_to_ring0_and_back():
     assert all(e.from_ring == 3 and e.to_ring == 0 for e in evs)
 
 
+def test_attached_hooks_see_ring_changes_and_can_take_a_software_interrupt():
+    from vmkit.machine.hooks import MachineHooks
+
+    class Hooks(MachineHooks):
+        def __init__(self):
+            self.rings, self.taken = [], []
+
+        def on_ring_change(self, old, new, cause):
+            self.rings.append((old, new, cause))
+
+        def on_exception(self, vector, fault, source, next_eip):
+            if vector != 0x81:
+                return False
+            self.taken.append((source, next_eip))
+            env.m.cpu.regs[2] = 7            # edx: the "monitor" answered
+            env.m.cpu.eip = next_eip
+            return True
+
+    env = timer_env()
+    env.gate(0x80, 0x3100, dpl=3)
+    env.gate(0x81, 0x3200, dpl=3)
+    env.code(0x3100, "iretd")
+    hooks = Hooks()
+    env.m.attach(hooks)
+    r = run_at(env, 3, "int 0x80\nint 0x81\n1: jmp 1b", steps=50)
+    assert r.reason == "max_steps" and env.m.cpu.regs[2] == 7
+    assert hooks.rings == [(0, 3, "test set-up"), (3, 0, "interrupt"), (0, 3, "iret")]
+    assert hooks.taken == [("int", CODE + 4)]          # two bytes per int n
+    assert env.m.hooks is hooks
+
+
+def test_attach_rejects_what_is_not_machine_hooks():
+    with pytest.raises(VmkitError, match="expected a MachineHooks, got function"):
+        Machine().attach(lambda *a: True)
+
+
 # ---------------------------------------------------------------------------------------------
 # the input device
 # ---------------------------------------------------------------------------------------------

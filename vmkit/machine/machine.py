@@ -19,6 +19,7 @@ from vmkit.isa import semantics as sem
 from vmkit.isa.decode import DECODER, Insn
 from vmkit.isa.faults import Fault, Resched
 from vmkit.machine import devices as dev
+from vmkit.machine.hooks import MachineHooks, overridden
 from vmkit.machine.cpu import (CPU, LZ_ADC, LZ_ADD, LZ_DEC, LZ_INC, LZ_LOGIC, LZ_SBB, LZ_SUB,
                                PARITY, lazy_status)
 from vmkit.machine.mmu import CR0_PG, MMUMixin, Sync
@@ -101,24 +102,26 @@ class Machine(MMUMixin, SystemMixin):
         self._icache_usr: dict[int, object] = {}
         self._icache = self._icache_sup
         self.port_handlers: dict[int, object] = {}   # extra devices: port -> (read, write)
-        # A monitor's intercepts (see vmkit.vmm): exception_hook(vector, fault, source,
-        # next_eip) -> True when the monitor handled the event (it never reaches the IDT);
-        # ring_hook(old_cpl, new_cpl, cause) after every privilege change; setting
-        # exit_request makes run() return (reason "vmm") at the next instruction boundary.
-        self.exception_hook = None
-        self.ring_hook = None
+        # set from a hook (vmkit.machine.hooks): run() returns (reason "vmm") at the next
+        # instruction boundary
         self.exit_request = False
-        # intercept(insn) -> None or a function to run instead of the instruction's compiled
-        # semantics, asked once per instruction when it is compiled (VMX non-root mode: the
-        # instructions a VMCS makes exit; vmkit.vmm.hw). A monitor that changes its answers
-        # flushes the icache.
-        self.intercept = None
+        self.attach(MachineHooks())
         self._g = self._make_globals()
         self._accessors: dict = {}
         self._write_boot_gdt()
         self._mode_changed()
 
     # ---- set-up ----------------------------------------------------------------------------
+    def attach(self, hooks: MachineHooks) -> None:
+        """Install a monitor's extension of the machine (see vmkit.machine.hooks); it replaces
+        the one attached before."""
+        if not isinstance(hooks, MachineHooks):
+            raise VmkitError(f"Machine.attach: expected a MachineHooks, got {type(hooks).__name__}")
+        self.hooks = hooks
+        self._hook_exception = overridden(hooks, "on_exception")
+        self._hook_ring = overridden(hooks, "on_ring_change")
+        self._hook_intercept = overridden(hooks, "intercept")
+
     def _make_globals(self) -> dict:
         g = {"C": self.cpu, "R": self.cpu.regs, "M": self, "Fault": Fault, "Resched": Resched,
              "PARITY": PARITY, "lazy_status": lazy_status, "LZ_ADD": LZ_ADD, "LZ_ADC": LZ_ADC,
@@ -220,7 +223,7 @@ class Machine(MMUMixin, SystemMixin):
         if insn is None or insn.id == 0:
             raise Fault(6, detail=f"undefined or unsupported encoding at {eip:#010x}"
                         + (f" ({insn.text})" if insn else ""))
-        fn = self.intercept(insn) if self.intercept is not None else None
+        fn = self._hook_intercept(insn) if self._hook_intercept is not None else None
         if fn is None:
             fn = sem.compile_insn(insn, self._g)
         if isinstance(fn, str):
@@ -451,7 +454,7 @@ class Machine(MMUMixin, SystemMixin):
 
     def _deliver_irq(self, line: int) -> bool:
         self.dev.acknowledge(line)
-        if self.exception_hook is not None and self.exception_hook(
+        if self._hook_exception is not None and self._hook_exception(
                 dev.IRQ_BASE + line, None, "irq", None):
             return True
         self.cpu.halted = False
@@ -462,7 +465,8 @@ class Machine(MMUMixin, SystemMixin):
         return True
 
     def _exception(self, f: Fault) -> None:
-        if self.exception_hook is not None and self.exception_hook(f.vector, f, "exception", None):
+        hook = self._hook_exception
+        if hook is not None and hook(f.vector, f, "exception", None):
             return
         self.deliver_exception(f)
 

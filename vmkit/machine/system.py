@@ -97,8 +97,8 @@ class SystemMixin:
         if new_cpl != old:
             cpu.cpl = new_cpl
             self._mode_changed()
-            if self.ring_hook is not None:
-                self.ring_hook(old, new_cpl, cause)
+            if self._hook_ring is not None:
+                self._hook_ring(old, new_cpl, cause)
             self.trace.add(RingTransition(self.clock, from_ring=old, to_ring=new_cpl,
                                           cause=cause, vm=self.vm_index))
 
@@ -193,10 +193,10 @@ class SystemMixin:
     def soft_int(self, vector: int, next_eip: int, source: str) -> None:
         """INT n / INT3 / INTO: a trap delivered with the return address after the
         instruction; the gate's DPL is checked against CPL (SDM 6.12.1.1). A monitor's
-        ``exception_hook`` sees it first."""
+        ``on_exception`` hook sees it first."""
         if self._in_burst:
             raise Sync()  # the hook and the Interrupt event get the exact guest time
-        hook = self.exception_hook
+        hook = self._hook_exception
         if hook is not None and hook(vector, None, source, next_eip):
             return
         self.deliver(vector, None, next_eip, source)
@@ -261,7 +261,7 @@ class SystemMixin:
         if cpu.ef & EFLAGS_NT:
             self.unsupported("iretd with NT set (task return)")
         esp = cpu.regs[4]
-        # where the popped frame lies: a monitor's ring_hook reads the EFLAGS image there
+        # where the popped frame lies: a monitor's on_ring_change reads the EFLAGS image there
         # (a ring-1 kernel's iretd to ring 3 loads neither IF nor IOPL, so the monitor must)
         self.iret_frame = esp
         rd = self._g["rd4"]

@@ -28,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from vmkit.errors import VmkitError
+from vmkit.machine.hooks import MachineHooks
 from vmkit.vmm import display
 from vmkit.vmm.passthrough import (_CANNOT, check_can_assign, hw_exits,  # noqa: F401
                                    install_hw, install_te, resolve_assignment,
@@ -64,7 +65,11 @@ def run_split_driver_native(kb: int = 16, batch: int = 8, costs: CostModel | Non
     backend = SplitDriverBackend(m.dev.disk, img.memory_size)
     vm.vms[0].split_backend = backend
 
-    def hook(vector, fault, source, next_eip):
+    class Shim(MachineHooks):
+        def on_exception(self, vector, fault, source, next_eip):
+            return hypercall(vector, source, next_eip)
+
+    def hypercall(vector, source, next_eip):
         if source != "int" or vector != 0x82:
             return False
         r = m.cpu.regs
@@ -76,7 +81,7 @@ def run_split_driver_native(kb: int = 16, batch: int = 8, costs: CostModel | Non
         vm.events["hypercall"] += 1
         m.cpu.eip = next_eip
         return True
-    m.exception_hook = hook
+    m.attach(Shim())
     if run:
         vm.run(max_steps=max_steps)
     return vm, backend

@@ -63,7 +63,7 @@ def run_kernel(bt, vm: TEVM, budget: int, until, single: bool) -> RunResult:
                         tr.add(InstructionRetired(m.clock, address=eip, text=text,
                                                   ring=cpu.cpl, vm=vm.index))
                     if tf and vc.cpl == 0 and not m.exit_request:
-                        bt._on_exception(1, Fault(1, detail="single-step trap (TF)"),
+                        bt.on_exception(1, Fault(1, detail="single-step trap (TF)"),
                                            "exception", None)
                 if until is not None and until(m):
                     reason = "until"
@@ -96,7 +96,7 @@ def step_kernel(bt, vm: TEVM, left: int) -> None:
     try:
         gpa = vm.translate(eip)
     except Fault as f:          # the guest's own #PF on an instruction fetch
-        bt._on_exception(f.vector, f, "exception", None)
+        bt.on_exception(f.vector, f, "exception", None)
         return
     key = (vm.index, gpa, eip, 0)
     r = bt._resume
@@ -328,7 +328,7 @@ def run_native_one(bt, vm: TEVM, insn: Insn) -> bool:
     except Resched:
         pass
     except Fault as f:
-        bt._on_exception(f.vector, f, "exception", None)
+        bt.on_exception(f.vector, f, "exception", None)
         return False
     retire_native(bt, vm, 1)
     return True
@@ -354,7 +354,7 @@ def soft_mmu(bt, vm: TEVM, insn: Insn) -> bool:
     except Resched:
         pass
     except Fault as f:          # the guest's own fault: delivered as any exception
-        bt._on_exception(f.vector, f, "exception", None)
+        bt.on_exception(f.vector, f, "exception", None)
         return False
     m.clock += 1
     vm.steps += 1
@@ -370,7 +370,7 @@ def trap_in_tc(bt, vm: TEVM, f: Fault, blk: Block, i: int) -> str:
     handled as under trap-and-emulate. -> "retry" (a hidden fault: run it again), "done"
     (the VMM emulated it) or "delivered" (reflected into the guest, or the VM stops)."""
     s0, h0 = vm.steps, bt.hidden_page_faults
-    bt._on_exception(f.vector, f, "exception", None)
+    bt.on_exception(f.vector, f, "exception", None)
     if vm.steps != s0:
         return "done"
     if bt.hidden_page_faults == h0:
@@ -410,10 +410,10 @@ def interpret(bt, vm: TEVM, left: int) -> None:
         try:
             insn = fetch(bt, vm, eip)
         except Fault as f:
-            bt._on_exception(f.vector, f, "exception", None)
+            bt.on_exception(f.vector, f, "exception", None)
             return
         if insn is None or not insn.id:
-            bt._on_exception(6, Fault(6, detail=f"undefined or unsupported encoding at "
+            bt.on_exception(6, Fault(6, detail=f"undefined or unsupported encoding at "
                                                   f"{eip:#010x}"), "exception", None)
             return
         kind, handler = classify(bt, insn)
@@ -433,7 +433,7 @@ def interpret(bt, vm: TEVM, left: int) -> None:
         except Resched:     # CS, IF or a segment changed: the run loop looks again
             m.exit_request = True
         except Fault as f:
-            bt._on_exception(f.vector, f, "exception", None)
+            bt.on_exception(f.vector, f, "exception", None)
             return
         m.clock += 1
         vm.steps += 1

@@ -20,7 +20,7 @@ def build_vmm_area(te) -> None:
     mem = m.mem
     stub = VMM_WINDOW + W_STUB
     # the real IDT: every vector leads into the VMM. The simulator's VMM runs in Python, so
-    # these gates are never taken (Machine.exception_hook intercepts first); they are what
+    # these gates are never taken (MachineHooks.on_exception intercepts first); they are what
     # the real IDT holds, and what a guest's sidt points at.
     gate = (stub & 0xFFFF) | (VMM_CS << 16) | (0x8E << 40) | ((stub >> 16) << 48)
     for v in range(256):

@@ -9,6 +9,7 @@ from vmkit.isa.decode import Insn
 from vmkit.isa.faults import Fault
 from vmkit.machine import rules
 from vmkit.machine.cpu import MASK32
+from vmkit.machine.hooks import MachineHooks
 from vmkit.machine.devices import IRQ_BASE, Devices
 from vmkit.machine.machine import Machine, RunResult
 from vmkit.machine.rules import Descriptor
@@ -29,7 +30,7 @@ from vmkit.vmm.world import DEFAULT_SLICE, HostedMonitor
 from vmkit.vmm.world import VMStop as _VMStop
 
 
-class Deprivileged(ShadowPaging, HostedMonitor):
+class Deprivileged(ShadowPaging, HostedMonitor, MachineHooks):
     """The core of every monitor that runs the guest kernel deprivileged in ring 1 under a
     ring-0 VMM on one host machine (trap-and-emulate, binary translation, paravirtualization):
     the virtual CPU, traps into the VMM and their reflection through the guest's IDT, the
@@ -98,8 +99,7 @@ class Deprivileged(ShadowPaging, HostedMonitor):
 
     def _setup(self) -> None:
         m = self._host
-        m.exception_hook = self._on_exception
-        m.ring_hook = self._on_ring
+        m.attach(self)
         # the VMM's timer: a one-shot, armed before every run of a guest (see _arm)
         m.dev = Devices(timer_period=1 << 62)
         m.cpu.set_state(self.vms[0].saved.state())
@@ -153,8 +153,8 @@ class Deprivileged(ShadowPaging, HostedMonitor):
             passthrough.te_switched(self)
 
     # ---- traps into the VMM ----------------------------------------------------------------
-    def _on_exception(self, vector: int, fault: Fault | None, source: str, next_eip) -> bool:
-        """The real IDT's gates, all leading here (Machine.exception_hook): every exception,
+    def on_exception(self, vector: int, fault: Fault | None, source: str, next_eip) -> bool:
+        """The real IDT's gates, all leading here (MachineHooks.on_exception): every exception,
         software interrupt and device interrupt arrives at the VMM first."""
         m = self._host
         vm = self.vms[self.current]
@@ -271,9 +271,9 @@ class Deprivileged(ShadowPaging, HostedMonitor):
         # the VMM's run loop looks at virtual interrupts, devices and halts before going on
         m.exit_request = True
 
-    def _on_ring(self, old: int, new: int, cause: str) -> None:
-        """The real CPU changed rings on its own (Machine.ring_hook): an outward iretd or retf
-        of the ring-1 kernel to user mode, which does not trap."""
+    def on_ring_change(self, old: int, new: int, cause: str) -> None:
+        """The real CPU changed rings on its own (MachineHooks.on_ring_change): an outward
+        iretd or retf of the ring-1 kernel to user mode, which does not trap."""
         vm = self.vms[self.current]
         vc = vm.vcpu
         vc.cpl = new

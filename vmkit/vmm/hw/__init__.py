@@ -29,12 +29,12 @@ then one memory slice per VM). While a VM runs, **the real CPU state is the gues
 CPL is the guest's (0 in the kernel), GDTR/IDTR/TR are the guest's, EFLAGS.IF is the guest's,
 and CR0/CR4 are the guest's values plus the bits VMX operation requires (CR0.NE, CR4.VMXE; with
 shadow paging also CR0.PG and CR0.WP), which the read shadows hide. The instructions the
-controls make exit are intercepted when the machine compiles them (``Machine.intercept``): it
+controls make exit are intercepted when the machine compiles them (``MachineHooks.intercept``): it
 gets a stub that makes the checks with priority over a VM exit (CPL for privileged instructions,
 IOPL and the TSS I/O bitmap for IN/OUT, SDM 26.1.1) and then raises :class:`NonRootExit`;
 conditional exits (I/O bitmaps, CR0/CR4 writes that change an owned bit) decide at run time and
 run the instruction natively otherwise. The icache is flushed whenever the controls change.
-Exceptions in the exception bitmap exit through ``Machine.exception_hook``, also when they
+Exceptions in the exception bitmap exit through the ``on_exception`` hook, also when they
 happen *during* event delivery (the event is then saved as IDT-vectoring information and
 re-injected). The VMM's own timer is an external interrupt that exits whatever the guest's IF
 (external-interrupt exiting); interrupt-window exiting exits at the first instruction boundary

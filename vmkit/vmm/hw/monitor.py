@@ -6,6 +6,7 @@ from collections import Counter
 
 from vmkit.errors import VmkitError
 from vmkit.isa.faults import Fault
+from vmkit.machine.hooks import MachineHooks
 from vmkit.machine.devices import Devices
 from vmkit.machine.machine import Machine, RunResult
 from vmkit.trace import Emulation, InstructionRetired, VmEntry
@@ -24,7 +25,7 @@ from vmkit.vmm.shadow import ShadowPaging
 from vmkit.vmm.world import DEFAULT_SLICE, HostedMonitor
 
 
-class HardwareAssisted(ShadowPaging, HostedMonitor):
+class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
     """Hardware-assisted virtualization, VT-x style (see the module text).
 
     ``HardwareAssisted(img, ..., ept=True, lazy_ept=False, controls=None, slice=DEFAULT_SLICE,
@@ -131,8 +132,7 @@ class HardwareAssisted(ShadowPaging, HostedMonitor):
 
     def _setup(self) -> None:
         m = self._host
-        m.exception_hook = self._on_exception
-        m.intercept = self._intercept
+        m.attach(self)
         m.dev = Devices(timer_period=1 << 62)      # the VMM's one-shot timer, armed per entry
         # the ports of the VM's devices, for the IN/OUT that do not exit (direct assignment):
         # they reach the running VM's own device, at its guest time
@@ -235,8 +235,8 @@ class HardwareAssisted(ShadowPaging, HostedMonitor):
         VMCS, count and trace it, and leave non-root mode (the machine's run returns)."""
         record_exit(self, x)
 
-    def _on_exception(self, vector: int, fault: Fault | None, source: str, next_eip) -> bool:
-        """Machine.exception_hook: exits raised by the CPU, and the exception bitmap. Anything
+    def on_exception(self, vector: int, fault: Fault | None, source: str, next_eip) -> bool:
+        """MachineHooks.on_exception: exits raised by the CPU, and the exception bitmap. Anything
         that does not exit is delivered by the CPU through the guest's IDT (return False)."""
         return on_exception(self, vector, fault, source, next_eip)
 
@@ -291,8 +291,8 @@ class HardwareAssisted(ShadowPaging, HostedMonitor):
     # ---- shadow paging (ept=False): the virtual TLB (vmkit.vmm.shadow) ---------------------
 
     # ---- intercepts: what the CPU does with an instruction in non-root mode -------------------
-    def _intercept(self, insn):
-        """Machine.intercept: the stub that replaces an instruction the controls make exit (or
+    def intercept(self, insn):
+        """MachineHooks.intercept: the stub that replaces an instruction the controls make exit (or
         that reads a read shadow), or None to run the instruction's own semantics."""
         build = _STUBS.get(insn.mnemonic)
         return build(self, insn) if build is not None else None

@@ -1,6 +1,6 @@
 """The host machine in VMX non-root mode: the events non-root mode changes, and the stubs of
 the instructions the controls make exit (compiled once per instruction, see
-``Machine.intercept``)."""
+the machine's ``intercept`` hook)."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ class _NonRootMachine(Machine):
 
 
 # =================================================================================================
-# Stubs: instructions in non-root mode (compiled once per instruction, see Machine.intercept)
+# Stubs: instructions in non-root mode (compiled once per instruction, see MachineHooks.intercept)
 # =================================================================================================
 def _named(fn, insn):
     fn.__name__ = insn.text            # what an InstructionRetired event shows

@@ -297,7 +297,7 @@ class NonRootExit(Fault):
 
     It is a :class:`Fault` (vector -1, never delivered) so that it unwinds an instruction the way
     a fault does, before anything is committed, and reaches the monitor through
-    ``Machine.exception_hook``. Its fields are what the CPU writes into the VMCS's exit
+    the ``on_exception`` hook. Its fields are what the CPU writes into the VMCS's exit
     information fields."""
 
     def __init__(self, reason: int, qualification: int = 0, *, insn=None,

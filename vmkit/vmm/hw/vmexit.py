@@ -42,7 +42,7 @@ def record_exit(hw, x: NonRootExit) -> None:
 
 
 def on_exception(hw, vector: int, fault: Fault | None, source: str, next_eip) -> bool:
-    """Machine.exception_hook: exits raised by the CPU, and the exception bitmap. Anything
+    """MachineHooks.on_exception: exits raised by the CPU, and the exception bitmap. Anything
     that does not exit is delivered by the CPU through the guest's IDT (return False)."""
     if isinstance(fault, NonRootExit):
         hw._record(fault)

@@ -109,7 +109,7 @@ class Paravirtual(Deprivileged):
         self._install(self.vms[to])
 
     # ---- entries into the hypervisor ---------------------------------------------------------
-    def _on_exception(self, vector: int, fault, source: str, next_eip) -> bool:
+    def on_exception(self, vector: int, fault, source: str, next_eip) -> bool:
         m = self._host
         if source == "int" and vector == 0x80 and m.cpu.cpl == 3 \
                 and self.vms[self.current].fast_trap is not None:
@@ -124,7 +124,7 @@ class Paravirtual(Deprivileged):
                 m.exit_request = True
             self._hypercall(vm, next_eip)
             return True
-        return super()._on_exception(vector, fault, source, next_eip)
+        return super().on_exception(vector, fault, source, next_eip)
 
     def _page_fault(self, vm: PVVM, fault: Fault) -> None:
         """Every page fault is the guest's (its tables are the real ones): CR2 goes into
@@ -171,7 +171,7 @@ class Paravirtual(Deprivileged):
         except Fault as f:
             self._reflect_exception(vm, f)
 
-    def _on_ring(self, old: int, new: int, cause: str) -> None:
+    def on_ring_change(self, old: int, new: int, cause: str) -> None:
         vm = self.vms[self.current]
         vm.vcpu.cpl = 0 if new == 1 else new
         if new == 3 and self._deliverable(vm) is not None:

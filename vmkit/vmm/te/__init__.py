@@ -12,7 +12,7 @@ VMM decodes the instruction and runs a handler from :attr:`TrapAndEmulate.emulat
 virtual CPL 0) and on the VM's own devices, then resumes the guest after the instruction.
 
 **Reflection.** Exceptions, ``int 0x80`` and device interrupts reach the VMM first (through
-``Machine.exception_hook``, which stands for the real IDT's gates into the VMM). The VMM
+the ``on_exception`` hook, which stands for the real IDT's gates into the VMM). The VMM
 delivers them into the guest kernel through the guest's own IDT, building exactly the frame
 the guest expects (EFLAGS with the *virtual* IF and IOPL, CS as the guest believes it: 0x08,
 not the real 0x09). Virtual interrupts wait while the virtual IF is clear.
@@ -29,7 +29,7 @@ gate is reflected (the VMM clears it), and when the guest's kernel returns with 
 iretd that stays in the kernel (to a frame with CS RPL 0) faults at ring 1 (RPL < CPL) and is
 emulated, loading IF and IOPL from the popped image. The kernel's iretd *to ring 3*, however,
 is a legal outward return: it does not trap, and at CPL 1 > IOPL 0 the CPU silently keeps the
-real IF (= 1). The VMM learns of that ring change through ``Machine.ring_hook`` and then
+real IF (= 1). The VMM learns of that ring change through ``MachineHooks.on_ring_change`` and then
 **peeks at the EFLAGS image the iretd just popped**, still in guest memory at
 ``machine.iret_frame + 8``, and loads the virtual IF and IOPL from it as a ring-0 iretd would
 have. That is exact: the guest's memory and the frame are unchanged by the pop. (Real hardware
