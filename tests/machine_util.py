@@ -188,9 +188,9 @@ class Env:
         d = DATA_SEL[ring]
         dd = m.read_descriptor(d)
         for i in (0, 2, 3, 4, 5):
-            m._load_cache(i, d, dd)
+            m.load_segment_cache(i, d, dd)
         c = CODE_SEL[ring]
-        m._set_cs(c, m.read_descriptor(c), ring, "test set-up")
+        m.set_cs(c, m.read_descriptor(c), ring, "test set-up")
         cpu.eip = eip
         cpu.regs[4] = STACK[ring] if esp is None else esp
         if eflags is not None:

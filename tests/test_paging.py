@@ -379,7 +379,7 @@ def test_tlb_counters_hits_for_repeated_access_misses_after_invlpg():
 def test_tlb_counters_move_by_exactly_one_on_a_miss_then_hit():
     env = Env(paging=True)
     m = env.m
-    rd4 = m._g["rd4"]
+    rd4 = m.compile_globals["rd4"]
     h0, m0 = m.tlb_hits, m.tlb_misses
     rd4(X)
     assert (m.tlb_hits - h0, m.tlb_misses - m0) == (0, 1)

@@ -75,6 +75,11 @@ class Machine(MMUMixin, SystemMixin):
 
     ``Machine(memory_size=4 << 20)`` powers on with memory filled with 0xAA, CS:EIP at the
     flat ring-0 boot code segment, paging off, and a flat boot GDT at ``BOOT_GDT``.
+
+    A monitor extends it with ``attach(hooks)`` (vmkit.machine.hooks). A subclass that models
+    another CPU mode (VMX non-root, vmkit.vmm.hw) may override the event methods, and only
+    these: ``deliverable_irq``, ``deliver_irq``, ``take_exception``, ``deliver``, ``soft_int``,
+    ``page_fault`` and ``descriptor_visible``.
     """
 
     def __init__(self, memory_size: int = DEFAULT_MEMORY, *, input: bytes = b"",
@@ -97,7 +102,7 @@ class Machine(MMUMixin, SystemMixin):
         self.steps = 0              # instructions retired
         self.breakpoints: set[int] = set()
         self.stopped: RunResult | None = None
-        self._irq_inhibit_until = -1
+        self.irq_inhibit_until = -1    # STI/MOV SS shadow: no interrupt before this step
         self._icache_sup: dict[int, object] = {}
         self._icache_usr: dict[int, object] = {}
         self._icache = self._icache_sup
@@ -106,10 +111,11 @@ class Machine(MMUMixin, SystemMixin):
         # instruction boundary
         self.exit_request = False
         self.attach(MachineHooks())
-        self._g = self._make_globals()
+        # the namespace compiled instructions run in (a monitor compiling its own code uses it)
+        self.compile_globals = self._make_globals()
         self._accessors: dict = {}
         self._write_boot_gdt()
-        self._mode_changed()
+        self.mode_changed()
 
     # ---- set-up ----------------------------------------------------------------------------
     def attach(self, hooks: MachineHooks) -> None:
@@ -135,14 +141,14 @@ class Machine(MMUMixin, SystemMixin):
         self.cpu.gdtr.base, self.cpu.gdtr.limit = BOOT_GDT, len(gdt) - 1
         self.cpu.idtr.base, self.cpu.idtr.limit = 0, 0
 
-    def _mode_changed(self) -> None:
+    def mode_changed(self) -> None:
         """CPL or paging changed: rebind the memory accessors and the instruction cache."""
         user = self.cpu.cpl == 3
         key = (bool(self.cpu.cr0 & CR0_PG) or self.nested is not None, user)
         acc = self._accessors.get(key)
         if acc is None:  # the closures keep references to mem, TLB dicts (cleared in place)
             acc = self._accessors[key] = self._make_accessors(user)
-        self._g.update(acc)
+        self.compile_globals.update(acc)
         self._icache = self._icache_usr if user else self._icache_sup
 
     def load(self, program, address: int | None = None) -> None:
@@ -225,7 +231,7 @@ class Machine(MMUMixin, SystemMixin):
                         + (f" ({insn.text})" if insn else ""))
         fn = self._hook_intercept(insn) if self._hook_intercept is not None else None
         if fn is None:
-            fn = sem.compile_insn(insn, self._g)
+            fn = sem.compile_insn(insn, self.compile_globals)
         if isinstance(fn, str):
             raise UnsupportedInstruction(insn.mnemonic, eip, fn)
         cache = self._icache
@@ -260,7 +266,8 @@ class Machine(MMUMixin, SystemMixin):
                 if not page and a >> 12 not in watch:
                     del self.code_pages[a >> 12]
 
-    def _flush_icache(self) -> None:
+    def flush_icache(self) -> None:
+        """Forget every compiled instruction (a monitor changed what it intercepts)."""
         self._icache_sup.clear()
         self._icache_usr.clear()
         self.code_pages.clear()
@@ -275,7 +282,7 @@ class Machine(MMUMixin, SystemMixin):
 
     # ---- devices ---------------------------------------------------------------------------
     def port_in(self, port: int, size: int) -> int:
-        if self._in_burst:
+        if self.in_burst:
             raise Sync()  # devices see the exact guest time (timer, clock port, events)
         if not self.io_permitted(port, size):
             raise Fault(13, 0, detail=f"in from port {port:#x} not permitted at CPL "
@@ -286,7 +293,7 @@ class Machine(MMUMixin, SystemMixin):
         return v
 
     def port_out(self, port: int, size: int, value: int) -> None:
-        if self._in_burst:
+        if self.in_burst:
             raise Sync()
         if not self.io_permitted(port, size):
             raise Fault(13, 0, detail=f"out to port {port:#x} not permitted at CPL "
@@ -312,9 +319,9 @@ class Machine(MMUMixin, SystemMixin):
     def irq_shadow(self) -> None:
         """STI setting IF, called before the STI retires: interrupts are not recognised until
         the instruction after it has retired too (SDM STI)."""
-        if self._in_burst:
+        if self.in_burst:
             raise Sync()  # needs the exact instruction count
-        self._irq_inhibit_until = self.steps + 2
+        self.irq_inhibit_until = self.steps + 2
 
     def halt(self) -> None:
         self.cpu.halted = True
@@ -334,14 +341,15 @@ class Machine(MMUMixin, SystemMixin):
             r[0] = r[3] = r[1] = r[2] = 0
 
     def rdtsc(self) -> int:
-        if self._in_burst:
+        if self.in_burst:
             raise Sync()
         return self.clock
 
     # ---- running ---------------------------------------------------------------------------
-    def _deliverable_irq(self) -> int | None:
+    def deliverable_irq(self) -> int | None:
+        """The interrupt line to deliver at this boundary, or None (IF, STI shadow, PIC)."""
         d = self.dev
-        if not self.cpu.ef & 0x200 or self.steps < self._irq_inhibit_until:
+        if not self.cpu.ef & 0x200 or self.steps < self.irq_inhibit_until:
             return None
         return d.pending_vector()
 
@@ -404,9 +412,9 @@ class Machine(MMUMixin, SystemMixin):
                 if self.steps >= end:
                     res = RunResult("max_steps", 0, "", cpu.eip)
                     break
-                line = self._deliverable_irq()
+                line = self.deliverable_irq()
                 if line is not None:
-                    if self._deliver_irq(line):
+                    if self.deliver_irq(line):
                         continue
                 if cpu.halted:
                     wake = halt_outcome(cpu.ef & 0x200, dv)
@@ -418,7 +426,7 @@ class Machine(MMUMixin, SystemMixin):
                     continue
                 # TF may be set by popfd/iretd during the run; in an STI shadow the next
                 # instruction must run alone so that a pending interrupt comes right after it
-                if careful or cpu.ef & 0x100 or self.steps < self._irq_inhibit_until:
+                if careful or cpu.ef & 0x100 or self.steps < self.irq_inhibit_until:
                     if not first and cpu.eip in self.breakpoints:
                         res = RunResult("breakpoint", 0, "", cpu.eip)
                         break
@@ -452,7 +460,8 @@ class Machine(MMUMixin, SystemMixin):
             res.instruction = self._safe_text()
         return res
 
-    def _deliver_irq(self, line: int) -> bool:
+    def deliver_irq(self, line: int) -> bool:
+        """Acknowledge ``line`` and deliver it (the ``on_exception`` hook first)."""
         self.dev.acknowledge(line)
         if self._hook_exception is not None and self._hook_exception(
                 dev.IRQ_BASE + line, None, "irq", None):
@@ -461,10 +470,12 @@ class Machine(MMUMixin, SystemMixin):
         try:
             self.deliver(dev.IRQ_BASE + line, None, self.cpu.eip, "irq")
         except Fault as f:
-            self._exception(f)
+            self.take_exception(f)
         return True
 
-    def _exception(self, f: Fault) -> None:
+    def take_exception(self, f: Fault) -> None:
+        """Raise exception ``f`` at the current instruction: the ``on_exception`` hook first,
+        else delivery through the IDT."""
         hook = self._hook_exception
         if hook is not None and hook(f.vector, f, "exception", None):
             return
@@ -475,7 +486,7 @@ class Machine(MMUMixin, SystemMixin):
         cpu = self.cpu
         n = 0
         sync = False
-        self._in_burst = True
+        self.in_burst = True
         try:
             get = self._icache.get
             compile_ = self._compile
@@ -490,13 +501,13 @@ class Machine(MMUMixin, SystemMixin):
         except Sync:
             sync = True  # the instruction changed nothing yet: run it below, clocks exact
         except Fault as ex:
-            self._in_burst = False
+            self.in_burst = False
             self.steps += n
             self.clock += n
             n = 0
-            self._exception(ex)
+            self.take_exception(ex)
         finally:
-            self._in_burst = False
+            self.in_burst = False
             self.steps += n
             self.clock += n
         if sync:
@@ -516,7 +527,7 @@ class Machine(MMUMixin, SystemMixin):
             except Resched:
                 pass
         except Fault as ex:
-            self._exception(ex)
+            self.take_exception(ex)
             return
         self.steps += 1
         self.clock += 1
@@ -525,7 +536,7 @@ class Machine(MMUMixin, SystemMixin):
             tr.add(InstructionRetired(self.clock, address=eip, text=f.__name__, ring=ring,
                                       vm=self.vm_index))
         if tf:  # single-step trap (#DB) after the instruction, through the exception rules
-            self._exception(Fault(1, detail="single-step trap (TF)"))
+            self.take_exception(Fault(1, detail="single-step trap (TF)"))
 
     # ---- snapshots -------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -533,7 +544,7 @@ class Machine(MMUMixin, SystemMixin):
         return Snapshot(self.id, self.memory_size, self.cpu.state(), bytes(self.mem),
                         self.dev.copy(), self.clock,
                         {"steps": self.steps, "stopped": self.stopped,
-                         "inhibit": self._irq_inhibit_until, "trace": self.trace.state(),
+                         "inhibit": self.irq_inhibit_until, "trace": self.trace.state(),
                          "tlb": self.tlb_state(),
                          "counters": (self.tlb_misses, self.walk_refs)})
 
@@ -551,12 +562,12 @@ class Machine(MMUMixin, SystemMixin):
         self.clock = snap.clock
         self.steps = snap.extra["steps"]
         self.stopped = snap.extra["stopped"]
-        self._irq_inhibit_until = snap.extra["inhibit"]
+        self.irq_inhibit_until = snap.extra["inhibit"]
         self.trace.set_state(snap.extra["trace"])
         self.set_tlb_state(snap.extra["tlb"])
         self.tlb_misses, self.walk_refs = snap.extra["counters"]
-        self._flush_icache()
-        self._mode_changed()
+        self.flush_icache()
+        self.mode_changed()
 
 
 # keep the stop reasons listed in one place for docs and tests

@@ -93,7 +93,7 @@ def walk_tables(rd, wr, lin: int, write: bool, user: bool, cr0: int, cr3: int, c
 class MMUMixin:
     """Memory accessors and paging for :class:`vmkit.machine.Machine`."""
 
-    _in_burst = False   # True while Machine._burst runs (clock and steps lag behind)
+    in_burst = False   # True while Machine._burst runs (clock and steps lag behind)
 
     # ---- physical memory -----------------------------------------------------------------
     def _init_memory(self, size: int) -> None:
@@ -235,7 +235,7 @@ class MMUMixin:
     def _walk_fault(self, lin: int, err: int, refs: int) -> None:
         if refs == 1 and err & 1:   # a 4 MiB page that denies the access: still known as large
             self.tlb_large.add(lin >> 22)
-        self._page_fault(lin, err, refs)
+        self.page_fault(lin, err, refs)
 
     def _walk_nested(self, lin: int, write: bool, user: bool, fetch: bool) -> int:
         """The two-dimensional walk of nested paging (Intel EPT, AMD NPT; SDM Vol. 3C, 29.3):
@@ -281,7 +281,7 @@ class MMUMixin:
             pde = self._phys_rd(pde_a, 4)
             refs = m + 1
             if not pde & PTE_P:
-                self._page_fault(lin, err, refs)
+                self.page_fault(lin, err, refs)
             if pde & PTE_PS and cpu.cr4 & CR4_PSE:
                 flags = pde
                 frame_g = (pde & 0xFFC00000) | (lin & 0x3FF000)
@@ -295,13 +295,13 @@ class MMUMixin:
                 pte = self._phys_rd(pte_a, 4)
                 refs += m + 1
                 if not pte & PTE_P:
-                    self._page_fault(lin, err, refs)
+                    self.page_fault(lin, err, refs)
                 flags = pde & pte
                 frame_g = pte & 0xFFFFF000
             if user and not flags & PTE_U:
-                self._page_fault(lin, err | 1, refs)
+                self.page_fault(lin, err | 1, refs)
             if write and not flags & PTE_W and (user or cpu.cr0 & CR0_WP):
-                self._page_fault(lin, err | 1, refs)
+                self.page_fault(lin, err | 1, refs)
             # the final guest-physical frame, before any A/D bit is written (restartable)
             frame = tr(frame_g, acc)
             if frame is None:
@@ -321,15 +321,16 @@ class MMUMixin:
     def _nested_violation(self, lin: int, gpa: int, access: int, final: bool, refs: int):
         """A nested access the nested table denies (not mapped, or without that right): the
         references made so far count, then the monitor's exit (restartable, like a #PF)."""
-        if self._in_burst:
+        if self.in_burst:
             self.tlb_misses -= 1
             raise Sync()   # exact clocks for the exit, as for a page fault
         self.walk_refs += refs
         self.nested.violation(lin & 0xFFFFFFFF, gpa & 0xFFFFFFFF, access, final)
         raise AssertionError("nested.violation must raise")
 
-    def _page_fault(self, lin: int, err: int, refs: int):
-        if self._in_burst:
+    def page_fault(self, lin: int, err: int, refs: int):
+        """A #PF at linear address ``lin`` with error code ``err``: CR2, then the fault."""
+        if self.in_burst:
             # inside a burst the clock lags: have the instruction run again with exact clocks
             # (it changed nothing yet: faults are restartable), so the PageFault event and
             # anything a monitor does about it see the right guest time; undo this walk's count
@@ -352,7 +353,7 @@ class MMUMixin:
                 t.clear()
             self.tlb_large.clear()
             if self.cpu.cr0 & CR0_PG:
-                self._flush_icache()
+                self.flush_icache()
         elif vpn >> 10 in self.tlb_large:
             # INVLPG in a 4 MiB page invalidates the whole large page (SDM 4.10.4.1)
             region = vpn >> 10
@@ -361,7 +362,7 @@ class MMUMixin:
                 for v in [v for v in t if v >> 10 == region]:
                     del t[v]
             if self.cpu.cr0 & CR0_PG:
-                self._flush_icache()
+                self.flush_icache()
         else:
             for t in self.tlb.values():
                 t.pop(vpn, None)

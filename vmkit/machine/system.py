@@ -49,7 +49,8 @@ class SystemMixin:
             a = table.base + (selector & 0xFFF8) + 5
             self.lin_write(a, 1, d.access | 1)
 
-    def _load_cache(self, index: int, selector: int, d: Descriptor | None) -> None:
+    def load_segment_cache(self, index: int, selector: int, d: Descriptor | None) -> None:
+        """Load segment register ``index``'s selector and hidden part from ``d`` (no checks)."""
         s = self.cpu.seg[index]
         s.selector = selector
         if d is None:  # null selector in a data segment register
@@ -75,7 +76,7 @@ class SystemMixin:
                 raise Fault(12, selector & 0xFFFC, detail="stack segment not present")
         else:
             if selector & 0xFFFC == 0:
-                self._load_cache(index, selector, None)
+                self.load_segment_cache(index, selector, None)
                 return
             d = self.read_descriptor(selector)
             if not d.readable or ((not d.code or not d.conforming) and (d.dpl < cpl or d.dpl < rpl)):
@@ -84,19 +85,21 @@ class SystemMixin:
             if not d.present:
                 raise Fault(11, selector & 0xFFFC, detail="segment not present")
         self._set_accessed(selector, d)
-        self._load_cache(index, selector, d)
+        self.load_segment_cache(index, selector, d)
 
     def _check_code(self, selector: int, new_cpl: int, fault: int = 13) -> Descriptor:
         return rules.code_segment(self, selector, new_cpl, fault)
 
-    def _set_cs(self, selector: int, d: Descriptor, new_cpl: int, cause: str) -> None:
+    def set_cs(self, selector: int, d: Descriptor, new_cpl: int, cause: str) -> None:
+        """Load CS (checked by the caller) and change CPL; a ring change tells the
+        ``on_ring_change`` hook and the trace."""
         cpu = self.cpu
         old = cpu.cpl
         self._set_accessed(selector, d)
-        self._load_cache(1, (selector & 0xFFFC) | new_cpl, d)
+        self.load_segment_cache(1, (selector & 0xFFFC) | new_cpl, d)
         if new_cpl != old:
             cpu.cpl = new_cpl
-            self._mode_changed()
+            self.mode_changed()
             if self._hook_ring is not None:
                 self._hook_ring(old, new_cpl, cause)
             self.trace.add(RingTransition(self.clock, from_ring=old, to_ring=new_cpl,
@@ -130,21 +133,22 @@ class SystemMixin:
         cpu.tr.selector, cpu.tr.base, cpu.tr.limit = selector, d.base, d.limit
 
     # ---- descriptor queries (LAR, LSL, VERR, VERW) ---------------------------------------
-    def _visible(self, selector: int) -> Descriptor | None:
+    def descriptor_visible(self, selector: int) -> Descriptor | None:
+        """The descriptor LAR/LSL/VERR/VERW may see at the current CPL, or None."""
         return rules.visible_descriptor(self, self.cpu.cpl, selector)
 
     def lar(self, selector: int):
         """Access rights (SDM LAR), or None; valid system types: TSS, LDT, call/task gates."""
-        return rules.DESCRIPTOR_QUERIES["lar"](self._visible(selector))
+        return rules.DESCRIPTOR_QUERIES["lar"](self.descriptor_visible(selector))
 
     def lsl(self, selector: int):
-        return rules.DESCRIPTOR_QUERIES["lsl"](self._visible(selector))
+        return rules.DESCRIPTOR_QUERIES["lsl"](self.descriptor_visible(selector))
 
     def verr(self, selector: int):
-        return rules.DESCRIPTOR_QUERIES["verr"](self._visible(selector))
+        return rules.DESCRIPTOR_QUERIES["verr"](self.descriptor_visible(selector))
 
     def verw(self, selector: int):
-        return rules.DESCRIPTOR_QUERIES["verw"](self._visible(selector))
+        return rules.DESCRIPTOR_QUERIES["verw"](self.descriptor_visible(selector))
 
     # ---- control registers ----------------------------------------------------------------
     def read_cr(self, n: int) -> int:
@@ -165,8 +169,8 @@ class SystemMixin:
             cpu.cr0 = v | 0x10  # ET is hardwired to 1
             if (old ^ v) & (CR0_PG | CR0_WP):
                 self.flush_tlb()
-                self._flush_icache()
-                self._mode_changed()
+                self.flush_icache()
+                self.mode_changed()
         elif n == 2:
             cpu.cr2 = v
         elif n == 3:
@@ -194,7 +198,7 @@ class SystemMixin:
         """INT n / INT3 / INTO: a trap delivered with the return address after the
         instruction; the gate's DPL is checked against CPL (SDM 6.12.1.1). A monitor's
         ``on_exception`` hook sees it first."""
-        if self._in_burst:
+        if self.in_burst:
             raise Sync()  # the hook and the Interrupt event get the exact guest time
         hook = self._hook_exception
         if hook is not None and hook(vector, None, source, next_eip):
@@ -230,13 +234,13 @@ class SystemMixin:
             self.lin_write(a, 4, v & 0xFFFFFFFF)
         # commit
         if new_ss is not None:
-            self._load_cache(2, new_ss, sd)
+            self.load_segment_cache(2, new_ss, sd)
         cpu.regs[4] = esp
         cpu.ef = (flags & ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF | EFLAGS_VM)) & (
             ~EFLAGS_IF if gate.type == 0xE else 0xFFFFFFFF)
         cpu.lz = None
         cpu.halted = False
-        self._set_cs(sel, cd, new_cpl, "interrupt")
+        self.set_cs(sel, cd, new_cpl, "interrupt")
         cpu.eip = gate.gate_offset
         self.trace.add(Interrupt(self.clock, vector=vector,
                                  name=VECTOR_NAMES.get(vector, "int" if soft else "irq"),
@@ -255,7 +259,7 @@ class SystemMixin:
     # ---- returns and far transfers --------------------------------------------------------
     def iret(self) -> None:
         """IRETD in protected mode, same or outer privilege (SDM Vol. 2A, IRET)."""
-        if self._in_burst:
+        if self.in_burst:
             raise Sync()  # the IRet and RingTransition events get the exact guest time
         cpu = self.cpu
         if cpu.ef & EFLAGS_NT:
@@ -264,7 +268,7 @@ class SystemMixin:
         # where the popped frame lies: a monitor's on_ring_change reads the EFLAGS image there
         # (a ring-1 kernel's iretd to ring 3 loads neither IF nor IOPL, so the monitor must)
         self.iret_frame = esp
-        rd = self._g["rd4"]
+        rd = self.compile_globals["rd4"]
         eip = rd(esp)
         cs = rd((esp + 4) & 0xFFFFFFFF) & 0xFFFF
         fl = rd((esp + 8) & 0xFFFFFFFF)
@@ -283,23 +287,23 @@ class SystemMixin:
         cpu.eflags = (old & ~mask) | (fl & mask)
         cpu.eip = eip
         if rpl > cpl:
-            self._load_cache(2, new_ss, sd)
+            self.load_segment_cache(2, new_ss, sd)
             cpu.regs[4] = new_esp
         else:
             cpu.regs[4] = (esp + 12) & 0xFFFFFFFF
-        self._set_cs(cs, d, rpl, "iret")
+        self.set_cs(cs, d, rpl, "iret")
         if rpl > cpl:
-            self._null_outer_segments(rpl)
+            self.null_outer_segments(rpl)
         self.trace.add(IRet(self.clock, from_ring=cpl, to_ring=rpl, eip=eip, vm=self.vm_index))
 
-    def _null_outer_segments(self, new_cpl: int) -> None:
+    def null_outer_segments(self, new_cpl: int) -> None:
         """On a return to an outer ring, data segment registers that the outer ring may not use
         are loaded with null (SDM IRET / RET: "for each of ES, FS, GS, DS")."""
         for i in (0, 3, 4, 5):
             s = self.cpu.seg[i]
             code_conf = (s.access & 0x1C) == 0x1C
             if s.selector & 0xFFFC and s.dpl < new_cpl and not code_conf:
-                self._load_cache(i, 0, None)
+                self.load_segment_cache(i, 0, None)
 
     def far_jump(self, selector: int, offset: int) -> None:
         """JMP ptr16:32 to a code segment at the same privilege (call gates are not in the
@@ -312,7 +316,7 @@ class SystemMixin:
         if not d.conforming and (selector & 3) > cpl:
             raise Fault(13, selector & 0xFFFC, detail="far jump with RPL > CPL")
         d = self._check_code(selector, cpl)
-        self._set_cs(selector, d, cpl, "far jump")
+        self.set_cs(selector, d, cpl, "far jump")
         self.cpu.eip = offset & 0xFFFFFFFF  # after the load: a fault there leaves EIP as it was
 
     def far_call(self, selector: int, offset: int, next_eip: int) -> None:
@@ -326,20 +330,20 @@ class SystemMixin:
             raise Fault(13, selector & 0xFFFC, detail="far call with RPL > CPL")
         d = self._check_code(selector, cpu.cpl)
         self._set_accessed(selector, d)  # before the pushes: a fault here leaves no state
-        wr = self._g["wr4"]
+        wr = self.compile_globals["wr4"]
         esp = cpu.regs[4]
         wr((esp - 4) & 0xFFFFFFFF, cpu.cs)
         wr((esp - 8) & 0xFFFFFFFF, next_eip)
         cpu.regs[4] = (esp - 8) & 0xFFFFFFFF
         cpu.eip = offset & 0xFFFFFFFF
-        self._set_cs(selector, d, cpu.cpl, "far call")
+        self.set_cs(selector, d, cpu.cpl, "far call")
 
     def far_ret(self, extra: int) -> None:
         """RETF [n]: same privilege, or to an outer ring (then pop esp and ss too)."""
-        if self._in_burst:
+        if self.in_burst:
             raise Sync()  # a ring change: the RingTransition event gets the exact guest time
         cpu = self.cpu
-        rd = self._g["rd4"]
+        rd = self.compile_globals["rd4"]
         esp = cpu.regs[4]
         eip = rd(esp)
         cs = rd((esp + 4) & 0xFFFFFFFF) & 0xFFFF
@@ -353,13 +357,13 @@ class SystemMixin:
             new_esp = rd(base)
             new_ss = rd((base + 4) & 0xFFFFFFFF) & 0xFFFF
             sd = rules.stack_segment(self, new_ss, rpl, what="retf: outer SS")
-            self._load_cache(2, new_ss, sd)
+            self.load_segment_cache(2, new_ss, sd)
             cpu.regs[4] = (new_esp + extra) & 0xFFFFFFFF
         else:
             cpu.regs[4] = (esp + 8 + extra) & 0xFFFFFFFF
         cpu.eip = eip
-        self._set_cs(cs, d, rpl, "far return")
+        self.set_cs(cs, d, rpl, "far return")
         if rpl > cpl:
-            self._null_outer_segments(rpl)
+            self.null_outer_segments(rpl)
 
     _ = Resched

@@ -304,7 +304,7 @@ class HostedMonitor(Monitor):
         m.vm_index = to
         self._switched_in(new)
         m.flush_tlb()
-        m._mode_changed()
+        m.mode_changed()
         self.world_switches += 1
         self.events["world_switch"] += 1
         t = machine_time(self) - self.costs.world_switch   # when the switch began

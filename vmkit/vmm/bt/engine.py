@@ -83,7 +83,7 @@ def run_kernel(bt, vm: TEVM, budget: int, until, single: bool) -> RunResult:
     except UnsupportedInstruction as ui:
         return RunResult("crash", vm.steps - g0, str(ui), cpu.eip)
     finally:
-        m._in_burst = False
+        m.in_burst = False
     return RunResult(reason, vm.steps - g0, "", cpu.eip)
 
 
@@ -157,13 +157,13 @@ def run_chain(bt, vm: TEVM, blk: Block, left: int) -> None:
     # or something looks at the time (4-5% faster than per block on bench_bt's hot loop)
     n = 0
     chained = indirect = 0
-    m._in_burst = True          # page faults ask for an exact retry (Sync), as in a burst
+    m.in_burst = True          # page faults ask for an exact retry (Sync), as in a burst
     try:
         while True:
             try:
                 k = blk.fn(left)
             except (Sync, Fault) as ex:
-                m._in_burst = False
+                m.in_burst = False
                 i = blk.index[cpu.eip]
                 retire_native(bt, vm, n + i)
                 n = 0
@@ -183,7 +183,7 @@ def run_chain(bt, vm: TEVM, blk: Block, left: int) -> None:
                     resume_at(bt, vm, blk, k)
                 return
             if blk.tail is not None:
-                m._in_burst = False
+                m.in_burst = False
                 retire_native(bt, vm, n)
                 n = 0
                 if left <= 0:
@@ -192,7 +192,7 @@ def run_chain(bt, vm: TEVM, blk: Block, left: int) -> None:
                 if not run_tail(bt, vm, blk):
                     return
                 left -= 1
-                m._in_burst = True
+                m.in_burst = True
             if blk.resched:     # IF, CPL or a segment changed: the run loop looks again
                 m.exit_request = True
                 return
@@ -212,7 +212,7 @@ def run_chain(bt, vm: TEVM, blk: Block, left: int) -> None:
             nxt.chained_in += 1
             blk = nxt
     finally:
-        m._in_burst = False
+        m.in_burst = False
         if n:
             retire_native(bt, vm, n)
         bt.chained += chained
@@ -320,7 +320,7 @@ def callout(bt, vm: TEVM, insn: Insn, handler, interpreted: bool) -> bool:
 
 
 def run_native_one(bt, vm: TEVM, insn: Insn) -> bool:
-    fn = sem.compile_insn(insn, bt._host._g)
+    fn = sem.compile_insn(insn, bt._host.compile_globals)
     if isinstance(fn, str):
         raise UnsupportedInstruction(insn.mnemonic, insn.address, fn)
     try:
@@ -341,7 +341,7 @@ def soft_mmu(bt, vm: TEVM, insn: Insn) -> bool:
     k = (vm.index, insn.address, insn.raw)
     fn = bt._soft.get(k)
     if fn is None:
-        g = dict(m._g)
+        g = dict(m.compile_globals)
         for n in (1, 2, 4):
             g[f"rd{n}"] = lambda a, n=n: vm.read(a, n, False)
             g[f"wr{n}"] = lambda a, v, n=n: vm.write(a, n, v, False)
@@ -402,7 +402,7 @@ def interpret(bt, vm: TEVM, left: int) -> None:
     virtual CPU."""
     m = bt._host
     cpu = m.cpu
-    g = m._g
+    g = m.compile_globals
     start = cpu.eip
     count = 0
     while count < left:

@@ -116,7 +116,7 @@ class BinaryTranslation(Deprivileged):
 
     def _setup(self) -> None:
         super()._setup()
-        g = self._host._g
+        g = self._host.compile_globals
         g["_bt_stale"] = self._stale
         for vm in self.vms:
             g[f"_bt_vc{vm.index}"] = vm.vcpu
@@ -221,7 +221,7 @@ class BinaryTranslation(Deprivileged):
             blk.valid = False
         self.policy.clear()
         self._reset_tc_state()
-        g = m._g
+        g = m.compile_globals
         g["_bt_stale"] = self._stale
         if self.static:
             for vm in self.vms:

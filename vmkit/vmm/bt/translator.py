@@ -256,7 +256,7 @@ def build(bt, vm: TEVM, eip: int, gpa: int, key, insns: list) -> Block | None:
     blk.source = f"def _tb(budget):\n{body}\n    return {nbody}\n"
     code = compile(blk.source, f"<bt {eip:#010x}>", "exec")
     fcode = next(c for c in code.co_consts if isinstance(c, types.CodeType))
-    blk.fn = types.FunctionType(fcode, bt._host._g, f"tb_{eip:08x}")
+    blk.fn = types.FunctionType(fcode, bt._host.compile_globals, f"tb_{eip:08x}")
     return blk
 
 
@@ -347,7 +347,7 @@ def insn_fn(bt, blk: Block, i: int):
     fn = blk.fns[i]
     if fn is None:
         insn = blk.insns[i]
-        g = bt._host._g
+        g = bt._host.compile_globals
         if blk.kinds[i] == "inline":
             fn = types.FunctionType(inline_single(bt, blk.vm, insn), g, insn.text)
         else:

@@ -204,8 +204,8 @@ def _enter(m, ring: int) -> None:
     code = KCODE if ring == 0 else UCODE
     d = m.read_descriptor(data)
     for i in (0, 2, 3, 4, 5):
-        m._load_cache(i, data, d)
-    m._set_cs(code, m.read_descriptor(code), ring, "classify set-up")
+        m.load_segment_cache(i, data, d)
+    m.set_cs(code, m.read_descriptor(code), ring, "classify set-up")
 
 
 # ---- operand set-ups -----------------------------------------------------------------------

@@ -106,7 +106,7 @@ class Deprivileged(ShadowPaging, HostedMonitor, MachineHooks):
         m.clock = 0
         m.vm_index = 0
         m.flush_tlb()
-        m._mode_changed()
+        m.mode_changed()
         self._slice_end = self.slice
 
     # ---- the run loop's policy (vmkit.vmm.world) -----------------------------------------------
@@ -304,7 +304,7 @@ class Deprivileged(ShadowPaging, HostedMonitor, MachineHooks):
 
     def _inject_irq(self, vm: TEVM, line: int) -> None:
         """A virtual device interrupt, now deliverable: acknowledge it on the VM's interrupt
-        controller and reflect it (as Machine._deliver_irq does)."""
+        controller and reflect it (as Machine.deliver_irq does)."""
         vm.devices.acknowledge(line)
         vm.vcpu.halted = False
         if self.machine_timer and line == 0:

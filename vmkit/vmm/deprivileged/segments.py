@@ -21,7 +21,7 @@ def load_real_segment(te, vm: TEVM, index: int, selector: int) -> None:
     """Load a real data or stack segment register from the shadow GDT; the kernel's
     stack selector gets RPL 1 (the real CPL)."""
     real = selector | 1 if index == 2 and selector & 3 == 0 else selector
-    te._host._load_cache(index, real, shadow_descriptor(te, vm, selector))
+    te._host.load_segment_cache(index, real, shadow_descriptor(te, vm, selector))
 
 
 def load_real_cs(te, vm: TEVM, selector: int, vring: int, cause: str,
@@ -32,16 +32,16 @@ def load_real_cs(te, vm: TEVM, selector: int, vring: int, cause: str,
     cpu, vc = m.cpu, vm.vcpu
     vm.set_accessed(selector, d if d is not None else vm.descriptor(selector))
     ring = 1 if vring == 0 else vring
-    m._load_cache(1, (selector & 0xFFFC) | ring, shadow_descriptor(te, vm, selector))
+    m.load_segment_cache(1, (selector & 0xFFFC) | ring, shadow_descriptor(te, vm, selector))
     old = cpu.cpl
     vc.cpl = vring
     if ring != old:
         cpu.cpl = ring
-        m._mode_changed()
+        m.mode_changed()
         te.trace.add(RingTransition(m.clock, from_ring=old, to_ring=ring, cause=cause,
                                       vm=vm.index))
         if ring > old:
-            m._null_outer_segments(ring)
+            m.null_outer_segments(ring)
 
 
 def shadow_gdt(te, vm: TEVM) -> None:

@@ -41,7 +41,7 @@ def emulate_one(te, vm: TEVM) -> None:
     if insn is None or not insn.id:
         raise _VMStop("crash", f"cannot decode the instruction at {m.cpu.eip:#010x}")
     user = vm.vcpu.cpl == 3
-    g = dict(m._g)
+    g = dict(m.compile_globals)
     for n in (1, 2, 4):
         g[f"rd{n}"] = lambda a, n=n: vm.read(a, n, user)
         g[f"wr{n}"] = lambda a, v, n=n: vm.write(a, n, v, user)

@@ -92,7 +92,7 @@ def emulate_insn(hw, vm: HWVM) -> None:
         hw.inject_fault(vm, fault if fault is not None else
                           Fault(6, detail=f"undefined encoding at {eip:#010x}"))
         return
-    g = dict(m._g)
+    g = dict(m.compile_globals)
     for n in (1, 2, 4):
         g[f"rd{n}"] = lambda a, n=n: vm.read(a, n, user)
         g[f"wr{n}"] = lambda a, v, n=n: vm.write(a, n, v, user)

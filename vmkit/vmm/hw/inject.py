@@ -28,7 +28,7 @@ def virtual_interrupts(hw, vm: HWVM) -> None:
         vmcs.interrupt_window_exiting = False
         return
     m = hw._host
-    if m.cpu.ef & IF and m.steps >= m._irq_inhibit_until:
+    if m.cpu.ef & IF and m.steps >= m.irq_inhibit_until:
         dv.acknowledge(line)
         if hw.machine_timer and line == 0:
             vm.tick_steps.append(vm.steps)
@@ -61,14 +61,14 @@ def enter_with_event(hw, vm: HWVM) -> None:
             try:
                 m.deliver(vector, None, m.cpu.eip, "irq")
             except Fault as f:
-                m._exception(f)
+                m.take_exception(f)
         else:                                  # software interrupt or exception
             eip = m.cpu.eip
             source = {INTR_SW_INTERRUPT: "int"}.get(type_, "int3" if vector == 3 else "into")
             try:
                 m.deliver(vector, None, (eip + length) & MASK32, source)
             except Fault as f:
-                m._exception(f)
+                m.take_exception(f)
             else:
                 hw._retired(vm, source, eip, m.text_at(eip) or source)
     except _DuringDelivery as d:

@@ -112,7 +112,7 @@ class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
         self._controls = c
         for vm in self.vms:
             vm.vmcs.controls = c
-        self._host._flush_icache()
+        self._host.flush_icache()
         return c
 
     # ---- construction ------------------------------------------------------------------------
@@ -144,8 +144,8 @@ class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
         m.clock = 0
         m.vm_index = 0
         m.flush_tlb()
-        m._flush_icache()
-        m._mode_changed()
+        m.flush_icache()
+        m.mode_changed()
         self._slice_end = self.slice
 
     def _direct_port(self, port: int):
@@ -216,15 +216,15 @@ class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
 
     def _switched_out(self, vm: HWVM) -> None:
         m = self._host   # blocking by STI goes with the VM (the VMCS's interruptibility state)
-        vm.inhibit_left = max(0, m._irq_inhibit_until - m.steps)
+        vm.inhibit_left = max(0, m.irq_inhibit_until - m.steps)
 
     def _switched_in(self, vm: HWVM) -> None:
         """The VM's guest state is loaded from its VMCS, with its EPT (or shadow page
         directory); the compiled code goes too (no VPID)."""
         m = self._host
-        m._irq_inhibit_until = m.steps + vm.inhibit_left if vm.inhibit_left else -1
+        m.irq_inhibit_until = m.steps + vm.inhibit_left if vm.inhibit_left else -1
         m.nested = vm.ept
-        m._flush_icache()
+        m.flush_icache()
 
     def _guest_if(self, vm: HWVM) -> bool:
         return bool(self._host.cpu.ef & IF)   # non-root mode: the guest's IF is the real one
@@ -255,7 +255,7 @@ class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
                                               ring=m.cpu.cpl, vm=vm.index))
         m.clock += 1
         vm.steps += 1
-        m._irq_inhibit_until = -1
+        m.irq_inhibit_until = -1
         self.emulated[mnemonic] += 1
         self.events["emulate"] += 1
         self.trace.add(Emulation(m.clock, address=address, text=text, mnemonic=mnemonic,

@@ -25,7 +25,8 @@ from vmkit.vmm.vm import event_name
 # =================================================================================================
 class _NonRootMachine(Machine):
     """The host machine while it runs guests in VMX non-root mode. Overrides only the event
-    handling that non-root mode changes:
+    methods the machine declares overridable (see ``Machine``), where non-root mode changes
+    them:
 
     * interrupts of the machine's device (the VMM's timer) exit whatever the guest's IF
       (external-interrupt exiting); with interrupt-window exiting on, the first boundary where
@@ -43,15 +44,15 @@ class _NonRootMachine(Machine):
         self.window_exiting = False
         self.pf_exits = False
 
-    def _deliverable_irq(self):
+    def deliverable_irq(self):
         line = self.dev.pending_vector()
         if line is not None:
             return line
-        if self.window_exiting and self.cpu.ef & IF and self.steps >= self._irq_inhibit_until:
+        if self.window_exiting and self.cpu.ef & IF and self.steps >= self.irq_inhibit_until:
             return _WINDOW
         return None
 
-    def _deliver_irq(self, line: int) -> bool:
+    def deliver_irq(self, line: int) -> bool:
         if line == _WINDOW:
             x = NonRootExit(INTERRUPT_WINDOW)
         else:
@@ -77,22 +78,22 @@ class _NonRootMachine(Machine):
         except _DuringDelivery as d:
             raise d.exit from None   # unwinds the INT like a fault; it runs again after the exit
 
-    def _exception(self, f):
+    def take_exception(self, f):
         try:
-            Machine._exception(self, f)
+            Machine.take_exception(self, f)
         except _DuringDelivery as d:
             self.vmm._record(d.exit)
 
-    def _page_fault(self, lin, err, refs):
+    def page_fault(self, lin, err, refs):
         if not self.pf_exits:
-            return super()._page_fault(lin, err, refs)
+            return super().page_fault(lin, err, refs)
         cr2 = self.cpu.cr2
         try:
-            super()._page_fault(lin, err, refs)
+            super().page_fault(lin, err, refs)
         finally:
             self.cpu.cr2 = cr2
 
-    def _visible(self, selector):
+    def descriptor_visible(self, selector):
         # an exit or a hidden page fault on the table read goes through, not "invisible"
         return rules.visible_descriptor(self, self.cpu.cpl, selector, only_gp_hides=True)
 
@@ -133,7 +134,7 @@ def _stub_hlt(hw, insn):
     def hlt():
         if C.cpl:
             raise _gp(C)
-        if m._in_burst:
+        if m.in_burst:
             raise Sync()
         raise NonRootExit(HLT, insn=insn)
     return _named(hlt, insn)
@@ -143,7 +144,7 @@ def _stub_cpuid(hw, insn):
     m = hw._host
 
     def cpuid():
-        if m._in_burst:
+        if m.in_burst:
             raise Sync()
         raise NonRootExit(CPUID, insn=insn)
     return _named(cpuid, insn)
@@ -158,7 +159,7 @@ def _stub_rdtsc(hw, insn):
     def rdtsc():
         if C.cpl and C.cr4 & CR4_TSD:
             raise Fault(13, 0, detail="CR4.TSD")
-        if m._in_burst:
+        if m.in_burst:
             raise Sync()
         raise NonRootExit(RDTSC, insn=insn)
     return _named(rdtsc, insn)
@@ -176,13 +177,13 @@ def _stub_io(hw, insn):
     port_op, data = (b, a) if is_in else (a, b)
     size = data.size
     fixed = port_op.value if isinstance(port_op, Imm) else None
-    normal = sem.compile_insn(insn, m._g)
+    normal = sem.compile_insn(insn, m.compile_globals)
     if isinstance(normal, str):
         return None
     base_q = (size - 1) | (8 if is_in else 0) | (0x40 if fixed is not None else 0)
 
     def io():
-        if m._in_burst:
+        if m.in_burst:
             raise Sync()
         port = fixed if fixed is not None else R[2] & 0xFFFF
         if not m.io_permitted(port, size):
@@ -216,7 +217,7 @@ def _stub_mov(hw, insn):
             def mov_to_cr3():
                 if C.cpl:
                     raise _gp(C)
-                if m._in_burst:
+                if m.in_burst:
                     raise Sync()
                 raise NonRootExit(CR_ACCESS, q, insn=insn)
             return _named(mov_to_cr3, insn)
@@ -224,7 +225,7 @@ def _stub_mov(hw, insn):
         def mov_to_cr():
             if C.cpl:
                 raise _gp(C)
-            if m._in_burst:
+            if m.in_burst:
                 raise Sync()
             v = R[gpr]
             x = vmcs()
@@ -249,7 +250,7 @@ def _stub_mov(hw, insn):
             def mov_from_cr3():
                 if C.cpl:
                     raise _gp(C)
-                if m._in_burst:
+                if m.in_burst:
                     raise Sync()
                 raise NonRootExit(CR_ACCESS, q, insn=insn)
             return _named(mov_from_cr3, insn)
@@ -280,7 +281,7 @@ def _stub_smsw(hw, insn):
     m = hw._host
     C = m.cpu
     R = C.regs
-    g = m._g
+    g = m.compile_globals
     nxt = insn.next
     ea = _address(R, d) if isinstance(d, Mem) else None
 
@@ -305,14 +306,14 @@ def _stub_lmsw(hw, insn):
     m = hw._host
     C = m.cpu
     R = C.regs
-    g = m._g
+    g = m.compile_globals
     nxt = insn.next
     ea = _address(R, src) if isinstance(src, Mem) else None
 
     def lmsw():
         if C.cpl:
             raise _gp(C)
-        if m._in_burst:
+        if m.in_burst:
             raise Sync()
         v = (g["rd2"](ea()) if ea is not None else R[src.index]) & 0xF
         x = hw.vms[hw.current].vmcs
@@ -341,7 +342,7 @@ def _stub_clts(hw, insn):
         x = hw.vms[hw.current].vmcs
         mask, shadow = x.controls.cr0_guest_host_mask, x.cr0_read_shadow
         if mask & CR0_TS and shadow & CR0_TS:
-            if m._in_burst:
+            if m.in_burst:
                 raise Sync()
             raise NonRootExit(CR_ACCESS, 2 << 4, insn=insn)
         if not mask & CR0_TS:
@@ -360,7 +361,7 @@ def _stub_invlpg(hw, insn):
     def invlpg():
         if C.cpl:
             raise _gp(C)
-        if m._in_burst:
+        if m.in_burst:
             raise Sync()
         a = ea()
         raise NonRootExit(INVLPG, a, insn=insn, linear=a)

@@ -260,7 +260,7 @@ class VMCS:
         vm = self.vm
         if vm.current:
             m = vm.machine
-            return 1 if m.steps < m._irq_inhibit_until else 0
+            return 1 if m.steps < m.irq_inhibit_until else 0
         return 1 if vm.inhibit_left else 0
 
     @property
