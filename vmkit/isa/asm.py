@@ -69,7 +69,7 @@ Operands:
   ``dword ptr label`` is memory.
 
 Encodings are byte-for-byte those of GNU as 2.40 (``as --32``), checked by
-``tests/test_asm_gnu_as.py``: the same opcode choices (``89 /r`` for ``mov reg, reg``,
+``tests/isa/test_asm_gnu_as.py``: the same opcode choices (``89 /r`` for ``mov reg, reg``,
 sign-extended ``83 /0 ib`` when the immediate fits a byte, accumulator short forms, ``xchg eax,
 r`` as ``90+r``, ``D1`` for shifts by 1, ``6A`` for small pushes, ``[esp]`` with a SIB byte,
 ``[ebp]`` with a zero disp8, ``[ecx*4]`` with a disp32, ...). As in GNU as, an immediate or
@@ -145,7 +145,7 @@ Directives
 
 Macros
 ======
-GNU as macros, with GNU as's expansion (``tests/test_asm_gnu_as.py`` holds them to its
+GNU as macros, with GNU as's expansion (``tests/isa/test_asm_gnu_as.py`` holds them to its
 bytes)::
 
     .macro PTE_WRITE ptr, val=eax       # parameters: commas or blanks between them
