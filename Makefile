@@ -104,13 +104,13 @@ lab: venv sysdeps
 test: venv sysdeps
 	$(TEST_CMD) $(ARGS)
 
-# Live slides (tests/test_rise.py's browser test: JupyterLab, RISE, a kernel; about a minute,
+# Live slides (tests/browser/test_rise.py's browser test: JupyterLab, RISE, a kernel; about a minute,
 # so not in `make test`; .ci/run runs it after `make test`)
 test-live-slides: venv sysdeps
-	VMKIT_LIVE_SLIDES=1 $(PY) -m pytest -n 0 tests/test_rise.py $(ARGS)
+	VMKIT_LIVE_SLIDES=1 $(PY) -m pytest -n 0 tests/browser/test_rise.py $(ARGS)
 
 oracle: venv sysdeps
-	VMKIT_ORACLE_CASES=$(ORACLE_CASES) $(PY) -m pytest -n 2 tests/test_oracle.py $(ARGS)
+	VMKIT_ORACLE_CASES=$(ORACLE_CASES) $(PY) -m pytest -n 2 tests/isa/test_oracle.py $(ARGS)
 
 # Every lecture notebook (notebooks/NN-*.ipynb) as build/slides/NN-*.slides.html, with the
 # reveal.js, require.js and MathJax of share/slides/package-lock.json (npm ci into build/npm)
@@ -174,9 +174,9 @@ hub-env: venv
 hub: venv sysdeps hub-proxy hub-env
 	VMKIT_HUB_USERS_ENV=$(HUB_USERS_ENV) $(VENV)/bin/jupyterhub -f hub/jupyterhub_config.py
 
-# Two students on a real hub, in chromium (tests/test_hub.py): root, a few minutes.
+# Two students on a real hub, in chromium (tests/browser/test_hub.py): root, a few minutes.
 hub-test: venv sysdeps hub-proxy
-	VMKIT_HUB_TEST=1 $(PY) -m pytest -n 0 tests/test_hub.py $(ARGS)
+	VMKIT_HUB_TEST=1 $(PY) -m pytest -n 0 tests/browser/test_hub.py $(ARGS)
 
 # --- cleaning ---------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ again: both ends and the counters at the snapshot are recorded), and the monitor
 translation, lazy EPT).
 
 Files: ``tests/golden/<monitor>.json``, one per monitor (the tests are split per monitor too,
-``tests/test_golden_<monitor>.py``, so that pytest-xdist can spread them).
+``tests/golden/test_golden_<monitor>.py``, so that pytest-xdist can spread them).
 
 Regenerate with ``python -m tests.golden.regen`` (or ``python -m tests.golden.regen te bt``
 for some monitors) from the repository's root. A change that alters what a guest does
@@ -38,8 +38,8 @@ from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:          # tests/ (for `python -m tests.golden.regen`)
-    sys.path.insert(0, str(HERE.parent))
+if str(HERE.parent / "helpers") not in sys.path:  # tests/helpers/ (for `python -m tests.golden.regen`)
+    sys.path.insert(0, str(HERE.parent / "helpers"))
 
 from equivalence import guest_state  # noqa: E402
 
@@ -276,7 +276,7 @@ def _short(v) -> str:
     return s if len(s) <= 120 else s[:117] + "..."
 
 
-# ---- the tests (tests/test_golden_<monitor>.py) ----------------------------------------------
+# ---- the tests (tests/golden/test_golden_<monitor>.py) ----------------------------------------------
 
 def golden_tests(monitor: str):
     """The test functions of one monitor's golden file: one test per case, and one that the

@@ -42,7 +42,7 @@ def _hw03(r: random.Random) -> dict:
 
 def _hw04(r: random.Random) -> dict:
     # caches smaller than each workload's translated blocks, so that the cache fills and the
-    # policies give different hit rates for every threshold (tests/test_homework.py checks it)
+    # policies give different hit rates for every threshold (tests/homework/test_homework.py checks it)
     guest = r.choice(["syscall", "ptemod"])
     return {"guest": guest, "params": {"iterations": r.randint(10, 30)},
             "threshold": r.randint(1, 4), "tc_size": r.choice([8, 16]),

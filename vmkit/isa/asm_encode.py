@@ -4,7 +4,7 @@
 Forms are tried in table order and the first that fits wins, which is how the table reproduces
 GNU as's choices (``mov eax, ebx`` is ``89 /r``, not ``8B /r``; ``add eax, 5`` is ``83 /0 ib``; the
 accumulator short forms only for immediates that do not fit a sign-extended byte; ...). Every
-choice was checked against ``as --32`` (binutils 2.40); ``tests/test_asm_gnu_as.py`` keeps
+choice was checked against ``as --32`` (binutils 2.40); ``tests/isa/test_asm_gnu_as.py`` keeps
 checking it.
 
 Operand patterns (``v`` stands for 16 and 32; a 16-bit expansion gets the 0x66 prefix):

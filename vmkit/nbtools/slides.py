@@ -10,7 +10,7 @@ reveal.js, require.js and MathJax at the versions pinned in the template's
 ``image/svg+xml`` that their display bundle carries next to the widget view. Every slide fits
 :data:`SLIDE_SIZE`: the template's style sheet (``vmkit-slides.css``) wraps code and bounds
 pictures, and its script shrinks a slide that is still too big, down to
-:data:`SLIDE_MIN_ZOOM` (``tests/test_slides.py`` measures each one).
+:data:`SLIDE_MIN_ZOOM` (``tests/course/test_slides.py`` measures each one).
 """
 
 from __future__ import annotations

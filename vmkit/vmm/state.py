@@ -5,7 +5,7 @@ a VM, ``state_fields`` on a virtual CPU or a paging structure), and every
 subclass adds its own names; :func:`declared` collects them along the MRO. :func:`save` and
 :func:`load` read that declaration, so a counter added to one list cannot be forgotten by the
 snapshot or the restore (the drift the kit once had: a counter not rolled back, per-VM lists
-left out of snapshots). ``tests/test_snapshot_counters.py`` checks every declared counter.
+left out of snapshots). ``tests/vmm/test_snapshot_counters.py`` checks every declared counter.
 
 How a value is kept (:func:`kept`) and put back (:func:`put`):
 

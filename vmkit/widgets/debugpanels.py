@@ -113,7 +113,7 @@ class DebugPanels(W.Accordion):
         self.watch_message = W.HTML()
         self.watch_list = W.HTML()
         self.hits_view = W.HTML()
-        # hooks for tests/test_browser.py
+        # hooks for tests/browser/test_browser.py
         self.watch_box.add_class("vmkit-watch-address")
         self.physical_box.add_class("vmkit-watch-physical")
         self.watch_button.add_class("vmkit-watch-button")

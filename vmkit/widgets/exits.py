@@ -18,7 +18,7 @@
   message, never clamped.
 * The view shows exits by reason (Intel's numbers) as a table and a bar chart, and the cycles.
 
-Hooks for tests/test_browser.py: each control's checkbox has the class ``vmkit-ctl-<name>``
+Hooks for tests/browser/test_browser.py: each control's checkbox has the class ``vmkit-ctl-<name>``
 (``vmkit-ctl-ept`` for EPT), the exit-cost box ``vmkit-exit-cost``, the table
 ``vmkit-exits-view``, the one-line summary ``vmkit-exits-total`` and messages
 ``vmkit-exits-message`` (with ``vmkit-exits-info``, ``-note`` or ``-refused``).
@@ -63,14 +63,14 @@ _PF = 1 << 14
 EXIT_COST_RANGE = (50, 20_000)
 #: the instruction each of these controls makes exit, for "no change" explanations
 _CATCHES = {"hlt_exiting": "hlt", "invlpg_exiting": "invlpg", "rdtsc_exiting": "rdtsc"}
-#: which of the kit's guests execute the instruction (tests/test_exits_view.py checks it)
+#: which of the kit's guests execute the instruction (tests/viz/test_exits_view.py checks it)
 _GUEST_HINT = {
     "hlt_exiting": "none of the kit's guests idles with HLT (each powers off when it is done), "
                    "so this control changes nothing for any of them",
     "invlpg_exiting": "pagefault, ptemod and tlbwalk do",
     "rdtsc_exiting": "none of the kit's guests reads the time stamp counter, so this control "
                      "changes nothing for any of them"}
-#: guests that take page faults under EPT (tests/test_exits_view.py checks it)
+#: guests that take page faults under EPT (tests/viz/test_exits_view.py checks it)
 _PF_GUESTS = "pagefault and tlbwalk do"
 _WINDOW_NOTE = ("interrupt-window exiting is not yours to set: the VMM turns it on by itself "
                 "when an interrupt waits and the guest has IF = 0, and off again at the exit "

@@ -35,7 +35,7 @@ class RingView(StaticMixin, W.VBox):
         self.show_timeline = timeline
         self.compact = compact
         self.diagram_view = W.HTML(layout=W.Layout(max_width="100%"))
-        self.diagram_view.add_class("vmkit-rings")   # hook for tests/test_browser.py
+        self.diagram_view.add_class("vmkit-rings")   # hook for tests/browser/test_browser.py
         self.timeline_view = W.HTML()
         children = [self.diagram_view] + ([self.timeline_view] if timeline else [])
         super().__init__(children, **kwargs)

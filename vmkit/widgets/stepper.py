@@ -191,7 +191,7 @@ class Stepper(StaticMixin, W.VBox):
             W.HBox([self.run_button, self.until_box, self.limit_box, self.stop_button],
                    layout=wrap),
             W.HBox([self.breakpoint_box], layout=wrap)])
-        self.controls.add_class("vmkit-stepper-controls")  # hook for tests/test_browser_fit.py
+        self.controls.add_class("vmkit-stepper-controls")  # hook for tests/browser/test_browser_fit.py
         left = W.VBox([self.controls, self.header, self.disassembly_view, self.registers_view],
                       layout=W.Layout(flex="1 1 30em", min_width="0"))
         top = [left]
@@ -662,7 +662,7 @@ class Stepper(StaticMixin, W.VBox):
             gtime = f" · guest time {clock:,}"
         except Exception:
             gtime = ""
-        try:   # class vmkit-eip: the hook tests/test_browser.py reads
+        try:   # class vmkit-eip: the hook tests/browser/test_browser.py reads
             eip = f' · <span class="vmkit-eip">EIP {vm.cpu.eip:08x}</span>'
         except Exception:
             eip = ""

@@ -12,7 +12,7 @@ import pytest
 
 from browser_util import chromium_context, require_chromium, screenshot
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name", ["hw01-rings-and-traps.ipynb"])

@@ -13,7 +13,7 @@ def test_the_regeneration_command_runs():
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     r = subprocess.run([sys.executable, "-m", "tests.golden.regen", "--help"], cwd=root,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

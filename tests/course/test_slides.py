@@ -24,7 +24,7 @@ import pytest
 from browser_util import ARTIFACTS, chromium_context, require_chromium, screenshot
 from vmkit import nbtools
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 SMOKE = DATA / "smoke.ipynb"
 NOTEBOOKS = [SMOKE, *nbtools.lecture_notebooks()]
 

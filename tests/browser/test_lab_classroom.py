@@ -26,7 +26,7 @@ from test_browser import (ALL_CELLS_RUN, CELL_ERRORS, NOTEBOOK_READY, STEP_TEXT,
 from vmkit import labsetup, nbtools
 from vmkit.widgets.static import OFFLINE_NOTE
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LECTURE_01 = ROOT / "notebooks" / "01-machine-and-rings.ipynb"
 SMOKE = ROOT / "tests" / "data" / "smoke.ipynb"
 MISSING = "model not found"

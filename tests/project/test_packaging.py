@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # conda-forge names that differ from the PyPI name of the same Python package
 CONDA_TO_PYPI = {"python-graphviz": "graphviz", "python-build": "build"}

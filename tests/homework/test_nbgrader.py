@@ -24,7 +24,7 @@ from vmkit.homework.release import release_notebook, write
 
 pytest.importorskip("nbgrader")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ASSIGNMENT = "hw05-shadow-vs-nested"  # fast runs, no prose question
 STUDENTS = {"alice": {}, "bob": {"q3-answer": "exits = {'ept': 0, 'shadow': 1, "
                                               "'hidden_page_faults': 0}"}}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser_util import chromium_context, require_chromium, screenshot
+from browser_util import chromium_context, require_chromium, screenshot
 
 #: JupyterLab's theme variables the tables use (light, dark)
 THEMES = {

@@ -16,7 +16,7 @@ from vmkit.homework.release import dumps, release, release_notebook
 from vmkit.homework.restore_cells import restore_cells
 from vmkit.homework.variant import VARIANTS, student_params
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
 FIXTURE = ROOT / "tests" / "data" / "homework" / "hw99-fixture.ipynb"
 

@@ -35,7 +35,7 @@ from browser_util import chromium_context, require_chromium, screenshot
 from test_browser import STEP_TEXT, JupyterLab, cleared_copy
 from vmkit import labsetup, nbtools, resources, rise
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LECTURE_01 = ROOT / "notebooks" / "01-machine-and-rings.ipynb"
 WIDTH, HEIGHT = nbtools.SLIDE_SIZE
 BUDGET = 150  # s for the kernel, running the cells up to the Stepper and the checks

@@ -41,7 +41,7 @@ from browser_util import CHROMIUM, CHROMIUM_ARGS, require_chromium, screenshot
 from test_browser import (ALL_CELLS_RUN, CELL_ERRORS, NOTEBOOK_READY, STEP_TEXT, free_port,
                           live)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HUB = ROOT / "hub"
 PROXY = HUB / "node_modules" / ".bin" / "configurable-http-proxy"
 LECTURE = "notebooks/01-machine-and-rings.ipynb"

@@ -15,7 +15,7 @@ import pytest
 
 from vmkit import nbtools
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "tests" / "data" / "smoke.ipynb"
 SANITIZE = ROOT / "nbval_sanitize.cfg"
 LECTURES = nbtools.lecture_notebooks()
@@ -211,7 +211,7 @@ def test_sanitizer_keeps_guest_values(text):
 def test_stored_outputs_do_not_depend_on_where_the_kit_is_checked_out():
     """Does any stored output name this checkout's folder (CI clones elsewhere)?"""
     import pathlib
-    root = str(pathlib.Path(__file__).resolve().parents[1])
+    root = str(pathlib.Path(__file__).resolve().parents[2])
     for nb_path in sorted(pathlib.Path(root, "notebooks").glob("*.ipynb")):
         text = nb_path.read_text(encoding="utf-8")
         assert root not in text, f"{nb_path.name} stores the path {root}"

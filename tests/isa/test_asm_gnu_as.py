@@ -1,6 +1,6 @@
 """Byte identity with GNU as: does vmkit encode every form exactly as ``as --32`` does?
 
-The corpus (tests/asm_corpus.py) is assembled by both at base 0 and the ``.text`` bytes are
+The corpus (tests/helpers/asm_corpus.py) is assembled by both at base 0 and the ``.text`` bytes are
 compared; a difference is reported with the first source line whose bytes differ. Skipped, with
 a message, when binutils is not installed (``make sysdeps`` installs it).
 """

@@ -103,7 +103,7 @@ def test_help_lists_every_exit_code(argv, capsys):
 def test_readme_documents_every_exit_code():
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     section = readme.split("Exit codes of the `vmkit` command", 1)[1][:1500]
     for code in EXIT_CODES:
         assert f"| {code} |" in section

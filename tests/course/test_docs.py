@@ -7,7 +7,7 @@ import re
 
 from vmkit.isa import refcard, semantics
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_reference_card_matches_the_semantics_registry():

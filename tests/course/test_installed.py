@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: what a source tree of the kit holds (the sdist is built from a copy of these)
 SOURCE = ["pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "constraints.txt",
           "environment.yml", "vmkit", "notebooks", "exercises", "share", "docs", "solutions"]

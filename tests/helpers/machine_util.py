@@ -22,7 +22,7 @@ Physical layout (linear = physical while paging is off or identity-mapped)::
     0x20000  page directory, 0x21000 page table for 0-4 MiB
     stacks (tops): ring 0 0x70000, ring 1 0x60000, ring 2 0x58000, ring 3 0x50000
 
-Code is assembled with GNU as (``tests/gas.py``), so it must not use absolute label addresses
+Code is assembled with GNU as (``tests/helpers/gas.py``), so it must not use absolute label addresses
 (relative jumps to labels are fine); place data at explicit addresses.
 """
 

@@ -1,7 +1,7 @@
 """Differential test: random user-level instruction sequences run on vmkit and on Unicorn
 (QEMU's x86 translator) from the same state must end in the same state.
 
-Each case (``tests/oracle_gen.py``, seeded) sets the 8 general registers, the status flags and
+Each case (``tests/helpers/oracle_gen.py``, seeded) sets the 8 general registers, the status flags and
 DF, a stack and a data area of random bytes, and runs a short sequence ending in ``hlt`` that is
 loaded at 0x1000: vmkit's ``Machine`` runs to the ``hlt`` (reason "halt"), Unicorn's
 ``emu_start`` stops at it. The comparison covers the registers, EIP, the EFLAGS bits that are
@@ -258,7 +258,7 @@ def report(case: Case, code: bytes, diffs: list[str]) -> str:
     import capstone
     md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
     lines = [f"seed {case.seed}, vmkit paging {'on' if paged(case) else 'off'} (reproduce: "
-             f"VMKIT_ORACLE_SEED={case.seed} pytest tests/test_oracle.py -k test_one_seed)",
+             f"VMKIT_ORACLE_SEED={case.seed} pytest tests/isa/test_oracle.py -k test_one_seed)",
              "initial: " + " ".join(f"{n}={v:08x}" for n, v in zip(REG32, case.regs))
              + f" eflags={case.eflags:#x}",
              "source:", case.listing(), "decoded:"]

@@ -1,4 +1,4 @@
-"""Headless Debian chromium through Playwright, for tests/test_slides.py and tests/test_browser.py.
+"""Headless Debian chromium through Playwright, for tests/course/test_slides.py and tests/browser/test_browser.py.
 
 Playwright never downloads a browser here: it drives /usr/bin/chromium (``make sysdeps``).
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "build" / "test-artifacts"
 CHROMIUM_ARGS = [

@@ -22,7 +22,7 @@ from vmkit.homework.grade import Settings, Submission, grade, write_csv
 from vmkit.homework.release import release_notebook, write
 from vmkit.homework.variant import student_params
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "homework"
 FIXTURE = "hw99-fixture"
 

@@ -30,7 +30,7 @@ from browser_util import ARTIFACTS, chromium_context, require_chromium
 from test_browser import (ALL_CELLS_RUN, CELL_ERRORS, NOTEBOOK_READY, JupyterLab,
                           cleared_copy)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: the lecture notebooks with widgets or pictures (09's pictures are plain figures as well)
 NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("0*.ipynb"))
 VIEWPORT = {"width": 1366, "height": 768}

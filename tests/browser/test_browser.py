@@ -36,7 +36,7 @@ import pytest
 from browser_util import chromium_context, require_chromium, screenshot
 from vmkit import nbtools
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "tests" / "data" / "smoke.ipynb"
 LECTURE_01 = ROOT / "notebooks" / "01-machine-and-rings.ipynb"
 JUPYTER = Path(sys.executable).parent / "jupyter"

@@ -1,7 +1,7 @@
 """The course material as the kit finds it (vmkit.resources) and the commands that hand it out:
 `vmkit course copy`, `vmkit course link`, and the one-line errors of `vmkit slides`,
 `vmkit release` and `vmkit grade` when something is missing. (From an installed wheel:
-tests/test_installed.py.)"""
+tests/course/test_installed.py.)"""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from vmkit import resources
 from vmkit.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_checkout_finds_its_own_material():

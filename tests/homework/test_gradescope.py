@@ -22,7 +22,7 @@ import pytest
 from vmkit.homework import cells
 from vmkit.homework.release import release_notebook, write
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ASSIGNMENT = "hw01-rings-and-traps"  # a few seconds per run
 USER = "nobody"
 
