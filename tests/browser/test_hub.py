@@ -94,7 +94,7 @@ def users_env(base: Path) -> Path:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     src = base / "src"
     for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "constraints.txt",
-                 "vmkit", "notebooks", "exercises", "share"):
+                 "vmkit", "notebooks", "exercises", "share", "docs"):
         s = ROOT / name
         if s.is_dir():
             shutil.copytree(s, src / name, ignore=shutil.ignore_patterns("__pycache__",
