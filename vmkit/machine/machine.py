@@ -12,12 +12,14 @@ deadline so interrupts arrive at the same guest instruction whatever else happen
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass, field
 
 from vmkit.errors import UnsupportedInstruction, VmkitError
 from vmkit.isa import semantics as sem
 from vmkit.isa.decode import DECODER, Insn
 from vmkit.isa.faults import Fault, Resched
+from vmkit.machine import blocks as blk
 from vmkit.machine import devices as dev
 from vmkit.machine.hooks import MachineHooks, overridden
 from vmkit.machine.cpu import (CPU, LZ_ADC, LZ_ADD, LZ_DEC, LZ_INC, LZ_LOGIC, LZ_SBB, LZ_SUB,
@@ -36,6 +38,18 @@ BOOT_GDT = 0x800
 BOOT_GDT_BYTES = bytes(8) + bytes.fromhex("ffff0000009acf00") + bytes.fromhex("ffff00000092cf00")
 _STOP_REASONS = ("halt", "poweroff", "max_steps", "breakpoint", "crash", "until", "vmm")
 _machine_ids = itertools.count(1)
+_UNSEEN = object()      # a block-cache miss (None in the cache: no block starts there)
+
+
+def blocks_default() -> bool:
+    """Block translation on unless the environment says ``VMKIT_BLOCKS=0`` (the switch for
+    whole runs, to compare with per-instruction mode)."""
+    v = os.environ.get("VMKIT_BLOCKS", "1").strip().lower()
+    if v in ("0", "off", "no", "false"):
+        return False
+    if v in ("1", "on", "yes", "true", ""):
+        return True
+    raise VmkitError(f"VMKIT_BLOCKS must be 1 or 0 (block translation on or off), got {v!r}")
 
 
 @dataclass
@@ -83,7 +97,7 @@ class Machine(MMUMixin, SystemMixin):
     """
 
     def __init__(self, memory_size: int = DEFAULT_MEMORY, *, input: bytes = b"",
-                 trace: Trace | None = None, vm_index: int = 0):
+                 trace: Trace | None = None, vm_index: int = 0, blocks: bool | None = None):
         if not isinstance(memory_size, int) or memory_size < 0x10000 or memory_size > 1 << 30 \
                 or memory_size % 4096:
             raise VmkitError(f"memory_size must be a multiple of 4096 between 64 KiB and 1 GiB, "
@@ -106,6 +120,13 @@ class Machine(MMUMixin, SystemMixin):
         self._icache_sup: dict[int, object] = {}
         self._icache_usr: dict[int, object] = {}
         self._icache = self._icache_sup
+        # block translation (vmkit.machine.blocks): linear EIP -> block, or None where no
+        # block starts (single instructions run there); per privilege like the icache
+        self.blocks = blocks_default() if blocks is None else bool(blocks)
+        self._bcache_sup: dict[int, tuple | None] = {}
+        self._bcache_usr: dict[int, tuple | None] = {}
+        self._bcache = self._bcache_sup
+        self.smc_gen = 0            # bumped whenever a write drops compiled code
         self.port_handlers: dict[int, object] = {}   # extra devices: port -> (read, write)
         # set from a hook (vmkit.machine.hooks): run() returns (reason "vmm") at the next
         # instruction boundary
@@ -150,6 +171,7 @@ class Machine(MMUMixin, SystemMixin):
             acc = self._accessors[key] = self._make_accessors(user)
         self.compile_globals.update(acc)
         self._icache = self._icache_usr if user else self._icache_sup
+        self._bcache = self._bcache_usr if user else self._bcache_sup
 
     def load(self, program, address: int | None = None) -> None:
         """Copy a Program (or bytes) into physical memory at its base (or ``address``) and point
@@ -261,6 +283,7 @@ class Machine(MMUMixin, SystemMixin):
                 continue
             keys = page.pop(a, None)
             if keys:
+                self.smc_gen += 1
                 for cache, eip in keys:
                     cache.pop(eip, None)
                 if not page and a >> 12 not in watch:
@@ -270,13 +293,15 @@ class Machine(MMUMixin, SystemMixin):
         """Forget every compiled instruction (a monitor changed what it intercepts)."""
         self._icache_sup.clear()
         self._icache_usr.clear()
+        self._bcache_sup.clear()
+        self._bcache_usr.clear()
         self.code_pages.clear()
         for p in self.code_watch:   # a monitor's translations outlive the machine's icache
             self.code_pages[p] = {}
 
     def _flush_icache_page(self, vpn: int) -> None:
         lo = vpn << 12
-        for cache in (self._icache_sup, self._icache_usr):
+        for cache in (self._icache_sup, self._icache_usr, self._bcache_sup, self._bcache_usr):
             for eip in [e for e in cache if lo - 15 < e < lo + 0x1000]:
                 del cache[eip]
 
@@ -442,7 +467,10 @@ class Machine(MMUMixin, SystemMixin):
                 budget = end - self.steps
                 if dv.next_tick is not None:
                     budget = min(budget, dv.next_tick - self.clock)
-                self._burst(max(budget, 1))
+                if self.blocks:
+                    self._burst_blocks(max(budget, 1))
+                else:
+                    self._burst(max(budget, 1))
         except TripleFault as tf:
             res = self._crash(f"triple fault: {tf}")
         except UnsupportedInstruction as ui:
@@ -501,6 +529,74 @@ class Machine(MMUMixin, SystemMixin):
         except Sync:
             sync = True  # the instruction changed nothing yet: run it below, clocks exact
         except Fault as ex:
+            self.in_burst = False
+            self.steps += n
+            self.clock += n
+            n = 0
+            self.take_exception(ex)
+        finally:
+            self.in_burst = False
+            self.steps += n
+            self.clock += n
+        if sync:
+            self._run_one()
+
+    def _translate(self, eip: int):
+        """Translate the block at ``eip`` into the current block cache (None: no block there,
+        single instructions run) and register its physical bytes for self-modifying code."""
+        b = blk.translate(self, eip)
+        cache = self._bcache
+        cache[eip] = b
+        if b is not None:
+            pa0 = b[-1]
+            end = b[5][-1].next
+            for k in range(end - eip):
+                page = self.code_pages.setdefault((pa0 + k) >> 12, {})
+                page.setdefault(pa0 + k, []).append((cache, eip))
+        return b
+
+    def _burst_blocks(self, budget: int) -> None:
+        """``_burst`` in block mode: a block runs when the budget covers one pass of it (a block
+        that loops runs as many passes as the budget covers), else one instruction runs. An
+        exception from inside a block is located by ``blocks.locate``: EIP goes back to the
+        instruction that raised and only the instructions before it count."""
+        cpu = self.cpu
+        n = 0
+        sync = False
+        b = None
+        self.in_burst = True
+        try:
+            bget = self._bcache.get
+            get = self._icache.get
+            while n < budget:
+                eip = cpu.eip
+                b = bget(eip, _UNSEEN)
+                if b is _UNSEEN:
+                    b = None
+                    b = self._translate(eip)
+                if b is not None and b[1] <= budget - n:
+                    n += b[0](budget - n)
+                    continue
+                f = get(eip)
+                if f is None:
+                    f = self._compile(eip)
+                b = None
+                f()
+                n += 1
+        except Resched as ex:
+            at = blk.locate(b, ex.__traceback__) if b is not None else None
+            n += 1 if at is None else at[0] + at[1] + 1
+        except Sync as ex:
+            at = blk.locate(b, ex.__traceback__) if b is not None else None
+            if at is not None:
+                n += at[0] + at[1]
+                cpu.eip = b[2][at[1]]
+            sync = True
+        except Fault as ex:
+            at = blk.locate(b, ex.__traceback__) if b is not None else None
+            if at is not None:
+                n += at[0] + at[1]
+                cpu.eip = b[2][at[1]]
             self.in_burst = False
             self.steps += n
             self.clock += n
