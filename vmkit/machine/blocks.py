@@ -37,11 +37,15 @@ from vmkit.isa import semantics as sem
 from vmkit.isa.decode import DECODER
 from vmkit.machine.mmu import CR0_PG
 
-__all__ = ["MAX_INSNS", "translate", "locate"]
+__all__ = ["MAX_INSNS", "HOT", "translate", "locate"]
 
 #: at most this many instructions a block (QEMU's TCG allows 512; a Python function of 32
 #: instructions compiles in about a millisecond, and a longer straight line is rare in guests)
 MAX_INSNS = 32
+
+#: a block is made at an address once a run has come there this many times (before, its
+#: instructions run singly): most code of a short run never pays for a compile
+HOT = 8
 
 _SIGN = {1: 0x80, 2: 0x8000, 4: 0x80000000}
 _MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF}
@@ -173,7 +177,9 @@ def _forward(ins: _Insn, prev: _Insn | None) -> bool:
         nxt = body[touching[0] + 1]
         if isinstance(nxt, ast.Assign):
             # every condition but parity reads CF, ZF, SF and OF at most
-            parity = ast.unparse(nxt.value) in ("F & 4", "not F & 4")
+            parity = any(isinstance(x, ast.BinOp) and isinstance(x.op, ast.BitAnd)
+                         and isinstance(x.right, ast.Constant) and x.right.value & 0x14
+                         for x in ast.walk(nxt.value))
             e = None if parity else _status_expr(rec, 0x8C1)
             if e is not None:
                 s.value = _expr(e)
@@ -259,8 +265,6 @@ def translate(m, eip: int):
             break
         fn = ast.parse(src).body[0]
         ins = _Insn(insn, len(insns), fn.body)
-        if ins.calls_machine and insns:
-            break       # it runs alone (it will see exact clocks and EIP that way)
         insns.append(ins)
         a = insn.next
         if ins.calls_machine or any(_is_attr(n, "C", "eip") for s in fn.body[:-1]
@@ -322,6 +326,9 @@ def _build(m, eip: int, insns: list):
         ind = "    "
     starts = []
     for ins in insns:
+        if ins.calls_machine and ins.index:
+            # the machine may read EIP (interrupt frames, events): as in per-instruction mode
+            lines.append(ind + f"C.eip = {ins.insn.address:#x}")
         starts.append(len(lines) + 1)
         body = ins.body
         if ins is last and loop_cond is not None:
@@ -414,6 +421,8 @@ def locate(block, tb) -> tuple[int, int] | None:
     before the current pass, index of the instruction that raised), or None when the exception
     did not come from this block's function."""
     code = block[4]
+    if code is None:
+        return None
     while tb is not None:
         if tb.tb_frame.f_code is code:
             k = bisect.bisect_right(block[3], tb.tb_lineno) - 1

@@ -38,7 +38,7 @@ BOOT_GDT = 0x800
 BOOT_GDT_BYTES = bytes(8) + bytes.fromhex("ffff0000009acf00") + bytes.fromhex("ffff00000092cf00")
 _STOP_REASONS = ("halt", "poweroff", "max_steps", "breakpoint", "crash", "until", "vmm")
 _machine_ids = itertools.count(1)
-_UNSEEN = object()      # a block-cache miss (None in the cache: no block starts there)
+_SINGLE = (None, 0, None, None, None)   # what runs is not a block (for blocks.locate)
 
 
 def blocks_default() -> bool:
@@ -258,15 +258,19 @@ class Machine(MMUMixin, SystemMixin):
             raise UnsupportedInstruction(insn.mnemonic, eip, fn)
         cache = self._icache
         cache[eip] = fn
-        # remember which physical bytes it came from (self-modifying code invalidates it)
+        self._register(cache, eip, insn.size)
+        return fn
+
+    def _register(self, cache: dict, eip: int, size: int) -> None:
+        """Remember which physical bytes ``cache[eip]`` came from (self-modifying code drops
+        it)."""
         paging = self.cpu.cr0 & CR0_PG or self.nested is not None
         user = self.cpu.cpl == 3
-        for k in range(insn.size):
+        for k in range(size):
             la = (eip + k) & 0xFFFFFFFF
             pa = self.translate(la, False, user) if paging else la
             page = self.code_pages.setdefault(pa >> 12, {})
             page.setdefault(pa, []).append((cache, eip))
-        return fn
 
     def _smc(self, pa: int, n: int) -> None:
         """A write hit a page holding compiled code: drop the instructions it overlaps (and
@@ -542,17 +546,27 @@ class Machine(MMUMixin, SystemMixin):
             self._run_one()
 
     def _translate(self, eip: int):
-        """Translate the block at ``eip`` into the current block cache (None: no block there,
-        single instructions run) and register its physical bytes for self-modifying code."""
-        b = blk.translate(self, eip)
+        """The block-cache entry for ``eip`` in the current mode, made and registered for
+        self-modifying code: a block (``blocks.translate``), or ``(f, 0, ...)`` for an
+        instruction that runs alone, or ``(f, -1, [count])`` while ``eip`` is cold: a block is
+        made only once a run has reached ``eip`` ``blocks.HOT`` times (compiling a block costs
+        about a millisecond, as much as running a thousand instructions singly)."""
         cache = self._bcache
+        old = cache.get(eip)
+        b = None if old is None else blk.translate(self, eip)
+        if b is None:
+            f = self._icache.get(eip) or self._compile(eip)
+            b = (f, -1, [blk.HOT], None, None) if old is None else (f, 0, None, None, None)
+            insn = self.insn_at(eip)
+            size = insn.size if insn is not None else 1
+        else:
+            size = b[5][-1].next - eip
+            for a in b[2][1:]:      # instructions inside it start over as cold
+                inner = cache.get(a)
+                if inner is not None and inner[1] == -1:
+                    inner[2][0] = blk.HOT
         cache[eip] = b
-        if b is not None:
-            pa0 = b[-1]
-            end = b[5][-1].next
-            for k in range(end - eip):
-                page = self.code_pages.setdefault((pa0 + k) >> 12, {})
-                page.setdefault(pa0 + k, []).append((cache, eip))
+        self._register(cache, eip, size)
         return b
 
     def _burst_blocks(self, budget: int) -> None:
@@ -563,37 +577,51 @@ class Machine(MMUMixin, SystemMixin):
         cpu = self.cpu
         n = 0
         sync = False
-        b = None
+        b = _SINGLE
         self.in_burst = True
         try:
-            bget = self._bcache.get
+            bcache = self._bcache
+            bget = bcache.get
             get = self._icache.get
+            translate = self._translate
             while n < budget:
                 eip = cpu.eip
-                b = bget(eip, _UNSEEN)
-                if b is _UNSEEN:
-                    b = None
-                    b = self._translate(eip)
-                if b is not None and b[1] <= budget - n:
-                    n += b[0](budget - n)
+                b = bget(eip)
+                if b is None:
+                    b = _SINGLE
+                    b = translate(eip)
+                k = b[1]
+                if k > 0:
+                    if k <= budget - n:
+                        n += b[0](budget - n)
+                        continue
+                    b = _SINGLE
+                    f = get(eip)
+                    if f is None:
+                        f = self._compile(eip)
+                    f()
+                    n += 1
                     continue
-                f = get(eip)
-                if f is None:
-                    f = self._compile(eip)
-                b = None
-                f()
+                if k:       # cold: count, and make the block when it is hot
+                    c = b[2]
+                    c[0] -= 1
+                    if not c[0]:
+                        b = _SINGLE
+                        translate(eip)
+                        continue
+                b[0]()
                 n += 1
         except Resched as ex:
-            at = blk.locate(b, ex.__traceback__) if b is not None else None
+            at = blk.locate(b, ex.__traceback__)
             n += 1 if at is None else at[0] + at[1] + 1
         except Sync as ex:
-            at = blk.locate(b, ex.__traceback__) if b is not None else None
+            at = blk.locate(b, ex.__traceback__)
             if at is not None:
                 n += at[0] + at[1]
                 cpu.eip = b[2][at[1]]
             sync = True
         except Fault as ex:
-            at = blk.locate(b, ex.__traceback__) if b is not None else None
+            at = blk.locate(b, ex.__traceback__)
             if at is not None:
                 n += at[0] + at[1]
                 cpu.eip = b[2][at[1]]
