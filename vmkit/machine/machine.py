@@ -38,7 +38,9 @@ BOOT_GDT = 0x800
 BOOT_GDT_BYTES = bytes(8) + bytes.fromhex("ffff0000009acf00") + bytes.fromhex("ffff00000092cf00")
 _STOP_REASONS = ("halt", "poweroff", "max_steps", "breakpoint", "crash", "until", "vmm")
 _machine_ids = itertools.count(1)
-_SINGLE = (None, 0, None, None, None)   # what runs is not a block (for blocks.locate)
+_SINGLE = (None, 0, None, None, None)
+#: machine calls that end a burst at once (they raise Sync for exact clocks)
+_EXACT = frozenset(("soft_int", "iret", "far_ret", "port_in", "port_out", "rdtsc"))   # what runs is not a block (for blocks.locate)
 
 
 def blocks_default() -> bool:
@@ -556,7 +558,11 @@ class Machine(MMUMixin, SystemMixin):
         b = None if old is None else blk.translate(self, eip)
         if b is None:
             f = self._icache.get(eip) or self._compile(eip)
-            b = (f, -1, [blk.HOT], None, None) if old is None else (f, 0, None, None, None)
+            if old is None:
+                b = (f, -1, [blk.HOT], None, None)
+            else:   # -2: it asks for exact clocks at once (Sync): run it as _run_one would
+                names = getattr(getattr(f, "__code__", None), "co_names", ())
+                b = (f, -2 if _EXACT.intersection(names) else 0, None, None, None)
             insn = self.insn_at(eip)
             size = insn.size if insn is not None else 1
         else:
@@ -602,13 +608,21 @@ class Machine(MMUMixin, SystemMixin):
                     f()
                     n += 1
                     continue
-                if k:       # cold: count, and make the block when it is hot
+                if k == -1:     # cold: count, and make the block when it is hot
                     c = b[2]
                     c[0] -= 1
                     if not c[0]:
                         b = _SINGLE
                         translate(eip)
                         continue
+                elif k == -2:   # what the burst would end in (Sync), without the exception
+                    b = _SINGLE
+                    self.in_burst = False
+                    self.steps += n
+                    self.clock += n
+                    n = 0
+                    self._run_one()
+                    return
                 b[0]()
                 n += 1
         except Resched as ex:
