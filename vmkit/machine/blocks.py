@@ -36,6 +36,7 @@ import types
 
 from vmkit.isa import semantics as sem
 from vmkit.isa.decode import DECODER
+from vmkit.machine import blockopt
 from vmkit.machine.mmu import CR0_PG
 
 __all__ = ["MAX_INSNS", "HOT", "translate", "locate"]
@@ -301,7 +302,8 @@ def _build(eip: int, insns: list):
     # a block whose last instruction jumps back to its start loops in the function
     tail = last.body[-1]
     loop_cond = None
-    if (isinstance(tail, ast.Assign) and _is_attr(tail.targets[0], "C", "eip")):
+    if (isinstance(tail, ast.Assign) and _is_attr(tail.targets[0], "C", "eip")
+            and not last.calls_machine):
         v = tail.value
         if (isinstance(v, ast.IfExp) and isinstance(v.body, ast.Constant) and v.body.value == eip
                 and isinstance(v.orelse, ast.Constant)):
@@ -324,47 +326,74 @@ def _build(eip: int, insns: list):
                 if any(_flag_uses(x) for x in [s]):
                     ins.lazy = _lazy_record(s)   # the last flag statement decides
     _drop_dead_stores(insns)
-    # source
-    lines = ["def _blk(budget, R=R, C=C, M=M, PARITY=PARITY):"]
-    if loop_cond is not None:
-        lines += ["    done = 0", "    while True:"]
-        ind = "        "
-    else:
-        lines += ["    done = 0"]
-        ind = "    "
-    starts = []
     for ins in insns:
-        if ins.calls_machine and ins.index:
-            # the machine may read EIP (interrupt frames, events): as in per-instruction mode
-            lines.append(ind + f"C.eip = {ins.insn.address:#x}")
-        starts.append(len(lines) + 1)
-        body = ins.body
         if ins is last and loop_cond is not None:
-            body = body[:-1]
-        for s in body:
-            for rs in ast.walk(s):
+            ins.body = ins.body[:-1]       # the loop's own exits set EIP
+        for st in ins.body:
+            for rs in ast.walk(st):
                 if isinstance(rs, ast.Return):
                     rs.value = _expr(f"done + {ins.index + 1}")
-            txt = ast.unparse(s)
-            lines += [ind + t for t in txt.splitlines()]
+    # constants, dead locals, registers in locals (vmkit.machine.blockopt)
+    tail = last if last.calls_machine else None   # it runs on R itself, after a write-back
+    head = [i for i in insns if i is not tail]
+    extra = [loop_cond[0]] if loop_cond is not None and loop_cond[0] is not None else []
+    bodies = blockopt.simplify([i.body for i in head], extra)
+    for i, b in zip(head, bodies):
+        i.body = b
+    if extra:
+        loop_cond = (extra[0], loop_cond[1])
+    regs = blockopt.cached_registers(bodies, loop_cond is not None)
+    written = blockopt.localize(bodies, regs) if regs else set()
+    back = "; ".join(f"R[{k}] = r{k}" for k in sorted(written))
+    # source
+    smc = any(ins.writes_mem for ins in insns[:-1])
+    lines = ["def _blk(budget, R=R, C=C, M=M, PARITY=PARITY):", "    done = 0"]
+    if smc:
+        lines.append("    smc = M.smc_gen")
+    ind = "    "
+    if regs:
+        lines.append(ind + "; ".join(f"r{k} = R[{k}]" for k in regs))
+        lines.append(ind + "try:")
+        ind += "    "
+    if loop_cond is not None:
+        lines.append(ind + "while True:")
+        ind += "    "
+    leave = (back + "; ") if back else ""
+    starts = []
+    for ins in insns:
+        if ins is tail:
+            break
+        starts.append(len(lines) + 1)
+        for st in ins.body:
+            lines += [ind + t for t in ast.unparse(st).splitlines()]
         if ins is not last and ins.writes_mem:
-            lines.append(ind + f"if M.smc_gen != smc: C.eip = {ins.insn.next:#x}; "
+            lines.append(ind + f"if M.smc_gen != smc: {leave}C.eip = {ins.insn.next:#x}; "
                          f"return done + {ins.index + 1}")
     if loop_cond is not None:
         test, fall = loop_cond
         if test is None:
             lines += [ind + f"done += {n}", ind + f"if done + {n} <= budget: continue",
-                      ind + f"C.eip = {eip:#x}", ind + "return done"]
+                      ind + f"{leave}C.eip = {eip:#x}", ind + "return done"]
         else:
             lines += [ind + f"if {ast.unparse(test)}:", ind + f"    done += {n}",
                       ind + f"    if done + {n} <= budget: continue",
-                      ind + f"    C.eip = {eip:#x}", ind + "    return done",
-                      ind + f"C.eip = {fall:#x}", ind + f"return done + {n}"]
-    else:
-        lines.append(ind + f"return {n}")
-    if any(ins.writes_mem for ins in insns[:-1]):
-        lines.insert(1, "    smc = M.smc_gen")
-        starts = [s + 1 for s in starts]
+                      ind + f"    {leave}C.eip = {eip:#x}", ind + "    return done",
+                      ind + f"{leave}C.eip = {fall:#x}", ind + f"return done + {n}"]
+    if regs:
+        if loop_cond is None:
+            lines.append(ind + "pass")
+        lines += ["    except BaseException:", f"        {back or 'pass'}", "        raise"]
+        if back and loop_cond is None:
+            lines.append("    " + back)
+    if tail is not None:
+        if tail.index:
+            # the machine may read EIP (interrupt frames, events): as in per-instruction mode
+            lines.append(f"    C.eip = {tail.insn.address:#x}")
+        starts.append(len(lines) + 1)
+        for st in tail.body:
+            lines += ["    " + t for t in ast.unparse(st).splitlines()]
+    if loop_cond is None:
+        lines.append(f"    return {n}")
     src = "\n".join(lines) + "\n"
     code = compile(src, f"<block {eip:#010x}: {n} instructions>", "exec")
     fcode = next(k for k in code.co_consts if isinstance(k, types.CodeType))
