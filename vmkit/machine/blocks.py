@@ -265,6 +265,8 @@ def translate(m, eip: int):
             src = sem.source_of(insn)
         except sem.Unsupported:
             break
+        if insns and _EXACT_CALLS.intersection(src.replace("(", " ").split()):
+            break   # it runs alone, without an exception for its exact clocks (Sync)
         insns.append((insn, src))
         a = insn.next
         lines = src.rstrip().splitlines()
@@ -290,6 +292,10 @@ def translate(m, eip: int):
     fn = types.FunctionType(fcode, g, fcode.co_name, (g["R"], g["C"], g["M"], g["PARITY"]))
     return fn, n, addrs, starts, fcode, [i for i, _ in insns], source, pa0
 
+
+#: machine calls that need the exact clocks (they raise Sync inside a burst)
+_EXACT_CALLS = frozenset(("M.soft_int", "M.iret", "M.far_ret", "M.port_in", "M.port_out",
+                          "M.rdtsc"))
 
 #: blocks made in this process: (address, instruction bytes) -> code and its line map; a
 #: second machine running the same guest (a notebook's next cell, a test) only binds them
@@ -326,13 +332,14 @@ def _build(eip: int, insns: list):
                 if any(_flag_uses(x) for x in [s]):
                     ins.lazy = _lazy_record(s)   # the last flag statement decides
     _drop_dead_stores(insns)
+    done = "done + " if loop_cond is not None else ""
     for ins in insns:
         if ins is last and loop_cond is not None:
             ins.body = ins.body[:-1]       # the loop's own exits set EIP
         for st in ins.body:
             for rs in ast.walk(st):
                 if isinstance(rs, ast.Return):
-                    rs.value = _expr(f"done + {ins.index + 1}")
+                    rs.value = _expr(f"{done}{ins.index + 1}")
     # constants, dead locals, registers in locals (vmkit.machine.blockopt)
     tail = last if last.calls_machine else None   # it runs on R itself, after a write-back
     head = [i for i in insns if i is not tail]
@@ -347,7 +354,9 @@ def _build(eip: int, insns: list):
     back = "; ".join(f"R[{k}] = r{k}" for k in sorted(written))
     # source
     smc = any(ins.writes_mem for ins in insns[:-1])
-    lines = ["def _blk(budget, R=R, C=C, M=M, PARITY=PARITY):", "    done = 0"]
+    lines = ["def _blk(budget, R=R, C=C, M=M, PARITY=PARITY):"]
+    if loop_cond is not None:
+        lines.append("    done = 0")   # instructions retired in the passes before this one
     if smc:
         lines.append("    smc = M.smc_gen")
     ind = "    "
@@ -368,7 +377,7 @@ def _build(eip: int, insns: list):
             lines += [ind + t for t in ast.unparse(st).splitlines()]
         if ins is not last and ins.writes_mem:
             lines.append(ind + f"if M.smc_gen != smc: {leave}C.eip = {ins.insn.next:#x}; "
-                         f"return done + {ins.index + 1}")
+                         f"return {done}{ins.index + 1}")
     if loop_cond is not None:
         test, fall = loop_cond
         if test is None:
@@ -460,6 +469,7 @@ def locate(block, tb) -> tuple[int, int] | None:
     while tb is not None:
         if tb.tb_frame.f_code is code:
             k = bisect.bisect_right(block[3], tb.tb_lineno) - 1
-            return tb.tb_frame.f_locals.get("done", 0), max(k, 0)
+            done = tb.tb_frame.f_locals["done"] if "done" in code.co_varnames else 0
+            return done, max(k, 0)
         tb = tb.tb_next
     return None
