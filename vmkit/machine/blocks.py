@@ -46,8 +46,9 @@ __all__ = ["MAX_INSNS", "HOT", "translate", "locate"]
 MAX_INSNS = 32
 
 #: a block is made at an address once a run has come there this many times (before, its
-#: instructions run singly): most code of a short run never pays for a compile
-HOT = 8
+#: instructions run singly): making a block costs a few milliseconds, what running a few
+#: thousand instructions singly costs, so code that runs rarely never pays for it
+HOT = 64
 
 _SIGN = {1: 0x80, 2: 0x8000, 4: 0x80000000}
 _MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF}
@@ -56,11 +57,10 @@ _MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF}
 class _Insn:
     """One instruction of a block being built: its statements and what they do to flags."""
 
-    def __init__(self, insn, index: int, body: list):
+    def __init__(self, insn, index: int, src: str):
         self.insn = insn
         self.index = index
-        self.body = body
-        src = ast.unparse(ast.Module(body=body, type_ignores=[]))
+        self.body = ast.parse(src).body[0].body
         self.calls_machine = "M." in src or "Resched" in src or "return" in src
         self.writes_mem = "wr1(" in src or "wr2(" in src or "wr4(" in src or self.calls_machine
         # can it raise before completing? (memory accessors, faults, machine calls)
@@ -86,8 +86,20 @@ def _is_attr(node, obj: str, attr: str) -> bool:
 
 
 def _flag_uses(stmt) -> bool:
-    """Does ``stmt`` touch EFLAGS (C.lz, C.ef, C.eflags) anywhere?"""
-    return any(_is_attr(n, "C", a) for n in ast.walk(stmt) for a in ("lz", "ef", "eflags"))
+    """Does ``stmt`` touch EFLAGS (C.lz, C.ef, C.eflags) anywhere? (remembered on the node
+    until ``_forward`` rewrites the instruction: walking trees is most of a translation's
+    cost)"""
+    v = getattr(stmt, "_flags", None)
+    if v is None:
+        v = stmt._flags = any(isinstance(n, ast.Attribute) and n.attr in ("lz", "ef", "eflags")
+                              and isinstance(n.value, ast.Name) and n.value.id == "C"
+                              for n in ast.walk(stmt))
+    return v
+
+
+def _forget_flags(body: list) -> None:
+    for s in body:
+        s.__dict__.pop("_flags", None)
 
 
 def _lazy_record(stmt):
@@ -261,9 +273,8 @@ def translate(m, eip: int):
     while True:
         if hook is not None and hook(insn) is not None:
             break
-        try:
-            src = sem.source_of(insn)
-        except sem.Unsupported:
+        src = _source(insn)
+        if src is None:
             break
         if insns and _EXACT_CALLS.intersection(src.replace("(", " ").split()):
             break   # it runs alone, without an exception for its exact clocks (Sync)
@@ -285,13 +296,30 @@ def translate(m, eip: int):
     if made is None:
         if len(_MADE) >= 4096:
             _MADE.clear()
-        made = _MADE[key] = _build(eip, [_Insn(i, k, ast.parse(src).body[0].body)
-                                         for k, (i, src) in enumerate(insns)])
+        made = _MADE[key] = _build(eip, [_Insn(i, k, src) for k, (i, src) in enumerate(insns)])
     fcode, n, addrs, starts, source = made
     g = m.compile_globals
     fn = types.FunctionType(fcode, g, fcode.co_name, (g["R"], g["C"], g["M"], g["PARITY"]))
     return fn, n, addrs, starts, fcode, [i for i, _ in insns], source, pa0
 
+
+def _source(insn) -> str | None:
+    """The instruction's Python source (``semantics.source_of``, remembered), or None when the
+    kit has no semantics for it."""
+    key = (insn.address, insn.raw)
+    src = _SOURCES.get(key, 0)
+    if src == 0:
+        try:
+            src = sem.source_of(insn)
+        except sem.Unsupported:
+            src = None
+        if len(_SOURCES) >= 1 << 16:
+            _SOURCES.clear()
+        _SOURCES[key] = src
+    return src
+
+
+_SOURCES: dict = {}
 
 #: machine calls that need the exact clocks (they raise Sync inside a burst)
 _EXACT_CALLS = frozenset(("M.soft_int", "M.iret", "M.far_ret", "M.port_in", "M.port_out",
@@ -326,6 +354,7 @@ def _build(eip: int, insns: list):
     for ins in insns:
         if any(_flag_uses(s) for s in ins.body):
             _forward(ins, prev)
+            _forget_flags(ins.body)
             prev = ins
             ins.lazy = None
             for s in ins.body:

@@ -261,6 +261,10 @@ class Machine(MMUMixin, SystemMixin):
         cache = self._icache
         cache[eip] = fn
         self._register(cache, eip, insn.size)
+        try:
+            fn.size = insn.size     # for the block cache's own registration
+        except AttributeError:
+            pass
         return fn
 
     def _register(self, cache: dict, eip: int, size: int) -> None:
@@ -563,8 +567,10 @@ class Machine(MMUMixin, SystemMixin):
             else:   # -2: it asks for exact clocks at once (Sync): run it as _run_one would
                 names = getattr(getattr(f, "__code__", None), "co_names", ())
                 b = (f, -2 if _EXACT.intersection(names) else 0, None, None, None)
-            insn = self.insn_at(eip)
-            size = insn.size if insn is not None else 1
+            size = getattr(f, "size", None)
+            if size is None:
+                insn = self.insn_at(eip)
+                size = insn.size if insn is not None else 1
         else:
             size = b[5][-1].next - eip
             for a in b[2][1:]:      # instructions inside it start over as cold
