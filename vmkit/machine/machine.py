@@ -12,14 +12,13 @@ deadline so interrupts arrive at the same guest instruction whatever else happen
 from __future__ import annotations
 
 import itertools
-import os
 from dataclasses import dataclass, field
 
 from vmkit.errors import UnsupportedInstruction, VmkitError
 from vmkit.isa import semantics as sem
 from vmkit.isa.decode import DECODER, Insn
 from vmkit.isa.faults import Fault, Resched
-from vmkit.machine import blocks as blk
+from vmkit.machine.blockrun import BlockRunMixin, blocks_default
 from vmkit.machine import devices as dev
 from vmkit.machine.hooks import MachineHooks, overridden
 from vmkit.machine.cpu import (CPU, LZ_ADC, LZ_ADD, LZ_DEC, LZ_INC, LZ_LOGIC, LZ_SBB, LZ_SUB,
@@ -38,20 +37,6 @@ BOOT_GDT = 0x800
 BOOT_GDT_BYTES = bytes(8) + bytes.fromhex("ffff0000009acf00") + bytes.fromhex("ffff00000092cf00")
 _STOP_REASONS = ("halt", "poweroff", "max_steps", "breakpoint", "crash", "until", "vmm")
 _machine_ids = itertools.count(1)
-_SINGLE = (None, 0, None, None, None)
-#: machine calls that end a burst at once (they raise Sync for exact clocks)
-_EXACT = frozenset(("soft_int", "iret", "far_ret", "port_in", "port_out", "rdtsc"))   # what runs is not a block (for blocks.locate)
-
-
-def blocks_default() -> bool:
-    """Block translation on unless the environment says ``VMKIT_BLOCKS=0`` (the switch for
-    whole runs, to compare with per-instruction mode)."""
-    v = os.environ.get("VMKIT_BLOCKS", "1").strip().lower()
-    if v in ("0", "off", "no", "false"):
-        return False
-    if v in ("1", "on", "yes", "true", ""):
-        return True
-    raise VmkitError(f"VMKIT_BLOCKS must be 1 or 0 (block translation on or off), got {v!r}")
 
 
 @dataclass
@@ -86,7 +71,7 @@ class Snapshot:
     extra: dict = field(default_factory=dict)
 
 
-class Machine(MMUMixin, SystemMixin):
+class Machine(MMUMixin, SystemMixin, BlockRunMixin):
     """A bare IA-32 machine in protected mode (the kit's hardware).
 
     ``Machine(memory_size=4 << 20)`` powers on with memory filled with 0xAA, CS:EIP at the
@@ -539,112 +524,6 @@ class Machine(MMUMixin, SystemMixin):
         except Sync:
             sync = True  # the instruction changed nothing yet: run it below, clocks exact
         except Fault as ex:
-            self.in_burst = False
-            self.steps += n
-            self.clock += n
-            n = 0
-            self.take_exception(ex)
-        finally:
-            self.in_burst = False
-            self.steps += n
-            self.clock += n
-        if sync:
-            self._run_one()
-
-    def _translate(self, eip: int):
-        """The block-cache entry for ``eip`` in the current mode, made and registered for
-        self-modifying code: a block (``blocks.translate``), or ``(f, 0, ...)`` for an
-        instruction that runs alone, or ``(f, -1, [count])`` while ``eip`` is cold: a block is
-        made only once a run has reached ``eip`` ``blocks.HOT`` times (compiling a block costs
-        about a millisecond, as much as running a thousand instructions singly)."""
-        cache = self._bcache
-        old = cache.get(eip)
-        b = None if old is None else blk.translate(self, eip)
-        if b is None:
-            f = self._icache.get(eip) or self._compile(eip)
-            if old is None:
-                b = (f, -1, [blk.HOT], None, None)
-            else:   # -2: it asks for exact clocks at once (Sync): run it as _run_one would
-                names = getattr(getattr(f, "__code__", None), "co_names", ())
-                b = (f, -2 if _EXACT.intersection(names) else 0, None, None, None)
-            size = getattr(f, "size", None)
-            if size is None:
-                insn = self.insn_at(eip)
-                size = insn.size if insn is not None else 1
-        else:
-            size = b[5][-1].next - eip
-            for a in b[2][1:]:      # instructions inside it start over as cold
-                inner = cache.get(a)
-                if inner is not None and inner[1] == -1:
-                    inner[2][0] = blk.HOT
-        cache[eip] = b
-        self._register(cache, eip, size)
-        return b
-
-    def _burst_blocks(self, budget: int) -> None:
-        """``_burst`` in block mode: a block runs when the budget covers one pass of it (a block
-        that loops runs as many passes as the budget covers), else one instruction runs. An
-        exception from inside a block is located by ``blocks.locate``: EIP goes back to the
-        instruction that raised and only the instructions before it count."""
-        cpu = self.cpu
-        n = 0
-        sync = False
-        b = _SINGLE
-        self.in_burst = True
-        try:
-            bcache = self._bcache
-            bget = bcache.get
-            get = self._icache.get
-            translate = self._translate
-            while n < budget:
-                eip = cpu.eip
-                b = bget(eip)
-                if b is None:
-                    b = _SINGLE
-                    b = translate(eip)
-                k = b[1]
-                if k > 0:
-                    if k <= budget - n:
-                        n += b[0](budget - n)
-                        continue
-                    b = _SINGLE
-                    f = get(eip)
-                    if f is None:
-                        f = self._compile(eip)
-                    f()
-                    n += 1
-                    continue
-                if k == -1:     # cold: count, and make the block when it is hot
-                    c = b[2]
-                    c[0] -= 1
-                    if not c[0]:
-                        b = _SINGLE
-                        translate(eip)
-                        continue
-                elif k == -2:   # what the burst would end in (Sync), without the exception
-                    b = _SINGLE
-                    self.in_burst = False
-                    self.steps += n
-                    self.clock += n
-                    n = 0
-                    self._run_one()
-                    return
-                b[0]()
-                n += 1
-        except Resched as ex:
-            at = blk.locate(b, ex.__traceback__)
-            n += 1 if at is None else at[0] + at[1] + 1
-        except Sync as ex:
-            at = blk.locate(b, ex.__traceback__)
-            if at is not None:
-                n += at[0] + at[1]
-                cpu.eip = b[2][at[1]]
-            sync = True
-        except Fault as ex:
-            at = blk.locate(b, ex.__traceback__)
-            if at is not None:
-                n += at[0] + at[1]
-                cpu.eip = b[2][at[1]]
             self.in_burst = False
             self.steps += n
             self.clock += n
