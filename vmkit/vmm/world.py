@@ -302,6 +302,7 @@ class HostedMonitor(Monitor):
         m.clock = new._clock
         self.current = to
         m.vm_index = to
+        self.paging.switched_in(new)
         self._switched_in(new)
         m.flush_tlb()
         m.mode_changed()

@@ -17,6 +17,7 @@ from vmkit.vmm.bt.tcache import Block, invalidate
 from vmkit.vmm.bt.translator import (GO_ON, IN_TC, MAX_BLOCK, TF, classify, ends_unit, fetch,
                                      guest_text, inline_single, insn_fn, translate)
 from vmkit.vmm.deprivileged.vcpu import TEVM
+from vmkit.vmm.paging import softmmu
 from vmkit.vmm.vm import CannotEmulate
 from vmkit.vmm.world import VMStop as _VMStop
 
@@ -341,11 +342,7 @@ def soft_mmu(bt, vm: TEVM, insn: Insn) -> bool:
     k = (vm.index, insn.address, insn.raw)
     fn = bt._soft.get(k)
     if fn is None:
-        g = dict(m.compile_globals)
-        for n in (1, 2, 4):
-            g[f"rd{n}"] = lambda a, n=n: vm.read(a, n, False)
-            g[f"wr{n}"] = lambda a, v, n=n: vm.write(a, n, v, False)
-        fn = sem.compile_insn(insn, g)
+        fn = softmmu.compile_through_guest(m, vm, insn, False)
         if isinstance(fn, str):
             raise UnsupportedInstruction(insn.mnemonic, insn.address, fn)
         bt._soft[k] = fn

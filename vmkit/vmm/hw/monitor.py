@@ -19,17 +19,20 @@ from vmkit.vmm.hw.nonroot import _STUBS, _NonRootMachine
 from vmkit.vmm.hw.vcpu import HWVM
 from vmkit.vmm.hw.vmcs import (DEVICE_PORTS, H_ONES, IF, PREEMPTION_TIMER, TRIPLE_FAULT, VMCS, MiB,
                                NonRootExit, VmcsControls)
-from vmkit.vmm.hw.vmexit import exit_during_delivery, handle_exit, on_exception, record_exit
+from vmkit.vmm.hw.vmexit import (ept_exit, exit_during_delivery, handle_exit, on_exception,
+                                 record_exit)
+from vmkit.vmm.paging import mode_class
 from vmkit.vmm.sched import _init_scheduling
-from vmkit.vmm.shadow import ShadowPaging
 from vmkit.vmm.world import DEFAULT_SLICE, HostedMonitor
 
 
-class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
+class HardwareAssisted(HostedMonitor, MachineHooks):
     """Hardware-assisted virtualization, VT-x style (see the module text).
 
-    ``HardwareAssisted(img, ..., ept=True, lazy_ept=False, controls=None, slice=DEFAULT_SLICE,
-    costs=CostModel)``: ``ept`` chooses nested paging or shadow paging; ``controls`` (a dict of
+    ``HardwareAssisted(img, ..., ept=True, lazy_ept=False, paging=None, controls=None,
+    slice=DEFAULT_SLICE, costs=CostModel)``: ``ept`` chooses nested paging or shadow paging;
+    ``paging`` names the paging mode (:mod:`vmkit.vmm.paging`: ``"ept"``, or a shadow mode
+    such as ``"vtlb"``; ``ept=False`` is ``paging="vtlb"``); ``controls`` (a dict of
     :class:`VmcsControls` fields or a VmcsControls) turns VM-execution controls on and off
     (``set_controls`` changes them between runs); several images run in several VMs.
 
@@ -60,18 +63,25 @@ class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
     #: the default exit handlers (exit-reason name -> handler); every instance works on a copy
     handlers: dict = dict(_DEFAULT_HANDLERS)
 
-    def __init__(self, *images, costs=None, trace=None, ept: bool = True,
+    def __init__(self, *images, costs=None, trace=None, ept: bool | None = None,
                  lazy_ept: bool = False, controls=None, slice: int = DEFAULT_SLICE,
                  scheduler=None, weights=None, quantum=None, machine_timer: bool = False,
-                 assign=None):
+                 assign=None, paging: str | None = None):
         # ---- direct assignment (vmkit.vmm.passthrough): assign={vm index: ["disk"]} -> {port: vm}
         self.assigned = passthrough.resolve_assignment(assign, len(images), self.name)
         # ---- end direct assignment
-        if not isinstance(ept, bool):
+        if ept is not None and not isinstance(ept, bool):
             raise VmkitError(f"ept must be True (nested paging) or False (shadow paging), got "
                              f"{ept!r}")
         if not isinstance(lazy_ept, bool):
             raise VmkitError(f"lazy_ept must be True or False, got {lazy_ept!r}")
+        if paging is None:
+            paging = "vtlb" if ept is False else "ept"
+        mode = mode_class(self, paging, ("nested", "shadow"))
+        if ept is not None and ept != (mode.kind == "nested"):
+            raise VmkitError(f"ept={ept} contradicts paging={paging!r} (a {mode.kind} paging "
+                             f"mode): give one of them")
+        ept = mode.kind == "nested"
         if lazy_ept and not ept:
             raise VmkitError("lazy_ept needs ept=True (there is no EPT with shadow paging)")
         if not isinstance(slice, int) or isinstance(slice, bool) or slice < 1:
@@ -79,6 +89,7 @@ class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
                              f"{slice!r}")
         self.ept = ept
         self.lazy_ept = lazy_ept
+        self.paging = mode(self, lazy=lazy_ept, exit=ept_exit) if ept else mode(self)
         self.slice = slice
         _init_scheduling(self, images, scheduler, weights, quantum, machine_timer)
         self._controls = VmcsControls.make(controls, ept)
@@ -140,7 +151,7 @@ class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
             m.port_handlers[port] = self._direct_port(port)
         vm = self.vms[0]
         m.cpu.set_state(vm.saved.state())
-        m.nested = vm.ept
+        self.paging.switched_in(vm)
         m.clock = 0
         m.vm_index = 0
         m.flush_tlb()
@@ -219,11 +230,10 @@ class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
         vm.inhibit_left = max(0, m.irq_inhibit_until - m.steps)
 
     def _switched_in(self, vm: HWVM) -> None:
-        """The VM's guest state is loaded from its VMCS, with its EPT (or shadow page
-        directory); the compiled code goes too (no VPID)."""
+        """The VM's guest state is loaded from its VMCS (its EPT or shadow page directory is
+        the paging mode's); the compiled code goes too (no VPID)."""
         m = self._host
         m.irq_inhibit_until = m.steps + vm.inhibit_left if vm.inhibit_left else -1
-        m.nested = vm.ept
         m.flush_icache()
 
     def _guest_if(self, vm: HWVM) -> bool:
@@ -287,8 +297,6 @@ class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
     def guest_invlpg(self, vm: HWVM, lin: int) -> None:
         """The guest's INVLPG, after an exit."""
         guest_invlpg(self, vm, lin)
-
-    # ---- shadow paging (ept=False): the virtual TLB (vmkit.vmm.shadow) ---------------------
 
     # ---- intercepts: what the CPU does with an instruction in non-root mode -------------------
     def intercept(self, insn):
@@ -356,4 +364,4 @@ class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
     # ---- snapshots ---------------------------------------------------------------------------
     def _before_restore(self, st: dict) -> None:
         self.current = st["declared"]["current"]   # its EPT first: the machine's memory view
-        self._host.nested = self.vms[self.current].ept
+        self.paging.switched_in(self.vms[self.current])
