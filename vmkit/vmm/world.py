@@ -352,7 +352,7 @@ class HostedMonitor(Monitor):
 
     def _stop_soon(self, vm, reason: str, detail: str) -> None:
         vm.pending = (reason, detail)
-        self._host.exit_request = True
+        self._host.request_exit()
 
     # ---- a halted virtual CPU --------------------------------------------------------------
     def _guest_if(self, vm) -> bool:

@@ -44,7 +44,7 @@ def run_kernel(bt, vm: TEVM, budget: int, until, single: bool) -> RunResult:
                 reason = "max_steps"
                 break
             if m.exit_request:
-                m.exit_request = False
+                m.cancel_exit()
                 break
             if (vc.cpl != 0 or vc.halted or vm.pending is not None
                     or vm.devices.poweroff_code is not None):
@@ -80,7 +80,7 @@ def run_kernel(bt, vm: TEVM, budget: int, until, single: bool) -> RunResult:
                 stuck = 0
     except _VMStop as s:
         bt._stop_soon(vm, s.reason, s.detail)
-        m.exit_request = False
+        m.cancel_exit()
     except UnsupportedInstruction as ui:
         return RunResult("crash", vm.steps - g0, str(ui), cpu.eip)
     finally:
@@ -195,7 +195,7 @@ def run_chain(bt, vm: TEVM, blk: Block, left: int) -> None:
                 left -= 1
                 m.in_burst = True
             if blk.resched:     # IF, CPL or a segment changed: the run loop looks again
-                m.exit_request = True
+                m.request_exit()
                 return
             if left <= 0:
                 return
@@ -242,7 +242,7 @@ def finish_block(bt, vm: TEVM, blk: Block, i: int, left: int) -> None:
             fn()
         except Resched:
             retire_native(bt, vm, 1)
-            m.exit_request = True
+            m.request_exit()
             return
         except Fault as f:
             r = trap_in_tc(bt, vm, f, blk, i)
@@ -268,7 +268,7 @@ def finish_block(bt, vm: TEVM, blk: Block, i: int, left: int) -> None:
             return
         run_tail(bt, vm, blk)
     elif blk.resched:
-        m.exit_request = True
+        m.request_exit()
 
 
 def run_tail(bt, vm: TEVM, blk: Block) -> bool:
@@ -281,7 +281,7 @@ def run_tail(bt, vm: TEVM, blk: Block) -> bool:
     if not ok:
         return False
     if not blk.go_on:
-        bt._host.exit_request = True
+        bt._host.request_exit()
         return False
     return not bt._host.exit_request
 
@@ -417,7 +417,7 @@ def interpret(bt, vm: TEVM, left: int) -> None:
         if kind == "callout":
             if callout(bt, vm, insn, handler, interpreted=True) \
                     and insn.mnemonic not in GO_ON:
-                m.exit_request = True
+                m.request_exit()
             return
         if kind == "inline":
             fn = types.FunctionType(inline_single(bt, vm.index, insn), g, insn.text)
@@ -428,7 +428,7 @@ def interpret(bt, vm: TEVM, left: int) -> None:
         try:
             fn()
         except Resched:     # CS, IF or a segment changed: the run loop looks again
-            m.exit_request = True
+            m.request_exit()
         except Fault as f:
             bt.on_exception(f.vector, f, "exception", None)
             return
@@ -440,7 +440,7 @@ def interpret(bt, vm: TEVM, left: int) -> None:
         count += 1
         if ends_unit(insn, kind) or count >= MAX_BLOCK:
             if insn.mnemonic in ("sti", "popfd", "popf"):
-                m.exit_request = True
+                m.request_exit()
             return
         if (cpu.eip ^ start) >> 12 or cpu.eip != insn.next:
             return

@@ -145,7 +145,7 @@ class BinaryTranslation(Deprivileged):
         was = vm.vcpu.cpl
         super()._load_real_cs(vm, selector, vring, cause, d)
         if vring == 0 and was != 0:
-            self._host.exit_request = True
+            self._host.request_exit()
 
     def _fetch_insn(self, vm: TEVM, eip: int) -> Insn | None:
         """Kernel code is never fetched by the real CPU under BT: read it through the guest's

@@ -132,7 +132,7 @@ class Deprivileged(HostedMonitor, MachineHooks):
         if vm.steps < vm.inhibit_until:        # STI shadow: stop right after one instruction
             deadline = min(deadline, m.clock + vm.inhibit_until - vm.steps)
         self._arm(deadline)
-        m.exit_request = False
+        m.cancel_exit()
 
     def _guest_stopped(self, vm: TEVM, r: RunResult) -> None:
         # a crash of the guest's code (unsupported instruction ...); the real CPU never halts
@@ -169,14 +169,14 @@ class Deprivileged(HostedMonitor, MachineHooks):
         self.events["trap"] += 1
         if self.scheduler is not None and len(self.vms) > 1 \
                 and machine_time(self) >= self._slice_end:
-            m.exit_request = True   # the slice (machine cycles) is spent: back to the run loop
+            m.request_exit()   # the slice (machine cycles) is spent: back to the run loop
         self.trace.add(Interrupt(m.clock, vector=vector, name=event_name(vector, source),
                                  source=source, error_code=fault.error_code if fault else None,
                                  from_ring=m.cpu.cpl, to_ring=0, eip=m.cpu.eip, handler=0,
                                  vm=vm.index))
         if source == "irq":
             # the VMM's own timer: a virtual tick is due, the budget or the slice is spent
-            m.exit_request = True
+            m.request_exit()
             return True
         if source != "exception":
             # int n / int3 / into: reflect through the guest's gate. A fault doing so leaves
@@ -276,7 +276,7 @@ class Deprivileged(HostedMonitor, MachineHooks):
         self.trace.add(Emulation(m.clock, address=insn.address, text=insn.text,
                                  mnemonic=insn.mnemonic, vm=vm.index))
         # the VMM's run loop looks at virtual interrupts, devices and halts before going on
-        m.exit_request = True
+        m.request_exit()
 
     def on_ring_change(self, old: int, new: int, cause: str) -> None:
         """The real CPU changed rings on its own (MachineHooks.on_ring_change): an outward
@@ -292,7 +292,7 @@ class Deprivileged(HostedMonitor, MachineHooks):
                 fl = int.from_bytes(image, "little")
                 vc.IF, vc.iopl = (fl >> 9) & 1, (fl >> 12) & 3
         if self._deliverable(vm) is not None:
-            self._host.exit_request = True
+            self._host.request_exit()
 
     # ---- reflection: the VMM delivers into the guest ------------------------------------------
     def _reflect(self, vm: TEVM, vector: int, error_code: int | None, return_eip: int,

@@ -42,7 +42,7 @@ def record_exit(hw, x: NonRootExit) -> None:
     hw.events["vm_exit"] += 1
     hw.trace.add(VmExit(m.clock, reason=x.reason, name=name, qualification=x.qualification,
                           address=m.cpu.eip, vm=vm.index))
-    m.exit_request = True
+    m.request_exit()
     hw.vmx_mode = "root"
 
 

@@ -108,7 +108,7 @@ class Paravirtual(Deprivileged):
             vm = self.vms[self.current]
             if self.scheduler is not None and len(self.vms) > 1 \
                     and machine_time(self) >= self._slice_end:
-                m.exit_request = True
+                m.request_exit()
             self._hypercall(vm, next_eip)
             return True
         return super().on_exception(vector, fault, source, next_eip)
@@ -162,7 +162,7 @@ class Paravirtual(Deprivileged):
         vm = self.vms[self.current]
         vm.vcpu.cpl = 0 if new == 1 else new
         if new == 3 and self._deliverable(vm) is not None:
-            self._host.exit_request = True
+            self._host.request_exit()
 
     def _idle(self, vm: PVVM) -> None:
         vm.vcpu.IF = 1
@@ -195,7 +195,7 @@ class Paravirtual(Deprivileged):
         self.hypercalls[name] += 1
         self.events["hypercall"] += 1
         self.trace.add(Hypercall(m.clock, name=name, batch=batch, result=result, vm=vm.index))
-        m.exit_request = True               # devices, events or the VM's state may have changed
+        m.request_exit()               # devices, events or the VM's state may have changed
 
     # ---- page tables: validation (Xen's page types, simplified) --------------------------------
 
