@@ -255,3 +255,20 @@ def test_every_declared_counter_is_in_stats(name):
     declared = [n for n in type(mon)._declared_state() if not n.startswith("_")]
     missing = [n for n in declared if n not in mon.stats and n not in NOT_IN_STATS]
     assert not missing, f"{name}: declared but not in stats: {missing}"
+
+
+@pytest.mark.parametrize("name", ["te", "bt", "hw", "pv"])
+def test_stats_are_read_from_the_declared_state(name):
+    """Is every stats key that names an attribute (vmkit.vmm.state.declared_stats) a counter
+    the monitor declares in ``monitor_state``, so that what stats reports is what snapshot()
+    keeps and restore() rolls back, and is the order the one the command line prints?"""
+    from vmkit.vmm import state
+    cls = MONITORS[name]
+    declared = set(cls._declared_state())
+    fields = state.declared_stats(cls)
+    named = [src for _, src in fields if isinstance(src, str)]
+    assert named and set(named) <= declared, set(named) - declared
+    mon = _monitor(name, _img("hello", name == "pv"))
+    assert list(mon.stats) == [k for k, _ in fields]
+    assert list(mon.stats)[:2] == ["instructions",
+                                   "native_instructions" if name == "hw" else "host_instructions"]

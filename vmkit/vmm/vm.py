@@ -69,7 +69,7 @@ class GuestVM(VM):
         self.slice_base = slice_base
         self.memory_size = image.memory_size
         self.vmm_base = vmm_base                  # this VM's part of the VMM area
-        self.pd = vmm_base + V_PD                 # its VMM-made page directory (shadow, start of day)
+        self.pd = vmm_base + V_PD                 # its VMM-made page directory (vmkit.vmm.paging)
         self.devices = Devices(input=bytes(image.input))
         self.port_handlers: dict = {}             # extra virtual devices: port -> (read, write)
         self._vcpu = None                         # the subclass's virtual CPU

@@ -94,6 +94,12 @@ class HostedMonitor(Monitor):
 
     # ---- the public surface ----------------------------------------------------------------
     @property
+    def stats(self) -> dict:
+        """The monitor's counters, as its classes declare them (``stats_fields``, read from the
+        declared state: :func:`vmkit.vmm.state.report`)."""
+        return state.report(self)
+
+    @property
     def machine(self) -> Machine:
         return self._host
 

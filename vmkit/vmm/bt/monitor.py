@@ -165,28 +165,12 @@ class BinaryTranslation(Deprivileged):
         return None
 
     # ---- statistics, cycles, snapshots ---------------------------------------------------------
-    @property
-    def stats(self) -> dict:
-        s = super().stats
-        s.update({
-            "tc_lookups": self.tc_lookups,
-            "tc_hits": self.tc_hits,
-            "tc_misses": self.tc_misses,
-            "translations": self.translations,
-            "translated_instructions": self.translated_instructions,
-            "tc_invalidations": self.tc_invalidations,
-            "tc_evictions": self.tc_evictions,
-            "tc_flushes": self.tc_flushes,
-            "tc_blocks": len(self._tc),
-            "interpreted": self.interpreted,
-            "chained": self.chained,
-            "indirect_lookups": self.indirect_lookups,
-            "callouts": self.callouts,
-            "adaptations": self.adaptations,
-            "static_translations": self.static_translations,
-            "static_misses": self.static_misses,
-        })
-        return s
+    #: stats: the core's, then the translator's counters (vmkit.vmm.state.report)
+    stats_fields = ("tc_lookups", "tc_hits", "tc_misses", "translations",
+                    "translated_instructions", "tc_invalidations", "tc_evictions", "tc_flushes",
+                    ("tc_blocks", lambda bt: len(bt._tc)), "interpreted", "chained",
+                    "indirect_lookups", "callouts", "adaptations", "static_translations",
+                    "static_misses")
 
     # the translator's counters, saved and restored with the monitor's state (world.py)
     monitor_state = _COUNTERS = (

@@ -14,7 +14,7 @@ from vmkit.machine.devices import IRQ_BASE
 from vmkit.machine.machine import Machine
 from vmkit.machine.rules import Descriptor
 from vmkit.trace import Emulation, InstructionRetired, Interrupt
-from vmkit.vmm import passthrough
+from vmkit.vmm import passthrough, state
 from vmkit.vmm.deprivileged.boot import boot_vm, build_vmm_area
 from vmkit.vmm.deprivileged.control import write_cr
 from vmkit.vmm.deprivileged.handlers import DEPRIVILEGED
@@ -317,28 +317,17 @@ class Deprivileged(HostedMonitor, MachineHooks):
             raise fault                          # the guest's own, as it arrived
 
     # ---- statistics and cycles ---------------------------------------------------------------
-    @property
-    def stats(self) -> dict:
-        c = self.trace.counts
-        return {
-            "instructions": self._total_steps(),
-            "host_instructions": self._host.steps,
-            "interrupts": sum(self.reflected.values()),
-            "ring_transitions": c["ring"],
-            "page_faults": self.reflected["#PF"],
-            "real_page_faults": c["page_fault"],
-            "tlb_misses": self._host.tlb_misses,
-            "port_io": c["io"],
-            "traps": self.traps,
-            "emulated": Counter(self.emulated),
-            "reflected": Counter(self.reflected),
-            "hidden_page_faults": self.hidden_page_faults,
-            "shadow_updates": self.events["shadow_update"],
-            "world_switches": self.world_switches,
-            "walk_references": self._host.walk_refs,
-            "pt_write_traps": sum(self.pt_traps.values()),
-            "pt_traps": Counter(self.pt_traps),
-        }
+    #: stats (vmkit.vmm.state.report): names of declared counters, or (key, source)
+    stats_fields = (
+        ("instructions", HostedMonitor._total_steps), ("host_instructions", state.host("steps")),
+        ("interrupts", state.total("reflected")), ("ring_transitions", state.traced("ring")),
+        ("page_faults", lambda te: te.reflected["#PF"]),
+        ("real_page_faults", state.traced("page_fault")),
+        ("tlb_misses", state.host("tlb_misses")), ("port_io", state.traced("io")), "traps",
+        "emulated", "reflected", "hidden_page_faults",
+        ("shadow_updates", state.event("shadow_update")), "world_switches",
+        ("walk_references", state.host("walk_refs")), ("pt_write_traps", state.total("pt_traps")),
+        "pt_traps")
 
     def event_counts(self) -> Counter:
         """Events by cost category. ``native`` is what the real CPU retired: an emulated

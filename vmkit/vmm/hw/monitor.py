@@ -8,7 +8,7 @@ from vmkit.errors import VmkitError
 from vmkit.isa.faults import Fault
 from vmkit.machine.machine import Machine
 from vmkit.trace import Emulation, InstructionRetired
-from vmkit.vmm import passthrough
+from vmkit.vmm import passthrough, state
 from vmkit.vmm.hw.exits import _DEFAULT_HANDLERS
 from vmkit.vmm.hw.guestmmu import ept_violation, exception_exit, guest_invlpg, write_cr
 from vmkit.vmm.hw.inject import inject_fault
@@ -211,30 +211,17 @@ class HardwareAssisted(HostedMonitor):
         return any(port + k in bitmap for k in range(size))
 
     # ---- statistics and cycles ---------------------------------------------------------------
-    @property
-    def stats(self) -> dict:
-        c = self.trace.counts
-        m = self._host
-        return {
-            "instructions": self._total_steps(),
-            "native_instructions": m.steps,
-            "interrupts": sum(self.delivered.values()),
-            "ring_transitions": c["ring"],
-            "page_faults": self.delivered["#PF"],
-            "tlb_misses": m.tlb_misses,
-            "port_io": c["io"],
-            "traps": sum(self.vm_exits.values()),
-            "vm_exits": Counter(self.vm_exits),
-            "injections": self.injections,
-            "emulated": Counter(self.emulated),
-            "walk_references": m.walk_refs,
-            "hidden_page_faults": self.hidden_page_faults,
-            "ept_fills": self.ept_fills,
-            "world_switches": self.world_switches,
-            "shadow_updates": self.events["shadow_update"],
-            "pt_write_traps": sum(self.pt_traps.values()),
-            "pt_traps": Counter(self.pt_traps),
-        }
+    #: stats (vmkit.vmm.state.report): names of declared counters, or (key, source)
+    stats_fields = (
+        ("instructions", HostedMonitor._total_steps),
+        ("native_instructions", state.host("steps")), ("interrupts", state.total("delivered")),
+        ("ring_transitions", state.traced("ring")),
+        ("page_faults", lambda hw: hw.delivered["#PF"]), ("tlb_misses", state.host("tlb_misses")),
+        ("port_io", state.traced("io")), ("traps", state.total("vm_exits")), "vm_exits",
+        "injections", "emulated", ("walk_references", state.host("walk_refs")),
+        "hidden_page_faults", "ept_fills", "world_switches",
+        ("shadow_updates", state.event("shadow_update")),
+        ("pt_write_traps", state.total("pt_traps")), "pt_traps")
 
     def event_counts(self) -> Counter:
         """Events by cost category: ``native`` is what the CPU retired in non-root mode; an
