@@ -67,8 +67,6 @@ GROUP_KINDS = {"trap": TRAP_KINDS}
 #: translates differently in single steps): always looked for one instruction at a time
 _STEP_SENSITIVE = frozenset({"tc_miss", "tc_lookup", "translate", "tc_invalidate",
                              "hidden_page_fault"})
-_NOT_YET = {"hole": "virtualization holes are not recorded yet (issue 17: they need the "
-                    "monitors' restructuring)"}
 MASK32 = 0xFFFFFFFF
 
 
@@ -378,8 +376,6 @@ class Debugger:
         if not isinstance(kind, str):
             raise VmkitError(f"break_on takes an event kind, got {kind!r}")
         k = EVENT_ALIASES.get(kind, kind)
-        if k in _NOT_YET:
-            raise VmkitError(_NOT_YET[k])
         if k in COUNTER_KINDS:
             if filter:
                 raise VmkitError(f"{k} is a counter: it takes no filter (got "
