@@ -209,8 +209,8 @@ class MemoryAccess(Event):
     host-physical, ``old`` and ``new`` the bytes before and after (equal for a read, and for a
     write of the value already there); ``eip`` where the CPU was; ``source`` who made it:
     "insn" (an instruction's operand, explicit or implicit), "walk" (the page walk: entries
-    read, accessed/dirty bits written), "system" (descriptor tables, TSS, interrupt frames,
-    a monitor's accesses through the machine)."""
+    read, accessed/dirty bits written), "system" (descriptor tables, TSS, interrupt frames),
+    "vmm" (a monitor reading or writing guest memory on the guest's behalf)."""
     address: int = 0
     size: int = 0
     access: str = "read"

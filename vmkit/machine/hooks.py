@@ -8,7 +8,10 @@ subclass overrides, so a bare machine pays nothing for the interface.
 Two more extension points stay plain data on the machine: ``Machine.port_handlers`` (extra
 devices, port -> (read, write): the homework's extension point) and ``Machine.exit_request``
 (set it from a hook to make ``run()`` return with reason ``"vmm"`` at the next instruction
-boundary).
+boundary). Watching memory is not a hook of the monitor but of whoever observes the machine
+(a debugger): ``Machine.watch_memory(ranges)`` makes every access to those physical bytes a
+``MemoryAccess`` trace event, and ``Machine.watched_page(pa)`` tells code that caches
+translations or runs blocks of instructions to take the one-instruction path on that page.
 """
 
 from __future__ import annotations
