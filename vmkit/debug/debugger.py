@@ -18,21 +18,26 @@ instruction that wrote, read or caused it.
 
 **How it runs.** With only linear breakpoints set, ``cont`` is one ``vm.run`` with the
 machine's breakpoints (full speed; a stop whose ring, VM or condition does not match goes on).
-Event breaks run in growing chunks that a subscriber watches; a chunk with a matching event is
-run again one instruction at a time (:meth:`Debugger._forward_events`). Watchpoints, physical
-breakpoints and the step-sensitive event kinds (translation cache, hidden faults) need a look
-after every instruction: ``cont`` then runs one instruction at a time
+Event breaks and watchpoints run in growing chunks that a subscriber watches; a chunk with a
+matching event is run again one instruction at a time (:meth:`Debugger._forward_events`).
+Physical breakpoints and the step-sensitive event kinds (translation cache, hidden faults)
+need a look after every instruction: ``cont`` then runs one instruction at a time
 (``vm.run(max_steps=1)``, 13-70 us each: about 15,000-70,000 instructions a second).
-Checkpoints are taken at every stop and every
-``checkpoint_every`` instructions, within ``budget`` bytes.
+Checkpoints are taken at every stop and every ``checkpoint_every`` instructions, within
+``budget`` bytes.
 
-**Interim (issue 17), until the machine has a memory-access hook:** write watchpoints compare
-the watched bytes after every instruction, so they catch every write that changes a value,
-whoever made it (the guest, the VMM emulating an instruction or serving a hypercall, the shadow
-pager setting accessed/dirty bits, a device), but not a write of the value already there; the
-writer is attributed from the instruction's operands and the events of that instruction
-(:func:`_attribute`). Read watchpoints decode the instruction's memory operands
-(:mod:`vmkit.debug.operands`): the guest's explicit and stack/string operands only.
+**Watchpoints** go through the machine (``Machine.watch_memory``): the guest-physical bytes
+they cover (a guest-linear range through the guest's tables, page by page, looked up again
+at every chunk and every single step) are watched on the host machine, which reports every
+read and write of them as a ``MemoryAccess`` event: an instruction's explicit and implicit
+operands (push/pop, string instructions, iretd's pops), the page walk's entry reads and
+accessed/dirty bits, descriptor-table and TSS reads, interrupt frames, and the monitor's own
+accesses to guest memory (emulation, hypercalls, the shadow pager, reflection). A write of
+the value already there is a hit. A change of the watched value the machine did not report
+(the range now maps elsewhere) is a hit too ("mapping"). Who wrote or read is the access's
+source with the events of the same instruction (:func:`_attribute`, :func:`_reader`). A run
+with watched memory goes an instruction at a time inside the machine (no bursts), not
+through the debugger: see ``benchmarks/bench_debug.py``.
 """
 
 from __future__ import annotations

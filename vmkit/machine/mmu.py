@@ -510,8 +510,15 @@ class MMUMixin:
                 return rdn
 
             def wr(n):
+                pack = {1: lambda a, v: mem.__setitem__(a, v), 2: lambda a, v: p16(mem, a, v),
+                        4: lambda a, v: p32(mem, a, v)}[n]
+
                 def wrn(a, v):
-                    phys_wr(a, n, v)
+                    if a >> 12 in wp or (a + n - 1) >> 12 in wp or a > size - n or \
+                            a >> 12 in cp or (a + n - 1) >> 12 in cp:
+                        phys_wr(a, n, v)
+                    else:
+                        pack(a, v)
                 return wrn
             return dict(rd1=rd(1), rd2=rd(2), rd4=rd(4), wr1=wr(1), wr2=wr(2), wr4=wr(4))
 
