@@ -286,7 +286,7 @@ def translate(m, eip: int):
             break   # a machine call, an early return or a jump ends the block
         if len(insns) >= MAX_INSNS or (a & 0xFFF) + 15 > 0x1000 or a >> 12 != eip >> 12:
             break
-        insn = DECODER.decode(a, m.phys_read(pa0 + (a - eip), 15))
+        insn = DECODER.decode(a, m.phys_read(pa0 + (a - eip), 15, "fetch"))
         if insn is None or insn.id == 0:
             break
     if len(insns) < 2:
