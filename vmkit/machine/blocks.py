@@ -23,9 +23,15 @@ function per basic block, so everything between two control transfers runs witho
   machine's ``code_pages``), and after an instruction that writes memory the block checks the
   machine's SMC generation and leaves if a write dropped compiled code.
 
-Blocks end at a control transfer, before an instruction a monitor intercepts, after any
-instruction that calls into the machine (``M.``: system instructions, I/O, interrupts) or may
-return early (REP), at a page boundary, and after ``MAX_INSNS`` instructions.
+Blocks end at a control transfer, before an instruction a monitor intercepts, before an
+instruction that needs exact clocks (INT, IRET, far RET, IN/OUT, RDTSC: it runs alone), after
+any other instruction that calls into the machine (``M.``: segment loads, control registers;
+EIP is stored before it) or may return early (REP), at a page boundary, and after
+``MAX_INSNS`` instructions. Constants, dead locals and registers held in locals are
+:mod:`vmkit.machine.blockopt`'s; running blocks is :mod:`vmkit.machine.blockrun`'s.
+
+Measured (``benchmarks/bench_speed.py``, the ``compute`` guest, Native, a busy two-core
+machine): per-instruction mode 1.1 M instructions per CPU second, block mode 8.1 M.
 """
 
 from __future__ import annotations
