@@ -89,3 +89,15 @@ def test_break_on_hole_never_hits_under_bt():
     dbg = Debugger(BinaryTranslation(guests.build("nonvirt-pushcs")))
     dbg.break_on("hole")
     assert dbg.cont().kind == "exited"
+
+
+def test_cli_breaks_on_holes(tmp_path, capsys):
+    """Does `vmkit debug ... -x` stop at each hole, printing what the guest saw?"""
+    from vmkit.cli import main
+    f = tmp_path / "holes.dbg"
+    f.write_text("break-on hole\ncontinue\ncontinue\n")
+    assert main(["debug", "nonvirt-pushcs", "--monitor", "te", "-x", str(f)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "event break 1 on hole"
+    assert "text='push cs'" in lines[1] and "saw='[0x00009ff8]=0x9'" in lines[1]
+    assert "text='mov ax, cs'" in lines[2] and "bare='eax=0x8'" in lines[2]
