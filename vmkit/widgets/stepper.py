@@ -569,9 +569,10 @@ class Stepper(StaticMixin, W.VBox):
                 # aim at a slice of ~time_slice: Stop answers quickly whatever the speed
                 rate = ran / dt
                 self.run_chunk = int(min(max(rate * self.time_slice, 1_000), 200_000))
-            # a checkpoint now and then (~every 10 slices), so Back after a Run replays
-            # little; the debugger adds one at every hit
-            if dbg.position - last_cp >= 10 * self.run_chunk and not self.finished:
+            # a checkpoint every other slice (~0.1 s of running), so Back after a Run
+            # replays at most that long (a copy-on-write checkpoint costs about 1 ms); the
+            # debugger adds one at every hit
+            if dbg.position - last_cp >= 2 * self.run_chunk and not self.finished:
                 dbg.timeline.checkpoint()
                 last_cp = dbg.position
             if stop.kind == "exited" or self.finished:
