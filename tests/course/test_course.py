@@ -40,6 +40,20 @@ def test_nbtools_loads_only_what_a_notebook_needs():
     assert "nbconvert" not in out
 
 
+def test_matplotlib_is_configured_when_first_imported_not_before():
+    """Does notebook_setup() leave matplotlib unloaded (a notebook without plots saves its
+    memory) and still give it the repeatable SVG settings once something imports it?"""
+    import subprocess
+    code = ("import sys; import vmkit.nbtools as t; t.notebook_setup(); t.notebook_setup(); "
+            "print('matplotlib' in sys.modules); from matplotlib.figure import Figure; "
+            "import matplotlib; print(matplotlib.rcParams['svg.hashsalt'], "
+            "matplotlib.rcParams['svg.fonttype'], "
+            "type(matplotlib.__loader__).__name__ != '_ThenLoader')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout.split()
+    assert out == ["False", "vmkit", "path", "True"], out
+
+
 def test_course_copy_keeps_a_students_work(tmp_path, capsys):
     """Does `vmkit course copy` copy lectures and exercises, and keep files already there?"""
     assert main(["course", "copy", str(tmp_path)]) == 0

@@ -20,8 +20,9 @@ that did not change since the previous snapshot is the same object), so a checkp
 costs tens of KiB rather than the 4-6 MiB of a full copy; the trace's retained events are
 shared the same way, in pieces (``Trace.state``). ``budget`` (bytes, default 64 MiB) bounds
 the distinct pages and trace pieces the checkpoints hold plus a few KiB each for the rest
-(CPU, devices, TLB); when it is exceeded, checkpoints are thinned where they are densest, never step 0's nor the newest
-``keep_newest`` (the last stops: reverse-continue lands on one of them with a single restore).
+(CPU, devices, TLB); when it is exceeded, checkpoints are thinned where they are densest,
+never step 0's nor the newest ``keep_newest`` (the last stops: reverse-continue lands on one
+of them with a single restore).
 """
 
 from __future__ import annotations
