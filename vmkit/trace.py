@@ -331,8 +331,8 @@ class _Piece:
     """``PIECE`` consecutive events of a trace (numbers ``k * PIECE`` to ``(k + 1) * PIECE -
     1``), shared by the snapshots that retain them. Once the live trace has dropped them and
     only snapshots hold them, :meth:`pack` keeps them as marshal + zlib bytes (about 4 bytes
-    an event instead of about 110 for the objects; 0.7 us an event to pack, 1.8 us to
-    unpack at a restore: benchmarks/bench_snapshots.py)."""
+    an event instead of about 110 for the objects; measured on the syscall guest's events:
+    0.7 us an event to pack, 1.8 us to unpack at a restore)."""
     __slots__ = ("events", "packed")
 
     def __init__(self, events):
