@@ -86,6 +86,8 @@ def scenarios(name):
             _img("selfmod", pv, iterations=400), tc_size=16), 4000))
         out.append(("static translation", lambda: MONITORS["bt"](
             _img("ptemod", pv, iterations=40), static=True), 5000))
+    if name == "te":    # a virtualization hole (push cs at step 7870, mov ax, cs at 8001)
+        out.append(("holes", lambda: _monitor(name, guests.build("nonvirt-pushcs")), 7000))
     if name == "hw":
         out.append(("lazy EPT", lambda: MONITORS["hw"](_img("pagefault", pv, pages=24),
                                                        lazy_ept=True), 3000))
@@ -196,14 +198,14 @@ VM_FIXED = {"index", "image", "machine", "monitor", "slice_base", "memory_size",
 
 @pytest.mark.parametrize("name", ["te", "bt", "hw", "hw-shadow", "pv"])
 def test_every_vm_attribute_is_declared(name):
-    """Is every attribute of a monitor's VM object either in its class's ``vm_state`` (so
-    snapshot() keeps it) or one of the few fixed ones above? A new per-VM attribute fails here
-    until it is declared or listed with its reason."""
-    from vmkit.vmm import state
+    """Is every attribute of a monitor's VM object either in its class's ``vm_state`` or its
+    paging mode's (so snapshot() keeps it) or one of the few fixed ones above? A new per-VM
+    attribute fails here until it is declared or listed with its reason."""
     mon = _monitor(name, _img("diskio", name == "pv", kb=2, batch=2))
     mon.run(max_steps=4000)
     for vm in mon.vms:
-        declared = set(state.declared(type(vm), "vm_state"))
+        declared = set(vm.declared_state())
+        assert set(mon.paging.vm_state) <= declared
         loose = set(vars(vm)) - declared - VM_FIXED
         assert not loose, f"{name}: {type(vm).__name__} has undeclared state {sorted(loose)}"
         assert declared <= set(vars(vm)), f"{name}: declared but missing: " \
@@ -255,3 +257,20 @@ def test_every_declared_counter_is_in_stats(name):
     declared = [n for n in type(mon)._declared_state() if not n.startswith("_")]
     missing = [n for n in declared if n not in mon.stats and n not in NOT_IN_STATS]
     assert not missing, f"{name}: declared but not in stats: {missing}"
+
+
+@pytest.mark.parametrize("name", ["te", "bt", "hw", "pv"])
+def test_stats_are_read_from_the_declared_state(name):
+    """Is every stats key that names an attribute (vmkit.vmm.state.declared_stats) a counter
+    the monitor declares in ``monitor_state``, so that what stats reports is what snapshot()
+    keeps and restore() rolls back, and is the order the one the command line prints?"""
+    from vmkit.vmm import state
+    cls = MONITORS[name]
+    declared = set(cls._declared_state())
+    fields = state.declared_stats(cls)
+    named = [src for _, src in fields if isinstance(src, str)]
+    assert named and set(named) <= declared, set(named) - declared
+    mon = _monitor(name, _img("hello", name == "pv"))
+    assert list(mon.stats) == [k for k, _ in fields]
+    assert list(mon.stats)[:2] == ["instructions",
+                                   "native_instructions" if name == "hw" else "host_instructions"]

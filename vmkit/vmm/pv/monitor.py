@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 from vmkit.errors import VmkitError
 from vmkit.isa.faults import Fault
 from vmkit.machine.cpu import MASK32
 from vmkit.machine.devices import IRQ_BASE
-from vmkit.machine.mmu import PTE_A, PTE_D, PTE_P, PTE_W
 from vmkit.trace import Hypercall
+from vmkit.vmm.deprivileged import ops as core
 from vmkit.vmm.deprivileged.monitor import Deprivileged
 from vmkit.vmm.layout import H_IDT, H_TSS
 from vmkit.vmm.pv.abi import (_I, _Q, EFAULT, ENOSYS, HYPERCALL_VECTOR, HYPERCALLS, VI_CR2,
                               VI_MASK, VI_PENDING, _Refused)
-from vmkit.vmm.pv.direct import mmu_update, mmuext_op
+from vmkit.vmm.paging.direct import mmu_update, mmuext_op
 from vmkit.vmm.pv.hypercalls import (console_io, event_channel_op, sched_op, set_gdt, set_timer_op,
                                      set_trap_table, stack_switch, vcpu_op)
 from vmkit.vmm.pv.vm import PVVM
@@ -60,40 +61,16 @@ class Paravirtual(Deprivileged):
         super().__init__(*images, **kw)
 
     # ---- construction ------------------------------------------------------------------------
-    def _make_vm(self, index: int, image, machine) -> PVVM:
-        vm = PVVM(index, image, machine, self, self._slice_bases[index], (1 << 20) * (1 + index))
-        self._boot_vm(vm)
-        return vm
-
     def _build_vmm_area(self) -> None:
         super()._build_vmm_area()
         self._vmm_gate = _Q.unpack_from(self._host.mem, H_IDT + 8 * 0x80)[0]
 
     def _boot_vm(self, vm: PVVM) -> None:
-        """As under trap-and-emulate, plus the start-of-day address space Xen's domain builder
-        gives a guest: guest-physical memory mapped at the same virtual addresses, supervisor
-        and writable, until the kernel loads page tables of its own."""
+        """As under trap-and-emulate (the paging mode makes the start-of-day address space
+        Xen's domain builder gives a guest: ``DirectPaging.boot_vm``), with paging on."""
         super()._boot_vm(vm)
-        mem = self._host.mem
-        for pdi in range((vm.memory_size + (4 << 20) - 1) >> 22):
-            pt = vm.pool.pop()
-            mem[pt:pt + 0x1000] = bytes(0x1000)
-            _I.pack_into(mem, vm.pd + 4 * pdi, pt | PTE_P | PTE_W | PTE_A)
-            for k in range(1024):
-                g = (pdi << 22) | (k << 12)
-                if g >= vm.memory_size:
-                    break
-                if g == 0:
-                    continue                       # the null page stays unmapped
-                _I.pack_into(mem, pt + 4 * k, (vm.slice_base + g) | PTE_P | PTE_W | PTE_A
-                             | PTE_D)
-                vm.bootstrap[g] = pt + 4 * k
         vm.vcpu.cr0 = 0x80010011                   # paging is on from the start
         vm.vcpu.IF = 1                             # the event mask stands for IF
-
-    def _setup(self) -> None:
-        super()._setup()
-        self._install(self.vms[self.current])
 
     def _install(self, vm: PVVM) -> None:
         """The running VM's fast trap gate in the real IDT and kernel stack in the real TSS."""
@@ -103,10 +80,6 @@ class Paravirtual(Deprivileged):
         _I.pack_into(mem, H_TSS + 12, vm.kernel_esp)
         _I.pack_into(mem, H_TSS + 16, vm.kernel_ss | 1 if vm.kernel_ss else 0)
         self._host.flush_tlb()
-
-    def _world_switch(self, to: int) -> None:
-        super()._world_switch(to)
-        self._install(self.vms[to])
 
     # ---- entries into the hypervisor ---------------------------------------------------------
     def on_exception(self, vector: int, fault, source: str, next_eip) -> bool:
@@ -121,7 +94,7 @@ class Paravirtual(Deprivileged):
             vm = self.vms[self.current]
             if self.scheduler is not None and len(self.vms) > 1 \
                     and machine_time(self) >= self._slice_end:
-                m.exit_request = True
+                m.request_exit()
             self._hypercall(vm, next_eip)
             return True
         return super().on_exception(vector, fault, source, next_eip)
@@ -175,7 +148,7 @@ class Paravirtual(Deprivileged):
         vm = self.vms[self.current]
         vm.vcpu.cpl = 0 if new == 1 else new
         if new == 3 and self._deliverable(vm) is not None:
-            self._host.exit_request = True
+            self._host.request_exit()
 
     def _idle(self, vm: PVVM) -> None:
         vm.vcpu.IF = 1
@@ -208,29 +181,21 @@ class Paravirtual(Deprivileged):
         self.hypercalls[name] += 1
         self.events["hypercall"] += 1
         self.trace.add(Hypercall(m.clock, name=name, batch=batch, result=result, vm=vm.index))
-        m.exit_request = True               # devices, events or the VM's state may have changed
+        m.request_exit()               # devices, events or the VM's state may have changed
 
     # ---- page tables: validation (Xen's page types, simplified) --------------------------------
 
     # ---- statistics, snapshots ------------------------------------------------------------------
-    @property
-    def stats(self) -> dict:
-        s = super().stats
-        s.update({
-            "hypercalls": Counter(self.hypercalls),
-            "mmu_update_batches": Counter(self.batches),
-            "pt_updates": self.pt_updates,
-            "hypercall_refusals": Counter(self.refusals),
-            "upcalls": self.upcalls,
-            "fast_syscalls": self.fast_syscalls,
-            "pinned_tables": sum(len(vm.l1) + len(vm.l2) for vm in self.vms),
-            "hidden_page_faults": 0,
-            "shadow_updates": 0,
-            # page-table operations the hypervisor sees: mmu_update and mmuext_op calls
-            "pt_write_traps": self.hypercalls["mmu_update"] + self.hypercalls["mmuext_op"],
-        })
-        s["interrupts"] = sum(self.reflected.values()) + self.fast_syscalls
-        return s
+    #: stats: the core's, with pv's counters (vmkit.vmm.state.report); no hidden faults and
+    #: no shadow updates (the guest's tables are the real ones)
+    stats_fields = (
+        ("interrupts", lambda pv: sum(pv.reflected.values()) + pv.fast_syscalls),
+        ("hidden_page_faults", lambda pv: 0), ("shadow_updates", lambda pv: 0),
+        # page-table operations the hypervisor sees: mmu_update and mmuext_op calls
+        ("pt_write_traps", lambda pv: pv.hypercalls["mmu_update"] + pv.hypercalls["mmuext_op"]),
+        "hypercalls", ("mmu_update_batches", "batches"), "pt_updates",
+        ("hypercall_refusals", "refusals"), "upcalls", "fast_syscalls",
+        ("pinned_tables", lambda pv: sum(len(vm.l1) + len(vm.l2) for vm in pv.vms)))
 
     def event_counts(self) -> Counter:
         """As trap-and-emulate's, plus the hardware's delivery of every fast system call (as
@@ -240,3 +205,27 @@ class Paravirtual(Deprivileged):
         counts["interrupt"] += self.fast_syscalls
         counts.pop("shadow_update", None)
         return counts
+
+
+# ---- the monitor protocol (vmkit.vmm.ops): the ring-1 core's, with what pv does differently --
+def make_vm(pv, index: int, image, machine) -> PVVM:
+    vm = PVVM(index, image, machine, pv, pv._slice_bases[index], (1 << 20) * (1 + index))
+    pv._boot_vm(vm)
+    return vm
+
+
+def setup(pv) -> None:
+    core.setup(pv)
+    pv._install(pv.vms[pv.current])
+
+
+def switched_in(pv, vm: PVVM) -> None:
+    """The VM's fast trap gate and kernel stack go into the real IDT and TSS."""
+    core.switched_in(pv, vm)
+    pv._install(vm)
+
+
+# the guest's own tables are the real ones (vmkit.vmm.paging.direct)
+Paravirtual.ops = replace(core.DEPRIVILEGED_OPS, make_vm=make_vm, setup=setup,
+                          switched_in=switched_in, paging_kinds=("direct",),
+                          default_paging="direct")
