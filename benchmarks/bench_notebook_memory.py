@@ -2,7 +2,7 @@
 
 Each notebook runs in a fresh ``python3`` kernel (nbclient, the environment the notebooks are
 executed in: ``vmkit.nbtools.hygiene.KERNEL_ENV``); then one more cell in that kernel reports
-its resident memory (RSS and peak, from /proc) and what holds memory: the machines alive and
+its resident memory (RSS and peak, from /proc, read before that cell collects anything) and what holds memory: the machines alive and
 their guest memory, the monitors' traces, snapshots and the debugger's checkpoints (distinct
 pages), Steppers, matplotlib figures, the decode cache. Nothing is written back.
 
@@ -29,6 +29,8 @@ import gc as _gc, json as _json, sys as _sys
 def _vmkit_probe():
     from vmkit.machine.machine import Machine, Snapshot, distinct_pages
     from vmkit.trace import Trace
+    with open("/proc/self/status") as f:     # what the kernel holds, before any collection
+        st = dict(line.split(":", 1) for line in f)
     _gc.collect()
     objs = _gc.get_objects()
     machines = [o for o in objs if isinstance(o, Machine)]
@@ -59,8 +61,6 @@ def _vmkit_probe():
         out["decode_cache"] = len(getattr(DECODER, "_cache", ()) or ())
     except Exception:
         pass
-    with open("/proc/self/status") as f:
-        st = dict(line.split(":", 1) for line in f)
     out["rss_mib"] = int(st["VmRSS"].split()[0]) / 1024
     out["peak_mib"] = int(st["VmHWM"].split()[0]) / 1024
     return out
