@@ -109,7 +109,7 @@ def snapshot_figures(monitor: str) -> None:
         beyond = nbytes - guest_mem
         print(f"{monitor:<6} {label:<16} {SNAPSHOTS} snapshots hold {nbytes / MiB:7.1f} MiB "
               f"({beyond / MiB:+7.1f} MiB beyond the guest's {guest_mem / MiB:.0f} MiB); "
-              f"snapshot {t_snap * 1e3:5.2f} ms, restore {restore * 1e3:5.2f} ms")
+              f"snapshot {t_snap * 1e3:5.2f} ms, restore {restore * 1e3:5.2f} ms", flush=True)
     # the copy-on-write set once more: distinct page objects (what the tests count)
     vm = cls(img)
     snaps = []
