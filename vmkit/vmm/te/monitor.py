@@ -64,6 +64,7 @@ class TrapAndEmulate(Deprivileged):
     #: the default handlers (mnemonic -> handler); every instance works on its own copy
     emulate: dict = dict(_DEFAULT_HANDLERS)
     monitor_state = ("holes",)
+    stats_fields = ("holes",)
 
     def __init__(self, *images, **kw):
         self.holes: Counter = Counter()
@@ -80,8 +81,3 @@ class TrapAndEmulate(Deprivileged):
             return None
         return HoleCheck(self, insn, real)
 
-    @property
-    def stats(self) -> dict:
-        s = super().stats
-        s["holes"] = Counter(self.holes)
-        return s
