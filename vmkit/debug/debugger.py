@@ -382,6 +382,9 @@ class Debugger:
         if not isinstance(kind, str):
             raise VmkitError(f"break_on takes an event kind, got {kind!r}")
         k = EVENT_ALIASES.get(kind, kind)
+        if k == "memory":
+            raise VmkitError("memory accesses are what watchpoints see: use watch(addr, size, "
+                             "on='read'|'write'|'rw')")
         if k in COUNTER_KINDS:
             if filter:
                 raise VmkitError(f"{k} is a counter: it takes no filter (got "
