@@ -12,10 +12,12 @@ the *policy* for guest kernel code changes:
   ring 1, on the shadow tables), one *translation unit* at a time: a straight run of at most
   :data:`MAX_BLOCK` instructions that ends at the first control transfer, callout or page end.
 
-A unit is first **interpreted** (every instruction fetched through the guest's page tables,
-decoded and dispatched through the semantics registry, each time; sensitive ones emulated on the
-virtual CPU with the trap-and-emulate handlers), and its executions are counted. When a unit
-has run ``threshold`` times it is **translated**: the per-instruction Python bodies that the
+By default a unit is **translated on its first execution**, as VMware's translator does (A&A
+§3.2; ``threshold=1``). With ``threshold=N`` > 1 (the Dynamo/Transmeta contrast) a unit is first
+**interpreted** (every instruction fetched through the guest's page tables, decoded and
+dispatched through the semantics registry, each time; sensitive ones emulated on the virtual CPU
+with the trap-and-emulate handlers), and its executions are counted; when it has run
+``threshold`` times it is **translated**: the per-instruction Python bodies that the
 machine itself compiles (``semantics.source_of``, the identical translation of innocuous
 instructions, "IDENT" in A&A) are concatenated, with inline emulation for the cheap sensitive
 ones and a **callout** for the rest, into **one Python function per block**, so a block runs
@@ -113,7 +115,7 @@ from vmkit.vmm.bt.handlers import (emulate_descriptor_query, emulate_int,  # noq
 from vmkit.vmm.bt.monitor import BinaryTranslation
 from vmkit.vmm.bt.tcache import DEFAULT_TC_SIZE, FIFO, LRU, Block, EvictionPolicy, FlushWhenFull
 from vmkit.vmm.bt.translator import (CALLOUTS, CONTROL, DEFAULT_THRESHOLD,  # noqa: F401
-                                     GO_ON, IN_TC, INLINE, MAX_BLOCK, STRING)
+                                     GO_ON, IN_TC, INLINE, MAX_BLOCK, STRING, break_even)
 
 __all__ = ["BinaryTranslation", "Block", "EvictionPolicy", "FlushWhenFull", "LRU", "FIFO",
-           "DEFAULT_THRESHOLD", "DEFAULT_TC_SIZE", "MAX_BLOCK"]
+           "DEFAULT_THRESHOLD", "DEFAULT_TC_SIZE", "MAX_BLOCK", "break_even"]
