@@ -208,6 +208,12 @@ _register(GuestSpec(
     lambda p: {"ITERATIONS": p["iterations"], "DEPTH": p["depth"]},
     kernel_files=lambda p: {"boot_hook.s": '.include "kcallret.s"\n'}))
 _register(GuestSpec(
+    "kptemod", "the kernel stores a page table entry N x 8 times, no system call (A&A's ptemod)",
+    lambda p: ["nonvirt_user"], {"iterations": 100}, {"iterations": (1, 10**6)},
+    lambda p: f"kptemod: PTE stores {p['iterations'] * 8}\n",
+    lambda p: {"ITERATIONS": p["iterations"]},
+    kernel_files=lambda p: {"boot_hook.s": '.include "kptemod.s"\n'}))
+_register(GuestSpec(
     "selfmod", "the kernel patches its own code and runs it in a hot loop",
     lambda p: ["selfmod"], {"iterations": 2000}, {"iterations": (2, 10**7)},
     lambda p: f"selfmod: sum {(p['iterations'] // 2) * 3}\n",
