@@ -17,7 +17,7 @@ SMALL = {"compute": {"iterations": 3000}, "syscall": {"iterations": 200},
          "divzero": {"iterations": 30}, "callret": {"iterations": 20, "depth": 20},
          "kcallret": {"iterations": 20, "depth": 20}, "selfmod": {"iterations": 400},
          "kptemod": {"iterations": 20},
-         "tlbwalk": {"pages": 16, "passes": 2}, "forkwait": {"iterations": 10}}
+         "tlbwalk": {"pages": 16, "passes": 2}, "forkwait": {"iterations": 5, "heap": 2}}
 TIMER = 700
 MAX_STEPS = 3_000_000
 

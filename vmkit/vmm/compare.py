@@ -339,7 +339,7 @@ FIG4_MISSES = {
 FORKWAIT_SECONDS = {"p4-2006": (6.02, 36.95, 106.4), "core2-2006": (2.62, 18.43, 38.89)}
 
 
-def forkwait(costs: str = "p4-2006", small: int = 20, large: int = 60) -> tuple:
+def forkwait(costs: str = "p4-2006", small: int = 2, large: int = 6) -> tuple:
     """The kit's forkwait next to the paper's: ``(paper, kit)``, each the (native, bt,
     hw-shadow) times relative to native; the kit's from :func:`per_operation` (cycles of one
     fork + wait). ``costs`` names a preset of ``FORKWAIT_SECONDS``."""
