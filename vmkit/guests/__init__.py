@@ -208,6 +208,12 @@ _register(GuestSpec(
     lambda p: {"ITERATIONS": p["iterations"], "DEPTH": p["depth"]},
     kernel_files=lambda p: {"boot_hook.s": '.include "kcallret.s"\n'}))
 _register(GuestSpec(
+    "kpgfault", "the kernel takes N true page faults and resumes after each (A&A's pgfault)",
+    lambda p: ["nonvirt_user"], {"iterations": 100}, {"iterations": (1, 10**6)},
+    lambda p: f"kpgfault: page faults handled {p['iterations']}\n",
+    lambda p: {"ITERATIONS": p["iterations"]},
+    kernel_files=lambda p: {"boot_hook.s": '.include "kpgfault.s"\n'}))
+_register(GuestSpec(
     "kptemod", "the kernel stores a page table entry N x 8 times, no system call (A&A's ptemod)",
     lambda p: ["nonvirt_user"], {"iterations": 100}, {"iterations": (1, 10**6)},
     lambda p: f"kptemod: PTE stores {p['iterations'] * 8}\n",
