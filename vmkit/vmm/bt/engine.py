@@ -420,22 +420,33 @@ def trap_in_tc(bt, vm: TEVM, f: Fault, blk: Block, i: int) -> str:
     """A fault raised by translated instruction ``i`` (not retired): a trap into the VMM,
     handled as under trap-and-emulate. -> "retry" (a hidden fault: run it again), "done"
     (the VMM emulated it) or "delivered" (reflected into the guest, or the VM stops)."""
-    s0, h0 = vm.steps, bt.hidden_page_faults
+    s0, h0, t0 = vm.steps, bt.hidden_page_faults, _traced_writes(bt)
     bt.on_exception(f.vector, f, "exception", None)
     if vm.steps != s0:
+        if _traced_writes(bt) != t0:
+            # a store into a traced page table, emulated by the VMM: it counts towards
+            # adapting the store into an in-TC sequence (A&A §3.3)
+            _count_trap(bt, vm, blk, i)
         return "done"
     if bt.hidden_page_faults == h0:
         return "delivered"
+    _count_trap(bt, vm, blk, i)
+    return "retry"
+
+
+def _count_trap(bt, vm: TEVM, blk: Block, i: int) -> None:
+    """Translated instruction ``i`` trapped (a hidden fault or a traced write): adapt it once
+    it has trapped ``adapt_after`` times."""
     insn = blk.insns[i]
     ik = (vm.index, blk.gpa + (insn.address - blk.eip), insn.address)
     bt._traps[ik] += 1
     if blk.kinds[i] != "ident" or not bt.adapt_after or insn.rep:
         # a rep string instruction touches a fresh page per chunk: emulating each of its
         # iterations in software would cost more than the traps it takes
-        return "retry"
+        return
     if ik in bt._adapted or bt._traps[ik] >= bt.adapt_after:
         _retranslate(bt, vm, ik, insn, adapted=True)    # (again, for a block that still
-    return "retry"                                      # holds it as IDENT)
+                                                        # holds it as IDENT)
 
 
 # ---- the interpreter ------------------------------------------------------------------------
