@@ -12,6 +12,7 @@ import pytest
 
 from machine_util import CODE, KCODE, POWEROFF, STUBS, UCODE, Env, asm
 from vmkit.errors import VmkitError
+from vmkit.isa.faults import Fault
 from vmkit.machine.machine import Machine, RunResult
 from vmkit.trace import Trace
 
@@ -359,6 +360,69 @@ def test_attached_hooks_see_ring_changes_and_can_take_a_software_interrupt():
 def test_attach_rejects_what_is_not_machine_hooks():
     with pytest.raises(VmkitError, match="expected a MachineHooks, got function"):
         Machine().attach(lambda *a: True)
+
+
+def test_an_event_policy_hook_replaces_the_machines_rule_until_detached():
+    """Does a hook's page_fault stand in for the machine's (here: CR2 kept, as a #PF that
+    exits in VMX non-root mode), with super() the machine's own, and go away with another
+    attach?"""
+    from vmkit.machine.hooks import MachineHooks
+
+    class KeepCR2(MachineHooks):
+        def __init__(self):
+            self.seen = []
+
+        def page_fault(self, lin, err, refs):
+            self.seen.append((lin, err))
+            cr2 = self.host.cpu.cr2
+            try:
+                super().page_fault(lin, err, refs)
+            finally:
+                self.host.cpu.cr2 = cr2
+
+    env = Env()
+    env.enable_paging()                        # 0-4 MiB identity-mapped
+    env.m.cpu.cr2 = 0x1234
+    hooks = KeepCR2()
+    env.m.attach(hooks)
+    assert hooks.host is env.m
+    with pytest.raises(Fault):
+        env.m.lin_read(0x00C00000, 4)          # not mapped
+    assert hooks.seen == [(0x00C00000, 0)] and env.m.cpu.cr2 == 0x1234
+    assert env.m.page_fault == hooks.page_fault
+    env.m.attach(MachineHooks())
+    with pytest.raises(Fault):
+        env.m.lin_read(0x00C00000, 4)
+    assert env.m.cpu.cr2 == 0x00C00000 and len(hooks.seen) == 1
+    assert "page_fault" not in vars(env.m)
+
+
+def test_port_hooks_answer_before_the_devices_and_request_exit_ends_the_run():
+    """Do port_read/port_write take the ports they answer for (the others reach the devices),
+    and does request_exit() from a hook make run() come back with reason "vmm"?"""
+    from vmkit.machine.hooks import MachineHooks
+
+    class Ports(MachineHooks):
+        def __init__(self):
+            self.written = []
+
+        def port_read(self, port, size):
+            return 0x2A if port == 0x99 else None
+
+        def port_write(self, port, size, value):
+            if port != 0x99:
+                return False
+            self.written.append(value)
+            self.host.request_exit()
+            return True
+
+    env = Env()
+    hooks = Ports()
+    env.m.attach(hooks)
+    r = run_at(env, 0, "in al, 0x99\nout 0x99, al\nout 0xe9, al\n1: jmp 1b", steps=50)
+    assert r.reason == "vmm" and hooks.written == [0x2A] and env.m.console == ""
+    r = env.m.run(max_steps=5)
+    assert r.reason == "max_steps" and env.m.console == "*"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from vmkit.isa import semantics as sem
 from vmkit.isa.decode import DECODER, Insn
 from vmkit.isa.faults import Fault, Resched
 from vmkit.machine import devices as dev
-from vmkit.machine.hooks import MachineHooks, overridden
+from vmkit.machine.hooks import EVENT_POLICY, MachineHooks, overridden
 from vmkit.machine.cpu import (CPU, LZ_ADC, LZ_ADD, LZ_DEC, LZ_INC, LZ_LOGIC, LZ_SBB, LZ_SUB,
                                PARITY, lazy_status)
 from vmkit.machine.mmu import CR0_PG, MMUMixin, Sync
@@ -76,10 +76,10 @@ class Machine(MMUMixin, SystemMixin):
     ``Machine(memory_size=4 << 20)`` powers on with memory filled with 0xAA, CS:EIP at the
     flat ring-0 boot code segment, paging off, and a flat boot GDT at ``BOOT_GDT``.
 
-    A monitor extends it with ``attach(hooks)`` (vmkit.machine.hooks). A subclass that models
-    another CPU mode (VMX non-root, vmkit.vmm.hw) may override the event methods, and only
-    these: ``deliverable_irq``, ``deliver_irq``, ``take_exception``, ``deliver``, ``soft_int``,
-    ``page_fault`` and ``descriptor_visible``.
+    A monitor extends it with ``attach(hooks)`` (vmkit.machine.hooks): notifications, the
+    event policy another CPU mode changes (VMX non-root, vmkit.vmm.hw: ``deliverable_irq``,
+    ``deliver_irq``, ``take_exception``, ``deliver``, ``soft_int``, ``page_fault``,
+    ``descriptor_visible``) and port interception.
     """
 
     def __init__(self, memory_size: int = DEFAULT_MEMORY, *, input: bytes = b"",
@@ -107,8 +107,8 @@ class Machine(MMUMixin, SystemMixin):
         self._icache_usr: dict[int, object] = {}
         self._icache = self._icache_sup
         self.port_handlers: dict[int, object] = {}   # extra devices: port -> (read, write)
-        # set from a hook (vmkit.machine.hooks): run() returns (reason "vmm") at the next
-        # instruction boundary
+        # request_exit() (from a hook, vmkit.machine.hooks): run() returns (reason "vmm") at
+        # the next instruction boundary; read it, set it through the methods
         self.exit_request = False
         self.attach(MachineHooks())
         # the namespace compiled instructions run in (a monitor compiling its own code uses it)
@@ -124,9 +124,29 @@ class Machine(MMUMixin, SystemMixin):
         if not isinstance(hooks, MachineHooks):
             raise VmkitError(f"Machine.attach: expected a MachineHooks, got {type(hooks).__name__}")
         self.hooks = hooks
+        hooks.host = self
         self._hook_exception = overridden(hooks, "on_exception")
         self._hook_ring = overridden(hooks, "on_ring_change")
         self._hook_intercept = overridden(hooks, "intercept")
+        self._hook_port_read = overridden(hooks, "port_read")
+        self._hook_port_write = overridden(hooks, "port_write")
+        # the event policy: an overriding hook stands in for the machine's method (an instance
+        # attribute, so the run loop calls it at no extra cost); the others are the machine's
+        for name in EVENT_POLICY:
+            hook = overridden(hooks, name)
+            if hook is not None:
+                setattr(self, name, hook)
+            else:
+                self.__dict__.pop(name, None)
+
+    def request_exit(self) -> None:
+        """Make ``run()`` return to the monitor (reason ``"vmm"``) at the next instruction
+        boundary."""
+        self.exit_request = True
+
+    def cancel_exit(self) -> None:
+        """Forget a requested exit (a monitor about to run its guest again)."""
+        self.exit_request = False
 
     def _make_globals(self) -> dict:
         g = {"C": self.cpu, "R": self.cpu.regs, "M": self, "Fault": Fault, "Resched": Resched,
@@ -303,13 +323,20 @@ class Machine(MMUMixin, SystemMixin):
         self.device_write(port, size, value)
 
     def device_read(self, port: int, size: int) -> int:
-        """What a device answers on ``port`` (no permission check: monitors call this)."""
+        """What a device answers on ``port`` (no permission check: monitors call this): the
+        hooks' ``port_read``, then ``port_handlers``, then the machine's devices."""
+        if self._hook_port_read is not None:
+            v = self._hook_port_read(port, size)
+            if v is not None:
+                return v
         h = self.port_handlers.get(port)
         if h is not None:
             return h[0](size)
         return self.dev.read(port, size, self.clock)
 
     def device_write(self, port: int, size: int, value: int) -> None:
+        if self._hook_port_write is not None and self._hook_port_write(port, size, value):
+            return
         h = self.port_handlers.get(port)
         if h is not None:
             h[1](size, value)

@@ -128,10 +128,13 @@ def translation_walk(vm, gva: int, *, index: int | None = None) -> TranslationWa
     gva &= 0xFFFFFFFF
     host = v.machine
     hrd = host._phys_rd
-    if _is_direct_paging(v):
+    # what the monitor's paging mode says the real MMU walks (vmkit.vmm.paging); a monitor
+    # without one (native) walks the guest's tables in the machine's memory
+    paging = getattr(mon, "paging", None)
+    view = paging.view(v) if paging is not None else None
+    if view is not None and view.kind == "direct":
         return _machine_walk(v, name, gva, hrd)
-    ept = getattr(v, "ept", None)
-    shadow = ept is None and hasattr(v, "shadow_pts")
+    ept = view.table if view is not None else None
     slice_base = getattr(v, "slice_base", 0)
     if hasattr(v, "phys_read") and slice_base is not None and hasattr(v, "slice_base"):
         grd = v.phys_read
@@ -141,7 +144,7 @@ def translation_walk(vm, gva: int, *, index: int | None = None) -> TranslationWa
         to_host = (lambda g: g)
     cpu = getattr(v, "vcpu", None) or host.cpu
     cr0, cr3, cr4 = cpu.cr0, cpu.cr3, cpu.cr4
-    kind = "nested" if ept is not None else ("shadow" if shadow else "direct")
+    kind = view.kind if view is not None else "direct"
     w = TranslationWalk(name, kind, gva, cr3, host.cpu.cr3 if kind != "nested" else None,
                         None, None, slice_base=slice_base if kind != "direct" else 0,
                         nested_levels=ept.levels if ept is not None else 0)
@@ -169,7 +172,7 @@ def translation_walk(vm, gva: int, *, index: int | None = None) -> TranslationWa
         return w
 
     if kind == "shadow":
-        mem_pd = v.pd
+        mem_pd = view.root
         w.real_cr3 = mem_pd
         spde_a = mem_pd + (pdi << 2)
         spde = hrd(spde_a, 4)
@@ -229,15 +232,6 @@ def translation_walk(vm, gva: int, *, index: int | None = None) -> TranslationWa
             else:
                 w.note = f"EPT violation at gPA {gpa:#010x}"
     return w
-
-
-def _is_direct_paging(v) -> bool:
-    """Is ``v`` a paravirtual VM, whose page tables are the real ones (vmkit.vmm.pv.PVVM)?"""
-    try:
-        from vmkit.vmm.pv import PVVM
-    except ImportError:
-        return False
-    return isinstance(v, PVVM)
 
 
 def _machine_walk(v, name: str, gva: int, hrd) -> TranslationWalk:

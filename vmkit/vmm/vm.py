@@ -10,7 +10,8 @@ registered by hypercall). The vCPU a subclass puts in ``self._vcpu`` provides th
 ``cpl``, ``iopl``, ``cr0``/``cr3``/``cr4``, ``gdtr``/``ldtr``/``tr``.
 
 What a snapshot saves of a VM is declared in ``vm_state`` (:mod:`vmkit.vmm.state`), each class
-adding its own names."""
+adding its own names, and the monitor's paging mode adding the structures it keeps on the VM
+(``PagingMode.vm_state``: shadow tables, the EPT, validated tables)."""
 
 from __future__ import annotations
 
@@ -59,8 +60,7 @@ class GuestVM(VM):
     ``vm.phys_read``/``vm.phys_write`` guest-physical memory, ``vm.port_in``/``vm.port_out``."""
 
     #: what snapshot() saves and restore() rolls back (vmkit.vmm.state), subclasses add theirs
-    vm_state = ("devices", "saved", "_clock", "tick_steps", "steps", "pending", "result", "pool",
-                "shadow_pts", "sinks")
+    vm_state = ("devices", "saved", "_clock", "tick_steps", "steps", "pending", "result", "pool")
 
     def __init__(self, index: int, image, machine: Machine, monitor, slice_base: int,
                  vmm_base: int):
@@ -69,7 +69,7 @@ class GuestVM(VM):
         self.slice_base = slice_base
         self.memory_size = image.memory_size
         self.vmm_base = vmm_base                  # this VM's part of the VMM area
-        self.pd = vmm_base + V_PD                 # its shadow page directory
+        self.pd = vmm_base + V_PD                 # its VMM-made page directory (shadow, start of day)
         self.devices = Devices(input=bytes(image.input))
         self.port_handlers: dict = {}             # extra virtual devices: port -> (read, write)
         self._vcpu = None                         # the subclass's virtual CPU
@@ -78,15 +78,18 @@ class GuestVM(VM):
         self.tick_steps: list[int] = []   # its instruction count at each timer tick delivered
         self.steps = 0                            # guest instructions retired (emulated too)
         self.pending: tuple | None = None         # (reason, detail): stop at the next chance
-        # shadow paging bookkeeping (vmkit.vmm.shadow)
+        # free pages of its VMM area for page tables the VMM makes (vmkit.vmm.paging)
         self.pool = [vmm_base + a for a in range(V_POOL, MiB, 0x1000)]
-        self.shadow_pts: dict[int, int] = {}      # page directory index -> shadow page table
-        self.sinks: set[int] = set()              # pages mapped to the all-ones page
 
     # ---- declared state ---------------------------------------------------------------------
+    def declared_state(self) -> tuple:
+        """The names a snapshot keeps: ``vm_state`` along the classes, then the paging mode's."""
+        names = state.declared(type(self), "vm_state")
+        return names + tuple(n for n in self.monitor.paging.vm_state if n not in names)
+
     def save_state(self) -> dict:
-        """What a snapshot keeps of this VM: every name of ``vm_state`` along the classes."""
-        return state.save(self, "vm_state")
+        """What a snapshot keeps of this VM: every name of :meth:`declared_state`."""
+        return {n: state.kept(getattr(self, n)) for n in self.declared_state()}
 
     def load_state(self, saved: dict) -> None:
         """Put back what :meth:`save_state` returned."""

@@ -302,6 +302,7 @@ class HostedMonitor(Monitor):
         m.clock = new._clock
         self.current = to
         m.vm_index = to
+        self.paging.switched_in(new)
         self._switched_in(new)
         m.flush_tlb()
         m.mode_changed()
@@ -351,7 +352,7 @@ class HostedMonitor(Monitor):
 
     def _stop_soon(self, vm, reason: str, detail: str) -> None:
         vm.pending = (reason, detail)
-        self._host.exit_request = True
+        self._host.request_exit()
 
     # ---- a halted virtual CPU --------------------------------------------------------------
     def _guest_if(self, vm) -> bool:

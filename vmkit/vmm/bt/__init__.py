@@ -72,7 +72,7 @@ into itself stops right after the store.
 
 Adaptive translation
 --------------------
-The shadow page tables are a virtual TLB (see :mod:`vmkit.vmm.shadow`): after every guest CR3
+The shadow page tables are a virtual TLB (see :mod:`vmkit.vmm.paging.shadow`): after every guest CR3
 load the first access to each page is a hidden page fault, a trap into the VMM. An instruction
 of translated code that keeps trapping this way (``adapt_after`` hidden faults; ``popad`` on
 the kernel stack of the process just switched to is the classic case in ``ctxswitch``) is

@@ -17,6 +17,7 @@ from vmkit.vmm.bt.tcache import Block, invalidate
 from vmkit.vmm.bt.translator import (GO_ON, IN_TC, MAX_BLOCK, TF, classify, ends_unit, fetch,
                                      guest_text, inline_single, insn_fn, translate)
 from vmkit.vmm.deprivileged.vcpu import TEVM
+from vmkit.vmm.paging import softmmu
 from vmkit.vmm.vm import CannotEmulate
 from vmkit.vmm.world import VMStop as _VMStop
 
@@ -43,7 +44,7 @@ def run_kernel(bt, vm: TEVM, budget: int, until, single: bool) -> RunResult:
                 reason = "max_steps"
                 break
             if m.exit_request:
-                m.exit_request = False
+                m.cancel_exit()
                 break
             if (vc.cpl != 0 or vc.halted or vm.pending is not None
                     or vm.devices.poweroff_code is not None):
@@ -79,7 +80,7 @@ def run_kernel(bt, vm: TEVM, budget: int, until, single: bool) -> RunResult:
                 stuck = 0
     except _VMStop as s:
         bt._stop_soon(vm, s.reason, s.detail)
-        m.exit_request = False
+        m.cancel_exit()
     except UnsupportedInstruction as ui:
         return RunResult("crash", vm.steps - g0, str(ui), cpu.eip)
     finally:
@@ -194,7 +195,7 @@ def run_chain(bt, vm: TEVM, blk: Block, left: int) -> None:
                 left -= 1
                 m.in_burst = True
             if blk.resched:     # IF, CPL or a segment changed: the run loop looks again
-                m.exit_request = True
+                m.request_exit()
                 return
             if left <= 0:
                 return
@@ -241,7 +242,7 @@ def finish_block(bt, vm: TEVM, blk: Block, i: int, left: int) -> None:
             fn()
         except Resched:
             retire_native(bt, vm, 1)
-            m.exit_request = True
+            m.request_exit()
             return
         except Fault as f:
             r = trap_in_tc(bt, vm, f, blk, i)
@@ -267,7 +268,7 @@ def finish_block(bt, vm: TEVM, blk: Block, i: int, left: int) -> None:
             return
         run_tail(bt, vm, blk)
     elif blk.resched:
-        m.exit_request = True
+        m.request_exit()
 
 
 def run_tail(bt, vm: TEVM, blk: Block) -> bool:
@@ -280,7 +281,7 @@ def run_tail(bt, vm: TEVM, blk: Block) -> bool:
     if not ok:
         return False
     if not blk.go_on:
-        bt._host.exit_request = True
+        bt._host.request_exit()
         return False
     return not bt._host.exit_request
 
@@ -360,11 +361,7 @@ def soft_mmu(bt, vm: TEVM, insn: Insn, blk: Block | None = None) -> bool:
     k = (vm.index, insn.address, insn.raw)
     fn = bt._soft.get(k)
     if fn is None:
-        g = dict(m.compile_globals)
-        for n in (1, 2, 4):
-            g[f"rd{n}"] = lambda a, n=n: vm.read(a, n, False)
-            g[f"wr{n}"] = lambda a, v, n=n: vm.write(a, n, v, False)
-        fn = sem.compile_insn(insn, g)
+        fn = softmmu.compile_through_guest(m, vm, insn, False)
         if isinstance(fn, str):
             raise UnsupportedInstruction(insn.mnemonic, insn.address, fn)
         bt._soft[k] = fn
@@ -474,7 +471,7 @@ def interpret(bt, vm: TEVM, left: int) -> None:
         if kind == "callout":
             if callout(bt, vm, insn, handler, interpreted=True) \
                     and insn.mnemonic not in GO_ON:
-                m.exit_request = True
+                m.request_exit()
             return
         if kind == "inline":
             fn = types.FunctionType(inline_single(bt, vm.index, insn), g, insn.text)
@@ -485,7 +482,7 @@ def interpret(bt, vm: TEVM, left: int) -> None:
         try:
             fn()
         except Resched:     # CS, IF or a segment changed: the run loop looks again
-            m.exit_request = True
+            m.request_exit()
         except Fault as f:
             bt.on_exception(f.vector, f, "exception", None)
             return
@@ -497,7 +494,7 @@ def interpret(bt, vm: TEVM, left: int) -> None:
         count += 1
         if ends_unit(insn, kind) or count >= MAX_BLOCK:
             if insn.mnemonic in ("sti", "popfd", "popf"):
-                m.exit_request = True
+                m.request_exit()
             return
         if (cpu.eip ^ start) >> 12 or cpu.eip != insn.next:
             return

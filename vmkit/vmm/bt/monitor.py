@@ -35,7 +35,8 @@ class BinaryTranslation(Deprivileged):
     * ``adapt_after``: hidden page faults of one translated instruction before it is
       retranslated as a callout (0 turns adaptation off).
     * ``scheduler``, ``weights``, ``quantum``, ``machine_timer``: several VMs scheduled on
-      machine time, as for ``TrapAndEmulate`` (:mod:`vmkit.vmm.sched`).
+      machine time, as for ``TrapAndEmulate`` (:mod:`vmkit.vmm.sched`);
+    * ``paging``: the shadow paging mode (:mod:`vmkit.vmm.paging`; ``"vtlb"`` by default).
 
     ``emulate`` is the handler table for callouts and for sensitive instructions met by the
     interpreter (trap-and-emulate's, plus ``int``, ``lar`` ``lsl`` ``verr`` ``verw`` and
@@ -54,7 +55,7 @@ class BinaryTranslation(Deprivileged):
                  threshold: int = DEFAULT_THRESHOLD, tc_size: int = DEFAULT_TC_SIZE,
                  policy: EvictionPolicy | None = None, static: bool = False,
                  adapt_after: int | None = None, scheduler=None, weights=None, quantum=None,
-                 machine_timer: bool = False):
+                 machine_timer: bool = False, paging: str | None = None):
         if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
             raise VmkitError(f"threshold must be a positive number of executions, got "
                              f"{threshold!r}")
@@ -83,7 +84,7 @@ class BinaryTranslation(Deprivileged):
         self._zero_counters()
         kw = {} if slice is None else {"slice": slice}
         kw.update(scheduler=scheduler, weights=weights, quantum=quantum,
-                  machine_timer=machine_timer)
+                  machine_timer=machine_timer, paging=paging)
         super().__init__(*images, costs=costs, trace=trace, **kw)
 
     def _reset_tc_state(self) -> None:
@@ -145,7 +146,7 @@ class BinaryTranslation(Deprivileged):
         was = vm.vcpu.cpl
         super()._load_real_cs(vm, selector, vring, cause, d)
         if vring == 0 and was != 0:
-            self._host.exit_request = True
+            self._host.request_exit()
 
     def _fetch_insn(self, vm: TEVM, eip: int) -> Insn | None:
         """Kernel code is never fetched by the real CPU under BT: read it through the guest's

@@ -69,10 +69,11 @@ def boot_vm(te, vm: TEVM) -> None:
         s = cpu.seg[i]
         s.selector, s.base, s.limit, s.access, s.flags = real, d.base, d.limit, \
             d.access | 1, d.flags
-    cpu.cr0, cpu.cr2, cpu.cr3, cpu.cr4 = REAL_CR0, 0, vm.pd, 0
+    cpu.cr0, cpu.cr2, cpu.cr3, cpu.cr4 = REAL_CR0, 0, te.paging.root(vm), 0
     cpu.gdtr.base, cpu.gdtr.limit = VMM_WINDOW + W_GDT, GDT_BYTES - 1
     cpu.idtr.base, cpu.idtr.limit = VMM_WINDOW + W_IDT, 256 * 8 - 1
     cpu.ldtr.selector, cpu.ldtr.base, cpu.ldtr.limit = 0, 0, 0
     cpu.tr.selector, cpu.tr.base, cpu.tr.limit = VMM_TSS, VMM_WINDOW + W_TSS, TSS_LIMIT
     cpu.cpl = 1
     vm.vcpu.cpl = 0
+    te.paging.boot_vm(vm)                    # the paging mode's structures

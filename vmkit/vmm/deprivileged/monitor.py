@@ -20,28 +20,30 @@ from vmkit.vmm.deprivileged.control import write_cr
 from vmkit.vmm.deprivileged.handlers import DEPRIVILEGED
 from vmkit.vmm.deprivileged.reflect import reflect, reflect_exception
 from vmkit.vmm.deprivileged.segments import load_real_cs, load_real_segment, shadow_gdt, sync_gdt
-from vmkit.vmm.deprivileged.softmmu import emulate_one, window_fault
 from vmkit.vmm.deprivileged.vcpu import TEVM
+from vmkit.vmm.deprivileged.window import emulate_one, window_fault
 from vmkit.vmm.layout import VMM_WINDOW, MiB
+from vmkit.vmm.paging import EMULATE, select
 from vmkit.vmm.sched import _init_scheduling, machine_time
-from vmkit.vmm.shadow import ShadowPaging
 from vmkit.vmm.vm import CannotEmulate, NotEmulated, event_name
 from vmkit.vmm.world import DEFAULT_SLICE, HostedMonitor
 from vmkit.vmm.world import VMStop as _VMStop
 
 
-class Deprivileged(ShadowPaging, HostedMonitor, MachineHooks):
+class Deprivileged(HostedMonitor, MachineHooks):
     """The core of every monitor that runs the guest kernel deprivileged in ring 1 under a
     ring-0 VMM on one host machine (trap-and-emulate, binary translation, paravirtualization):
     the virtual CPU, traps into the VMM and their reflection through the guest's IDT, the
-    shadow GDT, control registers, shadow paging, the power-on layout, and the run loop's
+    shadow GDT, control registers, the power-on layout, and the run loop's
     policy for such guests. Not a monitor itself: each monitor subclasses it and states its
     policy (``emulate``: the instruction handlers a #GP of the kernel runs; ``emulates``: whether
     such a #GP is emulated at all; ``watches_gdt``: whether the guest's GDT is shadowed by
-    watching its stores), and overrides the steps it does differently.
+    watching its stores; ``paging_kinds``: the kinds of paging mode it takes), and overrides the
+    steps it does differently.
 
-    Takes ``slice``, ``scheduler``, ``weights``, ``quantum``, ``machine_timer`` and ``assign``
-    (see :class:`vmkit.vmm.TrapAndEmulate`)."""
+    Takes ``slice``, ``scheduler``, ``weights``, ``quantum``, ``machine_timer``, ``assign`` (see
+    :class:`vmkit.vmm.TrapAndEmulate`) and ``paging``, the name of its paging mode
+    (:mod:`vmkit.vmm.paging`; the first of ``paging_kinds``' modes by default: ``"vtlb"``)."""
 
     #: the instruction handlers (mnemonic -> handler(vm, insn)); every instance copies them
     emulate: dict = {}
@@ -49,11 +51,14 @@ class Deprivileged(ShadowPaging, HostedMonitor, MachineHooks):
     emulates = True
     #: the real GDT follows the guest's table by comparing it at each entry into the VMM
     watches_gdt = True
+    #: the kinds of paging mode it runs guests with, and the mode it takes by default
+    paging_kinds = ("shadow",)
+    default_paging = "vtlb"
     monitor_state = ("traps", "emulated", "reflected")
 
     def __init__(self, *images, costs=None, trace=None, slice: int = DEFAULT_SLICE,
                  scheduler=None, weights=None, quantum=None, machine_timer: bool = False,
-                 assign=None):
+                 assign=None, paging=None):
         if not isinstance(slice, int) or isinstance(slice, bool) or slice < 1:
             raise VmkitError(f"slice must be a positive number of host instructions, got "
                              f"{slice!r}")
@@ -73,6 +78,8 @@ class Deprivileged(ShadowPaging, HostedMonitor, MachineHooks):
         # traps through which the VMM learns of guest page-table changes, by kind ("invlpg",
         # "mov cr3"): stats["pt_write_traps"] (docs/memory-virtualization.md)
         self.pt_traps: Counter = Counter()
+        self.paging = select(self, self.default_paging if paging is None else paging,
+                             self.paging_kinds)
         super().__init__(*images, costs=costs, trace=trace)
         passthrough.install_te(self)   # direct assignment: host port handlers, the TSS I/O bitmap
 
@@ -125,7 +132,7 @@ class Deprivileged(ShadowPaging, HostedMonitor, MachineHooks):
         if vm.steps < vm.inhibit_until:        # STI shadow: stop right after one instruction
             deadline = min(deadline, m.clock + vm.inhibit_until - vm.steps)
         self._arm(deadline)
-        m.exit_request = False
+        m.cancel_exit()
 
     def _guest_stopped(self, vm: TEVM, r: RunResult) -> None:
         # a crash of the guest's code (unsupported instruction ...); the real CPU never halts
@@ -162,14 +169,14 @@ class Deprivileged(ShadowPaging, HostedMonitor, MachineHooks):
         self.events["trap"] += 1
         if self.scheduler is not None and len(self.vms) > 1 \
                 and machine_time(self) >= self._slice_end:
-            m.exit_request = True   # the slice (machine cycles) is spent: back to the run loop
+            m.request_exit()   # the slice (machine cycles) is spent: back to the run loop
         self.trace.add(Interrupt(m.clock, vector=vector, name=event_name(vector, source),
                                  source=source, error_code=fault.error_code if fault else None,
                                  from_ring=m.cpu.cpl, to_ring=0, eip=m.cpu.eip, handler=0,
                                  vm=vm.index))
         if source == "irq":
             # the VMM's own timer: a virtual tick is due, the budget or the slice is spent
-            m.exit_request = True
+            m.request_exit()
             return True
         if source != "exception":
             # int n / int3 / into: reflect through the guest's gate. A fault doing so leaves
@@ -269,7 +276,7 @@ class Deprivileged(ShadowPaging, HostedMonitor, MachineHooks):
         self.trace.add(Emulation(m.clock, address=insn.address, text=insn.text,
                                  mnemonic=insn.mnemonic, vm=vm.index))
         # the VMM's run loop looks at virtual interrupts, devices and halts before going on
-        m.exit_request = True
+        m.request_exit()
 
     def on_ring_change(self, old: int, new: int, cause: str) -> None:
         """The real CPU changed rings on its own (MachineHooks.on_ring_change): an outward
@@ -285,7 +292,7 @@ class Deprivileged(ShadowPaging, HostedMonitor, MachineHooks):
                 fl = int.from_bytes(image, "little")
                 vc.IF, vc.iopl = (fl >> 9) & 1, (fl >> 12) & 3
         if self._deliverable(vm) is not None:
-            self._host.exit_request = True
+            self._host.request_exit()
 
     # ---- reflection: the VMM delivers into the guest ------------------------------------------
     def _reflect(self, vm: TEVM, vector: int, error_code: int | None, return_eip: int,
@@ -342,24 +349,25 @@ class Deprivileged(ShadowPaging, HostedMonitor, MachineHooks):
         flushes its TLB."""
         write_cr(self, vm, n, v)
 
-    # ---- shadow page tables: a virtual TLB ---------------------------------------------------
+    # ---- the paging mode (vmkit.vmm.paging) ---------------------------------------------------
     def invlpg(self, vm: TEVM, lin: int) -> None:
-        """Drop one page's shadow entry (the guest's invlpg)."""
-        self._shadow_invlpg(vm, lin)
+        """The guest's invlpg: the paging mode's (shadow paging drops the page's entry)."""
+        self.paging.invlpg(vm, lin)
 
     def _page_fault(self, vm: TEVM, fault: Fault) -> None:
-        """A real #PF while the guest ran: hidden (fill the shadow entry, retry) when the
-        guest's own tables allow the access, else the guest's #PF, reflected."""
+        """A real #PF while the guest ran: the paging mode hides it (shadow paging: fills the
+        shadow entry when the guest's own tables allow the access; the guest retries) or hands
+        the access to the software MMU; the guest's own #PF is raised and reflected."""
         lin, err = fault.address, fault.error_code
         write, user = bool(err & 2), bool(err & 4)
         if lin >= VMM_WINDOW:
             window_fault(self, vm, lin, write, user)
             return
-        pte, ok = self._shadow_entry(vm, lin, write, user)   # the guest's #PF: reflected
-        if not ok:
+        outcome = self.paging.page_fault(vm, lin, write, user)
+        if outcome == EMULATE:
             emulate_one(self, vm)
-            return
-        self._hidden_fault(vm, lin, pte)
+        elif outcome != "hidden":
+            raise fault                          # the guest's own, as it arrived
 
     # ---- statistics and cycles ---------------------------------------------------------------
     @property

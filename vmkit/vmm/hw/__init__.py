@@ -109,22 +109,24 @@ The package, one mechanism a module
 -----------------------------------
 ``vmcs.py``     exit reasons, interruption information, the controls (:class:`VmcsControls`),
                 the host-state area, the :class:`VMCS`, the exit the non-root machine raises
-``ept.py``      extended page tables (:class:`EPT`)
 ``vcpu.py``     the guest's view of the CPU (:class:`GuestCPU`) and one VM (:class:`HWVM`)
-``nonroot.py``  the host machine in non-root mode and the stubs of instructions that exit
+``nonroot.py``  non-root mode as the machine's hooks (:class:`NonRootMode`) and the stubs of
+                the instructions that exit
 ``exits.py``    the exit handlers (``exit_handler``: reason name -> handler(vm, vmcs))
 ``monitor.py``  :class:`HardwareAssisted`: VM entry and exit, injection, the run loop's policy
+
+The extended page tables (:class:`EPT`) and shadow paging are paging modes
+(:mod:`vmkit.vmm.paging`: ``"ept"``, ``"vtlb"``); ``guestmmu.py`` is what the exits ask of them.
 """
 
 from __future__ import annotations
 
-from vmkit.vmm.hw.ept import EPT
 from vmkit.vmm.hw.exits import (exit_handler, handle_cpuid, handle_cr,  # noqa: F401
                                 handle_ept_violation, handle_exception, handle_hlt,
                                 handle_interrupt_window, handle_invlpg, handle_io, handle_rdtsc,
                                 handle_timer)
 from vmkit.vmm.hw.monitor import HardwareAssisted
-from vmkit.vmm.hw.nonroot import _NonRootMachine  # noqa: F401
+from vmkit.vmm.hw.nonroot import NonRootMode  # noqa: F401
 from vmkit.vmm.hw.vcpu import HWVM, GuestCPU
 from vmkit.vmm.hw.vmcs import (CPUID, CR0_ET, CR0_NE, CR0_PE, CR0_TS, CR4_TSD,  # noqa: F401
                                CR4_UMIP, CR4_VMXE, CR_ACCESS, DEVICE_PORTS, EPT_VIOLATION,
@@ -135,6 +137,7 @@ from vmkit.vmm.hw.vmcs import (CPUID, CR0_ET, CR0_NE, CR0_PE, CR0_TS, CR4_TSD,  
                                INVLPG, IO_INSTRUCTION, PREEMPTION_TIMER, RDTSC, REQUIRED_IO_EXITS,
                                TRIPLE_FAULT, VMCS, HostState, NonRootExit, VmcsControls,
                                interruption_info)
+from vmkit.vmm.paging.nested import EPT
 
 __all__ = ["HardwareAssisted", "VmcsControls", "VMCS", "HostState", "EPT", "GuestCPU", "HWVM",
            "NonRootExit", "EXIT_REASONS", "EXIT_NUMBERS", "REQUIRED_IO_EXITS",

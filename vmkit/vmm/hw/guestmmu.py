@@ -1,18 +1,17 @@
-"""Guest paging under hardware assist: exception exits, EPT violations, the shadow page tables'
-hidden faults (``ept=False``), CR writes and INVLPG, and the software MMU that completes one
-instruction through the guest's tables."""
+"""Guest paging under hardware assist: what exception exits, EPT violations, CR writes and INVLPG
+ask of the paging mode (:mod:`vmkit.vmm.paging`: nested, or a shadow mode with ``ept=False``),
+and the software MMU completing one instruction after an exit."""
 
 from __future__ import annotations
 
-from vmkit.isa import semantics as sem
-from vmkit.isa.decode import DECODER
-from vmkit.isa.faults import Fault, Resched
+from vmkit.isa.faults import Fault
 from vmkit.machine.cpu import MASK32
-from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE
+from vmkit.machine.mmu import CR0_PG
 from vmkit.vmm.hw.inject import reinject
 from vmkit.vmm.hw.vcpu import HWVM
 from vmkit.vmm.hw.vmcs import (CR0_ET, CR0_NE, CR0_PE, CR4_VMXE, INTR_SW_EXCEPTION, INTR_VALID,
                                VMCS, _decode_info)
+from vmkit.vmm.paging import EMULATE, softmmu
 from vmkit.vmm.vm import CannotEmulate
 
 
@@ -35,11 +34,7 @@ def ept_violation(hw, vm: HWVM, vmcs: VMCS) -> None:
     """EPT_VIOLATION: map a page of the VM's memory (lazy EPT), or emulate an access beyond
     it."""
     gpa = vmcs.guest_physical_address
-    if gpa < vm.memory_size and vm.ept.rights(gpa) == 0:
-        page = gpa & 0xFFFFF000
-        vm.ept.map(page, vm.slice_base + page)
-        hw.ept_fills += 1
-        hw.events["shadow_update"] += 1
+    if hw.paging.nested_fault(vm, gpa):
         reinject(hw, vm)
         return
     if gpa < vm.memory_size:
@@ -51,21 +46,21 @@ def ept_violation(hw, vm: HWVM, vmcs: VMCS) -> None:
 
 
 def shadow_fault(hw, vm: HWVM, lin: int, err: int, vectoring: int) -> None:
-    """A #PF exit under shadow paging: walk the guest's tables; if they allow the access,
-    fill the shadow entry (a hidden page fault) and retry, else inject the guest's #PF."""
+    """A #PF exit under shadow paging: the paging mode walks the guest's tables; if they
+    allow the access it fills the shadow entry (a hidden page fault) and the guest retries,
+    else the guest's #PF is injected."""
     write, user = bool(err & 2), bool(err & 4)
     try:
-        pte, ok = hw._shadow_entry(vm, lin, write, user)   # sets the guest's A/D bits
+        outcome = hw.paging.page_fault(vm, lin, write, user)   # sets the guest's A/D bits
     except Fault as f:
         hw.inject_fault(vm, f, vectoring)              # the guest's own fault (CR2 set)
         return
-    if not ok:
+    if outcome == EMULATE:
         if vectoring & INTR_VALID:
             raise CannotEmulate(f"event delivery writes guest-linear {lin:#010x}, which "
                                 f"the shadow page tables cannot map writable")
         emulate_insn(hw, vm)
         return
-    hw._hidden_fault(vm, lin, pte)
     reinject(hw, vm)
 
 
@@ -77,32 +72,16 @@ def emulate_insn(hw, vm: HWVM) -> None:
     cpu = m.cpu
     eip = cpu.eip
     user = cpu.cpl == 3
-    window = bytearray()
-    fault = None
-    while len(window) < 15:
-        a = (eip + len(window)) & MASK32
-        take = min(15 - len(window), 0x1000 - (a & 0xFFF))
-        try:
-            window += vm.read(a, take, user).to_bytes(take, "little")
-        except Fault as f:
-            fault = f
-            break
-    insn = DECODER.decode(eip, bytes(window))
-    if insn is None or not insn.id or insn.size > len(window):
+    insn, fault = softmmu.fetch(vm, eip, user)
+    if insn is None:
         hw.inject_fault(vm, fault if fault is not None else
                           Fault(6, detail=f"undefined encoding at {eip:#010x}"))
         return
-    g = dict(m.compile_globals)
-    for n in (1, 2, 4):
-        g[f"rd{n}"] = lambda a, n=n: vm.read(a, n, user)
-        g[f"wr{n}"] = lambda a, v, n=n: vm.write(a, n, v, user)
-    fn = sem.compile_insn(insn, g)
+    fn = softmmu.compile_through_guest(m, vm, insn, user)
     if isinstance(fn, str):
         raise CannotEmulate(f"cannot emulate {insn.text!r} at {eip:#010x}: {fn}")
     try:
-        fn()
-    except Resched:
-        pass
+        softmmu.run(fn)
     except Fault as f:
         cpu.eip = eip
         hw.inject_fault(vm, f)
@@ -113,8 +92,9 @@ def emulate_insn(hw, vm: HWVM) -> None:
 def write_cr(hw, vm: HWVM, n: int, v: int) -> None:
     """MOV to CRn for the guest: the read shadow gets the guest's value, the real register
     the guest's value with the bits VMX operation needs (CR0.NE, CR4.VMXE; with shadow
-    paging CR0.PG and WP on and CR4.PSE off, and the guest's CR3 kept by the VMM)."""
-    m, vmcs, vc = hw._host, vm.vmcs, vm.vcpu
+    paging CR0.PG and WP on and CR4.PSE off, and the guest's CR3 kept by the VMM: the
+    paging mode's ``cr0_forced``, ``cr4_cleared``)."""
+    m, vmcs, vc, paging = hw._host, vm.vmcs, vm.vcpu, hw.paging
     v &= MASK32
     if n == 0:
         if v & CR0_PG and not v & CR0_PE:
@@ -124,22 +104,17 @@ def write_cr(hw, vm: HWVM, n: int, v: int) -> None:
         old = vc.cr0
         v |= CR0_ET
         vmcs.cr0_read_shadow = v
-        m.write_cr(0, v | CR0_NE | (0 if hw.ept else CR0_PG | CR0_WP))
-        if not hw.ept and (old ^ v) & (CR0_PG | CR0_WP):
-            hw.flush_shadow(vm)
+        m.write_cr(0, v | CR0_NE | paging.cr0_forced)
+        paging.update_paging(vm, 0, old, v)
     elif n == 3:
-        if hw.ept:
-            m.write_cr(3, v)
-        else:
-            vm.guest_cr3 = v
-            hw.pt_traps["mov cr3"] += 1
-            hw.flush_shadow(vm)
+        if not hw.ept:
+            vm.guest_cr3 = v      # the real CR3 is the shadow's
+        paging.update_cr3(vm, v)
     elif n == 4:
         old = vc.cr4
         vmcs.cr4_read_shadow = v
-        m.write_cr(4, (v | CR4_VMXE) & (MASK32 if hw.ept else ~CR4_PSE))
-        if not hw.ept and (old ^ v) & CR4_PSE:
-            hw.flush_shadow(vm)
+        m.write_cr(4, (v | CR4_VMXE) & ~paging.cr4_cleared)
+        paging.update_paging(vm, 4, old, v)
     elif n == 2:
         m.cpu.cr2 = v
     else:
@@ -147,8 +122,5 @@ def write_cr(hw, vm: HWVM, n: int, v: int) -> None:
 
 
 def guest_invlpg(hw, vm: HWVM, lin: int) -> None:
-    """The guest's INVLPG, after an exit."""
-    if hw.ept:
-        hw._host.invlpg(lin & MASK32)
-    else:
-        hw._shadow_invlpg(vm, lin)
+    """The guest's INVLPG, after an exit: the paging mode's."""
+    hw.paging.invlpg(vm, lin)

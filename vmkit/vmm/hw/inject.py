@@ -53,7 +53,7 @@ def enter_with_event(hw, vm: HWVM) -> None:
     vm.entry_due = False
     hw.vmx_mode = "non-root"
     hw.trace.add(VmEntry(m.clock, injected=vector, vm=vm.index))
-    m.exit_request = False
+    m.cancel_exit()
     try:
         if type_ == INTR_HW_EXCEPTION:
             m.deliver_exception(Fault(vector, code if info & INTR_ERROR_VALID else None))

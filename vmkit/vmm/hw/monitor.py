@@ -6,7 +6,6 @@ from collections import Counter
 
 from vmkit.errors import VmkitError
 from vmkit.isa.faults import Fault
-from vmkit.machine.hooks import MachineHooks
 from vmkit.machine.devices import Devices
 from vmkit.machine.machine import Machine, RunResult
 from vmkit.trace import Emulation, InstructionRetired, VmEntry
@@ -15,21 +14,23 @@ from vmkit.vmm.hw.boot import boot_vm
 from vmkit.vmm.hw.exits import _DEFAULT_HANDLERS
 from vmkit.vmm.hw.guestmmu import ept_violation, exception_exit, guest_invlpg, write_cr
 from vmkit.vmm.hw.inject import enter_with_event, inject_fault, virtual_interrupts
-from vmkit.vmm.hw.nonroot import _STUBS, _NonRootMachine
+from vmkit.vmm.hw.nonroot import NonRootMode
 from vmkit.vmm.hw.vcpu import HWVM
-from vmkit.vmm.hw.vmcs import (DEVICE_PORTS, H_ONES, IF, PREEMPTION_TIMER, TRIPLE_FAULT, VMCS, MiB,
-                               NonRootExit, VmcsControls)
-from vmkit.vmm.hw.vmexit import exit_during_delivery, handle_exit, on_exception, record_exit
+from vmkit.vmm.hw.vmcs import (H_ONES, IF, PREEMPTION_TIMER, TRIPLE_FAULT, VMCS, MiB, NonRootExit,
+                               VmcsControls)
+from vmkit.vmm.hw.vmexit import ept_exit, exit_during_delivery, handle_exit, record_exit
+from vmkit.vmm.paging import mode_class
 from vmkit.vmm.sched import _init_scheduling
-from vmkit.vmm.shadow import ShadowPaging
 from vmkit.vmm.world import DEFAULT_SLICE, HostedMonitor
 
 
-class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
+class HardwareAssisted(HostedMonitor):
     """Hardware-assisted virtualization, VT-x style (see the module text).
 
-    ``HardwareAssisted(img, ..., ept=True, lazy_ept=False, controls=None, slice=DEFAULT_SLICE,
-    costs=CostModel)``: ``ept`` chooses nested paging or shadow paging; ``controls`` (a dict of
+    ``HardwareAssisted(img, ..., ept=True, lazy_ept=False, paging=None, controls=None,
+    slice=DEFAULT_SLICE, costs=CostModel)``: ``ept`` chooses nested paging or shadow paging;
+    ``paging`` names the paging mode (:mod:`vmkit.vmm.paging`: ``"ept"``, or a shadow mode
+    such as ``"vtlb"``; ``ept=False`` is ``paging="vtlb"``); ``controls`` (a dict of
     :class:`VmcsControls` fields or a VmcsControls) turns VM-execution controls on and off
     (``set_controls`` changes them between runs); several images run in several VMs.
 
@@ -60,18 +61,25 @@ class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
     #: the default exit handlers (exit-reason name -> handler); every instance works on a copy
     handlers: dict = dict(_DEFAULT_HANDLERS)
 
-    def __init__(self, *images, costs=None, trace=None, ept: bool = True,
+    def __init__(self, *images, costs=None, trace=None, ept: bool | None = None,
                  lazy_ept: bool = False, controls=None, slice: int = DEFAULT_SLICE,
                  scheduler=None, weights=None, quantum=None, machine_timer: bool = False,
-                 assign=None):
+                 assign=None, paging: str | None = None):
         # ---- direct assignment (vmkit.vmm.passthrough): assign={vm index: ["disk"]} -> {port: vm}
         self.assigned = passthrough.resolve_assignment(assign, len(images), self.name)
         # ---- end direct assignment
-        if not isinstance(ept, bool):
+        if ept is not None and not isinstance(ept, bool):
             raise VmkitError(f"ept must be True (nested paging) or False (shadow paging), got "
                              f"{ept!r}")
         if not isinstance(lazy_ept, bool):
             raise VmkitError(f"lazy_ept must be True or False, got {lazy_ept!r}")
+        if paging is None:
+            paging = "vtlb" if ept is False else "ept"
+        mode = mode_class(self, paging, ("nested", "shadow"))
+        if ept is not None and ept != (mode.kind == "nested"):
+            raise VmkitError(f"ept={ept} contradicts paging={paging!r} (a {mode.kind} paging "
+                             f"mode): give one of them")
+        ept = mode.kind == "nested"
         if lazy_ept and not ept:
             raise VmkitError("lazy_ept needs ept=True (there is no EPT with shadow paging)")
         if not isinstance(slice, int) or isinstance(slice, bool) or slice < 1:
@@ -79,12 +87,14 @@ class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
                              f"{slice!r}")
         self.ept = ept
         self.lazy_ept = lazy_ept
+        self.paging = mode(self, lazy=lazy_ept, exit=ept_exit) if ept else mode(self)
         self.slice = slice
         _init_scheduling(self, images, scheduler, weights, quantum, machine_timer)
         self._controls = VmcsControls.make(controls, ept)
         self.handlers = dict(type(self).handlers)
         self.current = 0
-        self._host: _NonRootMachine | None = None
+        self._host: Machine | None = None
+        self.nonroot = NonRootMode(self)   # the machine's hooks in non-root mode
         self.vm_exits: Counter = Counter()
         self.emulated: Counter = Counter()
         self.delivered: Counter = Counter()
@@ -119,7 +129,7 @@ class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
     def _make_machine(self, index: int, image) -> Machine:
         """One host machine for every VM: the VMM area, 1 MiB per VM, then the slices."""
         if self._host is None:
-            self._host = _NonRootMachine(self._plan_slices(), self, self.trace)
+            self._host = Machine(self._plan_slices(), trace=self.trace)
             mem = self._host.mem
             mem[0:MiB] = bytes(MiB)
             mem[H_ONES:H_ONES + 0x1000] = b"\xFF" * 0x1000
@@ -132,31 +142,17 @@ class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
 
     def _setup(self) -> None:
         m = self._host
-        m.attach(self)
+        m.attach(self.nonroot)
         m.dev = Devices(timer_period=1 << 62)      # the VMM's one-shot timer, armed per entry
-        # the ports of the VM's devices, for the IN/OUT that do not exit (direct assignment):
-        # they reach the running VM's own device, at its guest time
-        for port in DEVICE_PORTS:
-            m.port_handlers[port] = self._direct_port(port)
         vm = self.vms[0]
         m.cpu.set_state(vm.saved.state())
-        m.nested = vm.ept
+        self.paging.switched_in(vm)
         m.clock = 0
         m.vm_index = 0
         m.flush_tlb()
         m.flush_icache()
         m.mode_changed()
         self._slice_end = self.slice
-
-    def _direct_port(self, port: int):
-        m = self._host
-
-        def read(size: int) -> int:
-            return self.vms[self.current].devices.read(port, size, m.clock)
-
-        def write(size: int, value: int) -> None:
-            self.vms[self.current].devices.write(port, size, value, m.clock)
-        return read, write
 
     # ---- the public surface --------------------------------------------------------------------
     @property
@@ -185,9 +181,9 @@ class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
         """VM entry: the guest runs in non-root mode until an exit."""
         m, vmcs = self._host, vm.vmcs
         self._arm(deadline)
-        m.window_exiting = vmcs.interrupt_window_exiting
-        m.pf_exits = bool(vmcs.controls.exception_bitmap & (1 << 14))
-        m.exit_request = False
+        self.nonroot.window_exiting = vmcs.interrupt_window_exiting
+        self.nonroot.pf_exits = bool(vmcs.controls.exception_bitmap & (1 << 14))
+        m.cancel_exit()
         if vm.entry_due:
             vm.entry_due = False
             self.trace.add(VmEntry(m.clock, injected=None, vm=vm.index))
@@ -219,11 +215,10 @@ class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
         vm.inhibit_left = max(0, m.irq_inhibit_until - m.steps)
 
     def _switched_in(self, vm: HWVM) -> None:
-        """The VM's guest state is loaded from its VMCS, with its EPT (or shadow page
-        directory); the compiled code goes too (no VPID)."""
+        """The VM's guest state is loaded from its VMCS (its EPT or shadow page directory is
+        the paging mode's); the compiled code goes too (no VPID)."""
         m = self._host
         m.irq_inhibit_until = m.steps + vm.inhibit_left if vm.inhibit_left else -1
-        m.nested = vm.ept
         m.flush_icache()
 
     def _guest_if(self, vm: HWVM) -> bool:
@@ -234,11 +229,6 @@ class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
         """The CPU's side of a VM exit: write the exit information fields of the current VM's
         VMCS, count and trace it, and leave non-root mode (the machine's run returns)."""
         record_exit(self, x)
-
-    def on_exception(self, vector: int, fault: Fault | None, source: str, next_eip) -> bool:
-        """MachineHooks.on_exception: exits raised by the CPU, and the exception bitmap. Anything
-        that does not exit is delivered by the CPU through the guest's IDT (return False)."""
-        return on_exception(self, vector, fault, source, next_eip)
 
     def _exit_during_delivery(self, f: Fault, vector: int, error_code, source: str):
         """A fault while the CPU delivers an event: the exit it causes (with the event as
@@ -288,15 +278,8 @@ class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
         """The guest's INVLPG, after an exit."""
         guest_invlpg(self, vm, lin)
 
-    # ---- shadow paging (ept=False): the virtual TLB (vmkit.vmm.shadow) ---------------------
-
     # ---- intercepts: what the CPU does with an instruction in non-root mode -------------------
-    def intercept(self, insn):
-        """MachineHooks.intercept: the stub that replaces an instruction the controls make exit (or
-        that reads a read shadow), or None to run the instruction's own semantics."""
-        build = _STUBS.get(insn.mnemonic)
-        return build(self, insn) if build is not None else None
-
+    # (the stubs are the machine's ``intercept`` hook: vmkit.vmm.hw.nonroot.NonRootMode)
     def _io_exits(self, port: int, size: int) -> bool:
         if self.assigned:   # direct assignment: the owner's ports pass, the others' exit
             r = passthrough.hw_exits(self, port, size)
@@ -356,4 +339,4 @@ class HardwareAssisted(ShadowPaging, HostedMonitor, MachineHooks):
     # ---- snapshots ---------------------------------------------------------------------------
     def _before_restore(self, st: dict) -> None:
         self.current = st["declared"]["current"]   # its EPT first: the machine's memory view
-        self._host.nested = self.vms[self.current].ept
+        self.paging.switched_in(self.vms[self.current])

@@ -1,6 +1,6 @@
-"""The host machine in VMX non-root mode: the events non-root mode changes, and the stubs of
-the instructions the controls make exit (compiled once per instruction, see
-the machine's ``intercept`` hook)."""
+"""The host machine in VMX non-root mode: what non-root mode changes, as the machine's hooks
+(:class:`NonRootMode`), and the stubs of the instructions the controls make exit (compiled once
+per instruction, see the ``intercept`` hook)."""
 
 from __future__ import annotations
 
@@ -10,93 +10,125 @@ from vmkit.isa.faults import Fault, Resched
 from vmkit.machine import rules
 from vmkit.machine.cpu import MASK32
 from vmkit.machine.devices import IRQ_BASE
-from vmkit.machine.machine import Machine
+from vmkit.machine.hooks import MachineHooks
 from vmkit.machine.mmu import Sync
-from vmkit.machine.system import SystemMixin
+from vmkit.vmm.hw.vmexit import on_exception as _exit_or_deliver
 from vmkit.vmm.hw.vmcs import (_WINDOW, CPUID, CR0_TS, CR4_TSD, CR4_UMIP, CR_ACCESS,
-                               EXTERNAL_INTERRUPT, HLT, IF, INTERRUPT_WINDOW, INTR_EXTERNAL,
-                               INVLPG, IO_INSTRUCTION, RDTSC, NonRootExit, _DuringDelivery,
-                               interruption_info)
+                               DEVICE_PORTS, EXTERNAL_INTERRUPT, HLT, IF, INTERRUPT_WINDOW,
+                               INTR_EXTERNAL, INVLPG, IO_INSTRUCTION, RDTSC, NonRootExit,
+                               _DuringDelivery, interruption_info)
 from vmkit.vmm.vm import event_name
 
 
 # =================================================================================================
-# The host machine in non-root mode
+# Non-root mode: the machine's hooks while it runs guests
 # =================================================================================================
-class _NonRootMachine(Machine):
-    """The host machine while it runs guests in VMX non-root mode. Overrides only the event
-    methods the machine declares overridable (see ``Machine``), where non-root mode changes
-    them:
+class NonRootMode(MachineHooks):
+    """What VMX non-root mode changes in the host machine, as its hooks (vmkit.machine.hooks),
+    attached while ``hw`` runs guests:
 
+    * every exception and interrupt goes to the VMM's exit logic first (``on_exception``), and
+      the instructions the controls make exit are replaced by stubs (``intercept``);
     * interrupts of the machine's device (the VMM's timer) exit whatever the guest's IF
-      (external-interrupt exiting); with interrupt-window exiting on, the first boundary where
-      the guest's IF is 1 and no STI shadow blocks exits;
+      (external-interrupt exiting); with interrupt-window exiting on (``window_exiting``), the
+      first boundary where the guest's IF is 1 and no STI shadow blocks exits;
     * a fault during event delivery that the VMCS makes exit (exception bitmap, EPT violation)
       exits with the event saved as IDT-vectoring information instead of becoming a nested
       exception;
-    * a #PF that exits leaves CR2 unchanged (SDM Vol. 3C, 28.1);
-    * LAR/LSL/VERR/VERW let an exit (or a hidden page fault) on the descriptor read through.
+    * a #PF that exits (``pf_exits``: #PF in the exception bitmap) leaves CR2 unchanged (SDM
+      Vol. 3C, 28.1);
+    * LAR/LSL/VERR/VERW let an exit (or a hidden page fault) on the descriptor read through;
+    * the ports of the VM's devices that do not exit (direct assignment) reach the running VM's
+      own device, at its guest time.
     """
 
-    def __init__(self, memory_size: int, vmm, trace):
-        super().__init__(memory_size, trace=trace)
-        self.vmm = vmm
+    def __init__(self, hw):
+        self.hw = hw
         self.window_exiting = False
         self.pf_exits = False
 
+    # ---- notifications ---------------------------------------------------------------------
+    def on_exception(self, vector, fault, source, next_eip) -> bool:
+        """Exits raised by the CPU, and the exception bitmap; anything that does not exit is
+        delivered by the CPU through the guest's IDT (False)."""
+        return _exit_or_deliver(self.hw, vector, fault, source, next_eip)
+
+    def intercept(self, insn):
+        """The stub that replaces an instruction the controls make exit (or that reads a read
+        shadow), or None to run the instruction's own semantics."""
+        build = _STUBS.get(insn.mnemonic)
+        return build(self.hw, insn) if build is not None else None
+
+    # ---- event policy ------------------------------------------------------------------------
     def deliverable_irq(self):
-        line = self.dev.pending_vector()
+        m = self.host
+        line = m.dev.pending_vector()
         if line is not None:
             return line
-        if self.window_exiting and self.cpu.ef & IF and self.steps >= self.irq_inhibit_until:
+        if self.window_exiting and m.cpu.ef & IF and m.steps >= m.irq_inhibit_until:
             return _WINDOW
         return None
 
-    def deliver_irq(self, line: int) -> bool:
+    def deliver_irq(self, line) -> bool:
         if line == _WINDOW:
             x = NonRootExit(INTERRUPT_WINDOW)
         else:
-            self.dev.acknowledge(line)   # "acknowledge interrupt on exit"
+            self.host.dev.acknowledge(line)   # "acknowledge interrupt on exit"
             x = NonRootExit(EXTERNAL_INTERRUPT,
                             interruption=interruption_info(IRQ_BASE + line, INTR_EXTERNAL))
-        self.vmm._record(x)
+        self.hw._record(x)
         return True
 
     def deliver(self, vector, error_code, return_eip, source):
         try:
-            SystemMixin.deliver(self, vector, error_code, return_eip, source)
+            super().deliver(vector, error_code, return_eip, source)
         except Fault as f:
-            x = self.vmm._exit_during_delivery(f, vector, error_code, source)
+            x = self.hw._exit_during_delivery(f, vector, error_code, source)
             if x is None:
                 raise
             raise _DuringDelivery(x) from None
-        self.vmm.delivered[event_name(vector, source)] += 1
+        self.hw.delivered[event_name(vector, source)] += 1
 
     def soft_int(self, vector, next_eip, source):
         try:
-            SystemMixin.soft_int(self, vector, next_eip, source)
+            super().soft_int(vector, next_eip, source)
         except _DuringDelivery as d:
             raise d.exit from None   # unwinds the INT like a fault; it runs again after the exit
 
     def take_exception(self, f):
         try:
-            Machine.take_exception(self, f)
+            super().take_exception(f)
         except _DuringDelivery as d:
-            self.vmm._record(d.exit)
+            self.hw._record(d.exit)
 
     def page_fault(self, lin, err, refs):
         if not self.pf_exits:
             return super().page_fault(lin, err, refs)
-        cr2 = self.cpu.cr2
+        cpu = self.host.cpu
+        cr2 = cpu.cr2
         try:
             super().page_fault(lin, err, refs)
         finally:
-            self.cpu.cr2 = cr2
+            cpu.cr2 = cr2
 
     def descriptor_visible(self, selector):
         # an exit or a hidden page fault on the table read goes through, not "invisible"
-        return rules.visible_descriptor(self, self.cpu.cpl, selector, only_gp_hides=True)
+        m = self.host
+        return rules.visible_descriptor(m, m.cpu.cpl, selector, only_gp_hides=True)
 
+    # ---- ports -------------------------------------------------------------------------------
+    def port_read(self, port, size):
+        if port in DEVICE_PORTS:
+            hw = self.hw
+            return hw.vms[hw.current].devices.read(port, size, self.host.clock)
+        return None
+
+    def port_write(self, port, size, value) -> bool:
+        if port in DEVICE_PORTS:
+            hw = self.hw
+            hw.vms[hw.current].devices.write(port, size, value, self.host.clock)
+            return True
+        return False
 
 
 # =================================================================================================
@@ -125,44 +157,47 @@ def _gp(cpu) -> Fault:
     return Fault(13, 0, detail=f"privileged instruction at CPL {cpu.cpl}")
 
 
-def _stub_hlt(hw, insn):
-    if not hw.controls.hlt_exiting:
-        return None
+def _exiting(hw, insn, reason: int, qualification: int = 0, *, privileged: bool = True,
+             check=None, address=None):
+    """The stub of an instruction that exits whenever it runs, with the one prologue every
+    such exit has (SDM Vol. 3C, 25.1.1: the CPU's own checks come before the exit): #GP at
+    CPL > 0 for a ``privileged`` instruction, then ``check()`` (another fault of the CPU's),
+    then the exact clock (out of a burst), then the exit with ``qualification`` (or, with
+    ``address``, the linear address ``address()`` computes, as INVLPG reports it)."""
     m = hw._host
     C = m.cpu
 
-    def hlt():
-        if C.cpl:
+    def stub():
+        if privileged and C.cpl:
             raise _gp(C)
+        if check is not None:
+            check()
         if m.in_burst:
             raise Sync()
-        raise NonRootExit(HLT, insn=insn)
-    return _named(hlt, insn)
+        if address is not None:
+            a = address()
+            raise NonRootExit(reason, a, insn=insn, linear=a)
+        raise NonRootExit(reason, qualification, insn=insn)
+    return _named(stub, insn)
+
+
+def _stub_hlt(hw, insn):
+    return _exiting(hw, insn, HLT) if hw.controls.hlt_exiting else None
 
 
 def _stub_cpuid(hw, insn):
-    m = hw._host
-
-    def cpuid():
-        if m.in_burst:
-            raise Sync()
-        raise NonRootExit(CPUID, insn=insn)
-    return _named(cpuid, insn)
+    return _exiting(hw, insn, CPUID, privileged=False)
 
 
 def _stub_rdtsc(hw, insn):
     if not hw.controls.rdtsc_exiting:
         return None
-    m = hw._host
-    C = m.cpu
+    C = hw._host.cpu
 
-    def rdtsc():
+    def tsd():
         if C.cpl and C.cr4 & CR4_TSD:
             raise Fault(13, 0, detail="CR4.TSD")
-        if m.in_burst:
-            raise Sync()
-        raise NonRootExit(RDTSC, insn=insn)
-    return _named(rdtsc, insn)
+    return _exiting(hw, insn, RDTSC, privileged=False, check=tsd)
 
 
 def _stub_io(hw, insn):
@@ -211,16 +246,7 @@ def _stub_mov(hw, insn):
         n, gpr = d.index, s.index
         q = n | (gpr << 8)                        # access type 0: MOV to CR
         if n == 3:
-            if not c.cr3_load_exiting:
-                return None
-
-            def mov_to_cr3():
-                if C.cpl:
-                    raise _gp(C)
-                if m.in_burst:
-                    raise Sync()
-                raise NonRootExit(CR_ACCESS, q, insn=insn)
-            return _named(mov_to_cr3, insn)
+            return _exiting(hw, insn, CR_ACCESS, q) if c.cr3_load_exiting else None
 
         def mov_to_cr():
             if C.cpl:
@@ -228,11 +254,7 @@ def _stub_mov(hw, insn):
             if m.in_burst:
                 raise Sync()
             v = R[gpr]
-            x = vmcs()
-            if n == 0:
-                mask, shadow, real = x.controls.cr0_guest_host_mask, x.cr0_read_shadow, C.cr0
-            else:
-                mask, shadow, real = x.controls.cr4_guest_host_mask, x.cr4_read_shadow, C.cr4
+            mask, shadow, real = _owned(vmcs(), n, C)
             if (v ^ shadow) & mask:
                 raise NonRootExit(CR_ACCESS, q, insn=insn)
             m.write_cr(n, (v & ~mask) | (real & mask))   # owned bits keep their real values
@@ -243,30 +265,25 @@ def _stub_mov(hw, insn):
     if isinstance(s, Reg) and s.kind == "cr" and s.index in (0, 3, 4):
         n, gpr = s.index, d.index
         if n == 3:
-            if not c.cr3_store_exiting:
-                return None
             q = 3 | (1 << 4) | (gpr << 8)             # access type 1: MOV from CR
-
-            def mov_from_cr3():
-                if C.cpl:
-                    raise _gp(C)
-                if m.in_burst:
-                    raise Sync()
-                raise NonRootExit(CR_ACCESS, q, insn=insn)
-            return _named(mov_from_cr3, insn)
+            return _exiting(hw, insn, CR_ACCESS, q) if c.cr3_store_exiting else None
 
         def mov_from_cr():
             if C.cpl:
                 raise _gp(C)
-            x = vmcs()
-            if n == 0:
-                mask, shadow, real = x.controls.cr0_guest_host_mask, x.cr0_read_shadow, C.cr0
-            else:
-                mask, shadow, real = x.controls.cr4_guest_host_mask, x.cr4_read_shadow, C.cr4
+            mask, shadow, real = _owned(vmcs(), n, C)
             R[gpr] = (real & ~mask) | (shadow & mask)
             C.eip = nxt
         return _named(mov_from_cr, insn)
     return None
+
+
+def _owned(x, n: int, C) -> tuple[int, int, int]:
+    """(the guest/host mask, the read shadow, the real value) of CR``n`` (0 or 4) in VMCS
+    ``x``: the bits the VMM owns, what the guest believes they are, what they are."""
+    if n == 0:
+        return x.controls.cr0_guest_host_mask, x.cr0_read_shadow, C.cr0
+    return x.controls.cr4_guest_host_mask, x.cr4_read_shadow, C.cr4
 
 
 def _guest_cr0(hw) -> int:
@@ -354,18 +371,7 @@ def _stub_clts(hw, insn):
 def _stub_invlpg(hw, insn):
     if not hw.controls.invlpg_exiting:
         return None
-    m = hw._host
-    C = m.cpu
-    ea = _address(C.regs, insn.operands[0])
-
-    def invlpg():
-        if C.cpl:
-            raise _gp(C)
-        if m.in_burst:
-            raise Sync()
-        a = ea()
-        raise NonRootExit(INVLPG, a, insn=insn, linear=a)
-    return _named(invlpg, insn)
+    return _exiting(hw, insn, INVLPG, address=_address(hw._host.cpu.regs, insn.operands[0]))
 
 
 _STUBS = {"hlt": _stub_hlt, "cpuid": _stub_cpuid, "rdtsc": _stub_rdtsc, "in": _stub_io,

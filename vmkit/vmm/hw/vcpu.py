@@ -5,7 +5,6 @@ from __future__ import annotations
 from vmkit.errors import VmkitError
 from vmkit.machine.cpu import EFLAGS
 from vmkit.machine.mmu import CR0_PG
-from vmkit.vmm.hw.ept import EPT
 from vmkit.vmm.hw.vmcs import VMCS
 from vmkit.vmm.vm import GuestVM
 
@@ -68,20 +67,20 @@ class GuestCPU:
 
 
 class HWVM(GuestVM):
-    """One guest under :class:`HardwareAssisted`: its VMCS (``vm.vmcs``), EPT (``vm.ept``, or
-    shadow page tables with ``ept=False``), and the core's per-VM object
+    """One guest under :class:`HardwareAssisted`: its VMCS (``vm.vmcs``), the paging mode's
+    structures (``vm.ept`` under nested paging, shadow page tables under ``"vtlb"``), and the
+    core's per-VM object
     (:class:`~vmkit.vmm.vm.GuestVM`: devices, memory slice, guest memory through the guest's
     paging, ``port_in``/``port_out``). The VMM keeps no TLB of its own: with EPT the guest
     changes its mappings without any exit, so every VMM access to guest memory walks."""
 
     #: hardware assist's own per-VM state, saved and restored with the core's
-    vm_state = ("vmcs", "guest_cr3", "exit_pending", "entry_due", "inhibit_left", "ept")
+    vm_state = ("vmcs", "guest_cr3", "exit_pending", "entry_due", "inhibit_left")
 
     def __init__(self, index, image, machine, monitor, slice_base, vmm_base):
         super().__init__(index, image, machine, monitor, slice_base, vmm_base)
         self._vcpu = GuestCPU(self)
         self.vmcs = VMCS(self, monitor.controls)
-        self.ept: EPT | None = None
         self.guest_cr3 = 0          # shadow paging: the CR3 the guest loaded
         self.exit_pending = False   # an exit recorded in the VMCS, not yet handled
         self.entry_due = False      # the next run of the guest is a VM entry after an exit

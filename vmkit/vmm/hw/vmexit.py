@@ -7,11 +7,16 @@ from vmkit.isa.faults import HAS_ERROR_CODE, Fault
 from vmkit.machine.cpu import MASK32
 from vmkit.trace import VmExit
 from vmkit.vmm.hw.vcpu import HWVM
-from vmkit.vmm.hw.vmcs import (_SOURCE_TYPE, EXCEPTION_NMI, EXIT_REASONS, INSTRUCTION_EXITS,
-                               INTR_HW_EXCEPTION, INTR_SW_EXCEPTION, NonRootExit,
-                               interruption_info)
+from vmkit.vmm.hw.vmcs import (_SOURCE_TYPE, EPT_VIOLATION, EXCEPTION_NMI, EXIT_REASONS,
+                               INSTRUCTION_EXITS, INTR_HW_EXCEPTION, INTR_SW_EXCEPTION,
+                               NonRootExit, interruption_info)
 from vmkit.vmm.vm import CannotEmulate
 from vmkit.vmm.world import VMStop as _VMStop
+
+
+def ept_exit(qualification: int, linear: int, physical: int) -> None:
+    """The EPT's violation exit (``EPT.violation`` computes the qualification)."""
+    raise NonRootExit(EPT_VIOLATION, qualification, linear=linear, physical=physical)
 
 
 def record_exit(hw, x: NonRootExit) -> None:
@@ -38,7 +43,7 @@ def record_exit(hw, x: NonRootExit) -> None:
     hw.events["exit_handling"] += 1
     hw.trace.add(VmExit(m.clock, reason=x.reason, name=name, qualification=x.qualification,
                           address=m.cpu.eip, vm=vm.index))
-    m.exit_request = True
+    m.request_exit()
     hw.vmx_mode = "root"
 
 

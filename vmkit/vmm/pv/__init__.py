@@ -58,10 +58,12 @@ The package, one mechanism a module (after Xen's ``arch/x86/pv/``)
 ``vm.py``          :class:`PVVM`: what a guest registered, its memory through the real tables
 ``hypercalls.py``  trap table, GDT, kernel stack, vcpu_info, timer, event channels, console,
                    scheduler
-``direct.py``      validated direct paging: ``mmu_update``, ``mmuext_op`` and the checks
 ``monitor.py``     :class:`Paravirtual`: the policy on the ring-1 core
                    (:mod:`vmkit.vmm.deprivileged`): entries into the hypervisor, events, the
                    hypercall dispatch (``HANDLERS``)
+
+(validated direct paging, ``mmu_update``, ``mmuext_op`` and the checks, is a paging mode:
+:mod:`vmkit.vmm.paging.direct`)
 """
 
 from __future__ import annotations

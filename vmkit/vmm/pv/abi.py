@@ -1,10 +1,16 @@
 """The hypercall ABI the paravirtual kernel and the hypervisor share: the vector, the hypercall
 numbers (their twins are in ``vmkit/guests/pvops_pv.s``), the commands, the errno values, the
-layout of ``vcpu_info``, and the refusal a hypercall returns."""
+layout of ``vcpu_info``, and the refusal a hypercall returns. The paging commands, their
+errno values and the refusal are defined with validated direct paging
+(:mod:`vmkit.vmm.paging.direct`) and re-exported here."""
 
 from __future__ import annotations
 
 import struct
+
+from vmkit.vmm.paging.direct import (EINVAL, EPERM, MAX_BATCH,  # noqa: F401
+                                     MMUEXT_INVLPG_LOCAL, MMUEXT_NEW_BASEPTR,
+                                     MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L2_TABLE, _Refused)
 
 HYPERCALL_VECTOR = 0x82
 #: hypercall number -> name: Xen's numbers (xen/include/public/xen.h, ``__HYPERVISOR_*``; the
@@ -13,26 +19,15 @@ HYPERCALL_VECTOR = 0x82
 HYPERCALLS = {0: "set_trap_table", 1: "mmu_update", 2: "set_gdt", 3: "stack_switch",
               15: "set_timer_op", 18: "console_io", 24: "vcpu_op", 26: "mmuext_op",
               29: "sched_op", 32: "event_channel_op"}
-EPERM, EFAULT, EINVAL, ENOSYS = 1, 14, 22, 38     # Linux/Xen errno values
-# sub-commands, as Xen numbers them (xen.h, event_channel.h, vcpu.h, sched.h)
-MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L2_TABLE, MMUEXT_NEW_BASEPTR, MMUEXT_INVLPG_LOCAL = 0, 1, 5, 7
+EFAULT, ENOSYS = 14, 38                           # Linux/Xen errno values (EPERM, EINVAL above)
+# sub-commands, as Xen numbers them (event_channel.h, vcpu.h, sched.h; mmuext_op's above)
 CONSOLEIO_WRITE, CONSOLEIO_READ = 0, 1
 SCHEDOP_YIELD, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN = 0, 1, 2
 EVTCHNOP_BIND_VIRQ, EVTCHNOP_SEND = 1, 4
 VCPUOP_REGISTER_VCPU_INFO = 10
 VI_PENDING, VI_MASK, VI_CR2, VI_MACHINE_BASE = 0, 1, 8, 12
-MAX_BATCH = 1024
 MAX_CONSOLE = 1 << 16
 IF = 0x200
 
 _Q = struct.Struct("<Q")
 _I = struct.Struct("<I")
-
-
-class _Refused(Exception):
-    """A hypercall the hypervisor refuses: ``code`` (positive errno), ``reason`` (counted)."""
-
-    def __init__(self, code: int, reason: str):
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason

@@ -8,13 +8,12 @@ from vmkit.errors import VmkitError
 from vmkit.isa.faults import Fault
 from vmkit.machine.cpu import MASK32
 from vmkit.machine.devices import IRQ_BASE
-from vmkit.machine.mmu import PTE_A, PTE_D, PTE_P, PTE_W
 from vmkit.trace import Hypercall
 from vmkit.vmm.deprivileged.monitor import Deprivileged
 from vmkit.vmm.layout import H_IDT, H_TSS
 from vmkit.vmm.pv.abi import (_I, _Q, EFAULT, ENOSYS, HYPERCALL_VECTOR, HYPERCALLS, VI_CR2,
                               VI_MASK, VI_PENDING, _Refused)
-from vmkit.vmm.pv.direct import mmu_update, mmuext_op
+from vmkit.vmm.paging.direct import mmu_update, mmuext_op
 from vmkit.vmm.pv.hypercalls import (console_io, event_channel_op, sched_op, set_gdt, set_timer_op,
                                      set_trap_table, stack_switch, vcpu_op)
 from vmkit.vmm.pv.vm import PVVM
@@ -41,6 +40,9 @@ class Paravirtual(Deprivileged):
     # set_gdt hypercall, not watched
     emulates = False
     watches_gdt = False
+    # the guest's own tables are the real ones (vmkit.vmm.paging.direct)
+    paging_kinds = ("direct",)
+    default_paging = "direct"
 
     def __init__(self, *images, **kw):
         from vmkit.vmm.base import _check_image
@@ -70,24 +72,9 @@ class Paravirtual(Deprivileged):
         self._vmm_gate = _Q.unpack_from(self._host.mem, H_IDT + 8 * 0x80)[0]
 
     def _boot_vm(self, vm: PVVM) -> None:
-        """As under trap-and-emulate, plus the start-of-day address space Xen's domain builder
-        gives a guest: guest-physical memory mapped at the same virtual addresses, supervisor
-        and writable, until the kernel loads page tables of its own."""
+        """As under trap-and-emulate (the paging mode makes the start-of-day address space
+        Xen's domain builder gives a guest: ``DirectPaging.boot_vm``), with paging on."""
         super()._boot_vm(vm)
-        mem = self._host.mem
-        for pdi in range((vm.memory_size + (4 << 20) - 1) >> 22):
-            pt = vm.pool.pop()
-            mem[pt:pt + 0x1000] = bytes(0x1000)
-            _I.pack_into(mem, vm.pd + 4 * pdi, pt | PTE_P | PTE_W | PTE_A)
-            for k in range(1024):
-                g = (pdi << 22) | (k << 12)
-                if g >= vm.memory_size:
-                    break
-                if g == 0:
-                    continue                       # the null page stays unmapped
-                _I.pack_into(mem, pt + 4 * k, (vm.slice_base + g) | PTE_P | PTE_W | PTE_A
-                             | PTE_D)
-                vm.bootstrap[g] = pt + 4 * k
         vm.vcpu.cr0 = 0x80010011                   # paging is on from the start
         vm.vcpu.IF = 1                             # the event mask stands for IF
 
@@ -121,7 +108,7 @@ class Paravirtual(Deprivileged):
             vm = self.vms[self.current]
             if self.scheduler is not None and len(self.vms) > 1 \
                     and machine_time(self) >= self._slice_end:
-                m.exit_request = True
+                m.request_exit()
             self._hypercall(vm, next_eip)
             return True
         return super().on_exception(vector, fault, source, next_eip)
@@ -175,7 +162,7 @@ class Paravirtual(Deprivileged):
         vm = self.vms[self.current]
         vm.vcpu.cpl = 0 if new == 1 else new
         if new == 3 and self._deliverable(vm) is not None:
-            self._host.exit_request = True
+            self._host.request_exit()
 
     def _idle(self, vm: PVVM) -> None:
         vm.vcpu.IF = 1
@@ -208,7 +195,7 @@ class Paravirtual(Deprivileged):
         self.hypercalls[name] += 1
         self.events["hypercall"] += 1
         self.trace.add(Hypercall(m.clock, name=name, batch=batch, result=result, vm=vm.index))
-        m.exit_request = True               # devices, events or the VM's state may have changed
+        m.request_exit()               # devices, events or the VM's state may have changed
 
     # ---- page tables: validation (Xen's page types, simplified) --------------------------------
 

@@ -3,8 +3,6 @@ through the real page tables (which are its own)."""
 
 from __future__ import annotations
 
-from collections import Counter
-
 from vmkit.errors import VmkitError
 from vmkit.isa.faults import Fault
 from vmkit.machine.cpu import MASK32
@@ -17,14 +15,13 @@ from vmkit.vmm.world import VMStop as _VMStop
 
 class PVVM(TEVM):
     """One paravirtual guest: its memory slice, virtual CPU, devices, and what it registered
-    with the hypervisor (``vcpu_info``, the kernel stack, the fast trap), plus the hypervisor's
-    page-table bookkeeping: ``l1``/``l2`` (machine frames validated as page tables and
-    directories) and ``writable`` (machine frame -> writable mappings in validated tables)."""
+    with the hypervisor (``vcpu_info``, the kernel stack, the fast trap). The hypervisor's
+    page-table bookkeeping on it (``l1``/``l2``: machine frames validated as page tables and
+    directories, ``writable``: machine frame -> writable mappings in validated tables,
+    ``bootstrap``) is the paging mode's (:mod:`vmkit.vmm.paging.direct`)."""
 
-    #: what the guest registered and the hypervisor's page-table bookkeeping, saved and restored
-    #: with trap-and-emulate's per-VM state
-    vm_state = ("vcpu_info", "kernel_ss", "kernel_esp", "fast_trap", "l1", "l2", "writable",
-                "bootstrap")
+    #: what the guest registered, saved and restored with trap-and-emulate's per-VM state
+    vm_state = ("vcpu_info", "kernel_ss", "kernel_esp", "fast_trap")
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
@@ -32,10 +29,6 @@ class PVVM(TEVM):
         self.kernel_ss = 0
         self.kernel_esp = 0
         self.fast_trap: int | None = None     # the real IDT's gate 0x80 for this VM
-        self.l1: set[int] = set()
-        self.l2: set[int] = set()
-        self.writable: Counter = Counter()
-        self.bootstrap: dict[int, int] = {}   # guest frame -> host address of its boot PTE
         # the split driver's backend, on event channel port 1 (vmkit.vmm.splitdriver)
         self.io_backend = pv_backend
 

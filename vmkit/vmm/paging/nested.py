@@ -1,17 +1,28 @@
-"""Extended page tables (SDM Vol. 3C 29.3): guest-physical -> host-physical, with rights."""
+"""Nested paging (``"ept"``): the guest's page tables are walked by the real MMU as they are, and a
+second table per VM, the extended page table (Intel EPT, SDM Vol. 3C 29.3; AMD's NPT), maps
+guest-physical to host-physical. The guest changes its mappings and loads CR3 with no exit; the
+price is the two-dimensional walk of every TLB miss (``vmkit.machine.mmu``). Used by hw.
+
+The EPT maps the VM's memory when the VM is made, or page by page on the first touch
+(``lazy=True``: an EPT violation the mode fills, counted in the monitor's ``ept_fills``).
+"""
 
 from __future__ import annotations
+
+import struct
 
 from vmkit.errors import VmkitError
 from vmkit.machine.machine import Machine
 from vmkit.machine.mmu import NESTED_R, NESTED_W, NESTED_X
 from vmkit.vmm import state
-from vmkit.vmm.hw.vmcs import _I, EPT_VIOLATION, NonRootExit
+from vmkit.vmm.layout import MiB
+from vmkit.vmm.paging.mode import PagingMode, PagingView, register
+
+__all__ = ["EPT", "NestedPaging"]
+
+_I = struct.Struct("<I")
 
 
-# =================================================================================================
-# The EPT
-# =================================================================================================
 class EPT:
     """One VM's extended page table: guest-physical -> host-physical (SDM Vol. 3C, 29.3).
 
@@ -19,7 +30,8 @@ class EPT:
     a root table at ``root`` (VT-x: the EPT pointer in the VMCS) and one table per 4 MiB. Bits
     0-2 of an entry are read, write, execute (as in VT-x); bits 12-31 the next table or the
     frame; an access needs its right at both levels. (Real VT-x: four levels of 8-byte entries,
-    48-bit guest-physical.) ``levels`` is the m of the walk formula."""
+    48-bit guest-physical.) ``levels`` is the m of the walk formula. ``exit(qualification,
+    linear, physical)`` raises the monitor's exit for an access the table denies."""
 
     levels = 2
     RWX = NESTED_R | NESTED_W | NESTED_X
@@ -27,11 +39,12 @@ class EPT:
     #: what a snapshot keeps (vmkit.vmm.state); the tables' contents are in host memory
     state_fields = ("tables", "pool")
 
-    def __init__(self, machine: Machine, root: int, pool: list[int]):
+    def __init__(self, machine: Machine, root: int, pool: list[int], exit=None):
         self.mem = machine.mem
         self.machine = machine
         self.root = root
         self.pool = pool              # free host pages for EPT tables
+        self.exit = exit
         self.tables: dict[int, int] = {}
         self.mem[root:root + 0x1000] = bytes(0x1000)
 
@@ -81,7 +94,7 @@ class EPT:
         guest-linear address is valid, bit 8 the access was to the final translation (0: to
         a guest paging-structure entry)."""
         q = (access & 7) | (self.rights(gpa) << 3) | 0x80 | (0x100 if final else 0)
-        raise NonRootExit(EPT_VIOLATION, q, linear=lin, physical=gpa)
+        self.exit(q, lin, gpa)
 
     def mappings(self) -> list[tuple[int, int, int]]:
         """(guest-physical page, host-physical page, rights) of every mapped page."""
@@ -92,3 +105,48 @@ class EPT:
                 if e & 7:
                     out.append(((pdi << 22) | (k << 12), e & 0xFFFFF000, e & 7))
         return out
+
+
+@register
+class NestedPaging(PagingMode):
+    """Nested paging (see the module text): ``NestedPaging(monitor, lazy=False, exit=...)``,
+    ``exit(qualification, linear, physical)`` raising the monitor's EPT-violation exit."""
+
+    name = "ept"
+    kind = "nested"
+    title = "nested paging (EPT: guest-physical -> host-physical, a 2-D walk per TLB miss)"
+    vm_state = ("ept",)
+
+    def __init__(self, monitor, lazy: bool = False, exit=None):
+        super().__init__(monitor)
+        self.lazy = lazy
+        self.exit = exit
+
+    def boot_vm(self, vm) -> None:
+        vm.ept = EPT(self.monitor._host, vm.vmm_base,
+                     [vm.vmm_base + a for a in range(0x1000, MiB, 0x1000)], self.exit)
+        if not self.lazy:
+            for g in range(0, vm.memory_size, 0x1000):
+                vm.ept.map(g, vm.slice_base + g)
+
+    def root(self, vm) -> int:
+        return 0            # the guest's own CR3: an unrestricted guest starts with paging off
+
+    def update_cr3(self, vm, value: int) -> None:
+        self.monitor._host.write_cr(3, value)   # the guest's CR3 is the real one
+
+    def switched_in(self, vm) -> None:
+        self.monitor._host.nested = vm.ept
+
+    def nested_fault(self, vm, gpa: int) -> bool:
+        """Map the page of ``gpa`` if it is the VM's memory and not mapped yet (lazy EPT)."""
+        if gpa < vm.memory_size and vm.ept.rights(gpa) == 0:
+            page = gpa & 0xFFFFF000
+            vm.ept.map(page, vm.slice_base + page)
+            self.monitor.ept_fills += 1
+            self.monitor.events["shadow_update"] += 1
+            return True
+        return False
+
+    def view(self, vm) -> PagingView:
+        return PagingView(self.kind, vm.ept.root, vm.ept.levels, vm.ept)

@@ -1,13 +1,12 @@
-"""The software MMU of trap-and-emulate: one guest instruction emulated through the guest's page
-tables, for accesses the real MMU cannot make (the VMM's window at the top of the address
-space)."""
+"""The ring-1 core's accesses the real MMU cannot make: faults in the VMM's window at the top of
+the address space, and the instructions the paging mode hands to the software MMU
+(:mod:`vmkit.vmm.paging.softmmu`)."""
 
 from __future__ import annotations
 
-from vmkit.isa import semantics as sem
-from vmkit.isa.faults import Resched
 from vmkit.vmm.deprivileged.vcpu import TEVM
 from vmkit.vmm.layout import GDT_BYTES, VMM_WINDOW
+from vmkit.vmm.paging import softmmu
 from vmkit.vmm.world import VMStop as _VMStop
 
 
@@ -40,17 +39,9 @@ def emulate_one(te, vm: TEVM) -> None:
     insn = te._fetch_insn(vm, m.cpu.eip)
     if insn is None or not insn.id:
         raise _VMStop("crash", f"cannot decode the instruction at {m.cpu.eip:#010x}")
-    user = vm.vcpu.cpl == 3
-    g = dict(m.compile_globals)
-    for n in (1, 2, 4):
-        g[f"rd{n}"] = lambda a, n=n: vm.read(a, n, user)
-        g[f"wr{n}"] = lambda a, v, n=n: vm.write(a, n, v, user)
-    fn = sem.compile_insn(insn, g)
+    fn = softmmu.compile_through_guest(m, vm, insn, vm.vcpu.cpl == 3)
     if isinstance(fn, str):
         raise _VMStop("crash", f"cannot emulate {insn.text!r} at {insn.address:#010x}: "
                       f"{fn}")
-    try:
-        fn()
-    except Resched:
-        pass
+    softmmu.run(fn)
     te._retired(vm, insn)
