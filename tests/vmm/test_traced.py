@@ -76,3 +76,20 @@ def test_shadow_keyword_errors():
         TrapAndEmulate(img, shadow="tracd")
     with pytest.raises(VmkitError, match="ept"):
         HardwareAssisted(img, shadow="traced", ept=True)
+
+
+def test_snapshot_and_restore_roll_the_traces_back():
+    """Does a restore put the traced shadows back, so a run from the snapshot ends as the
+    first run did?"""
+    img = build("forkwait", iterations=3, heap=2)
+    vm = HardwareAssisted(img, shadow="traced")
+    vm.run(max_steps=30_000)
+    snap = vm.snapshot()
+    state = (dict(vm.vms[0].tr_cache), set(vm.vms[0].tr_frames), vm.vms[0].tr_pd)
+    vm.run(max_steps=3_000_000)
+    first = (vm.console, digest(vm.vms[0].memory()), vm.stats["pt_traps"]["traced write"])
+    vm.restore(snap)
+    assert (dict(vm.vms[0].tr_cache), set(vm.vms[0].tr_frames), vm.vms[0].tr_pd) == state
+    vm.run(max_steps=3_000_000)
+    assert (vm.console, digest(vm.vms[0].memory()),
+            vm.stats["pt_traps"]["traced write"]) == first
