@@ -86,6 +86,8 @@ def scenarios(name):
             _img("selfmod", pv, iterations=400), tc_size=16, threshold=3), 4000))
         out.append(("static translation", lambda: MONITORS["bt"](
             _img("ptemod", pv, iterations=40), static=True), 5000))
+    if name == "te":    # a virtualization hole (push cs at step 7870, mov ax, cs at 8001)
+        out.append(("holes", lambda: _monitor(name, guests.build("nonvirt-pushcs")), 7000))
     if name == "hw":
         out.append(("lazy EPT", lambda: MONITORS["hw"](_img("pagefault", pv, pages=24),
                                                        lazy_ept=True), 3000))
@@ -255,3 +257,20 @@ def test_every_declared_counter_is_in_stats(name):
     declared = [n for n in type(mon)._declared_state() if not n.startswith("_")]
     missing = [n for n in declared if n not in mon.stats and n not in NOT_IN_STATS]
     assert not missing, f"{name}: declared but not in stats: {missing}"
+
+
+@pytest.mark.parametrize("name", ["te", "bt", "hw", "pv"])
+def test_stats_are_read_from_the_declared_state(name):
+    """Is every stats key that names an attribute (vmkit.vmm.state.declared_stats) a counter
+    the monitor declares in ``monitor_state``, so that what stats reports is what snapshot()
+    keeps and restore() rolls back, and is the order the one the command line prints?"""
+    from vmkit.vmm import state
+    cls = MONITORS[name]
+    declared = set(cls._declared_state())
+    fields = state.declared_stats(cls)
+    named = [src for _, src in fields if isinstance(src, str)]
+    assert named and set(named) <= declared, set(named) - declared
+    mon = _monitor(name, _img("hello", name == "pv"))
+    assert list(mon.stats) == [k for k, _ in fields]
+    assert list(mon.stats)[:2] == ["instructions",
+                                   "native_instructions" if name == "hw" else "host_instructions"]

@@ -7,6 +7,11 @@ subclass adds its own names; :func:`declared` collects them along the MRO. :func
 snapshot or the restore (the drift the kit once had: a counter not rolled back, per-VM lists
 left out of snapshots). ``tests/vmm/test_snapshot_counters.py`` checks every declared counter.
 
+The statistics a monitor reports are declared the same way (``stats_fields``:
+:func:`declared_stats`, read by :func:`report`): a counter is named once, in
+``monitor_state``, and ``stats_fields`` says where it goes in the order the command line
+prints.
+
 How a value is kept (:func:`kept`) and put back (:func:`put`):
 
 * plain containers (``dict``, ``Counter``, ``list``, ``set``, and containers of them) are
@@ -19,7 +24,11 @@ How a value is kept (:func:`kept`) and put back (:func:`put`):
 
 from __future__ import annotations
 
-__all__ = ["declared", "kept", "put", "save", "load"]
+import functools
+from collections import Counter
+
+__all__ = ["declared", "kept", "put", "save", "load", "declared_stats", "report", "traced",
+           "event", "host", "total"]
 
 
 def declared(cls, attribute: str) -> tuple:
@@ -77,3 +86,52 @@ def load(obj, saved: dict) -> None:
     for n, v in saved.items():
         put(obj, n, v)
 
+
+
+# ---- statistics: read from the declared state ------------------------------------------------
+def declared_stats(cls) -> tuple:
+    """The ``stats_fields`` a class and its bases declare, bases first: (key, source) pairs; a
+    plain name is a key read from the attribute of that name (a counter the class declares in
+    ``monitor_state``), and a pair is (key, attribute name or function of the object). A
+    subclass that declares a key again replaces its source where the base put it (the order
+    the command line prints)."""
+    return _declared_stats(cls)
+
+
+@functools.lru_cache(maxsize=None)
+def _declared_stats(cls) -> tuple:
+    out: dict = {}
+    for klass in reversed(cls.__mro__):
+        for entry in vars(klass).get("stats_fields", ()):
+            key, src = (entry, entry) if isinstance(entry, str) else entry
+            out[key] = src
+    return tuple(out.items())
+
+
+def report(obj) -> dict:
+    """``obj``'s statistics (:func:`declared_stats`): per-key counts as ``Counter`` copies."""
+    out = {}
+    for key, src in _declared_stats(type(obj)):
+        v = getattr(obj, src) if isinstance(src, str) else src(obj)
+        out[key] = Counter(v) if isinstance(v, Counter) else v
+    return out
+
+
+def traced(kind: str):
+    """A stats source: the trace's count of events of ``kind``."""
+    return lambda mon: mon.trace.counts[kind]
+
+
+def event(kind: str):
+    """A stats source: the cost model's count of ``kind`` (``mon.events``)."""
+    return lambda mon: mon.events[kind]
+
+
+def host(attr: str):
+    """A stats source: an attribute of the host machine."""
+    return lambda mon: getattr(mon._host, attr)
+
+
+def total(attr: str):
+    """A stats source: the sum of a per-key counter."""
+    return lambda mon: sum(getattr(mon, attr).values())

@@ -17,6 +17,7 @@ from vmkit.trace import Stop, WorldSwitch
 from vmkit.vmm import state
 from vmkit.vmm.base import Monitor, MonitorSnapshot
 from vmkit.vmm.layout import MiB
+from vmkit.vmm.ops import MonitorOps
 from vmkit.vmm.sched import (_cycle_budget, _sched_state, _schedule_machine_time, _set_sched_state,
                              _sync_machine_timer, machine_time)
 
@@ -41,7 +42,11 @@ class VMStop(Exception):
 class HostedMonitor(Monitor):
     """A monitor whose VMs share one host machine (``self._host``), VM i's guest-physical
     memory at host-physical ``self._slice_bases[i]``, after the VMM area. Subclasses say how
-    a guest runs; the bookkeeping below is the same for all of them."""
+    a guest runs in their table of operations, ``ops`` (:class:`~vmkit.vmm.ops.MonitorOps`);
+    the bookkeeping below is the same for all of them."""
+
+    #: the monitor's operations (vmkit.vmm.ops), filled by each monitor
+    ops: MonitorOps
 
     #: the monitor's own state (counters and the scheduler's place) that ``snapshot()`` saves,
     #: ``restore()`` rolls back: declared once per class, collected along the MRO
@@ -77,10 +82,23 @@ class HostedMonitor(Monitor):
         self._host.vm_index = self.current
         _set_sched_state(self, st["sched"])
 
+    # ---- the protocol's construction steps (vmkit.vmm.base calls them) --------------------------
+    def _make_vm(self, index: int, image, machine: Machine):
+        return self.ops.make_vm(self, index, image, machine)
+
+    def _setup(self) -> None:
+        self.ops.setup(self)
+
     def _before_restore(self, st: dict) -> None:
         """What must be in place before the host machine's memory and CPU come back."""
 
     # ---- the public surface ----------------------------------------------------------------
+    @property
+    def stats(self) -> dict:
+        """The monitor's counters, as its classes declare them (``stats_fields``, read from the
+        declared state: :func:`vmkit.vmm.state.report`)."""
+        return state.report(self)
+
     @property
     def machine(self) -> Machine:
         return self._host
@@ -114,9 +132,10 @@ class HostedMonitor(Monitor):
         """The VMM's run loop: schedule a VM, do for its virtual CPU what the machine's run
         loop does for a real one (power-off, timer, pending interrupts, HLT, breakpoints),
         then let the guest run on the real CPU until the VMM is needed. Each step that
-        differs between monitors is a hook (``_root_work``, ``_deliver_pending``,
-        ``_halted``, ``_enter``, ``_run_guest``, ``_guest_stopped``)."""
+        differs between monitors is an operation of ``self.ops`` (``root_work``,
+        ``deliver_pending``, ``halted``, ``enter``, ``run_guest``, ``guest_stopped``)."""
         m = self._host
+        ops = self.ops
         start = self._total_steps()
         end = start + max_steps
         skip_bp = True      # a run may continue from a breakpoint, as Machine.run
@@ -128,7 +147,7 @@ class HostedMonitor(Monitor):
             if vm.pending is not None:
                 self._end(vm, *vm.pending)
                 continue
-            if self._root_work(vm):
+            if ops.root_work(self, vm):
                 continue
             # -- what the machine's run loop does for a real CPU, done for the virtual one --
             dv = vm.devices
@@ -140,9 +159,9 @@ class HostedMonitor(Monitor):
             if total >= end:
                 res = RunResult("max_steps", 0, "", m.cpu.eip)
                 break
-            if self._deliver_pending(vm):
+            if ops.deliver_pending(self, vm):
                 continue
-            if self._halted(vm):
+            if ops.halted(self, vm):
                 self._idle(vm)
                 continue
             if not skip_bp and not single and m.cpu.eip in m.breakpoints:
@@ -155,10 +174,10 @@ class HostedMonitor(Monitor):
             budget = end - total                   # host steps never outnumber guest steps
             if len(self.vms) > 1:
                 budget = min(budget, self._slice_budget())
-            self._enter(vm, deadline)
+            ops.enter(self, vm, deadline)
             g0 = vm.steps
             try:
-                r = self._run_guest(vm, budget, until, single)
+                r = ops.run_guest(self, vm, budget, until, single)
             except Exception as ex:   # nothing a guest does may reach the caller as a traceback
                 m.stopped = None
                 self._end(vm, "crash", f"VMM error ({type(ex).__name__}: {ex})")
@@ -166,7 +185,7 @@ class HostedMonitor(Monitor):
             if vm.steps != g0:
                 skip_bp = False
             if r.reason in ("crash", "halt", "poweroff"):
-                self._guest_stopped(vm, r)
+                ops.guest_stopped(self, vm, r)
                 continue
             if r.reason in ("breakpoint", "until"):
                 res = RunResult(r.reason, 0, "", m.cpu.eip)
@@ -176,45 +195,11 @@ class HostedMonitor(Monitor):
             res.instruction = self._text_at_eip()
         return res
 
-    def _root_work(self, vm) -> bool:
-        """Work the VMM does before anything else when ``vm`` is scheduled (True: done
-        something, schedule again)."""
-        return False
-
-    def _deliver_pending(self, vm) -> bool:
-        """Deliver a pending virtual interrupt into the guest now, if one is deliverable
-        (True: delivered, schedule again)."""
-        raise NotImplementedError
-
-    def _halted(self, vm) -> bool:
-        """Is the guest's CPU halted (waiting for an interrupt)?"""
-        raise NotImplementedError
-
-    def _enter(self, vm, deadline: int) -> None:
-        """Prepare the real CPU to run ``vm`` until guest time ``deadline`` at the latest
-        (the VMM's timer, a VM entry)."""
-        raise NotImplementedError
-
     def _arm(self, deadline: int) -> None:
         """Program the VMM's one-shot timer for guest time ``deadline`` of the running VM."""
         d = self._host.dev
         d.irr = d.isr = 0
         d.next_tick = deadline
-
-    def _run_guest(self, vm, budget: int, until, single: bool) -> RunResult:
-        """Run the guest directly on the real CPU until the VMM is needed (the policy point a
-        binary translator overrides for the guest kernel). Counts its guest time in
-        ``vm.steps``."""
-        m = self._host
-        s0 = m.steps
-        try:
-            return m.run(max_steps=budget, until=until, _single=single)
-        finally:
-            vm.steps += m.steps - s0
-
-    def _guest_stopped(self, vm, r: RunResult) -> None:
-        """The real CPU stopped with reason "crash", "halt" or "poweroff" while ``vm`` ran."""
-        raise NotImplementedError
 
     def _slice_budget(self) -> int:
         """Host instructions the running VM may retire before its time slice ends."""
@@ -256,9 +241,9 @@ class HostedMonitor(Monitor):
         """What the round-robin time slices measure: host instructions retired."""
         return self._host.steps
 
-    def _count_preemption(self, vm) -> None:
-        """The VMM's timer ended ``vm``'s slice (a policy: a trap into the VMM, an exit...)."""
-        raise NotImplementedError
+    def _preempted(self, vm) -> None:
+        """The VMM's timer ended ``vm``'s slice (``ops.count_preemption``: a trap, an exit)."""
+        self.ops.count_preemption(self, vm)
 
     def _schedule(self):
         """The VM to run next: the current one until it stops or its time slice ends, then
@@ -268,7 +253,7 @@ class HostedMonitor(Monitor):
         if not running:
             return None
         if self.scheduler is not None and len(self.vms) > 1:
-            _schedule_machine_time(self, self._count_preemption)
+            _schedule_machine_time(self, self._preempted)
         else:
             self._schedule_rr()
         if self.machine_timer:
@@ -281,7 +266,7 @@ class HostedMonitor(Monitor):
         if len(self.vms) > 1 and (cur.result is not None
                                   or self._slice_clock() >= self._slice_end):
             if cur.result is None:
-                self._count_preemption(cur)   # the slice ended while it ran
+                self._preempted(cur)   # the slice ended while it ran
             order = self.vms[self.current + 1:] + self.vms[:self.current + 1]
             nxt = next(vm for vm in order if vm.result is None)
             if nxt is not cur:
@@ -292,10 +277,10 @@ class HostedMonitor(Monitor):
     def _world_switch(self, to: int) -> None:
         """Save the real CPU of the running VM, load VM ``to``'s: the real TLB and the
         compiled code go (no tagged TLB). What else moves with a VM is the monitor's policy
-        (:meth:`_switched_out`, :meth:`_switched_in`)."""
+        (``ops.switched_out``, ``ops.switched_in``) and its paging mode's."""
         m = self._host
         old, new = self.vms[self.current], self.vms[to]
-        self._switched_out(old)
+        self.ops.switched_out(self, old)
         old.saved.set_state(m.cpu.state())
         old._clock = m.clock
         m.cpu.set_state(new.saved.state())
@@ -303,7 +288,7 @@ class HostedMonitor(Monitor):
         self.current = to
         m.vm_index = to
         self.paging.switched_in(new)
-        self._switched_in(new)
+        self.ops.switched_in(self, new)
         m.flush_tlb()
         m.mode_changed()
         self.world_switches += 1
@@ -312,12 +297,6 @@ class HostedMonitor(Monitor):
         self.switch_log.append((t, old.index, new.index))
         self.trace.add(WorldSwitch(m.clock, from_vm=old.index, to_vm=new.index, vm=new.index,
                                    machine_time=t))
-
-    def _switched_out(self, vm) -> None:
-        """``vm`` leaves the real CPU (its registers are saved next)."""
-
-    def _switched_in(self, vm) -> None:
-        """``vm`` has the real CPU (its registers loaded; the TLB is flushed next)."""
 
     # ---- how a VM ends ---------------------------------------------------------------------
     def _end(self, vm, reason: str, detail: str, event: bool = True) -> None:
@@ -355,14 +334,10 @@ class HostedMonitor(Monitor):
         self._host.request_exit()
 
     # ---- a halted virtual CPU --------------------------------------------------------------
-    def _guest_if(self, vm) -> bool:
-        """The IF the guest's HLT is judged by (a policy: the virtual one, or the real)."""
-        raise NotImplementedError
-
     def _idle(self, vm) -> None:
         """A halted virtual CPU (mirrors the machine's run loop): end the VM if nothing can
         wake it, else move its guest time to the next timer tick (idle time)."""
-        wake = halt_outcome(self._guest_if(vm), vm.devices)
+        wake = halt_outcome(self.ops.guest_if(self, vm), vm.devices)
         if isinstance(wake, str):
             self._end(vm, "halt", wake)
         elif wake is not None:

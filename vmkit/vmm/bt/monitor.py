@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
+from dataclasses import replace
 
 from vmkit.errors import VmkitError
 from vmkit.isa.decode import Insn
@@ -15,9 +16,11 @@ from vmkit.vmm.bt.static import static_translate
 from vmkit.vmm.bt.tcache import (DEFAULT_TC_SIZE, Block, EvictionPolicy, FlushWhenFull, flush,
                                  on_code_write)
 from vmkit.vmm.bt.translator import DEFAULT_THRESHOLD, fetch, guest_text
+from vmkit.vmm.deprivileged import ops as core
 from vmkit.vmm.deprivileged.handlers import _DEFAULT_HANDLERS
 from vmkit.vmm.deprivileged.monitor import Deprivileged
 from vmkit.vmm.deprivileged.vcpu import TEVM
+from vmkit.vmm.ops import run_directly
 
 
 class BinaryTranslation(Deprivileged):
@@ -119,25 +122,6 @@ class BinaryTranslation(Deprivileged):
         self._sweep_starts: dict = {}
         self._static_dropped: dict = {}     # VM -> [(start, end, why)] of dropped static blocks
 
-    def _setup(self) -> None:
-        super()._setup()
-        g = self._host.compile_globals
-        g["_bt_stale"] = self._stale
-        for vm in self.vms:
-            g[f"_bt_vc{vm.index}"] = vm.vcpu
-            g[f"_bt_vm{vm.index}"] = vm
-        if self.static:
-            for vm in self.vms:
-                static_translate(self, vm)
-
-    # ---- the policy: who runs the guest ----------------------------------------------------
-    def _run_guest(self, vm: TEVM, budget: int, until, single: bool) -> RunResult:
-        """User code runs directly, as under trap-and-emulate; kernel code (virtual CPL 0)
-        runs in the translator."""
-        if vm.vcpu.cpl != 0:
-            return super()._run_guest(vm, budget, until, single)
-        return run_kernel(self, vm, budget, until, single)
-
     def _slice_clock(self) -> int:
         """Slices count host instructions plus the guest instructions the VMM ran itself."""
         return self._host.steps + self._engine_steps
@@ -185,28 +169,12 @@ class BinaryTranslation(Deprivileged):
         return None
 
     # ---- statistics, cycles, snapshots ---------------------------------------------------------
-    @property
-    def stats(self) -> dict:
-        s = super().stats
-        s.update({
-            "tc_lookups": self.tc_lookups,
-            "tc_hits": self.tc_hits,
-            "tc_misses": self.tc_misses,
-            "translations": self.translations,
-            "translated_instructions": self.translated_instructions,
-            "tc_invalidations": self.tc_invalidations,
-            "tc_evictions": self.tc_evictions,
-            "tc_flushes": self.tc_flushes,
-            "tc_blocks": len(self._tc),
-            "interpreted": self.interpreted,
-            "chained": self.chained,
-            "indirect_lookups": self.indirect_lookups,
-            "callouts": self.callouts,
-            "adaptations": self.adaptations,
-            "static_translations": self.static_translations,
-            "static_misses": self.static_misses,
-        })
-        return s
+    #: stats: the core's, then the translator's counters (vmkit.vmm.state.report)
+    stats_fields = ("tc_lookups", "tc_hits", "tc_misses", "translations",
+                    "translated_instructions", "tc_invalidations", "tc_evictions", "tc_flushes",
+                    ("tc_blocks", lambda bt: len(bt._tc)), "interpreted", "chained",
+                    "indirect_lookups", "callouts", "adaptations", "static_translations",
+                    "static_misses")
 
     # the translator's counters, saved and restored with the monitor's state (world.py)
     monitor_state = _COUNTERS = (
@@ -234,3 +202,29 @@ class BinaryTranslation(Deprivileged):
         # after refilling: the counters are those of the snapshot, not of this refill
         declared = snap.state["declared"]
         self._restore_declared({k: declared[k] for k in self._COUNTERS})
+
+
+# ---- the monitor protocol (vmkit.vmm.ops): the ring-1 core's, with the translator ------------
+def setup(bt) -> None:
+    """As the ring-1 core, plus what translated code reads from the machine's namespace, and
+    the static translation of the kernel's text when asked."""
+    core.setup(bt)
+    g = bt._host.compile_globals
+    g["_bt_stale"] = bt._stale
+    for vm in bt.vms:
+        g[f"_bt_vc{vm.index}"] = vm.vcpu
+        g[f"_bt_vm{vm.index}"] = vm
+    if bt.static:
+        for vm in bt.vms:
+            static_translate(bt, vm)
+
+
+def run_guest(bt, vm: TEVM, budget: int, until, single: bool) -> RunResult:
+    """User code runs directly, as under trap-and-emulate; kernel code (virtual CPL 0) runs in
+    the translator."""
+    if vm.vcpu.cpl != 0:
+        return run_directly(bt, vm, budget, until, single)
+    return run_kernel(bt, vm, budget, until, single)
+
+
+BinaryTranslation.ops = replace(core.DEPRIVILEGED_OPS, setup=setup, run_guest=run_guest)

@@ -10,19 +10,20 @@ from vmkit.isa.faults import Fault
 from vmkit.machine import rules
 from vmkit.machine.cpu import MASK32
 from vmkit.machine.hooks import MachineHooks
-from vmkit.machine.devices import IRQ_BASE, Devices
-from vmkit.machine.machine import Machine, RunResult
+from vmkit.machine.devices import IRQ_BASE
+from vmkit.machine.machine import Machine
 from vmkit.machine.rules import Descriptor
 from vmkit.trace import Emulation, InstructionRetired, Interrupt
-from vmkit.vmm import passthrough
+from vmkit.vmm import passthrough, state
 from vmkit.vmm.deprivileged.boot import boot_vm, build_vmm_area
 from vmkit.vmm.deprivileged.control import write_cr
 from vmkit.vmm.deprivileged.handlers import DEPRIVILEGED
+from vmkit.vmm.deprivileged.ops import DEPRIVILEGED_OPS
 from vmkit.vmm.deprivileged.reflect import reflect, reflect_exception
 from vmkit.vmm.deprivileged.segments import load_real_cs, load_real_segment, shadow_gdt, sync_gdt
 from vmkit.vmm.deprivileged.vcpu import TEVM
 from vmkit.vmm.deprivileged.window import emulate_one, window_fault
-from vmkit.vmm.layout import VMM_WINDOW, MiB
+from vmkit.vmm.layout import VMM_WINDOW
 from vmkit.vmm.paging import EMULATE, select, shadow_choice
 from vmkit.vmm.sched import _init_scheduling, machine_time
 from vmkit.vmm.vm import CannotEmulate, NotEmulated, event_name
@@ -38,12 +39,12 @@ class Deprivileged(HostedMonitor, MachineHooks):
     policy for such guests. Not a monitor itself: each monitor subclasses it and states its
     policy (``emulate``: the instruction handlers a #GP of the kernel runs; ``emulates``: whether
     such a #GP is emulated at all; ``watches_gdt``: whether the guest's GDT is shadowed by
-    watching its stores; ``paging_kinds``: the kinds of paging mode it takes), and overrides the
-    steps it does differently.
+    watching its stores; ``ops``: the operations the run loop asks of it, vmkit.vmm.ops), and
+    overrides the steps it does differently.
 
     Takes ``slice``, ``scheduler``, ``weights``, ``quantum``, ``machine_timer``, ``assign`` (see
     :class:`vmkit.vmm.TrapAndEmulate`) and ``paging``, the name of its paging mode
-    (:mod:`vmkit.vmm.paging`; the first of ``paging_kinds``' modes by default: ``"vtlb"``)."""
+    (:mod:`vmkit.vmm.paging`; ``ops.default_paging`` by default: ``"vtlb"``)."""
 
     #: the instruction handlers (mnemonic -> handler(vm, insn)); every instance copies them
     emulate: dict = {}
@@ -51,9 +52,8 @@ class Deprivileged(HostedMonitor, MachineHooks):
     emulates = True
     #: the real GDT follows the guest's table by comparing it at each entry into the VMM
     watches_gdt = True
-    #: the kinds of paging mode it runs guests with, and the mode it takes by default
-    paging_kinds = ("shadow",)
-    default_paging = "vtlb"
+    #: the monitor protocol's operations (vmkit.vmm.ops): boot, enter, resume the guest
+    ops = DEPRIVILEGED_OPS
     monitor_state = ("traps", "emulated", "reflected")
 
     def __init__(self, *images, costs=None, trace=None, slice: int = DEFAULT_SLICE,
@@ -79,8 +79,8 @@ class Deprivileged(HostedMonitor, MachineHooks):
         # "mov cr3"): stats["pt_write_traps"] (docs/memory-virtualization.md)
         self.pt_traps: Counter = Counter()
         paging = shadow_choice(self, shadow, paging)
-        self.paging = select(self, self.default_paging if paging is None else paging,
-                             self.paging_kinds)
+        self.paging = select(self, self.ops.default_paging if paging is None else paging,
+                             self.ops.paging_kinds)
         super().__init__(*images, costs=costs, trace=trace)
         passthrough.install_te(self)   # direct assignment: host port handlers, the TSS I/O bitmap
 
@@ -92,11 +92,6 @@ class Deprivileged(HostedMonitor, MachineHooks):
             self._build_vmm_area()
         return self._host
 
-    def _make_vm(self, index: int, image, machine: Machine) -> TEVM:
-        vm = TEVM(index, image, machine, self, self._slice_bases[index], (1 + index) * MiB)
-        self._boot_vm(vm)
-        return vm
-
     def _build_vmm_area(self) -> None:
         """As ``boot.build_vmm_area`` (a method: subclasses and the VM call it)."""
         build_vmm_area(self)
@@ -105,60 +100,12 @@ class Deprivileged(HostedMonitor, MachineHooks):
         """As ``boot.boot_vm`` (a method: subclasses and the VM call it)."""
         boot_vm(self, vm)
 
-    def _setup(self) -> None:
-        m = self._host
-        m.attach(self)
-        # the VMM's timer: a one-shot, armed before every run of a guest (see _arm)
-        m.dev = Devices(timer_period=1 << 62)
-        m.cpu.set_state(self.vms[0].saved.state())
-        m.clock = 0
-        m.vm_index = 0
-        m.flush_tlb()
-        m.mode_changed()
-        self._slice_end = self.slice
-
-    # ---- the run loop's policy (vmkit.vmm.world) -----------------------------------------------
-    def _deliver_pending(self, vm: TEVM) -> bool:
-        line = self._deliverable(vm)
-        if line is None:
-            return False
-        self._guarded(vm, self._inject_irq, vm, line)
-        return True
-
-    def _halted(self, vm: TEVM) -> bool:
-        return vm.vcpu.halted        # HLT is emulated: the virtual CPU waits
-
-    def _enter(self, vm: TEVM, deadline: int) -> None:
-        m = self._host
-        if vm.steps < vm.inhibit_until:        # STI shadow: stop right after one instruction
-            deadline = min(deadline, m.clock + vm.inhibit_until - vm.steps)
-        self._arm(deadline)
-        m.cancel_exit()
-
-    def _guest_stopped(self, vm: TEVM, r: RunResult) -> None:
-        # a crash of the guest's code (unsupported instruction ...); the real CPU never halts
-        # or powers off itself: those are emulated
-        self._host.stopped = None
-        self._end(vm, "crash", r.detail, event=r.reason != "crash")
-
-    def _count_preemption(self, vm: TEVM) -> None:
-        """The VMM's timer ended ``vm``'s slice: a trap into the VMM."""
-        self.traps += 1
-        self.events["trap"] += 1
-
     def _deliverable(self, vm: TEVM) -> int | None:
         """The virtual IRQ line to deliver now: virtual IF set, outside an STI shadow, a line
         pending, unmasked and not blocked by one in service."""
         if not vm.vcpu.IF or vm.steps < vm.inhibit_until:
             return None
         return vm.devices.pending_vector()
-
-    def _guest_if(self, vm: TEVM) -> bool:
-        return vm.vcpu.IF     # the virtual IF: the real one stays 1 while the guest runs
-
-    def _switched_in(self, vm: TEVM) -> None:
-        if self.assigned:   # direct assignment: the I/O bitmap lets only the owner through
-            passthrough.te_switched(self)
 
     # ---- traps into the VMM ----------------------------------------------------------------
     def on_exception(self, vector: int, fault: Fault | None, source: str, next_eip) -> bool:
@@ -371,28 +318,17 @@ class Deprivileged(HostedMonitor, MachineHooks):
             raise fault                          # the guest's own, as it arrived
 
     # ---- statistics and cycles ---------------------------------------------------------------
-    @property
-    def stats(self) -> dict:
-        c = self.trace.counts
-        return {
-            "instructions": self._total_steps(),
-            "host_instructions": self._host.steps,
-            "interrupts": sum(self.reflected.values()),
-            "ring_transitions": c["ring"],
-            "page_faults": self.reflected["#PF"],
-            "real_page_faults": c["page_fault"],
-            "tlb_misses": self._host.tlb_misses,
-            "port_io": c["io"],
-            "traps": self.traps,
-            "emulated": Counter(self.emulated),
-            "reflected": Counter(self.reflected),
-            "hidden_page_faults": self.hidden_page_faults,
-            "shadow_updates": self.events["shadow_update"],
-            "world_switches": self.world_switches,
-            "walk_references": self._host.walk_refs,
-            "pt_write_traps": sum(self.pt_traps.values()),
-            "pt_traps": Counter(self.pt_traps),
-        }
+    #: stats (vmkit.vmm.state.report): names of declared counters, or (key, source)
+    stats_fields = (
+        ("instructions", HostedMonitor._total_steps), ("host_instructions", state.host("steps")),
+        ("interrupts", state.total("reflected")), ("ring_transitions", state.traced("ring")),
+        ("page_faults", lambda te: te.reflected["#PF"]),
+        ("real_page_faults", state.traced("page_fault")),
+        ("tlb_misses", state.host("tlb_misses")), ("port_io", state.traced("io")), "traps",
+        "emulated", "reflected", "hidden_page_faults",
+        ("shadow_updates", state.event("shadow_update")), "world_switches",
+        ("walk_references", state.host("walk_refs")), ("pt_write_traps", state.total("pt_traps")),
+        "pt_traps")
 
     def event_counts(self) -> Counter:
         """Events by cost category. ``native`` is what the real CPU retired: an emulated

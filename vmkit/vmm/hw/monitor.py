@@ -6,19 +6,17 @@ from collections import Counter
 
 from vmkit.errors import VmkitError
 from vmkit.isa.faults import Fault
-from vmkit.machine.devices import Devices
-from vmkit.machine.machine import Machine, RunResult
-from vmkit.trace import Emulation, InstructionRetired, VmEntry
-from vmkit.vmm import passthrough
-from vmkit.vmm.hw.boot import boot_vm
+from vmkit.machine.machine import Machine
+from vmkit.trace import Emulation, InstructionRetired
+from vmkit.vmm import passthrough, state
 from vmkit.vmm.hw.exits import _DEFAULT_HANDLERS
 from vmkit.vmm.hw.guestmmu import ept_violation, exception_exit, guest_invlpg, write_cr
-from vmkit.vmm.hw.inject import enter_with_event, inject_fault, virtual_interrupts
+from vmkit.vmm.hw.inject import inject_fault
 from vmkit.vmm.hw.nonroot import NonRootMode
+from vmkit.vmm.hw.ops import HW_OPS
 from vmkit.vmm.hw.vcpu import HWVM
-from vmkit.vmm.hw.vmcs import (H_ONES, IF, PREEMPTION_TIMER, TRIPLE_FAULT, VMCS, MiB, NonRootExit,
-                               VmcsControls)
-from vmkit.vmm.hw.vmexit import ept_exit, exit_during_delivery, handle_exit, record_exit
+from vmkit.vmm.hw.vmcs import H_ONES, VMCS, MiB, NonRootExit, VmcsControls
+from vmkit.vmm.hw.vmexit import ept_exit, exit_during_delivery, record_exit
 from vmkit.vmm.paging import mode_class, shadow_choice
 from vmkit.vmm.sched import _init_scheduling
 from vmkit.vmm.world import DEFAULT_SLICE, HostedMonitor
@@ -61,6 +59,8 @@ class HardwareAssisted(HostedMonitor):
                      "_controls", "vmx_mode")
     #: the default exit handlers (exit-reason name -> handler); every instance works on a copy
     handlers: dict = dict(_DEFAULT_HANDLERS)
+    #: the monitor protocol's operations (vmkit.vmm.ops): VM entry, exits, the VMCS switch
+    ops = HW_OPS
 
     def __init__(self, *images, costs=None, trace=None, ept: bool | None = None,
                  lazy_ept: bool = False, controls=None, slice: int = DEFAULT_SLICE,
@@ -76,8 +76,8 @@ class HardwareAssisted(HostedMonitor):
             raise VmkitError(f"lazy_ept must be True or False, got {lazy_ept!r}")
         paging = shadow_choice(self, shadow, paging)
         if paging is None:
-            paging = "vtlb" if ept is False else "ept"
-        mode = mode_class(self, paging, ("nested", "shadow"))
+            paging = "vtlb" if ept is False else self.ops.default_paging
+        mode = mode_class(self, paging, self.ops.paging_kinds)
         if ept is not None and ept != (mode.kind == "nested"):
             raise VmkitError(f"ept={ept} contradicts paging={paging!r} (a {mode.kind} paging "
                              f"mode): give one of them")
@@ -137,94 +137,11 @@ class HardwareAssisted(HostedMonitor):
             mem[H_ONES:H_ONES + 0x1000] = b"\xFF" * 0x1000
         return self._host
 
-    def _make_vm(self, index: int, image, machine: Machine) -> HWVM:
-        vm = HWVM(index, image, machine, self, self._slice_bases[index], (1 + index) * MiB)
-        boot_vm(self, vm)
-        return vm
-
-    def _setup(self) -> None:
-        m = self._host
-        m.attach(self.nonroot)
-        m.dev = Devices(timer_period=1 << 62)      # the VMM's one-shot timer, armed per entry
-        vm = self.vms[0]
-        m.cpu.set_state(vm.saved.state())
-        self.paging.switched_in(vm)
-        m.clock = 0
-        m.vm_index = 0
-        m.flush_tlb()
-        m.flush_icache()
-        m.mode_changed()
-        self._slice_end = self.slice
-
     # ---- the public surface --------------------------------------------------------------------
     @property
     def vmcs(self) -> VMCS:
         """The VMCS of the current VM."""
         return self.vms[self.current].vmcs
-
-    # ---- the run loop's policy (vmkit.vmm.world) -----------------------------------------------
-    def _root_work(self, vm: HWVM) -> bool:
-        if not vm.exit_pending:
-            return False
-        self._guarded(vm, handle_exit, self, vm)    # root mode: handle the exit
-        return True
-
-    def _deliver_pending(self, vm: HWVM) -> bool:
-        virtual_interrupts(self, vm)
-        if not vm.vmcs.injection_pending:
-            return False
-        self._guarded(vm, enter_with_event, self, vm)   # VM entry with event injection
-        return True
-
-    def _halted(self, vm: HWVM) -> bool:
-        return self._host.cpu.halted   # the HLT activity state
-
-    def _enter(self, vm: HWVM, deadline: int) -> None:
-        """VM entry: the guest runs in non-root mode until an exit."""
-        m, vmcs = self._host, vm.vmcs
-        self._arm(deadline)
-        self.nonroot.window_exiting = vmcs.interrupt_window_exiting
-        self.nonroot.pf_exits = bool(vmcs.controls.exception_bitmap & (1 << 14))
-        m.cancel_exit()
-        if vm.entry_due:
-            vm.entry_due = False
-            self.trace.add(VmEntry(m.clock, injected=None, vm=vm.index))
-        self.vmx_mode = "non-root"
-
-    def _guest_stopped(self, vm: HWVM, r: RunResult) -> None:
-        m = self._host
-        if r.reason == "crash":
-            m.stopped = None
-            if r.detail.startswith("triple fault"):
-                # VT-x: a triple fault in non-root mode is a VM exit (reason 2), not a reset
-                self._record(NonRootExit(TRIPLE_FAULT))
-                vm.exit_pending = False
-                self.vmx_mode = "root"
-            self._end(vm, "crash", r.detail, event=False)
-        elif r.reason == "halt":                   # HLT exiting off, IF = 0: natively the end
-            m.stopped = None
-            self._end(vm, "halt", r.detail, event=False)
-
-    def _count_preemption(self, cur: HWVM) -> None:
-        """The VMX-preemption timer ended ``cur``'s slice: a VM exit."""
-        if not cur.exit_pending:
-            self._record(NonRootExit(PREEMPTION_TIMER))
-            cur.exit_pending = False
-            cur.entry_due = True
-
-    def _switched_out(self, vm: HWVM) -> None:
-        m = self._host   # blocking by STI goes with the VM (the VMCS's interruptibility state)
-        vm.inhibit_left = max(0, m.irq_inhibit_until - m.steps)
-
-    def _switched_in(self, vm: HWVM) -> None:
-        """The VM's guest state is loaded from its VMCS (its EPT or shadow page directory is
-        the paging mode's); the compiled code goes too (no VPID)."""
-        m = self._host
-        m.irq_inhibit_until = m.steps + vm.inhibit_left if vm.inhibit_left else -1
-        m.flush_icache()
-
-    def _guest_if(self, vm: HWVM) -> bool:
-        return bool(self._host.cpu.ef & IF)   # non-root mode: the guest's IF is the real one
 
     # ---- VM exits ----------------------------------------------------------------------------
     def _record(self, x: NonRootExit) -> None:
@@ -296,30 +213,17 @@ class HardwareAssisted(HostedMonitor):
         return any(port + k in bitmap for k in range(size))
 
     # ---- statistics and cycles ---------------------------------------------------------------
-    @property
-    def stats(self) -> dict:
-        c = self.trace.counts
-        m = self._host
-        return {
-            "instructions": self._total_steps(),
-            "native_instructions": m.steps,
-            "interrupts": sum(self.delivered.values()),
-            "ring_transitions": c["ring"],
-            "page_faults": self.delivered["#PF"],
-            "tlb_misses": m.tlb_misses,
-            "port_io": c["io"],
-            "traps": sum(self.vm_exits.values()),
-            "vm_exits": Counter(self.vm_exits),
-            "injections": self.injections,
-            "emulated": Counter(self.emulated),
-            "walk_references": m.walk_refs,
-            "hidden_page_faults": self.hidden_page_faults,
-            "ept_fills": self.ept_fills,
-            "world_switches": self.world_switches,
-            "shadow_updates": self.events["shadow_update"],
-            "pt_write_traps": sum(self.pt_traps.values()),
-            "pt_traps": Counter(self.pt_traps),
-        }
+    #: stats (vmkit.vmm.state.report): names of declared counters, or (key, source)
+    stats_fields = (
+        ("instructions", HostedMonitor._total_steps),
+        ("native_instructions", state.host("steps")), ("interrupts", state.total("delivered")),
+        ("ring_transitions", state.traced("ring")),
+        ("page_faults", lambda hw: hw.delivered["#PF"]), ("tlb_misses", state.host("tlb_misses")),
+        ("port_io", state.traced("io")), ("traps", state.total("vm_exits")), "vm_exits",
+        "injections", "emulated", ("walk_references", state.host("walk_refs")),
+        "hidden_page_faults", "ept_fills", "world_switches",
+        ("shadow_updates", state.event("shadow_update")),
+        ("pt_write_traps", state.total("pt_traps")), "pt_traps")
 
     def event_counts(self) -> Counter:
         """Events by cost category: ``native`` is what the CPU retired in non-root mode; an

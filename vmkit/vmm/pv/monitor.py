@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 from vmkit.errors import VmkitError
 from vmkit.isa.faults import Fault
 from vmkit.machine.cpu import MASK32
 from vmkit.machine.devices import IRQ_BASE
 from vmkit.trace import Hypercall
+from vmkit.vmm.deprivileged import ops as core
 from vmkit.vmm.deprivileged.monitor import Deprivileged
 from vmkit.vmm.layout import H_IDT, H_TSS
 from vmkit.vmm.pv.abi import (_I, _Q, EFAULT, ENOSYS, HYPERCALL_VECTOR, HYPERCALLS, VI_CR2,
@@ -40,9 +42,6 @@ class Paravirtual(Deprivileged):
     # set_gdt hypercall, not watched
     emulates = False
     watches_gdt = False
-    # the guest's own tables are the real ones (vmkit.vmm.paging.direct)
-    paging_kinds = ("direct",)
-    default_paging = "direct"
 
     def __init__(self, *images, **kw):
         from vmkit.vmm.base import _check_image
@@ -62,11 +61,6 @@ class Paravirtual(Deprivileged):
         super().__init__(*images, **kw)
 
     # ---- construction ------------------------------------------------------------------------
-    def _make_vm(self, index: int, image, machine) -> PVVM:
-        vm = PVVM(index, image, machine, self, self._slice_bases[index], (1 << 20) * (1 + index))
-        self._boot_vm(vm)
-        return vm
-
     def _build_vmm_area(self) -> None:
         super()._build_vmm_area()
         self._vmm_gate = _Q.unpack_from(self._host.mem, H_IDT + 8 * 0x80)[0]
@@ -78,10 +72,6 @@ class Paravirtual(Deprivileged):
         vm.vcpu.cr0 = 0x80010011                   # paging is on from the start
         vm.vcpu.IF = 1                             # the event mask stands for IF
 
-    def _setup(self) -> None:
-        super()._setup()
-        self._install(self.vms[self.current])
-
     def _install(self, vm: PVVM) -> None:
         """The running VM's fast trap gate in the real IDT and kernel stack in the real TSS."""
         mem = self._host.mem
@@ -90,10 +80,6 @@ class Paravirtual(Deprivileged):
         _I.pack_into(mem, H_TSS + 12, vm.kernel_esp)
         _I.pack_into(mem, H_TSS + 16, vm.kernel_ss | 1 if vm.kernel_ss else 0)
         self._host.flush_tlb()
-
-    def _world_switch(self, to: int) -> None:
-        super()._world_switch(to)
-        self._install(self.vms[to])
 
     # ---- entries into the hypervisor ---------------------------------------------------------
     def on_exception(self, vector: int, fault, source: str, next_eip) -> bool:
@@ -200,24 +186,16 @@ class Paravirtual(Deprivileged):
     # ---- page tables: validation (Xen's page types, simplified) --------------------------------
 
     # ---- statistics, snapshots ------------------------------------------------------------------
-    @property
-    def stats(self) -> dict:
-        s = super().stats
-        s.update({
-            "hypercalls": Counter(self.hypercalls),
-            "mmu_update_batches": Counter(self.batches),
-            "pt_updates": self.pt_updates,
-            "hypercall_refusals": Counter(self.refusals),
-            "upcalls": self.upcalls,
-            "fast_syscalls": self.fast_syscalls,
-            "pinned_tables": sum(len(vm.l1) + len(vm.l2) for vm in self.vms),
-            "hidden_page_faults": 0,
-            "shadow_updates": 0,
-            # page-table operations the hypervisor sees: mmu_update and mmuext_op calls
-            "pt_write_traps": self.hypercalls["mmu_update"] + self.hypercalls["mmuext_op"],
-        })
-        s["interrupts"] = sum(self.reflected.values()) + self.fast_syscalls
-        return s
+    #: stats: the core's, with pv's counters (vmkit.vmm.state.report); no hidden faults and
+    #: no shadow updates (the guest's tables are the real ones)
+    stats_fields = (
+        ("interrupts", lambda pv: sum(pv.reflected.values()) + pv.fast_syscalls),
+        ("hidden_page_faults", lambda pv: 0), ("shadow_updates", lambda pv: 0),
+        # page-table operations the hypervisor sees: mmu_update and mmuext_op calls
+        ("pt_write_traps", lambda pv: pv.hypercalls["mmu_update"] + pv.hypercalls["mmuext_op"]),
+        "hypercalls", ("mmu_update_batches", "batches"), "pt_updates",
+        ("hypercall_refusals", "refusals"), "upcalls", "fast_syscalls",
+        ("pinned_tables", lambda pv: sum(len(vm.l1) + len(vm.l2) for vm in pv.vms)))
 
     def event_counts(self) -> Counter:
         """As trap-and-emulate's, plus the hardware's delivery of every fast system call (as
@@ -227,3 +205,27 @@ class Paravirtual(Deprivileged):
         counts["interrupt"] += self.fast_syscalls
         counts.pop("shadow_update", None)
         return counts
+
+
+# ---- the monitor protocol (vmkit.vmm.ops): the ring-1 core's, with what pv does differently --
+def make_vm(pv, index: int, image, machine) -> PVVM:
+    vm = PVVM(index, image, machine, pv, pv._slice_bases[index], (1 << 20) * (1 + index))
+    pv._boot_vm(vm)
+    return vm
+
+
+def setup(pv) -> None:
+    core.setup(pv)
+    pv._install(pv.vms[pv.current])
+
+
+def switched_in(pv, vm: PVVM) -> None:
+    """The VM's fast trap gate and kernel stack go into the real IDT and TSS."""
+    core.switched_in(pv, vm)
+    pv._install(vm)
+
+
+# the guest's own tables are the real ones (vmkit.vmm.paging.direct)
+Paravirtual.ops = replace(core.DEPRIVILEGED_OPS, make_vm=make_vm, setup=setup,
+                          switched_in=switched_in, paging_kinds=("direct",),
+                          default_paging="direct")
