@@ -24,6 +24,9 @@ translation, lazy EPT).
 Files: ``tests/golden/<monitor>.json``, one per monitor (the tests are split per monitor too,
 ``tests/golden/test_golden_<monitor>.py``, so that pytest-xdist can spread them).
 
+The file is recorded in per-instruction mode (``VMKIT_BLOCKS=0``); the tests run in the
+default mode, block translation (vmkit/machine/blocks.py), which must reproduce it exactly.
+
 Regenerate with ``python -m tests.golden.regen`` (or ``python -m tests.golden.regen te bt``
 for some monitors) from the repository's root. A change that alters what a guest does
 regenerates the golden file in a commit that says why.

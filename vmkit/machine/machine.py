@@ -18,6 +18,7 @@ from vmkit.errors import UnsupportedInstruction, VmkitError
 from vmkit.isa import semantics as sem
 from vmkit.isa.decode import DECODER, Insn
 from vmkit.isa.faults import Fault, Resched
+from vmkit.machine.blockrun import BlockRunMixin, blocks_default
 from vmkit.machine import devices as dev
 from vmkit.machine.hooks import EVENT_POLICY, MachineHooks, overridden
 from vmkit.machine.cpu import (CPU, LZ_ADC, LZ_ADD, LZ_DEC, LZ_INC, LZ_LOGIC, LZ_SBB, LZ_SUB,
@@ -70,7 +71,7 @@ class Snapshot:
     extra: dict = field(default_factory=dict)
 
 
-class Machine(MMUMixin, SystemMixin):
+class Machine(MMUMixin, SystemMixin, BlockRunMixin):
     """A bare IA-32 machine in protected mode (the kit's hardware).
 
     ``Machine(memory_size=4 << 20)`` powers on with memory filled with 0xAA, CS:EIP at the
@@ -83,7 +84,7 @@ class Machine(MMUMixin, SystemMixin):
     """
 
     def __init__(self, memory_size: int = DEFAULT_MEMORY, *, input: bytes = b"",
-                 trace: Trace | None = None, vm_index: int = 0):
+                 trace: Trace | None = None, vm_index: int = 0, blocks: bool | None = None):
         if not isinstance(memory_size, int) or memory_size < 0x10000 or memory_size > 1 << 30 \
                 or memory_size % 4096:
             raise VmkitError(f"memory_size must be a multiple of 4096 between 64 KiB and 1 GiB, "
@@ -106,6 +107,13 @@ class Machine(MMUMixin, SystemMixin):
         self._icache_sup: dict[int, object] = {}
         self._icache_usr: dict[int, object] = {}
         self._icache = self._icache_sup
+        # block translation (vmkit.machine.blocks): linear EIP -> block, or None where no
+        # block starts (single instructions run there); per privilege like the icache
+        self.blocks = blocks_default() if blocks is None else bool(blocks)
+        self._bcache_sup: dict[int, tuple | None] = {}
+        self._bcache_usr: dict[int, tuple | None] = {}
+        self._bcache = self._bcache_sup
+        self.smc_gen = 0            # bumped whenever a write drops compiled code
         self.port_handlers: dict[int, object] = {}   # extra devices: port -> (read, write)
         # request_exit() (from a hook, vmkit.machine.hooks): run() returns (reason "vmm") at
         # the next instruction boundary; read it, set it through the methods
@@ -170,6 +178,7 @@ class Machine(MMUMixin, SystemMixin):
             acc = self._accessors[key] = self._make_accessors(user)
         self.compile_globals.update(acc)
         self._icache = self._icache_usr if user else self._icache_sup
+        self._bcache = self._bcache_usr if user else self._bcache_sup
 
     def load(self, program, address: int | None = None) -> None:
         """Copy a Program (or bytes) into physical memory at its base (or ``address``) and point
@@ -256,15 +265,23 @@ class Machine(MMUMixin, SystemMixin):
             raise UnsupportedInstruction(insn.mnemonic, eip, fn)
         cache = self._icache
         cache[eip] = fn
-        # remember which physical bytes it came from (self-modifying code invalidates it)
+        self._register(cache, eip, insn.size)
+        try:
+            fn.size = insn.size     # for the block cache's own registration
+        except AttributeError:
+            pass
+        return fn
+
+    def _register(self, cache: dict, eip: int, size: int) -> None:
+        """Remember which physical bytes ``cache[eip]`` came from (self-modifying code drops
+        it)."""
         paging = self.cpu.cr0 & CR0_PG or self.nested is not None
         user = self.cpu.cpl == 3
-        for k in range(insn.size):
+        for k in range(size):
             la = (eip + k) & 0xFFFFFFFF
             pa = self.translate(la, False, user) if paging else la
             page = self.code_pages.setdefault(pa >> 12, {})
             page.setdefault(pa, []).append((cache, eip))
-        return fn
 
     def _smc(self, pa: int, n: int) -> None:
         """A write hit a page holding compiled code: drop the instructions it overlaps (and
@@ -281,6 +298,7 @@ class Machine(MMUMixin, SystemMixin):
                 continue
             keys = page.pop(a, None)
             if keys:
+                self.smc_gen += 1
                 for cache, eip in keys:
                     cache.pop(eip, None)
                 if not page and a >> 12 not in watch:
@@ -290,13 +308,15 @@ class Machine(MMUMixin, SystemMixin):
         """Forget every compiled instruction (a monitor changed what it intercepts)."""
         self._icache_sup.clear()
         self._icache_usr.clear()
+        self._bcache_sup.clear()
+        self._bcache_usr.clear()
         self.code_pages.clear()
         for p in self.code_watch:   # a monitor's translations outlive the machine's icache
             self.code_pages[p] = {}
 
     def _flush_icache_page(self, vpn: int) -> None:
         lo = vpn << 12
-        for cache in (self._icache_sup, self._icache_usr):
+        for cache in (self._icache_sup, self._icache_usr, self._bcache_sup, self._bcache_usr):
             for eip in [e for e in cache if lo - 15 < e < lo + 0x1000]:
                 del cache[eip]
 
@@ -469,7 +489,10 @@ class Machine(MMUMixin, SystemMixin):
                 budget = end - self.steps
                 if dv.next_tick is not None:
                     budget = min(budget, dv.next_tick - self.clock)
-                self._burst(max(budget, 1))
+                if self.blocks:
+                    self._burst_blocks(max(budget, 1))
+                else:
+                    self._burst(max(budget, 1))
         except TripleFault as tf:
             res = self._crash(f"triple fault: {tf}")
         except UnsupportedInstruction as ui:
