@@ -9,6 +9,12 @@ Then the "cold" case: the breakpoint is set only after the N steps were run (``s
 ``reverse_continue`` must search those N steps again (at full speed: a breakpoint needs no look
 after each instruction). Finally the memory the checkpoints hold and how many there are.
 
+Then the same with a write watchpoint on the user program's ``label`` (its first hit is the
+page becoming mapped, early; nothing writes it after that, not even its own value): the
+forward ``cont`` over N instructions is what a watchpoint costs (the machine reports accesses
+to the watched page; the run goes an instruction at a time inside the machine, chunks of it
+through the debugger), and ``reverse_continue`` goes back to the hit.
+
     .venv/bin/python benchmarks/bench_debug.py [native|te|bt|hw ...]
 """
 
@@ -53,11 +59,32 @@ def bench(monitor: str, n: int) -> None:
           f"{used / 2**20:5.1f} MiB of {d.budget >> 20} MiB")
 
 
+def bench_watch(monitor: str, n: int) -> None:
+    cls = MONITORS[monitor]
+    img = guests.build(GUEST["name"], iterations=GUEST["iterations"])
+    d = Debugger(cls(img))
+    d.watch("syscall:label")
+    t = time.perf_counter()
+    hit = d.cont()
+    assert hit.kind == "watchpoint", hit
+    s = d.cont(max_steps=n)
+    forward = time.perf_counter() - t
+    assert s.kind == "max_steps", s
+    t = time.perf_counter()
+    back = d.reverse_continue()
+    warm = time.perf_counter() - t
+    assert (back.kind, back.step) == ("watchpoint", hit.step), back
+    print(f"{monitor:6} N={n:>9,}  watchpoint: forward {forward:6.2f} s  reverse_continue "
+          f"{warm * 1e3:7.1f} ms")
+
+
 def main(argv: list[str]) -> None:
     monitors = argv or ["native", "te"]
     for m in monitors:
         for n in (10**5, 10**6):
             bench(m, n)
+        for n in (10**5, 10**6):
+            bench_watch(m, n)
 
 
 if __name__ == "__main__":

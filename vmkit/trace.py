@@ -20,8 +20,8 @@ from typing import Callable, Iterator
 
 __all__ = ["Event", "InstructionRetired", "Interrupt", "IRet", "RingTransition", "PortIO",
            "PageFault", "TlbMiss", "Emulation", "Reflection", "VmExit", "VmEntry", "TcLookup",
-           "Translation", "TcInvalidation", "Hypercall", "WorldSwitch", "Stop", "Trace",
-           "EVENT_KINDS"]
+           "Translation", "TcInvalidation", "Hypercall", "WorldSwitch", "Stop", "Hole",
+           "MemoryAccess", "Trace", "EVENT_KINDS"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,10 +187,43 @@ class Stop(Event):
     detail: str = ""
 
 
+@_kind("hole")
+@dataclass(frozen=True, slots=True)
+class Hole(Event):
+    """A virtualization hole: the guest ran a sensitive but unprivileged instruction (as
+    ``vmkit.classify`` finds it) that did not trap, and saw something else than it would have
+    on the bare machine. ``saw`` and ``bare`` name what differed (``"IF=0"`` / ``"IF=1"``);
+    ``ring`` is the ring the guest believes it is in."""
+    address: int = 0
+    text: str = ""
+    mnemonic: str = ""
+    saw: str = ""
+    bare: str = ""
+    ring: int = 0
+
+
+@_kind("memory")
+@dataclass(frozen=True, slots=True)
+class MemoryAccess(Event):
+    """A read or write of watched physical memory (``Machine.watch_memory``): ``address``
+    host-physical, ``old`` and ``new`` the bytes before and after (equal for a read, and for a
+    write of the value already there); ``eip`` where the CPU was; ``source`` who made it:
+    "insn" (an instruction's operand, explicit or implicit), "walk" (the page walk: entries
+    read, accessed/dirty bits written), "system" (descriptor tables, TSS, interrupt frames),
+    "vmm" (a monitor reading or writing guest memory on the guest's behalf)."""
+    address: int = 0
+    size: int = 0
+    access: str = "read"
+    old: bytes = b""
+    new: bytes = b""
+    eip: int = 0
+    source: str = "insn"
+
+
 EVENT_KINDS = {c.kind: c for c in (InstructionRetired, Interrupt, IRet, RingTransition, PortIO,
                                    PageFault, TlbMiss, Emulation, Reflection, VmExit, VmEntry,
                                    TcLookup, Translation, TcInvalidation, Hypercall, WorldSwitch,
-                                   Stop)}
+                                   Stop, Hole, MemoryAccess)}
 
 
 class Trace:

@@ -276,8 +276,8 @@ def test_bad_event_breaks_say_what_is_wrong():
         d.break_on("vm_exit", reasn="CR_ACCESS")
     with pytest.raises(VmkitError, match="has no hidden page faults"):
         d.break_on("hidden_page_fault")
-    with pytest.raises(VmkitError, match="not recorded yet"):
-        d.break_on("hole")
+    with pytest.raises(VmkitError, match="hole events have no field 'txt'.*'text'"):
+        d.break_on("hole", txt="popfd")
 
 
 # ---- reverse execution --------------------------------------------------------------------------

@@ -86,6 +86,8 @@ def scenarios(name):
             _img("selfmod", pv, iterations=400), tc_size=16), 4000))
         out.append(("static translation", lambda: MONITORS["bt"](
             _img("ptemod", pv, iterations=40), static=True), 5000))
+    if name == "te":    # a virtualization hole (push cs at step 7870, mov ax, cs at 8001)
+        out.append(("holes", lambda: _monitor(name, guests.build("nonvirt-pushcs")), 7000))
     if name == "hw":
         out.append(("lazy EPT", lambda: MONITORS["hw"](_img("pagefault", pv, pages=24),
                                                        lazy_ept=True), 3000))

@@ -599,3 +599,50 @@ def test_live_tables_panel_draws_the_tables_and_marks_watched_bytes():
     assert "vmkit-table-walk" in p.table_view.value
     p.table_box.value = "vmcs"
     assert "error: there is no VMCS" in p.table_view.value
+
+
+# ---- issue 17: holes, Step at a watchpoint, rings under te ---------------------------------
+
+def test_hole_rows_are_flagged_under_te():
+    """Does Step over push cs under te say it is a virtualization hole and flag its row (⚠,
+    what the guest saw and what the bare machine shows), and leave Native's rows alone?"""
+    from vmkit.vmm import TrapAndEmulate
+    s = Stepper(TrapAndEmulate(guests.build("nonvirt-pushcs")))
+    s.debugger.break_on("hole")
+    s.run("breakpoint", max_steps=20_000)          # stops right after push cs
+    assert s.vm.vcpu.cpl == 0 and "hole" in s.status
+    s.back(1)
+    s.step()
+    assert s.status.startswith("⚠ virtualization hole: push cs did not trap")
+    assert "[0x00009ff8]=0x9" in s.status and "=0x8" in s.status
+    s.back(1)                                      # the row of push cs, now at EIP
+    html = s.disassembly_view.value
+    row = next(r for r in html.split("<tr>") if ">push cs<" in r)
+    assert 'class="vmkit-hole"' in row and "the bare machine shows" in row
+    native = Stepper(Native(guests.build("nonvirt-pushcs")))
+    native.step(8000)
+    assert not native.holes and 'class="vmkit-hole"' not in native.disassembly_view.value
+
+
+def test_step_stops_at_a_watchpoint():
+    """Does Step ×N stop at a watchpoint hit on the way and say so, as Run does?"""
+    vm = Native(guests.build("ctxswitch"))
+    s = Stepper(vm)
+    s.debugger.watch("current")
+    s.step(20_000)
+    assert s.position == 7747 and s.status.startswith("stopped: watchpoint 1: 0x00000000 →")
+    assert len(s.watch_hits) == 1
+    s.step(3)
+    assert s.position == 7750
+
+
+def test_ring_change_under_te_names_ring_1():
+    """Under te, does Run until the ring changes say that the guest believes ring 0 while the
+    real CPU runs the kernel in ring 1?"""
+    from vmkit.vmm import TrapAndEmulate
+    s = Stepper(TrapAndEmulate(guests.build("hello")))
+    s.run("ring")
+    assert "guest believes ring 0 → 3; real CPU ring 1 → 3" in s.status
+    s.run("ring")
+    assert "guest believes ring 3 → 0; real CPU ring 3 → 1" in s.status
+    assert "real CPU in ring <b>1</b>" in s.header.value

@@ -18,21 +18,26 @@ instruction that wrote, read or caused it.
 
 **How it runs.** With only linear breakpoints set, ``cont`` is one ``vm.run`` with the
 machine's breakpoints (full speed; a stop whose ring, VM or condition does not match goes on).
-Event breaks run in growing chunks that a subscriber watches; a chunk with a matching event is
-run again one instruction at a time (:meth:`Debugger._forward_events`). Watchpoints, physical
-breakpoints and the step-sensitive event kinds (translation cache, hidden faults) need a look
-after every instruction: ``cont`` then runs one instruction at a time
+Event breaks and watchpoints run in growing chunks that a subscriber watches; a chunk with a
+matching event is run again one instruction at a time (:meth:`Debugger._forward_events`).
+Physical breakpoints and the step-sensitive event kinds (translation cache, hidden faults)
+need a look after every instruction: ``cont`` then runs one instruction at a time
 (``vm.run(max_steps=1)``, 13-70 us each: about 15,000-70,000 instructions a second).
-Checkpoints are taken at every stop and every
-``checkpoint_every`` instructions, within ``budget`` bytes.
+Checkpoints are taken at every stop and every ``checkpoint_every`` instructions, within
+``budget`` bytes.
 
-**Interim (issue 17), until the machine has a memory-access hook:** write watchpoints compare
-the watched bytes after every instruction, so they catch every write that changes a value,
-whoever made it (the guest, the VMM emulating an instruction or serving a hypercall, the shadow
-pager setting accessed/dirty bits, a device), but not a write of the value already there; the
-writer is attributed from the instruction's operands and the events of that instruction
-(:func:`_attribute`). Read watchpoints decode the instruction's memory operands
-(:mod:`vmkit.debug.operands`): the guest's explicit and stack/string operands only.
+**Watchpoints** go through the machine (``Machine.watch_memory``): the guest-physical bytes
+they cover (a guest-linear range through the guest's tables, page by page, looked up again
+at every chunk and every single step) are watched on the host machine, which reports every
+read and write of them as a ``MemoryAccess`` event: an instruction's explicit and implicit
+operands (push/pop, string instructions, iretd's pops), the page walk's entry reads and
+accessed/dirty bits, descriptor-table and TSS reads, interrupt frames, and the monitor's own
+accesses to guest memory (emulation, hypercalls, the shadow pager, reflection). A write of
+the value already there is a hit. A change of the watched value the machine did not report
+(the range now maps elsewhere) is a hit too ("mapping"). Who wrote or read is the access's
+source with the events of the same instruction (:func:`_attribute`, :func:`_reader`). A run
+with watched memory goes an instruction at a time inside the machine (no bursts), not
+through the debugger: see ``benchmarks/bench_debug.py``.
 """
 
 from __future__ import annotations
@@ -67,8 +72,6 @@ GROUP_KINDS = {"trap": TRAP_KINDS}
 #: translates differently in single steps): always looked for one instruction at a time
 _STEP_SENSITIVE = frozenset({"tc_miss", "tc_lookup", "translate", "tc_invalidate",
                              "hidden_page_fault"})
-_NOT_YET = {"hole": "virtualization holes are not recorded yet (issue 17: they need the "
-                    "monitors' restructuring)"}
 MASK32 = 0xFFFFFFFF
 
 
@@ -378,8 +381,6 @@ class Debugger:
         if not isinstance(kind, str):
             raise VmkitError(f"break_on takes an event kind, got {kind!r}")
         k = EVENT_ALIASES.get(kind, kind)
-        if k in _NOT_YET:
-            raise VmkitError(_NOT_YET[k])
         if k in COUNTER_KINDS:
             if filter:
                 raise VmkitError(f"{k} is a counter: it takes no filter (got "
@@ -442,7 +443,10 @@ class Debugger:
 
     # ---- running ------------------------------------------------------------------------------
     def _plan(self, extra=()):
-        points = self.points + list(extra)
+        return self._split(self.points + list(extra))
+
+    @staticmethod
+    def _split(points):
         bps = [p for p in points if isinstance(p, Breakpoint)]
         wps = [p for p in points if isinstance(p, Watchpoint)]
         evs = [p for p in points if isinstance(p, EventBreak)]
@@ -512,7 +516,8 @@ class Debugger:
                                                                    for x in extra)]
         return stop
 
-    def _forward(self, end: int, stop_at_hits: bool, extra=(), resume: bool = True) -> DebugStop:
+    def _forward(self, end: int, stop_at_hits: bool, extra=(), resume: bool = True,
+                 points=None) -> DebugStop:
         start = self._run_start = self.position
         mon = self.monitor
         # where the run starts: a breakpoint there is the one being continued from, also when
@@ -521,19 +526,23 @@ class Debugger:
         self._origin = (start, getattr(mon, "current", 0),
                         mon.vms[getattr(mon, "current", 0)].vcpu.eip) if resume else (-1, 0, 0)
         tl = self.timeline
-        bps, wps, evs = self._plan(extra)
+        bps, wps, evs = self._plan(extra) if points is None else self._split(points)
         linear = {bp.address for bp in bps if not bp.physical}
         stop = None
-        if self._finished():
-            stop = self._where("exited", detail=self._result_text())
-        elif not wps and not evs and not any(bp.physical for bp in bps):
-            stop = self._forward_fast(end, bps, linear, stop_at_hits)
-        elif not wps and not any(bp.physical for bp in bps) and \
-                not any(e.kind in _STEP_SENSITIVE for e in evs):
-            stop = self._forward_events(end, bps, evs, linear, stop_at_hits)
-        else:
-            stop = self._forward_checked(end, bps, wps, evs, linear, stop_at_hits)
-        self._mark_scanned(start, self.position)
+        try:
+            if self._finished():
+                stop = self._where("exited", detail=self._result_text())
+            elif not wps and not evs and not any(bp.physical for bp in bps):
+                stop = self._forward_fast(end, bps, linear, stop_at_hits)
+            elif not any(bp.physical for bp in bps) and \
+                    not any(e.kind in _STEP_SENSITIVE for e in evs):
+                stop = self._forward_events(end, bps, evs, linear, stop_at_hits, wps)
+            else:
+                stop = self._forward_checked(end, bps, wps, evs, linear, stop_at_hits)
+        finally:
+            self._disarm()
+        if points is None:
+            self._mark_scanned(start, self.position)
         if stop.kind != "max_steps" or self._checkpoint_at_end:
             tl.checkpoint()
         self.last = stop
@@ -581,17 +590,29 @@ class Debugger:
                 tl.checkpoint()
         return self._where("max_steps", detail=f"{self.position - self._start_of_run(end)}")
 
-    def _forward_events(self, end, bps, evs, linear, stop_at_hits) -> DebugStop:
-        """Event breaks at nearly full speed: run in growing chunks with a subscriber that
-        only notes whether a matching event happened; a chunk that had one is run again from
-        its start one instruction at a time (:meth:`_forward_checked`) to stop exactly."""
+    def _forward_events(self, end, bps, evs, linear, stop_at_hits, wps=()) -> DebugStop:
+        """Event breaks and watchpoints at nearly full speed: run in growing chunks with a
+        subscriber that only notes whether a matching event happened (for watchpoints: an
+        access to the watched bytes, which the machine reports, see
+        ``Machine.watch_memory``); a chunk that had one, or after which a watched guest-linear
+        range maps elsewhere or holds another value (a write the machine did not see: a
+        device), is run again from its start one instruction at a time
+        (:meth:`_forward_checked`) to stop exactly."""
         tl = self.timeline
         trace = self.monitor.trace
-        kinds = set().union(*(e.kinds for e in evs))
+        kinds = set().union(*(e.kinds for e in evs)) if evs else set()
         seen: list = []
+        ranges: list = []
+        if wps:
+            kinds.add("memory")
 
         def note(ev):
-            if not seen and any(e.accepts(ev) for e in evs):
+            if seen:
+                return
+            if ev.kind == "memory":
+                if any(_access_hits(w, ev, ranges) for w in wps):
+                    seen.append(ev)
+            elif any(e.accepts(ev) for e in evs):
                 seen.append(ev)
 
         chunk, last_cp = 1024, self.position
@@ -603,6 +624,9 @@ class Debugger:
                 tl.checkpoint()
             pos0 = self.position
             seen.clear()
+            if wps:
+                ranges[:] = self._arm(wps)
+                values = [self._watched(w) for w in wps]
             for k in kinds:
                 trace.subscribe(k, note)
             try:
@@ -610,12 +634,16 @@ class Debugger:
             finally:
                 for k in kinds:
                     trace.unsubscribe(k, note)
+            if wps and not seen and (self._ranges(wps) != ranges or
+                                     [self._watched(w) for w in wps] != values):
+                seen.append(None)                 # mapped elsewhere, or written unseen
             if seen:                              # again, exactly, from the chunk's start
+                self._disarm()
                 tl.goto(pos0)
                 stop = self._forward_checked(min(end, max(self.position + 1,
                                                           pos0 + (r.steps or 0) + 1)),
-                                             bps, [], evs, linear, stop_at_hits)
-                if stop.kind in ("event", "breakpoint", "exited", "error") and \
+                                             bps, wps, evs, linear, stop_at_hits)
+                if stop.kind in ("event", "breakpoint", "watchpoint", "exited", "error") and \
                         (stop_at_hits or stop.kind in ("exited", "error")):
                     return stop
                 chunk = 1024
@@ -660,17 +688,16 @@ class Debugger:
         kinds = {k for e in evs for k in e.kinds if k in EVENT_KINDS}
         # every event of the step is wanted for attributing watchpoint writes
         listen = set(kinds)
-        if wps:
-            listen |= {"emulate", "hypercall", "interrupt", "reflect", "io", "vm_exit"}
-        if wps:     # which instruction retired: for who wrote
-            listen.add("instruction")
+        if wps:     # and which instruction retired: for who wrote
+            listen |= {"emulate", "hypercall", "interrupt", "reflect", "io", "vm_exit",
+                       "instruction", "memory"}
         cb = got.append
         for k in listen:
             trace.subscribe(k, cb)
         counters = {e.kind: COUNTER_KINDS[e.kind] for e in evs if e.kind in COUNTER_KINDS}
         last_cp = self.position
-        reads = any(w.on in ("read", "rw") for w in wps)
         linear = frozenset(linear) if linear else None
+        ranges: list = []
         try:
             values = {w.id: self._watched(w) for w in wps}
             with tl.breakpoints(linear):
@@ -678,7 +705,9 @@ class Debugger:
                     i = getattr(mon, "current", 0)
                     cpu = mon.vms[i].vcpu
                     pre = (i, cpu.eip, tuple(cpu.regs)) if wps else None
-                    acc = self._accesses(pre) if reads else None
+                    if wps:
+                        ranges = self._arm(wps)
+                    acc = None
                     before = {k: getattr(mon, a, 0) for k, a in counters.items()}
                     got.clear()
                     r = tl.run(1, linear, preset=True)
@@ -696,7 +725,7 @@ class Debugger:
                         if stop is not None:
                             break
                     if stop is None and wps:
-                        stop = self._check_watch(wps, values, pre, acc, got)
+                        stop = self._check_watch(wps, values, pre, acc, got, ranges)
                     if stop is None and bps:
                         bp = self._bp_hit(bps)
                         if bp is not None:
@@ -728,16 +757,18 @@ class Debugger:
     def _watched(self, w: Watchpoint) -> bytes | None:
         return self.view(w.vm).read(w.address, w.size, w.physical)
 
-    def _check_watch(self, wps, values, pre, acc_pre, got) -> DebugStop | None:
-        changed = False
+    def _check_watch(self, wps, values, pre, acc_pre, got, ranges) -> DebugStop | None:
+        """The hit of one instruction's step, if any: a write of the watched bytes (reported by
+        the machine, the same value included; or a change of their value the machine did not
+        report: the range mapped elsewhere, a device), or a read of them."""
+        mem = [e for e in got if e.kind == "memory"]
         news = {}
+        changed = False
         for w in wps:
             news[w.id] = self._watched(w)
             changed = changed or news[w.id] != values[w.id]
-        if not changed and acc_pre is None:
+        if not changed and not mem:
             return None
-        # the instruction decoded only when needed (its bytes as they are now: the decode
-        # before the step is done only for read watchpoints)
         insn, acc = acc_pre if acc_pre is not None else self._accesses(pre)
         retired = [e for e in got if e.kind == "instruction"]
         hit = None
@@ -745,34 +776,78 @@ class Debugger:
             new = news[w.id]
             old = values[w.id]
             values[w.id] = new
-            if w.on in ("write", "rw") and new != old and hit is None:
-                who, how = _attribute(self, w, old, new, insn, acc, got, retired)
+            if hit is not None:
+                continue
+            mine = [e for e in mem if _access_hits(w, e, ranges, any_access=True)]
+            writes = [e for e in mine if e.access == "write"]
+            reads = [e for e in mine if e.access == "read"]
+            if w.on in ("write", "rw") and (writes or new != old):
+                who, how = _attribute(self, w, old, new, insn, acc, got, retired, writes)
                 hit = self._where("watchpoint", point=w, old=old, new=new, who=who, how=how,
                                   access="write")
-            if w.on in ("read", "rw") and hit is None:
-                for kind, a, size in acc:
-                    if kind != "r":
-                        continue
-                    addr = a
-                    if w.physical:
-                        addr = self.view(w.vm).to_physical(a)
-                        if addr is None:
-                            continue
-                    if w.overlaps(addr, size):
-                        hit = self._where("watchpoint", point=w, old=old, new=new,
-                                          who="guest", how=insn.text, access="read")
-                        break
+            elif w.on in ("read", "rw") and reads:
+                who, how = _reader(self, reads[0], insn, got)
+                hit = self._where("watchpoint", point=w, old=old, new=new, who=who, how=how,
+                                  access="read")
         return hit
+
+    # ---- watched memory through the machine ---------------------------------------------------
+    def _ranges(self, wps) -> list:
+        """[(watchpoint, host-physical start, end)] of the watched bytes now (a guest-linear
+        range page by page, where mapped)."""
+        out = []
+        for w in wps:
+            view = self.view(w.vm)
+            base = getattr(view.vm, "slice_base", 0) if view.hosted else 0
+            if w.physical:
+                out.append((w, base + w.address, base + w.address + w.size))
+                continue
+            a, end = w.address, w.address + w.size
+            while a < end:
+                take = min(end - a, 0x1000 - (a & 0xFFF))
+                gpa = view.to_physical(a)
+                if gpa is not None:
+                    out.append((w, base + gpa, base + gpa + take))
+                a += take
+        return out
+
+    def _machines(self) -> list:
+        seen = {}
+        for v in self.monitor.vms:
+            seen.setdefault(id(v.machine), v.machine)
+        return list(seen.values())
+
+    def _arm(self, wps) -> list:
+        """Have the machine report accesses to the watched bytes (``watch_memory``)."""
+        ranges = self._ranges(wps)
+        for m in self._machines():
+            m.watch_memory([(a, b - a) for _, a, b in ranges])
+        return ranges
+
+    def _disarm(self) -> None:
+        for m in self._machines():
+            if getattr(m, "watch_ranges", None):
+                m.watch_memory([])
 
     # ---- stepping -----------------------------------------------------------------------------
     def step(self, n: int = 1) -> DebugStop:
-        """Run ``n`` guest instructions (breakpoints are not looked at, as gdb's stepi)."""
+        """Run ``n`` guest instructions; breakpoints and event breaks are not looked at (as
+        gdb's stepi), watchpoints are: a hit on the way stops there."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise VmkitError(f"step takes a positive number of instructions, got {n!r}")
         if self._finished():
             self.last = self._where("exited", detail=self._result_text())
             return self.last
         start = self.position
+        wps = [p for p in self.points if isinstance(p, Watchpoint)]
+        if wps:           # a watchpoint stops a step, as it stops a run
+            stop = self._forward(start + n, stop_at_hits=True, points=wps)
+            if stop.kind == "watchpoint":
+                self._record(stop)
+                return stop
+            self.last = self._where("exited" if self._finished() else "step",
+                                    detail=self._result_text() if self._finished() else "")
+            return self.last
         while self.position < start + n and not self._finished():
             r = self.timeline.run(min(start + n - self.position, self.checkpoint_every))
             if not getattr(r, "steps", 0):
@@ -889,7 +964,38 @@ class Debugger:
 
 
 # ---- who wrote ------------------------------------------------------------------------------
-def _attribute(dbg: Debugger, w: Watchpoint, old, new, insn, acc, got, retired):
+def _access_hits(w: Watchpoint, ev, ranges, any_access: bool = False) -> bool:
+    """True if the machine's MemoryAccess ``ev`` touches ``w``'s bytes (``ranges`` from
+    :meth:`Debugger._ranges`) with an access ``w`` watches (any access with ``any_access``)."""
+    if not any_access and ev.access == "read" and w.on == "write":
+        return False
+    if not any_access and ev.access == "write" and w.on == "read":
+        return False
+    if w.vm is not None and ev.vm != w.vm:
+        return False
+    end = ev.address + ev.size
+    return any(p is w and ev.address < b and a < end for p, a, b in ranges)
+
+
+def _reader(dbg: Debugger, ev, insn, got):
+    """(who, how) of a read of watched bytes, from the machine's report."""
+    kinds = {e.kind for e in got}
+    text = insn.text if insn is not None else ""
+    if ev.source == "insn":
+        return "guest", text
+    if ev.source == "walk":
+        return "mmu", "the page walk read the entry" + (f" (for {text})" if text else "")
+    if ev.source == "vmm":
+        em = [e for e in got if e.kind in ("emulate", "hypercall")]
+        what = (f"emulated {em[0].text}" if em and em[0].kind == "emulate" else
+                f"hypercall {em[0].name}" if em else "on the guest's behalf")
+        return "vmm", what
+    if "interrupt" in kinds or "reflect" in kinds:
+        return "cpu", "the interrupt/exception delivery"
+    return "cpu", "a descriptor-table or TSS read" + (f" (for {text})" if text else "")
+
+
+def _attribute(dbg: Debugger, w: Watchpoint, old, new, insn, acc, got, retired, writes=()):
     """(who, how) of a change of watched bytes during one step. INTERIM: inferred from the
     instruction's operands and the step's events, in this order: a hypercall or an emulation by
     the VMM; a guest instruction whose write operand covers the bytes; only accessed/dirty bits
@@ -898,6 +1004,15 @@ def _attribute(dbg: Debugger, w: Watchpoint, old, new, insn, acc, got, retired):
     I/O (a device); else unknown."""
     kinds = {e.kind for e in got}
     view = dbg.view(w.vm)
+    src = {e.source for e in writes}
+    if writes and old == new:             # the value already there: the machine says who
+        if "insn" in src:
+            return "guest", (insn.text if insn is not None else "") + " (the same value)"
+        if "walk" in src:
+            return "mmu", "the page walk rewrote the entry"
+    if "insn" in src and not any(e.kind in ("emulate", "hypercall") for e in got) \
+            and insn is not None and old is not None and new is not None:
+        return "guest", insn.text
     if old is None or new is None:        # a guest-linear range mapped or unmapped
         what = "the page became mapped" if old is None else "the page is no longer mapped"
         return "mapping", what + (f" (after {insn.text})" if insn is not None else "")

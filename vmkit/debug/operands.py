@@ -1,12 +1,11 @@
 """Which guest memory an instruction reads and writes, from its decoding (capstone's operand
 access flags) and the registers before it runs.
 
-INTERIM (issue 17): the machine has no memory-access hook yet, so read watchpoints are found
-from the instruction's operands: explicit memory operands (capstone's ``access`` flags) and the
-implicit ones of the stack and string instructions listed in ``_IMPLICIT``. Not covered: the
-descriptor-table, TSS and stack reads of interrupt delivery and far transfers, the page walk's
-own reads, and reads the VMM makes on the guest's behalf. Flat segments are assumed (the kit's
-guests use base-0 segments).
+The watchpoints' hits come from the machine (``Machine.watch_memory``); this decoding only
+helps say *who* wrote (:func:`vmkit.debug.debugger._attribute`: did the guest instruction's
+own write operand cover the bytes?): explicit memory operands (capstone's ``access`` flags)
+and the implicit ones of the stack and string instructions listed in ``_IMPLICIT``. Flat
+segments are assumed (the kit's guests use base-0 segments).
 """
 
 from __future__ import annotations

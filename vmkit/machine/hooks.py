@@ -19,6 +19,10 @@ machine pays nothing for the interface. Three groups:
 (extra devices, port -> (read, write): the homework's extension point) stays plain data, and a
 hook asks the machine to come back to its monitor with ``Machine.request_exit()``: ``run()``
 returns with reason ``"vmm"`` at the next instruction boundary.
+Watching memory is not a hook of the monitor but of whoever observes the machine (a debugger):
+``Machine.watch_memory(ranges)`` makes every access to those physical bytes a ``MemoryAccess``
+trace event, and ``Machine.watched_page(pa)`` tells code that caches translations or runs blocks
+of instructions to take the one-instruction path on that page.
 """
 
 from __future__ import annotations

@@ -236,7 +236,7 @@ class Machine(MMUMixin, SystemMixin):
                 fault = f
                 break
             take = min(15 - len(window), 0x1000 - (a & 0xFFF))
-            window += self.phys_read(pa, take)
+            window += self.phys_read(pa, take, "fetch")
             a = (a + take) & 0xFFFFFFFF
         insn = DECODER.decode(eip, bytes(window))
         if fault is not None and (insn is None or insn.size > len(window) - 0):
@@ -422,7 +422,7 @@ class Machine(MMUMixin, SystemMixin):
         start = self.steps
         end = start + max_steps
         careful = bool(_single or until or self.breakpoints or self.trace.wants_instructions()
-                       or self.cpu.ef & 0x100)
+                       or self.cpu.ef & 0x100 or self.watched_pages)
         first = True
         cpu = self.cpu
         dv = self.dev

@@ -14,6 +14,18 @@ is a two-dimensional walk (``_walk_nested``) and the TLB caches guest-linear -> 
 
 Writes into physical bytes that hold compiled instructions invalidate them (self-modifying
 code); the check is one set lookup per write, on the page number.
+
+**Watched memory** (``watch_memory``, for debuggers' watchpoints): every read and write of a
+watched physical range, whoever makes it (an instruction's explicit or implicit operand, the
+page walk, descriptor and TSS reads, interrupt frames, a monitor writing through the machine),
+is a :class:`~vmkit.trace.MemoryAccess` trace event, a write of the value already there
+included. The TLB entries of pages holding watched bytes are kept aside (``tlb_watched``: the
+accessors' fast path never finds them, ``translate`` does, so hits, misses and accessed/dirty
+bits are as without the watch) and, paging off, the accessors are rebuilt with a page check,
+so every access to such a page takes the slow path through ``phys_read``/``phys_write``,
+where the check is;
+a run with watched memory goes one instruction at a time (the events carry exact guest time).
+With nothing watched nothing changes: the cost is one test of an empty set on the slow path.
 """
 
 from __future__ import annotations
@@ -21,9 +33,9 @@ from __future__ import annotations
 import struct
 
 from vmkit.isa.faults import Fault
-from vmkit.trace import PageFault, TlbMiss
+from vmkit.trace import MemoryAccess, PageFault, TlbMiss
 
-__all__ = ["MMUMixin", "Sync", "walk_tables",
+__all__ = ["MMUMixin", "Sync", "walk_tables", "SILENT",
            "PTE_P", "PTE_W", "PTE_U", "PTE_A", "PTE_D", "PTE_PS", "NESTED_R",
            "NESTED_W", "NESTED_X"]
 
@@ -32,6 +44,10 @@ CR0_PG, CR0_WP = 1 << 31, 1 << 16
 CR4_PSE = 1 << 4
 #: access rights of a nested (EPT) access, as the EPT entry bits 0-2: read, write, execute
 NESTED_R, NESTED_W, NESTED_X = 1, 2, 4
+
+#: access sources that are never reported to watchers: instruction fetch (decoding) and the
+#: side-effect-free peeks of debuggers and listings
+SILENT = frozenset({"fetch", "peek"})
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -101,6 +117,9 @@ class MMUMixin:
         self.mem = bytearray(b"\xAA") * size
         # TLB: virtual page number -> physical frame base, one dict per (privilege, access)
         self.tlb = {"rs": {}, "ws": {}, "ru": {}, "wu": {}}
+        # the TLB entries of watched pages (watch_memory), kept aside so the accessors' fast
+        # path never finds them: hits, misses and accessed/dirty bits stay what they would be
+        self.tlb_watched = {"rs": {}, "ws": {}, "ru": {}, "wu": {}}
         # 4 MiB regions (lin >> 22) whose translations came from a large page: the TLB holds
         # them as 4 KiB pieces, and INVLPG anywhere in the region must drop them all
         self.tlb_large: set[int] = set()
@@ -119,21 +138,80 @@ class MMUMixin:
         # (binary translation); every write there calls it. Watched pages stay in code_pages
         # across icache flushes, so the accessors' one set lookup per write still finds them.
         self.code_watch: dict[int, object] = {}
+        # watched physical memory (watch_memory): [(start, end)] and the page numbers they touch
+        self.watch_ranges: list[tuple[int, int]] = []
+        self.watched_pages: set[int] = set()
 
-    def phys_read(self, pa: int, n: int) -> bytes:
-        """n bytes of physical memory (all ones beyond its end)."""
+    # ---- watched memory ------------------------------------------------------------------
+    def watch_memory(self, ranges) -> None:
+        """Report every access to the physical ``ranges`` (``[(address, size)]``; empty: none)
+        as ``MemoryAccess`` trace events (see the module text). Replaces the ranges set before."""
+        rs = [(int(a), int(a) + int(n)) for a, n in ranges if n > 0]
+        pages = {p for a, b in rs for p in range(a >> 12, ((b - 1) >> 12) + 1)}
+        if rs == self.watch_ranges:
+            return
+        self.watch_ranges = rs
+        self.watched_pages = pages
+        self._split_tlb()
+        self._accessors.clear()          # paging off: accessors with the page check
+        self.mode_changed()
+
+    def _split_tlb(self) -> None:
+        """Entries of watched pages to ``tlb_watched``, the others back to ``tlb``."""
+        wp = self.watched_pages
+        for k, t in self.tlb.items():
+            aside = self.tlb_watched[k]
+            back = {v: f for v, f in aside.items() if f >> 12 not in wp}
+            for v in back:
+                del aside[v]
+            for v in [v for v, f in t.items() if f >> 12 in wp]:
+                aside[v] = t.pop(v)
+            t.update(back)
+
+    def watched_page(self, pa: int) -> bool:
+        """True when physical address ``pa`` lies on a page holding watched bytes: code that
+        caches translations or runs several instructions at once (a block translator) takes
+        the one-instruction slow path there."""
+        return pa >> 12 in self.watched_pages
+
+    def _watch_hit(self, pa: int, n: int, access: str, old: bytes, new: bytes,
+                   source: str) -> None:
+        end = pa + n
+        for a, b in self.watch_ranges:
+            if pa < b and a < end:
+                self.trace.add(MemoryAccess(self.clock, address=pa, size=n, access=access,
+                                            old=old, new=new, eip=self.cpu.eip, source=source,
+                                            vm=self.vm_index))
+                return
+
+    def phys_read(self, pa: int, n: int, source: str = "system") -> bytes:
+        """n bytes of physical memory (all ones beyond its end). ``source`` names who reads,
+        for watched memory (see the module text)."""
         mem, size = self.mem, self.memory_size
         if pa + n <= size:
-            return bytes(mem[pa:pa + n])
-        return bytes(mem[pa:size]) + b"\xFF" * (pa + n - max(pa, size)) if pa < size else b"\xFF" * n
+            data = bytes(mem[pa:pa + n])
+        else:
+            data = bytes(mem[pa:size]) + b"\xFF" * (pa + n - max(pa, size)) if pa < size \
+                else b"\xFF" * n
+        wp = self.watched_pages
+        if wp and (pa >> 12 in wp or (pa + n - 1) >> 12 in wp) and source not in SILENT:
+            self._watch_hit(pa, n, "read", data, data, source)
+        return data
 
-    def phys_write(self, pa: int, data: bytes) -> None:
-        """Write physical memory (bytes beyond its end are dropped); invalidates code there."""
+    def phys_write(self, pa: int, data: bytes, source: str = "system") -> None:
+        """Write physical memory (bytes beyond its end are dropped); invalidates code there.
+        ``source`` names who writes, for watched memory (see the module text)."""
         size = self.memory_size
         end = min(pa + len(data), size)
         if pa >= size:
             return
-        self.mem[pa:end] = data[:end - pa]
+        wp = self.watched_pages
+        if wp and (pa >> 12 in wp or (end - 1) >> 12 in wp):
+            old = bytes(self.mem[pa:end])
+            self.mem[pa:end] = data[:end - pa]
+            self._watch_hit(pa, end - pa, "write", old, bytes(data[:end - pa]), source)
+        else:
+            self.mem[pa:end] = data[:end - pa]
         cp = self.code_pages
         if cp:
             for p in range(pa >> 12, ((end - 1) >> 12) + 1):
@@ -141,11 +219,23 @@ class MMUMixin:
                     self._smc(pa, end - pa)
                     break
 
-    def _phys_rd(self, pa: int, n: int) -> int:
-        return int.from_bytes(self.phys_read(pa, n), "little")
+    def _phys_rd(self, pa: int, n: int, source: str = "system") -> int:
+        return int.from_bytes(self.phys_read(pa, n, source), "little")
 
-    def _phys_wr(self, pa: int, n: int, v: int) -> None:
-        self.phys_write(pa, (v & ((1 << (8 * n)) - 1)).to_bytes(n, "little"))
+    def _phys_wr(self, pa: int, n: int, v: int, source: str = "system") -> None:
+        self.phys_write(pa, (v & ((1 << (8 * n)) - 1)).to_bytes(n, "little"), source)
+
+    def _walk_rd(self, pa: int, n: int) -> int:
+        return self._phys_rd(pa, n, "walk")
+
+    def _walk_wr(self, pa: int, n: int, v: int) -> None:
+        self._phys_wr(pa, n, v, "walk")
+
+    def _insn_rd(self, pa: int, n: int) -> int:
+        return self._phys_rd(pa, n, "insn")
+
+    def _insn_wr(self, pa: int, n: int, v: int) -> None:
+        self._phys_wr(pa, n, v, "insn")
 
     # ---- page walk -------------------------------------------------------------------------
     def translate(self, lin: int, write: bool = False, user: bool | None = None,
@@ -161,9 +251,17 @@ class MMUMixin:
         t = self.tlb[key]
         vpn = lin >> 12
         base = t.get(vpn)
+        if base is None and self.watched_pages:
+            base = self.tlb_watched[key].get(vpn)    # a watched page: the entry kept aside
+            if base is not None:
+                self.tlb_hits += 1
+                return base | (lin & 0xFFF)
         if base is None:
             base = self._walk(lin, write, user, fetch)
-            t[vpn] = base
+            if base >> 12 in self.watched_pages:
+                self.tlb_watched[key][vpn] = base
+            else:
+                t[vpn] = base
         else:
             self.tlb_hits += 1
         return base | (lin & 0xFFF)
@@ -178,12 +276,12 @@ class MMUMixin:
             return self._peek_nested(lin)
         if not cpu.cr0 & CR0_PG:
             return lin
-        pde = self._phys_rd((cpu.cr3 & 0xFFFFF000) | ((lin >> 20) & 0xFFC), 4)
+        pde = self._phys_rd((cpu.cr3 & 0xFFFFF000) | ((lin >> 20) & 0xFFC), 4, "peek")
         if not pde & PTE_P:
             return None
         if pde & PTE_PS and cpu.cr4 & CR4_PSE:
             return (pde & 0xFFC00000) | (lin & 0x3FFFFF)
-        pte = self._phys_rd((pde & 0xFFFFF000) | ((lin >> 10) & 0xFFC), 4)
+        pte = self._phys_rd((pde & 0xFFFFF000) | ((lin >> 10) & 0xFFC), 4, "peek")
         if not pte & PTE_P:
             return None
         return (pte & 0xFFFFF000) | (lin & 0xFFF)
@@ -194,13 +292,13 @@ class MMUMixin:
         if not cpu.cr0 & CR0_PG:
             return nt.translate(lin, NESTED_R)
         a = nt.translate((cpu.cr3 & 0xFFFFF000) | ((lin >> 20) & 0xFFC), NESTED_R)
-        pde = self._phys_rd(a, 4) if a is not None else 0
+        pde = self._phys_rd(a, 4, "peek") if a is not None else 0
         if not pde & PTE_P:
             return None
         if pde & PTE_PS and cpu.cr4 & CR4_PSE:
             return nt.translate((pde & 0xFFC00000) | (lin & 0x3FFFFF), NESTED_R)
         a = nt.translate((pde & 0xFFFFF000) | ((lin >> 10) & 0xFFC), NESTED_R)
-        pte = self._phys_rd(a, 4) if a is not None else 0
+        pte = self._phys_rd(a, 4, "peek") if a is not None else 0
         if not pte & PTE_P:
             return None
         return nt.translate((pte & 0xFFFFF000) | (lin & 0xFFF), NESTED_R)
@@ -212,7 +310,7 @@ class MMUMixin:
             pa = self.peek_translate(lin + k)
             if pa is None:
                 return None
-            out += self.phys_read(pa, 1)
+            out += self.phys_read(pa, 1, "peek")
         return bytes(out)
 
     def _walk(self, lin: int, write: bool, user: bool, fetch: bool = False) -> int:
@@ -221,7 +319,7 @@ class MMUMixin:
             return self._walk_nested(lin, write, user, fetch)
         cpu = self.cpu
         self.tlb_misses += 1
-        frame, _, _, refs = walk_tables(self._phys_rd, self._phys_wr, lin, write, user, cpu.cr0,
+        frame, _, _, refs = walk_tables(self._walk_rd, self._walk_wr, lin, write, user, cpu.cr0,
                                         cpu.cr3, cpu.cr4, self._walk_fault)
         if refs == 1:
             self.tlb_large.add(lin >> 22)
@@ -278,7 +376,7 @@ class MMUMixin:
             pde_a = tr(g, NESTED_R)
             if pde_a is None:
                 self._nested_violation(lin, g, NESTED_R, False, 0)
-            pde = self._phys_rd(pde_a, 4)
+            pde = self._phys_rd(pde_a, 4, "walk")
             refs = m + 1
             if not pde & PTE_P:
                 self.page_fault(lin, err, refs)
@@ -292,7 +390,7 @@ class MMUMixin:
                 pte_a = tr(g, NESTED_R)
                 if pte_a is None:
                     self._nested_violation(lin, g, NESTED_R, False, refs)
-                pte = self._phys_rd(pte_a, 4)
+                pte = self._phys_rd(pte_a, 4, "walk")
                 refs += m + 1
                 if not pte & PTE_P:
                     self.page_fault(lin, err, refs)
@@ -308,9 +406,10 @@ class MMUMixin:
                 self._nested_violation(lin, frame_g | (lin & 0xFFF), acc, True, refs)
             refs += m
             if not pde & PTE_A or (pte is None and write and not pde & PTE_D):
-                self._phys_wr(pde_a, 4, pde | PTE_A | (PTE_D if pte is None and write else 0))
+                self._phys_wr(pde_a, 4, pde | PTE_A | (PTE_D if pte is None and write else 0),
+                              "walk")
             if pte is not None and (not pte & PTE_A or (write and not pte & PTE_D)):
-                self._phys_wr(pte_a, 4, pte | PTE_A | (PTE_D if write else 0))
+                self._phys_wr(pte_a, 4, pte | PTE_A | (PTE_D if write else 0), "walk")
         self.walk_refs += refs
         trc = self.trace
         trc.counts["tlb_miss"] += 1
@@ -349,7 +448,7 @@ class MMUMixin:
         the dropped translations goes with them."""
         self.tlb_flushes += 1
         if vpn is None:
-            for t in self.tlb.values():
+            for t in (*self.tlb.values(), *self.tlb_watched.values()):
                 t.clear()
             self.tlb_large.clear()
             if self.cpu.cr0 & CR0_PG:
@@ -358,20 +457,20 @@ class MMUMixin:
             # INVLPG in a 4 MiB page invalidates the whole large page (SDM 4.10.4.1)
             region = vpn >> 10
             self.tlb_large.discard(region)
-            for t in self.tlb.values():
+            for t in (*self.tlb.values(), *self.tlb_watched.values()):
                 for v in [v for v in t if v >> 10 == region]:
                     del t[v]
             if self.cpu.cr0 & CR0_PG:
                 self.flush_icache()
         else:
-            for t in self.tlb.values():
+            for t in (*self.tlb.values(), *self.tlb_watched.values()):
                 t.pop(vpn, None)
             if self.cpu.cr0 & CR0_PG:
                 self._flush_icache_page(vpn)
 
     def tlb_state(self) -> dict:
         """A copy of the TLB (for snapshots: a stale entry is guest-visible state)."""
-        state = {k: dict(t) for k, t in self.tlb.items()}
+        state = {k: {**t, **self.tlb_watched[k]} for k, t in self.tlb.items()}
         state["large"] = frozenset(self.tlb_large)
         return state
 
@@ -379,7 +478,10 @@ class MMUMixin:
         """Load a copy made by :meth:`tlb_state`, in place (the accessors hold the dicts)."""
         for k, t in self.tlb.items():
             t.clear()
+            self.tlb_watched[k].clear()
             t.update(state.get(k, {}))
+        if self.watched_pages:
+            self._split_tlb()
         self.tlb_large = set(state.get("large", ()))
 
     # ---- accessors for compiled code ------------------------------------------------------
@@ -392,7 +494,33 @@ class MMUMixin:
         u16, u32 = _U16.unpack_from, _U32.unpack_from
         p16, p32 = _U16.pack_into, _U32.pack_into
         lim1, lim2, lim4 = size - 1, size - 2, size - 4
-        phys_rd, phys_wr = self._phys_rd, self._phys_wr
+        phys_rd, phys_wr = self._insn_rd, self._insn_wr
+        wp = self.watched_pages
+
+        if not self.cpu.cr0 & CR0_PG and self.nested is None and wp:
+            # paging off with watched memory: every access to a watched page by the slow path
+            def rd(n):
+                fast = {1: lambda a: mem[a], 2: lambda a: u16(mem, a)[0],
+                        4: lambda a: u32(mem, a)[0]}[n]
+
+                def rdn(a):
+                    if a >> 12 in wp or (a + n - 1) >> 12 in wp or a > size - n:
+                        return phys_rd(a, n)
+                    return fast(a)
+                return rdn
+
+            def wr(n):
+                pack = {1: lambda a, v: mem.__setitem__(a, v), 2: lambda a, v: p16(mem, a, v),
+                        4: lambda a, v: p32(mem, a, v)}[n]
+
+                def wrn(a, v):
+                    if a >> 12 in wp or (a + n - 1) >> 12 in wp or a > size - n or \
+                            a >> 12 in cp or (a + n - 1) >> 12 in cp:
+                        phys_wr(a, n, v)
+                    else:
+                        pack(a, v)
+                return wrn
+            return dict(rd1=rd(1), rd2=rd(2), rd4=rd(4), wr1=wr(1), wr2=wr(2), wr4=wr(4))
 
         if not self.cpu.cr0 & CR0_PG and self.nested is None:
             def rd1(a):

@@ -293,10 +293,13 @@ def disassembly_rows(target, eip: int | None = None, *, image=None, count: int =
 def disassembly_html(target, eip: int | None = None, *, image=None, count: int = 8,
                      before: Iterable[int] = (), breakpoints=None,
                      title: str | None = "disassembly", raw_bytes: bool = True,
-                     comments: bool = True) -> str:
+                     comments: bool = True, holes=None) -> str:
     """A disassembly window: recently executed instructions (greyed), the instruction at EIP
     (marked ``▶`` and highlighted), the next ones, each with its bytes and the guest source file,
-    line and text beside it. Breakpoints are marked ``●``. Arguments as
+    line and text beside it. Breakpoints are marked ``●``; ``holes`` (address -> a
+    :class:`~vmkit.trace.Hole` event) flags the virtualization holes ``⚠``, the row tinted
+    and the pointer's tooltip saying what the guest saw and what the bare machine shows, as
+    CPUlator flags suspicious instructions. Arguments as
     :func:`disassembly_rows`; ``target`` may also be a list of :class:`DisasmRow`.
     ``raw_bytes=False`` leaves the bytes out and ``comments=False`` the source lines’
     comments (shown when the pointer rests on the line), for a narrow panel; a long source
@@ -319,6 +322,13 @@ def disassembly_html(target, eip: int | None = None, *, image=None, count: int =
         muted = "color:#4d4d4d;" if r.current else f"color:{CSS_MUTED};"
         bp = (f'<span style="color:{OKABE_ITO["vermillion"]}" title="breakpoint">●</span>'
               if r.breakpoint else "")
+        hole = (holes or {}).get(r.address)
+        if hole is not None:
+            tip = (f"virtualization hole: {hole.text} did not trap; the guest saw "
+                   f"{hole.saw}, the bare machine shows {hole.bare}")
+            style += "background:rgba(230,159,0,0.28);"    # Okabe-Ito orange, both themes
+            bp += (f'<span class="vmkit-hole" style="color:{OKABE_ITO["orange"]};'
+                   f'font-weight:bold" title="{_esc(tip)}">⚠</span>')
         text = _esc(r.text) if r.text else f'<i style="color:{CSS_MUTED}">(not mapped)</i>'
         raw = " ".join(f"{b:02x}" for b in r.raw[:8]) + (" …" if len(r.raw) > 8 else "")
         loc = (f'<span title="{_esc(display_path(r.file))}">'

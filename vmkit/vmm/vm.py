@@ -128,11 +128,16 @@ class GuestVM(VM):
         """Host-physical address of guest-physical ``gpa`` (None beyond the VM's memory)."""
         return self.slice_base + gpa if 0 <= gpa < self.memory_size else None
 
-    def phys_read(self, gpa: int, n: int) -> int:
-        """n bytes of guest-physical memory, little-endian (all ones beyond its end)."""
+    def phys_read(self, gpa: int, n: int, source: str = "vmm") -> int:
+        """n bytes of guest-physical memory, little-endian (all ones beyond its end). Where the
+        machine watches memory (a debugger's watchpoint) the read goes through it, as
+        ``source`` ("vmm": the VMM on the guest's behalf; "peek": unseen)."""
         if gpa + n <= self.memory_size:
             a = self.slice_base + gpa
-            return int.from_bytes(self.machine.mem[a:a + n], "little")
+            m = self.machine
+            if m.watched_pages and source != "peek":
+                return int.from_bytes(m.phys_read(a, n, source), "little")
+            return int.from_bytes(m.mem[a:a + n], "little")
         return int.from_bytes(bytes(self.machine.mem[self.slice_base + gpa + k]
                                     if gpa + k < self.memory_size else 0xFF
                                     for k in range(n)), "little")
@@ -142,7 +147,7 @@ class GuestVM(VM):
         data = (v & ((1 << (8 * n)) - 1)).to_bytes(n, "little")
         keep = max(0, min(n, self.memory_size - gpa))
         if keep:
-            self.machine.phys_write(self.slice_base + gpa, data[:keep])
+            self.machine.phys_write(self.slice_base + gpa, data[:keep], "vmm")
 
     def memory(self) -> bytes:
         """The VM's whole guest-physical memory."""
@@ -162,9 +167,13 @@ class GuestVM(VM):
         if not vc.cr0 & CR0_PG:
             return lin, PTE_U | PTE_W, True
         fault = self._pf if touch else self._peek_pf
-        frame, flags, dirty, _ = walk_tables(self.phys_read, self.phys_write, lin, write, user,
+        rd = self.phys_read if touch else self._peek_read
+        frame, flags, dirty, _ = walk_tables(rd, self.phys_write, lin, write, user,
                                              vc.cr0, vc.cr3, vc.cr4, fault, touch)
         return frame | (lin & 0xFFF), flags, dirty
+
+    def _peek_read(self, gpa: int, n: int) -> int:
+        return self.phys_read(gpa, n, "peek")
 
     def _peek_pf(self, lin: int, err: int, refs: int):
         self._pf(lin, err, refs, touch=False)
@@ -205,7 +214,7 @@ class GuestVM(VM):
                 a = (lin + k) & MASK32
                 take = min(n - k, 0x1000 - (a & 0xFFF))
                 gpa = self.walk(a, touch=False)[0]
-                out += self.phys_read(gpa, take).to_bytes(take, "little")
+                out += self.phys_read(gpa, take, "peek").to_bytes(take, "little")
                 k += take
         except Fault:
             return None

@@ -127,6 +127,11 @@ class Stepper(StaticMixin, W.VBox):
         self.debugger = None
         self._box_points: list = []      # the debugger's breakpoints from the "break at" box
         self.watch_hits: list = []       # the watchpoint hits Run stopped at, oldest first
+        # the virtualization holes seen (te: vmkit.vmm.te.holes), address -> the Hole event:
+        # their rows are flagged in the disassembly, and the status names the last one
+        self.holes: dict = {}
+        self._last_hole = None
+        vm.trace.subscribe("hole", self._on_hole)
         try:
             self.debugger = Debugger(vm, **({"budget": budget} if budget else {}))
         except Exception as e:   # e.g. a monitor that cannot snapshot: no Back, but no raise
@@ -279,6 +284,7 @@ class Stepper(StaticMixin, W.VBox):
             return []
         events = []
         self._message = ""
+        self._last_hole = None
         try:
             self._snapshot_registers()
             n = max(0, int(n))
@@ -293,24 +299,39 @@ class Stepper(StaticMixin, W.VBox):
             else:
                 # the steps before the last few in one go; the last ones one at a time, for
                 # the window's "just ran" rows and the last step's events
+                # A watchpoint hit stops the steps there (Debugger.step), as it stops Run.
                 single = min(n, self._recent.maxlen)
                 bulk = n - single
+                hit = None
                 while bulk > 0 and not self.finished:   # with a checkpoint now and then
                     k = min(bulk, self.checkpoint_steps)
-                    self.debugger.step(k)
+                    stop = self.debugger.step(k)
+                    if stop.kind == "watchpoint":
+                        hit = stop
+                        break
                     bulk -= k
                     self._checkpoint_now_and_then()
                 trace = self.vm.trace
-                for _ in range(single):
+                for _ in range(single if hit is None else 0):
                     if self.finished:
                         break
                     self._recent.append(self.vm.cpu.eip)
                     total = trace.total
-                    self.debugger.step(1)
+                    stop = self.debugger.step(1)
                     events = trace.since(total)
+                    if stop.kind == "watchpoint":
+                        hit = stop
+                        break
+                if hit is not None:
+                    self._note_hit(hit)
+                    self._message = "stopped: " + self._stop_text(hit)
             self._checkpoint_now_and_then()
         except Exception as e:
             self._message = f"error: {type(e).__name__}: {e}"
+        h = self._last_hole
+        if h is not None and not self._message:
+            self._message = (f"⚠ virtualization hole: {h.text} did not trap; the guest saw "
+                             f"{h.saw}, the bare machine shows {h.bare}")
         self._sync_position()
         self._refresh()
         return events
@@ -598,6 +619,10 @@ class Stepper(StaticMixin, W.VBox):
                 idle = 0
             yield
 
+    def _on_hole(self, ev) -> None:
+        self.holes[ev.address] = ev
+        self._last_hole = ev
+
     def _note_hit(self, stop) -> None:
         key = (stop.step, getattr(stop.point, "id", None), stop.old, stop.new)
         if not any((h.step, getattr(h.point, "id", None), h.old, h.new) == key
@@ -703,7 +728,7 @@ class Stepper(StaticMixin, W.VBox):
     def _disassembly_html(self) -> str:
         before = list(self._recent) if self._show_recent else []
         return disassembly_html(self.vm, before=before, count=self.window, raw_bytes=False,
-                                comments=False)
+                                comments=False, holes=self.holes)
 
     def _events_html(self) -> str:
         tr = self.vm.trace

@@ -81,7 +81,9 @@ is stopped with that reason); a hidden page fault in the middle of a ``rep`` str
 longer than one chunk can shift guest time by one step; pushfd, popfd, sgdt, sidt, sldt, str,
 smsw, lar, lsl, verr, verw, ``push cs`` and ``mov r, ss`` run unmodified and show the real
 machine (they are the non-virtualizable instructions; with CR4.UMIP set by the guest the
-store-descriptor-table ones trap and are emulated).
+store-descriptor-table ones trap and are emulated). The monitor notices afterwards: each time
+one shows the guest something the bare machine would not have, it records a virtualization
+hole (``stats["holes"]``, a ``Hole`` trace event: :mod:`vmkit.vmm.te.holes`).
 
 Where the code is
 -----------------

@@ -3,8 +3,12 @@ policy (see the package text)."""
 
 from __future__ import annotations
 
+from collections import Counter
+
+from vmkit.isa import semantics as sem
 from vmkit.vmm.deprivileged.handlers import _DEFAULT_HANDLERS
 from vmkit.vmm.deprivileged.monitor import Deprivileged
+from vmkit.vmm.te.holes import HoleCheck, is_hole_form
 
 __all__ = ["TrapAndEmulate"]
 
@@ -50,10 +54,30 @@ class TrapAndEmulate(Deprivileged):
     (``refused_io``). See :mod:`vmkit.vmm.iovirt` and docs/io-virtualization.md.
 
     ``stats`` adds ``traps``, ``emulated`` (Counter by mnemonic), ``reflected`` (Counter by
-    vector name), ``hidden_page_faults``, ``shadow_updates`` and ``world_switches``.
+    vector name), ``hidden_page_faults``, ``shadow_updates``, ``world_switches`` and ``holes``
+    (Counter by mnemonic: the virtualization holes the guest fell into, each also a ``Hole``
+    trace event; see :mod:`vmkit.vmm.te.holes`).
     """
 
     name = "te"
     title = "trap-and-emulate (kernel in ring 1, shadow page tables)"
     #: the default handlers (mnemonic -> handler); every instance works on its own copy
     emulate: dict = dict(_DEFAULT_HANDLERS)
+    monitor_state = ("holes",)
+    stats_fields = ("holes",)
+
+    def __init__(self, *images, **kw):
+        self.holes: Counter = Counter()
+        super().__init__(*images, **kw)
+
+    def intercept(self, insn):
+        """A sensitive, unprivileged instruction (``vmkit.classify``) runs checked for holes
+        (MachineHooks.intercept, asked once when the machine compiles it); every other one as
+        compiled."""
+        if not is_hole_form(insn):
+            return None
+        real = sem.compile_insn(insn, self._host.compile_globals)
+        if isinstance(real, str):
+            return None
+        return HoleCheck(self, insn, real)
+
