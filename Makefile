@@ -20,10 +20,11 @@ APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --n
 # lecture notebooks in notebooks/, the homework solutions in solutions/ and the smoke notebook
 # in tests/data/) and compares each
 # cell's output with the stored one, after nbval_sanitize.cfg's masks; --dist loadfile keeps
-# each notebook (one kernel) on one worker; --durations lists the slowest tests, to keep the
-# suite's time in view.
+# each notebook (one kernel) on one worker, and --no-loadscope-reorder hands the files out in
+# the order conftest.py gives them (the longest first: LONG_FILES); --durations lists the
+# slowest tests, to keep the suite's time in view.
 # Extra arguments for one run: make test ARGS='-k asm'
-TEST_CMD = $(PY) -m pytest -n 2 --dist loadfile --durations=30 --nbval --nbval-sanitize-with nbval_sanitize.cfg \
+TEST_CMD = $(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=30 --nbval --nbval-sanitize-with nbval_sanitize.cfg \
 	tests notebooks solutions
 ARGS ?=
 

@@ -1,10 +1,11 @@
 """Adams & Agesen, ASPLOS 2006, Fig. 4 ("Virtualization nanobenchmarks"), paper next to kit.
 
-Each row's kit guest is measured by ``per_operation`` (two runs, differenced) under native, bt
-and hw-shadow (the hardware VMM of 2006 had no nested paging), priced with a preset
-(``p4-2006`` by default, the paper's Pentium 4), and divided into A&A operations (a byte of the
-``io`` guest is two ``in``; a ``ptemod`` iteration two PTE changes; a ``kcallret`` iteration 50
-call/ret pairs). Prints cycles per operation, kit / paper per cell (a cell more than a factor of
+Each row's kit guest is measured by ``per_operation`` (two runs, differenced) under native,
+``bt-traced`` and ``hw-traced`` (binary translation and hardware assist without nested paging,
+both with traced shadow page tables, as A&A's VMMs of 2006), priced with a preset (``p4-2006``
+by default, the paper's Pentium 4), and divided into A&A operations (a byte of the ``io`` guest
+is two ``in``; a ``kptemod`` iteration eight PTE stores; a ``kcallret`` iteration 50 call/ret
+pairs). Prints cycles per operation, kit / paper per cell (a cell more than a factor of
 1.5 away is marked ``*``), each row's order, and the hardware/BT ratios on pgfault and ptemod;
 then forkwait's native : bt : hw-shadow ratio under p4-2006 and core2-2006 next to the paper's.
 
@@ -40,14 +41,14 @@ def main(preset: str = "p4-2006") -> None:
         r = by[name]
         paper, kit = r.paper[2] / r.paper[1], r.kit[2] / r.kit[1]
         ok = 1 / TOLERANCE <= kit / paper <= TOLERANCE
-        print(f"hw-shadow / bt on {name}: paper {paper:.1f}x, kit {kit:.2f}x"
+        print(f"hw / bt on {name}: paper {paper:.1f}x, kit {kit:.2f}x"
               f"{'' if ok else '  * outside a factor of 1.5'}")
     misses = [(r.name, m) for r in rows for m, ok in zip(FIG4_MONITORS, r.within(TOLERANCE))
               if not ok]
     print(f"{18 - len(misses)} of 18 cells within a factor of {TOLERANCE}; outside: "
           + (", ".join(f"{n}/{m}" for n, m in misses) or "none"))
     print()
-    print("forkwait (A&A §6.2, §7.1): time relative to native, native : bt : hw-shadow")
+    print("forkwait (A&A §6.2, §7.1): time relative to native, native : bt : hw (traced)")
     for name in FORKWAIT_SECONDS:
         paper, kit = forkwait(name)
         print(f"  {name:<11} paper 1 : {paper[1]:.1f} : {paper[2]:.1f}    "

@@ -11,7 +11,9 @@ followed by ``share/slides/rise-extra.css`` (what a live notebook needs besides)
 A slide still too big for the window is shrunk (CSS zoom, down to
 :data:`vmkit.nbtools.SLIDE_MIN_ZOOM`) as in the decks, by a small JupyterLab extension,
 ``share/labextension/vmkit-slides`` (plain JavaScript, no build step), which
-:func:`install_labextension` copies into the environment's JupyterLab extensions.
+:func:`install_labextension` copies into the environment's JupyterLab extensions. The same
+extension gives the lecturer a speaker view on ``T`` (the shown slide's ``notes`` cells, the
+next slide's title, the time), in place of RISE's, which shows no notes.
 
 Command line (``make lab`` runs it)::
 
@@ -32,7 +34,8 @@ from vmkit.nbtools import SLIDES_TEMPLATE
 __all__ = ["RISE_CSS", "LABEXTENSION", "rise_css", "write_rise_css", "install_labextension",
            "main"]
 
-#: the JupyterLab extension that shrinks a live slide to fit (its folder and package name)
+#: the JupyterLab extension that shrinks a live slide to fit and opens the speaker notes (its
+#: folder and package name)
 LABEXTENSION = "vmkit-slides"
 
 #: the file name RISE looks for in the notebook's folder

@@ -38,6 +38,7 @@ from pathlib import Path
 import pytest
 
 from browser_util import CHROMIUM, CHROMIUM_ARGS, require_chromium, screenshot
+from kit_source import copy_source
 from test_browser import (ALL_CELLS_RUN, CELL_ERRORS, NOTEBOOK_READY, STEP_TEXT, free_port,
                           live)
 
@@ -92,16 +93,7 @@ def users_env(base: Path) -> Path:
     pins of constraints.txt, as `make hub-env` does."""
     dist = base / "dist"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    src = base / "src"
-    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "constraints.txt",
-                 "vmkit", "notebooks", "exercises", "share", "docs"):
-        s = ROOT / name
-        if s.is_dir():
-            shutil.copytree(s, src / name, ignore=shutil.ignore_patterns("__pycache__",
-                                                                         "node_modules"))
-        else:
-            src.mkdir(exist_ok=True)
-            shutil.copy2(s, src / name)
+    src = copy_source(base / "src")
     _run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q",
           "-w", dist, src], env=env, cwd=base)
     [wheel] = dist.glob("vmkit-*.whl")

@@ -9,9 +9,14 @@ the Stepper is live, the slide with the Stepper is shown, and then:
   live Stepper is taller than the window, and the vmkit-slides extension (vmkit.rise) shrinks
   the slide to fit, not below SLIDE_MIN_ZOOM;
 - a click on Step changes the EIP the Stepper shows (a running kernel behind the slide);
-- the instructor's notes cell is in the speaker notes (reveal.js ``aside.notes``), not on a slide.
+- the instructor's notes cell is in the speaker notes (reveal.js ``aside.notes``), not on a slide;
+- "T" opens the speaker view (one pop-up: the vmkit-slides extension's, not RISE's broken
+  one) with the shown slide's notes, the next slide's title and a running clock, and it follows
+  the lecturer to the last slide (the notebook's notes) and back; the notes never show on the
+  slide.
 
-Screenshot: build/test-artifacts/rise-01-machine-and-rings.png.
+Screenshots: build/test-artifacts/rise-01-machine-and-rings.png (the Stepper's slide, live),
+rise-01-last-slide.png and rise-01-speaker-notes.png (the speaker view beside it).
 
 The browser test takes about a minute (a kernel, the cells up to the Stepper, RISE's page):
 `make test-live-slides` runs it (VMKIT_LIVE_SLIDES=1; CI runs that target after `make test`);
@@ -100,6 +105,27 @@ NOTES = """() => [...document.querySelectorAll('.jp-Cell')]
                        && getComputedStyle(c.closest('aside') || c).display !== 'none'}))"""
 
 
+# the speaker view's window: slide number, notes (text), next slide, clock
+SPEAKER = """() => ({number: document.getElementById('vmkit-slide-number').textContent,
+  notes: document.getElementById('vmkit-notes').innerText,
+  next: document.getElementById('vmkit-next').textContent,
+  elapsed: document.getElementById('vmkit-elapsed').textContent})"""
+
+# the number of the slide shown (1 for the first), slides and subslides counted in order
+SHOWN_NUMBER = """() => {
+  const slides = [...document.querySelectorAll('.reveal .slides section')]
+    .filter(s => !s.querySelector('section'));
+  return slides.indexOf([...document.querySelectorAll('.reveal section.present')].pop()) + 1;
+}"""
+
+
+def plain(markdown: str) -> str:
+    """The words of a Markdown text as a browser shows them (emphasis, code marks and links
+    dropped, white space as single spaces)."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", markdown)
+    return " ".join(re.sub(r"[*_`#>]", "", text).split())
+
+
 def kernels(lab: JupyterLab) -> list[str]:
     with urllib.request.urlopen(f"{lab.base}/api/kernels?token={lab.token}", timeout=5) as r:
         return [k["execution_state"] for k in json.load(r)]
@@ -182,11 +208,37 @@ def test_live_stepper_slide(tmp_path, monkeypatch):
                     page.wait_for_timeout(100)
                 after = eip.inner_text().strip()
                 notes = page.evaluate(NOTES)
+                page.screenshot(path=str(screenshot_path("rise-01-machine-and-rings")))
+                # the speaker view: T in command mode, as RISE's help says
+                page.keyboard.press("Escape")
+                windows = len(context.pages)    # the slides, and chromium's first blank page
+                with context.expect_page(timeout=left()) as opened:
+                    page.keyboard.press("t")
+                speaker = opened.value
+                speaker.wait_for_selector("#vmkit-notes", timeout=left())
+                at_stepper = speaker.evaluate(SPEAKER)
+                page.keyboard.press("End")      # RISE: the last slide, the notes' slide
+                speaker.wait_for_function(
+                    "() => !document.querySelector('#vmkit-notes .vmkit-none')",
+                    timeout=left())
+                page.wait_for_timeout(1200)     # the clock ticks on
+                at_end = speaker.evaluate(SPEAKER)
+                notes_at_end = page.evaluate(NOTES)
+                page.screenshot(path=str(screenshot_path("rise-01-last-slide")))
+                speaker.set_viewport_size({"width": 900, "height": 600})
+                speaker.screenshot(path=str(screenshot_path("rise-01-speaker-notes")))
+                page.keyboard.press("ArrowLeft")
+                speaker.wait_for_function(
+                    "() => !!document.querySelector('#vmkit-notes .vmkit-none')",
+                    timeout=left())
+                back = speaker.evaluate(SPEAKER)
+                back_shown = page.evaluate(SHOWN_NUMBER)
+                opened_on_t = [p.title() for p in context.pages[windows - 1:]
+                               if p is not page]
             except BaseException:
                 print("screenshot:", screenshot(page, "rise-01-failed"))
                 print("jupyter lab log:\n" + lab.log_text())
                 raise
-            page.screenshot(path=str(screenshot_path("rise-01-machine-and-rings")))
     finally:
         lab.stop()
     assert seen["stepper"] == 1, f"the slide shown ({seen['id']}) has no live Stepper"
@@ -201,6 +253,29 @@ def test_live_stepper_slide(tmp_path, monkeypatch):
     assert re.search(r"EIP [0-9a-f]{8}", before), before
     assert after != before, f"Step did not change {before!r}"
     assert notes and all(n["inAside"] and not n["visible"] for n in notes), notes
+    # the speaker view: the slide's own notes, the next title, following the slide shown
+    headings = [re.match(r"#+ (.*)", c.source) for c in source.cells
+                if c.cell_type == "markdown" and c.metadata.get("slideshow", {}).get(
+                    "slide_type") in ("slide", "subslide")]
+    titles = [plain(h.group(1)) for h in headings if h]
+    notes_text = plain(next(c.source for c in source.cells if c.metadata.get(
+        "slideshow", {}).get("slide_type") == "notes"))
+    assert opened_on_t == ["Speaker notes"], f"windows opened on T: {opened_on_t}"
+    assert "No notes for this slide" in at_stepper["notes"], at_stepper
+    stepper_title = plain(source.cells[stepper_cell - 1].source.splitlines()[0].lstrip("# "))
+    following = titles[titles.index(stepper_title) + 1]
+    assert at_stepper["next"] == f"Next: {following}", (at_stepper, following)
+    assert re.fullmatch(r"Slide \d+ of \d+", at_stepper["number"]), at_stepper
+    assert " ".join(at_end["notes"].split()) == notes_text, (at_end["notes"], notes_text)
+    last, total = re.fullmatch(r"Slide (\d+) of (\d+)", at_end["number"]).groups()
+    assert last == total, at_end
+    assert at_end["next"] == "Next: the end of the presentation.", at_end
+    assert re.fullmatch(r"\d+:\d\d", at_end["elapsed"]) and at_end["elapsed"] != "0:00", at_end
+    assert "No notes for this slide" in back["notes"], back
+    assert back["number"] == f"Slide {back_shown} of {total}" and back_shown < int(last), \
+        (back, back_shown)
+    assert notes_at_end and all(n["inAside"] and not n["visible"] for n in notes_at_end), \
+        f"the notes show on the last slide: {notes_at_end}"
     assert network == [], f"requests to the network: {network}"
 
 

@@ -40,6 +40,20 @@ def test_nbtools_loads_only_what_a_notebook_needs():
     assert "nbconvert" not in out
 
 
+def test_matplotlib_is_configured_when_first_imported_not_before():
+    """Does notebook_setup() leave matplotlib unloaded (a notebook without plots saves its
+    memory) and still give it the repeatable SVG settings once something imports it?"""
+    import subprocess
+    code = ("import sys; import vmkit.nbtools as t; t.notebook_setup(); t.notebook_setup(); "
+            "print('matplotlib' in sys.modules); from matplotlib.figure import Figure; "
+            "import matplotlib; print(matplotlib.rcParams['svg.hashsalt'], "
+            "matplotlib.rcParams['svg.fonttype'], "
+            "type(matplotlib.__loader__).__name__ != '_ThenLoader')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout.split()
+    assert out == ["False", "vmkit", "path", "True"], out
+
+
 def test_course_copy_keeps_a_students_work(tmp_path, capsys):
     """Does `vmkit course copy` copy lectures and exercises, and keep files already there?"""
     assert main(["course", "copy", str(tmp_path)]) == 0
@@ -126,3 +140,54 @@ def test_python_m_nbtools_still_works():
                            capture_output=True, text=True)
     assert usage.returncode == 0
     assert all(cmd in usage.stdout for cmd in ("execute", "slides", "check"))
+
+
+_RELEASE_SCRIPT = r'''
+import gc
+from vmkit import guests
+from vmkit.nbtools.runtime import release_memory_after_cells
+from vmkit.vmm import Native, TrapAndEmulate
+
+
+class Events:
+    def __init__(self):
+        self.callbacks = []
+
+    def register(self, name, callback):
+        self.callbacks.append((name, callback))
+
+
+class Shell:
+    events = Events()
+
+
+def rss():
+    with open("/proc/self/status") as f:
+        return int(next(ln for ln in f if ln.startswith("VmRSS")).split()[1]) // 1024
+
+
+shell = Shell()
+assert release_memory_after_cells(shell) and release_memory_after_cells(shell)
+assert [name for name, _ in shell.events.callbacks] == ["post_run_cell"]
+img = guests.build("hello")
+first = TrapAndEmulate(img)            # 6 MiB freed: glibc would raise its mmap threshold
+del first
+gc.collect()
+vms = [Native(img) for _ in range(8)]  # 4 MiB each
+later = [bytearray(2000) for _ in range(2000)]   # heap blocks after them
+before = rss()
+del vms
+gc.collect()
+shell.events.callbacks[0][1]()         # the end of a cell
+print(before - rss())
+'''
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_a_kernel_gives_the_memory_of_dropped_monitors_back():
+    """Does notebook_setup's hook (once per kernel) give the guest memory of monitors a cell
+    dropped back to the system, also after glibc would have raised its mmap threshold?"""
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", _RELEASE_SCRIPT], capture_output=True,
+                         text=True, check=True, cwd=ROOT).stdout
+    assert int(out.split()[-1]) >= 24, out      # 8 guests of 4 MiB: most of 32 MiB back

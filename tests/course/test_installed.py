@@ -25,23 +25,11 @@ from pathlib import Path
 
 import pytest
 
+from kit_source import copy_source
+
 ROOT = Path(__file__).resolve().parents[2]
-#: what a source tree of the kit holds (the sdist is built from a copy of these)
-SOURCE = ["pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "constraints.txt",
-          "environment.yml", "vmkit", "notebooks", "exercises", "share", "docs", "solutions"]
 #: an assignment that grades in a few seconds
 ASSIGNMENT = "hw03-popek-goldberg"
-
-
-def _copy_source(dest: Path) -> None:
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules", ".ipynb_checkpoints",
-                                    "_course")
-    for name in SOURCE:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=ignore)
-        else:
-            shutil.copy2(src, dest / name)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +37,7 @@ def kit(tmp_path_factory):
     """(python of the fresh venv, environment for its commands, the sdist, the wheel)."""
     base = tmp_path_factory.mktemp("installed")
     src, dist = base / "src", base / "dist"
-    src.mkdir()
-    _copy_source(src)
+    copy_source(src)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     built = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir",
                             str(dist), str(src)], capture_output=True, text=True, env=env,

@@ -102,3 +102,11 @@ def test_step_stops_at_a_watchpoint(name):
     s = d.step(100_000)
     assert (s.kind, s.step, s.new) == ("watchpoint", want.step, want.new)
     assert d.step(1).kind == "step"
+
+
+def test_break_on_memory_points_to_watch():
+    """break_on("memory") would never fire (nothing is watched): does it say what to use?"""
+    from vmkit.errors import VmkitError
+    d = Debugger(Native(guests.build("hello")))
+    with pytest.raises(VmkitError, match="use watch"):
+        d.break_on("memory")

@@ -24,6 +24,9 @@ translation, lazy EPT).
 Files: ``tests/golden/<monitor>.json``, one per monitor (the tests are split per monitor too,
 ``tests/golden/test_golden_<monitor>.py``, so that pytest-xdist can spread them).
 
+The file is recorded in per-instruction mode (``VMKIT_BLOCKS=0``); the tests run in the
+default mode, block translation (vmkit/machine/blocks.py), which must reproduce it exactly.
+
 Regenerate with ``python -m tests.golden.regen`` (or ``python -m tests.golden.regen te bt``
 for some monitors) from the repository's root. A change that alters what a guest does
 regenerates the golden file in a commit that says why.
@@ -57,9 +60,11 @@ MONITORS = ("native", "te", "bt", "hw", "hw-shadow", "pv")
 #: tests) so that the golden file changes only when a guest or a monitor does
 PARAMS = {"callret": {"iterations": 20, "depth": 20}, "compute": {"iterations": 3000},
           "ctxswitch": {"iterations": 40, "processes": 3}, "diskio": {"kb": 4, "batch": 4},
-          "divzero": {"iterations": 30}, "forkwait": {"iterations": 10},
+          "divzero": {"iterations": 30}, "forkwait": {"iterations": 5, "heap": 2},
           "io": {"bytes": 512, "chunk": 32},
-          "kcallret": {"iterations": 20, "depth": 20}, "pagefault": {"pages": 24},
+          "kcallret": {"iterations": 20, "depth": 20}, "kpgfault": {"iterations": 20},
+          "kptemod": {"iterations": 20},
+          "pagefault": {"pages": 24},
           "ptemod": {"iterations": 40}, "selfmod": {"iterations": 400},
           "syscall": {"iterations": 200}, "tlbwalk": {"pages": 16, "passes": 2}}
 TIMER = 700                 # guest instructions between timer ticks: many ticks, in blocks too

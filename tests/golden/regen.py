@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -24,6 +25,8 @@ def main(argv=None) -> int:
     bad = [m for m in args.monitor if m not in MONITORS]
     if bad:
         p.error(f"unknown monitor {bad[0]!r}; expected one of {', '.join(MONITORS)}")
+    # recorded per instruction (the reference); the tests replay it in block mode, the default
+    os.environ["VMKIT_BLOCKS"] = "0"
     for m in args.monitor or MONITORS:
         t0 = time.perf_counter()
         rec = record(m)

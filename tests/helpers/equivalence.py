@@ -16,7 +16,8 @@ SMALL = {"compute": {"iterations": 3000}, "syscall": {"iterations": 200},
          "pagefault": {"pages": 24}, "ptemod": {"iterations": 40},
          "divzero": {"iterations": 30}, "callret": {"iterations": 20, "depth": 20},
          "kcallret": {"iterations": 20, "depth": 20}, "selfmod": {"iterations": 400},
-         "tlbwalk": {"pages": 16, "passes": 2}, "forkwait": {"iterations": 10}}
+         "kptemod": {"iterations": 20}, "kpgfault": {"iterations": 20},
+         "tlbwalk": {"pages": 16, "passes": 2}, "forkwait": {"iterations": 5, "heap": 2}}
 TIMER = 700
 MAX_STEPS = 3_000_000
 

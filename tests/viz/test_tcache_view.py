@@ -7,6 +7,7 @@ from vmkit.viz.render import diagram_svg, figure_svg
 from vmkit.viz.tcache import (TC_SCALE, block_runs, hit_rate_series, record_lookups, tc_diagram,
                               tc_hit_rate_figure, tc_stats_html)
 from vmkit.vmm import BinaryTranslation
+from vmkit.vmm.bt import DEFAULT_THRESHOLD
 from vmkit.widgets import TranslationCacheView
 
 
@@ -30,7 +31,7 @@ def test_diagram_has_a_node_per_block_and_chaining_edges(syscall_bt):
     assert links > 0 and g.source.count(" -> ") == links
     assert "runs from the cache" in g.source and all(c in g.source for c in TC_SCALE)
     assert 'pack=true packmode="graph"' in g.source     # chains tile, not side by side
-    assert "threshold N = 3" in g.title
+    assert f"threshold N = {DEFAULT_THRESHOLD}" in g.title
     assert "ends in callout: iretd" in g.source
     svg = diagram_svg(g)
     assert "<svg" in svg and "<title>Translation cache" in svg

@@ -149,9 +149,9 @@ def test_syscall_path_is_translated_and_the_cache_hits():
     assert st["tc_lookups"] == st["tc_hits"] + st["tc_misses"]
     assert st["chained"] > st["tc_lookups"]
     assert st["callouts"] > SMALL["syscall"]["iterations"]     # the iretd of every call
-    assert st["interpreted"] > 0                               # boot code runs once or twice
+    assert st["interpreted"] == 0          # the default translates on first execution (VMware)
     cyc = bt.cycles
-    for cat in ("translate", "tc_lookup", "callout", "interpret", "native"):
+    for cat in ("translate", "tc_lookup", "callout", "native"):
         assert cyc[cat] > 0, cat
     assert bt.trace.counts["translate"] == st["translations"]
 

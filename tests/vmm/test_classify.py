@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 import vmkit
@@ -108,10 +106,9 @@ def test_classification_is_frozen():
 
 
 # ---- the whole subset ------------------------------------------------------------------------
-def test_classify_all_is_fast_and_cached():
-    t = time.perf_counter()
+def test_classify_all_is_cached():
+    """One experiment a process (its time: benchmarks/bench_tools.py)."""
     a = vmkit.classify_all()
-    assert time.perf_counter() - t < 10
     assert vmkit.classify_all() is a
 
 

@@ -123,11 +123,12 @@ def test_shadow_paging_takes_hidden_faults_on_every_page_after_a_cr3_load(mc, mo
     assert hidden > 3 * mc.value("compute", mon, "hidden_page_faults") > 0
     assert mc.value(tw, mon, "cycles_hidden_fault") > 0
     # the memory's cycles (walks, shadow updates, hidden faults): the whole run's also hold the
-    # console's exits, which p4-2006 prices at Table 1's 6,120 cycles each under hw-ept
+    # console's exits, which p4-2006 prices at Table 1's 6,120 cycles each under hw-ept, plus
+    # 5,000 of the VMM's own software (exit_handling)
     mem = {m: sum(mc.value(tw, m, f"cycles_{c}") for c in MEMORY_CATEGORIES)
            for m in (mon, "hw-ept")}
     assert mem[mon] > 3 * mem["hw-ept"]
-    assert mc.value(tw, mon, "cycles") > 2 * mc.value(tw, "hw-ept", "cycles")
+    assert mc.value(tw, mon, "cycles") > 1.3 * mc.value(tw, "hw-ept", "cycles")
     # the VMM learns of page-table changes at the guest's invlpg and CR3 loads
     pt = mc.value("ptemod(iterations=40)", mon, "pt_write_traps")
     assert pt >= 2 * 40

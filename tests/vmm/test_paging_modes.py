@@ -33,8 +33,8 @@ def test_each_monitor_holds_the_mode_of_its_kind(img):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda i: TrapAndEmulate(i, paging="vtbl"), "unknown paging mode 'vtbl': te takes 'vtlb'"
-                                                 "; did you mean 'vtlb'?"),
+    (lambda i: TrapAndEmulate(i, paging="vtbl"), "unknown paging mode 'vtbl': te takes 'vtlb', "
+                                                 "'traced'; did you mean 'vtlb'?"),
     (lambda i: BinaryTranslation(i, paging="ept"), "bt cannot use paging mode 'ept'"),
     (lambda i: HardwareAssisted(i, paging="direct"), "hw cannot use paging mode 'direct'"),
     (lambda i: HardwareAssisted(i, ept=True, paging="vtlb"), "ept=True contradicts "

@@ -83,7 +83,7 @@ def scenarios(name):
         out.append(("small LRU cache", lambda: MONITORS["bt"](
             _img("ctxswitch", pv, iterations=40, processes=3), tc_size=16, policy=LRU()), 6000))
         out.append(("cache flushed when full", lambda: MONITORS["bt"](
-            _img("selfmod", pv, iterations=400), tc_size=16), 4000))
+            _img("selfmod", pv, iterations=400), tc_size=16, threshold=3), 4000))
         out.append(("static translation", lambda: MONITORS["bt"](
             _img("ptemod", pv, iterations=40), static=True), 5000))
     if name == "te":    # a virtualization hole (push cs at step 7870, mov ax, cs at 8001)

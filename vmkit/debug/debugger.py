@@ -23,8 +23,8 @@ matching event is run again one instruction at a time (:meth:`Debugger._forward_
 Physical breakpoints and the step-sensitive event kinds (translation cache, hidden faults)
 need a look after every instruction: ``cont`` then runs one instruction at a time
 (``vm.run(max_steps=1)``, 13-70 us each: about 15,000-70,000 instructions a second).
-Checkpoints are taken at every stop and every ``checkpoint_every`` instructions, within
-``budget`` bytes.
+Checkpoints are taken at every stop and after about 0.1 s of running (``Timeline.stride``,
+at most ``checkpoint_every`` instructions apart), within ``budget`` bytes.
 
 **Watchpoints** go through the machine (``Machine.watch_memory``): the guest-physical bytes
 they cover (a guest-linear range through the guest's tables, page by page, looked up again
@@ -243,8 +243,9 @@ class Debugger:
     """A headless debugger over ``monitor`` (any of vmkit.vmm's monitors).
 
     ``budget`` bounds the memory of the checkpoints (bytes, default 64 MiB; settable later as
-    ``dbg.budget``); ``checkpoint_every`` is how often (guest instructions) a long run leaves a
-    checkpoint behind for going back."""
+    ``dbg.budget``); a long run leaves a checkpoint behind for going back after about 0.1 s of
+    running (``timeline.checkpoint_seconds``) and at most every ``checkpoint_every`` guest
+    instructions."""
 
     def __init__(self, monitor, *, budget: int = DEFAULT_BUDGET,
                  checkpoint_every: int = 50_000, max_steps: int = 10_000_000):
@@ -381,6 +382,9 @@ class Debugger:
         if not isinstance(kind, str):
             raise VmkitError(f"break_on takes an event kind, got {kind!r}")
         k = EVENT_ALIASES.get(kind, kind)
+        if k == "memory":
+            raise VmkitError("memory accesses are what watchpoints see: use watch(addr, size, "
+                             "on='read'|'write'|'rw')")
         if k in COUNTER_KINDS:
             if filter:
                 raise VmkitError(f"{k} is a counter: it takes no filter (got "
@@ -572,7 +576,7 @@ class Debugger:
                 if stop_at_hits:
                     return stop
                 tl.checkpoint()
-            chunk = min(end - self.position, self.checkpoint_every)
+            chunk = min(end - self.position, tl.stride(self.checkpoint_every))
             r = tl.run(chunk, linear or None)
             if r.reason == "breakpoint":
                 bp = self._bp_hit(bps, vs_linear_only=True)
@@ -661,7 +665,7 @@ class Debugger:
             if (getattr(r, "steps", 0) or 0) == 0 and r.reason != "max_steps":
                 return self._where("error", detail=f"the monitor stopped: {r}")
             chunk = min(2 * chunk, self.checkpoint_every)
-            if self.position - last_cp >= self.checkpoint_every:
+            if self.position - last_cp >= tl.stride(self.checkpoint_every):
                 tl.checkpoint()
                 last_cp = self.position
         return self._where("max_steps", detail=f"{self.position - self._start_of_run(end)}")
@@ -739,7 +743,7 @@ class Debugger:
                         return self._where("exited", detail=self._result_text())
                     if (getattr(r, "steps", 0) or 0) == 0 and r.reason != "breakpoint":
                         return self._where("error", detail=f"the monitor stopped: {r}")
-                    if self.position - last_cp >= self.checkpoint_every:
+                    if self.position - last_cp >= self.checkpoint_every or tl.due():
                         tl.checkpoint()
                         last_cp = self.position
         finally:
@@ -849,7 +853,8 @@ class Debugger:
                                     detail=self._result_text() if self._finished() else "")
             return self.last
         while self.position < start + n and not self._finished():
-            r = self.timeline.run(min(start + n - self.position, self.checkpoint_every))
+            r = self.timeline.run(min(start + n - self.position,
+                                      self.timeline.stride(self.checkpoint_every)))
             if not getattr(r, "steps", 0):
                 break
             if self.position < start + n:

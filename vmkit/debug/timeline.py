@@ -1,5 +1,9 @@
 """A monitor's past: checkpoints within a memory budget, a log of runs, deterministic replay.
 
+A long run leaves a checkpoint after about ``checkpoint_seconds`` (0.1 s) of running
+(:meth:`Timeline.stride`, :meth:`Timeline.due`), so going back replays about that long at
+most, whatever the guest's speed.
+
 Positions count guest instructions retired (all VMs together) since the timeline was made;
 what moved the monitor is logged as *segments* ``[start, n, bps]``: one ``vm.run(max_steps=...)``
 that retired ``n`` instructions, with ``bps`` the breakpoint addresses that were set (None: none,
@@ -10,51 +14,61 @@ see DESIGN.md "Two clocks"), so any position inside a segment can be reached too
 stopped at a breakpoint right after delivering an exception (0 instructions retired) leaves a
 segment of length 0: replaying it (same breakpoint set) delivers the exception again.
 
-Checkpoints are the monitors' own snapshots (``vm.snapshot()``), with the copy of memory split
-into 4 KiB pages shared between checkpoints: a page that did not change since another
-checkpoint costs nothing again, so a checkpoint usually costs tens of KiB rather than the
-4-6 MiB of a full copy. ``budget`` (bytes, default 64 MiB) bounds the distinct pages plus an
-estimate of the rest of each snapshot (the trace's retained events and the CPU: see
-:meth:`Timeline._overhead`); when it is exceeded, checkpoints are thinned where they are
-densest, never step 0's nor the newest ``keep_newest`` (the last stops: reverse-continue lands
-on one of them with a single restore).
+Checkpoints are the monitors' own snapshots (``vm.snapshot()``), kept as they are: a machine
+snapshot's memory is copy-on-write at page granularity (``Machine.snapshot``: a 4 KiB page
+that did not change since the previous snapshot is the same object), so a checkpoint usually
+costs tens of KiB rather than the 4-6 MiB of a full copy; the trace's retained events are
+shared the same way, in pieces (``Trace.state``). ``budget`` (bytes, default 64 MiB) bounds
+the distinct pages and trace pieces the checkpoints hold plus a few KiB each for the rest
+(CPU, devices, TLB); when it is exceeded, checkpoints are thinned where they are densest,
+never step 0's nor the newest ``keep_newest`` (the last stops: reverse-continue lands on one
+of them with a single restore).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import time
 from contextlib import contextmanager
 
 from vmkit.errors import VmkitError
+from vmkit.trace import PIECE_BYTES, Trace
 
 __all__ = ["Timeline", "DEFAULT_BUDGET"]
 
 DEFAULT_BUDGET = 64 << 20
-PAGE = 4096
+#: how much running a checkpoint may stand for: going back replays at most about this long
+#: (a checkpoint costs about 1 ms, so ~1 % of a run; Back stays under 200 ms however slow
+#: the guest runs: benchmarks/bench_snapshots.py)
+CHECKPOINT_SECONDS = 0.1
 
 
 class _Checkpoint:
-    __slots__ = ("position", "nseg", "snap", "pages", "overhead")
+    __slots__ = ("position", "nseg", "snap", "shared", "overhead")
 
-    def __init__(self, position, nseg, snap, pages, overhead):
+    def __init__(self, position, nseg, snap, shared, overhead):
         self.position, self.nseg, self.snap = position, nseg, snap
-        self.pages, self.overhead = pages, overhead
+        self.shared, self.overhead = shared, overhead
 
 
 class Timeline:
     """Forward runs, checkpoints and ``goto`` on a monitor (only its public API is used:
     ``run``, ``snapshot``, ``restore``, ``vms[i].machine.breakpoints``)."""
 
-    def __init__(self, vm, *, budget: int = DEFAULT_BUDGET, keep_newest: int = 3):
+    def __init__(self, vm, *, budget: int = DEFAULT_BUDGET, keep_newest: int = 3,
+                 checkpoint_seconds: float = CHECKPOINT_SECONDS):
         if not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0:
             raise VmkitError(f"budget must be a positive number of bytes, got {budget!r}")
         self.vm = vm
         self.budget = budget
         self.keep_newest = keep_newest
+        self.checkpoint_seconds = checkpoint_seconds
+        self.rate = 0.0                        # instructions a second of the recent runs
         self.position = 0
         self.log: list[list] = []              # [start, n, bps]
-        self._pages: dict[bytes, list] = {}    # page bytes -> [page, refcount]
-        self._page_bytes = 0
+        # id -> [object, checkpoints holding it, bytes]: memory pages and trace pieces that
+        # checkpoints share, each counted once
+        self._held: dict[int, list] = {}
+        self._shared_bytes = 0
         self._cps: list[_Checkpoint] = []
         self.diverged = False
         self.restores = 0
@@ -68,62 +82,58 @@ class Timeline:
     # ---- checkpoints ------------------------------------------------------------------------
     def _make_checkpoint(self) -> _Checkpoint:
         snap = self.vm.snapshot()
-        pages_per_machine = []
+        self._cp_time = time.perf_counter()
         overhead = 2048
-        machines = []
+        # memory pages and trace pieces, each counted once (by id): a snapshot's 1,024-1,536
+        # pages are mostly the one untouched page and pages shared with its neighbours, so
+        # the refcounts below see tens of objects, not thousands (dropping the hundreds of
+        # checkpoints of a long run at a reverse_continue: 1.5 ms each before, ~50 us now)
+        distinct: dict = {}
         for ms in snap.machines:
-            mem = ms.memory
-            pages = []
-            for off in range(0, len(mem), PAGE):
-                p = mem[off:off + PAGE]
-                e = self._pages.get(p)
-                if e is None:
-                    e = self._pages[p] = [p, 0]
-                    self._page_bytes += len(p)
-                e[1] += 1
-                pages.append(e[0])
-            pages_per_machine.append(tuple(pages))
-            machines.append(dataclasses.replace(ms, memory=b""))
-            overhead += self._overhead(ms)
-        snap.machines = machines
-        return _Checkpoint(self.position, len(self.log), snap, pages_per_machine, overhead)
+            distinct.update({id(p): p for p in ms.pages})
+            own, pieces = self._trace_parts(ms)
+            distinct.update({id(p): p for p in pieces})
+            overhead += own + 8192       # CPU, devices, TLB and counters: a few KiB
+        held = self._held
+        for key, obj in distinct.items():
+            e = held.get(key)
+            if e is None:
+                size = len(obj) if isinstance(obj, bytes) else PIECE_BYTES
+                e = held[key] = [obj, 0, size]
+                self._shared_bytes += size
+            e[1] += 1
+        return _Checkpoint(self.position, len(self.log), snap, list(distinct.values()),
+                           overhead)
 
     @staticmethod
-    def _overhead(ms) -> int:
-        """An estimate of a machine snapshot besides its memory: the trace's retained events
-        are shared objects, but the tuple holding them costs 8 bytes each; CPU, devices,
-        TLB and counters a few KiB."""
+    def _trace_parts(ms) -> tuple:
         try:
-            events = len(ms.extra["trace"][0])
+            return Trace.state_parts(ms.extra["trace"])
         except Exception:
-            events = 0
-        return 8 * events + 8192
+            return 0, ()
 
     def _cost_of(self, cps) -> int:
-        seen, total = set(), 0
+        seen, total = {}, 0
         for cp in cps:
             total += cp.overhead
-            for pages in cp.pages:
-                for p in pages:
-                    if id(p) not in seen:
-                        seen.add(id(p))
-                        total += len(p)
-        return total
+            for o in cp.shared:
+                seen[id(o)] = self._held[id(o)][2]
+        return total + sum(seen.values())
 
     def _drop(self, cp: _Checkpoint) -> None:
         self._cps.remove(cp)
-        for pages in cp.pages:
-            for p in pages:
-                e = self._pages[p]
-                e[1] -= 1
-                if e[1] == 0:
-                    del self._pages[p]
-                    self._page_bytes -= len(p)
+        held = self._held
+        for o in cp.shared:
+            e = held[id(o)]
+            e[1] -= 1
+            if e[1] == 0:
+                del held[id(o)]
+                self._shared_bytes -= e[2]
 
     @property
     def used(self) -> int:
         """Bytes held by the checkpoints (distinct pages plus the estimated rest)."""
-        return self._page_bytes + sum(cp.overhead for cp in self._cps)
+        return self._shared_bytes + sum(cp.overhead for cp in self._cps)
 
     def checkpoint(self) -> None:
         """Keep a checkpoint of the state now (at most one per position and log length)."""
@@ -155,15 +165,8 @@ class Timeline:
         return [cp.position for cp in self._cps]
 
     def _restore(self, cp: _Checkpoint) -> None:
-        snap = cp.snap
-        full = [dataclasses.replace(ms, memory=b"".join(pages))
-                for ms, pages in zip(snap.machines, cp.pages)]
-        saved = snap.machines
-        snap.machines = full
-        try:
-            self.vm.restore(snap)
-        finally:
-            snap.machines = saved
+        self.vm.restore(cp.snap)
+        self._cp_time = time.perf_counter()
         self.restores += 1
 
     # ---- moving forward ---------------------------------------------------------------------
@@ -197,12 +200,16 @@ class Timeline:
         it and returns the RunResult. ``preset``: the caller has already set the machines'
         breakpoints to ``bps`` (:meth:`breakpoints`), as a loop of single steps does."""
         bps = frozenset(bps) if bps else None
+        t = time.perf_counter()
         if preset:
             r = self.vm.run(max_steps=max_steps)
         else:
             with self.breakpoints(bps):
                 r = self.vm.run(max_steps=max_steps)
         n = getattr(r, "steps", 0) or 0
+        dt = time.perf_counter() - t
+        if n >= 1000 and dt > 0:
+            self.rate = n / dt
         if r.reason != "breakpoint":
             bps = None          # it ran its full length (or the guest stopped): a plain run
         if n or bps:
@@ -214,6 +221,19 @@ class Timeline:
                 log.append([self.position, n, bps])
             self.position += n
         return r
+
+    def due(self) -> bool:
+        """Whether ``checkpoint_seconds`` have passed since the last checkpoint was taken
+        (for runs of one instruction at a time, whose rate :meth:`stride` does not see)."""
+        return time.perf_counter() - self._cp_time >= self.checkpoint_seconds
+
+    def stride(self, limit: int) -> int:
+        """How many instructions to run before the next checkpoint: about
+        ``checkpoint_seconds`` of running at the recent rate, at least 1,000 and at most
+        ``limit``, so that going back replays about that long whatever the guest's speed."""
+        if not self.rate:
+            return min(limit, 5_000)
+        return max(1_000, min(limit, int(self.rate * self.checkpoint_seconds)))
 
     # ---- going back -------------------------------------------------------------------------
     def goto(self, target: int, *, zero_segments: bool = True) -> int:

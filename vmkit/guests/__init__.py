@@ -208,18 +208,35 @@ _register(GuestSpec(
     lambda p: {"ITERATIONS": p["iterations"], "DEPTH": p["depth"]},
     kernel_files=lambda p: {"boot_hook.s": '.include "kcallret.s"\n'}))
 _register(GuestSpec(
+    "kpgfault", "the kernel takes N true page faults and resumes after each (A&A's pgfault)",
+    lambda p: ["nonvirt_user"], {"iterations": 100}, {"iterations": (1, 10**6)},
+    lambda p: f"kpgfault: page faults handled {p['iterations']}\n",
+    lambda p: {"ITERATIONS": p["iterations"]},
+    kernel_files=lambda p: {"boot_hook.s": '.include "kpgfault.s"\n'}))
+_register(GuestSpec(
+    "kptemod", "the kernel stores a page table entry N x 8 times, no system call (A&A's ptemod)",
+    lambda p: ["nonvirt_user"], {"iterations": 100}, {"iterations": (1, 10**6)},
+    lambda p: f"kptemod: PTE stores {p['iterations'] * 8}\n",
+    lambda p: {"ITERATIONS": p["iterations"]},
+    kernel_files=lambda p: {"boot_hook.s": '.include "kptemod.s"\n'}))
+_register(GuestSpec(
     "selfmod", "the kernel patches its own code and runs it in a hot loop",
     lambda p: ["selfmod"], {"iterations": 2000}, {"iterations": (2, 10**7)},
     lambda p: f"selfmod: sum {(p['iterations'] // 2) * 3}\n",
     lambda p: {"ITERATIONS": p["iterations"]}))
 
+#: heap pages the forkwait parent touches before it forks: with its program and stack pages,
+#: the address space each fork copies (an estimate of a small process's private pages)
+FORKWAIT_HEAP = 32
+
 _register(GuestSpec(
     "forkwait", "fork a child that exits at once and wait for it, N times (A&A 2006 §6.2)",
     # two process slots: the parent's and the one its children use in turn (vmkit/guests/fork.s)
-    lambda p: ["forkwait", "forkwait"], {"iterations": 200}, {"iterations": (1, 10**6)},
+    lambda p: ["forkwait", "forkwait"], {"iterations": 200, "heap": FORKWAIT_HEAP},
+    {"iterations": (1, 10**6), "heap": (0, 256)},
     lambda p: (f"forkwait: {p['iterations']} children forked and reaped, pid sum "
                f"{(p['iterations'] * (p['iterations'] + 5) // 2) & 0xFFFFFFFF}\n"),
-    lambda p: {"ITERATIONS": p["iterations"]},
+    lambda p: {"ITERATIONS": p["iterations"], "HEAP_PAGES": p["heap"]},
     kernel_files=lambda p: {"boot_hook.s": "    call fork_init\n",
                             "syscalls_ext.s": '.include "fork.s"\n'},
     extra_syscalls=2))

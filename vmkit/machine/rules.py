@@ -41,6 +41,9 @@ FLAGS_WRITABLE = 0x257FD5
 _IF, _IOPL = 0x200, 0x3000
 
 
+_PARSED: dict = {}
+
+
 @dataclass(frozen=True, slots=True)
 class Descriptor:
     """A parsed 8-byte segment or gate descriptor (SDM 3.4.5, 6.11)."""
@@ -52,6 +55,15 @@ class Descriptor:
 
     @classmethod
     def parse(cls, raw: int) -> "Descriptor":
+        d = _PARSED.get(raw)     # descriptors are immutable: each 8-byte value parsed once
+        if d is None:
+            if len(_PARSED) > 4096:
+                _PARSED.clear()
+            d = _PARSED[raw] = cls._parse(raw)
+        return d
+
+    @classmethod
+    def _parse(cls, raw: int) -> "Descriptor":
         lo, hi = raw & 0xFFFFFFFF, raw >> 32
         base = ((lo >> 16) & 0xFFFF) | ((hi & 0xFF) << 16) | (hi & 0xFF000000)
         limit = (lo & 0xFFFF) | (hi & 0xF0000)

@@ -431,13 +431,20 @@ def describe_event(e) -> str:
     if k == "stop":
         d = g("detail", "")
         return f"stopped: {g('reason', '')}" + (f" ({d})" if d else "")
+    if k == "hole":
+        return (f"⚠ virtualization hole: {g('text', '')} at {g('address', 0):08x} did not "
+                f"trap; the guest saw {g('saw', '')}, the bare machine shows {g('bare', '')}")
+    if k == "memory":
+        return (f"{g('access', '')} of {g('size', 0)} byte(s) at physical "
+                f"{g('address', 0):08x} ({g('source', '')}, eip {g('eip', 0):08x})")
     return repr(e)
 
 
 _KIND_COLOUR = {"interrupt": OKABE_ITO["vermillion"], "iret": OKABE_ITO["blue"],
                 "ring": OKABE_ITO["blue"], "emulate": OKABE_ITO["orange"],
                 "reflect": OKABE_ITO["reddish_purple"], "vm_exit": OKABE_ITO["orange"],
-                "stop": CSS_TEXT, "io": OKABE_ITO["bluish_green"]}
+                "stop": CSS_TEXT, "io": OKABE_ITO["bluish_green"],
+                "hole": OKABE_ITO["orange"]}
 
 
 def events_html(events, *, limit: int = 12, title: str | None = "events") -> str:

@@ -13,6 +13,8 @@ interrupt              the hardware delivering a system call or interrupt throug
 trap                   a trap into the VMM (the fault/interrupt delivery to ring 0 and back)
 emulate                the VMM decoding and emulating one instruction on the virtual CPU
 vm_exit                one VM exit plus VM entry round trip (hardware assist)
+exit_handling          the hardware VMM's own software per exit beyond what ``vm_exit`` holds
+                       (dispatch, reconstructing the guest's state, resuming it)
 translate              binary translation, per guest instruction translated
 tc_lookup              one translation-cache lookup (an indirect branch or a block exit)
 callout                a call from translated code into the VMM
@@ -54,6 +56,7 @@ class CostModel:
     trap: float = 1000.0
     emulate: float = 400.0
     vm_exit: float = 1900.0
+    exit_handling: float = 1000.0
     translate: float = 100.0
     tc_lookup: float = 10.0
     callout: float = 300.0
@@ -70,8 +73,8 @@ class CostModel:
     source: str = ""
     notes: dict = field(default_factory=dict, compare=False, hash=False)
 
-    CATEGORIES = ("native", "interrupt", "trap", "emulate", "vm_exit", "translate",
-                  "tc_lookup", "callout", "interpret", "page_walk", "shadow_update",
+    CATEGORIES = ("native", "interrupt", "trap", "emulate", "vm_exit", "exit_handling",
+                  "translate", "tc_lookup", "callout", "interpret", "page_walk", "shadow_update",
                   "hidden_fault", "hypercall", "world_switch", "exception", "port_io",
                   "tc_emulate")
 

@@ -4,7 +4,10 @@ monitor reads it: ``compare``, ``memory_comparison``, the I/O comparison, ``shar
 
 ``MONITORS`` maps each monitor's ``name`` to its class; ``VARIANTS`` names configurations
 the experiments compare besides them: ``hw-shadow``, hardware assist with shadow paging (first-
-generation VT-x, as Adams & Agesen measured it in 2006) and ``hw-ept``, with nested paging.
+generation VT-x had no nested paging), ``hw-ept``, with nested paging, and the monitors with
+*traced* shadow page tables (``shadow="traced"``, :mod:`vmkit.vmm.paging.traced`), as Adams &
+Agesen's VMMs had in 2006: ``te-traced``, ``bt-traced`` and ``hw-traced`` (hardware assist, no
+EPT, traced shadows: the hardware VMM they measured).
 """
 
 from __future__ import annotations
@@ -32,8 +35,17 @@ def _hw_ept(image, costs=None):
     return HardwareAssisted(image, costs=costs, ept=True)
 
 
+def _traced(cls, **kw):
+    def make(image, costs=None):
+        return cls(image, costs=costs, shadow="traced", **kw)
+    make.__name__ = f"_{cls.name}_traced"
+    return make
+
+
 #: name -> ``factory(image, costs=...)`` of a configuration the experiments compare
-VARIANTS = {"hw-shadow": _hw_shadow, "hw-ept": _hw_ept}
+VARIANTS = {"hw-shadow": _hw_shadow, "hw-ept": _hw_ept,
+            "te-traced": _traced(TrapAndEmulate), "bt-traced": _traced(BinaryTranslation),
+            "hw-traced": _traced(HardwareAssisted)}
 
 
 def factory(name: str):

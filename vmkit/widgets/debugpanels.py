@@ -129,7 +129,7 @@ class DebugPanels(W.Accordion):
             self.watch_message, self.watch_list, self.hits_view])
         # ---- event breaks ----
         kinds = sorted(set(EVENT_KINDS) | set(COUNTER_KINDS) | set(GROUP_KINDS)
-                       - {"instruction", "stop"})
+                       - {"instruction", "stop", "memory"})
         self.kind_box = W.Dropdown(options=kinds, value="vm_exit", description="break on",
                                    layout=W.Layout(width="16em"), **wide)
         self.filter_box = W.Text(placeholder="field=value, … (e.g. reason=CR_ACCESS)",

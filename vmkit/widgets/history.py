@@ -3,9 +3,9 @@
 (The Stepper now goes back through :class:`vmkit.Debugger`'s checkpoints and replay;
 ``StepHistory`` stays for code that uses it directly.)
 
-A monitor's snapshot copies the whole guest memory (about 4 MiB), so one per step is out of the
-question. :class:`StepHistory` keeps one snapshot every ``every`` steps (at most
-``max_snapshots`` of them, plus the one at step 0), and a log of what moved the monitor forward:
+A monitor's snapshot shares unchanged 4 KiB pages with the previous one (copy-on-write), but
+one per step would still cost time. :class:`StepHistory` keeps one snapshot every ``every``
+steps (at most ``max_snapshots`` of them, thinned where densest, plus the one at step 0), and a log of what moved the monitor forward:
 ``vm.step()`` calls and ``vm.run(max_steps=n)`` bursts. Going back to step ``t`` restores the
 nearest snapshot at or before ``t`` and replays the log from there; guests are deterministic
 (guest time, not wall time, drives their timer), so the replay lands on exactly the state the
@@ -18,7 +18,8 @@ runs are exact too. Breakpoints are set aside while a run is replayed, so that a
 does not change the past.
 
 Only the Monitor API is used (``step``, ``run``, ``snapshot``, ``restore``, ``breakpoints``),
-so this works for every monitor. Memory: ``(max_snapshots + 1)`` monitor snapshots. Reach:
+so this works for every monitor. Memory: ``(max_snapshots + 1)`` monitor snapshots (the
+pages they changed). Reach:
 with ``every = ceil(reach / (max_snapshots - 1))`` (the default) the oldest snapshot kept is
 always at least ``reach`` steps back, so going back ``reach`` steps costs one restore and at most
 ``every`` replayed steps (see ``benchmarks/bench_widgets.py`` for the figures).
@@ -133,7 +134,12 @@ class StepHistory:
         self._cost = 0.0
         self._snaps.append((self.position, self.vm.snapshot()))
         if len(self._snaps) > self.max_snapshots:
-            del self._snaps[0]
+            # thin where they are densest (never the newest), so that going back beyond the
+            # recent ones restarts from the nearest one kept rather than from step 0
+            snaps = self._snaps
+            pos = [0] + [p for p, _ in snaps]
+            k = min(range(len(snaps) - 1), key=lambda i: pos[i + 2] - pos[i])
+            del snaps[k]
 
     @contextmanager
     def _no_breakpoints(self):

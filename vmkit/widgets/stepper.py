@@ -90,10 +90,17 @@ def _as_monitor(vm):
                      f"image or a guest name, got {type(vm).__name__}")
 
 
+#: the default bound on a Stepper's checkpoints. Copy-on-write checkpoints cost a few KiB
+#: each (the pages a guest wrote, the trace's pieces), so 16 MiB holds thousands of them; a
+#: Stepper that runs long thins them where densest rather than growing.
+STEPPER_BUDGET = 16 << 20
+
+
 class Stepper(StaticMixin, W.VBox):
     """Step, run, go back and reset a monitor, watching its CPU(s), code, console and events.
 
-    ``budget`` bounds the debugger's checkpoints (bytes; default the Debugger's 64 MiB);
+    ``budget`` bounds the debugger's checkpoints (bytes; default :data:`STEPPER_BUDGET`,
+    16 MiB: a lecture notebook's kernel keeps every Stepper it made, issue 19);
     ``window`` is the number of instructions shown from EIP on; ``ring_view`` (default True)
     embeds a :class:`~vmkit.widgets.RingView` that follows the stepper; ``panels`` (default
     True) adds the debugger's panels under the view (watchpoints, event breaks, live tables:
@@ -133,7 +140,7 @@ class Stepper(StaticMixin, W.VBox):
         self._last_hole = None
         vm.trace.subscribe("hole", self._on_hole)
         try:
-            self.debugger = Debugger(vm, **({"budget": budget} if budget else {}))
+            self.debugger = Debugger(vm, budget=budget or STEPPER_BUDGET)
         except Exception as e:   # e.g. a monitor that cannot snapshot: no Back, but no raise
             self._message = f"error: cannot take snapshots ({e}); Back and Reset are off"
 
@@ -590,9 +597,10 @@ class Stepper(StaticMixin, W.VBox):
                 # aim at a slice of ~time_slice: Stop answers quickly whatever the speed
                 rate = ran / dt
                 self.run_chunk = int(min(max(rate * self.time_slice, 1_000), 200_000))
-            # a checkpoint now and then (~every 10 slices), so Back after a Run replays
-            # little; the debugger adds one at every hit
-            if dbg.position - last_cp >= 10 * self.run_chunk and not self.finished:
+            # a checkpoint every other slice (~0.1 s of running), so Back after a Run
+            # replays at most that long (a copy-on-write checkpoint costs about 1 ms); the
+            # debugger adds one at every hit
+            if dbg.position - last_cp >= 2 * self.run_chunk and not self.finished:
                 dbg.timeline.checkpoint()
                 last_cp = dbg.position
             if stop.kind == "exited" or self.finished:

@@ -12,10 +12,12 @@ the *policy* for guest kernel code changes:
   ring 1, on the shadow tables), one *translation unit* at a time: a straight run of at most
   :data:`MAX_BLOCK` instructions that ends at the first control transfer, callout or page end.
 
-A unit is first **interpreted** (every instruction fetched through the guest's page tables,
-decoded and dispatched through the semantics registry, each time; sensitive ones emulated on the
-virtual CPU with the trap-and-emulate handlers), and its executions are counted. When a unit
-has run ``threshold`` times it is **translated**: the per-instruction Python bodies that the
+By default a unit is **translated on its first execution**, as VMware's translator does (A&A
+§3.2; ``threshold=1``). With ``threshold=N`` > 1 (the Dynamo/Transmeta contrast) a unit is first
+**interpreted** (every instruction fetched through the guest's page tables, decoded and
+dispatched through the semantics registry, each time; sensitive ones emulated on the virtual CPU
+with the trap-and-emulate handlers), and its executions are counted; when it has run
+``threshold`` times it is **translated**: the per-instruction Python bodies that the
 machine itself compiles (``semantics.source_of``, the identical translation of innocuous
 instructions, "IDENT" in A&A) are concatenated, with inline emulation for the cheap sensitive
 ones and a **callout** for the rest, into **one Python function per block**, so a block runs
@@ -75,8 +77,15 @@ load the first access to each page is a hidden page fault, a trap into the VMM. 
 of translated code that keeps trapping this way (``adapt_after`` hidden faults; ``popad`` on
 the kernel stack of the process just switched to is the classic case in ``ctxswitch``) is
 **retranslated into a callout** that runs it with the VMM's software MMU (the guest's page
-tables, accessed and dirty bits set as natively), without the trap (``adaptations``; A&A §3.3
-adapt page-table writes the same way).
+tables, accessed and dirty bits set as natively), without the trap (``adaptations``). The
+callout keeps watching the instruction: after ``REVERT_AFTER`` (64) runs that touched no traced
+page it goes back to its IDENT translation, and traps again before it is adapted again (A&A §3.3:
+adapt aggressively towards the general form, "less aggressively towards a more optimistic
+translation"). Under traced shadow paging (``shadow="traced"``) a store that keeps writing the
+guest's page tables is adapted the same way, and its adapted form is the short in-TC sequence of
+A&A §6.3 that stores and updates the shadow entry ("a small program", 391 cycles in their
+ptemod): priced from its own work (its instructions, the walk, the shadow update), not as a
+callout.
 
 Static translation, the contrast
 --------------------------------
@@ -113,7 +122,7 @@ from vmkit.vmm.bt.handlers import (emulate_descriptor_query, emulate_int,  # noq
 from vmkit.vmm.bt.monitor import BinaryTranslation
 from vmkit.vmm.bt.tcache import DEFAULT_TC_SIZE, FIFO, LRU, Block, EvictionPolicy, FlushWhenFull
 from vmkit.vmm.bt.translator import (CALLOUTS, CONTROL, DEFAULT_THRESHOLD,  # noqa: F401
-                                     GO_ON, IN_TC, INLINE, MAX_BLOCK, STRING)
+                                     GO_ON, IN_TC, INLINE, MAX_BLOCK, STRING, break_even)
 
 __all__ = ["BinaryTranslation", "Block", "EvictionPolicy", "FlushWhenFull", "LRU", "FIFO",
-           "DEFAULT_THRESHOLD", "DEFAULT_TC_SIZE", "MAX_BLOCK"]
+           "DEFAULT_THRESHOLD", "DEFAULT_TC_SIZE", "MAX_BLOCK", "break_even"]

@@ -275,7 +275,7 @@ def run_tail(bt, vm: TEVM, blk: Block) -> bool:
     """The callout that ends a block; True when translated code may go straight on."""
     insn, kind, handler = blk.tail
     if kind == "adapted":
-        ok = soft_mmu(bt, vm, insn)
+        ok = soft_mmu(bt, vm, insn, blk)
     else:
         ok = callout(bt, vm, insn, handler, interpreted=False)
     if not ok:
@@ -335,9 +335,28 @@ def run_native_one(bt, vm: TEVM, insn: Insn) -> bool:
     return True
 
 
-def soft_mmu(bt, vm: TEVM, insn: Insn) -> bool:
+#: runs of an adapted instruction that touch no traced page before it goes back to its IDENT
+#: translation (A&A 2006 §3.3: the callout "continues to monitor the behavior of the offending
+#: instruction"; adaptation is aggressive towards the general form, "less aggressively towards a
+#: more optimistic translation": hysteresis). If it traps again it is adapted again.
+REVERT_AFTER = 64
+
+#: instructions of the in-TC sequence an adapted write to a traced page table runs (A&A §6.3:
+#: "a small program"): check the target against the traced pages, store, find the shadow entry
+#: and rewrite it; an estimate. Its walk of the guest's tables and the shadow entry it writes
+#: are priced as such (``page_walk``, ``shadow_update``), not as a callout.
+TRACE_SEQUENCE = 12
+
+
+def _traced_writes(bt) -> int:
+    """Writes to traced guest page tables so far (0 unless the paging mode traces)."""
+    return getattr(getattr(bt, "paging", None), "traced_writes", 0)
+
+
+def soft_mmu(bt, vm: TEVM, insn: Insn, blk: Block | None = None) -> bool:
     """An adapted instruction: run it with the VMM's software MMU (the guest's page tables,
-    accessed and dirty bits set as the hardware would), so it cannot take a hidden fault."""
+    accessed and dirty bits set as the hardware would), so it cannot take a hidden fault, and a
+    write to a traced page table updates the shadow in the same sequence (A&A §3.3, §6.3)."""
     m = bt._host
     k = (vm.index, insn.address, insn.raw)
     fn = bt._soft.get(k)
@@ -346,6 +365,7 @@ def soft_mmu(bt, vm: TEVM, insn: Insn) -> bool:
         if isinstance(fn, str):
             raise UnsupportedInstruction(insn.mnemonic, insn.address, fn)
         bt._soft[k] = fn
+    traced0 = _traced_writes(bt)
     try:
         fn()
     except Resched:
@@ -357,8 +377,39 @@ def soft_mmu(bt, vm: TEVM, insn: Insn) -> bool:
     vm.steps += 1
     bt._engine_steps += 1
     bt.callouts += 1
-    bt.events["callout"] += 1
+    traced = _traced_writes(bt) - traced0
+    if traced:
+        # the in-TC sequence: its own instructions; the walk and the shadow update were
+        # counted by the paging mode's traced write
+        bt.events["native"] += TRACE_SEQUENCE * traced
+    else:
+        bt.events["callout"] += 1
+    if blk is not None:
+        ik = (vm.index, blk.gpa + (insn.address - blk.eip), insn.address)
+        runs = 0 if traced else bt._innocent.get(ik, 0) + 1
+        bt._innocent[ik] = runs
+        if runs >= REVERT_AFTER:
+            _retranslate(bt, vm, ik, insn, adapted=False)
     return True
+
+
+def _retranslate(bt, vm: TEVM, ik: tuple, insn: Insn, adapted: bool) -> None:
+    """Adapt instruction ``ik`` (``adapted``: to a software-MMU sequence) or take it back to
+    IDENT; every block holding it is retranslated on its next execution."""
+    if adapted:
+        if ik not in bt._adapted:
+            bt._adapted.add(ik)
+            bt.adaptations += 1
+    else:
+        bt._adapted.discard(ik)
+        bt._traps.pop(ik, None)
+    bt._innocent.pop(ik, None)
+    h = vm.slice_base + ik[1]
+    why = "keeps trapping" if adapted else f"innocent for {REVERT_AFTER} runs"
+    for b in list(bt._code_bytes.get(h, ())):
+        if b.valid:
+            bt._counts[b.key] = bt.threshold
+            invalidate(bt, b, f"adapt: {insn.text} {why}", count=False)
 
 
 # ---- traps from translated code, and adaptation ------------------------------------------
@@ -366,30 +417,33 @@ def trap_in_tc(bt, vm: TEVM, f: Fault, blk: Block, i: int) -> str:
     """A fault raised by translated instruction ``i`` (not retired): a trap into the VMM,
     handled as under trap-and-emulate. -> "retry" (a hidden fault: run it again), "done"
     (the VMM emulated it) or "delivered" (reflected into the guest, or the VM stops)."""
-    s0, h0 = vm.steps, bt.hidden_page_faults
+    s0, h0, t0 = vm.steps, bt.hidden_page_faults, _traced_writes(bt)
     bt.on_exception(f.vector, f, "exception", None)
     if vm.steps != s0:
+        if _traced_writes(bt) != t0:
+            # a store into a traced page table, emulated by the VMM: it counts towards
+            # adapting the store into an in-TC sequence (A&A §3.3)
+            _count_trap(bt, vm, blk, i)
         return "done"
     if bt.hidden_page_faults == h0:
         return "delivered"
+    _count_trap(bt, vm, blk, i)
+    return "retry"
+
+
+def _count_trap(bt, vm: TEVM, blk: Block, i: int) -> None:
+    """Translated instruction ``i`` trapped (a hidden fault or a traced write): adapt it once
+    it has trapped ``adapt_after`` times."""
     insn = blk.insns[i]
     ik = (vm.index, blk.gpa + (insn.address - blk.eip), insn.address)
     bt._traps[ik] += 1
     if blk.kinds[i] != "ident" or not bt.adapt_after or insn.rep:
         # a rep string instruction touches a fresh page per chunk: emulating each of its
         # iterations in software would cost more than the traps it takes
-        return "retry"
-    if ik not in bt._adapted and bt._traps[ik] >= bt.adapt_after:
-        bt._adapted.add(ik)
-        bt.adaptations += 1
-    if ik in bt._adapted:
-        # retranslate every block holding it, on their next execution
-        h = vm.slice_base + ik[1]
-        for b in list(bt._code_bytes.get(h, ())):
-            if b.valid:
-                bt._counts[b.key] = bt.threshold
-                invalidate(bt, b, f"adapt: {insn.text} keeps trapping", count=False)
-    return "retry"
+        return
+    if ik in bt._adapted or bt._traps[ik] >= bt.adapt_after:
+        _retranslate(bt, vm, ik, insn, adapted=True)    # (again, for a block that still
+                                                        # holds it as IDENT)
 
 
 # ---- the interpreter ------------------------------------------------------------------------

@@ -39,7 +39,9 @@ class BinaryTranslation(Deprivileged):
       retranslated as a callout (0 turns adaptation off).
     * ``scheduler``, ``weights``, ``quantum``, ``machine_timer``: several VMs scheduled on
       machine time, as for ``TrapAndEmulate`` (:mod:`vmkit.vmm.sched`);
-    * ``paging``: the shadow paging mode (:mod:`vmkit.vmm.paging`; ``"vtlb"`` by default).
+    * ``paging`` (or ``shadow``): the shadow paging mode (:mod:`vmkit.vmm.paging`): ``"vtlb"``
+      by default, or ``"traced"`` (write-protected guest page tables, as VMware's; a store that
+      keeps writing them is adapted into an in-TC sequence).
 
     ``emulate`` is the handler table for callouts and for sensitive instructions met by the
     interpreter (trap-and-emulate's, plus ``int``, ``lar`` ``lsl`` ``verr`` ``verw`` and
@@ -58,7 +60,8 @@ class BinaryTranslation(Deprivileged):
                  threshold: int = DEFAULT_THRESHOLD, tc_size: int = DEFAULT_TC_SIZE,
                  policy: EvictionPolicy | None = None, static: bool = False,
                  adapt_after: int | None = None, scheduler=None, weights=None, quantum=None,
-                 machine_timer: bool = False, paging: str | None = None):
+                 machine_timer: bool = False, paging: str | None = None,
+                 shadow: str | None = None):
         if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
             raise VmkitError(f"threshold must be a positive number of executions, got "
                              f"{threshold!r}")
@@ -87,7 +90,7 @@ class BinaryTranslation(Deprivileged):
         self._zero_counters()
         kw = {} if slice is None else {"slice": slice}
         kw.update(scheduler=scheduler, weights=weights, quantum=quantum,
-                  machine_timer=machine_timer, paging=paging)
+                  machine_timer=machine_timer, paging=paging, shadow=shadow)
         super().__init__(*images, costs=costs, trace=trace, **kw)
 
     def _reset_tc_state(self) -> None:
@@ -98,6 +101,7 @@ class BinaryTranslation(Deprivileged):
         self._page_refs: Counter = Counter()   # host-physical page -> watched bytes
         self._traps: Counter = Counter()  # instruction key -> hidden faults from translated code
         self._adapted: set = set()        # instruction keys translated as MMU callouts
+        self._innocent: dict = {}         # adapted instruction key -> runs without a traced page
         self._soft: dict = {}             # adapted instruction -> its software-MMU function
         self._inline_code: dict = {}
         self._stale = [False]

@@ -18,17 +18,27 @@ from vmkit.trace import Translation
 from vmkit.vmm.bt.tcache import Block, invalidate, make_room, watch
 from vmkit.vmm.deprivileged.vcpu import TEVM
 
-DEFAULT_THRESHOLD = 3
-"""Executions of a unit before it is translated (``threshold=1`` translates on first execution,
-as VMware's translator and QEMU do; Dynamo (Bala et al., PLDI 2000) waited for 50 executions,
-and Transmeta's CMS also interprets first, because their translators optimize and are expensive).
-3 was the break-even of the kit's earlier estimate of 150 cycles per instruction translated
-(150 / (50 - 1) = 3 executions, interpreting at 50); with the figure Adams & Agesen measured,
-2300 cycles per instruction (ASPLOS 2006 §6.3, preset "p4-2006"), the break-even is
-2300 / 49 = about 47 executions. Interpreting until the break-even and translating after is the
-ski-rental rule (never worse than twice the best choice made with hindsight): the contrast to
-VMware's translate-on-first-execution, which does not interpret at all (A&A §3.2). The default
-stays 3 for now (the guests' golden records use it)."""
+DEFAULT_THRESHOLD = 1
+"""Executions of a unit before it is translated. The default, 1, translates on first execution,
+as VMware's translator does (Adams & Agesen, ASPLOS 2006, §3.2: code is translated "on demand",
+when it is first about to execute) and QEMU too: their translators do little analysis, so a
+translation is cheap (A&A §6.3: about 2300 cycles per x86 instruction) and pays after a few runs.
+
+A larger threshold is the contrast, interpret first and translate hot code: Dynamo (Bala et al.,
+PLDI 2000) waited for 50 executions and Transmeta's CMS also interprets first, because their
+translators optimize and are expensive. Interpreting until the break-even and translating after
+is the ski-rental rule (never worse than twice the best choice made with hindsight). With the
+"p4-2006" costs the break-even is translate / (interpret - native) = 2300 / (50 - 1) = about 47
+executions (:func:`break_even`): a unit run fewer times is cheaper interpreted."""
+
+
+def break_even(costs) -> float:
+    """Executions of an instruction after which translating it (``costs.translate`` once, then
+    ``costs.native`` a run) has cost less than interpreting it (``costs.interpret`` a run):
+    ``translate / (interpret - native)`` (``inf`` when interpreting is no dearer)."""
+    gain = costs.interpret - costs.native
+    return costs.translate / gain if gain > 0 else float("inf")
+
 
 MAX_BLOCK = 12
 """Longest translation unit: A&A's units end at a control transfer or after at most 12

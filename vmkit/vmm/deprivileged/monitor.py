@@ -23,7 +23,7 @@ from vmkit.vmm.deprivileged.segments import load_real_cs, load_real_segment, sha
 from vmkit.vmm.deprivileged.vcpu import TEVM
 from vmkit.vmm.deprivileged.window import emulate_one, window_fault
 from vmkit.vmm.layout import VMM_WINDOW
-from vmkit.vmm.paging import EMULATE, select
+from vmkit.vmm.paging import EMULATE, select, shadow_choice
 from vmkit.vmm.sched import _init_scheduling, machine_time
 from vmkit.vmm.vm import CannotEmulate, NotEmulated, event_name
 from vmkit.vmm.world import DEFAULT_SLICE, HostedMonitor
@@ -57,7 +57,7 @@ class Deprivileged(HostedMonitor, MachineHooks):
 
     def __init__(self, *images, costs=None, trace=None, slice: int = DEFAULT_SLICE,
                  scheduler=None, weights=None, quantum=None, machine_timer: bool = False,
-                 assign=None, paging=None):
+                 assign=None, paging=None, shadow=None):
         if not isinstance(slice, int) or isinstance(slice, bool) or slice < 1:
             raise VmkitError(f"slice must be a positive number of host instructions, got "
                              f"{slice!r}")
@@ -77,6 +77,7 @@ class Deprivileged(HostedMonitor, MachineHooks):
         # traps through which the VMM learns of guest page-table changes, by kind ("invlpg",
         # "mov cr3"): stats["pt_write_traps"] (docs/memory-virtualization.md)
         self.pt_traps: Counter = Counter()
+        paging = shadow_choice(self, shadow, paging)
         self.paging = select(self, self.ops.default_paging if paging is None else paging,
                              self.ops.paging_kinds)
         super().__init__(*images, costs=costs, trace=trace)

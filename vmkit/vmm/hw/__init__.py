@@ -93,7 +93,8 @@ Several VMs
 devices and memory slice; the VMX-preemption timer ends a slice (exit 52) and the VMM switches
 worlds (the TLB and the icache go: no VPID is modelled).
 
-Cycles: ``vm_exit`` per exit round trip, ``emulate`` per instruction the VMM completes,
+Cycles: ``vm_exit`` per exit round trip and ``exit_handling`` for the VMM's own software on
+each exit, ``emulate`` per instruction the VMM completes,
 ``page_walk`` per 2-D reference, ``shadow_update`` per EPT or shadow entry written,
 ``hidden_fault`` per hidden page fault, ``interrupt`` per event the CPU delivers through the
 guest's IDT, ``world_switch``; everything else the guest runs directly counts as ``native``.

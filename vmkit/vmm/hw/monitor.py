@@ -17,7 +17,7 @@ from vmkit.vmm.hw.ops import HW_OPS
 from vmkit.vmm.hw.vcpu import HWVM
 from vmkit.vmm.hw.vmcs import H_ONES, VMCS, MiB, NonRootExit, VmcsControls
 from vmkit.vmm.hw.vmexit import ept_exit, exit_during_delivery, record_exit
-from vmkit.vmm.paging import mode_class
+from vmkit.vmm.paging import mode_class, shadow_choice
 from vmkit.vmm.sched import _init_scheduling
 from vmkit.vmm.world import DEFAULT_SLICE, HostedMonitor
 
@@ -28,7 +28,8 @@ class HardwareAssisted(HostedMonitor):
     ``HardwareAssisted(img, ..., ept=True, lazy_ept=False, paging=None, controls=None,
     slice=DEFAULT_SLICE, costs=CostModel)``: ``ept`` chooses nested paging or shadow paging;
     ``paging`` names the paging mode (:mod:`vmkit.vmm.paging`: ``"ept"``, or a shadow mode
-    such as ``"vtlb"``; ``ept=False`` is ``paging="vtlb"``); ``controls`` (a dict of
+    such as ``"vtlb"`` or ``"traced"``; ``ept=False`` is ``paging="vtlb"``; ``shadow="vtlb" |
+    "traced"`` is a shadow mode, without EPT); ``controls`` (a dict of
     :class:`VmcsControls` fields or a VmcsControls) turns VM-execution controls on and off
     (``set_controls`` changes them between runs); several images run in several VMs.
 
@@ -64,7 +65,7 @@ class HardwareAssisted(HostedMonitor):
     def __init__(self, *images, costs=None, trace=None, ept: bool | None = None,
                  lazy_ept: bool = False, controls=None, slice: int = DEFAULT_SLICE,
                  scheduler=None, weights=None, quantum=None, machine_timer: bool = False,
-                 assign=None, paging: str | None = None):
+                 assign=None, paging: str | None = None, shadow: str | None = None):
         # ---- direct assignment (vmkit.vmm.passthrough): assign={vm index: ["disk"]} -> {port: vm}
         self.assigned = passthrough.resolve_assignment(assign, len(images), self.name)
         # ---- end direct assignment
@@ -73,6 +74,7 @@ class HardwareAssisted(HostedMonitor):
                              f"{ept!r}")
         if not isinstance(lazy_ept, bool):
             raise VmkitError(f"lazy_ept must be True or False, got {lazy_ept!r}")
+        paging = shadow_choice(self, shadow, paging)
         if paging is None:
             paging = "vtlb" if ept is False else self.ops.default_paging
         mode = mode_class(self, paging, self.ops.paging_kinds)

@@ -40,6 +40,7 @@ def record_exit(hw, x: NonRootExit) -> None:
     name = EXIT_REASONS.get(x.reason, str(x.reason))
     hw.vm_exits[name] += 1
     hw.events["vm_exit"] += 1
+    hw.events["exit_handling"] += 1
     hw.trace.add(VmExit(m.clock, reason=x.reason, name=name, qualification=x.qualification,
                           address=m.cpu.eip, vm=vm.index))
     m.request_exit()

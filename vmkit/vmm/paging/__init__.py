@@ -9,6 +9,8 @@ mm/hap over one guest walker).
                     per-VM state, what viz draws), and the registry (``MODES``, ``register``,
                     ``select``)
 ``shadow.py``       ``"vtlb"``: shadow page tables as a virtual TLB (te, bt, hw without EPT)
+``traced.py``       ``"traced"``: shadow page tables kept across address-space switches and
+                    kept coherent by tracing (write-protecting) the guest's page tables
 ``nested.py``       ``"ept"``: nested paging, the EPT (hw)
 ``direct.py``       ``"direct"``: validated direct paging, ``mmu_update`` and ``mmuext_op`` (pv)
 ``softmmu.py``      the software MMU: one instruction through the guest's tables, for the
@@ -21,16 +23,20 @@ paging="vtlb")``, ``BinaryTranslation(img, paging="vtlb")``, ``HardwareAssisted(
 paging="ept" | "vtlb")`` (``ept=False`` is ``paging="vtlb"``); ``Paravirtual`` uses
 ``"direct"``. A monitor takes every registered mode of the kinds it supports (te, bt: shadow
 modes; hw: shadow and nested; pv: direct), so a new shadow mode is a new module here and one
-``@register``. See docs/architecture.md, "Adding a paging mode".
+``@register``. See docs/architecture.md, "Adding a paging mode". ``shadow="vtlb" | "traced"``
+is the same choice for te, bt and hw without EPT (``HardwareAssisted(img, shadow="traced")``
+implies ``ept=False``).
 """
 
 from __future__ import annotations
 
 from vmkit.vmm.paging.mode import (EMULATE, GUEST, HIDDEN, MODES, PagingMode,  # noqa: F401
-                                   PagingView, mode_class, register, select)
+                                   PagingView, mode_class, register, select, shadow_choice)
 from vmkit.vmm.paging.shadow import ShadowPaging  # noqa: F401  (registers "vtlb")
 from vmkit.vmm.paging.nested import EPT, NestedPaging  # noqa: F401  (registers "ept")
 from vmkit.vmm.paging.direct import DirectPaging  # noqa: F401  (registers "direct")
+from vmkit.vmm.paging.traced import TracedShadowPaging  # noqa: F401  (registers "traced")
 
 __all__ = ["PagingMode", "PagingView", "MODES", "register", "select", "mode_class", "HIDDEN",
-           "EMULATE", "GUEST", "ShadowPaging", "NestedPaging", "DirectPaging", "EPT"]
+           "EMULATE", "GUEST", "ShadowPaging", "TracedShadowPaging", "NestedPaging",
+           "DirectPaging", "EPT", "shadow_choice"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from vmkit.errors import VmkitError
 
 __all__ = ["PagingMode", "PagingView", "HIDDEN", "EMULATE", "GUEST", "MODES", "register",
-           "mode_class", "select"]
+           "mode_class", "select", "shadow_choice"]
 
 #: :meth:`PagingMode.page_fault` outcomes: the mode handled the fault itself (the guest
 #: retries the access and never knows) ...
@@ -163,3 +163,15 @@ def mode_class(monitor, name, kinds: tuple) -> type[PagingMode]:
         raise VmkitError(f"{what} {name!r}: {monitor.name} takes "
                          f"{', '.join(repr(n) for n in usable)}{hint}")
     return cls
+
+
+def shadow_choice(monitor, shadow, paging):
+    """The mode name a monitor's ``shadow=`` and ``paging=`` arguments ask for: ``shadow`` names
+    a shadow paging mode (``"vtlb"``, ``"traced"``) and is another spelling of ``paging`` for
+    those; giving both, different, is a one-line VmkitError."""
+    if shadow is None:
+        return paging
+    mode_class(monitor, shadow, ("shadow",))
+    if paging is not None and paging != shadow:
+        raise VmkitError(f"shadow={shadow!r} contradicts paging={paging!r}: give one of them")
+    return shadow

@@ -153,19 +153,19 @@ class HoleCheck:
             raise Sync()        # the Hole event needs the exact guest time: run it alone
         vm = te.vms[te.current]
         vc = vm.vcpu
-        saw_before = self._load(vm, vc)
+        self._load(vc)
         bare = self._bare_run(vm)
         try:
             self.real()
         except Resched:
             if bare is not None:
-                self._compare(vm, vc, saw_before, bare)
+                self._compare(vm, vc, bare)
             raise
         # (a fault leaves the instruction to run again: compared then)
         if bare is not None:
-            self._compare(vm, vc, saw_before, bare)
+            self._compare(vm, vc, bare)
 
-    def _load(self, vm, vc):
+    def _load(self, vc) -> None:
         """The twin CPU as the guest believes its CPU is, before the instruction."""
         c, real = self.cpu, self.te._host.cpu
         c.regs[:] = real.regs
@@ -182,7 +182,6 @@ class HoleCheck:
             dst.base, dst.limit, dst.selector = src.base, src.limit, src.selector
         c.cpl = vc.cpl
         c.halted = False
-        return real.eflags
 
     def _bare_run(self, vm):
         self.vm = vm
@@ -199,7 +198,7 @@ class HoleCheck:
             return None
         return (list(self.cpu.regs), self.cpu.eflags, dict(self.writes))
 
-    def _compare(self, vm, vc, _before, bare) -> None:
+    def _compare(self, vm, vc, bare) -> None:
         regs, flags, writes = bare
         saw, want = [], []
         real = self.te._host.cpu

@@ -46,8 +46,9 @@ class TrapAndEmulate(Deprivileged):
             print("cli at", hex(insn.address))
         te.emulate["cli"] = my_cli
 
-    ``paging="vtlb"`` names the shadow paging mode (:mod:`vmkit.vmm.paging`; the virtual TLB
-    is the default and, today, the only one).
+    ``shadow="vtlb" | "traced"`` (or ``paging=``) names the shadow paging mode
+    (:mod:`vmkit.vmm.paging`): the virtual TLB by default, or traced shadow page tables (guest
+    page tables write-protected, each guest PTE store a trap that updates the shadow).
 
     ``assign={0: ["disk"]}`` assigns a device directly to one VM: its ports are allowed in the
     TSS I/O bitmap while that VM runs (no trap); other VMs' accesses are refused

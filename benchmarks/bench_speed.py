@@ -1,0 +1,167 @@
+"""How fast does vmkit run x86 with full per-instruction visibility, beside Unicorn? (issue 18)
+
+One run, side by side, guest instructions per CPU second (best of ``--repeat``):
+
+* the compute loop of the issue: an LCG, 7 instructions an iteration (``compute`` guest,
+  300,000 iterations, about 2.1 M instructions), and a syscall-heavy guest (``syscall``);
+* Unicorn 2 (QEMU's TCG) on the same loop without hooks, and with a Python hook on every
+  instruction (what a Python user reaches for to watch each instruction);
+* vmkit under native, te, bt, hw and pv, in per-instruction mode (``VMKIT_BLOCKS=0``) and in
+  block mode (vmkit/machine/blocks.py).
+
+Goals (issue 18): native block mode >= 3x Unicorn with a Python hook on compute; te, bt, hw, pv
+within 20 % of native on compute; syscall-heavy >= 2x per-instruction mode.
+
+``--notebooks`` also times executing every lecture notebook (on a copy) in both modes.
+
+    python benchmarks/bench_speed.py [--repeat N] [--iterations N] [--notebooks]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import vmkit
+from vmkit import guests
+from vmkit.machine import machine as machine_mod
+from vmkit.vmm import MONITORS
+
+ROOT = Path(__file__).resolve().parents[1]
+LCG = """
+_start:
+    mov ecx, {n}
+    mov eax, 1
+    xor edi, edi
+1:  imul eax, eax, 1103515245
+    add eax, 12345
+    mov edx, eax
+    shr edx, 16
+    add edi, edx
+    dec ecx
+    jnz 1b
+    hlt
+"""
+
+
+def unicorn_rate(iterations: int, hook: bool, repeat: int) -> float | None:
+    try:
+        import unicorn
+        from unicorn import x86_const as X
+    except ImportError:
+        return None
+    prog = vmkit.assemble(LCG.format(n=iterations), base=0x1000)
+    best = 0.0
+    for _ in range(repeat):
+        mu = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
+        mu.mem_map(0, 0x10000)
+        mu.mem_write(0x1000, prog.code)
+        count = [0]
+        if hook:
+            def on_insn(uc, address, size, user):
+                count[0] += 1
+            mu.hook_add(unicorn.UC_HOOK_CODE, on_insn)
+        end = 0x1000 + len(prog.code) - 1          # stop before the hlt
+        t = time.process_time()
+        mu.emu_start(0x1000, end)
+        dt = time.process_time() - t
+        assert mu.reg_read(X.UC_X86_REG_ECX) == 0
+        steps = 3 + 7 * iterations
+        if hook:
+            assert count[0] == steps, count[0]
+        best = max(best, steps / dt)
+    return best
+
+
+def vmkit_rate(guest: str, monitor: str, blocks: bool, repeat: int, **params) -> tuple:
+    os.environ["VMKIT_BLOCKS"] = "1" if blocks else "0"
+    img = guests.build(guest, paravirtual=monitor == "pv", **params)
+    best, console = 0.0, None
+    for _ in range(repeat):
+        vm = MONITORS[monitor](img)
+        t = time.process_time()
+        r = vm.run(max_steps=50_000_000)
+        dt = time.process_time() - t
+        best = max(best, r.steps / dt)
+        console = vm.console
+    return best, r.steps, console
+
+
+def notebooks(repeat: int) -> None:
+    out = {}
+    for blocks in (False, True):
+        env = dict(os.environ, VMKIT_BLOCKS="1" if blocks else "0")
+        with tempfile.TemporaryDirectory() as tmp:
+            books = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+            for b in books:
+                shutil.copy(b, tmp)
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "vmkit.nbtools", "execute",
+                            *sorted(Path(tmp).glob("*.ipynb"))], check=True, env=env,
+                           cwd=ROOT, capture_output=True)
+            out[blocks] = time.perf_counter() - t
+    print(f"\nlecture notebooks, all executed (wall seconds): per-instruction "
+          f"{out[False]:.1f}, blocks {out[True]:.1f} ({out[False] / out[True]:.2f}x)")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="bench_speed.py", description=__doc__.split("\n")[0])
+    p.add_argument("--repeat", type=int, default=3, help="runs per cell; the best counts")
+    p.add_argument("--iterations", type=int, default=300_000,
+                   help="LCG iterations (7 instructions each)")
+    p.add_argument("--syscalls", type=int, default=20_000, help="syscall guest iterations")
+    p.add_argument("--notebooks", action="store_true", help="also time the lecture notebooks")
+    a = p.parse_args(argv)
+    saved = os.environ.get("VMKIT_BLOCKS")
+    rows = []
+    u0 = unicorn_rate(a.iterations, False, a.repeat)
+    u1 = unicorn_rate(a.iterations, True, a.repeat)
+    print(f"{'':<28} {'compute':>14} {'syscall':>14}   (guest instructions per CPU second)")
+    if u0 is not None:
+        print(f"{'unicorn, no hook':<28} {u0 / 1e6:>12.2f} M")
+        print(f"{'unicorn, Python hook':<28} {u1 / 1e6:>12.2f} M")
+    rates = {}
+    for blocks in (False, True):
+        for mon in ("native", "te", "bt", "hw", "pv"):
+            c, _, con_c = vmkit_rate("compute", mon, blocks, a.repeat, iterations=a.iterations)
+            s, _, con_s = vmkit_rate("syscall", mon, blocks, a.repeat, iterations=a.syscalls)
+            rates[(mon, blocks)] = (c, s)
+            rows.append((mon, blocks, con_c, con_s))
+            label = f"vmkit {mon}, {'blocks' if blocks else 'per-instruction'}"
+            print(f"{label:<28} {c / 1e6:>12.2f} M {s / 1e6:>12.3f} M")
+    if saved is None:
+        os.environ.pop("VMKIT_BLOCKS", None)
+    else:
+        os.environ["VMKIT_BLOCKS"] = saved
+    # the same guest output in both modes (a benchmark of a wrong answer is worthless)
+    by = {}
+    for mon, blocks, cc, cs in rows:
+        by.setdefault(mon, set()).add((cc, cs))
+    bad = [m for m, v in by.items() if len(v) != 1]
+    native_b = rates[("native", True)][0]
+    print()
+    if u1:
+        print(f"native blocks / unicorn with hook: {native_b / u1:.2f}x (goal >= 3)")
+    for mon in ("te", "bt", "hw", "pv"):
+        print(f"{mon} blocks / native blocks, compute: {rates[(mon, True)][0] / native_b:.2f} "
+              f"(goal >= 0.8)")
+    for mon in ("native", "te", "bt", "hw", "pv"):
+        print(f"{mon} syscall, blocks / per-instruction: "
+              f"{rates[(mon, True)][1] / rates[(mon, False)][1]:.2f}x (goal >= 2)")
+    if bad:
+        print(f"consoles differ between modes under {', '.join(bad)}")
+        return 1
+    if a.notebooks:
+        notebooks(a.repeat)
+    machine_mod.blocks_default()   # the environment is as it was
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

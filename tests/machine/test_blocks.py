@@ -1,0 +1,240 @@
+"""Block translation (vmkit/machine/blocks.py) against per-instruction mode: is everything the
+kit shows the same, instruction for instruction?
+
+The golden file (tests/golden) holds per-instruction mode's record of every guest under every
+monitor at one timer period, and block mode, the default, must reproduce it. Here: the same
+comparison at other timer periods (interrupts land elsewhere inside blocks), with blocks made at
+first sight (``blocks.HOT = 1``, so that every path runs translated), and bare-machine cases for
+what a block must get exactly right: a fault, a port access or a self-modifying write in the
+middle of a block, a step limit in the middle of a looping block, flags read across blocks.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from golden import _observe
+
+import vmkit
+from equivalence import build
+from vmkit.machine import blocks
+from vmkit.machine.machine import Machine, blocks_default
+from vmkit.vmm import MONITORS
+
+#: guests whose interrupts, faults, page faults, context switches and self-modifying code land
+#: inside blocks, with parameters small enough for two runs per monitor and period
+GUESTS = {"syscall": {"iterations": 20}, "ctxswitch": {"iterations": 4, "processes": 2},
+          "pagefault": {"pages": 4}, "selfmod": {"iterations": 20}, "divzero": {"iterations": 4},
+          "compute": {"iterations": 200}, "ptemod": {"iterations": 6}}
+PERIODS = (151, 263)   # the kernel's timer handler must fit in a period, or a guest makes no progress
+
+
+def _run(monkeypatch, on: bool, monitor: str, image, max_steps: int = 200_000):
+    monkeypatch.setenv("VMKIT_BLOCKS", "1" if on else "0")
+    cls = MONITORS["hw"] if monitor == "hw-shadow" else MONITORS[monitor]
+    mon = cls(image, ept=False) if monitor == "hw-shadow" else cls(image)
+    return _observe(mon, mon.run(max_steps=max_steps))
+
+
+@pytest.mark.parametrize("period", PERIODS)
+@pytest.mark.parametrize("monitor", ["native", "te", "bt", "hw", "hw-shadow", "pv"])
+def test_block_mode_matches_per_instruction_mode(monkeypatch, monitor, period):
+    """Same console, state, memory hash, steps, ticks, events, stats and cycles, per guest?"""
+    monkeypatch.setattr(blocks, "HOT", 1)
+    for name, params in GUESTS.items():
+        if monitor == "pv" and name not in ("syscall", "compute", "ctxswitch"):
+            continue
+        image = build(name, timer_period=period, paravirtual=monitor == "pv", **params)
+        want = _run(monkeypatch, False, monitor, image)
+        got = _run(monkeypatch, True, monitor, image)
+        assert got == want, f"{name} under {monitor}, timer period {period}"
+
+
+# ---- bare machine ----------------------------------------------------------------------------
+
+def _machine(src: str, on: bool, **kw) -> Machine:
+    m = Machine(blocks=on, **kw)
+    m.load(vmkit.assemble(src, base=0x1000))
+    return m
+
+
+def _both(src: str, max_steps: int = 100_000, hot: int = 1, **kw):
+    """Run ``src`` in both modes; -> (per-instruction machine, block machine, results)."""
+    out = []
+    old = blocks.HOT
+    blocks.HOT = hot
+    try:
+        for on in (False, True):
+            m = _machine(src, on, **kw)
+            r = m.run(max_steps=max_steps)
+            out.append((m, r))
+    finally:
+        blocks.HOT = old
+    (m0, r0), (m1, r1) = out
+    assert (r1.reason, r1.steps, r1.detail, r1.eip) == (r0.reason, r0.steps, r0.detail, r0.eip)
+    assert m1.cpu.state() == m0.cpu.state()
+    assert (m1.steps, m1.clock) == (m0.steps, m0.clock)
+    assert bytes(m1.mem) == bytes(m0.mem)
+    assert m1.console == m0.console
+    assert dict(m1.trace.counts) == dict(m0.trace.counts)
+    return m0, m1, r1
+
+
+LOOP = """
+_start:
+    mov ecx, 50
+    mov eax, 1
+    xor edi, edi
+1:  imul eax, eax, 1103515245
+    add eax, 12345
+    mov edx, eax
+    shr edx, 16
+    add edi, edx
+    dec ecx
+    jnz 1b
+    hlt
+"""
+
+
+def test_a_loop_runs_in_one_block_function():
+    """Does the LCG loop become one block that loops inside its function?"""
+    m0, m1, r = _both(LOOP)
+    loops = [b for b in m1._bcache_sup.values() if b[1] > 0 and "while True" in b[6]]
+    assert loops and loops[0][1] == 7
+    assert r.reason == "halt" and r.steps == 3 + 7 * 50 + 1
+
+
+@pytest.mark.parametrize("limit", [1, 5, 9, 10, 11, 17, 100, 353])
+def test_a_step_limit_inside_a_looping_block_stops_at_that_instruction(limit):
+    """max_steps in the middle of a block: single instructions finish the budget exactly."""
+    m0, m1, r = _both(LOOP, max_steps=limit)
+    assert r.steps == limit and m1.steps == limit
+
+
+def test_a_fault_in_the_middle_of_a_block_is_precise():
+    """#DE at the third instruction of a block: EIP at the div, registers as before it,
+    only the two instructions before it counted."""
+    src = """
+_start:
+    mov ecx, 3
+1:  add eax, 7
+    mov ebx, ecx
+    sub ebx, 1
+    xor edx, edx
+    div ebx
+    dec ecx
+    jnz 1b
+    hlt
+"""
+    m0, m1, r = _both(src)
+    assert r.reason == "crash" and "#DE" in r.detail
+    assert m1.text_at(m1.cpu.eip).startswith("div")
+
+
+def test_a_page_fault_in_the_middle_of_a_block_is_precise():
+    """A store to an unmapped page inside a block, with paging on: same #PF, CR2, steps."""
+    src = """
+_start:
+    mov edi, 0x21000
+    mov eax, 0x7
+    mov ecx, 256
+fill:
+    mov dword ptr [edi], eax
+    add eax, 0x1000
+    add edi, 4
+    dec ecx
+    jnz fill
+    mov dword ptr [0x20000], 0x21007
+    mov eax, 0x20000
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 0x80000000
+    mov cr0, eax
+    mov ebx, 0x00300000
+    mov esi, 0x8000
+2:  add dword ptr [esi], 1
+    add esi, 0x1000
+    mov dword ptr [esi], ebx
+    jmp 2b
+"""
+    m0, m1, r = _both(src)
+    assert r.reason == "crash" and "#PF" in r.detail
+    assert m1.cpu.cr2 == m0.cpu.cr2 and m1.steps > 1000
+
+
+def test_self_modifying_code_inside_a_block():
+    """A block that rewrites an immediate of its own later instruction: the new value is
+    used in the same pass, as in per-instruction mode."""
+    src = """
+_start:
+    mov ecx, 20
+    xor edi, edi
+1:  mov byte ptr [2f + 1], cl
+    nop
+2:  mov eax, 0x99
+    add edi, eax
+    dec ecx
+    jnz 1b
+    hlt
+"""
+    m0, m1, r = _both(src)
+    assert m1.cpu.edi == sum(range(1, 21)) and m1.smc_gen > 0
+
+
+def test_port_io_inside_a_block_sees_exact_time():
+    """rdtsc and out inside a block: they see the exact clock (Sync) in both modes."""
+    src = """
+_start:
+    mov ecx, 30
+1:  add ebx, ecx
+    rdtsc
+    out 0xe9, al
+    add edi, eax
+    dec ecx
+    jnz 1b
+    hlt
+"""
+    m0, m1, r = _both(src)
+    assert m1.console == m0.console and len(m1.console) == 30
+
+
+@pytest.mark.parametrize("cc", ["jl", "jg", "jle", "jge", "jb", "ja", "jbe", "jae", "js", "jo",
+                                "jns", "jno", "jp", "je", "jne"])
+def test_conditions_read_across_forwarded_flags(cc):
+    """Every condition after cmp, add, sub, inc, dec, and, adc and sbb in one block gives the
+    same branches as per-instruction mode (flags forwarded from the writer's values)."""
+    body = []
+    for k, op in enumerate(["cmp eax, ebx", "add eax, ebx", "sub eax, ebx", "inc eax",
+                            "dec eax", "and eax, ebx", "adc eax, ebx", "sbb eax, ebx",
+                            "imul eax, eax, 3", "shr eax, 3"]):
+        body.append(f"    {op}\n    {cc} 3f\n    add edi, {k + 1}\n3:  rol edi, 1\n")
+    src = ("_start:\n    mov ecx, 40\n    mov eax, 0x7ffffff0\n    mov ebx, 0x13\n1:\n"
+           + "".join(body) + "    add ebx, 0x10000011\n    dec ecx\n    jnz 1b\n    hlt\n")
+    _both(src)
+
+
+def test_the_switch():
+    """blocks= and VMKIT_BLOCKS select the mode; a bad value says what was wrong."""
+    assert Machine(blocks=False).blocks is False and Machine(blocks=True).blocks is True
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setenv("VMKIT_BLOCKS", "0")
+        assert not blocks_default() and Machine().blocks is False
+        mp.setenv("VMKIT_BLOCKS", "1")
+        assert blocks_default()
+        mp.setenv("VMKIT_BLOCKS", "maybe")
+        with pytest.raises(vmkit.VmkitError, match="VMKIT_BLOCKS must be 1 or 0"):
+            blocks_default()
+    finally:
+        mp.undo()
+
+
+def test_single_step_and_breakpoints_use_the_per_instruction_path():
+    """With a breakpoint set, no block runs (the breakpoint stops at its instruction)."""
+    m = _machine(LOOP, True)
+    target = 0x1000 + 5 + 5 + 2 + 6      # the add after imul
+    m.breakpoints.add(target)
+    m.run(max_steps=5)
+    r = m.run(max_steps=1000)
+    assert r.reason == "breakpoint" and m.cpu.eip == target
+    assert not any(b[1] > 0 for b in m._bcache_sup.values())
