@@ -20,6 +20,8 @@ from vmkit.vmm import MONITORS, HardwareAssisted, Native
 from vmkit.vmm.hw import (EXIT_NUMBERS, EXIT_REASONS, INTR_VALID, REQUIRED_IO_EXITS,
                           VmcsControls)
 from equivalence import MAX_STEPS, OWN_KERNEL, SMALL, build, digest, guest_state, run_native
+from guest_programs import scribbler as make_scribbler
+from guest_programs import triple_fault
 
 MODES = {"ept": {}, "lazy-ept": {"lazy_ept": True}, "shadow": {"ept": False}}
 
@@ -438,53 +440,13 @@ def test_exits_during_event_delivery_reinject_the_event(mode):
 
 
 # ---- EPT violations beyond memory, isolation, several VMs -------------------------------------
-SCRIBBLER = """
-# Writes its memory, then probes past the end of it (where another VM's slice lies in host
-# memory): every read there must give all ones, before and after a write.
-.equ MEM, 0x100000
-_start:
-    mov esp, offset stack_top
-    cld
-    mov eax, 0x5A5A5A5A
-    mov edi, offset fill_start
-    mov ecx, MEM
-    sub ecx, edi
-    shr ecx, 2
-    rep stosd
-    xor ebp, ebp                    # leaks found
-    mov ebx, MEM
-1:  call probe
-    add ebx, 0x8000
-    cmp ebx, MEM + 0x200000
-    jb 1b
-    mov al, '0'
-    add eax, ebp
-    out 0xE9, al
-    out 0xF4, al
-probe:
-    cmp dword ptr [ebx], 0xFFFFFFFF
-    jne 1f
-    mov dword ptr [ebx], 0x12345678
-    cmp dword ptr [ebx], 0xFFFFFFFF
-    jne 1f
-    ret
-1:  inc ebp
-    ret
-.data
-.align 4
-    .space 256
-stack_top:
-.align 4096
-fill_start:
-"""
 
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_scribbler_cannot_reach_another_vm(mode):
     """Accesses beyond the VM's memory exit (EPT violation) and are emulated as on a PC bus:
     all ones, writes dropped; the VM next to it sees nothing."""
-    prog = vmkit.assemble(SCRIBBLER, base=0x1000)
-    scribbler = guests.from_program(prog, "scribbler", memory_size=1 << 20)
+    scribbler = make_scribbler(dense=0x200000, far=False)
     other = build("syscall")
     solo, _ = run_hw(other, **MODES[mode])
     hw, r = run_hw(scribbler, other, slice=4000, **MODES[mode])
@@ -513,11 +475,7 @@ def test_several_vms_each_print_their_solo_output():
 
 
 def test_triple_fault_exits_and_ends_one_vm_while_the_other_finishes():
-    crash = guests.from_source("""
-_start:
-    xor eax, eax
-    div eax             # #DE with an empty IDT: #GP, then #DF, then a triple fault
-""", name="triple")
+    crash = triple_fault()
     hello = build("hello")
     hw, r = run_hw(crash, hello, slice=500)
     assert hw.vms[0].result.reason == "crash" and "triple fault" in hw.vms[0].result.detail

@@ -14,6 +14,8 @@ from vmkit import guests
 from vmkit.vmm import MONITORS, Native, TrapAndEmulate
 from vmkit.vmm.te import VMM_WINDOW
 from equivalence import MAX_STEPS, OWN_KERNEL, SMALL, build, digest, guest_state, run_native
+from guest_programs import scribbler as make_scribbler
+from guest_programs import triple_fault
 
 EQUIVALENT = [n for n in guests.names()
               if not n.startswith("nonvirt-") and not guests.spec(n).paravirtual_only]
@@ -248,11 +250,7 @@ def test_several_vms_each_print_their_solo_output():
 
 
 def test_triple_fault_ends_one_vm_while_the_other_finishes():
-    crash = guests.from_source("""
-_start:
-    xor eax, eax
-    div eax             # #DE with an empty IDT: #GP, then #DF, then a triple fault
-""", name="triple")
+    crash = triple_fault()
     hello = build("hello")
     te, r = run_te(crash, hello, slice=500)
     assert te.vms[0].result.reason == "crash"
@@ -260,66 +258,9 @@ _start:
     assert te.vms[1].result.reason == "poweroff" and te.vms[1].console == hello.expected
 
 
-SCRIBBLER = """
-# Writes every byte of its memory outside its own code, then probes past the end of its
-# memory (where another VM's slice lies in host memory): every read there must give all ones,
-# before and after a write. Then writes into the VMM's window at 0xFFC00000.
-.equ MEM, 0x100000
-.text
-_start:
-    mov esp, offset stack_top
-    cld
-    mov eax, 0x5A5A5A5A
-    xor edi, edi
-    mov ecx, 0x1000 / 4
-    rep stosd
-    mov edi, offset fill_start
-    mov ecx, MEM
-    sub ecx, edi
-    shr ecx, 2
-    rep stosd
-    xor ebp, ebp                    # leaks found
-    mov ebx, MEM
-1:  call probe                      # densely over the next 16 MiB
-    add ebx, 0x8000
-    cmp ebx, MEM + 0x1000000
-    jb 1b
-2:  call probe                      # sparsely up to the VMM's window
-    add ebx, 0x1000000
-    cmp ebx, 0xFF000000             # (one more step would wrap around 4 GiB)
-    jb 2b
-    mov ebx, 0xFFC00000
-3:  mov dword ptr [ebx], 0
-    add ebx, 0x400
-    cmp ebx, 0xFFC20000
-    jb 3b
-    mov al, '0'
-    add eax, ebp
-    out 0xE9, al
-    out 0xF4, al
-    hlt
-probe:
-    cmp dword ptr [ebx], 0xFFFFFFFF
-    jne 1f
-    mov dword ptr [ebx], 0x12345678
-    cmp dword ptr [ebx], 0xFFFFFFFF
-    jne 1f
-    ret
-1:  inc ebp
-    ret
-.data
-.align 4
-    .space 256
-stack_top:
-.align 4096
-fill_start:
-"""
-
-
 def test_scribbler_cannot_reach_another_vm():
     """A guest that writes all its memory and probes beyond it: does the other VM notice?"""
-    prog = vmkit.assemble(SCRIBBLER, base=0x1000)
-    scribbler = guests.from_program(prog, "scribbler", memory_size=1 << 20)
+    scribbler = make_scribbler()
     other = build("syscall")
     solo, _ = run_te(other)
     for order in ((scribbler, other), (other, scribbler)):
@@ -341,8 +282,7 @@ def test_scribbler_cannot_reach_another_vm():
 def test_hidden_faults_inside_rep_do_not_change_guest_time():
     """The scribbler's 1 MiB rep stosd takes hidden page faults under te: is its guest time
     still Native's, instruction for instruction?"""
-    prog = vmkit.assemble(SCRIBBLER, base=0x1000)
-    scribbler = guests.from_program(prog, "scribbler", memory_size=1 << 20)
+    scribbler = make_scribbler()
     nat, te = Native(scribbler), TrapAndEmulate(scribbler)
     rn, rt = nat.run(max_steps=MAX_STEPS), te.run(max_steps=MAX_STEPS)
     assert te.stats["hidden_page_faults"] > 100

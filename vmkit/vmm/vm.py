@@ -272,6 +272,16 @@ class GuestVM(VM):
         if why is not None:
             raise Fault(13, 0, detail=f"{why} (the guest's)")
 
+    def acknowledge_irq(self, line: int) -> int:
+        """Take interrupt ``line`` from the VM's interrupt controller for delivery (in
+        service from now on), logging a timer tick when its timer runs on machine time
+        (``tick_steps``); -> the vector it is delivered at. Every monitor's injection of a
+        virtual interrupt starts here."""
+        self.devices.acknowledge(line)
+        if line == 0 and self.monitor.machine_timer:
+            self.tick_steps.append(self.steps)
+        return IRQ_BASE + line
+
     def port_in(self, port: int, size: int) -> int:
         h = self.port_handlers.get(port)
         v = h[0](size) if h else self.devices.read(port, size, self.clock)

@@ -10,7 +10,6 @@ from vmkit.isa.faults import Fault
 from vmkit.machine import rules
 from vmkit.machine.cpu import MASK32
 from vmkit.machine.hooks import MachineHooks
-from vmkit.machine.devices import IRQ_BASE
 from vmkit.machine.machine import Machine
 from vmkit.machine.rules import Descriptor
 from vmkit.trace import Emulation, InstructionRetired, Interrupt
@@ -260,12 +259,10 @@ class Deprivileged(HostedMonitor, MachineHooks):
     def _inject_irq(self, vm: TEVM, line: int) -> None:
         """A virtual device interrupt, now deliverable: acknowledge it on the VM's interrupt
         controller and reflect it (as Machine.deliver_irq does)."""
-        vm.devices.acknowledge(line)
+        vector = vm.acknowledge_irq(line)
         vm.vcpu.halted = False
-        if self.machine_timer and line == 0:
-            vm.tick_steps.append(vm.steps)
         try:
-            self._reflect(vm, IRQ_BASE + line, None, self._host.cpu.eip, "irq")
+            self._reflect(vm, vector, None, self._host.cpu.eip, "irq")
         except Fault as f:
             self._reflect_exception(vm, f)
 

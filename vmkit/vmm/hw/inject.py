@@ -6,7 +6,6 @@ from __future__ import annotations
 from vmkit.isa.faults import HAS_ERROR_CODE, Fault
 from vmkit.machine import rules
 from vmkit.machine.cpu import MASK32
-from vmkit.machine.devices import IRQ_BASE
 from vmkit.machine.system import TripleFault
 from vmkit.trace import VmEntry
 from vmkit.vmm.hw.vcpu import HWVM
@@ -29,10 +28,7 @@ def virtual_interrupts(hw, vm: HWVM) -> None:
         return
     m = hw._host
     if m.cpu.ef & IF and m.steps >= m.irq_inhibit_until:
-        dv.acknowledge(line)
-        if hw.machine_timer and line == 0:
-            vm.tick_steps.append(vm.steps)
-        vmcs.inject(IRQ_BASE + line, INTR_EXTERNAL)
+        vmcs.inject(vm.acknowledge_irq(line), INTR_EXTERNAL)
         vmcs.interrupt_window_exiting = False
     else:
         vmcs.interrupt_window_exiting = True

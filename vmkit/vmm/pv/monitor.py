@@ -8,7 +8,6 @@ from dataclasses import replace
 from vmkit.errors import VmkitError
 from vmkit.isa.faults import Fault
 from vmkit.machine.cpu import MASK32
-from vmkit.machine.devices import IRQ_BASE
 from vmkit.trace import Hypercall
 from vmkit.vmm.deprivileged import ops as core
 from vmkit.vmm.deprivileged.monitor import Deprivileged
@@ -131,16 +130,14 @@ class Paravirtual(Deprivileged):
 
     def _inject_irq(self, vm: PVVM, line: int) -> None:
         """The upcall: clear the event, mask events, bounce vector 32 + line into the kernel."""
-        vm.devices.acknowledge(line)
+        vector = vm.acknowledge_irq(line)
         vm.devices.eoi()                          # an event channel needs no EOI
         vm.phys_write(vm.vcpu_info + VI_PENDING, 1, 0)
         vm.phys_write(vm.vcpu_info + VI_MASK, 1, 1)
         vm.vcpu.halted = False
-        if self.machine_timer and line == 0:
-            vm.tick_steps.append(vm.steps)
         self.upcalls += 1
         try:
-            self._reflect(vm, IRQ_BASE + line, None, self._host.cpu.eip, "irq")
+            self._reflect(vm, vector, None, self._host.cpu.eip, "irq")
         except Fault as f:
             self._reflect_exception(vm, f)
 
