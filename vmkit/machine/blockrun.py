@@ -110,9 +110,7 @@ class BlockRunMixin:
                         continue
                 elif k == -2:   # what the burst would end in (Sync), without the exception
                     b = _SINGLE
-                    self.in_burst = False
-                    self.steps += n
-                    self.clock += n
+                    self._retire(n)
                     n = 0
                     self._run_one()
                     return
@@ -132,14 +130,10 @@ class BlockRunMixin:
             if at is not None:
                 n += at[0] + at[1]
                 cpu.eip = b[2][at[1]]
-            self.in_burst = False
-            self.steps += n
-            self.clock += n
+            self._retire(n)
             n = 0
             self.take_exception(ex)
         finally:
-            self.in_burst = False
-            self.steps += n
-            self.clock += n
+            self._retire(n)
         if sync:
             self._run_one()

@@ -588,17 +588,19 @@ class Machine(MMUMixin, SystemMixin, BlockRunMixin):
         except Sync:
             sync = True  # the instruction changed nothing yet: run it below, clocks exact
         except Fault as ex:
-            self.in_burst = False
-            self.steps += n
-            self.clock += n
+            self._retire(n)
             n = 0
             self.take_exception(ex)
         finally:
-            self.in_burst = False
-            self.steps += n
-            self.clock += n
+            self._retire(n)
         if sync:
             self._run_one()
+
+    def _retire(self, n: int) -> None:
+        """End a burst: ``n`` instructions retired (steps and clock), the machine out of it."""
+        self.in_burst = False
+        self.steps += n
+        self.clock += n
 
     def _run_one(self) -> None:
         """One instruction with the careful bookkeeping (tracing, single-step trap)."""
