@@ -21,8 +21,8 @@ def syscall_bt():
 
 def test_diagram_has_a_node_per_block_and_chaining_edges(syscall_bt):
     vm, _ = syscall_bt
-    g = tc_diagram(vm)
     blocks = vm.blocks()
+    g = tc_diagram(vm, max_blocks=len(blocks))
     assert blocks and vm.stats["chained"] > 0
     for b in blocks:
         assert f"b{b.vm}_{b.eip:08x} [" in g.source
@@ -35,6 +35,17 @@ def test_diagram_has_a_node_per_block_and_chaining_edges(syscall_bt):
     assert "ends in callout: iretd" in g.source
     svg = diagram_svg(g)
     assert "<svg" in svg and "<title>Translation cache" in svg
+
+
+def test_only_the_hottest_blocks_are_drawn_by_default_and_the_title_says_so(syscall_bt):
+    vm, _ = syscall_bt
+    blocks = vm.blocks()
+    assert len(blocks) > 20
+    g = tc_diagram(vm)
+    drawn = [b for b in blocks if f"b{b.vm}_{b.eip:08x} [" in g.source]
+    assert len(drawn) == 20
+    assert min(map(block_runs, drawn)) >= max(block_runs(b) for b in blocks if b not in drawn)
+    assert f"({len(blocks)} blocks; the 20 hottest shown)" in g.title
 
 
 def test_hot_blocks_are_coloured_by_runs(syscall_bt):
