@@ -863,19 +863,7 @@ class _Assembler:
         count = self.const_arg(args[0], "the repeat count")
         if count < 0:
             raise LineError("the repeat count cannot be negative", args[0][0].col)
-        block = []
-        depth = 1
-        for ln, text in it:
-            first = _first_word(text)
-            if first == ".rept":
-                depth += 1
-            elif first == ".endr":
-                depth -= 1
-                if depth == 0:
-                    break
-            block.append((ln, text))
-        else:
-            raise LineError(".rept without a matching .endr", t.col)
+        block, _ = _nested_block(it, ".rept", ".endr", ".rept without a matching .endr", t.col)
         for _ in range(count):
             bit = iter(block)
             for ln, text in bit:
@@ -933,20 +921,8 @@ class _Assembler:
             raise LineError(f"macro {name_tok.value!r} is already defined (at {old.file}:"
                             f"{old.line}{'' if old.name == name_tok.value else ' as ' + old.name}"
                             f")", name_tok.col)
-        body = []
-        depth = 1
-        for ln, text in it:
-            first = _first_word(text)
-            if first == ".macro":
-                depth += 1
-            elif first == ".endm":
-                depth -= 1
-                if depth == 0:
-                    end_line = (ln, text)
-                    break
-            body.append((ln, text))
-        else:
-            raise LineError(f".macro {name_tok.value} without a matching .endm", t.col)
+        body, end_line = _nested_block(it, ".macro", ".endm",
+                                       f".macro {name_tok.value} without a matching .endm", t.col)
         # the parameters: raw text after the name, up to a comment
         end = toks[-1].end
         params = rec.text[name_tok.end - 1:end - 1] if end > name_tok.end else ""
@@ -1362,6 +1338,23 @@ _DIRECTIVE_SET = frozenset(_DIRECTIVES)
 
 def _hex(v: int) -> str:
     return f"-{-v:#x}" if v < 0 else f"{v:#x}"
+
+
+def _nested_block(it, opener: str, closer: str, missing: str, col: int):
+    """The lines of ``it`` up to the ``closer`` that matches an ``opener`` already read (nested
+    pairs kept inside): (the lines, the closing line). A missing closer is ``missing`` at ``col``."""
+    block = []
+    depth = 1
+    for ln, text in it:
+        first = _first_word(text)
+        if first == opener:
+            depth += 1
+        elif first == closer:
+            depth -= 1
+            if depth == 0:
+                return block, (ln, text)
+        block.append((ln, text))
+    raise LineError(missing, col)
 
 
 def _first_word(text: str) -> str | None:
