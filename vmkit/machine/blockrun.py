@@ -120,16 +120,10 @@ class BlockRunMixin:
             at = blk.locate(b, ex.__traceback__)
             n += 1 if at is None else at[0] + at[1] + 1
         except Sync as ex:
-            at = blk.locate(b, ex.__traceback__)
-            if at is not None:
-                n += at[0] + at[1]
-                cpu.eip = b[2][at[1]]
+            n += self._rewind(b, ex)
             sync = True
         except Fault as ex:
-            at = blk.locate(b, ex.__traceback__)
-            if at is not None:
-                n += at[0] + at[1]
-                cpu.eip = b[2][at[1]]
+            n += self._rewind(b, ex)
             self._retire(n)
             n = 0
             self.take_exception(ex)
@@ -137,3 +131,13 @@ class BlockRunMixin:
             self._retire(n)
         if sync:
             self._run_one()
+
+    def _rewind(self, b, ex: BaseException) -> int:
+        """A block stopped inside by ``ex`` (a fault, or an instruction that needs exact
+        clocks): EIP back at that instruction; returns the instructions that retired before
+        it (0 when ``ex`` did not come from inside block ``b``)."""
+        at = blk.locate(b, ex.__traceback__)
+        if at is None:
+            return 0
+        self.cpu.eip = b[2][at[1]]
+        return at[0] + at[1]
