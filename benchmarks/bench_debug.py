@@ -30,24 +30,32 @@ from vmkit.vmm import MONITORS
 GUEST = dict(name="syscall", iterations=400_000)      # ~4.4 M instructions: room for 10^6
 
 
-def bench(monitor: str, n: int) -> None:
-    cls = MONITORS[monitor]
+def forward_and_back(monitor: str, n: int, arm, kind: str):
+    """A debugger on the guest, armed by ``arm(d)``: run to the first hit (of ``kind``), then
+    ``n`` steps on, then reverse_continue back to it (which must land on the hit). Returns the
+    debugger, the hit, the forward time and the reverse_continue time."""
     img = guests.build(GUEST["name"], iterations=GUEST["iterations"])
-    d = Debugger(cls(img))
-    d.break_at("syscall:_start")
+    d = Debugger(MONITORS[monitor](img))
+    arm(d)
     t = time.perf_counter()
     hit = d.cont()
-    assert hit.kind == "breakpoint", hit
+    assert hit.kind == kind, hit
     s = d.cont(max_steps=n)
     forward = time.perf_counter() - t
     assert s.kind == "max_steps", s
-    cps, used = len(d.timeline.checkpoints), d.timeline.used
     t = time.perf_counter()
     back = d.reverse_continue()
     warm = time.perf_counter() - t
-    assert (back.kind, back.step, back.eip) == ("breakpoint", hit.step, hit.eip), back
+    assert (back.kind, back.step, back.eip) == (kind, hit.step, hit.eip), back
+    return d, hit, forward, warm
 
-    d2 = Debugger(cls(img))
+
+def bench(monitor: str, n: int) -> None:
+    d, hit, forward, warm = forward_and_back(monitor, n, lambda d: d.break_at("syscall:_start"),
+                                             "breakpoint")
+    cps, used = len(d.timeline.checkpoints), d.timeline.used
+    img = guests.build(GUEST["name"], iterations=GUEST["iterations"])
+    d2 = Debugger(MONITORS[monitor](img))
     d2.step(hit.step + n)
     d2.break_at("syscall:_start")
     t = time.perf_counter()
@@ -60,20 +68,8 @@ def bench(monitor: str, n: int) -> None:
 
 
 def bench_watch(monitor: str, n: int) -> None:
-    cls = MONITORS[monitor]
-    img = guests.build(GUEST["name"], iterations=GUEST["iterations"])
-    d = Debugger(cls(img))
-    d.watch("syscall:label")
-    t = time.perf_counter()
-    hit = d.cont()
-    assert hit.kind == "watchpoint", hit
-    s = d.cont(max_steps=n)
-    forward = time.perf_counter() - t
-    assert s.kind == "max_steps", s
-    t = time.perf_counter()
-    back = d.reverse_continue()
-    warm = time.perf_counter() - t
-    assert (back.kind, back.step) == ("watchpoint", hit.step), back
+    _, _, forward, warm = forward_and_back(monitor, n, lambda d: d.watch("syscall:label"),
+                                           "watchpoint")
     print(f"{monitor:6} N={n:>9,}  watchpoint: forward {forward:6.2f} s  reverse_continue "
           f"{warm * 1e3:7.1f} ms")
 
