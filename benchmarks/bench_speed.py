@@ -34,20 +34,9 @@ from vmkit.machine import machine as machine_mod
 from vmkit.vmm import MONITORS
 
 ROOT = Path(__file__).resolve().parents[1]
-LCG = """
-_start:
-    mov ecx, {n}
-    mov eax, 1
-    xor edi, edi
-1:  imul eax, eax, 1103515245
-    add eax, 12345
-    mov edx, eax
-    shr edx, 16
-    add edi, edx
-    dec ecx
-    jnz 1b
-    hlt
-"""
+sys.path.insert(0, str(ROOT / "tests" / "helpers"))
+from asm_programs import lcg_loop  # noqa: E402
+
 
 
 def unicorn_rate(iterations: int, hook: bool, repeat: int) -> float | None:
@@ -56,7 +45,7 @@ def unicorn_rate(iterations: int, hook: bool, repeat: int) -> float | None:
         from unicorn import x86_const as X
     except ImportError:
         return None
-    prog = vmkit.assemble(LCG.format(n=iterations), base=0x1000)
+    prog = vmkit.assemble(lcg_loop(iterations), base=0x1000)
     best = 0.0
     for _ in range(repeat):
         mu = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)

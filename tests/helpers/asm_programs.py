@@ -1,4 +1,4 @@
-"""Larger assembly programs shared by the assembler's tests and benchmarks/bench_tools.py."""
+"""Assembly programs shared by the tests and the benchmarks (bench_tools.py, bench_speed.py)."""
 
 from __future__ import annotations
 
@@ -35,3 +35,21 @@ def macro_heavy_program() -> str:
         lines += [f"f{i}: SWITCH_MM eax", f"PTE_WRITE [edx + {i * 4}], eax", "EVENTS_ON",
                   f"jne f{(i + 3) % 250}"]
     return "\n".join(lines)
+
+
+def lcg_loop(iterations: int) -> str:
+    """The speed issue's compute loop: an LCG, 7 instructions an iteration, then hlt."""
+    return f"""
+_start:
+    mov ecx, {iterations}
+    mov eax, 1
+    xor edi, edi
+1:  imul eax, eax, 1103515245
+    add eax, 12345
+    mov edx, eax
+    shr edx, 16
+    add edi, edx
+    dec ecx
+    jnz 1b
+    hlt
+"""

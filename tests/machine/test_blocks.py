@@ -16,6 +16,7 @@ import pytest
 from golden import _observe
 
 import vmkit
+from asm_programs import lcg_loop
 from equivalence import build
 from vmkit.machine import blocks
 from vmkit.machine.machine import Machine, blocks_default
@@ -80,20 +81,7 @@ def _both(src: str, max_steps: int = 100_000, hot: int = 1, **kw):
     return m0, m1, r1
 
 
-LOOP = """
-_start:
-    mov ecx, 50
-    mov eax, 1
-    xor edi, edi
-1:  imul eax, eax, 1103515245
-    add eax, 12345
-    mov edx, eax
-    shr edx, 16
-    add edi, edx
-    dec ecx
-    jnz 1b
-    hlt
-"""
+LOOP = lcg_loop(50)
 
 
 def test_a_loop_runs_in_one_block_function():
