@@ -298,8 +298,10 @@ def watch_hit(page) -> dict:
                            ".some(e => e.innerText.includes('watchpoint 1 (write)'))",
                            timeout=left(), polling=100)
     status = stepper.locator(".vmkit-status").first
+    # read the status line before pressing Run: a fast hit can change it before the click returns
+    before = status.inner_text()
     stepper.locator("button", has_text=re.compile(r"^\s*Run\s*$")).first.click(timeout=left())
-    text = _wait_for_change(page, status.inner_text, status.inner_text(), left(),
+    text = _wait_for_change(page, status.inner_text, before, left(),
                             "the status line after Run with a watchpoint")
     while "watchpoint" not in text and time.monotonic() < deadline:
         page.wait_for_timeout(100)        # "running…" first
