@@ -1,7 +1,8 @@
 """A person's view of a notebook: JupyterLab in headless chromium runs it, and the Stepper steps.
 
-Starts JupyterLab on a free port of 127.0.0.1 over a temporary copy of the notebook (outputs
-and saved widget state cleared, so that only live widgets can match), opens it, runs all cells
+Starts JupyterLab on a free port of 127.0.0.1 (one for the module's tests: a start takes
+seconds) over temporary copies of the notebooks (outputs and saved widget state cleared, so
+that only live widgets can match), opens one, runs all cells
 (the app's "notebook:run-all-cells" command), waits for the widget, clicks its "Step" button
 and checks that the EIP display and the ring picture change.
 
@@ -19,6 +20,7 @@ Screenshots: build/test-artifacts/browser-<notebook>.png (and -failed.png on fai
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -131,6 +133,18 @@ class JupyterLab:
 
     def url(self, notebook: str) -> str:
         return f"{self.base}/lab/tree/{notebook}?token={self.token}&reset"
+
+    def shut_down_kernels(self) -> None:
+        """Shut the server's kernels down (DELETE of each session): a notebook done with
+        leaves an idle kernel holding its live widgets, which would take memory and CPU from
+        the next."""
+        url = f"{self.base}/api/sessions"
+        with urllib.request.urlopen(f"{url}?token={self.token}", timeout=10) as r:
+            sessions = json.load(r)
+        for session in sessions:
+            request = urllib.request.Request(f"{url}/{session['id']}?token={self.token}",
+                                             method="DELETE")
+            urllib.request.urlopen(request, timeout=30).close()
 
     def log_text(self) -> str:
         if not self.log.closed:
@@ -256,22 +270,39 @@ def run_stepper(page, lab: JupyterLab, notebook: str, counter: str | None = None
     return {"before": before, "after": look()}
 
 
-@pytest.fixture
-def lab_for(tmp_path):
-    """Start JupyterLab over a cleared copy of a notebook; stops it afterwards."""
+@pytest.fixture(scope="module")
+def module_lab(tmp_path_factory):
+    """One JupyterLab for the module's tests, started when the first one asks (a start
+    takes seconds); stopped after the last."""
+    work = tmp_path_factory.mktemp("lab")
+    root = work / "notebooks"
+    root.mkdir()
     labs = []
 
-    def start(src: Path) -> tuple[JupyterLab, str]:
-        root = tmp_path / "notebooks"
-        root.mkdir(exist_ok=True)
-        nb = cleared_copy(src, root)
-        lab = JupyterLab(root, tmp_path)
-        labs.append(lab)
-        return lab, nb.name
+    def get() -> JupyterLab:
+        if not labs:
+            labs.append(JupyterLab(root, work))
+        return labs[0]
 
-    yield start
+    yield get
     for lab in labs:
         lab.stop()
+
+
+@pytest.fixture
+def lab_for(module_lab):
+    """A cleared copy of a notebook in the module's JupyterLab; after the test, the kernels
+    are shut down."""
+    started = []
+
+    def start(src: Path) -> tuple[JupyterLab, str]:
+        lab = module_lab()
+        started.append(lab)
+        return lab, cleared_copy(src, lab.root_dir).name
+
+    yield start
+    for lab in started:
+        lab.shut_down_kernels()
 
 
 def watch_hit(page) -> dict:

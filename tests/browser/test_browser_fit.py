@@ -197,27 +197,12 @@ def _n_box_shows(page, value: str) -> list[str]:
     return bad
 
 
-def _shut_down_kernels(lab) -> None:
-    """Shut the server's kernels down (DELETE of each session): a notebook measured leaves
-    an idle kernel holding its live widgets, which would take memory and CPU from the next."""
-    import json
-    import urllib.request
-
-    url = f"{lab.base}/api/sessions"
-    with urllib.request.urlopen(f"{url}?token={lab.token}", timeout=10) as r:
-        sessions = json.load(r)
-    for session in sessions:
-        request = urllib.request.Request(f"{url}/{session['id']}?token={lab.token}",
-                                         method="DELETE")
-        urllib.request.urlopen(request, timeout=30).close()
-
-
 @pytest.fixture
 def kernels_shut_down_after(lab, page):
     """After the test: the page leaves the notebook, whose kernel is then shut down."""
     yield
     page.goto("about:blank")
-    _shut_down_kernels(lab)
+    lab.shut_down_kernels()
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
