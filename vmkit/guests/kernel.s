@@ -430,6 +430,9 @@ syscall_table:
 
 # exit(code in ebx): the process ends; the kernel switches away for good
 sys_exit:
+    # a guest image's kernel may free the address space here: the file exit_hook.s is empty
+    # (it adds no byte) except in forkwait's (vmkit/guests/fork.s: fork_exit)
+    .include "exit_hook.s"
     mov ebx, [current]
     mov dword ptr [ebx + PCB_STATE], 0
     mov byte ptr [need_switch], 1
@@ -641,6 +644,9 @@ do_divide_error:
 
 # any other exception: a fault in the kernel is fatal; a user process is killed
 do_fault:
+    # a guest image's kernel may serve more faults here: the file fault_hook.s is empty (it
+    # adds no byte) except in forkwait's, whose copy-on-write faults fork.s serves
+    .include "fault_hook.s"
     test dword ptr [ebp + F_CS], 3
     jz kernel_fault
     mov esi, offset msg_killed
