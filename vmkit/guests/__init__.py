@@ -234,7 +234,7 @@ _register(GuestSpec(
     "forkwait", "fork a child that exits at once and wait for it, N times (A&A 2006 §6.2)",
     # two process slots: the parent's and the one its children use in turn (vmkit/guests/fork.s)
     lambda p: ["forkwait", "forkwait"], {"iterations": 200, "heap": FORKWAIT_HEAP},
-    {"iterations": (1, 10**6), "heap": (0, 256)},
+    {"iterations": (1, 10**6), "heap": (1, 256)},
     lambda p: (f"forkwait: {p['iterations']} children forked and reaped, pid sum "
                f"{(p['iterations'] * (p['iterations'] + 5) // 2) & 0xFFFFFFFF}\n"),
     lambda p: {"ITERATIONS": p["iterations"], "HEAP_PAGES": p["heap"]},
