@@ -364,7 +364,7 @@ FORKWAIT_MISS = (
     "process (task, files, signals, VMAs), all native work that both VMMs run at native "
     "speed; the kit's kernel keeps one share count per frame. A heavier kernel, not a price, "
     "would close the gap. BT's ratio is within 1.5 on both machines; the Core 2's is the "
-    "further off (5.2 against 7.0) because core2-2006 keeps the P4's one cycle per native "
+    "further off (4.7 against 7.0) because core2-2006 keeps the P4's one cycle per native "
     "instruction, while the paper's Core 2 ran forkwait natively in 174,000 cycles a fork, a "
     "third of the P4's")
 
