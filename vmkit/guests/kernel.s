@@ -428,11 +428,8 @@ syscall_table:
     # own, e.g. fork and wait for forkwait (vmkit/guests/fork.s)
     .include "syscalls_ext.s"
 
-# exit(code in ebx): the process ends; the kernel switches away for good
-sys_exit:
-    # a guest image's kernel may free the address space here: the file exit_hook.s is empty
-    # (it adds no byte) except in forkwait's (vmkit/guests/fork.s: fork_exit)
-    .include "exit_hook.s"
+# exit(code in ebx): the process ends; the kernel switches away for good (exit_hook.s: no byte)
+sys_exit: .include "exit_hook.s"
     mov ebx, [current]
     mov dword ptr [ebx + PCB_STATE], 0
     mov byte ptr [need_switch], 1
@@ -642,11 +639,8 @@ do_divide_error:
     pop ebp
     ret
 
-# any other exception: a fault in the kernel is fatal; a user process is killed
-do_fault:
-    # a guest image's kernel may serve more faults here: the file fault_hook.s is empty (it
-    # adds no byte) except in forkwait's, whose copy-on-write faults fork.s serves
-    .include "fault_hook.s"
+# any other exception: a fault in the kernel is fatal; a user process is killed (fault_hook.s)
+do_fault: .include "fault_hook.s"
     test dword ptr [ebp + F_CS], 3
     jz kernel_fault
     mov esi, offset msg_killed
