@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from vmkit import guests
+from vmkit.errors import VmkitError
 from vmkit.vmm import HardwareAssisted, Native, TrapAndEmulate
 
 STEPS = 8000      # syscall (iterations=20) is in its kernel with paging on
@@ -58,6 +59,8 @@ def test_writes_round_trip_and_the_old_names_warn():
     assert vm.phys_read(0x7004, 4) == b"\x44\x33\x22\x11"
     vm.phys_write(vm.memory_size - 1, b"\xaa\xbb")     # the byte beyond the end is dropped
     assert vm.phys_read(vm.memory_size - 1, 1) == b"\xaa"
+    with pytest.raises(VmkitError, match=r"takes bytes.*phys_write_uint\(gpa, n, value\)"):
+        vm.phys_write(0x7000, 4, 0x1234)          # the old integer form: a clear error
     with pytest.warns(DeprecationWarning, match="use GuestVM.lin_read"):
         assert vm.read(0x7004, 4) == 0x11223344
     with pytest.warns(DeprecationWarning, match="use GuestVM.lin_write"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import warnings
 
+from vmkit.errors import VmkitError
 from vmkit.isa.decode import Imm, Mem, Reg
 from vmkit.isa.faults import VECTOR_NAMES, Fault
 from vmkit.machine import rules
@@ -164,6 +165,10 @@ class GuestVM(VM):
     def phys_write(self, gpa: int, data: bytes, source: str = "vmm") -> None:
         """Write guest-physical memory (bytes beyond its end are dropped), as
         ``Machine.phys_write`` writes physical memory."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise VmkitError(f"GuestVM.phys_write takes bytes, as Machine.phys_write does, got "
+                             f"{type(data).__name__}; for an integer use "
+                             f"phys_write_uint(gpa, n, value)")
         keep = max(0, min(len(data), self.memory_size - gpa))
         if keep:
             self.machine.phys_write(self.slice_base + gpa, bytes(data[:keep]), source)
