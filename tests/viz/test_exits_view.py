@@ -251,7 +251,7 @@ def test_cost_model_name_is_modified_once():
 SMALL_GUESTS = {
     "callret": dict(iterations=2, depth=2), "compute": dict(iterations=300),
     "ctxswitch": dict(iterations=2), "diskio": dict(kb=1), "divzero": dict(iterations=2),
-    "forkwait": dict(iterations=2, heap=1), "io": dict(bytes=128),
+    "forkwait": dict(iterations=5, heap=1), "io": dict(bytes=128),
     "kcallret": dict(iterations=2, depth=2), "kpgfault": dict(iterations=2),
     "kptemod": dict(iterations=2), "pagefault": dict(pages=2), "ptemod": dict(iterations=2),
     "selfmod": dict(iterations=2), "syscall": dict(iterations=2),
