@@ -105,7 +105,7 @@ class Block:
 
     __slots__ = ("key", "vm", "eip", "gpa", "insns", "kinds", "n", "nbody", "fn", "source",
                  "tail", "go_on", "resched", "links", "valid", "static", "fns", "exact",
-                 "index", "hbytes", "end", "hits", "chained_in", "indirect")
+                 "index", "hbytes", "end", "hits", "chained_in", "indirect", "code", "starts")
 
     def __init__(self, key, vm, eip, gpa, insns, kinds):
         self.key, self.vm, self.eip, self.gpa = key, vm, eip, gpa
@@ -121,7 +121,9 @@ class Block:
         self.exact = False      # reads guest time (sti): entered only after a lookup
         self.resched = False
         self.nbody = self.n
-        self.fn = None
+        self.fn = None          # None: no instruction before the tail
+        self.code = None        # fn's code object and the first line of each instruction in
+        self.starts = ()        # it (where a fault inside it came from: blocks.locate)
         self.source = ""
         self.hbytes: list = []
         self.end = insns[-1].next

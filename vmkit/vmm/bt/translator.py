@@ -13,6 +13,7 @@ from vmkit.isa.faults import Fault
 from vmkit.isa.ops_control import far_indirect
 from vmkit.isa.ops_logic import CC
 from vmkit.isa.ops_stack import POPF_CPL0, push
+from vmkit.machine import blocks
 from vmkit.machine.cpu import MASK32
 from vmkit.trace import Translation
 from vmkit.vmm.bt.tcache import Block, invalidate, make_room, watch
@@ -204,15 +205,16 @@ def kind_at(bt, vm: TEVM, insn: Insn, gpa: int) -> str:
 
 
 def build(bt, vm: TEVM, eip: int, gpa: int, key, insns: list) -> Block | None:
-    """Generate and compile the block function for ``insns``: the instructions' bodies one
-    after the other, each ending with its EIP update as the machine's own code does (so a
-    fault leaves EIP on the faulting instruction). Between two instructions: leave when the
-    guest-time budget is spent (``if budget <= k: return k``), and after a store, when it
-    wrote into translated code. (Storing EIP only where a fault or an exit can see it, as
-    QEMU does, saved nothing measurable: an attribute store costs about 10 ns next to
-    300 ns for an instruction's semantics.)"""
+    """Make the block for ``insns``: each instruction's Python (the machine's own code for an
+    innocuous one, inline emulation on the virtual CPU for a cheap sensitive one) compiled
+    into one function by the machine's block translator (:func:`vmkit.machine.blocks.build`:
+    locals renamed, flags computed only where read, constants folded, registers held in
+    locals), which the engine runs in block mode; a callout or an adapted instruction ends
+    the block, as its ``tail``, run by the engine. In per-instruction mode
+    (``Machine(blocks=False)``) the engine runs the same instructions one compiled function at
+    a time instead, with the same counts."""
     vmi = vm.index
-    src: list[str] = []
+    items: list = []
     kinds: list[str] = []
     tail = None
     resched = False
@@ -234,24 +236,15 @@ def build(bt, vm: TEVM, eip: int, gpa: int, key, insns: list) -> Block | None:
         text = "\n".join(lines)
         if "Resched" in text:
             break           # cannot run inside a block: interpreted there
-        k = len(kept)
-        if k:
-            src.append(f"    if budget <= {k}: return {k}")
-        src.append(f"    # {insn.address:#010x}: {insn.text}  [{kind}]")
-        ret = any(_BARE_RETURN.search(ln) for ln in lines)
-        if ret:
-            lines = [_BARE_RETURN.sub(f"return {k + 1}", ln) for ln in lines]
-        src.extend(lines)
+        items.append((insn, "def _insn():\n" + text + "\n"))
         kept.append(insn)
         kinds.append(kind)
         resched = rs
-        if term or ret:
+        if term or any(_BARE_RETURN.search(ln) for ln in lines):
             break
-        if any(t in text for t in ("wr1(", "wr2(", "wr4(")):
-            src.append(f"    if _bt_stale[0]: return {k + 1}")
     if not kept:
         return None
-    nbody = len(kept) - (1 if tail else 0)
+    nbody = len(items)
     blk = Block(key, vmi, eip, gpa, kept, kinds)
     blk.nbody = nbody
     blk.tail = tail
@@ -260,14 +253,26 @@ def build(bt, vm: TEVM, eip: int, gpa: int, key, insns: list) -> Block | None:
     # the STI shadow counts from the VM's guest time, which a chain of blocks brings up to
     # date only when it stops: such a block is never chained into
     blk.exact = any(i.mnemonic == "sti" for i in kept)
-    # one budget check between two instructions costs about 10 ns next to 300 ns for an
-    # instruction: a second copy of the body without them bought nothing measurable
-    body = "\n".join(src) if nbody else ""
-    blk.source = f"def _tb(budget):\n{body}\n    return {nbody}\n"
-    code = compile(blk.source, f"<bt {eip:#010x}>", "exec")
-    fcode = next(c for c in code.co_consts if isinstance(c, types.CodeType))
-    blk.fn = types.FunctionType(fcode, bt._host.compile_globals, f"tb_{eip:08x}")
+    if nbody:
+        mk = (eip, vmi, tuple(i.raw for i in kept[:nbody]), tuple(kinds[:nbody]))
+        made = _MADE.get(mk)
+        if made is None:
+            if len(_MADE) >= 4096:
+                _MADE.clear()
+            # no loop inside the function: each pass of a kernel loop is a chained exit, as
+            # the cost model counts it; a store into translated code sets _bt_stale
+            made = _MADE[mk] = blocks.build(eip, items, loop=False, stale="_bt_stale[0]")
+        code, _, _, blk.starts, blk.source = made
+        g = bt._host.compile_globals
+        blk.code = code
+        blk.fn = types.FunctionType(code, g, f"tb_{eip:08x}",
+                                    (g["R"], g["C"], g["M"], g["PARITY"]))
     return blk
+
+
+#: block functions made in this process, by (address, VM, instruction bytes, kinds): another
+#: monitor running the same kernel (a notebook's next cell, a test) only binds them
+_MADE: dict = {}
 
 
 def body_of(bt, vmi: int, insn: Insn, kind: str, index: int):
