@@ -63,9 +63,10 @@ _MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF}
 class _Insn:
     """One instruction of a block being built: its statements and what they do to flags."""
 
-    def __init__(self, insn, index: int, src: str):
+    def __init__(self, insn, index: int, src: str, note: str | None = None):
         self.insn = insn
         self.index = index
+        self.note = note      # a comment line above its code in the block's source
         self.body = ast.parse(src).body[0].body
         self.calls_machine = "M." in src or "Resched" in src or "return" in src
         self.writes_mem = "wr1(" in src or "wr2(" in src or "wr4(" in src or self.calls_machine
@@ -338,7 +339,8 @@ _MADE: dict = {}
 
 def build(eip: int, items: list, loop: bool = True, stale: str | None = None):
     """Compile the instructions ``items`` ((decoded instruction, its Python source as
-    ``semantics.source_of`` gives it) pairs, straight-line code starting at linear ``eip``)
+    ``semantics.source_of`` gives it) pairs, or triples with a comment line for the source,
+    straight-line code starting at linear ``eip``)
     into one block function, as :func:`translate` does for the machine's own blocks; for a
     monitor that chooses its blocks itself (binary translation's units, with its own code for
     sensitive instructions). ``loop=False``: a jump back to ``eip`` leaves the function
@@ -348,7 +350,8 @@ def build(eip: int, items: list, loop: bool = True, stale: str | None = None):
     register is held in a local. -> ``(code, n, addresses, line_starts, source)``: the code
     takes ``(budget, R, C, M, PARITY)`` (bind them as :func:`translate` does) and returns the
     instructions retired."""
-    return _build(eip, [_Insn(i, k, src) for k, (i, src) in enumerate(items)], loop, stale)
+    return _build(eip, [_Insn(it[0], k, it[1], it[2] if len(it) > 2 else None)
+                        for k, it in enumerate(items)], loop, stale)
 
 
 def _build(eip: int, insns: list, loop: bool = True, stale: str | None = None):
@@ -425,6 +428,8 @@ def _build(eip: int, insns: list, loop: bool = True, stale: str | None = None):
     for ins in insns:
         if ins is tail:
             break
+        if ins.note:
+            lines.append(ind + f"# {ins.note}")
         starts.append(len(lines) + 1)
         if ins.calls_machine and ins.index:
             lines.append(ind + f"C.eip = {ins.insn.address:#x}")   # as per instruction
@@ -450,6 +455,8 @@ def _build(eip: int, insns: list, loop: bool = True, stale: str | None = None):
         if back and loop_cond is None:
             lines.append("    " + back)
     if tail is not None:
+        if tail.note:
+            lines.append(f"    # {tail.note}")
         if tail.index:
             # the machine may read EIP (interrupt frames, events): as in per-instruction mode
             lines.append(f"    C.eip = {tail.insn.address:#x}")
