@@ -94,7 +94,9 @@ class LRU(_Ordered):
 # Translated blocks
 # =================================================================================================
 class Block:
-    """One translation: ``fn(budget)`` runs it and returns how many instructions retired.
+    """One translation: ``fn(budget)`` runs its instructions before the tail (a function made
+    by :func:`vmkit.machine.blocks.build`, bound to the host machine; None when the callout is
+    all there is) and returns how many retired.
 
     ``insns`` are the decoded instructions, ``kinds`` how each was translated ("ident",
     "inline", "callout", "adapted"), ``source`` the Python source of ``fn`` (read it!),

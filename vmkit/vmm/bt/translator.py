@@ -1,5 +1,6 @@
 """The translator (QEMU's translate-all): kernel code fetched through the guest's page tables,
-each instruction classified (identical, inline, callout), translation units built and compiled."""
+each instruction classified (identical, inline, callout), translation units built and compiled
+by the machine's block translator (:func:`vmkit.machine.blocks.build`)."""
 
 from __future__ import annotations
 
@@ -236,7 +237,8 @@ def build(bt, vm: TEVM, eip: int, gpa: int, key, insns: list) -> Block | None:
         text = "\n".join(lines)
         if "Resched" in text:
             break           # cannot run inside a block: interpreted there
-        items.append((insn, "def _insn():\n" + text + "\n"))
+        items.append((insn, "def _insn():\n" + text + "\n",
+                      f"{insn.address:#010x}: {insn.text}  [{kind}]"))
         kept.append(insn)
         kinds.append(kind)
         resched = rs
