@@ -5,7 +5,9 @@ made by the machine's block translator, vmkit.machine.blocks.build) against per-
 Console, guest state, memory hash, steps, timer ticks, every counter (translation-cache hits and
 misses, callouts, adaptations ...), event counts and cycles, at several timer periods, with
 faults, interrupts, a step limit and self-modifying code inside a unit; and the translations
-themselves (what ``vm.blocks()`` shows) do not depend on the mode."""
+themselves (what ``vm.blocks()`` shows) do not depend on the mode. Block mode compiles a unit
+once it has run ``blocks.HOT`` times; here mostly at once (``HOT = 1``), so that every unit runs
+as a function."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from golden import _observe
 from vmkit import guests
 from vmkit.machine import blocks
 from vmkit.vmm import Native
-from vmkit.vmm.bt import BinaryTranslation, engine, translator
+from vmkit.vmm.bt import BinaryTranslation, engine, tcache
 from equivalence import build, guest_state
 
 #: kernel-heavy guests: kernel loops, true and hidden page faults in the kernel, page-table
@@ -28,8 +30,9 @@ GUESTS = {"kcallret": {"iterations": 4, "depth": 8}, "kpgfault": {"iterations": 
 PERIODS = (173, 457)
 
 
-def _observed(monkeypatch, on: bool, image, max_steps: int = 300_000, **kw):
+def _observed(monkeypatch, on: bool, image, max_steps: int = 300_000, hot: int = 1, **kw):
     monkeypatch.setenv("VMKIT_BLOCKS", "1" if on else "0")
+    monkeypatch.setattr(blocks, "HOT", hot)
     bt = BinaryTranslation(image, **kw)
     made = []
     bt.on("translate", lambda e: made.append((e.step, e.address, e.instructions, e.end)))
@@ -46,7 +49,7 @@ def test_bt_block_mode_matches_per_instruction_mode(monkeypatch, period):
     interpreted first): the same record in both modes?"""
     for name, params in GUESTS.items():
         image = build(name, timer_period=period, **params)
-        for kw in ({}, {"threshold": 3}):
+        for kw in ({}, {"threshold": 3}, {"hot": 5}):
             _, want = _observed(monkeypatch, False, image, **kw)
             _, got = _observed(monkeypatch, True, image, **kw)
             assert got == want, f"{name} under bt {kw}, timer period {period}"
@@ -174,7 +177,7 @@ def test_block_mode_runs_each_unit_as_one_function(monkeypatch):
     monkeypatch.setattr(engine, "run_singly", lambda bt, blk, left: singly.append(blk.eip)
                         or real(bt, blk, left))
     made = []
-    monkeypatch.setattr(translator, "_MADE", {})     # made afresh, not found made
+    monkeypatch.setattr(tcache, "_MADE", {})     # made afresh, not found made
     real_build = blocks.build
     monkeypatch.setattr(blocks, "build", lambda *a, **k: made.append(a[0]) or real_build(*a, **k))
     engine_counts = []

@@ -164,8 +164,14 @@ def run_chain(bt, vm: TEVM, blk: Block, left: int) -> None:
     try:
         while True:
             try:
-                if whole and blk.fn is not None and left >= blk.nbody:
-                    k = blk.fn(left)
+                fn = blk.fn
+                if fn is None and whole and blk.items is not None:
+                    blk.runs += 1       # compiled once it is hot (Block.compile)
+                    if blk.runs >= blocks.HOT:
+                        blk.compile()
+                        fn = blk.fn
+                if whole and fn is not None and left >= blk.nbody:
+                    k = fn(left)
                 else:
                     k = run_singly(bt, blk, left)
             except (Sync, Fault) as ex:

@@ -3,8 +3,10 @@ guest code they were made from, invalidation and flushes."""
 
 from __future__ import annotations
 
+import types
 from collections import OrderedDict
 
+from vmkit.machine import blocks
 from vmkit.trace import TcInvalidation
 from vmkit.vmm.deprivileged.vcpu import TEVM
 
@@ -105,9 +107,10 @@ class Block:
     ``hits`` how often a cache lookup found it and ``chained_in`` how often a chained exit ran
     straight into it (for pictures of the cache: :func:`vmkit.viz.tcache.tc_diagram`)."""
 
-    __slots__ = ("key", "vm", "eip", "gpa", "insns", "kinds", "n", "nbody", "fn", "source",
+    __slots__ = ("key", "vm", "eip", "gpa", "insns", "kinds", "n", "nbody", "fn", "_source",
                  "tail", "go_on", "resched", "links", "valid", "static", "fns", "exact",
-                 "index", "hbytes", "end", "hits", "chained_in", "indirect", "code", "starts")
+                 "index", "hbytes", "end", "hits", "chained_in", "indirect", "code", "starts",
+                 "items", "made_key", "globals", "runs")
 
     def __init__(self, key, vm, eip, gpa, insns, kinds):
         self.key, self.vm, self.eip, self.gpa = key, vm, eip, gpa
@@ -123,10 +126,14 @@ class Block:
         self.exact = False      # reads guest time (sti): entered only after a lookup
         self.resched = False
         self.nbody = self.n
-        self.fn = None          # None: no instruction before the tail
+        self.fn = None          # None: not compiled yet, or no instruction before the tail
         self.code = None        # fn's code object and the first line of each instruction in
         self.starts = ()        # it (where a fault inside it came from: blocks.locate)
-        self.source = ""
+        self._source = ""
+        self.items = None       # what blocks.build compiles, until it has (see compile)
+        self.made_key = None
+        self.globals = None
+        self.runs = 0           # runs in block mode before it was compiled
         self.hbytes: list = []
         self.end = insns[-1].next
         self.hits = 0
@@ -142,6 +149,36 @@ class Block:
     def address(self) -> int:
         return self.eip
 
+    @property
+    def source(self) -> str:
+        """The Python source of ``fn`` (made now if the block was not compiled yet)."""
+        if self.items is not None:
+            self.compile()
+        return self._source
+
+    def compile(self) -> None:
+        """Make ``fn`` with the machine's block translator (:func:`vmkit.machine.blocks.build`),
+        once; a unit another monitor of this process compiled already is only bound. The
+        engine compiles a block when it has run ``blocks.HOT`` times in block mode, as the
+        machine makes its own blocks (compiling one costs a few milliseconds, what running a
+        few thousand instructions one at a time costs); until then, and in per-instruction
+        mode, its instructions run one compiled function at a time, with the same counts."""
+        items, self.items = self.items, None
+        if not items:
+            return
+        made = _MADE.get(self.made_key)
+        if made is None:
+            if len(_MADE) >= 4096:
+                _MADE.clear()
+            # no loop inside the function: each pass of a kernel loop is a chained exit, as the
+            # cost model counts it; a store into translated code sets _bt_stale
+            made = _MADE[self.made_key] = blocks.build(self.eip, items, loop=False,
+                                                       stale="_bt_stale[0]")
+        self.code, _, _, self.starts, self._source = made
+        g = self.globals
+        self.fn = types.FunctionType(self.code, g, f"tb_{self.eip:08x}",
+                                     (g["R"], g["C"], g["M"], g["PARITY"]))
+
     def listing(self) -> str:
         """The guest instructions, with how each was translated."""
         return "\n".join(f"{i.address:#010x}  {i.text:<32} {k}"
@@ -151,6 +188,11 @@ class Block:
         state = "" if self.valid else " invalid"
         return (f"<Block {self.eip:#010x} {self.n} instructions{' static' if self.static else ''}"
                 f"{state}>")
+
+
+#: block functions made in this process, by (address, VM, instruction bytes, kinds): another
+#: monitor running the same kernel (a notebook's next cell, a test) only binds them
+_MADE: dict = {}
 
 
 # =================================================================================================

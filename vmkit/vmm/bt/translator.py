@@ -14,9 +14,9 @@ from vmkit.isa.faults import Fault
 from vmkit.isa.ops_control import far_indirect
 from vmkit.isa.ops_logic import CC
 from vmkit.isa.ops_stack import POPF_CPL0, push
-from vmkit.machine import blocks
 from vmkit.machine.cpu import MASK32
 from vmkit.trace import Translation
+from vmkit.vmm.bt import tcache
 from vmkit.vmm.bt.tcache import Block, invalidate, make_room, watch
 from vmkit.vmm.deprivileged.vcpu import TEVM
 
@@ -207,11 +207,12 @@ def kind_at(bt, vm: TEVM, insn: Insn, gpa: int) -> str:
 
 def build(bt, vm: TEVM, eip: int, gpa: int, key, insns: list) -> Block | None:
     """Make the block for ``insns``: each instruction's Python (the machine's own code for an
-    innocuous one, inline emulation on the virtual CPU for a cheap sensitive one) compiled
-    into one function by the machine's block translator (:func:`vmkit.machine.blocks.build`:
-    locals renamed, flags computed only where read, constants folded, registers held in
-    locals), which the engine runs in block mode; a callout or an adapted instruction ends
-    the block, as its ``tail``, run by the engine. In per-instruction mode
+    innocuous one, inline emulation on the virtual CPU for a cheap sensitive one), to be
+    compiled into one function by the machine's block translator
+    (:func:`vmkit.machine.blocks.build`: locals renamed, flags computed only where read,
+    constants folded, registers held in locals) when the block is hot (:meth:`Block.compile`),
+    and run so by the engine in block mode; a callout or an adapted instruction ends the
+    block, as its ``tail``, run by the engine. In per-instruction mode
     (``Machine(blocks=False)``) the engine runs the same instructions one compiled function at
     a time instead, with the same counts."""
     vmi = vm.index
@@ -256,25 +257,12 @@ def build(bt, vm: TEVM, eip: int, gpa: int, key, insns: list) -> Block | None:
     # date only when it stops: such a block is never chained into
     blk.exact = any(i.mnemonic == "sti" for i in kept)
     if nbody:
-        mk = (eip, vmi, tuple(i.raw for i in kept[:nbody]), tuple(kinds[:nbody]))
-        made = _MADE.get(mk)
-        if made is None:
-            if len(_MADE) >= 4096:
-                _MADE.clear()
-            # no loop inside the function: each pass of a kernel loop is a chained exit, as
-            # the cost model counts it; a store into translated code sets _bt_stale
-            made = _MADE[mk] = blocks.build(eip, items, loop=False, stale="_bt_stale[0]")
-        code, _, _, blk.starts, blk.source = made
-        g = bt._host.compile_globals
-        blk.code = code
-        blk.fn = types.FunctionType(code, g, f"tb_{eip:08x}",
-                                    (g["R"], g["C"], g["M"], g["PARITY"]))
+        blk.items = items
+        blk.made_key = (eip, vmi, tuple(i.raw for i in kept[:nbody]), tuple(kinds[:nbody]))
+        blk.globals = bt._host.compile_globals
+        if blk.made_key in tcache._MADE:
+            blk.compile()       # made already in this process: only bound
     return blk
-
-
-#: block functions made in this process, by (address, VM, instruction bytes, kinds): another
-#: monitor running the same kernel (a notebook's next cell, a test) only binds them
-_MADE: dict = {}
 
 
 def body_of(bt, vmi: int, insn: Insn, kind: str, index: int):
