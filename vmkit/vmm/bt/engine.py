@@ -242,11 +242,15 @@ def run_singly(bt, blk: Block, left: int) -> int:
     function would, -> instructions retired, stopping early when the budget is spent or a
     store dropped translated code; a fault leaves EIP on the instruction that raised."""
     stale = bt._stale
-    k = 0
+    fns = blk.fns
     n = min(blk.nbody, left)
+    if n and fns[n - 1] is None:
+        for i in range(n):
+            insn_fn(bt, blk, i)
+    k = 0
     while k < n:
         try:
-            insn_fn(bt, blk, k)()
+            fns[k]()
         except Resched:     # the block's last instruction (the engine asks the loop to look)
             pass
         k += 1
