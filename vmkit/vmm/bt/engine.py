@@ -171,19 +171,37 @@ def run_chain(bt, vm: TEVM, blk: Block, left: int) -> None:
                         blk.compile()
                         fn = blk.fn
                 if whole and fn is not None and left >= blk.nbody:
-                    k = fn(left)
+                    if blk.loop_fn is not None and blk.links.get(blk.eip) is blk:
+                        # a unit chained to itself runs its passes in its loop function;
+                        # each pass after the first is a chained exit, counted as one
+                        k = blk.loop_fn(left)
+                        extra = (k - 1) // blk.nbody
+                        if extra:
+                            chained += extra
+                            blk.chained_in += extra
+                            n += extra * blk.nbody
+                            left -= extra * blk.nbody
+                            k -= extra * blk.nbody
+                    else:
+                        k = fn(left)
                 else:
                     k = run_singly(bt, blk, left)
             except (Sync, Fault) as ex:
                 m.in_burst = False
-                i = stopped_at(blk, ex, cpu)
+                i, passes = stopped_at(blk, ex, cpu)
+                if passes:
+                    chained += passes
+                    blk.chained_in += passes
+                    n += passes * blk.nbody
+                    left -= passes * blk.nbody
                 retire_native(bt, vm, n + i)
                 n = 0
                 if isinstance(ex, Sync) or trap_in_tc(bt, vm, ex, blk, i) == "retry":
                     finish_block(bt, vm, blk, i, left - i)
                 return
             except BaseException as ex:     # the VM stops: EIP on the instruction, as ever
-                n += stopped_at(blk, ex, cpu)
+                i, passes = stopped_at(blk, ex, cpu)
+                n += passes * blk.nbody + i
                 raise
             n += k
             left -= k
@@ -244,13 +262,13 @@ def run_singly(bt, blk: Block, left: int) -> int:
     stale = bt._stale
     fns = blk.fns
     n = min(blk.nbody, left)
-    if n and fns[n - 1] is None:
-        for i in range(n):
-            insn_fn(bt, blk, i)
     k = 0
     while k < n:
+        f = fns[k]
+        if f is None:
+            f = insn_fn(bt, blk, k)
         try:
-            fns[k]()
+            f()
         except Resched:     # the block's last instruction (the engine asks the loop to look)
             pass
         k += 1
@@ -259,16 +277,18 @@ def run_singly(bt, blk: Block, left: int) -> int:
     return k
 
 
-def stopped_at(blk: Block, ex: BaseException, cpu) -> int:
-    """The index of the instruction of ``blk`` that raised ``ex`` (not retired), with EIP put
-    on it: located from the traceback in the block's function (``blocks.locate``), which
-    stores EIP only at its end; the per-instruction path left EIP there already."""
-    if blk.code is not None:
-        at = blocks.locate((None, None, None, blk.starts, blk.code), ex.__traceback__)
-        if at is not None:
-            cpu.eip = blk.insns[at[1]].address
-            return at[1]
-    return blk.index.get(cpu.eip, 0)
+def stopped_at(blk: Block, ex: BaseException, cpu) -> tuple[int, int]:
+    """(index of the instruction of ``blk`` that raised ``ex``, not retired; whole passes run
+    before, in its loop function) with EIP put on that instruction: located from the traceback
+    in the block's function (``blocks.locate``), which stores EIP only at its end; the
+    per-instruction path left EIP there already."""
+    for code, starts in ((blk.code, blk.starts), (blk.loop_code, blk.loop_starts)):
+        if code is not None:
+            at = blocks.locate((None, None, None, starts, code), ex.__traceback__)
+            if at is not None:
+                cpu.eip = blk.insns[at[1]].address
+                return at[1], at[0] // blk.nbody
+    return blk.index.get(cpu.eip, 0), 0
 
 
 def resume_at(bt, vm: TEVM, blk: Block, i: int) -> None:

@@ -110,7 +110,7 @@ class Block:
     __slots__ = ("key", "vm", "eip", "gpa", "insns", "kinds", "n", "nbody", "fn", "_source",
                  "tail", "go_on", "resched", "links", "valid", "static", "fns", "exact",
                  "index", "hbytes", "end", "hits", "chained_in", "indirect", "code", "starts",
-                 "items", "made_key", "globals", "runs")
+                 "items", "made_key", "globals", "runs", "loop_fn", "loop_code", "loop_starts")
 
     def __init__(self, key, vm, eip, gpa, insns, kinds):
         self.key, self.vm, self.eip, self.gpa = key, vm, eip, gpa
@@ -134,6 +134,9 @@ class Block:
         self.made_key = None
         self.globals = None
         self.runs = 0           # runs in block mode before it was compiled
+        self.loop_fn = None     # a unit that jumps back to its start: a second function that
+        self.loop_code = None   # runs its passes in itself, once it is chained to itself
+        self.loop_starts = ()
         self.hbytes: list = []
         self.end = insns[-1].next
         self.hits = 0
@@ -176,8 +179,27 @@ class Block:
                                                        stale="_bt_stale[0]")
         self.code, _, _, self.starts, self._source = made
         g = self.globals
-        self.fn = types.FunctionType(self.code, g, f"tb_{self.eip:08x}",
-                                     (g["R"], g["C"], g["M"], g["PARITY"]))
+        bind = (g["R"], g["C"], g["M"], g["PARITY"])
+        self.fn = types.FunctionType(self.code, g, f"tb_{self.eip:08x}", bind)
+        if self.loops_back():
+            key = self.made_key + ("loop",)
+            made = _MADE.get(key)
+            if made is None:
+                made = _MADE[key] = blocks.build(self.eip, items, loop=True,
+                                                 stale="_bt_stale[0]")
+            if "done" in made[0].co_varnames:      # it does loop
+                self.loop_code, self.loop_starts = made[0], made[3]
+                self.loop_fn = types.FunctionType(self.loop_code, g, f"tb_{self.eip:08x}",
+                                                  bind)
+
+    def loops_back(self) -> bool:
+        """Does the unit end in a direct jump to its own start, with nothing the engine must do
+        between two passes (a callout, a look by the run loop, guest time for sti)?"""
+        last = self.insns[-1]
+        ops = last.operands
+        return (self.nbody == self.n and not self.resched and not self.exact
+                and not self.indirect and last.mnemonic != "call" and len(ops) == 1
+                and type(ops[0]).__name__ == "Imm" and ops[0].value == self.eip)
 
     def listing(self) -> str:
         """The guest instructions, with how each was translated."""
