@@ -189,3 +189,35 @@ def test_block_mode_runs_each_unit_as_one_function(monkeypatch):
     per_instruction, block_mode = engine_counts
     assert per_instruction > 300 and block_mode < per_instruction / 10
     assert made, "units are compiled by the machine's block translator"
+
+
+#: a bare-metal kernel loop that is one unit jumping back to its own start (FAULTY without the
+#: store into its code): ESI steps by 4, so it divides by zero every fourth pass and walks eight
+#: pages 32 bytes a pass (the first touch of each page is a hidden page fault of the shadow
+#: tables, in a later pass); ticks of period %d land inside the passes
+LOOPING = (FAULTY.replace("1:  inc esi\n", "1:  add esi, 4\n")
+           .replace("and ecx, 3 ", "and ecx, 12")
+           .replace("    mov byte ptr [patch + 2], bl", "    add edx, [buffer + esi*8]   ")
+           .replace("    mov ebx, 120\n", "    mov ebx, 1000\n")
+           .replace("des:     .long 0\n", "des:     .long 0\n.align 4096\nbuffer:  .space 9 * 4096\n"))
+
+
+@pytest.mark.parametrize("period", (89, 1500))
+def test_a_kernel_loop_runs_its_passes_in_its_loop_function(monkeypatch, period):
+    """A unit chained to itself runs its passes in one call of its loop function: the same
+    counters (chained exits included), state and ticks as per instruction and as natively, with
+    hidden page faults and #DE in later passes?"""
+    image = guests.from_source(LOOPING % period, name="looping")
+    nat = Native(image)
+    assert nat.run(max_steps=200_000).reason == "poweroff"
+    _, want = _observed(monkeypatch, False, image, max_steps=200_000)
+    bt, got = _observed(monkeypatch, True, image, max_steps=200_000)
+    assert got == want
+    assert guest_state(bt.vcpu) == guest_state(nat.machine.cpu)
+    assert bt.vms[0].steps == nat.machine.steps
+    st = bt.stats
+    assert st["reflected"]["#DE"] == 250 and st["hidden_page_faults"] >= 8
+    # the loop's head, chained to itself between two #DE (its load was adapted: see
+    # adapt_after), ran those passes in its loop function
+    head = [b for b in bt.blocks() if b.insns[0].text == "add esi, 4"]
+    assert len(head) == 1 and head[0].loop_fn is not None and head[0].chained_in > 20

@@ -173,8 +173,9 @@ class Block:
         if made is None:
             if len(_MADE) >= 4096:
                 _MADE.clear()
-            # no loop inside the function: each pass of a kernel loop is a chained exit, as the
-            # cost model counts it; a store into translated code sets _bt_stale
+            # a jump back to the start leaves the function (each pass of a kernel loop is a
+            # chained exit until the block is chained to itself: loop_fn); a store into
+            # translated code sets _bt_stale
             made = _MADE[self.made_key] = blocks.build(self.eip, items, loop=False,
                                                        stale="_bt_stale[0]")
         self.code, _, _, self.starts, self._source = made
