@@ -123,7 +123,7 @@ class PagingMode:
         through the guest's tables and bring the mode's structures up to date (a traced shadow
         mode updates the shadow entry of the guest PTE written). Called for every write the
         software MMU makes while ``traces`` is set; by default a plain guest write."""
-        vm.write(lin, n, value, user)
+        vm.lin_write(lin, n, value, user)
 
     # ---- what viz draws --------------------------------------------------------------------
     def view(self, vm) -> PagingView:
