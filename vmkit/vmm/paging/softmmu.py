@@ -21,18 +21,32 @@ from vmkit.machine.cpu import MASK32
 __all__ = ["compile_through_guest", "run", "fetch"]
 
 
-def compile_through_guest(machine, vm, insn: Insn, user: bool):
+def compile_through_guest(machine, vm, insn: Insn, user: bool, probe=None):
     """``insn`` compiled to run on ``machine``'s CPU with its memory accesses through ``vm``'s
     page tables at the privilege of ``user`` -> a function, or a string saying why the kit
-    cannot compile it."""
+    cannot compile it. ``probe(address, size, write)``, if given, is called before each
+    access (a binary translator watching what an adapted instruction touches)."""
     g = dict(machine.compile_globals)
     paging = vm.monitor.paging
     for n in (1, 2, 4):
-        g[f"rd{n}"] = lambda a, n=n: vm.lin_read(a, n, user)
         if paging.traces:
-            g[f"wr{n}"] = lambda a, v, n=n: paging.traced_write(vm, a, n, v, user)
+            def wr(a, v, n=n):
+                paging.traced_write(vm, a, n, v, user)
         else:
-            g[f"wr{n}"] = lambda a, v, n=n: vm.lin_write(a, n, v, user)
+            def wr(a, v, n=n):
+                vm.lin_write(a, n, v, user)
+
+        def rd(a, n=n):
+            return vm.lin_read(a, n, user)
+        if probe is not None:
+            def rd(a, n=n, rd=rd):
+                probe(a, n, False)
+                return rd(a)
+
+            def wr(a, v, n=n, wr=wr):
+                probe(a, n, True)
+                wr(a, v)
+        g[f"rd{n}"], g[f"wr{n}"] = rd, wr
     return sem.compile_insn(insn, g)
 
 
