@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import sys
 
 import comm
 import pytest
@@ -435,22 +437,64 @@ def test_browser_hooks_change_with_a_step():
 
 def test_ring_view_redraws_after_the_click_under_an_event_loop():
     """Under a kernel's event loop, is the ring picture redrawn right after a Step returns (not
-    inside it), and only once for several moves?"""
+    inside it), only once for several moves, and a new picture drawn off the main thread
+    (the kernel answers while dot runs)?"""
+    import threading
+    from vmkit.viz import render
+    from vmkit.widgets import rings as rings_mod
+
     async def scenario():
         s = Stepper(hello())
-        calls = []
-        real = s.ring_view.refresh
-        s.ring_view.refresh = lambda *a: (calls.append(1), real())
-        s.run("ring")
-        s.step()
-        assert calls == []           # deferred: the click answered first
-        await asyncio.sleep(0)
-        return s, calls
+        render._SVG_CACHE.clear()        # a picture another test drew is not drawn again
+        calls, threads = [], []
+        real = s.ring_view.diagram
+        s.ring_view.diagram = lambda: (calls.append(1), real())[1]
+        real_html = rings_mod.diagram_html
+        rings_mod.diagram_html = lambda g: (threads.append(threading.current_thread()),
+                                            real_html(g))[1]
+        try:
+            s.run("ring")
+            s.step()
+            assert calls == []           # deferred: the click answered first
+            await asyncio.sleep(0)
+            assert calls == [1]          # one redraw for the two moves
+            await s.ring_view.drawn()
+        finally:
+            rings_mod.diagram_html = real_html
+        return s, calls, threads
 
-    s, calls = asyncio.run(scenario())
+    s, calls, threads = asyncio.run(scenario())
     assert calls == [1]
+    assert threads and threading.main_thread() not in threads
     assert "trap" not in s.ring_view.diagram_view.value
     assert "iret ×1" in s.ring_view.diagram_view.value
+
+
+def test_ring_view_drawn_late_never_overwrites_a_newer_picture():
+    """Under an event loop, if the view is redrawn at once (refresh() from code) while a picture
+    is drawn off the main thread, does the late picture stay unshown, and does a move while it
+    is drawn get drawn after it?"""
+    from vmkit.viz import render
+
+    async def scenario():
+        s = Stepper(hello())
+        rv = s.ring_view
+        render._SVG_CACHE.clear()
+        s.run("ring")                    # a new transition: drawn off the main thread
+        await asyncio.sleep(0)
+        late = rv._drawing
+        assert late is not None
+        s.run("ring")                    # moves while it is drawn ...
+        s.reset()                        # ... back to step 0: no transitions
+        rv.refresh()                     # at once, newer than the drawing
+        assert "no transitions yet" in rv.diagram_view.value
+        await asyncio.wait([late])       # the late picture is ready: not shown
+        assert "no transitions yet" in rv.diagram_view.value
+        await rv.drawn()
+        return rv
+
+    rv = asyncio.run(scenario())
+    assert "no transitions yet" in rv.diagram_view.value
 
 
 def test_static_bundles_have_html_and_svg():
@@ -648,3 +692,19 @@ def test_ring_change_under_te_names_ring_1():
     s.run("ring")
     assert "guest believes ring 3 → 0; real CPU ring 3 → 1" in s.status
     assert "real CPU in ring <b>1</b>" in s.header.value
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own priority: Linux")
+def test_pictures_are_drawn_at_a_lower_cpu_priority_that_dot_inherits():
+    """Is a live view's picture drawn on a thread whose CPU priority is lower than the
+    kernel's by background.NICE, and does a program it starts (dot) run at that priority?"""
+    import subprocess
+    from vmkit.widgets.background import NICE, draw
+
+    async def scenario():
+        return await draw(lambda: subprocess.run(["nice"], capture_output=True,
+                                                 text=True).stdout.strip())
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    assert int(asyncio.run(scenario())) == min(19, before + NICE)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before      # the kernel's own is unchanged
