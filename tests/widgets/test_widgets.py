@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import subprocess
 import sys
 
 import comm
@@ -450,8 +451,8 @@ def test_ring_view_redraws_after_the_click_under_an_event_loop():
         real = s.ring_view.diagram
         s.ring_view.diagram = lambda: (calls.append(1), real())[1]
         real_html = rings_mod.diagram_html
-        rings_mod.diagram_html = lambda g: (threads.append(threading.current_thread()),
-                                            real_html(g))[1]
+        rings_mod.diagram_html = lambda g, **kw: (threads.append(threading.current_thread()),
+                                                  real_html(g, **kw))[1]
         try:
             s.run("ring")
             s.step()
@@ -708,3 +709,37 @@ def test_pictures_are_drawn_at_a_lower_cpu_priority_that_dot_inherits():
     before = os.getpriority(os.PRIO_PROCESS, 0)
     assert int(asyncio.run(scenario())) == min(19, before + NICE)
     assert os.getpriority(os.PRIO_PROCESS, 0) == before      # the kernel's own is unchanged
+
+
+def test_pipe_svg_gives_the_bytes_graph_pipe_gives():
+    """Does the drawing thread's way of running dot (a session of its own, lower priority)
+    give the same SVG as graphviz's graph.pipe, and the same errors?"""
+    import graphviz
+    from vmkit.viz.rings import ring_diagram
+    from vmkit.widgets.background import pipe_svg
+    vm = hello()
+    vm.run(max_steps=3000)
+    g = ring_diagram(vm, compact=True)
+    assert pipe_svg(g) == g.pipe(format="svg", encoding="utf-8")
+    bad = graphviz.Digraph(body=["a -> {"])
+    with pytest.raises(subprocess.CalledProcessError):
+        pipe_svg(bad)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="Linux autogroups")
+def test_pipe_svg_runs_dot_in_a_scheduling_group_of_its_own_with_a_raised_nice(
+        tmp_path, monkeypatch):
+    """Does pipe_svg start dot in a session of its own (its own autogroup) whose nice value
+    is raised by background.NICE, so that a class's dots yield to the class's clicks?"""
+    import graphviz
+    from vmkit.widgets.background import NICE, pipe_svg
+    fake = tmp_path / "dot"
+    fake.write_text("#!/bin/sh\ncat >/dev/null\nsleep 0.3\n"
+                    "echo \"<svg>$(cat /proc/self/autogroup)|$(ps -o sid= -p $$)</svg>\"\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    out = pipe_svg(graphviz.Digraph(body=["a"]))
+    group, sid = out.removeprefix("<svg>").split("</svg>")[0].split("|")
+    assert group.split()[-2:] == ["nice", str(NICE)]
+    assert group.split()[0] != open("/proc/self/autogroup").read().split()[0]
+    assert int(sid) != os.getsid(0)

@@ -163,9 +163,12 @@ def _fallback_svg(title: str) -> str:
             "</text></svg>")
 
 
-def diagram_svg(graph: graphviz.Graph | graphviz.Digraph) -> str:
+def diagram_svg(graph: graphviz.Graph | graphviz.Digraph, *, pipe=None) -> str:
     """Render a graphviz graph to SVG with graphviz's version comment removed (so two runs give
-    byte-identical output) and the graph's title as the SVG's accessible name.
+    byte-identical output) and the graph's title as the SVG's accessible name. ``pipe``
+    (``pipe(graph) -> str``, the SVG ``dot`` writes) runs ``dot`` another way than
+    ``graph.pipe(format="svg")`` does (``vmkit.widgets.background.pipe_svg``: at a lower
+    priority).
 
     Raises ``graphviz.ExecutableNotFound`` when ``dot`` is missing (see :func:`diagram_html`
     for a form that never raises)."""
@@ -173,7 +176,7 @@ def diagram_svg(graph: graphviz.Graph | graphviz.Digraph) -> str:
     if hit is not None:
         return hit
     title = _graph_title(graph)
-    raw = graph.pipe(format="svg", encoding="utf-8")
+    raw = pipe(graph) if pipe is not None else graph.pipe(format="svg", encoding="utf-8")
     svg = _VERSION_COMMENT.sub("", raw)
     if title:
         svg = with_title(svg, title)
@@ -225,12 +228,12 @@ def _figure(svg_inline: str, title: str) -> str:
             f'aria-label="{html.escape(title, quote=True)}">{fit_svg(svg_inline)}</figure>')
 
 
-def diagram_html(graph) -> str:
+def diagram_html(graph, *, pipe=None) -> str:
     """HTML for a graph that never raises: the inline SVG with a caption, or (without ``dot``)
-    the install hint and the DOT text."""
+    the install hint and the DOT text. ``pipe`` as for :func:`diagram_svg`."""
     title = _graph_title(graph)
     try:
-        return _figure(strip_svg_prolog(diagram_svg(graph)), title)
+        return _figure(strip_svg_prolog(diagram_svg(graph, pipe=pipe)), title)
     except graphviz.ExecutableNotFound:
         return dot_missing_html(graph.source, title)
     except (subprocess.CalledProcessError, OSError) as e:

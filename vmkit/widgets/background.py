@@ -7,21 +7,30 @@ clicks at once, twenty ``dot`` processes competed with the clicks still being an
 (``benchmarks/bench_class.py``: the presses that crossed rings were the slowest 5 %).
 
 :func:`draw` runs the drawing on one worker thread of the kernel whose CPU priority is lowered
-(``nice`` +10; on Linux a thread's own, and the ``dot`` it starts inherits it): the kernel's
-main thread answers the click and the next message at once, and a busy server answers its
-students' clicks before it draws their pictures. Where a thread's priority cannot be set
+(``nice`` +10; on Linux a thread's own), so the kernel's main thread answers the click and the
+next message at once. :func:`pipe_svg` runs ``dot`` as ``graph.pipe(format="svg")`` does, at
+that priority and in a session of its own: Linux puts every session in its own scheduling
+group ("autogroup", on by default) and shares the CPU between groups before nice values count,
+so a ``dot`` in its kernel's session would compete with the other students' kernels as an
+equal; in its own group with the group's nice raised, a busy server answers its students'
+clicks before it draws their pictures. (Where each student's server has a cgroup of its own,
+as on Kubernetes, the picture yields to its own kernel only.) Where priorities cannot be set
 (other systems) the drawing still happens off the main thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["draw", "NICE"]
+import graphviz
+
+__all__ = ["draw", "pipe_svg", "NICE"]
 
 #: how much lower than the kernel the drawing thread (and the dot it starts) runs: nice +10 is
 #: about a tenth of the CPU share of a normal process when both want the CPU
@@ -57,3 +66,29 @@ def draw(func, *args) -> asyncio.Future:
     (its done callbacks run on the loop's thread, where widgets are updated). ``func`` must not
     touch widgets or the monitor: it gets what it needs (e.g. a graph's DOT source)."""
     return asyncio.get_running_loop().run_in_executor(_executor(), func, *args)
+
+
+def pipe_svg(graph) -> str:
+    """``graph.pipe(format="svg", encoding="utf-8")`` (the same command and bytes) with ``dot``
+    in a session of its own whose scheduling group's nice value is raised by :data:`NICE`
+    (Linux autogroups; elsewhere the process runs at the calling thread's priority). Raises
+    ``graphviz.ExecutableNotFound`` without ``dot`` and ``subprocess.CalledProcessError`` when
+    it fails, as ``graph.pipe`` does."""
+    cmd = ["dot", f"-K{graph.engine}", "-Tsvg"]
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            raise graphviz.ExecutableNotFound(cmd) from e
+        raise
+    if sys.platform.startswith("linux"):
+        try:    # raising a nice value needs no privilege; a dot already gone is fine
+            with open(f"/proc/{proc.pid}/autogroup", "w") as f:
+                f.write(str(NICE))
+        except OSError:
+            pass
+    out, err = proc.communicate(graph.source.encode(graph.encoding or "utf-8"))
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd, output=out, stderr=err)
+    return out.decode(graph.encoding or "utf-8")

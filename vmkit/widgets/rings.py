@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import html
 import time
+from functools import partial
 
 import ipywidgets as W
 
 from vmkit.viz.render import CSS_TEXT, cached_svg, diagram_html, diagram_svg, figure_html
 from vmkit.viz.rings import ring_diagram
-from vmkit.widgets.background import draw
+from vmkit.widgets.background import draw, pipe_svg
 from vmkit.widgets.static import StaticMixin
 
 __all__ = ["RingView"]
@@ -156,7 +157,7 @@ class RingView(StaticMixin, W.VBox):
         self._last_refresh = time.perf_counter()
         self._generation += 1
         generation = self._generation
-        self._drawing = draw(diagram_html, g)
+        self._drawing = draw(partial(diagram_html, pipe=pipe_svg), g)
         self._drawing.add_done_callback(
             lambda f: self._drawn(f, generation, key, g.source, now))
 
