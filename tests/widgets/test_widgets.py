@@ -546,6 +546,33 @@ def test_step_sends_register_updates_to_the_frontend(monkeypatch):
     assert any(f"{vm.cpu.eip:08x}*" in t for t in texts)
 
 
+def test_a_step_sends_one_message_for_the_panes_and_none_for_unchanged_ones(monkeypatch):
+    """Does a Step send the status line, code and CPUs in one widget message (not one a
+    pane), the ring view's line in one more, and nothing for the console and events when
+    they did not change (each message costs the kernel and the server, issue 19)?"""
+    sent = []
+
+    class RecordingComm(comm.DummyComm):
+        def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
+            if msg_type == "comm_msg" and data and data.get("method") == "update":
+                sent.append(self.comm_id)
+
+    monkeypatch.setattr(comm, "create_comm", RecordingComm)
+    vm = hello()
+    s = Stepper(vm)
+    s.step(2000)
+    events, console = s.events_view.value, s.console_view.value
+    for _ in range(5):
+        sent.clear()
+        s.step()
+        if s.events_view.value == events and s.console_view.value == console:
+            break
+        events, console = s.events_view.value, s.console_view.value
+    assert s.events_view.value == events and s.console_view.value == console
+    assert sorted(sent) == sorted([s.main_view.model_id, s.ring_view.diagram_view.model_id])
+    assert f"{vm.cpu.eip:08x}" in s.main_view.value and "vmkit-eip" in s.main_view.value
+
+
 def test_history_alone_on_the_monitor_api():
     """Does StepHistory work with just the Monitor API, mixing steps and runs?"""
     vm = Native(guests.build("divzero"))
