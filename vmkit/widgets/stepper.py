@@ -204,11 +204,11 @@ class Stepper(StaticMixin, W.VBox):
         # status line, the code and the CPUs on the left, the ring picture on the right, so
         # the buttons and the picture are on screen together; the console and the last events
         # side by side below. On a narrow page the picture wraps below the left column.
-        # The panes are parts of two HTML widgets, not a widget each: a Step then sends two
-        # messages (the main view and the ring picture's line), not five. Every message costs
-        # the kernel and the server a thread hand-off and a few hundred microseconds; with a
-        # class clicking at once on two cores, each one more put about 35 ms on the median
-        # Step (issue 19: benchmarks/bench_class.py).
+        # The panes are parts of two HTML widgets, not a widget each: a Step sends one message
+        # for them (and the ring view one for the line under its picture), where it sent
+        # three to five. Every message costs the kernel and the server a thread hand-off and
+        # a few hundred microseconds; with 20 kernels clicking at once on two cores, each one
+        # more put about 35 ms on the median click (issue 19: benchmarks/bench_class.py).
         self.header = _Pane()                 # status line: guest, monitor, step, EIP, ring
         self.disassembly_view = _Pane()
         self.registers_view = _Pane()
