@@ -252,14 +252,14 @@ class Machine(MMUMixin, SystemMixin, BlockRunMixin):
     def insn_at(self, eip: int) -> Insn | None:
         """The instruction at linear ``eip`` decoded without side effects (None if its bytes
         are not mapped or not an instruction)."""
-        # the 15 bytes an instruction may take, or those up to the first unmapped page
-        eip &= 0xFFFFFFFF
-        first = min(15, 0x1000 - (eip & 0xFFF))
-        window = self.peek(eip, first)
-        if window is None:
+        window = b""
+        for k in range(15):
+            b = self.peek(eip + k, 1)
+            if b is None:
+                break
+            window += b
+        if not window:
             return None
-        if first < 15:
-            window += self.peek(eip + first, 15 - first) or b""
         return DECODER.decode(eip, window)
 
     def text_at(self, eip: int) -> str:

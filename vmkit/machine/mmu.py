@@ -306,18 +306,11 @@ class MMUMixin:
     def peek(self, lin: int, n: int) -> bytes | None:
         """n bytes at a linear address without side effects, or None if any is unmapped."""
         out = bytearray()
-        lin &= 0xFFFFFFFF
-        while n > 0:
-            # one translation a 4 KiB page (every mapping, large pages and the nested
-            # table's included, maps whole 4 KiB pages): a Step's disassembly window peeks
-            # ~100 bytes, 0.2 ms a row byte by byte
-            k = min(n, 0x1000 - (lin & 0xFFF))
-            pa = self.peek_translate(lin)
+        for k in range(n):
+            pa = self.peek_translate(lin + k)
             if pa is None:
                 return None
-            out += self.phys_read(pa, k, "peek")
-            lin = (lin + k) & 0xFFFFFFFF
-            n -= k
+            out += self.phys_read(pa, 1, "peek")
         return bytes(out)
 
     def _walk(self, lin: int, write: bool, user: bool, fetch: bool = False) -> int:
