@@ -207,8 +207,9 @@ class Stepper(StaticMixin, W.VBox):
         # The panes are parts of two HTML widgets, not a widget each: a Step sends one message
         # for them (and the ring view one for the line under its picture), where it sent
         # three to five. Every message costs the kernel and the server a thread hand-off and
-        # a few hundred microseconds; with 20 kernels clicking at once on two cores, each one
-        # more put about 35 ms on the median click (issue 19: benchmarks/bench_class.py).
+        # a few hundred microseconds; with 20 kernels clicking at once on two busy cores
+        # (load ~15), each one more put about 35 ms on the median click (issue 19; the Step's
+        # own drawing is under 1 ms of CPU).
         self.header = _Pane()                 # status line: guest, monitor, step, EIP, ring
         self.disassembly_view = _Pane()
         self.registers_view = _Pane()
