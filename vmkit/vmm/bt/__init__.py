@@ -19,9 +19,12 @@ dispatched through the semantics registry, each time; sensitive ones emulated on
 with the trap-and-emulate handlers), and its executions are counted; when it has run
 ``threshold`` times it is **translated**: the per-instruction Python bodies that the
 machine itself compiles (``semantics.source_of``, the identical translation of innocuous
-instructions, "IDENT" in A&A) are concatenated, with inline emulation for the cheap sensitive
-ones and a **callout** for the rest, into **one Python function per block**, so a block runs
-with one call and no per-instruction dispatch. Translations live in a bounded **translation
+instructions, "IDENT" in A&A), with inline emulation for the cheap sensitive ones and a
+**callout** for the rest, are made into **one Python function per block** by the machine's own
+block translator (:func:`vmkit.machine.blocks.build`: flags only where read, registers in
+locals, a fault located from the traceback), so a block runs with one call and no
+per-instruction dispatch. In per-instruction mode (``Machine(blocks=False)``, ``VMKIT_BLOCKS=0``)
+the same units run one compiled instruction at a time, with the same counts. Translations live in a bounded **translation
 cache** keyed by (VM, guest-physical address of the block start, its linear address, virtual
 CPL), with an eviction policy (:class:`FlushWhenFull` as QEMU, :class:`LRU`, :class:`FIFO`).
 A block's exits to a successor in the same page are **chained**: the successor's translation
@@ -77,9 +80,13 @@ load the first access to each page is a hidden page fault, a trap into the VMM. 
 of translated code that keeps trapping this way (``adapt_after`` hidden faults; ``popad`` on
 the kernel stack of the process just switched to is the classic case in ``ctxswitch``) is
 **retranslated into a callout** that runs it with the VMM's software MMU (the guest's page
-tables, accessed and dirty bits set as natively), without the trap (``adaptations``). The
-callout keeps watching the instruction: after ``REVERT_AFTER`` (64) runs that touched no traced
-page it goes back to its IDENT translation, and traps again before it is adapted again (A&A §3.3:
+tables, accessed and dirty bits set as natively), without the trap (``adaptations``); an access
+that would have been a hidden fault fills the shadow entry as the fault would have, so the
+instructions after it find the page mapped. The
+callout keeps watching the instruction: after ``REVERT_AFTER`` (64) runs in a row that would
+not have trapped as IDENT code (no hidden fault: the shadow already mapped what it touched; no
+traced write) it goes back to its IDENT translation, and traps again before it is adapted again
+(A&A §3.3:
 adapt aggressively towards the general form, "less aggressively towards a more optimistic
 translation"). Under traced shadow paging (``shadow="traced"``) a store that keeps writing the
 guest's page tables is adapted the same way, and its adapted form is the short in-TC sequence of
