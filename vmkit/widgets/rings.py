@@ -1,9 +1,9 @@
-"""``RingView(vm)``: the ring diagram (and optionally the ring timeline) of a monitor, kept up to
+"""``RingView(monitor)``: the ring diagram (and optionally the ring timeline) of a monitor, kept up to
 date as a :class:`~vmkit.widgets.Stepper` moves it.
 
 >>> from vmkit.widgets import Stepper, RingView
->>> view = RingView(vm)            # doctest: +SKIP
->>> view.follow(Stepper(vm))       # doctest: +SKIP   (or Stepper(vm, ring_view=True))
+>>> view = RingView(monitor)            # doctest: +SKIP
+>>> view.follow(Stepper(monitor))       # doctest: +SKIP   (or Stepper(monitor, ring_view=True))
 """
 
 from __future__ import annotations
@@ -32,8 +32,14 @@ class RingView(StaticMixin, W.VBox):
     width. Call :meth:`refresh` after moving the monitor yourself, or :meth:`follow` a
     Stepper."""
 
-    def __init__(self, vm, *, timeline: bool = False, compact: bool = False, **kwargs):
-        self.vm = vm
+    @property
+    def vm(self):
+        """The monitor (the attribute's name before it was ``monitor``; kept so that notebooks
+        reading ``.vm`` keep working)."""
+        return self.monitor
+
+    def __init__(self, monitor, *, timeline: bool = False, compact: bool = False, **kwargs):
+        self.monitor = monitor
         self.show_timeline = timeline
         self.compact = compact
         self.diagram_view = W.HTML(layout=W.Layout(max_width="100%"))
@@ -54,7 +60,7 @@ class RingView(StaticMixin, W.VBox):
 
     def diagram(self):
         """The current ring diagram (a ``graphviz.Digraph``)."""
-        return ring_diagram(self.vm, compact=self.compact)
+        return ring_diagram(self.monitor, compact=self.compact)
 
     def refresh(self, *_):
         """Redraw from the monitor's current trace (dot runs only when the picture changed;
@@ -71,7 +77,7 @@ class RingView(StaticMixin, W.VBox):
                     self._picture = diagram_html(g)
                 if self.show_timeline:
                     from vmkit.viz.timeline import ring_timeline
-                    self.timeline_view.value = figure_html(ring_timeline(self.vm))
+                    self.timeline_view.value = figure_html(ring_timeline(self.monitor))
             self.diagram_view.value = self._picture + self._now()
         except Exception as e:  # a picture must never break the notebook
             self.diagram_view.value = (f"<pre>ring view: could not draw: "
@@ -83,8 +89,8 @@ class RingView(StaticMixin, W.VBox):
         if self._followed:
             parts.append(f"step {self._followed[0].position:,}")
         try:
-            parts.append(f"guest time {self.vm.machine.clock:,}")
-            cpu, vcpu = self.vm.cpu, self.vm.vcpu
+            parts.append(f"guest time {self.monitor.machine.clock:,}")
+            cpu, vcpu = self.monitor.cpu, self.monitor.vcpu
             ring = f"CPU in ring {cpu.cpl}"
             if vcpu is not cpu:
                 ring += f" (the guest believes ring {vcpu.cpl})"
@@ -97,8 +103,8 @@ class RingView(StaticMixin, W.VBox):
     def _state_key(self):
         """What the picture depends on, cheaply: the trace's event count and the rings."""
         try:
-            tr = self.vm.trace
-            return (tr.total, len(tr), self.vm.cpu.cpl, self.vm.vcpu.cpl)
+            tr = self.monitor.trace
+            return (tr.total, len(tr), self.monitor.cpu.cpl, self.monitor.vcpu.cpl)
         except Exception:
             return None
 
@@ -188,7 +194,7 @@ class RingView(StaticMixin, W.VBox):
         out = f'<div class="vmkit-rings">{diagram_html(self.diagram())}{self._now()}</div>'
         if self.show_timeline:
             from vmkit.viz.timeline import ring_timeline
-            out += figure_html(ring_timeline(self.vm))
+            out += figure_html(ring_timeline(self.monitor))
         return out
 
     def static_svg(self) -> str | None:
