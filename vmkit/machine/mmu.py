@@ -652,6 +652,16 @@ class MMUMixin:
         if not self.cpu.cr0 & CR0_PG and self.nested is None:
             return self._phys_rd(lin, n)
         if (lin & 0xFFF) + n <= 0x1000:  # one page: one translation
+            # a TLB hit, as translate() and phys_read() would take it (the TLB never holds a
+            # watched page): descriptors, gates, the TSS and interrupt frames read this way
+            # made the syscall guest's system calls a fifth faster
+            base = self.tlb[("wu" if write else "ru") if user else
+                            ("ws" if write else "rs")].get(lin >> 12)
+            if base is not None:
+                pa = base | (lin & 0xFFF)
+                if pa + n <= self.memory_size:
+                    self.tlb_hits += 1
+                    return int.from_bytes(self.mem[pa:pa + n], "little")
             return int.from_bytes(self.phys_read(self.translate(lin, write, user), n), "little")
         out = 0
         for k in range(n):
@@ -665,6 +675,15 @@ class MMUMixin:
             self._phys_wr(lin, n, v)
             return
         if (lin & 0xFFF) + n <= 0x1000:
+            base = self.tlb["wu" if user else "ws"].get(lin >> 12)   # a hit: as lin_read
+            if base is not None:
+                pa = base | (lin & 0xFFF)
+                if pa + n <= self.memory_size:
+                    self.tlb_hits += 1
+                    self.mem[pa:pa + n] = (v & ((1 << (8 * n)) - 1)).to_bytes(n, "little")
+                    if pa >> 12 in self.code_pages:
+                        self._smc(pa, n)
+                    return
             self._phys_wr(self.translate(lin, True, user), n, v)
             return
         pas = [self.translate((lin + k) & 0xFFFFFFFF, True, user) for k in range(n)]
