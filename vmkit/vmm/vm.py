@@ -187,6 +187,8 @@ class GuestVM(VM):
 
     def read(self, lin: int, n: int, user: bool = False) -> int:
         """n bytes at guest-linear ``lin`` (supervisor access unless ``user``), little-endian."""
+        if (lin & 0xFFF) + n <= 0x1000:     # one page (a descriptor, a frame slot): one step
+            return self.phys_read(self.translate(lin & MASK32, False, user), n)
         out, k = 0, 0
         while k < n:
             a = (lin + k) & MASK32
@@ -197,6 +199,9 @@ class GuestVM(VM):
 
     def write(self, lin: int, n: int, v: int, user: bool = False) -> None:
         """Write n bytes at guest-linear ``lin``; every page is checked before any is written."""
+        if (lin & 0xFFF) + n <= 0x1000:     # one page: one translation, then the write
+            self.phys_write(self.translate(lin & MASK32, True, user), n, v)
+            return
         parts, k = [], 0
         while k < n:
             a = (lin + k) & MASK32
