@@ -106,6 +106,27 @@ def walk_tables(rd, wr, lin: int, write: bool, user: bool, cr0: int, cr3: int, c
     return frame, flags & (PTE_U | PTE_W), bool((pde if pte is None else pte) & PTE_D), refs
 
 
+def _filler(n: int, resolve, mem, size: int, cp: dict, counter):
+    """``fill(a, v, count)`` for REP STOS: the elements of ``n`` bytes from linear ``a`` up
+    that lie wholly in ``a``'s page, written at once when ``resolve(a)`` gives the physical
+    address without a walk (a TLB hit, or paging off) and the page holds no compiled code
+    and lies in memory; returns how many it wrote (0: the caller writes one element with the
+    accessor, which takes the slow path). Each element counts a TLB hit, as the accessor
+    would. A kernel clearing a page: 1,024 accessor calls before, one slice store now."""
+    def fill(a, v, count):
+        c = min(count, (0x1000 - (a & 0xFFF)) // n)
+        if c <= 0:
+            return 0
+        pa = resolve(a)
+        if pa is None or pa + n * c > size or pa >> 12 in cp:
+            return 0
+        mem[pa:pa + n * c] = v.to_bytes(n, "little") * c
+        if counter is not None:
+            counter.tlb_hits += c
+        return c
+    return fill
+
+
 class MMUMixin:
     """Memory accessors and paging for :class:`vmkit.machine.Machine`."""
 
@@ -553,6 +574,8 @@ class MMUMixin:
                         smc(a, 4)
                 else:
                     phys_wr(a, 4, v)
+            for n, w in ((1, wr1), (2, wr2), (4, wr4)):
+                w.fill = _filler(n, lambda a: a, mem, size, cp, None)
             return dict(rd1=rd1, rd2=rd2, rd4=rd4, wr1=wr1, wr2=wr2, wr4=wr4)
 
         rt = self.tlb["ru" if user else "rs"]
@@ -641,6 +664,11 @@ class MMUMixin:
                 p32(mem, pa, v)
                 if pa >> 12 in cp:
                     smc(pa, 4)
+        def hit(a):
+            f = wget(a >> 12)
+            return None if f is None else f | (a & 0xFFF)
+        for n, w in ((1, wr1), (2, wr2), (4, wr4)):
+            w.fill = _filler(n, hit, mem, size, cp, machine)
         return dict(rd1=rd1, rd2=rd2, rd4=rd4, wr1=wr1, wr2=wr2, wr4=wr4)
 
     # ---- linear-address helpers for the machine's own use ----------------------------------
