@@ -145,8 +145,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from vmkit.vmm.registry import MONITORS as registry
         cls = registry[args.monitor]
         trace = Trace(instructions=args.trace, maxlen=args.trace_events if args.trace else 20_000)
-        vm = cls(image, trace=trace)
-        result = vm.run(max_steps=args.max_steps)
+        monitor = cls(image, trace=trace)
+        result = monitor.run(max_steps=args.max_steps)
     except AssemblyError as e:
         print(f"{e.file}:{e.line}:{e.column}: {_one_line(e.message)}", file=sys.stderr)
         return 1
@@ -156,7 +156,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for ev in trace:
             print(_format_event(ev))
         print()
-    console = vm.console
+    console = monitor.console
     sys.stdout.write(console)
     if console and not console.endswith("\n"):
         sys.stdout.write("\n")
@@ -166,7 +166,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if result.reason == "crash" and result.instruction:
         line += f" (at {result.eip:#010x}: {result.instruction})"
     print(line)
-    stats = vm.stats
+    stats = monitor.stats
     parts = []
     for k, v in stats.items():
         if isinstance(v, dict):
@@ -178,8 +178,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for p in parts:
         if ": " in p:
             print("-- " + p)
-    cycles = vm.cycles
-    print(f"-- cycles ({vm.costs.name}): {sum(cycles.values()):,.0f} = " + ", ".join(
+    cycles = monitor.cycles
+    print(f"-- cycles ({monitor.costs.name}): {sum(cycles.values()):,.0f} = " + ", ".join(
         f"{k} {v:,.0f}" for k, v in cycles.most_common()))
     if result.reason in ("poweroff", "halt"):
         return EXIT_OK

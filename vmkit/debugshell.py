@@ -217,8 +217,9 @@ class Shell:
             cpu = mon.vcpu
             names = ("eax", "ebx", "ecx", "edx", "esi", "edi", "ebp", "esp", "eip", "eflags",
                      "cr0", "cr2", "cr3", "cr4")
-            self.say("  ".join(f"{n}={getattr(cpu, n, 0):08x}" for n in names) +
-                     f"  cpl={getattr(cpu, 'cpl', 0)}")
+            # every monitor's vcpu has these (vmkit.vmm.vcpu.VCPU)
+            self.say("  ".join(f"{n}={getattr(cpu, n):08x}" for n in names) +
+                     f"  cpl={cpu.cpl}")
         else:
             close = difflib.get_close_matches(what, _INFO, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""

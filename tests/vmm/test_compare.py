@@ -223,23 +223,32 @@ def test_cpu_bound_near_native():
 
 
 def test_forkwait_under_both_2006_presets():
-    """Does forkwait cost more under BT than natively and more again under the hardware VMM
-    (the paper's order), do Table 1's cheaper Core 2 exits lower the hardware VMM's ratio while
-    leaving BT's alone (paper: 17.7 -> 14.8), and is the distance to the paper's ratios the one
-    FORKWAIT_MISS explains (outside a factor of 1.5, below)? One run, priced twice."""
-    from vmkit.vmm.compare import FORKWAIT_MISS, FORKWAIT_SECONDS, forkwait, per_operation
+    """Does the copy-on-write forkwait cost more under BT than natively and more again under
+    the hardware VMM (the paper's order, traced shadow page tables), do Table 1's cheaper Core 2
+    exits lower the hardware VMM's ratio while leaving BT's alone (paper: 17.7 -> 14.8), is BT's
+    ratio within a factor of 1.5 of the paper's on both machines, and is every cell outside it
+    one that FORKWAIT_MISSES names (the hardware VMM's, above the paper's)? One run, priced
+    twice."""
+    from vmkit.vmm.compare import (FORKWAIT_MISS, FORKWAIT_MISSES, FORKWAIT_SECONDS, forkwait,
+                                   per_operation)
     _, counts = per_operation("forkwait", FIG4_MONITORS, "p4-2006", param="iterations",
-                              small=1, large=3)
+                              small=2, large=6)
     for preset, secs in FORKWAIT_SECONDS.items():
         model = CostModel.preset(preset)
         cyc = [sum(model.price(counts[m]).values()) for m in FIG4_MONITORS]
         kit = [c / cyc[0] for c in cyc]
         paper = [t / secs[0] for t in secs]
         assert 1 < kit[1] < kit[2], (preset, kit)
-        assert kit[2] / kit[1] > 2                              # paper: 2.9 and 2.1
-        assert all(k < p / 1.5 for k, p in zip(kit[1:], paper[1:])) and FORKWAIT_MISS
+        for m, k, p in zip(FIG4_MONITORS[1:], kit[1:], paper[1:]):
+            if (preset, m) in FORKWAIT_MISSES:
+                assert k > 1.5 * p, (preset, m, k, p)
+            else:
+                assert p / 1.5 <= k <= 1.5 * p, (preset, m, k, p)
         if preset == "p4-2006":
             p4 = kit
+    assert set(FORKWAIT_MISSES) <= {(p, "hw-traced") for p in FORKWAIT_SECONDS} and FORKWAIT_MISS
     assert kit[2] < p4[2] and kit[1] == pytest.approx(p4[1])   # the Core 2, then the P4
     with pytest.raises(VmkitError, match="p4-2006"):
         forkwait("modern-2020")
+    with pytest.raises(VmkitError, match="vtlb"):
+        forkwait("p4-2006", shadow="nested")

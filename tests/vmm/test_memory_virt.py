@@ -194,7 +194,7 @@ def test_nested_walk_picture_numbers_eight_references_with_real_addresses(finish
     # the guest's entries are read at the host-physical address the EPT gave
     pde_gpa = (v.vcpu.cr3 & 0xFFFFF000) | ((GVA >> 22) << 2)
     assert w.refs[2].gpa == pde_gpa and w.refs[2].hpa == v.slice_base + pde_gpa
-    assert w.refs[2].value == v.phys_read(pde_gpa, 4)
+    assert w.refs[2].value == v.phys_read_uint(pde_gpa, 4)
     d = translation_diagram(vm, GVA)
     src = d.source
     for n in range(1, 9):

@@ -123,7 +123,7 @@ def test_the_software_mmu_writes_through_a_tracing_mode(counting):
     te.machine.cpu.regs[0] = 0x12345678
     softmmu.run(fn)
     assert te.paging.asked["traced_write"] == [(0x3000, 4, 0x12345678)]
-    assert vm.read(0x3000, 4) == 0x12345678
+    assert vm.lin_read(0x3000, 4) == 0x12345678
 
 
 def test_a_mode_needs_a_name_and_a_kind():

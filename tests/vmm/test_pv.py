@@ -175,9 +175,9 @@ def test_refused_updates_are_counted_and_never_take_effect():
     vm = mon.vms[0]
     k = img.programs["kernel"].symbols
     pcb = k["pcbs"]
-    pt1, pt2 = vm.phys_read(pcb + 24, 4), vm.phys_read(pcb + 28, 4)
-    assert vm.phys_read(pt2, 4) == 0                              # heap entry still empty
-    assert not vm.phys_read(k["kernel_pt"] + (pt1 >> 12) * 4, 4) & 2   # still read-only
+    pt1, pt2 = vm.phys_read_uint(pcb + 24, 4), vm.phys_read_uint(pcb + 28, 4)
+    assert vm.phys_read_uint(pt2, 4) == 0                         # heap entry still empty
+    assert not vm.phys_read_uint(k["kernel_pt"] + (pt1 >> 12) * 4, 4) & 2      # read-only
 
 
 def test_paravirtual_only_guest_refuses_a_native_build():
@@ -213,8 +213,8 @@ def test_a_direct_store_into_a_page_table_faults():
     mon, res = run_pv(img)
     assert "kernel panic: exception 14" in mon.console
     vm = mon.vms[0]
-    pt1 = vm.phys_read(img.programs["kernel"].symbols["pcbs"] + 24, 4)
-    assert vm.phys_read(pt1, 4) != 0x12345007
+    pt1 = vm.phys_read_uint(img.programs["kernel"].symbols["pcbs"] + 24, 4)
+    assert vm.phys_read_uint(pt1, 4) != 0x12345007
 
 
 def test_a_hypercall_from_user_mode_is_a_gp():

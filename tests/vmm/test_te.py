@@ -100,8 +100,8 @@ def test_hidden_page_faults_are_invisible_to_the_guest():
     te, _ = run_te(img)
     assert te.stats["hidden_page_faults"] > 0
     addr = img.symbols["demand_faults"]
-    assert te.vms[0].phys_read(addr, 4) == int.from_bytes(nat.machine.read(addr, 4), "little")
-    assert te.vms[0].phys_read(addr, 4) == SMALL["pagefault"]["pages"]
+    assert te.vms[0].phys_read(addr, 4) == nat.machine.read(addr, 4)   # same name, same bytes
+    assert te.vms[0].phys_read_uint(addr, 4) == SMALL["pagefault"]["pages"]
     assert te.stats["reflected"]["#PF"] == nat.stats["page_faults"]
 
 

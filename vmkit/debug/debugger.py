@@ -442,7 +442,7 @@ class Debugger:
         gv = GuestView(mon, i)
         insn = gv.insn_at(cpu.eip)
         text = insn.text if insn is not None else ""
-        stop = DebugStop(kind, self.position, cpu.eip, text, getattr(cpu, "cpl", 0), i, **kw)
+        stop = DebugStop(kind, self.position, cpu.eip, text, cpu.cpl, i, **kw)
         return stop
 
     # ---- running ------------------------------------------------------------------------------
@@ -477,7 +477,7 @@ class Debugger:
                 continue
             if bp.vm is not None and bp.vm != i:
                 continue
-            if bp.ring is not None and getattr(cpu, "cpl", 0) != bp.ring:
+            if bp.ring is not None and cpu.cpl != bp.ring:
                 continue
             if bp.condition is not None:
                 try:

@@ -226,19 +226,23 @@ _register(GuestSpec(
     lambda p: {"ITERATIONS": p["iterations"]}))
 
 #: heap pages the forkwait parent touches before it forks: with its program and stack pages,
-#: the address space each fork copies (an estimate of a small process's private pages)
+#: the address space each fork shares copy-on-write (an estimate of a small process's private
+#: pages)
 FORKWAIT_HEAP = 32
 
 _register(GuestSpec(
     "forkwait", "fork a child that exits at once and wait for it, N times (A&A 2006 §6.2)",
     # two process slots: the parent's and the one its children use in turn (vmkit/guests/fork.s)
     lambda p: ["forkwait", "forkwait"], {"iterations": 200, "heap": FORKWAIT_HEAP},
-    {"iterations": (1, 10**6), "heap": (0, 256)},
+    {"iterations": (1, 10**6), "heap": (1, 256)},
     lambda p: (f"forkwait: {p['iterations']} children forked and reaped, pid sum "
                f"{(p['iterations'] * (p['iterations'] + 5) // 2) & 0xFFFFFFFF}\n"),
     lambda p: {"ITERATIONS": p["iterations"], "HEAP_PAGES": p["heap"]},
+    # fork.s (copy-on-write fork and wait), its boot, exit and copy-on-write fault hooks
     kernel_files=lambda p: {"boot_hook.s": "    call fork_init\n",
-                            "syscalls_ext.s": '.include "fork.s"\n'},
+                            "syscalls_ext.s": '.include "fork.s"\n',
+                            "exit_hook.s": "    call fork_exit\n",
+                            "fault_hook.s": "    jmp fork_fault\nfork_not_cow:\n"},
     extra_syscalls=2))
 
 

@@ -428,8 +428,8 @@ syscall_table:
     # own, e.g. fork and wait for forkwait (vmkit/guests/fork.s)
     .include "syscalls_ext.s"
 
-# exit(code in ebx): the process ends; the kernel switches away for good
-sys_exit:
+# exit(code in ebx): the process ends; the kernel switches away for good (exit_hook.s: no byte)
+sys_exit: .include "exit_hook.s"
     mov ebx, [current]
     mov dword ptr [ebx + PCB_STATE], 0
     mov byte ptr [need_switch], 1
@@ -639,8 +639,8 @@ do_divide_error:
     pop ebp
     ret
 
-# any other exception: a fault in the kernel is fatal; a user process is killed
-do_fault:
+# any other exception: a fault in the kernel is fatal; a user process is killed (fault_hook.s)
+do_fault: .include "fault_hook.s"
     test dword ptr [ebp + F_CS], 3
     jz kernel_fault
     mov esi, offset msg_killed

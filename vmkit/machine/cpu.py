@@ -205,6 +205,16 @@ class CPU:
         return (self.ef >> 12) & 3
 
     @property
+    def IF(self) -> int:
+        """EFLAGS.IF (1: maskable interrupts enabled), named as a monitor's virtual CPU names
+        it (the interface every ``vcpu`` has, ``vmkit.vmm.vcpu.VCPU``)."""
+        return (self.ef >> 9) & 1
+
+    @IF.setter
+    def IF(self, v: int) -> None:
+        self.ef = (self.ef & ~0x200) | ((v & 1) << 9)
+
+    @property
     def paging(self) -> bool:
         return bool(self.cr0 & 0x80000000)
 

@@ -136,8 +136,8 @@ def translation_walk(vm, gva: int, *, index: int | None = None) -> TranslationWa
         return _machine_walk(v, name, gva, hrd)
     ept = view.table if view is not None else None
     slice_base = getattr(v, "slice_base", 0)
-    if hasattr(v, "phys_read") and slice_base is not None and hasattr(v, "slice_base"):
-        grd = v.phys_read
+    if hasattr(v, "phys_read_uint") and slice_base is not None and hasattr(v, "slice_base"):
+        grd = v.phys_read_uint
         to_host = (lambda g: slice_base + g)
     else:   # the guest's physical memory is the machine's (native, direct paging)
         grd = hrd

@@ -6,8 +6,8 @@ bits, the guest's #PF), its ports and its descriptors as the guest sees them.
 Each monitor's VM adds its virtual CPU and its mechanism: :class:`~vmkit.vmm.te.TEVM` (the
 virtual CPU trap-and-emulate keeps, a TLB of the VMM's own, the shadow GDT),
 :class:`~vmkit.vmm.hw.HWVM` (the VMCS, EPT), :class:`~vmkit.vmm.pv.PVVM` (what the guest
-registered by hypercall). The vCPU a subclass puts in ``self._vcpu`` provides the registers,
-``cpl``, ``iopl``, ``cr0``/``cr3``/``cr4``, ``gdtr``/``ldtr``/``tr``.
+registered by hypercall). The vCPU a subclass puts in ``self._vcpu`` has the members of the
+one virtual-CPU interface, :class:`vmkit.vmm.vcpu.VCPU`.
 
 What a snapshot saves of a VM is declared in ``vm_state`` (:mod:`vmkit.vmm.state`), each class
 adding its own names, and the monitor's paging mode adding the structures it keeps on the VM
@@ -15,6 +15,9 @@ adding its own names, and the monitor's paging mode adding the structures it kee
 
 from __future__ import annotations
 
+import warnings
+
+from vmkit.errors import VmkitError
 from vmkit.isa.decode import Imm, Mem, Reg
 from vmkit.isa.faults import VECTOR_NAMES, Fault
 from vmkit.machine import rules
@@ -44,6 +47,12 @@ class CannotEmulate(VMStop):
         super().__init__("crash", detail)
 
 
+def _renamed(old: str, new: str) -> None:
+    warnings.warn(f"GuestVM.{old} is deprecated, use GuestVM.{new} (the machine's name for the "
+                  f"same access); {old} goes away in the next release", DeprecationWarning,
+                  stacklevel=3)
+
+
 def event_name(vector: int, source: str) -> str:
     """How stats and traces name an event: "#PF", "int 0x80", "irq 0"."""
     if source == "irq":
@@ -56,8 +65,19 @@ def event_name(vector: int, source: str) -> str:
 class GuestVM(VM):
     """One guest of a hosted monitor (see the module text): ``vm.devices`` its own
     :class:`Devices`, ``vm.monitor`` the VMM, ``vm.clock`` its guest time,
-    ``vm.read``/``vm.write`` guest-linear memory through the guest's paging,
-    ``vm.phys_read``/``vm.phys_write`` guest-physical memory, ``vm.port_in``/``vm.port_out``."""
+    ``vm.port_in``/``vm.port_out``, and its memory with the machine's names for the same
+    accesses (``Machine`` reads physical memory, this the VM's guest-physical memory):
+
+    * ``vm.lin_read(lin, n)`` -> int / ``vm.lin_write(lin, n, value)``: guest-linear memory
+      through the guest's paging (accessed/dirty bits, the guest's #PF), as
+      ``Machine.lin_read``/``lin_write``;
+    * ``vm.peek(lin, n)`` -> bytes or None: guest-linear, no side effects, as ``Machine.peek``;
+    * ``vm.phys_read(gpa, n)`` -> bytes / ``vm.phys_write(gpa, data)``: guest-physical, as
+      ``Machine.phys_read``/``phys_write``; ``vm.phys_read_uint(gpa, n)`` -> int /
+      ``vm.phys_write_uint(gpa, n, value)`` the same as little-endian integers.
+
+    ``vm.read``/``vm.write`` are the old names of ``lin_read``/``lin_write`` (deprecated:
+    they warn); until this release ``phys_read`` returned an int (now ``phys_read_uint``)."""
 
     #: what snapshot() saves and restore() rolls back (vmkit.vmm.state), subclasses add theirs
     vm_state = ("devices", "saved", "_clock", "tick_steps", "steps", "pending", "result", "pool")
@@ -128,26 +148,45 @@ class GuestVM(VM):
         """Host-physical address of guest-physical ``gpa`` (None beyond the VM's memory)."""
         return self.slice_base + gpa if 0 <= gpa < self.memory_size else None
 
-    def phys_read(self, gpa: int, n: int, source: str = "vmm") -> int:
-        """n bytes of guest-physical memory, little-endian (all ones beyond its end). Where the
-        machine watches memory (a debugger's watchpoint) the read goes through it, as
-        ``source`` ("vmm": the VMM on the guest's behalf; "peek": unseen)."""
+    def phys_read(self, gpa: int, n: int, source: str = "vmm") -> bytes:
+        """n bytes of guest-physical memory (all ones beyond its end), as
+        ``Machine.phys_read`` reads physical memory. Where the machine watches memory (a
+        debugger's watchpoint) the read goes through it, as ``source`` ("vmm": the VMM on the
+        guest's behalf; "peek": unseen)."""
+        if gpa + n <= self.memory_size:
+            a = self.slice_base + gpa
+            m = self.machine
+            if m.watched_pages and source != "peek":
+                return m.phys_read(a, n, source)
+            return bytes(m.mem[a:a + n])
+        return bytes(self.machine.mem[self.slice_base + gpa + k]
+                     if gpa + k < self.memory_size else 0xFF for k in range(n))
+
+    def phys_write(self, gpa: int, data: bytes, source: str = "vmm") -> None:
+        """Write guest-physical memory (bytes beyond its end are dropped), as
+        ``Machine.phys_write`` writes physical memory."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise VmkitError(f"GuestVM.phys_write takes bytes, as Machine.phys_write does, got "
+                             f"{type(data).__name__}; for an integer use "
+                             f"phys_write_uint(gpa, n, value)")
+        keep = max(0, min(len(data), self.memory_size - gpa))
+        if keep:
+            self.machine.phys_write(self.slice_base + gpa, bytes(data[:keep]), source)
+
+    def phys_read_uint(self, gpa: int, n: int, source: str = "vmm") -> int:
+        """The n bytes of :meth:`phys_read` as a little-endian unsigned integer (a page-table
+        entry, a field of a shared page)."""
         if gpa + n <= self.memory_size:
             a = self.slice_base + gpa
             m = self.machine
             if m.watched_pages and source != "peek":
                 return int.from_bytes(m.phys_read(a, n, source), "little")
             return int.from_bytes(m.mem[a:a + n], "little")
-        return int.from_bytes(bytes(self.machine.mem[self.slice_base + gpa + k]
-                                    if gpa + k < self.memory_size else 0xFF
-                                    for k in range(n)), "little")
+        return int.from_bytes(self.phys_read(gpa, n, source), "little")
 
-    def phys_write(self, gpa: int, n: int, v: int) -> None:
-        """Write guest-physical memory (bytes beyond its end are dropped)."""
-        data = (v & ((1 << (8 * n)) - 1)).to_bytes(n, "little")
-        keep = max(0, min(n, self.memory_size - gpa))
-        if keep:
-            self.machine.phys_write(self.slice_base + gpa, data[:keep], "vmm")
+    def phys_write_uint(self, gpa: int, n: int, v: int) -> None:
+        """Write ``v`` as n little-endian bytes of guest-physical memory (:meth:`phys_write`)."""
+        self.phys_write(gpa, (v & ((1 << (8 * n)) - 1)).to_bytes(n, "little"))
 
     def memory(self) -> bytes:
         """The VM's whole guest-physical memory."""
@@ -167,13 +206,13 @@ class GuestVM(VM):
         if not vc.cr0 & CR0_PG:
             return lin, PTE_U | PTE_W, True
         fault = self._pf if touch else self._peek_pf
-        rd = self.phys_read if touch else self._peek_read
-        frame, flags, dirty, _ = walk_tables(rd, self.phys_write, lin, write, user,
+        rd = self.phys_read_uint if touch else self._peek_read
+        frame, flags, dirty, _ = walk_tables(rd, self.phys_write_uint, lin, write, user,
                                              vc.cr0, vc.cr3, vc.cr4, fault, touch)
         return frame | (lin & 0xFFF), flags, dirty
 
     def _peek_read(self, gpa: int, n: int) -> int:
-        return self.phys_read(gpa, n, "peek")
+        return self.phys_read_uint(gpa, n, "peek")
 
     def _peek_pf(self, lin: int, err: int, refs: int):
         self._pf(lin, err, refs, touch=False)
@@ -185,22 +224,25 @@ class GuestVM(VM):
                     + (" on write" if err & 2 else " on read") + (" from user mode" if err & 4
                                                                    else "") + " (guest tables)")
 
-    def read(self, lin: int, n: int, user: bool = False) -> int:
-        """n bytes at guest-linear ``lin`` (supervisor access unless ``user``), little-endian."""
+    def lin_read(self, lin: int, n: int, user: bool = False) -> int:
+        """n bytes at guest-linear ``lin`` as a little-endian unsigned integer (supervisor
+        access unless ``user``), as ``Machine.lin_read`` reads a linear address: through the
+        guest's paging, accessed bits set, a denied access the guest's #PF."""
         if (lin & 0xFFF) + n <= 0x1000:     # one page (a descriptor, a frame slot): one step
-            return self.phys_read(self.translate(lin & MASK32, False, user), n)
+            return self.phys_read_uint(self.translate(lin & MASK32, False, user), n)
         out, k = 0, 0
         while k < n:
             a = (lin + k) & MASK32
             take = min(n - k, 0x1000 - (a & 0xFFF))
-            out |= self.phys_read(self.translate(a, False, user), take) << (8 * k)
+            out |= self.phys_read_uint(self.translate(a, False, user), take) << (8 * k)
             k += take
         return out
 
-    def write(self, lin: int, n: int, v: int, user: bool = False) -> None:
-        """Write n bytes at guest-linear ``lin``; every page is checked before any is written."""
+    def lin_write(self, lin: int, n: int, v: int, user: bool = False) -> None:
+        """Write ``v`` as n bytes at guest-linear ``lin``, as ``Machine.lin_write``; every page
+        is checked before any is written."""
         if (lin & 0xFFF) + n <= 0x1000:     # one page: one translation, then the write
-            self.phys_write(self.translate(lin & MASK32, True, user), n, v)
+            self.phys_write_uint(self.translate(lin & MASK32, True, user), n, v)
             return
         parts, k = [], 0
         while k < n:
@@ -209,7 +251,18 @@ class GuestVM(VM):
             parts.append((self.translate(a, True, user), take, k))
             k += take
         for gpa, take, k in parts:
-            self.phys_write(gpa, take, v >> (8 * k))
+            self.phys_write_uint(gpa, take, v >> (8 * k))
+
+    def read(self, lin: int, n: int, user: bool = False) -> int:
+        """Deprecated name of :meth:`lin_read` (``read`` on the machine means physical bytes);
+        kept for one release."""
+        _renamed("read", "lin_read")
+        return self.lin_read(lin, n, user)
+
+    def write(self, lin: int, n: int, v: int, user: bool = False) -> None:
+        """Deprecated name of :meth:`lin_write`; kept for one release."""
+        _renamed("write", "lin_write")
+        self.lin_write(lin, n, v, user)
 
     def peek(self, lin: int, n: int) -> bytes | None:
         """Guest-linear bytes without side effects (None if unmapped)."""
@@ -219,7 +272,7 @@ class GuestVM(VM):
                 a = (lin + k) & MASK32
                 take = min(n - k, 0x1000 - (a & 0xFFF))
                 gpa = self.walk(a, touch=False)[0]
-                out += self.phys_read(gpa, take, "peek").to_bytes(take, "little")
+                out += self.phys_read(gpa, take, "peek")
                 k += take
         except Fault:
             return None
@@ -248,7 +301,7 @@ class GuestVM(VM):
                 return v & 0xFFFF
             return (v >> 8) & 0xFF if op.high else v & 0xFF
         if isinstance(op, Mem):
-            return self.read(self.address(op), size or op.size, user=self._vcpu.cpl == 3)
+            return self.lin_read(self.address(op), size or op.size, user=self._vcpu.cpl == 3)
         raise NotEmulated(f"operand {op!r}")
 
     def store(self, op, v: int) -> None:
@@ -264,7 +317,7 @@ class GuestVM(VM):
             else:
                 r[i] = (r[i] & 0xFFFFFF00) | (v & 0xFF)
         elif isinstance(op, Mem):
-            self.write(self.address(op), op.size, v, user=self._vcpu.cpl == 3)
+            self.lin_write(self.address(op), op.size, v, user=self._vcpu.cpl == 3)
         else:
             raise NotEmulated(f"operand {op!r}")
 
@@ -312,7 +365,7 @@ class GuestVM(VM):
         if (selector & 4 and not vc.ldtr.selector) or off + 7 > table.limit:
             raise Fault(fault, selector & 0xFFFC, detail=f"selector {selector:#x} beyond the "
                         f"guest's {'LDT' if selector & 4 else 'GDT'} limit")
-        return Descriptor.parse(self.read(table.base + off, 8))
+        return Descriptor.parse(self.lin_read(table.base + off, 8))
 
     def check_code(self, selector: int, new_cpl: int, fault: int = 13) -> Descriptor:
         """The checks of a code-segment load at virtual CPL ``new_cpl`` (guest descriptors)."""
@@ -322,12 +375,9 @@ class GuestVM(VM):
         """The checks of an SS load for virtual ring ``ring`` (guest descriptors)."""
         return rules.stack_segment(self, selector, ring, fault)
 
-    # ---- the interface of vmkit.machine.rules, on the guest's tables -----------------------
+    # ---- the interface of vmkit.machine.rules, on the guest's tables (and lin_read) ---------
     def read_descriptor(self, selector: int, fault: int = 13) -> Descriptor:
         return self.descriptor(selector, fault)
-
-    def lin_read(self, lin: int, n: int) -> int:
-        return self.read(lin, n)
 
     # ---- what the default handlers delegate to the VMM -----------------------------------
     def read_cr(self, n: int) -> int:

@@ -77,9 +77,13 @@ load the first access to each page is a hidden page fault, a trap into the VMM. 
 of translated code that keeps trapping this way (``adapt_after`` hidden faults; ``popad`` on
 the kernel stack of the process just switched to is the classic case in ``ctxswitch``) is
 **retranslated into a callout** that runs it with the VMM's software MMU (the guest's page
-tables, accessed and dirty bits set as natively), without the trap (``adaptations``). The
-callout keeps watching the instruction: after ``REVERT_AFTER`` (64) runs that touched no traced
-page it goes back to its IDENT translation, and traps again before it is adapted again (A&A §3.3:
+tables, accessed and dirty bits set as natively), without the trap (``adaptations``); an access
+that would have been a hidden fault fills the shadow entry as the fault would have, so the
+instructions after it find the page mapped. The
+callout keeps watching the instruction: after ``REVERT_AFTER`` (64) runs in a row that would
+not have trapped as IDENT code (no hidden fault: the shadow already mapped what it touched; no
+traced write) it goes back to its IDENT translation, and traps again before it is adapted again
+(A&A §3.3:
 adapt aggressively towards the general form, "less aggressively towards a more optimistic
 translation"). Under traced shadow paging (``shadow="traced"``) a store that keeps writing the
 guest's page tables is adapted the same way, and its adapted form is the short in-TC sequence of

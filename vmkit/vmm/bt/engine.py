@@ -335,7 +335,8 @@ def run_native_one(bt, vm: TEVM, insn: Insn) -> bool:
     return True
 
 
-#: runs of an adapted instruction that touch no traced page before it goes back to its IDENT
+#: runs in a row of an adapted instruction that would not have trapped as IDENT code (no hidden
+#: fault, no traced write: ``_probe``) before it goes back to its IDENT
 #: translation (A&A 2006 §3.3: the callout "continues to monitor the behavior of the offending
 #: instruction"; adaptation is aggressive towards the general form, "less aggressively towards a
 #: more optimistic translation": hysteresis). If it traps again it is adapted again.
@@ -361,11 +362,12 @@ def soft_mmu(bt, vm: TEVM, insn: Insn, blk: Block | None = None) -> bool:
     k = (vm.index, insn.address, insn.raw)
     fn = bt._soft.get(k)
     if fn is None:
-        fn = softmmu.compile_through_guest(m, vm, insn, False)
+        fn = softmmu.compile_through_guest(m, vm, insn, False, _probe(bt, vm))
         if isinstance(fn, str):
             raise UnsupportedInstruction(insn.mnemonic, insn.address, fn)
         bt._soft[k] = fn
     traced0 = _traced_writes(bt)
+    bt._would_trap = False
     try:
         fn()
     except Resched:
@@ -386,11 +388,28 @@ def soft_mmu(bt, vm: TEVM, insn: Insn, blk: Block | None = None) -> bool:
         bt.events["callout"] += 1
     if blk is not None:
         ik = (vm.index, blk.gpa + (insn.address - blk.eip), insn.address)
-        runs = 0 if traced else bt._innocent.get(ik, 0) + 1
+        # innocent: a run that would not have trapped as IDENT code (no traced write, no
+        # hidden fault); under a virtual TLB nothing is traced, the hidden faults are what
+        # made the instruction adapted
+        runs = 0 if traced or bt._would_trap else bt._innocent.get(ik, 0) + 1
         bt._innocent[ik] = runs
         if runs >= REVERT_AFTER:
             _retranslate(bt, vm, ik, insn, adapted=False)
     return True
+
+
+def _probe(bt, vm: TEVM):
+    """Called before each soft-MMU access of an adapted instruction: would it have trapped as
+    IDENT code (``bt._would_trap``: the paging mode's real tables would fault there)? The mode
+    fills the entry the trap would have filled."""
+    paging = bt.paging
+
+    def probe(a: int, n: int, write: bool) -> None:
+        end = (a + n - 1) & 0xFFFFFFFF
+        if paging.prefill(vm, a, write, False) | (
+                (end ^ a) >> 12 != 0 and paging.prefill(vm, end, write, False)):
+            bt._would_trap = True
+    return probe
 
 
 def _retranslate(bt, vm: TEVM, ik: tuple, insn: Insn, adapted: bool) -> None:

@@ -70,8 +70,8 @@ def emulate_lcall(vm: TEVM, insn: Insn) -> None:
         sel, off = ops[0].value, ops[1].value
     else:
         a = vm.address(ops[0])
-        off = vm.read(a, 4)
-        sel = vm.read((a + 4) & MASK32, 2)
+        off = vm.lin_read(a, 4)
+        sel = vm.lin_read((a + 4) & MASK32, 2)
     d = vm.descriptor(sel)
     if d.system:
         raise Fault(13, sel & 0xFFFC, detail="far call through a gate is not in the subset")
@@ -80,8 +80,8 @@ def emulate_lcall(vm: TEVM, insn: Insn) -> None:
     d = vm.check_code(sel, vc.cpl)
     vm.set_accessed(sel, d)
     esp = vc.esp
-    vm.write((esp - 4) & MASK32, 4, vc.cs)
-    vm.write((esp - 8) & MASK32, 4, insn.next)
+    vm.lin_write((esp - 4) & MASK32, 4, vc.cs)
+    vm.lin_write((esp - 8) & MASK32, 4, insn.next)
     vc.esp = esp - 8
     vm.monitor._load_real_cs(vm, sel, vc.cpl, "far call", d)
     vc.eip = off

@@ -101,8 +101,9 @@ class BinaryTranslation(Deprivileged):
         self._page_refs: Counter = Counter()   # host-physical page -> watched bytes
         self._traps: Counter = Counter()  # instruction key -> hidden faults from translated code
         self._adapted: set = set()        # instruction keys translated as MMU callouts
-        self._innocent: dict = {}         # adapted instruction key -> runs without a traced page
+        self._innocent: dict = {}         # adapted instruction key -> runs that would not trap
         self._soft: dict = {}             # adapted instruction -> its software-MMU function
+        self._would_trap = False          # set by an adapted instruction's run (engine._probe)
         self._inline_code: dict = {}
         self._stale = [False]
         self._resume = None

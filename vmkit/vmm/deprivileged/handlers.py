@@ -94,7 +94,7 @@ def emulate_lgdt(vm: TEVM, insn: Insn) -> None:
     """LGDT (SDM Vol. 2A): the virtual GDTR; the VMM rebuilds the real (shadow) GDT."""
     _privileged(vm)
     a = vm.address(insn.operands[0])
-    base, limit = vm.read((a + 2) & MASK32, 4), vm.read(a, 2)
+    base, limit = vm.lin_read((a + 2) & MASK32, 4), vm.lin_read(a, 2)
     vm.load_gdt(base, limit)
 
 
@@ -103,7 +103,7 @@ def emulate_lidt(vm: TEVM, insn: Insn) -> None:
     """LIDT (SDM Vol. 2A): the virtual IDTR; the VMM reads the guest's IDT when it reflects."""
     _privileged(vm)
     a = vm.address(insn.operands[0])
-    base, limit = vm.read((a + 2) & MASK32, 4), vm.read(a, 2)
+    base, limit = vm.lin_read((a + 2) & MASK32, 4), vm.lin_read(a, 2)
     vm.vcpu.idtr = TableReg(base, limit)
 
 
@@ -127,7 +127,7 @@ def emulate_ltr(vm: TEVM, insn: Insn) -> None:
     _privileged(vm)
     sel = vm.value(insn.operands[0], 2) & 0xFFFF
     d = rules.tss_segment(vm, sel)
-    vm.write(vm.vcpu.gdtr.base + (sel & 0xFFF8) + 5, 1, d.access | 2)   # busy
+    vm.lin_write(vm.vcpu.gdtr.base + (sel & 0xFFF8) + 5, 1, d.access | 2)   # busy
     vm.vcpu.tr = TableReg(d.base, d.limit, sel)
     vm.monitor._sync_gdt(vm)
 
@@ -159,7 +159,7 @@ def emulate_pop(vm: TEVM, insn: Insn) -> None:
         raise NotEmulated()
     size = 2 if insn.opsize else 4
     esp = vm.vcpu.esp
-    vm.load_ss(vm.read(esp, size) & 0xFFFF)
+    vm.load_ss(vm.lin_read(esp, size) & 0xFFFF)
     vm.vcpu.esp = esp + size
 
 
@@ -196,17 +196,17 @@ def emulate_iretd(vm: TEVM, insn: Insn) -> None:
         raise CannotEmulate("iretd with NT set (task return)")
     user = vc.cpl == 3
     esp = vc.esp
-    eip = vm.read(esp, 4, user)
-    cs = vm.read((esp + 4) & MASK32, 4, user) & 0xFFFF
-    fl = vm.read((esp + 8) & MASK32, 4, user)
+    eip = vm.lin_read(esp, 4, user)
+    cs = vm.lin_read((esp + 4) & MASK32, 4, user) & 0xFFFF
+    fl = vm.lin_read((esp + 8) & MASK32, 4, user)
     rpl, cpl = cs & 3, vc.cpl
     if rpl < cpl:
         raise Fault(13, cs & 0xFFFC, detail=f"iretd to ring {rpl} from ring {cpl}")
     d = vm.check_code(cs, rpl)
     vm.set_accessed(cs, d)
     if rpl > cpl:
-        new_esp = vm.read((esp + 12) & MASK32, 4, user)
-        new_ss = vm.read((esp + 16) & MASK32, 4, user) & 0xFFFF
+        new_esp = vm.lin_read((esp + 12) & MASK32, 4, user)
+        new_ss = vm.lin_read((esp + 16) & MASK32, 4, user) & 0xFFFF
         vm.stack_descriptor(new_ss, rpl)
     old = vc.eflags
     mask = rules.iret_flags_mask(cpl, vc.iopl)
@@ -229,8 +229,8 @@ def emulate_retf(vm: TEVM, insn: Insn) -> None:
     extra = insn.operands[0].value if insn.operands else 0
     esp = vc.esp
     user = vc.cpl == 3
-    eip = vm.read(esp, 4, user)
-    cs = vm.read((esp + 4) & MASK32, 4, user) & 0xFFFF
+    eip = vm.lin_read(esp, 4, user)
+    cs = vm.lin_read((esp + 4) & MASK32, 4, user) & 0xFFFF
     rpl, cpl = cs & 3, vc.cpl
     if rpl < cpl:
         raise Fault(13, cs & 0xFFFC, detail="retf to an inner ring")
@@ -238,8 +238,8 @@ def emulate_retf(vm: TEVM, insn: Insn) -> None:
     vm.set_accessed(cs, d)
     if rpl > cpl:
         base = (esp + 8 + extra) & MASK32
-        new_esp = vm.read(base, 4, user)
-        new_ss = vm.read((base + 4) & MASK32, 4, user) & 0xFFFF
+        new_esp = vm.lin_read(base, 4, user)
+        new_ss = vm.lin_read((base + 4) & MASK32, 4, user) & 0xFFFF
         vm.stack_descriptor(new_ss, rpl)
         vm.monitor._load_real_segment(vm, 2, new_ss)
         vc.esp = new_esp + extra
@@ -271,8 +271,8 @@ def emulate_sgdt(vm: TEVM, insn: Insn) -> None:
     t = vm.vcpu.gdtr if insn.mnemonic == "sgdt" else vm.vcpu.idtr
     a = vm.address(insn.operands[0])
     user = vm.vcpu.cpl == 3
-    vm.write(a, 2, t.limit, user)
-    vm.write((a + 2) & MASK32, 4, t.base, user)
+    vm.lin_write(a, 2, t.limit, user)
+    vm.lin_write((a + 2) & MASK32, 4, t.base, user)
 
 
 @handles("sldt", "str", "smsw")

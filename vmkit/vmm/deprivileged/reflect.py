@@ -42,7 +42,7 @@ def reflect(te, vm: TEVM, vector: int, error_code: int | None, return_eip: int,
         esp = (esp - 4) & MASK32
         pushes.append((esp, v))
     for a, v in pushes:
-        vm.write(a, 4, v & MASK32)
+        vm.lin_write(a, 4, v & MASK32)
     # commit, on the real CPU and the virtual one
     if new_ss is not None:
         te._load_real_segment(vm, 2, new_ss)

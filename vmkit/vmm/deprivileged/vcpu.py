@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import struct
 
-from vmkit.isa.decode import GPR_NAMES
-from vmkit.machine.cpu import CPU, EFLAGS, MASK32, TableReg
+from vmkit.machine.cpu import MASK32, TableReg
 from vmkit.machine.machine import BOOT_GDT, Machine
-from vmkit.machine.mmu import CR0_PG
 from vmkit.machine.rules import Descriptor
 from vmkit.vmm import state
 from vmkit.vmm.layout import V_GDT
+from vmkit.vmm.vcpu import RealBackedCPU
 from vmkit.vmm.vm import GuestVM
 
 IF, IOPL, TF, NT, RF, VM_FLAG = 0x200, 0x3000, 0x100, 0x4000, 0x10000, 0x20000
@@ -27,17 +26,8 @@ _I = struct.Struct("<I")
 # =================================================================================================
 # The virtual CPU
 # =================================================================================================
-def _gpr(i: int):
-    def get(self):
-        return self._real.regs[i]
-
-    def set_(self, v):
-        self._real.regs[i] = v & MASK32
-    return property(get, set_, doc=f"{GPR_NAMES[i]}: the real register (guest code runs on it)")
-
-
-class VirtualCPU:
-    """The CPU as the guest believes it is.
+class VirtualCPU(RealBackedCPU):
+    """The CPU as the guest believes it is (the interface :class:`vmkit.vmm.vcpu.VCPU`).
 
     General registers and EIP are the real CPU's while the VM runs (the guest's code runs on
     them directly) or the saved copy while another VM has the CPU. Everything the guest may not
@@ -45,8 +35,6 @@ class VirtualCPU:
     (the real IF is always 1 and the real IOPL 0 while a guest runs), ``cpl`` (0 while the real
     CPL is 1) and ``halted``. ``eflags`` combines the real flags with the virtual IF and IOPL;
     ``cs`` and ``ss`` show the selectors the guest loaded (real RPL 1 shown as 0).
-
-    Attribute names match :class:`vmkit.machine.cpu.CPU` for what widgets and tests read.
     """
 
     #: what a snapshot keeps of the virtual CPU (vmkit.vmm.state); the general registers and
@@ -55,7 +43,7 @@ class VirtualCPU:
                     "halted")
 
     def __init__(self, vm: "TEVM"):
-        self._vm = vm
+        super().__init__(vm)
         self.cr0 = 0x00000011      # as the machine powers on: PE, ET; paging off
         self.cr2 = 0
         self.cr3 = 0
@@ -76,22 +64,6 @@ class VirtualCPU:
         state.load(self, st)
 
     @property
-    def _real(self) -> CPU:
-        return self._vm.real_cpu
-
-    @property
-    def regs(self) -> list:
-        return self._real.regs
-
-    @property
-    def eip(self) -> int:
-        return self._real.eip
-
-    @eip.setter
-    def eip(self, v: int) -> None:
-        self._real.eip = v & MASK32
-
-    @property
     def eflags(self) -> int:
         """The real EFLAGS with the virtual IF and IOPL in place of the real ones."""
         return (self._real.eflags & ~(IF | IOPL)) | (self.IF << 9) | (self.iopl << 12)
@@ -103,10 +75,6 @@ class VirtualCPU:
         self.IF = (v >> 9) & 1
         self.iopl = (v >> 12) & 3
         self._real.eflags = (v & ~IOPL) | IF
-
-    @property
-    def flags(self) -> EFLAGS:
-        return EFLAGS(self.eflags)
 
     def _believed(self, index: int) -> int:
         s = self._real.seg[index].selector
@@ -121,36 +89,6 @@ class VirtualCPU:
     def ss(self) -> int:
         return self._believed(2)
 
-    @property
-    def ds(self) -> int:
-        return self._real.seg[3].selector
-
-    @property
-    def es(self) -> int:
-        return self._real.seg[0].selector
-
-    @property
-    def fs(self) -> int:
-        return self._real.seg[4].selector
-
-    @property
-    def gs(self) -> int:
-        return self._real.seg[5].selector
-
-    @property
-    def paging(self) -> bool:
-        return bool(self.cr0 & CR0_PG)
-
-    def __repr__(self) -> str:
-        r = " ".join(f"{n}={v:08x}" for n, v in zip(GPR_NAMES, self.regs))
-        return (f"<VirtualCPU vm{self._vm.index} {r} eip={self.eip:08x} "
-                f"eflags={self.eflags:08x} cpl={self.cpl} (real cpl {self._real.cpl})>")
-
-
-for _i, _n in enumerate(GPR_NAMES):
-    setattr(VirtualCPU, _n, _gpr(_i))
-del _i, _n
-
 
 # =================================================================================================
 # One VM: the core's (vmkit.vmm.vm), with the virtual CPU, the VMM's TLB, the shadow GDT
@@ -160,8 +98,9 @@ class TEVM(GuestVM):
 
     * ``vm.vcpu`` the virtual CPU, ``vm.devices`` its own :class:`Devices` (console, interrupt
       controller, timer, input, power-off), ``vm.monitor`` the VMM, ``vm.clock`` its guest time;
-    * ``vm.read(lin, n)`` / ``vm.write(lin, n, value)``: guest-linear memory with the guest's
-      paging, as the CPU would access it (accessed/dirty bits set, #PF raised as a ``Fault``);
+    * ``vm.lin_read(lin, n)`` / ``vm.lin_write(lin, n, value)``: guest-linear memory with the
+      guest's paging, as the CPU would access it (accessed/dirty bits set, #PF raised as a
+      ``Fault``), as ``Machine.lin_read``/``lin_write`` (``vm.read``/``vm.write``: old names);
     * ``vm.value(operand)`` / ``vm.store(operand, value)`` / ``vm.address(mem_operand)``:
       operands of the decoded instruction;
     * ``vm.port_in/port_out``, ``vm.io_check``, ``vm.set_cr/read_cr``, ``vm.load_gdt``,
@@ -217,7 +156,7 @@ class TEVM(GuestVM):
         if not d.system and not d.access & 1:
             vc = self._vcpu
             table = vc.ldtr if selector & 4 else vc.gdtr
-            self.write(table.base + (selector & 0xFFF8) + 5, 1, d.access | 1)
+            self.lin_write(table.base + (selector & 0xFFF8) + 5, 1, d.access | 1)
             self.monitor._sync_gdt(self)
 
     def set_cr(self, n: int, v: int) -> None:

@@ -3,67 +3,82 @@
 from __future__ import annotations
 
 from vmkit.errors import VmkitError
-from vmkit.machine.cpu import EFLAGS
-from vmkit.machine.mmu import CR0_PG
 from vmkit.vmm.hw.vmcs import VMCS
+from vmkit.vmm.vcpu import RealBackedCPU
 from vmkit.vmm.vm import GuestVM
 
 
 # =================================================================================================
 # The guest's view of the CPU, and one VM
 # =================================================================================================
-class GuestCPU:
-    """The CPU as the guest believes it is. In non-root mode that is the real CPU (registers,
-    EFLAGS with the real IF, segments, GDTR/IDTR/TR, CPL, CR2), except CR0 and CR4, whose bits
-    the VMM owns come from the read shadows, and CR3 under shadow paging (the VMM's copy of the
-    guest's value; the real CR3 holds the shadow). Writes go to the real CPU; CR0/CR3/CR4 are
-    changed through the VMM (``monitor.write_cr(vm, n, value)``)."""
-
-    def __init__(self, vm: "HWVM"):
-        object.__setattr__(self, "_vm", vm)
-
-    def __getattr__(self, name):
+def _real(name: str, doc: str):
+    """A member that is the real CPU's own in non-root mode."""
+    def get(self):
         return getattr(self._vm.real_cpu, name)
 
-    def __setattr__(self, name, value):
-        if name in ("cr0", "cr3", "cr4"):
-            raise VmkitError(f"{name} of the guest is the VMM's to set: "
-                             f"monitor.write_cr(vm, {name[2]}, value)")
-        setattr(self._vm.real_cpu, name, value)
+    def set_(self, v):
+        setattr(self._vm.real_cpu, name, v)
+    return property(get, set_, doc=doc)
 
-    @property
-    def cr0(self) -> int:
-        vmcs, real = self._vm.vmcs, self._vm.real_cpu
-        mask = vmcs.controls.cr0_guest_host_mask
-        return (real.cr0 & ~mask) | (vmcs.cr0_read_shadow & mask)
 
-    @property
-    def cr4(self) -> int:
-        vmcs, real = self._vm.vmcs, self._vm.real_cpu
-        mask = vmcs.controls.cr4_guest_host_mask
-        return (real.cr4 & ~mask) | (vmcs.cr4_read_shadow & mask)
+def _owned_by_vmm(n: int):
+    def set_(self, v):
+        raise VmkitError(f"cr{n} of the guest is the VMM's to set: "
+                         f"monitor.write_cr(vm, {n}, value)")
+    return set_
 
-    @property
-    def cr3(self) -> int:
-        vm = self._vm
-        return vm.real_cpu.cr3 if vm.monitor.ept else vm.guest_cr3
+
+class GuestCPU(RealBackedCPU):
+    """The CPU as the guest believes it is (the interface :class:`vmkit.vmm.vcpu.VCPU`). In
+    non-root mode that is the real CPU (registers, EFLAGS with the real IF, segments,
+    GDTR/IDTR/TR, CPL, CR2), except CR0 and CR4, whose bits the VMM owns come from the read
+    shadows, and CR3 under shadow paging (the VMM's copy of the guest's value; the real CR3
+    holds the shadow). Writes go to the real CPU; CR0/CR3/CR4 are changed through the VMM
+    (``monitor.write_cr(vm, n, value)``)."""
+
+    eflags = _real("eflags", "EFLAGS: the real register, IF and IOPL included")
+    cs = _real("cs", "CS: the real selector (the guest kernel runs in ring 0 of non-root mode)")
+    ss = _real("ss", "SS: the real selector")
+    cpl = _real("cpl", "CPL: the real one")
+    cr2 = _real("cr2", "CR2: the real one (a #PF in non-root mode sets it)")
+    gdtr = _real("gdtr", "GDTR: the real one")
+    idtr = _real("idtr", "IDTR: the real one")
+    ldtr = _real("ldtr", "LDTR: the real one")
+    tr = _real("tr", "TR: the real one")
+    halted = _real("halted", "HLT: the real CPU's (or the VMCS's HLT activity state)")
 
     @property
     def IF(self) -> int:
         return (self._vm.real_cpu.ef >> 9) & 1
 
-    @property
-    def paging(self) -> bool:
-        return bool(self.cr0 & CR0_PG)
-
-    @property
-    def flags(self) -> EFLAGS:
-        return EFLAGS(self._vm.real_cpu.eflags)
-
-    def __repr__(self) -> str:
+    @IF.setter
+    def IF(self, v: int) -> None:
         r = self._vm.real_cpu
-        return (f"<GuestCPU vm{self._vm.index} eip={r.eip:08x} eflags={r.eflags:08x} "
-                f"cpl={r.cpl} cr0={self.cr0:08x} cr3={self.cr3:08x} cr4={self.cr4:08x}>")
+        r.ef = (r.ef & ~0x200) | ((v & 1) << 9)
+
+    @property
+    def iopl(self) -> int:
+        return self._vm.real_cpu.iopl
+
+    def _cr0(self) -> int:
+        vmcs, real = self._vm.vmcs, self._vm.real_cpu
+        mask = vmcs.controls.cr0_guest_host_mask
+        return (real.cr0 & ~mask) | (vmcs.cr0_read_shadow & mask)
+
+    def _cr4(self) -> int:
+        vmcs, real = self._vm.vmcs, self._vm.real_cpu
+        mask = vmcs.controls.cr4_guest_host_mask
+        return (real.cr4 & ~mask) | (vmcs.cr4_read_shadow & mask)
+
+    def _cr3(self) -> int:
+        vm = self._vm
+        return vm.real_cpu.cr3 if vm.monitor.ept else vm.guest_cr3
+
+    cr0 = property(_cr0, _owned_by_vmm(0), doc="CR0: the real bits the guest owns, the read "
+                   "shadow's where the VMM owns them (CR0 guest/host mask)")
+    cr4 = property(_cr4, _owned_by_vmm(4), doc="CR4: as CR0, with the CR4 mask and shadow")
+    cr3 = property(_cr3, _owned_by_vmm(3), doc="CR3: the real one under EPT, else the value "
+                   "the guest loaded (the real CR3 holds the shadow tables)")
 
 
 class HWVM(GuestVM):

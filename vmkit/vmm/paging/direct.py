@@ -150,8 +150,8 @@ def mmu_update(pv, vm, reqs: int, count: int, va: int):
     done = 0
     try:
         for k in range(count):
-            ptr = vm.read(reqs + 8 * k, 4)
-            val = vm.read(reqs + 8 * k + 4, 4)
+            ptr = vm.lin_read(reqs + 8 * k, 4)
+            val = vm.lin_read(reqs + 8 * k + 4, 4)
             update_entry(pv, vm, ptr, val)
             done += 1
     except _Refused as ref:

@@ -118,12 +118,21 @@ class PagingMode:
         True when the mode mapped the page (the guest retries)."""
         return False
 
+    def prefill(self, vm, lin: int, write: bool, user: bool) -> bool:
+        """An access the software MMU is about to make for an adapted instruction: would it
+        have faulted on the real tables without being the guest's fault (a hidden page fault,
+        a traced write)? A mode that fills its tables on such faults fills the entry now, as
+        the fault would have (the software MMU walks the guest's tables anyway), so the
+        instructions that follow do not fault there. False by default: the real tables are
+        the guest's own, or complete (nested, direct paging)."""
+        return False
+
     def traced_write(self, vm, lin: int, n: int, value: int, user: bool) -> None:
         """A write of the software MMU to a page this mode traces (``traces``): store it
         through the guest's tables and bring the mode's structures up to date (a traced shadow
         mode updates the shadow entry of the guest PTE written). Called for every write the
         software MMU makes while ``traces`` is set; by default a plain guest write."""
-        vm.write(lin, n, value, user)
+        vm.lin_write(lin, n, value, user)
 
     # ---- what viz draws --------------------------------------------------------------------
     def view(self, vm) -> PagingView:

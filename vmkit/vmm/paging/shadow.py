@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import struct
 
+from vmkit.isa.faults import Fault
 from vmkit.machine.cpu import MASK32
 from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE, PTE_A, PTE_D, PTE_P, PTE_U, PTE_W
 from vmkit.vmm.layout import H_ONES
@@ -89,6 +90,23 @@ class ShadowPaging(PagingMode):
             return EMULATE
         self.fill(vm, lin, pte)
         return HIDDEN
+
+    def prefill(self, vm, lin: int, write: bool, user: bool) -> bool:
+        """Would the access fault on the shadow (no entry yet, or one without the right)? If
+        the guest's tables allow it, the entry is filled now, as the hidden fault would have
+        filled it (priced as a shadow update, not as a fault)."""
+        pt = vm.shadow_pts.get((lin & MASK32) >> 22)
+        if pt is not None:
+            e = _I.unpack_from(self.monitor._host.mem, pt + 4 * ((lin >> 12) & 0x3FF))[0]
+            if e & PTE_P and (not write or e & PTE_W) and (not user or e & PTE_U):
+                return False
+        try:
+            pte, ok = self.entry(vm, lin, write, user)
+        except Fault:
+            return True             # the guest's own fault: the access raises it
+        if ok and (not write or pte & PTE_W):     # (a traced page stays read-only)
+            self.map(vm, lin, pte)
+        return True
 
     def entry(self, vm, lin: int, write: bool, user: bool) -> tuple[int, bool]:
         """The shadow entry for an access that faulted on the shadow tables -> (the entry that

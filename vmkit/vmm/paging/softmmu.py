@@ -1,6 +1,7 @@
 """The software MMU: one guest instruction run by the VMM with every memory access made through
-the guest's own page tables (``vm.read``/``vm.write``: the guest's accessed and dirty bits set
-as the hardware sets them, its #PF raised, all ones beyond its memory and writes there dropped).
+the guest's own page tables (``vm.lin_read``/``lin_write``: the guest's accessed and dirty bits
+set as the hardware sets them, its #PF raised, all ones beyond its memory and writes there
+dropped).
 For the accesses the real tables of a paging mode cannot express (:data:`~vmkit.vmm.paging.mode.
 EMULATE`), and for instructions a binary translator adapts so that they cannot take a hidden
 fault. Written once for every monitor: te and pv (ring-1 core), bt (adapted instructions) and
@@ -20,18 +21,32 @@ from vmkit.machine.cpu import MASK32
 __all__ = ["compile_through_guest", "run", "fetch"]
 
 
-def compile_through_guest(machine, vm, insn: Insn, user: bool):
+def compile_through_guest(machine, vm, insn: Insn, user: bool, probe=None):
     """``insn`` compiled to run on ``machine``'s CPU with its memory accesses through ``vm``'s
     page tables at the privilege of ``user`` -> a function, or a string saying why the kit
-    cannot compile it."""
+    cannot compile it. ``probe(address, size, write)``, if given, is called before each
+    access (a binary translator watching what an adapted instruction touches)."""
     g = dict(machine.compile_globals)
     paging = vm.monitor.paging
     for n in (1, 2, 4):
-        g[f"rd{n}"] = lambda a, n=n: vm.read(a, n, user)
         if paging.traces:
-            g[f"wr{n}"] = lambda a, v, n=n: paging.traced_write(vm, a, n, v, user)
+            def wr(a, v, n=n):
+                paging.traced_write(vm, a, n, v, user)
         else:
-            g[f"wr{n}"] = lambda a, v, n=n: vm.write(a, n, v, user)
+            def wr(a, v, n=n):
+                vm.lin_write(a, n, v, user)
+
+        def rd(a, n=n):
+            return vm.lin_read(a, n, user)
+        if probe is not None:
+            def rd(a, n=n, rd=rd):
+                probe(a, n, False)
+                return rd(a)
+
+            def wr(a, v, n=n, wr=wr):
+                probe(a, n, True)
+                wr(a, v)
+        g[f"rd{n}"], g[f"wr{n}"] = rd, wr
     return sem.compile_insn(insn, g)
 
 
@@ -54,7 +69,7 @@ def fetch(vm, eip: int, user: bool) -> tuple[Insn | None, Fault | None]:
         a = (eip + len(window)) & MASK32
         take = min(15 - len(window), 0x1000 - (a & 0xFFF))
         try:
-            window += vm.read(a, take, user).to_bytes(take, "little")
+            window += vm.lin_read(a, take, user).to_bytes(take, "little")
         except Fault as f:
             fault = f
             break

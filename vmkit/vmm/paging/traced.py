@@ -178,7 +178,7 @@ class TracedShadowPaging(ShadowPaging):
         vc = vm.vcpu
         if not vc.cr0 & CR0_PG:
             return None
-        pde = vm.phys_read((vc.cr3 & 0xFFFFF000) + 4 * pdi, 4)
+        pde = vm.phys_read_uint((vc.cr3 & 0xFFFFF000) + 4 * pdi, 4)
         if not pde & PTE_P or (pde & PTE_PS and vc.cr4 & CR4_PSE):
             return None
         return (pde >> 12, pde & (PTE_U | PTE_W))
@@ -209,7 +209,7 @@ class TracedShadowPaging(ShadowPaging):
         made from a guest entry written is rewritten from it (A&A §4.3: "reflect this effect
         into the shadow page table"), or dropped when the new entry is not present or not yet
         accessed (the next access refills it)."""
-        vm.write(lin, n, value, user)
+        vm.lin_write(lin, n, value, user)
         k = 0
         while k < n:
             a = (lin + k) & MASK32
@@ -238,7 +238,7 @@ class TracedShadowPaging(ShadowPaging):
                 continue
             where = [pdi for pdi, p in vm.shadow_pts.items() if p == pt]
             for i in range(first, last + 1):
-                e = self._derive(vm, vm.phys_read((gfn << 12) + 4 * i, 4), rights)
+                e = self._derive(vm, vm.phys_read_uint((gfn << 12) + 4 * i, 4), rights)
                 _I.pack_into(mem, pt + 4 * i, e)
                 if e:
                     vm.tr_rmap.setdefault(self._gfn(vm, e), set()).add(pt + 4 * i)

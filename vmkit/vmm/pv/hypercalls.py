@@ -20,7 +20,7 @@ def set_trap_table(pv, vm: PVVM, table: int, entries: int, _c: int) -> int:
     vm.vcpu.idtr = TableReg(table, entries * 8 - 1)
     vm.fast_trap = None
     if entries > 0x80:
-        gate = vm.read(table + 8 * 0x80, 8)
+        gate = vm.lin_read(table + 8 * 0x80, 8)
         access = (gate >> 40) & 0xFF
         # Xen installs the direct trap only for a present DPL-3 trap gate (an interrupt
         # gate would need the hypervisor to mask events on the way in)
@@ -59,10 +59,10 @@ def vcpu_op(pv, vm: PVVM, cmd: int, addr: int, _c: int) -> int:
     if addr & 3 or addr + 64 > vm.memory_size:
         raise _Refused(EINVAL, "vcpu_info outside the VM's memory")
     vm.vcpu_info = addr
-    vm.phys_write(addr + VI_PENDING, 1, 0)
-    vm.phys_write(addr + VI_MASK, 1, 1)           # events masked until the kernel is ready
-    vm.phys_write(addr + VI_CR2, 4, 0)
-    vm.phys_write(addr + VI_MACHINE_BASE, 4, vm.slice_base)
+    vm.phys_write_uint(addr + VI_PENDING, 1, 0)
+    vm.phys_write_uint(addr + VI_MASK, 1, 1)           # events masked until the kernel is ready
+    vm.phys_write_uint(addr + VI_CR2, 4, 0)
+    vm.phys_write_uint(addr + VI_MACHINE_BASE, 4, vm.slice_base)
     return 0
 
 
@@ -90,13 +90,13 @@ def console_io(pv, vm: PVVM, cmd: int, count: int, buf: int):
         raise _Refused(EINVAL, "console_io count too large")
     if cmd == CONSOLEIO_WRITE:
         if count:
-            vm.devices.console.extend(vm.read(buf, count).to_bytes(count, "little"))
+            vm.devices.console.extend(vm.lin_read(buf, count).to_bytes(count, "little"))
         return count, count
     if cmd == CONSOLEIO_READ:
         dv = vm.devices
         n = 0
         while n < count and dv.input_waiting:
-            vm.write(buf + n, 1, dv.read(0x60, 1, vm.clock))
+            vm.lin_write(buf + n, 1, dv.read(0x60, 1, vm.clock))
             n += 1
         return n, count
     raise _Refused(EINVAL, "unknown console_io command")

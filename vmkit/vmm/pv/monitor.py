@@ -104,7 +104,7 @@ class Paravirtual(Deprivileged):
         lin = fault.address & MASK32
         vm.vcpu.cr2 = lin
         if vm.vcpu_info is not None:
-            vm.phys_write(vm.vcpu_info + VI_CR2, 4, lin)
+            vm.phys_write_uint(vm.vcpu_info + VI_CR2, 4, lin)
         self._reflect_exception(vm, fault)
 
     def _inner_stack(self, vm: PVVM, new: int, ext: int) -> tuple[int, int]:
@@ -114,7 +114,7 @@ class Paravirtual(Deprivileged):
 
     # ---- events ---------------------------------------------------------------------------------
     def _masked(self, vm: PVVM) -> bool:
-        return bool(vm.phys_read(vm.vcpu_info + VI_MASK, 1))
+        return bool(vm.phys_read_uint(vm.vcpu_info + VI_MASK, 1))
 
     def _deliverable(self, vm: PVVM) -> int | None:
         """An event to deliver now: one pending, events unmasked, the VM in user mode."""
@@ -124,7 +124,7 @@ class Paravirtual(Deprivileged):
         if line is None:
             return None
         if self._masked(vm) or vm.real_cpu.cpl != 3:
-            vm.phys_write(vm.vcpu_info + VI_PENDING, 1, 1)
+            vm.phys_write_uint(vm.vcpu_info + VI_PENDING, 1, 1)
             return None
         return line
 
@@ -132,8 +132,8 @@ class Paravirtual(Deprivileged):
         """The upcall: clear the event, mask events, bounce vector 32 + line into the kernel."""
         vector = vm.acknowledge_irq(line)
         vm.devices.eoi()                          # an event channel needs no EOI
-        vm.phys_write(vm.vcpu_info + VI_PENDING, 1, 0)
-        vm.phys_write(vm.vcpu_info + VI_MASK, 1, 1)
+        vm.phys_write_uint(vm.vcpu_info + VI_PENDING, 1, 0)
+        vm.phys_write_uint(vm.vcpu_info + VI_MASK, 1, 1)
         vm.vcpu.halted = False
         self.upcalls += 1
         try:

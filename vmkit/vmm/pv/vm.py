@@ -75,7 +75,7 @@ class PVVM(TEVM):
     def flush_tlb(self, vpn: int | None = None) -> None:
         pass                                  # the real TLB is the only one
 
-    def read(self, lin: int, n: int, user: bool = False) -> int:
+    def lin_read(self, lin: int, n: int, user: bool = False) -> int:
         if self.current:
             return self.machine.lin_read(lin, n, user)
         data = self.peek(lin, n)
@@ -83,7 +83,7 @@ class PVVM(TEVM):
             raise Fault(14, 4 if user else 0, lin & MASK32, "page not present (guest tables)")
         return int.from_bytes(data, "little")
 
-    def write(self, lin: int, n: int, v: int, user: bool = False) -> None:
+    def lin_write(self, lin: int, n: int, v: int, user: bool = False) -> None:
         if not self.current:
             raise VmkitError("cannot write the memory of a VM that is not running")
         self.machine.lin_write(lin, n, v, user)
