@@ -90,7 +90,7 @@ def vmkit_rates(a) -> dict:
     out = {}
     try:
         for blocks in (False, True):
-            for mon in MONS:
+            for mon in a.mons:
                 c, _, con_c = vmkit_rate("compute", mon, blocks, a.repeat,
                                          iterations=a.iterations)
                 s, _, con_s = vmkit_rate("syscall", mon, blocks, a.repeat,
@@ -109,7 +109,8 @@ def before_rates(a) -> dict:
     """vmkit_rates with the code of checkout ``a.before``, in a child process."""
     env = dict(os.environ, PYTHONPATH=str(Path(a.before).resolve()))
     r = subprocess.run([sys.executable, __file__, "--rates-json", "--repeat", str(a.repeat),
-                        "--iterations", str(a.iterations), "--syscalls", str(a.syscalls)],
+                        "--iterations", str(a.iterations), "--syscalls", str(a.syscalls),
+                        "--monitors", ",".join(a.mons)],
                        env=env, capture_output=True, text=True, check=True)
     return {(m, b): tuple(v) for m, b, v in json.loads(r.stdout)}
 
@@ -125,8 +126,15 @@ def main(argv=None) -> int:
     p.add_argument("--syscalls", type=int, default=20_000, help="syscall guest iterations")
     p.add_argument("--before", type=Path, help="another checkout of the kit: its vmkit rows "
                    "too, and the syscall goal against its per-instruction figures")
+    p.add_argument("--monitors", default=",".join(MONS),
+                   help="comma-separated monitors to measure (native is always measured: the "
+                        "ratios are to it)")
     p.add_argument("--rates-json", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    a.mons = ["native"] + [m for m in a.monitors.split(",") if m and m != "native"]
+    unknown = [m for m in a.mons if m not in MONITORS]
+    if unknown:
+        p.error(f"unknown monitor {unknown[0]!r}; expected some of {', '.join(MONITORS)}")
     if a.rates_json:
         print(json.dumps([(m, b, v) for (m, b), v in vmkit_rates(a).items()]))
         return 0
@@ -145,7 +153,7 @@ def main(argv=None) -> int:
     runs.append(("", vmkit_rates(a)))
     for tag, rates in runs:
         for blocks in (False, True):
-            for mon in MONS:
+            for mon in a.mons:
                 c, s = rates[(mon, blocks)][:2]
                 label = (f"{tag + ': ' if tag else ''}vmkit {mon}, "
                          f"{'blocks' if blocks else 'per-instruction'}")
@@ -153,16 +161,16 @@ def main(argv=None) -> int:
     rates = runs[-1][1]
     base = runs[0][1]       # "today's" figures: the checkout before, else this one
     # the same guest output in both modes (a benchmark of a wrong answer is worthless)
-    bad = [m for m in MONS if len({rates[(m, b)][2:] for b in (False, True)}) != 1]
+    bad = [m for m in a.mons if len({rates[(m, b)][2:] for b in (False, True)}) != 1]
     native_b = rates[("native", True)][0]
     print()
     if u1:
         print(f"native blocks / unicorn with hook: {native_b / u1:.2f}x (goal >= 3)")
-    for mon in MONS[1:]:
+    for mon in a.mons[1:]:
         print(f"{mon} blocks / native blocks, compute: {rates[(mon, True)][0] / native_b:.2f} "
               f"(goal >= 0.8)")
     what = "per-instruction before" if a.before is not None else "per-instruction"
-    for mon in MONS:
+    for mon in a.mons:
         print(f"{mon} syscall, blocks / {what}: "
               f"{rates[(mon, True)][1] / base[(mon, False)][1]:.2f}x (goal >= 2)")
     if bad:

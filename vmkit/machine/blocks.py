@@ -45,7 +45,7 @@ from vmkit.isa.decode import DECODER
 from vmkit.machine import blockopt
 from vmkit.machine.mmu import CR0_PG
 
-__all__ = ["MAX_INSNS", "HOT", "translate", "locate"]
+__all__ = ["MAX_INSNS", "HOT", "translate", "build", "locate"]
 
 #: at most this many instructions a block (QEMU's TCG allows 512; a Python function of 32
 #: instructions compiles in about a millisecond, and a longer straight line is rare in guests)
@@ -63,9 +63,10 @@ _MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF}
 class _Insn:
     """One instruction of a block being built: its statements and what they do to flags."""
 
-    def __init__(self, insn, index: int, src: str):
+    def __init__(self, insn, index: int, src: str, note: str | None = None):
         self.insn = insn
         self.index = index
+        self.note = note      # a comment line above its code in the block's source
         self.body = ast.parse(src).body[0].body
         self.calls_machine = "M." in src or "Resched" in src or "return" in src
         self.writes_mem = "wr1(" in src or "wr2(" in src or "wr4(" in src or self.calls_machine
@@ -346,13 +347,30 @@ _MADE: dict = {}
 _MADE_AT: set = set()
 
 
-def _build(eip: int, insns: list):
+def build(eip: int, items: list, loop: bool = True, stale: str | None = None):
+    """Compile the instructions ``items`` ((decoded instruction, its Python source as
+    ``semantics.source_of`` gives it) pairs, or triples with a comment line for the source,
+    straight-line code starting at linear ``eip``)
+    into one block function, as :func:`translate` does for the machine's own blocks; for a
+    monitor that chooses its blocks itself (binary translation's units, with its own code for
+    sensitive instructions). ``loop=False``: a jump back to ``eip`` leaves the function
+    instead of looping in it. ``stale``: an expression that is true once a store dropped
+    translated code (the check after each store; default: the machine's SMC generation).
+    An instruction that calls into the machine in the middle sees EIP on itself, and then no
+    register is held in a local. -> ``(code, n, addresses, line_starts, source)``: the code
+    takes ``(budget, R, C, M, PARITY)`` (bind them as :func:`translate` does) and returns the
+    instructions retired."""
+    return _build(eip, [_Insn(it[0], k, it[1], it[2] if len(it) > 2 else None)
+                        for k, it in enumerate(items)], loop, stale)
+
+
+def _build(eip: int, insns: list, loop: bool = True, stale: str | None = None):
     n = len(insns)
     last = insns[-1]
     # a block whose last instruction jumps back to its start loops in the function
     tail = last.body[-1]
     loop_cond = None
-    if (isinstance(tail, ast.Assign) and _is_attr(tail.targets[0], "C", "eip")
+    if (loop and isinstance(tail, ast.Assign) and _is_attr(tail.targets[0], "C", "eip")
             and not last.calls_machine):
         v = tail.value
         if (isinstance(v, ast.IfExp) and isinstance(v.body, ast.Constant) and v.body.value == eip
@@ -394,7 +412,9 @@ def _build(eip: int, insns: list):
         i.body = b
     if extra:
         loop_cond = (extra[0], loop_cond[1])
-    regs = blockopt.cached_registers(bodies, loop_cond is not None)
+    # an instruction calling the machine in the middle (a monitor's block) reads R itself
+    inner = any(i.calls_machine for i in head)
+    regs = [] if inner else blockopt.cached_registers(bodies, loop_cond is not None)
     written = blockopt.localize(bodies, regs) if regs else set()
     back = "; ".join(f"R[{k}] = r{k}" for k in sorted(written))
     # source
@@ -402,8 +422,9 @@ def _build(eip: int, insns: list):
     lines = ["def _blk(budget, R=R, C=C, M=M, PARITY=PARITY):"]
     if loop_cond is not None:
         lines.append("    done = 0")   # instructions retired in the passes before this one
-    if smc:
+    if smc and stale is None:
         lines.append("    smc = M.smc_gen")
+    dropped = stale or "M.smc_gen != smc"
     ind = "    "
     if regs:
         lines.append(ind + "; ".join(f"r{k} = R[{k}]" for k in regs))
@@ -417,11 +438,15 @@ def _build(eip: int, insns: list):
     for ins in insns:
         if ins is tail:
             break
+        if ins.note:
+            lines.append(ind + f"# {ins.note}")
         starts.append(len(lines) + 1)
+        if ins.calls_machine and ins.index:
+            lines.append(ind + f"C.eip = {ins.insn.address:#x}")   # as per instruction
         for st in ins.body:
             lines += [ind + t for t in ast.unparse(st).splitlines()]
         if ins is not last and ins.writes_mem:
-            lines.append(ind + f"if M.smc_gen != smc: {leave}C.eip = {ins.insn.next:#x}; "
+            lines.append(ind + f"if {dropped}: {leave}C.eip = {ins.insn.next:#x}; "
                          f"return {done}{ins.index + 1}")
     if loop_cond is not None:
         test, fall = loop_cond
@@ -440,6 +465,8 @@ def _build(eip: int, insns: list):
         if back and loop_cond is None:
             lines.append("    " + back)
     if tail is not None:
+        if tail.note:
+            lines.append(f"    # {tail.note}")
         if tail.index:
             # the machine may read EIP (interrupt frames, events): as in per-instruction mode
             lines.append(f"    C.eip = {tail.insn.address:#x}")

@@ -19,9 +19,12 @@ dispatched through the semantics registry, each time; sensitive ones emulated on
 with the trap-and-emulate handlers), and its executions are counted; when it has run
 ``threshold`` times it is **translated**: the per-instruction Python bodies that the
 machine itself compiles (``semantics.source_of``, the identical translation of innocuous
-instructions, "IDENT" in A&A) are concatenated, with inline emulation for the cheap sensitive
-ones and a **callout** for the rest, into **one Python function per block**, so a block runs
-with one call and no per-instruction dispatch. Translations live in a bounded **translation
+instructions, "IDENT" in A&A), with inline emulation for the cheap sensitive ones and a
+**callout** for the rest, are made into **one Python function per block** by the machine's own
+block translator (:func:`vmkit.machine.blocks.build`: flags only where read, registers in
+locals, a fault located from the traceback), so a block runs with one call and no
+per-instruction dispatch. In per-instruction mode (``Machine(blocks=False)``, ``VMKIT_BLOCKS=0``)
+the same units run one compiled instruction at a time, with the same counts. Translations live in a bounded **translation
 cache** keyed by (VM, guest-physical address of the block start, its linear address, virtual
 CPL), with an eviction policy (:class:`FlushWhenFull` as QEMU, :class:`LRU`, :class:`FIFO`).
 A block's exits to a successor in the same page are **chained**: the successor's translation

@@ -9,6 +9,7 @@ from vmkit.errors import UnsupportedInstruction
 from vmkit.isa import semantics as sem
 from vmkit.isa.decode import Insn
 from vmkit.isa.faults import Fault, Resched
+from vmkit.machine import blocks
 from vmkit.machine.machine import RunResult
 from vmkit.machine.mmu import Sync
 from vmkit.trace import Emulation, InstructionRetired, TcLookup
@@ -158,19 +159,50 @@ def run_chain(bt, vm: TEVM, blk: Block, left: int) -> None:
     # or something looks at the time (4-5% faster than per block on bench_bt's hot loop)
     n = 0
     chained = indirect = 0
+    whole = m.blocks           # block mode: a block's function runs it whole
     m.in_burst = True          # page faults ask for an exact retry (Sync), as in a burst
     try:
         while True:
             try:
-                k = blk.fn(left)
+                fn = blk.fn
+                if fn is None and whole and blk.items is not None:
+                    blk.runs += 1       # compiled once it is hot (Block.compile)
+                    if blk.runs >= blocks.HOT:
+                        blk.compile()
+                        fn = blk.fn
+                if whole and fn is not None and left >= blk.nbody:
+                    if blk.loop_fn is not None and blk.links.get(blk.eip) is blk:
+                        # a unit chained to itself runs its passes in its loop function;
+                        # each pass after the first is a chained exit, counted as one
+                        k = blk.loop_fn(left)
+                        extra = (k - 1) // blk.nbody
+                        if extra:
+                            chained += extra
+                            blk.chained_in += extra
+                            n += extra * blk.nbody
+                            left -= extra * blk.nbody
+                            k -= extra * blk.nbody
+                    else:
+                        k = fn(left)
+                else:
+                    k = run_singly(bt, blk, left)
             except (Sync, Fault) as ex:
                 m.in_burst = False
-                i = blk.index[cpu.eip]
+                i, passes = stopped_at(blk, ex, cpu)
+                if passes:
+                    chained += passes
+                    blk.chained_in += passes
+                    n += passes * blk.nbody
+                    left -= passes * blk.nbody
                 retire_native(bt, vm, n + i)
                 n = 0
                 if isinstance(ex, Sync) or trap_in_tc(bt, vm, ex, blk, i) == "retry":
                     finish_block(bt, vm, blk, i, left - i)
                 return
+            except BaseException as ex:     # the VM stops: EIP on the instruction, as ever
+                i, passes = stopped_at(blk, ex, cpu)
+                n += passes * blk.nbody + i
+                raise
             n += k
             left -= k
             if k < blk.nbody or stale[0]:
@@ -220,6 +252,43 @@ def run_chain(bt, vm: TEVM, blk: Block, left: int) -> None:
         if indirect:
             bt.indirect_lookups += indirect
             bt.events["tc_lookup"] += indirect
+
+
+def run_singly(bt, blk: Block, left: int) -> int:
+    """Run the instructions of ``blk`` before its tail one compiled function at a time
+    (per-instruction mode, or too little budget left for the whole block): as the block's
+    function would, -> instructions retired, stopping early when the budget is spent or a
+    store dropped translated code; a fault leaves EIP on the instruction that raised."""
+    stale = bt._stale
+    fns = blk.fns
+    n = min(blk.nbody, left)
+    k = 0
+    while k < n:
+        f = fns[k]
+        if f is None:
+            f = insn_fn(bt, blk, k)
+        try:
+            f()
+        except Resched:     # the block's last instruction (the engine asks the loop to look)
+            pass
+        k += 1
+        if stale[0]:
+            break
+    return k
+
+
+def stopped_at(blk: Block, ex: BaseException, cpu) -> tuple[int, int]:
+    """(index of the instruction of ``blk`` that raised ``ex``, not retired; whole passes run
+    before, in its loop function) with EIP put on that instruction: located from the traceback
+    in the block's function (``blocks.locate``), which stores EIP only at its end; the
+    per-instruction path left EIP there already."""
+    for code, starts in ((blk.code, blk.starts), (blk.loop_code, blk.loop_starts)):
+        if code is not None:
+            at = blocks.locate((None, None, None, starts, code), ex.__traceback__)
+            if at is not None:
+                cpu.eip = blk.insns[at[1]].address
+                return at[1], at[0] // blk.nbody
+    return blk.index.get(cpu.eip, 0), 0
 
 
 def resume_at(bt, vm: TEVM, blk: Block, i: int) -> None:

@@ -3,8 +3,10 @@ guest code they were made from, invalidation and flushes."""
 
 from __future__ import annotations
 
+import types
 from collections import OrderedDict
 
+from vmkit.machine import blocks
 from vmkit.trace import TcInvalidation
 from vmkit.vmm.deprivileged.vcpu import TEVM
 
@@ -94,7 +96,9 @@ class LRU(_Ordered):
 # Translated blocks
 # =================================================================================================
 class Block:
-    """One translation: ``fn(budget)`` runs it and returns how many instructions retired.
+    """One translation: ``fn(budget)`` runs its instructions before the tail (a function made
+    by :func:`vmkit.machine.blocks.build`, bound to the host machine; None when the callout is
+    all there is) and returns how many retired.
 
     ``insns`` are the decoded instructions, ``kinds`` how each was translated ("ident",
     "inline", "callout", "adapted"), ``source`` the Python source of ``fn`` (read it!),
@@ -103,9 +107,10 @@ class Block:
     ``hits`` how often a cache lookup found it and ``chained_in`` how often a chained exit ran
     straight into it (for pictures of the cache: :func:`vmkit.viz.tcache.tc_diagram`)."""
 
-    __slots__ = ("key", "vm", "eip", "gpa", "insns", "kinds", "n", "nbody", "fn", "source",
+    __slots__ = ("key", "vm", "eip", "gpa", "insns", "kinds", "n", "nbody", "fn", "_source",
                  "tail", "go_on", "resched", "links", "valid", "static", "fns", "exact",
-                 "index", "hbytes", "end", "hits", "chained_in", "indirect")
+                 "index", "hbytes", "end", "hits", "chained_in", "indirect", "code", "starts",
+                 "items", "made_key", "globals", "runs", "loop_fn", "loop_code", "loop_starts")
 
     def __init__(self, key, vm, eip, gpa, insns, kinds):
         self.key, self.vm, self.eip, self.gpa = key, vm, eip, gpa
@@ -121,8 +126,17 @@ class Block:
         self.exact = False      # reads guest time (sti): entered only after a lookup
         self.resched = False
         self.nbody = self.n
-        self.fn = None
-        self.source = ""
+        self.fn = None          # None: not compiled yet, or no instruction before the tail
+        self.code = None        # fn's code object and the first line of each instruction in
+        self.starts = ()        # it (where a fault inside it came from: blocks.locate)
+        self._source = ""
+        self.items = None       # what blocks.build compiles, until it has (see compile)
+        self.made_key = None
+        self.globals = None
+        self.runs = 0           # runs in block mode before it was compiled
+        self.loop_fn = None     # a unit that jumps back to its start: a second function that
+        self.loop_code = None   # runs its passes in itself, once it is chained to itself
+        self.loop_starts = ()
         self.hbytes: list = []
         self.end = insns[-1].next
         self.hits = 0
@@ -138,6 +152,56 @@ class Block:
     def address(self) -> int:
         return self.eip
 
+    @property
+    def source(self) -> str:
+        """The Python source of ``fn`` (made now if the block was not compiled yet)."""
+        if self.items is not None:
+            self.compile()
+        return self._source
+
+    def compile(self) -> None:
+        """Make ``fn`` with the machine's block translator (:func:`vmkit.machine.blocks.build`),
+        once; a unit another monitor of this process compiled already is only bound. The
+        engine compiles a block when it has run ``blocks.HOT`` times in block mode, as the
+        machine makes its own blocks (compiling one costs a few milliseconds, what running a
+        few thousand instructions one at a time costs); until then, and in per-instruction
+        mode, its instructions run one compiled function at a time, with the same counts."""
+        items, self.items = self.items, None
+        if not items:
+            return
+        made = _MADE.get(self.made_key)
+        if made is None:
+            if len(_MADE) >= 4096:
+                _MADE.clear()
+            # a jump back to the start leaves the function (each pass of a kernel loop is a
+            # chained exit until the block is chained to itself: loop_fn); a store into
+            # translated code sets _bt_stale
+            made = _MADE[self.made_key] = blocks.build(self.eip, items, loop=False,
+                                                       stale="_bt_stale[0]")
+        self.code, _, _, self.starts, self._source = made
+        g = self.globals
+        bind = (g["R"], g["C"], g["M"], g["PARITY"])
+        self.fn = types.FunctionType(self.code, g, f"tb_{self.eip:08x}", bind)
+        if self.loops_back():
+            key = self.made_key + ("loop",)
+            made = _MADE.get(key)
+            if made is None:
+                made = _MADE[key] = blocks.build(self.eip, items, loop=True,
+                                                 stale="_bt_stale[0]")
+            if "done" in made[0].co_varnames:      # it does loop
+                self.loop_code, self.loop_starts = made[0], made[3]
+                self.loop_fn = types.FunctionType(self.loop_code, g, f"tb_{self.eip:08x}",
+                                                  bind)
+
+    def loops_back(self) -> bool:
+        """Does the unit end in a direct jump to its own start, with nothing the engine must do
+        between two passes (a callout, a look by the run loop, guest time for sti)?"""
+        last = self.insns[-1]
+        ops = last.operands
+        return (self.nbody == self.n and not self.resched and not self.exact
+                and not self.indirect and last.mnemonic != "call" and len(ops) == 1
+                and type(ops[0]).__name__ == "Imm" and ops[0].value == self.eip)
+
     def listing(self) -> str:
         """The guest instructions, with how each was translated."""
         return "\n".join(f"{i.address:#010x}  {i.text:<32} {k}"
@@ -147,6 +211,11 @@ class Block:
         state = "" if self.valid else " invalid"
         return (f"<Block {self.eip:#010x} {self.n} instructions{' static' if self.static else ''}"
                 f"{state}>")
+
+
+#: block functions made in this process, by (address, VM, instruction bytes, kinds): another
+#: monitor running the same kernel (a notebook's next cell, a test) only binds them
+_MADE: dict = {}
 
 
 # =================================================================================================

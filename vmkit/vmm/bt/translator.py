@@ -1,5 +1,6 @@
 """The translator (QEMU's translate-all): kernel code fetched through the guest's page tables,
-each instruction classified (identical, inline, callout), translation units built and compiled."""
+each instruction classified (identical, inline, callout), translation units built and compiled
+by the machine's block translator (:func:`vmkit.machine.blocks.build`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from vmkit.isa.ops_logic import CC
 from vmkit.isa.ops_stack import POPF_CPL0, push
 from vmkit.machine.cpu import MASK32
 from vmkit.trace import Translation
+from vmkit.vmm.bt import tcache
 from vmkit.vmm.bt.tcache import Block, invalidate, make_room, watch
 from vmkit.vmm.deprivileged.vcpu import TEVM
 
@@ -204,15 +206,17 @@ def kind_at(bt, vm: TEVM, insn: Insn, gpa: int) -> str:
 
 
 def build(bt, vm: TEVM, eip: int, gpa: int, key, insns: list) -> Block | None:
-    """Generate and compile the block function for ``insns``: the instructions' bodies one
-    after the other, each ending with its EIP update as the machine's own code does (so a
-    fault leaves EIP on the faulting instruction). Between two instructions: leave when the
-    guest-time budget is spent (``if budget <= k: return k``), and after a store, when it
-    wrote into translated code. (Storing EIP only where a fault or an exit can see it, as
-    QEMU does, saved nothing measurable: an attribute store costs about 10 ns next to
-    300 ns for an instruction's semantics.)"""
+    """Make the block for ``insns``: each instruction's Python (the machine's own code for an
+    innocuous one, inline emulation on the virtual CPU for a cheap sensitive one), to be
+    compiled into one function by the machine's block translator
+    (:func:`vmkit.machine.blocks.build`: locals renamed, flags computed only where read,
+    constants folded, registers held in locals) when the block is hot (:meth:`Block.compile`),
+    and run so by the engine in block mode; a callout or an adapted instruction ends the
+    block, as its ``tail``, run by the engine. In per-instruction mode
+    (``Machine(blocks=False)``) the engine runs the same instructions one compiled function at
+    a time instead, with the same counts."""
     vmi = vm.index
-    src: list[str] = []
+    items: list = []
     kinds: list[str] = []
     tail = None
     resched = False
@@ -234,24 +238,16 @@ def build(bt, vm: TEVM, eip: int, gpa: int, key, insns: list) -> Block | None:
         text = "\n".join(lines)
         if "Resched" in text:
             break           # cannot run inside a block: interpreted there
-        k = len(kept)
-        if k:
-            src.append(f"    if budget <= {k}: return {k}")
-        src.append(f"    # {insn.address:#010x}: {insn.text}  [{kind}]")
-        ret = any(_BARE_RETURN.search(ln) for ln in lines)
-        if ret:
-            lines = [_BARE_RETURN.sub(f"return {k + 1}", ln) for ln in lines]
-        src.extend(lines)
+        items.append((insn, "def _insn():\n" + text + "\n",
+                      f"{insn.address:#010x}: {insn.text}  [{kind}]"))
         kept.append(insn)
         kinds.append(kind)
         resched = rs
-        if term or ret:
+        if term or any(_BARE_RETURN.search(ln) for ln in lines):
             break
-        if any(t in text for t in ("wr1(", "wr2(", "wr4(")):
-            src.append(f"    if _bt_stale[0]: return {k + 1}")
     if not kept:
         return None
-    nbody = len(kept) - (1 if tail else 0)
+    nbody = len(items)
     blk = Block(key, vmi, eip, gpa, kept, kinds)
     blk.nbody = nbody
     blk.tail = tail
@@ -260,13 +256,12 @@ def build(bt, vm: TEVM, eip: int, gpa: int, key, insns: list) -> Block | None:
     # the STI shadow counts from the VM's guest time, which a chain of blocks brings up to
     # date only when it stops: such a block is never chained into
     blk.exact = any(i.mnemonic == "sti" for i in kept)
-    # one budget check between two instructions costs about 10 ns next to 300 ns for an
-    # instruction: a second copy of the body without them bought nothing measurable
-    body = "\n".join(src) if nbody else ""
-    blk.source = f"def _tb(budget):\n{body}\n    return {nbody}\n"
-    code = compile(blk.source, f"<bt {eip:#010x}>", "exec")
-    fcode = next(c for c in code.co_consts if isinstance(c, types.CodeType))
-    blk.fn = types.FunctionType(fcode, bt._host.compile_globals, f"tb_{eip:08x}")
+    if nbody:
+        blk.items = items
+        blk.made_key = (eip, vmi, tuple(i.raw for i in kept[:nbody]), tuple(kinds[:nbody]))
+        blk.globals = bt._host.compile_globals
+        if blk.made_key in tcache._MADE:
+            blk.compile()       # made already in this process: only bound
     return blk
 
 
