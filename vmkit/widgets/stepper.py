@@ -90,6 +90,20 @@ def _as_monitor(vm):
                      f"image or a guest name, got {type(vm).__name__}")
 
 
+class _Pane:
+    """One pane of the Stepper's view (the status line, the code, the CPUs, the console, the
+    last events) as HTML text in ``value``. Panes are not widgets of their own: the Stepper
+    sends them together (:meth:`Stepper._show`)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self):
+        self.value = ""
+
+    def __repr__(self) -> str:
+        return f"<pane: {len(self.value)} characters of HTML>"
+
+
 #: the default bound on a Stepper's checkpoints. Copy-on-write checkpoints cost a few KiB
 #: each (the pages a guest wrote, the trace's pieces), so 16 MiB holds thousands of them; a
 #: Stepper that runs long thins them where densest rather than growing.
@@ -190,11 +204,20 @@ class Stepper(StaticMixin, W.VBox):
         # status line, the code and the CPUs on the left, the ring picture on the right, so
         # the buttons and the picture are on screen together; the console and the last events
         # side by side below. On a narrow page the picture wraps below the left column.
-        self.header = W.HTML()
-        self.disassembly_view = W.HTML()
-        self.registers_view = W.HTML()
-        self.console_view = W.HTML(layout=W.Layout(flex="1 1 0", min_width="16em"))
-        self.events_view = W.HTML(layout=W.Layout(flex="1.6 1 0", min_width="20em"))
+        # The panes are parts of two HTML widgets, not a widget each: a Step sends one message
+        # for them (and the ring view one for the line under its picture), where it sent
+        # three to five. Every message costs the kernel and the server a thread hand-off and
+        # a few hundred microseconds; with 20 kernels clicking at once on two busy cores
+        # (load ~15), each one more put about 35 ms on the median click (issue 19; the Step's
+        # own drawing is under 1 ms of CPU).
+        self.header = _Pane()                 # status line: guest, monitor, step, EIP, ring
+        self.disassembly_view = _Pane()
+        self.registers_view = _Pane()
+        self.console_view = _Pane()
+        self.events_view = _Pane()
+        self.main_view = W.HTML()             # header, code and CPUs
+        self.main_view.add_class("vmkit-stepper-main")
+        self.bottom_view = W.HTML()           # console and last events
         self.ring_view = None
         wrap = W.Layout(flex_flow="row wrap", align_items="center")
         self.controls = W.VBox([
@@ -204,7 +227,7 @@ class Stepper(StaticMixin, W.VBox):
                    layout=wrap),
             W.HBox([self.breakpoint_box], layout=wrap)])
         self.controls.add_class("vmkit-stepper-controls")  # hook for tests/browser/test_browser_fit.py
-        left = W.VBox([self.controls, self.header, self.disassembly_view, self.registers_view],
+        left = W.VBox([self.controls, self.main_view],
                       layout=W.Layout(flex="1 1 30em", min_width="0"))
         top = [left]
         if ring_view:
@@ -214,8 +237,7 @@ class Stepper(StaticMixin, W.VBox):
             top.append(self.ring_view)
         rows = [W.HBox(top, layout=W.Layout(flex_flow="row wrap", align_items="flex-start",
                                              grid_gap="0 12px")),
-                W.HBox([self.console_view, self.events_view],
-                       layout=W.Layout(flex_flow="row wrap", grid_gap="0 12px"))]
+                self.bottom_view]
         self.panels = None
         if panels and self.debugger is not None:
             from vmkit.widgets.debugpanels import DebugPanels
@@ -748,17 +770,31 @@ class Stepper(StaticMixin, W.VBox):
         try:
             self.status = self._status_text()
             self.header.value = self._header_html()
-            if header_only:
-                return
-            self.disassembly_view.value = self._disassembly_html()
-            self.registers_view.value = self._registers_html()
-            self.console_view.value = console_html(self.vm.console)
-            self.events_view.value = self._events_html()
-            if getattr(self, "panels", None) is not None:
-                self.panels.refresh()
+            if not header_only:
+                self.disassembly_view.value = self._disassembly_html()
+                self.registers_view.value = self._registers_html()
+                self.console_view.value = console_html(self.vm.console)
+                self.events_view.value = self._events_html()
+                if getattr(self, "panels", None) is not None:
+                    self.panels.refresh()
         except Exception as e:  # drawing must never raise into the notebook
             self.header.value = (f'<div style="color:#D55E00">could not draw the stepper: '
                                  f'{_esc(type(e).__name__)}: {_esc(e)}</div>')
+        self._show()
+
+    def _show(self) -> None:
+        """Send the panes to the browser: the two HTML widgets, each only if it changed. The
+        parts sit in boxes spaced as widgets of their own were (2 px around each)."""
+        box = '<div style="margin:2px">'
+        self.main_view.value = (f'<div style="display:flex;flex-direction:column">'
+                                f'{box}{self.header.value}</div>'
+                                f'{box}{self.disassembly_view.value}</div>'
+                                f'{box}{self.registers_view.value}</div></div>')
+        self.bottom_view.value = (
+            f'<div style="display:flex;flex-wrap:wrap;gap:0 12px">'
+            f'<div style="flex:1 1 0;min-width:16em;margin:2px">{self.console_view.value}</div>'
+            f'<div style="flex:1.6 1 0;min-width:20em;margin:2px">{self.events_view.value}'
+            f'</div></div>')
 
     # ---- static form ------------------------------------------------------------------------
     def static_html(self) -> str:
