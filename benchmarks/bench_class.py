@@ -11,7 +11,10 @@ update of that click. Reported:
 - per kernel: its resident memory after Run All (RSS, and the peak), the Run All time, and its
   Step latencies (median, 95th percentile, worst);
 - for the class: every press's latency pooled (median, 95th percentile, worst), the total wall
-  time, and the machine (cores, load before the start).
+  time, and the machine (cores, load before the start);
+- what a press costs, which does not depend on the load: the kernel's CPU time per press (its
+  threads, and the programs it ran such as graphviz's dot), the widget messages it sent and
+  their size (JSON), the mean over every press.
 
 No browser and no hub: what is measured is the kernel side, which is what a server for a class
 has to provide; the hub's proxy and JupyterLab's drawing add to the latency a student sees.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import statistics
@@ -57,9 +61,26 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
 
 
-async def wait_idle(kc, msg_id: str, timeout: float, out: list | None = None) -> None:
-    """Read iopub until the kernel is idle after ``msg_id``; stream text goes to ``out``;
-    an error output raises."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time of process ``pid`` so far: its threads (``schedstat``, nanoseconds) and the
+    children it has waited for (``stat``, clock ticks)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass             # a thread that ended meanwhile
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    children = (int(fields[14]) + int(fields[15])) / os.sysconf("SC_CLK_TCK")
+    return total / 1e9 + children
+
+
+async def wait_idle(kc, msg_id: str, timeout: float, out: list | None = None,
+                    sent: list | None = None) -> None:
+    """Read iopub until the kernel is idle after ``msg_id``; stream text goes to ``out``,
+    the JSON size of each widget message to ``sent``; an error output raises."""
     deadline = time.monotonic() + timeout
     while True:
         left = deadline - time.monotonic()
@@ -71,6 +92,8 @@ async def wait_idle(kc, msg_id: str, timeout: float, out: list | None = None) ->
         kind, content = msg["msg_type"], msg["content"]
         if kind == "stream" and out is not None:
             out.append(content["text"])
+        elif kind == "comm_msg" and sent is not None:
+            sent.append(len(json.dumps(content)))
         elif kind == "error":
             raise RuntimeError(f"{content['ename']}: {content['evalue']}")
         elif kind == "status" and content["execution_state"] == "idle":
@@ -83,6 +106,8 @@ class Student:
         self.sockets = sockets
         self.notebook = notebook
         self.latencies: list[float] = []
+        self.sent: list[list[int]] = []      # each press: the JSON size of each widget message
+        self.cpu = 0.0                       # the kernel's CPU seconds over the presses
         self.run_all_s = 0.0
         self.rss = (0.0, 0.0)
 
@@ -117,14 +142,20 @@ class Student:
         self.position = int((await self.execute("print(_steppers[-1].position)")).strip())
 
     async def press(self, steps: int, interval: float, start: float) -> None:
+        pid = self.km.provisioner.process.pid
+        cpu0 = cpu_seconds(pid)
         for k in range(steps):
             # once a second on the class's common clock: a slow press delays no later one
             await asyncio.sleep(max(0.0, start + k * interval - time.monotonic()))
             t0 = time.perf_counter()
             msg = self.kc.session.msg("comm_msg", {"comm_id": self.button, "data": CLICK})
             self.kc.shell_channel.send(msg)
-            await wait_idle(self.kc, msg["header"]["msg_id"], timeout=120)
+            sent: list[int] = []
+            await wait_idle(self.kc, msg["header"]["msg_id"], timeout=120, sent=sent)
             self.latencies.append(time.perf_counter() - t0)
+            self.sent.append(sent)
+        await asyncio.sleep(min(interval, 1.0))    # the last press's picture, if any, drawn
+        self.cpu = cpu_seconds(pid) - cpu0
         # every press stepped: the Stepper is as many steps further
         after = int((await self.execute("print(_steppers[-1].position)")).strip())
         if after - self.position != steps:
@@ -177,6 +208,12 @@ async def main_async(args) -> int:
           f"included)")
     print(f"class: {len(every)} presses, step latency median {ms(statistics.median(every))} "
           f"ms, p95 {ms(pct(every, 95))} ms, worst {ms(max(every))} ms; total {total:.1f} s")
+    presses = sum(len(s.sent) for s in students)
+    messages = sum(len(x) for s in students for x in s.sent)
+    size = sum(sum(x) for s in students for x in s.sent)
+    print(f"per press (mean of all): kernel CPU {sum(s.cpu for s in students) / presses * 1e3:.1f}"
+          f" ms (its threads and the programs it ran), {messages / presses:.2f} widget messages, "
+          f"{size / presses / 1024:.1f} KiB")
     return 0
 
 

@@ -12,19 +12,21 @@ One run, side by side, guest instructions per CPU second (best of ``--repeat``):
 Goals (issue 18): native block mode >= 3x Unicorn with a Python hook on compute; te, bt, hw, pv
 within 20 % of native on compute; syscall-heavy >= 2x per-instruction mode.
 
-``--notebooks`` also times executing every lecture notebook (on a copy) in both modes.
+``--before DIR`` also measures the vmkit rows with another checkout's code (DIR, e.g. a
+``git worktree`` of an earlier commit), in a child process of the same run: the syscall goal
+is stated against the per-instruction figures of the code before the change. The notebooks'
+times are ``benchmarks/bench_notebooks.py``'s (kernel CPU time, both modes, ``--before`` too).
 
-    python benchmarks/bench_speed.py [--repeat N] [--iterations N] [--notebooks]
+    python benchmarks/bench_speed.py [--repeat N] [--iterations N] [--before DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -82,21 +84,38 @@ def vmkit_rate(guest: str, monitor: str, blocks: bool, repeat: int, **params) ->
     return best, r.steps, console
 
 
-def notebooks(repeat: int) -> None:
+def vmkit_rates(a) -> dict:
+    """(monitor, blocks) -> (compute rate, syscall rate, compute console, syscall console)."""
+    saved = os.environ.get("VMKIT_BLOCKS")
     out = {}
-    for blocks in (False, True):
-        env = dict(os.environ, VMKIT_BLOCKS="1" if blocks else "0")
-        with tempfile.TemporaryDirectory() as tmp:
-            books = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
-            for b in books:
-                shutil.copy(b, tmp)
-            t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "vmkit.nbtools", "execute",
-                            *sorted(Path(tmp).glob("*.ipynb"))], check=True, env=env,
-                           cwd=ROOT, capture_output=True)
-            out[blocks] = time.perf_counter() - t
-    print(f"\nlecture notebooks, all executed (wall seconds): per-instruction "
-          f"{out[False]:.1f}, blocks {out[True]:.1f} ({out[False] / out[True]:.2f}x)")
+    try:
+        for blocks in (False, True):
+            for mon in a.mons:
+                c, _, con_c = vmkit_rate("compute", mon, blocks, a.repeat,
+                                         iterations=a.iterations)
+                s, _, con_s = vmkit_rate("syscall", mon, blocks, a.repeat,
+                                         iterations=a.syscalls)
+                out[(mon, blocks)] = (c, s, con_c, con_s)
+    finally:
+        if saved is None:
+            os.environ.pop("VMKIT_BLOCKS", None)
+        else:
+            os.environ["VMKIT_BLOCKS"] = saved
+        machine_mod.blocks_default()   # the environment is as it was
+    return out
+
+
+def before_rates(a) -> dict:
+    """vmkit_rates with the code of checkout ``a.before``, in a child process."""
+    env = dict(os.environ, PYTHONPATH=str(Path(a.before).resolve()))
+    r = subprocess.run([sys.executable, __file__, "--rates-json", "--repeat", str(a.repeat),
+                        "--iterations", str(a.iterations), "--syscalls", str(a.syscalls),
+                        "--monitors", ",".join(a.mons)],
+                       env=env, capture_output=True, text=True, check=True)
+    return {(m, b): tuple(v) for m, b, v in json.loads(r.stdout)}
+
+
+MONS = ("native", "te", "bt", "hw", "pv")
 
 
 def main(argv=None) -> int:
@@ -105,57 +124,58 @@ def main(argv=None) -> int:
     p.add_argument("--iterations", type=int, default=300_000,
                    help="LCG iterations (7 instructions each)")
     p.add_argument("--syscalls", type=int, default=20_000, help="syscall guest iterations")
-    p.add_argument("--notebooks", action="store_true", help="also time the lecture notebooks")
-    p.add_argument("--monitors", default="native,te,bt,hw,pv",
+    p.add_argument("--before", type=Path, help="another checkout of the kit: its vmkit rows "
+                   "too, and the syscall goal against its per-instruction figures")
+    p.add_argument("--monitors", default=",".join(MONS),
                    help="comma-separated monitors to measure (native is always measured: the "
                         "ratios are to it)")
+    p.add_argument("--rates-json", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    mons = ["native"] + [m for m in a.monitors.split(",") if m and m != "native"]
-    unknown = [m for m in mons if m not in MONITORS]
+    a.mons = ["native"] + [m for m in a.monitors.split(",") if m and m != "native"]
+    unknown = [m for m in a.mons if m not in MONITORS]
     if unknown:
         p.error(f"unknown monitor {unknown[0]!r}; expected some of {', '.join(MONITORS)}")
-    saved = os.environ.get("VMKIT_BLOCKS")
-    rows = []
+    if a.rates_json:
+        print(json.dumps([(m, b, v) for (m, b), v in vmkit_rates(a).items()]))
+        return 0
+    if a.before is not None and not (Path(a.before) / "vmkit").is_dir():
+        print(f"bench_speed.py: --before {a.before}: no vmkit package there", file=sys.stderr)
+        return 2
     u0 = unicorn_rate(a.iterations, False, a.repeat)
     u1 = unicorn_rate(a.iterations, True, a.repeat)
-    print(f"{'':<28} {'compute':>14} {'syscall':>14}   (guest instructions per CPU second)")
+    print(f"{'':<36} {'compute':>14} {'syscall':>14}   (guest instructions per CPU second)")
     if u0 is not None:
-        print(f"{'unicorn, no hook':<28} {u0 / 1e6:>12.2f} M")
-        print(f"{'unicorn, Python hook':<28} {u1 / 1e6:>12.2f} M")
-    rates = {}
-    for blocks in (False, True):
-        for mon in mons:
-            c, _, con_c = vmkit_rate("compute", mon, blocks, a.repeat, iterations=a.iterations)
-            s, _, con_s = vmkit_rate("syscall", mon, blocks, a.repeat, iterations=a.syscalls)
-            rates[(mon, blocks)] = (c, s)
-            rows.append((mon, blocks, con_c, con_s))
-            label = f"vmkit {mon}, {'blocks' if blocks else 'per-instruction'}"
-            print(f"{label:<28} {c / 1e6:>12.2f} M {s / 1e6:>12.3f} M")
-    if saved is None:
-        os.environ.pop("VMKIT_BLOCKS", None)
-    else:
-        os.environ["VMKIT_BLOCKS"] = saved
+        print(f"{'unicorn, no hook':<36} {u0 / 1e6:>12.2f} M")
+        print(f"{'unicorn, Python hook':<36} {u1 / 1e6:>12.2f} M")
+    runs = []
+    if a.before is not None:
+        runs.append(("before", before_rates(a)))
+    runs.append(("", vmkit_rates(a)))
+    for tag, rates in runs:
+        for blocks in (False, True):
+            for mon in a.mons:
+                c, s = rates[(mon, blocks)][:2]
+                label = (f"{tag + ': ' if tag else ''}vmkit {mon}, "
+                         f"{'blocks' if blocks else 'per-instruction'}")
+                print(f"{label:<36} {c / 1e6:>12.2f} M {s / 1e6:>12.3f} M")
+    rates = runs[-1][1]
+    base = runs[0][1]       # "today's" figures: the checkout before, else this one
     # the same guest output in both modes (a benchmark of a wrong answer is worthless)
-    by = {}
-    for mon, blocks, cc, cs in rows:
-        by.setdefault(mon, set()).add((cc, cs))
-    bad = [m for m, v in by.items() if len(v) != 1]
+    bad = [m for m in a.mons if len({rates[(m, b)][2:] for b in (False, True)}) != 1]
     native_b = rates[("native", True)][0]
     print()
     if u1:
         print(f"native blocks / unicorn with hook: {native_b / u1:.2f}x (goal >= 3)")
-    for mon in mons[1:]:
+    for mon in a.mons[1:]:
         print(f"{mon} blocks / native blocks, compute: {rates[(mon, True)][0] / native_b:.2f} "
               f"(goal >= 0.8)")
-    for mon in mons:
-        print(f"{mon} syscall, blocks / per-instruction: "
-              f"{rates[(mon, True)][1] / rates[(mon, False)][1]:.2f}x (goal >= 2)")
+    what = "per-instruction before" if a.before is not None else "per-instruction"
+    for mon in a.mons:
+        print(f"{mon} syscall, blocks / {what}: "
+              f"{rates[(mon, True)][1] / base[(mon, False)][1]:.2f}x (goal >= 2)")
     if bad:
         print(f"consoles differ between modes under {', '.join(bad)}")
         return 1
-    if a.notebooks:
-        notebooks(a.repeat)
-    machine_mod.blocks_default()   # the environment is as it was
     return 0
 
 

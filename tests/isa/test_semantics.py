@@ -9,6 +9,7 @@ GNU as and loaded at 0x1000; ``run`` stops at the final ``hlt`` (CPL 0, IF = 0).
 from __future__ import annotations
 
 import functools
+import hashlib
 import struct
 
 import pytest
@@ -591,3 +592,27 @@ def test_instruction_outside_the_subset_crashes_naming_it():
     assert r.reason == "crash"
     assert "fld1" in r.detail
     assert r.eip == CODE + 5 and m.cpu.eax == 1
+
+
+@pytest.mark.parametrize("form, edi, ecx, memory_size", [
+    ("rep stosd", 0x100FFE, 3000, 4 << 20),     # unaligned, across two page boundaries
+    ("rep stosw", 0x200001, 5000, 4 << 20),
+    ("rep stosb", 0x3FFF00, 0x200, 4 << 20),    # runs past the end of memory (dropped)
+    ("rep stosd", CODE + 0x20, 8, 4 << 20),     # over code: SMC, element by element
+])
+def test_rep_stos_page_fill_is_the_element_by_element_store(form, edi, ecx, memory_size):
+    """Does REP STOS's one-page-at-once store (the accessor's ``fill``) leave the memory, EDI,
+    ECX and EIP exactly as storing element by element does, across pages, past the end of
+    memory and over compiled code?"""
+    def final(fill: bool):
+        m = machine(f"cld\n{form}\nnop\nnop", eax=0x11223344, edi=edi, ecx=ecx,
+                    memory_size=memory_size)
+        m.mode_changed()
+        if not fill:
+            for n in (1, 2, 4):
+                acc = m.compile_globals[f"wr{n}"]
+                if hasattr(acc, "fill"):
+                    del acc.fill
+        r = m.run(max_steps=100)
+        return r.reason, m.cpu.state(), hashlib.sha256(m.read(0, memory_size)).hexdigest()
+    assert final(True) == final(False)

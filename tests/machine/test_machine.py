@@ -704,3 +704,29 @@ def test_rdtsc_after_hlt_includes_the_idle_time():
     assert r.reason == "halt"
     # woke at guest time 1001, the handler ran 6 instructions, then rdtsc
     assert env.m.cpu.eax == 1001 + 6
+
+
+def test_every_event_class_is_made_as_its_dataclass_would_make_it():
+    """Do the trace events' fast constructors take the dataclass's arguments (same names,
+    defaults, keyword-only ``vm``), give equal, frozen events, and refuse what it refuses?"""
+    import dataclasses
+    import inspect
+
+    import vmkit.trace as tr
+
+    classes = [c for c in vars(tr).values()
+               if isinstance(c, type) and issubclass(c, tr.Event) and c is not tr.Event]
+    assert len(classes) == len(tr.EVENT_KINDS)
+    for cls in classes:
+        sig = inspect.signature(cls.__init__)
+        assert [p.name for p in sig.parameters.values()][1:] == \
+            [f.name for f in dataclasses.fields(cls) if not f.kw_only] + ["vm"]
+        e = cls(7, vm=2)
+        for f in dataclasses.fields(cls):
+            want = 7 if f.name == "step" else 2 if f.name == "vm" else f.default
+            assert getattr(e, f.name) == want, (cls.__name__, f.name)
+        assert e == cls(7, vm=2) and e != cls(8, vm=2) and e.kind == cls.kind
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            e.step = 1
+        with pytest.raises(TypeError):
+            cls(7, *range(len(sig.parameters)))      # one positional argument too many

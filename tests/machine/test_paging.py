@@ -558,3 +558,38 @@ def test_invlpg_anywhere_in_a_4mib_page_drops_the_whole_large_page():
     cpu = env.m.cpu
     assert r.reason == "max_steps"
     assert (cpu.eax, cpu.ebx, cpu.ecx) == (0x1111, 0x1111, 0x4444)
+
+
+# ---------------------------------------------------------------------------------------------
+# peek and insn_at: no side effects, page by page
+# ---------------------------------------------------------------------------------------------
+
+def test_peek_across_a_page_boundary_follows_each_page_and_leaves_no_trace():
+    """Does peek read a range that crosses into a remapped page from that page's frame,
+    return None when any page is unmapped, and set no accessed bit (no TLB fill)?"""
+    env = Env(paging=True)
+    env.m.write(X + 0xFFE, b"\x11\x22")
+    env.m.write(Y + 0x2000, b"\x33\x44")
+    env.set_pte(Y, (Y + 0x2000) | P | W | U)          # X's next page shows another frame
+    env.enter(0, CODE)
+    assert env.m.peek(X + 0xFFE, 4) == b"\x11\x22\x33\x44"
+    assert env.pte(Y) & A == 0 and env.pte(X) & A == 0
+    env.set_pte(Y, Y | W | U)                          # not present
+    assert env.m.peek(X + 0xFFE, 4) is None
+    assert env.m.peek(X + 0xFFE, 2) == b"\x11\x22"
+
+
+def test_insn_at_decodes_an_instruction_cut_by_an_unmapped_page_as_far_as_mapped():
+    """Does insn_at decode the bytes up to an unmapped page (a 5-byte mov whose last byte is
+    on a not-present page decodes as nothing), and a whole instruction across mapped pages?"""
+    env = Env(paging=True)
+    mov = asm("mov eax, 0x12345678")                  # 5 bytes
+    env.m.write(Y - 4, mov[:4])
+    env.m.write(Y, mov[4:] + asm("nop"))
+    env.enter(0, CODE)
+    insn = env.m.insn_at(Y - 4)
+    assert insn is not None and insn.text == "mov eax, 0x12345678" and insn.size == 5
+    env.set_pte(Y, Y | W | U)                          # not present
+    cut = env.m.insn_at(Y - 4)
+    assert cut is None
+    assert env.m.insn_at(Y) is None

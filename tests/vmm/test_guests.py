@@ -170,3 +170,25 @@ def test_a_privileged_instruction_in_ring3_gets_the_process_killed_by_gp():
                           f"kernel: process 1 killed by exception 13 at {addr:#010x}\n")
     gp = [e for e in vm.trace.of("interrupt") if e.vector == 13]
     assert len(gp) == 1 and gp[0].from_ring == 3 and gp[0].eip == addr
+
+
+def test_a_second_identical_build_is_a_copy_of_the_first_assembly():
+    """Does building the same guest twice give the same bytes, with containers of its own,
+    and does another parameter value assemble anew?"""
+    from vmkit.isa.asm import assemble
+
+    a = guests.build("syscall", iterations=7)
+    b = guests.build("syscall", iterations=7)
+    c = guests.build("syscall", iterations=8)
+    assert a.loads == b.loads and a.loads != c.loads
+    ka, kb = a.programs["kernel"], b.programs["kernel"]
+    assert ka is not kb and ka.symbols == kb.symbols and ka.symbols is not kb.symbols
+    kb.symbols["_start"] = 0                    # a caller changing its copy ...
+    assert guests.build("syscall", iterations=7).programs["kernel"].symbols == ka.symbols
+    # ... and the cached program is what assembling the sources gives today
+    fresh = assemble(guests._source("syscall"), base=guests.USER_BASE, filename="syscall.s",
+                     include_path=[guests.GUEST_DIR],
+                     files={"params.s": guests._const_lines(
+                         guests.spec("syscall").constants({**guests.spec("syscall").params,
+                                                           "iterations": 7}))})
+    assert fresh.code == a.programs["syscall"].code

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import subprocess
+import sys
 
 import comm
 import pytest
@@ -435,22 +438,64 @@ def test_browser_hooks_change_with_a_step():
 
 def test_ring_view_redraws_after_the_click_under_an_event_loop():
     """Under a kernel's event loop, is the ring picture redrawn right after a Step returns (not
-    inside it), and only once for several moves?"""
+    inside it), only once for several moves, and a new picture drawn off the main thread
+    (the kernel answers while dot runs)?"""
+    import threading
+    from vmkit.viz import render
+    from vmkit.widgets import rings as rings_mod
+
     async def scenario():
         s = Stepper(hello())
-        calls = []
-        real = s.ring_view.refresh
-        s.ring_view.refresh = lambda *a: (calls.append(1), real())
-        s.run("ring")
-        s.step()
-        assert calls == []           # deferred: the click answered first
-        await asyncio.sleep(0)
-        return s, calls
+        render._SVG_CACHE.clear()        # a picture another test drew is not drawn again
+        calls, threads = [], []
+        real = s.ring_view.diagram
+        s.ring_view.diagram = lambda: (calls.append(1), real())[1]
+        real_html = rings_mod.diagram_html
+        rings_mod.diagram_html = lambda g, **kw: (threads.append(threading.current_thread()),
+                                                  real_html(g, **kw))[1]
+        try:
+            s.run("ring")
+            s.step()
+            assert calls == []           # deferred: the click answered first
+            await asyncio.sleep(0)
+            assert calls == [1]          # one redraw for the two moves
+            await s.ring_view.drawn()
+        finally:
+            rings_mod.diagram_html = real_html
+        return s, calls, threads
 
-    s, calls = asyncio.run(scenario())
+    s, calls, threads = asyncio.run(scenario())
     assert calls == [1]
+    assert threads and threading.main_thread() not in threads
     assert "trap" not in s.ring_view.diagram_view.value
     assert "iret ×1" in s.ring_view.diagram_view.value
+
+
+def test_ring_view_drawn_late_never_overwrites_a_newer_picture():
+    """Under an event loop, if the view is redrawn at once (refresh() from code) while a picture
+    is drawn off the main thread, does the late picture stay unshown, and does a move while it
+    is drawn get drawn after it?"""
+    from vmkit.viz import render
+
+    async def scenario():
+        s = Stepper(hello())
+        rv = s.ring_view
+        render._SVG_CACHE.clear()
+        s.run("ring")                    # a new transition: drawn off the main thread
+        await asyncio.sleep(0)
+        late = rv._drawing
+        assert late is not None
+        s.run("ring")                    # moves while it is drawn ...
+        s.reset()                        # ... back to step 0: no transitions
+        rv.refresh()                     # at once, newer than the drawing
+        assert "no transitions yet" in rv.diagram_view.value
+        await asyncio.wait([late])       # the late picture is ready: not shown
+        assert "no transitions yet" in rv.diagram_view.value
+        await rv.drawn()
+        return rv
+
+    rv = asyncio.run(scenario())
+    assert "no transitions yet" in rv.diagram_view.value
 
 
 def test_static_bundles_have_html_and_svg():
@@ -499,6 +544,33 @@ def test_step_sends_register_updates_to_the_frontend(monkeypatch):
     updates = [d for t, d in sent if t == "comm_msg" and d and d.get("method") == "update"]
     texts = [str(d["state"].get("value", "")) for d in updates]
     assert any(f"{vm.cpu.eip:08x}*" in t for t in texts)
+
+
+def test_a_step_sends_one_message_for_the_panes_and_none_for_unchanged_ones(monkeypatch):
+    """Does a Step send the status line, code and CPUs in one widget message (not one a
+    pane), the ring view's line in one more, and nothing for the console and events when
+    they did not change (each message costs the kernel and the server, issue 19)?"""
+    sent = []
+
+    class RecordingComm(comm.DummyComm):
+        def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
+            if msg_type == "comm_msg" and data and data.get("method") == "update":
+                sent.append(self.comm_id)
+
+    monkeypatch.setattr(comm, "create_comm", RecordingComm)
+    vm = hello()
+    s = Stepper(vm)
+    s.step(2000)
+    events, console = s.events_view.value, s.console_view.value
+    for _ in range(5):
+        sent.clear()
+        s.step()
+        if s.events_view.value == events and s.console_view.value == console:
+            break
+        events, console = s.events_view.value, s.console_view.value
+    assert s.events_view.value == events and s.console_view.value == console
+    assert sorted(sent) == sorted([s.main_view.model_id, s.ring_view.diagram_view.model_id])
+    assert f"{vm.cpu.eip:08x}" in s.main_view.value and "vmkit-eip" in s.main_view.value
 
 
 def test_history_alone_on_the_monitor_api():
@@ -648,3 +720,53 @@ def test_ring_change_under_te_names_ring_1():
     s.run("ring")
     assert "guest believes ring 3 → 0; real CPU ring 3 → 1" in s.status
     assert "real CPU in ring <b>1</b>" in s.header.value
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own priority: Linux")
+def test_pictures_are_drawn_at_a_lower_cpu_priority_that_dot_inherits():
+    """Is a live view's picture drawn on a thread whose CPU priority is lower than the
+    kernel's by background.NICE, and does a program it starts (dot) run at that priority?"""
+    import subprocess
+    from vmkit.widgets.background import NICE, draw
+
+    async def scenario():
+        return await draw(lambda: subprocess.run(["nice"], capture_output=True,
+                                                 text=True).stdout.strip())
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    assert int(asyncio.run(scenario())) == min(19, before + NICE)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before      # the kernel's own is unchanged
+
+
+def test_pipe_svg_gives_the_bytes_graph_pipe_gives():
+    """Does the drawing thread's way of running dot (a session of its own, lower priority)
+    give the same SVG as graphviz's graph.pipe, and the same errors?"""
+    import graphviz
+    from vmkit.viz.rings import ring_diagram
+    from vmkit.widgets.background import pipe_svg
+    vm = hello()
+    vm.run(max_steps=3000)
+    g = ring_diagram(vm, compact=True)
+    assert pipe_svg(g) == g.pipe(format="svg", encoding="utf-8")
+    bad = graphviz.Digraph(body=["a -> {"])
+    with pytest.raises(subprocess.CalledProcessError):
+        pipe_svg(bad)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="Linux autogroups")
+def test_pipe_svg_runs_dot_in_a_scheduling_group_of_its_own_with_a_raised_nice(
+        tmp_path, monkeypatch):
+    """Does pipe_svg start dot in a session of its own (its own autogroup) whose nice value
+    is raised by background.NICE, so that a class's dots yield to the class's clicks?"""
+    import graphviz
+    from vmkit.widgets.background import NICE, pipe_svg
+    fake = tmp_path / "dot"
+    fake.write_text("#!/bin/sh\ncat >/dev/null\nsleep 0.3\n"
+                    "echo \"<svg>$(cat /proc/self/autogroup)|$(ps -o sid= -p $$)</svg>\"\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    out = pipe_svg(graphviz.Digraph(body=["a"]))
+    group, sid = out.removeprefix("<svg>").split("</svg>")[0].split("|")
+    assert group.split()[-2:] == ["nice", str(NICE)]
+    assert group.split()[0] != open("/proc/self/autogroup").read().split()[0]
+    assert int(sid) != os.getsid(0)

@@ -5,7 +5,7 @@ A long run leaves a checkpoint after about ``checkpoint_seconds`` (0.1 s) of run
 most, whatever the guest's speed.
 
 Positions count guest instructions retired (all VMs together) since the timeline was made;
-what moved the monitor is logged as *segments* ``[start, n, bps]``: one ``vm.run(max_steps=...)``
+what moved the monitor is logged as *segments* ``[start, n, bps]``: one ``monitor.run(max_steps=...)``
 that retired ``n`` instructions, with ``bps`` the breakpoint addresses that were set (None: none,
 the run went its full length). Guests are deterministic (guest time drives their timers), so
 replaying the log from a checkpoint reaches exactly the state the monitor was in; ``run(j)`` is
@@ -14,7 +14,7 @@ see DESIGN.md "Two clocks"), so any position inside a segment can be reached too
 stopped at a breakpoint right after delivering an exception (0 instructions retired) leaves a
 segment of length 0: replaying it (same breakpoint set) delivers the exception again.
 
-Checkpoints are the monitors' own snapshots (``vm.snapshot()``), kept as they are: a machine
+Checkpoints are the monitors' own snapshots (``monitor.snapshot()``), kept as they are: a machine
 snapshot's memory is copy-on-write at page granularity (``Machine.snapshot``: a 4 KiB page
 that did not change since the previous snapshot is the same object), so a checkpoint usually
 costs tens of KiB rather than the 4-6 MiB of a full copy; the trace's retained events are
@@ -54,11 +54,17 @@ class Timeline:
     """Forward runs, checkpoints and ``goto`` on a monitor (only its public API is used:
     ``run``, ``snapshot``, ``restore``, ``vms[i].machine.breakpoints``)."""
 
-    def __init__(self, vm, *, budget: int = DEFAULT_BUDGET, keep_newest: int = 3,
+    @property
+    def vm(self):
+        """The monitor (the attribute's name before it was ``monitor``; kept so that notebooks
+        reading ``.vm`` keep working)."""
+        return self.monitor
+
+    def __init__(self, monitor, *, budget: int = DEFAULT_BUDGET, keep_newest: int = 3,
                  checkpoint_seconds: float = CHECKPOINT_SECONDS):
         if not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0:
             raise VmkitError(f"budget must be a positive number of bytes, got {budget!r}")
-        self.vm = vm
+        self.monitor = monitor
         self.budget = budget
         self.keep_newest = keep_newest
         self.checkpoint_seconds = checkpoint_seconds
@@ -81,7 +87,7 @@ class Timeline:
 
     # ---- checkpoints ------------------------------------------------------------------------
     def _make_checkpoint(self) -> _Checkpoint:
-        snap = self.vm.snapshot()
+        snap = self.monitor.snapshot()
         self._cp_time = time.perf_counter()
         overhead = 2048
         # memory pages and trace pieces, each counted once (by id): a snapshot's 1,024-1,536
@@ -165,14 +171,14 @@ class Timeline:
         return [cp.position for cp in self._cps]
 
     def _restore(self, cp: _Checkpoint) -> None:
-        self.vm.restore(cp.snap)
+        self.monitor.restore(cp.snap)
         self._cp_time = time.perf_counter()
         self.restores += 1
 
     # ---- moving forward ---------------------------------------------------------------------
     def _machines(self):
         seen, out = set(), []
-        for v in getattr(self.vm, "vms", ()):
+        for v in getattr(self.monitor, "vms", ()):
             m = getattr(v, "machine", None)
             if m is not None and id(m) not in seen:
                 seen.add(id(m))
@@ -196,16 +202,16 @@ class Timeline:
                 m.breakpoints.update(old)
 
     def run(self, max_steps: int, bps=None, *, preset: bool = False):
-        """``vm.run(max_steps=...)`` with the breakpoint addresses ``bps`` (None: none); logs
+        """``monitor.run(max_steps=...)`` with the breakpoint addresses ``bps`` (None: none); logs
         it and returns the RunResult. ``preset``: the caller has already set the machines'
         breakpoints to ``bps`` (:meth:`breakpoints`), as a loop of single steps does."""
         bps = frozenset(bps) if bps else None
         t = time.perf_counter()
         if preset:
-            r = self.vm.run(max_steps=max_steps)
+            r = self.monitor.run(max_steps=max_steps)
         else:
             with self.breakpoints(bps):
-                r = self.vm.run(max_steps=max_steps)
+                r = self.monitor.run(max_steps=max_steps)
         n = getattr(r, "steps", 0) or 0
         dt = time.perf_counter() - t
         if n >= 1000 and dt > 0:
@@ -267,14 +273,14 @@ class Timeline:
             start = max(s, pos)                 # a checkpoint inside a (merged) plain run
             if bps and start == s and e <= target:
                 with self.breakpoints(bps):     # the run that stopped at a breakpoint
-                    r = self.vm.run(max_steps=n + 1)
+                    r = self.monitor.run(max_steps=n + 1)
                 want = e
             else:
                 want = min(e, target)
                 if want <= start:
                     continue
                 with self.breakpoints(None):    # a prefix of a run is a plain run
-                    r = self.vm.run(max_steps=want - start)
+                    r = self.monitor.run(max_steps=want - start)
             got = getattr(r, "steps", 0) or 0
             self.replayed += got
             pos = start + got

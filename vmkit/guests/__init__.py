@@ -316,11 +316,45 @@ def _const_lines(consts: dict) -> str:
     return "".join(f".equ {k}, {v}\n" for k, v in consts.items())
 
 
+#: programs assembled in this process: (name, base, generated files, the guest sources'
+#: sizes and times) -> Program. Notebooks build the same guest once per monitor and per
+#: parameter value (``compare``, ``per_operation``), and assembling the kernel costs about
+#: 80 ms: notebook 08 spent a quarter of its time in the assembler. A source edited on disk
+#: changes the key, so the cache never returns what the files no longer say.
+_ASSEMBLED: dict = {}
+_ASSEMBLED_MAX = 256
+
+
+def _sources_stamp() -> tuple:
+    """Every guest source's name, size and modification time (what a build may include)."""
+    with os.scandir(GUEST_DIR) as it:
+        return tuple(sorted((e.name, st.st_size, st.st_mtime_ns) for e in it
+                            if e.name.endswith(".s") for st in (e.stat(),)))
+
+
+def _copy_program(prog):
+    """A copy of ``prog`` whose containers are its own (a caller may change its symbols)."""
+    import copy
+    c = copy.copy(prog)
+    for k, v in vars(prog).items():
+        if isinstance(v, (dict, list, set)):
+            setattr(c, k, copy.copy(v))
+    return c
+
+
 def build_program(name: str, base: int, files: dict):
-    """Assemble ``vmkit/guests/NAME.s`` at ``base`` with generated include files."""
+    """Assemble ``vmkit/guests/NAME.s`` at ``base`` with generated include files (each
+    distinct build once a process: a copy of the first result afterwards)."""
     from vmkit.isa.asm import assemble
-    return assemble(_source(name), base=base, filename=f"{name}.s",
-                    include_path=[GUEST_DIR], files=files)
+    key = (name, base, tuple(sorted(files.items())), _sources_stamp())
+    prog = _ASSEMBLED.get(key)
+    if prog is None:
+        prog = assemble(_source(name), base=base, filename=f"{name}.s",
+                        include_path=[GUEST_DIR], files=files)
+        if len(_ASSEMBLED) >= _ASSEMBLED_MAX:
+            _ASSEMBLED.pop(next(iter(_ASSEMBLED)))     # the oldest first
+        _ASSEMBLED[key] = prog
+    return _copy_program(prog)
 
 
 def build(name: str, *, paravirtual: bool = False, timer_period: int | None = None,

@@ -14,7 +14,8 @@ from vmkit.isa.semantics import MASKS, Emit, semantics
 REP_CHUNK = 4096
 
 
-def _string(e: Emit, insn, size: int, body: list[str], cond: str | None) -> None:
+def _string(e: Emit, insn, size: int, body: list[str], cond: str | None,
+            fill: str | None = None) -> None:
     rep = insn.rep
     e.line(f"d = {-size} if C.ef & 0x400 else {size}")
     if not rep:
@@ -25,8 +26,24 @@ def _string(e: Emit, insn, size: int, body: list[str], cond: str | None) -> None
     # the start: a fault inside a chunk (a monitor's hidden page fault, say) then restarts it
     # without moving the boundaries, so guest time is the same with or without the fault
     e.line(f"k = (R[1] & {REP_CHUNK - 1:#x}) or {REP_CHUNK}")
+    if fill is not None:
+        # REP STOS upward: the memory accessor's ``fill`` (the machine's own accessors have
+        # one; a monitor's accessors through the guest's tables do not) stores the elements
+        # that lie in one page at once where an element-by-element store could not fault;
+        # it returns 0 where it cannot, and one element then goes the usual way
+        e.line(f"fl = getattr(wr{size}, 'fill', None) if d > 0 else None")
     e.line("while R[1] and k:")
     with e.indent():
+        if fill is not None:
+            e.line("if fl is not None:")
+            with e.indent():
+                e.line(f"c = fl(R[7], {fill}, R[1] if R[1] < k else k)")
+                e.line("if c:")
+                with e.indent():
+                    e.line(f"R[7] = (R[7] + {size} * c) & 0xFFFFFFFF")
+                    e.line("R[1] -= c")
+                    e.line("k -= c")
+                    e.line("continue")
         for b in body:
             e.line(b)
         e.line("R[1] = (R[1] - 1) & 0xFFFFFFFF")
@@ -61,7 +78,7 @@ def op_stos(e: Emit, insn) -> None:
     """[edi] := al/ax/eax; edi += ±size."""
     s = _size(insn)
     _string(e, insn, s, [f"wr{s}(R[7], R[0] & {MASKS[s]:#x})",
-                         "R[7] = (R[7] + d) & 0xFFFFFFFF"], None)
+                         "R[7] = (R[7] + d) & 0xFFFFFFFF"], None, f"R[0] & {MASKS[s]:#x}")
 
 
 @semantics("lodsb", "lodsw", "lodsd", sdm="LODS/LODSB/LODSW/LODSD—Load String (SDM Vol. 2A)",

@@ -46,7 +46,12 @@ class BlockRunMixin:
         about a millisecond, as much as running a thousand instructions singly)."""
         cache = self._bcache
         old = cache.get(eip)
-        b = None if old is None else blk.translate(self, eip)
+        if old is not None:
+            b = blk.translate(self, eip)
+        elif eip in blk._MADE_AT:   # made in this process (another machine): bind it now
+            b = blk.translate(self, eip, made_only=True)
+        else:
+            b = None
         if b is None:
             f = self._icache.get(eip) or self._compile(eip)
             if old is None:

@@ -259,7 +259,7 @@ def _fold_constant_ifs(body: list) -> list:
     return out
 
 
-def translate(m, eip: int):
+def translate(m, eip: int, made_only: bool = False):
     """Build the block starting at linear ``eip`` in the machine's current mode. Returns
     ``(function, n, addresses, line_starts, code, insns, source, physical)`` or None when no
     block of two or more instructions starts there (the caller then runs single instructions).
@@ -267,7 +267,9 @@ def translate(m, eip: int):
     Only the first instruction is fetched through the MMU, as the per-instruction path fetches
     it; the others are read from the same physical page without side effects, and only when
     their whole 15-byte fetch window lies in that page (so no fetch touches the TLB, the
-    accessed bits or a fault that the per-instruction path would not)."""
+    accessed bits or a fault that the per-instruction path would not). With ``made_only``
+    the block is returned only when this process has made it already (``_MADE``), else
+    None: binding a made block costs little, building one a few milliseconds."""
     hook = m._hook_intercept
     first = m.fetch_decode(eip)
     if first is None or first.id == 0 or (eip & 0xFFF) + first.size > 0x1000:
@@ -301,9 +303,13 @@ def translate(m, eip: int):
     key = (eip, tuple(i.raw for i, _ in insns))
     made = _MADE.get(key)
     if made is None:
+        if made_only:
+            return None
         if len(_MADE) >= 4096:
             _MADE.clear()
+            _MADE_AT.clear()
         made = _MADE[key] = _build(eip, [_Insn(i, k, src) for k, (i, src) in enumerate(insns)])
+        _MADE_AT.add(eip)
     fcode, n, addrs, starts, source = made
     g = m.compile_globals
     fn = types.FunctionType(fcode, g, fcode.co_name, (g["R"], g["C"], g["M"], g["PARITY"]))
@@ -335,6 +341,10 @@ _EXACT_CALLS = frozenset(("M.soft_int", "M.iret", "M.far_ret", "M.port_in", "M.p
 #: blocks made in this process: (address, instruction bytes) -> code and its line map; a
 #: second machine running the same guest (a notebook's next cell, a test) only binds them
 _MADE: dict = {}
+#: the addresses of the blocks in ``_MADE``: where a new machine may bind a made block on its
+#: first visit instead of counting to ``HOT`` (a notebook runs the same kernel under every
+#: monitor, cell after cell)
+_MADE_AT: set = set()
 
 
 def build(eip: int, items: list, loop: bool = True, stale: str | None = None):

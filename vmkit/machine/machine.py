@@ -314,11 +314,23 @@ class Machine(MMUMixin, SystemMixin, BlockRunMixin):
         it)."""
         paging = self.cpu.cr0 & CR0_PG or self.nested is not None
         user = self.cpu.cpl == 3
-        for k in range(size):
+        pages = self.code_pages
+        entry = (cache, eip)
+        k = 0
+        while k < size:     # one translation a page touched (the bytes were just fetched)
             la = (eip + k) & 0xFFFFFFFF
+            run = min(size - k, 0x1000 - (la & 0xFFF))
             pa = self.translate(la, False, user) if paging else la
-            page = self.code_pages.setdefault(pa >> 12, {})
-            page.setdefault(pa, []).append((cache, eip))
+            page = pages.get(pa >> 12)
+            if page is None:
+                page = pages[pa >> 12] = {}
+            for p in range(pa, pa + run):
+                at = page.get(p)
+                if at is None:
+                    page[p] = [entry]
+                else:
+                    at.append(entry)
+            k += run
 
     def _smc(self, pa: int, n: int) -> None:
         """A write hit a page holding compiled code: drop the instructions it overlaps (and

@@ -486,162 +486,10 @@ class MMUMixin:
 
     # ---- accessors for compiled code ------------------------------------------------------
     def _make_accessors(self, user: bool) -> dict:
-        """The six accessors for the current paging mode and privilege."""
-        mem = self.mem
-        size = self.memory_size
-        cp = self.code_pages
-        smc = self._smc
-        u16, u32 = _U16.unpack_from, _U32.unpack_from
-        p16, p32 = _U16.pack_into, _U32.pack_into
-        lim1, lim2, lim4 = size - 1, size - 2, size - 4
-        phys_rd, phys_wr = self._insn_rd, self._insn_wr
-        wp = self.watched_pages
-
-        if not self.cpu.cr0 & CR0_PG and self.nested is None and wp:
-            # paging off with watched memory: every access to a watched page by the slow path
-            def rd(n):
-                fast = {1: lambda a: mem[a], 2: lambda a: u16(mem, a)[0],
-                        4: lambda a: u32(mem, a)[0]}[n]
-
-                def rdn(a):
-                    if a >> 12 in wp or (a + n - 1) >> 12 in wp or a > size - n:
-                        return phys_rd(a, n)
-                    return fast(a)
-                return rdn
-
-            def wr(n):
-                pack = {1: lambda a, v: mem.__setitem__(a, v), 2: lambda a, v: p16(mem, a, v),
-                        4: lambda a, v: p32(mem, a, v)}[n]
-
-                def wrn(a, v):
-                    if a >> 12 in wp or (a + n - 1) >> 12 in wp or a > size - n or \
-                            a >> 12 in cp or (a + n - 1) >> 12 in cp:
-                        phys_wr(a, n, v)
-                    else:
-                        pack(a, v)
-                return wrn
-            return dict(rd1=rd(1), rd2=rd(2), rd4=rd(4), wr1=wr(1), wr2=wr(2), wr4=wr(4))
-
-        if not self.cpu.cr0 & CR0_PG and self.nested is None:
-            def rd1(a):
-                return mem[a] if a <= lim1 else 0xFF
-
-            def rd2(a):
-                return u16(mem, a)[0] if a <= lim2 else phys_rd(a, 2)
-
-            def rd4(a):
-                return u32(mem, a)[0] if a <= lim4 else phys_rd(a, 4)
-
-            def wr1(a, v):
-                if a <= lim1:
-                    mem[a] = v
-                    if a >> 12 in cp:
-                        smc(a, 1)
-
-            def wr2(a, v):
-                if a <= lim2:
-                    p16(mem, a, v)
-                    if a >> 12 in cp or (a + 1) >> 12 in cp:
-                        smc(a, 2)
-                else:
-                    phys_wr(a, 2, v)
-
-            def wr4(a, v):
-                if a <= lim4:
-                    p32(mem, a, v)
-                    if a >> 12 in cp or (a + 3) >> 12 in cp:
-                        smc(a, 4)
-                else:
-                    phys_wr(a, 4, v)
-            return dict(rd1=rd1, rd2=rd2, rd4=rd4, wr1=wr1, wr2=wr2, wr4=wr4)
-
-        rt = self.tlb["ru" if user else "rs"]
-        wt = self.tlb["wu" if user else "ws"]
-        rget, wget = rt.get, wt.get
-        translate = self.translate
-        machine = self
-
-        # A TLB miss or an access straddling two pages: one translation per page touched,
-        # so an access counts one miss (or hit) per page, as the TLB sees it, and a
-        # straddling write checks both pages before it writes either.
-        def slow_rd(a, n):
-            k = 0x1000 - (a & 0xFFF)
-            if k >= n:
-                return phys_rd(translate(a, False, user), n)
-            pa1 = translate(a, False, user)
-            pa2 = translate((a + k) & 0xFFFFFFFF, False, user)
-            return phys_rd(pa1, k) | (phys_rd(pa2, n - k) << (8 * k))
-
-        def slow_wr(a, n, v):
-            k = 0x1000 - (a & 0xFFF)
-            if k >= n:
-                phys_wr(translate(a, True, user), n, v)
-                return
-            pa1 = translate(a, True, user)
-            pa2 = translate((a + k) & 0xFFFFFFFF, True, user)
-            phys_wr(pa1, k, v)
-            phys_wr(pa2, n - k, v >> (8 * k))
-
-        def rd1(a):
-            f = rget(a >> 12)
-            if f is None:
-                return phys_rd(translate(a, False, user), 1)
-            machine.tlb_hits += 1
-            pa = f | (a & 0xFFF)
-            return mem[pa] if pa <= lim1 else 0xFF
-
-        def rd2(a):
-            f = rget(a >> 12)
-            if f is None or a & 0xFFF > 0xFFE:
-                return slow_rd(a, 2)
-            machine.tlb_hits += 1
-            pa = f | (a & 0xFFF)
-            return u16(mem, pa)[0] if pa <= lim2 else phys_rd(pa, 2)
-
-        def rd4(a):
-            f = rget(a >> 12)
-            if f is None or a & 0xFFF > 0xFFC:
-                return slow_rd(a, 4)
-            machine.tlb_hits += 1
-            pa = f | (a & 0xFFF)
-            return u32(mem, pa)[0] if pa <= lim4 else phys_rd(pa, 4)
-
-        def wr1(a, v):
-            f = wget(a >> 12)
-            if f is None:
-                phys_wr(translate(a, True, user), 1, v)
-                return
-            machine.tlb_hits += 1
-            pa = f | (a & 0xFFF)
-            if pa <= lim1:
-                mem[pa] = v
-                if pa >> 12 in cp:
-                    smc(pa, 1)
-
-        def wr2(a, v):
-            f = wget(a >> 12)
-            if f is None or a & 0xFFF > 0xFFE:
-                slow_wr(a, 2, v)
-                return
-            machine.tlb_hits += 1
-            pa = f | (a & 0xFFF)
-            if pa <= lim2:
-                p16(mem, pa, v)
-                if pa >> 12 in cp:
-                    smc(pa, 2)
-
-        def wr4(a, v):
-            f = wget(a >> 12)
-            if f is None or a & 0xFFF > 0xFFC:
-                slow_wr(a, 4, v)
-                return
-            machine.tlb_hits += 1
-            pa = f | (a & 0xFFF)
-            if pa <= lim4:
-                p32(mem, pa, v)
-                if pa >> 12 in cp:
-                    smc(pa, 4)
-        return dict(rd1=rd1, rd2=rd2, rd4=rd4, wr1=wr1, wr2=wr2, wr4=wr4)
+        """The six accessors for the current paging mode and privilege
+        (:func:`vmkit.machine.accessors.make_accessors`; made once per mode and cached)."""
+        from vmkit.machine.accessors import make_accessors   # it imports this module
+        return make_accessors(self, user)
 
     # ---- linear-address helpers for the machine's own use ----------------------------------
     def lin_read(self, lin: int, n: int, user: bool = False, write: bool = False) -> int:
@@ -652,6 +500,16 @@ class MMUMixin:
         if not self.cpu.cr0 & CR0_PG and self.nested is None:
             return self._phys_rd(lin, n)
         if (lin & 0xFFF) + n <= 0x1000:  # one page: one translation
+            # a TLB hit, as translate() and phys_read() would take it (the TLB never holds a
+            # watched page): descriptors, gates, the TSS and interrupt frames read this way
+            # made the syscall guest's system calls a fifth faster
+            base = self.tlb[("wu" if write else "ru") if user else
+                            ("ws" if write else "rs")].get(lin >> 12)
+            if base is not None:
+                pa = base | (lin & 0xFFF)
+                if pa + n <= self.memory_size:
+                    self.tlb_hits += 1
+                    return int.from_bytes(self.mem[pa:pa + n], "little")
             return int.from_bytes(self.phys_read(self.translate(lin, write, user), n), "little")
         out = 0
         for k in range(n):
@@ -665,6 +523,15 @@ class MMUMixin:
             self._phys_wr(lin, n, v)
             return
         if (lin & 0xFFF) + n <= 0x1000:
+            base = self.tlb["wu" if user else "ws"].get(lin >> 12)   # a hit: as lin_read
+            if base is not None:
+                pa = base | (lin & 0xFFF)
+                if pa + n <= self.memory_size:
+                    self.tlb_hits += 1
+                    self.mem[pa:pa + n] = (v & ((1 << (8 * n)) - 1)).to_bytes(n, "little")
+                    if pa >> 12 in self.code_pages:
+                        self._smc(pa, n)
+                    return
             self._phys_wr(self.translate(lin, True, user), n, v)
             return
         pas = [self.translate((lin + k) & 0xFFFFFFFF, True, user) for k in range(n)]

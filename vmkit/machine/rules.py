@@ -20,7 +20,7 @@ Each rule cites the section of the Intel SDM (Vol. 3A unless said otherwise) it 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from vmkit.isa.faults import HAS_ERROR_CODE, Fault
@@ -46,12 +46,44 @@ _PARSED: dict = {}
 
 @dataclass(frozen=True, slots=True)
 class Descriptor:
-    """A parsed 8-byte segment or gate descriptor (SDM 3.4.5, 6.11)."""
+    """A parsed 8-byte segment or gate descriptor (SDM 3.4.5, 6.11).
+
+    Every field the checks read is computed once when the raw value is parsed (``parse`` keeps
+    one object per raw value), so a check is an attribute read, not a property call: the
+    syscall guest reads about ten descriptors a system call."""
     raw: int
     base: int
     limit: int        # byte-granular limit (G applied)
     access: int       # byte 5: P DPL S type
     flags: int        # high nibble of byte 6: G D/B L AVL
+    present: bool = field(init=False, repr=False, compare=False)
+    dpl: int = field(init=False, repr=False, compare=False)
+    #: a system descriptor (TSS, LDT, gate) rather than code or data
+    system: bool = field(init=False, repr=False, compare=False)
+    type: int = field(init=False, repr=False, compare=False)
+    code: bool = field(init=False, repr=False, compare=False)
+    conforming: bool = field(init=False, repr=False, compare=False)
+    readable: bool = field(init=False, repr=False, compare=False)
+    writable: bool = field(init=False, repr=False, compare=False)
+    # gate fields
+    gate_selector: int = field(init=False, repr=False, compare=False)
+    gate_offset: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        a, raw = self.access, self.raw
+        system = not a & 0x10
+        code = not system and bool(a & 0x8)
+        put = object.__setattr__
+        put(self, "present", bool(a & 0x80))
+        put(self, "dpl", (a >> 5) & 3)
+        put(self, "system", system)
+        put(self, "type", a & 0xF)
+        put(self, "code", code)
+        put(self, "conforming", code and bool(a & 0x4))
+        put(self, "readable", not system and (not code or bool(a & 0x2)))
+        put(self, "writable", not system and not code and bool(a & 0x2))
+        put(self, "gate_selector", (raw >> 16) & 0xFFFF)
+        put(self, "gate_offset", (raw & 0xFFFF) | ((raw >> 32) & 0xFFFF0000))
 
     @classmethod
     def parse(cls, raw: int) -> "Descriptor":
@@ -71,48 +103,6 @@ class Descriptor:
         if flags & 0x8:
             limit = (limit << 12) | 0xFFF
         return cls(raw, base, limit, (hi >> 8) & 0xFF, flags)
-
-    @property
-    def present(self) -> bool:
-        return bool(self.access & 0x80)
-
-    @property
-    def dpl(self) -> int:
-        return (self.access >> 5) & 3
-
-    @property
-    def system(self) -> bool:
-        """A system descriptor (TSS, LDT, gate) rather than code or data."""
-        return not self.access & 0x10
-
-    @property
-    def type(self) -> int:
-        return self.access & 0xF
-
-    @property
-    def code(self) -> bool:
-        return not self.system and bool(self.access & 0x8)
-
-    @property
-    def conforming(self) -> bool:
-        return self.code and bool(self.access & 0x4)
-
-    @property
-    def readable(self) -> bool:
-        return not self.system and (not self.code or bool(self.access & 0x2))
-
-    @property
-    def writable(self) -> bool:
-        return not self.system and not self.code and bool(self.access & 0x2)
-
-    # gate fields
-    @property
-    def gate_selector(self) -> int:
-        return (self.raw >> 16) & 0xFFFF
-
-    @property
-    def gate_offset(self) -> int:
-        return (self.raw & 0xFFFF) | ((self.raw >> 32) & 0xFFFF0000)
 
 
 class SystemView(Protocol):

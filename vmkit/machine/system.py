@@ -12,7 +12,7 @@ from vmkit.isa.faults import VECTOR_NAMES, Fault, Resched
 from vmkit.machine import rules
 from vmkit.machine.cpu import CPU
 from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE, Sync
-from vmkit.machine.rules import BENIGN, CONTRIBUTORY, PAGE_FAULT, Descriptor
+from vmkit.machine.rules import _PARSED, BENIGN, CONTRIBUTORY, PAGE_FAULT, Descriptor
 from vmkit.trace import Interrupt, IRet, RingTransition
 
 # Descriptor and the exception classes live with the rules (vmkit.machine.rules); they are
@@ -40,7 +40,9 @@ class SystemMixin:
         if (selector & 4 and not cpu.ldtr.selector) or off + 7 > table.limit:
             raise Fault(fault, selector & 0xFFFC,
                         detail=f"selector {selector:#x} beyond the {'LDT' if selector & 4 else 'GDT'} limit")
-        return Descriptor.parse(self.lin_read(table.base + off, 8))
+        raw = self.lin_read(table.base + off, 8)
+        d = _PARSED.get(raw)       # Descriptor.parse's cache, without the call
+        return d if d is not None else Descriptor.parse(raw)
 
     def _set_accessed(self, selector: int, d: Descriptor) -> None:
         """Set the descriptor's accessed bit in memory, as the processor does on a load."""
@@ -56,7 +58,7 @@ class SystemMixin:
         if d is None:  # null selector in a data segment register
             s.base, s.limit, s.access, s.flags = 0, 0, 0, 0
             return
-        if d.base != 0 or d.limit != 0xFFFFFFFF:
+        if d.base or d.limit != 0xFFFFFFFF:
             self.unsupported(f"segment {selector:#x} has base {d.base:#x} and limit "
                              f"{d.limit:#x}; vmkit runs flat segments only (base 0, limit 4 GiB)")
         s.base, s.limit, s.access, s.flags = d.base, d.limit, d.access | 1, d.flags
@@ -210,28 +212,24 @@ class SystemMixin:
         stack switch through the TSS on a privilege change, the frame, IF/TF cleared."""
         cpu = self.cpu
         at_eip = cpu.eip
-        gate, cd, new_cpl, ext = rules.interrupt_gate(self, cpu.idtr, cpu.cpl, vector, source)
-        sel = gate.gate_selector
-        soft = source in ("int", "int3", "into")
         old_cpl = cpu.cpl
+        gate, cd, new_cpl, ext = rules.interrupt_gate(self, cpu.idtr, old_cpl, vector, source)
         flags = cpu.eflags
-        frame = [flags, cpu.cs, return_eip]
+        esp = cpu.regs[4]
         if new_cpl < old_cpl:
             # stack switch: SSn:ESPn from the TSS (SDM 6.12.1, 7.2.1)
-            frame = [cpu.ss, cpu.regs[4]] + frame
+            frame = (cpu.ss, esp, flags, cpu.cs, return_eip)
             esp, new_ss, sd = rules.inner_stack(self, cpu.tr, new_cpl, ext)
         else:
-            esp = cpu.regs[4]
+            frame = (flags, cpu.cs, return_eip)
             new_ss, sd = None, None
         if error_code is not None:
-            frame.append(error_code)
-        # push the frame (supervisor accesses); a fault here leaves state untouched
-        addrs = []
+            frame += (error_code,)
+        # push the frame (supervisor accesses); a fault here leaves the registers untouched
+        write = self.lin_write
         for v in frame:
             esp = (esp - 4) & 0xFFFFFFFF
-            addrs.append((esp, v))
-        for a, v in addrs:
-            self.lin_write(a, 4, v & 0xFFFFFFFF)
+            write(esp, 4, v & 0xFFFFFFFF)
         # commit
         if new_ss is not None:
             self.load_segment_cache(2, new_ss, sd)
@@ -240,8 +238,9 @@ class SystemMixin:
             ~EFLAGS_IF if gate.type == 0xE else 0xFFFFFFFF)
         cpu.lz = None
         cpu.halted = False
-        self.set_cs(sel, cd, new_cpl, "interrupt")
+        self.set_cs(gate.gate_selector, cd, new_cpl, "interrupt")
         cpu.eip = gate.gate_offset
+        soft = source in ("int", "int3", "into")
         self.trace.add(Interrupt(self.clock, vector=vector,
                                  name=VECTOR_NAMES.get(vector, "int" if soft else "irq"),
                                  source=source, error_code=error_code, from_ring=old_cpl,
@@ -299,10 +298,12 @@ class SystemMixin:
     def null_outer_segments(self, new_cpl: int) -> None:
         """On a return to an outer ring, data segment registers that the outer ring may not use
         are loaded with null (SDM IRET / RET: "for each of ES, FS, GS, DS")."""
+        seg = self.cpu.seg
         for i in (0, 3, 4, 5):
-            s = self.cpu.seg[i]
-            code_conf = (s.access & 0x1C) == 0x1C
-            if s.selector & 0xFFFC and s.dpl < new_cpl and not code_conf:
+            s = seg[i]
+            a = s.access
+            # a null selector stays; else DPL < new CPL and not conforming code
+            if s.selector & 0xFFFC and (a >> 5) & 3 < new_cpl and (a & 0x1C) != 0x1C:
                 self.load_segment_cache(i, 0, None)
 
     def far_jump(self, selector: int, offset: int) -> None:

@@ -228,6 +228,8 @@ class GuestVM(VM):
         """n bytes at guest-linear ``lin`` as a little-endian unsigned integer (supervisor
         access unless ``user``), as ``Machine.lin_read`` reads a linear address: through the
         guest's paging, accessed bits set, a denied access the guest's #PF."""
+        if (lin & 0xFFF) + n <= 0x1000:     # one page (a descriptor, a frame slot): one step
+            return self.phys_read_uint(self.translate(lin & MASK32, False, user), n)
         out, k = 0, 0
         while k < n:
             a = (lin + k) & MASK32
@@ -239,6 +241,9 @@ class GuestVM(VM):
     def lin_write(self, lin: int, n: int, v: int, user: bool = False) -> None:
         """Write ``v`` as n bytes at guest-linear ``lin``, as ``Machine.lin_write``; every page
         is checked before any is written."""
+        if (lin & 0xFFF) + n <= 0x1000:     # one page: one translation, then the write
+            self.phys_write_uint(self.translate(lin & MASK32, True, user), n, v)
+            return
         parts, k = [], 0
         while k < n:
             a = (lin + k) & MASK32

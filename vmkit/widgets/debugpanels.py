@@ -249,17 +249,17 @@ class DebugPanels(W.Accordion):
 
     def table(self) -> live.LiveTable:
         """The live table chosen in the panel, of the guest now."""
-        vm = self.stepper.vm
+        monitor = self.stepper.monitor
         key = self.table_box.value
         name, _, real = key.partition(" ")
         if name in ("gdt", "idt"):
-            return live.descriptor_table(vm, name, real=bool(real))
+            return live.descriptor_table(monitor, name, real=bool(real))
         if name == "tss":
-            return live.tss_table(vm, real=bool(real))
+            return live.tss_table(monitor, real=bool(real))
         if name == "vmcs":
-            return live.vmcs_table(vm)
+            return live.vmcs_table(monitor)
         if name == "tc":
-            return live.tc_block_table(vm)
+            return live.tc_block_table(monitor)
         text = self.address_box.value.strip()
         if not text:
             raise VmkitError("type an address or a symbol into 'at'")
@@ -271,9 +271,9 @@ class DebugPanels(W.Accordion):
             except ValueError:
                 raise VmkitError(f"not an address: {text!r}") from None
         if name == "walk":
-            return live.walk_table(vm, addr)
+            return live.walk_table(monitor, addr)
         watched = self.debugger.points if self.debugger is not None else ()
-        return live.hex_view(vm, addr, 128, physical=bool(real), watched=watched)
+        return live.hex_view(monitor, addr, 128, physical=bool(real), watched=watched)
 
     def table_html(self) -> str:
         try:

@@ -6,13 +6,13 @@
 A monitor's snapshot shares unchanged 4 KiB pages with the previous one (copy-on-write), but
 one per step would still cost time. :class:`StepHistory` keeps one snapshot every ``every``
 steps (at most ``max_snapshots`` of them, thinned where densest, plus the one at step 0), and a log of what moved the monitor forward:
-``vm.step()`` calls and ``vm.run(max_steps=n)`` bursts. Going back to step ``t`` restores the
+``monitor.step()`` calls and ``monitor.run(max_steps=n)`` bursts. Going back to step ``t`` restores the
 nearest snapshot at or before ``t`` and replays the log from there; guests are deterministic
 (guest time, not wall time, drives their timer), so the replay lands on exactly the state the
 monitor was in.
 
-A *step* here is one unit of the log: one ``vm.step()`` call (which may deliver an exception
-without retiring an instruction) or one instruction retired inside ``vm.run``. Replaying a
+A *step* here is one unit of the log: one ``monitor.step()`` call (which may deliver an exception
+without retiring an instruction) or one instruction retired inside ``monitor.run``. Replaying a
 prefix of a run (``run(max_steps=j)``) is a state the run went through, so positions inside
 runs are exact too. Breakpoints are set aside while a run is replayed, so that adding one later
 does not change the past.
@@ -36,11 +36,11 @@ from vmkit.errors import VmkitError
 __all__ = ["StepHistory", "vm_stopped"]
 
 
-def vm_stopped(vm) -> bool:
+def vm_stopped(monitor) -> bool:
     """True when every VM of the monitor has stopped (finished or crashed)."""
-    vms = getattr(vm, "vms", None)
+    vms = getattr(monitor, "vms", None)
     if not vms:
-        return getattr(vm, "result", None) is not None
+        return getattr(monitor, "result", None) is not None
     for v in vms:
         stopped = getattr(v, "stopped", None)
         if stopped is None:
@@ -56,11 +56,17 @@ class StepHistory:
     ``position`` counts steps since the history was made (step 0 is the monitor's state then).
     """
 
-    def __init__(self, vm, *, every: int | None = None, max_snapshots: int = 20,
+    @property
+    def vm(self):
+        """The monitor (the attribute's name before it was ``monitor``; kept so that notebooks
+        reading ``.vm`` keep working)."""
+        return self.monitor
+
+    def __init__(self, monitor, *, every: int | None = None, max_snapshots: int = 20,
                  reach: int = 5000, run_snapshot_cost: float = 0.01):
         if max_snapshots < 2:
             raise VmkitError(f"max_snapshots must be at least 2, got {max_snapshots}")
-        self.vm = vm
+        self.monitor = monitor
         self.reach = reach
         self.max_snapshots = max_snapshots
         # the oldest kept snapshot is at least (max_snapshots - 1) * every steps back
@@ -74,21 +80,21 @@ class StepHistory:
         self.run_snapshot_cost = run_snapshot_cost
         self._cost = 0.0                                 # seconds of run since the snapshot
         self.position = 0
-        self._origin = vm.snapshot()
+        self._origin = monitor.snapshot()
         self._snaps: list[tuple[int, object]] = []      # (position, snapshot), ascending
         self._log: list[list] = []                       # [start, kind "s"|"r", n], ascending
         self.diverged = False                            # a replay did not land (see goto)
 
     # ---- moving forward -------------------------------------------------------------------
     def step(self) -> list:
-        """One ``vm.step()``; returns its events. A step that retires nothing and only finds
+        """One ``monitor.step()``; returns its events. A step that retires nothing and only finds
         that the guest has stopped (Native reports the power-off on the step after the OUT
         that asked for it) is not counted, as :meth:`run` does not count it: stepping to the
         end and running to the end give the same position."""
         before = self._retired()
-        events = self.vm.step()
+        events = self.monitor.step()
         if before is not None and events and all(e.kind == "stop" for e in events) \
-                and self._retired() == before and vm_stopped(self.vm):
+                and self._retired() == before and vm_stopped(self.monitor):
             return events
         self._record("s", 1)
         return events
@@ -96,22 +102,22 @@ class StepHistory:
     def _retired(self) -> int | None:
         """Instructions retired by the monitor's machines so far (None if it cannot say)."""
         try:
-            return sum(v.machine.steps for v in self.vm.vms)
+            return sum(v.machine.steps for v in self.monitor.vms)
         except Exception:
             return None
 
     def run(self, max_steps: int, *, breakpoints: bool = False):
-        """``vm.run(max_steps=...)``; returns the RunResult. Advances by the instructions it
+        """``monitor.run(max_steps=...)``; returns the RunResult. Advances by the instructions it
         retired. Breakpoints are set aside unless ``breakpoints`` (then the run stops at one,
         reason "breakpoint", as gdb's continue does; not at the first instruction, so a run
         can go on from a breakpoint). Replaying the log never stops at breakpoints: it runs
         the recorded number of instructions."""
         t = time.perf_counter()
         if breakpoints:
-            r = self.vm.run(max_steps=max_steps)
+            r = self.monitor.run(max_steps=max_steps)
         else:
             with self._no_breakpoints():
-                r = self.vm.run(max_steps=max_steps)
+                r = self.monitor.run(max_steps=max_steps)
         self._cost += time.perf_counter() - t
         n = getattr(r, "steps", 0) or 0
         if n:
@@ -132,7 +138,7 @@ class StepHistory:
 
     def _snapshot(self) -> None:
         self._cost = 0.0
-        self._snaps.append((self.position, self.vm.snapshot()))
+        self._snaps.append((self.position, self.monitor.snapshot()))
         if len(self._snaps) > self.max_snapshots:
             # thin where they are densest (never the newest), so that going back beyond the
             # recent ones restarts from the nearest one kept rather than from step 0
@@ -144,7 +150,7 @@ class StepHistory:
     @contextmanager
     def _no_breakpoints(self):
         saved = []
-        for v in getattr(self.vm, "vms", ()):
+        for v in getattr(self.monitor, "vms", ()):
             bps = getattr(getattr(v, "machine", None), "breakpoints", None)
             if bps:
                 saved.append((bps, set(bps)))
@@ -178,7 +184,7 @@ class StepHistory:
                 base, snap = p, s
                 break
         t = time.perf_counter()
-        self.vm.restore(snap)
+        self.monitor.restore(snap)
         reached = self._replay(base, target)
         self._cost = time.perf_counter() - t
         self.diverged = reached != target
@@ -196,11 +202,11 @@ class StepHistory:
             k = min(seg_end, target) - pos
             if kind == "s":
                 for _ in range(k):
-                    self.vm.step()
+                    self.monitor.step()
                 pos += k
             else:
                 with self._no_breakpoints():
-                    r = self.vm.run(max_steps=k)
+                    r = self.monitor.run(max_steps=k)
                 got = getattr(r, "steps", 0) or 0
                 pos += got
                 if got != k:
