@@ -17,27 +17,33 @@ os.environ.update(KERNEL_ENV)
 # order them by their number of tests, which put the longest file (the browser fit check, few
 # tests, minutes) last, alone on one worker while the other had nothing left. The longest files
 # go first instead (longest processing time first). Figures: seconds a file takes in `make
-# test` on two cores (its --durations, summed); a file not listed follows in collection order,
+# test` on two cores (its --durations, summed; last taken from a run on a busy machine, scaled
+# to CI's total); a file not listed follows in collection order,
 # so an estimate only needs to be right for files that take more than ~20 s.
 LONG_FILES = {
-    "tests/browser/test_browser_fit.py": 280,
-    "tests/browser/test_lab_classroom.py": 100,
+    "tests/browser/test_browser_fit.py": 400,
+    "tests/browser/test_lab_classroom.py": 135,
+    "tests/course/test_slides.py": 110,   # first of the files that need npm's packages (build/npm)
     "tests/browser/test_browser.py": 80,
-    "tests/homework/test_nbgrader.py": 60,
-    "tests/homework/test_grade_sandbox.py": 55,
-    "tests/homework/test_homework_grade.py": 45,
+    "tests/homework/test_nbgrader.py": 75,
+    "tests/homework/test_homework_grade.py": 65,
+    "tests/homework/test_grade_sandbox.py": 60,
+    "tests/isa/test_oracle.py": 55,
+    "notebooks/08-comparison.ipynb": 55,
     "tests/course/test_installed.py": 45,
-    "notebooks/08-comparison.ipynb": 45,
-    "tests/course/test_slides.py": 50,   # first of the files that need npm's packages (build/npm)
-    "tests/homework/test_homework.py": 30,
-    "tests/viz/test_exits_view.py": 30,
-    "tests/vmm/test_compare.py": 30,
-    "tests/homework/test_gradescope.py": 20,
-    "tests/vmm/test_memory_virt.py": 20,
-    "notebooks/07-paravirtualization.ipynb": 20,
-    "tests/course/test_site.py": 15,
-    "tests/browser/test_homework_lab.py": 15,
-    "notebooks/09-many-vms.ipynb": 15,
+    "tests/vmm/test_many_vms.py": 37,
+    "tests/debug/test_debugger.py": 36,
+    "notebooks/09-many-vms.ipynb": 33,
+    "tests/vmm/test_hw.py": 26,
+    "tests/viz/test_exits_view.py": 24,
+    "tests/vmm/test_bt_blocks.py": 20,
+    "tests/vmm/test_pv.py": 20,
+    "tests/machine/test_blocks.py": 20,
+    "tests/vmm/test_compare.py": 19,
+    "tests/vmm/test_bt.py": 19,
+    "notebooks/05-hardware-assist.ipynb": 18,
+    "notebooks/04-binary-translation.ipynb": 16,
+    "notebooks/07-paravirtualization.ipynb": 14,
 }
 
 
