@@ -9,7 +9,7 @@ numbered arrows, each labelled with how often it happened:
    VMM first,
 2. which reflects it into the guest kernel through the guest's own IDT;
 3. the guest kernel, deprivileged to ring 1, executes a privileged instruction, which traps;
-4. the VMM emulates it on the virtual CPU (``vm.vcpu``),
+4. the VMM emulates it on the virtual CPU (``monitor.vcpu``),
 5. and returns to the guest kernel after the instruction;
 6. the kernel's ``iretd`` takes it back to user mode (an outward return: no trap).
 
@@ -162,7 +162,7 @@ def trap_and_emulate_figure(target, *, title: str | None = None) -> Diagram:
         s.node("reflect", "reflect through\\nthe guest's IDT", fillcolor="#FBE3B3")
         s.node("emulate", "emulate the instruction\\n(emulate[mnemonic])",
                fillcolor="#FBE3B3")   # a tint of Okabe–Ito orange
-        s.node("vcpu", "virtual CPU (vm.vcpu)\\nCR0 CR2 CR3 CR4\\nGDTR IDTR TR · IF IOPL",
+        s.node("vcpu", "virtual CPU (monitor.vcpu)\\nCR0 CR2 CR3 CR4\\nGDTR IDTR TR · IF IOPL",
                shape="note", style="filled", fillcolor="#CCEBDF")   # tint of bluish green
         s.node("shadow", "shadow page tables", style="rounded,dashed", color=GREY,
                fontcolor="#333333")

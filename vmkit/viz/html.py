@@ -7,7 +7,7 @@ without fetch side effects). Styles are inline so the HTML looks the same in a n
 alone: changed registers are also bold and marked, set flags also read ``=1``.
 
 >>> from vmkit.viz import registers_html, flags_html
->>> html = registers_html(vm.vcpu, previous=before)      # doctest: +SKIP
+>>> html = registers_html(monitor.vcpu, previous=before)      # doctest: +SKIP
 """
 
 from __future__ import annotations

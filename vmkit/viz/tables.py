@@ -3,7 +3,7 @@ rendered as HTML tables.
 
 Pure functions of memory contents: they read through ``machine.peek`` (no page-table side
 effects), so looking never changes the run. Pass ``base``/``limit`` to read a table the CPU is
-not using (e.g. the guest's own IDT under a monitor, from ``vm.vcpu.idtr``).
+not using (e.g. the guest's own IDT under a monitor, from ``monitor.vcpu.idtr``).
 """
 
 from __future__ import annotations
