@@ -101,7 +101,8 @@ def vmkit_rates(a) -> dict:
             os.environ.pop("VMKIT_BLOCKS", None)
         else:
             os.environ["VMKIT_BLOCKS"] = saved
-        machine_mod.blocks_default()   # the environment is as it was
+        if hasattr(machine_mod, "blocks_default"):   # older checkouts (--before) have none
+            machine_mod.blocks_default()   # the environment is as it was
     return out
 
 
