@@ -29,7 +29,7 @@ import struct
 
 from vmkit.machine.mmu import CR0_PG
 
-__all__ = ["checked", "push_frame", "MAX_ENTRIES"]
+__all__ = ["checked", "push_frame", "read_dwords", "MAX_ENTRIES"]
 
 #: remembered checks kept at most (the cache is emptied beyond: guests use a handful)
 MAX_ENTRIES = 4096
@@ -60,41 +60,39 @@ class _Recorder:
         return type(self.m).read_descriptor(self, selector, fault)
 
 
-def _replay(m, reads) -> bool:
-    """Are the remembered reads' values still what memory holds? (counting the TLB hits the
-    real reads would count; nothing else changes)"""
-    mem, size = m.mem, m.memory_size
-    frm = int.from_bytes
-    if not m.cpu.cr0 & CR0_PG and m.nested is None:
-        if m.watched_pages:
-            return False
-        for lin, n, v in reads:
-            if lin + n > size or frm(mem[lin:lin + n], "little") != v:
-                return False
-        return True
-    get = m.tlb["rs"].get
-    for lin, n, v in reads:
-        base = get(lin >> 12)
-        if base is None or (lin & 0xFFF) + n > 0x1000:
-            return False
-        pa = base | (lin & 0xFFF)
-        if pa + n > size or frm(mem[pa:pa + n], "little") != v:
-            return False
-    m.tlb_hits += len(reads)
-    return True
-
-
 def checked(m, key: tuple, rule, *args):
     """``rule(view, *args)`` for machine ``m``, remembered under ``key`` (the arguments that
     decide the result; the table registers are added here) as the module text says."""
     cpu = m.cpu
     g, l, i, t = cpu.gdtr, cpu.ldtr, cpu.idtr, cpu.tr
-    k = (key, g.base, g.limit, l.selector, l.base, l.limit, i.base, i.limit,
-         t.selector, t.base, t.limit)
+    k = (*key, g.base, g.limit, l.selector, l.base, l.limit, i.base, i.limit, t.selector,
+         t.base, t.limit)
     memo = m._checks
     e = memo.get(k)
-    if e is not None and _replay(m, e[0]):
-        return e[1]
+    if e is not None:
+        # replay the reads: are the values still what memory holds? (counting the TLB hits
+        # the real reads would count; nothing else changes)
+        mem, size = m.mem, m.memory_size
+        frm = int.from_bytes
+        reads = e[0]
+        if cpu.cr0 & CR0_PG or m.nested is not None:
+            get = m.tlb["rs"].get
+            for lin, n, v in reads:
+                base = get(lin >> 12)
+                if base is None or (lin & 0xFFF) + n > 0x1000:
+                    break
+                pa = base | (lin & 0xFFF)
+                if pa + n > size or frm(mem[pa:pa + n], "little") != v:
+                    break
+            else:
+                m.tlb_hits += len(reads)
+                return e[1]
+        elif not m.watched_pages:
+            for lin, n, v in reads:
+                if lin + n > size or frm(mem[lin:lin + n], "little") != v:
+                    break
+            else:
+                return e[1]
     rec = _Recorder(m)
     result = rule(rec, *args)
     if rec.plain:
@@ -102,6 +100,29 @@ def checked(m, key: tuple, rule, *args):
             memo.clear()
         memo[k] = (tuple(rec.reads), result)
     return result
+
+
+def read_dwords(m, lin: int, k: int, user: bool) -> tuple | None:
+    """The ``k`` doublewords at linear ``lin`` when they lie in one page the TLB maps for
+    reading at that privilege (paging off: plain, unwatched memory), counting the TLB hits the
+    accessors would; else None (read them one by one)."""
+    n = 4 * k
+    off = lin & 0xFFF
+    if off + n > 0x1000:
+        return None
+    if m.cpu.cr0 & CR0_PG or m.nested is not None:
+        base = m.tlb["ru" if user else "rs"].get(lin >> 12)
+        if base is None:
+            return None
+        pa = base | off
+        if pa + n > m.memory_size:
+            return None
+        m.tlb_hits += k
+    else:
+        if m.watched_pages or lin + n > m.memory_size:
+            return None
+        pa = lin
+    return _FRAMES[k].unpack_from(m.mem, pa)
 
 
 def push_frame(m, esp: int, frame: tuple) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from vmkit.isa.faults import VECTOR_NAMES, Fault, Resched
 from vmkit.machine import rules
-from vmkit.machine.checkcache import checked, push_frame
+from vmkit.machine.checkcache import checked, push_frame, read_dwords
 from vmkit.machine.cpu import CPU
 from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE, Sync
 from vmkit.machine.rules import _PARSED, BENIGN, CONTRIBUTORY, PAGE_FAULT, Descriptor
@@ -253,18 +253,29 @@ class SystemMixin:
         # where the popped frame lies: a monitor's on_ring_change reads the EFLAGS image there
         # (a ring-1 kernel's iretd to ring 3 loads neither IF nor IOPL, so the monitor must)
         self.iret_frame = esp
+        cpl = cpu.cpl
         rd = self.compile_globals["rd4"]
-        eip = rd(esp)
-        cs = rd((esp + 4) & 0xFFFFFFFF) & 0xFFFF
-        fl = rd((esp + 8) & 0xFFFFFFFF)
-        rpl, cpl = cs & 3, cpu.cpl
+        top = read_dwords(self, esp, 3, cpl == 3)    # one read when the frame allows
+        if top is not None:
+            eip, cs, fl = top
+            cs &= 0xFFFF
+        else:
+            eip = rd(esp)
+            cs = rd((esp + 4) & 0xFFFFFFFF) & 0xFFFF
+            fl = rd((esp + 8) & 0xFFFFFFFF)
+        rpl = cs & 3
         if rpl < cpl:
             raise Fault(13, cs & 0xFFFC, detail=f"iretd to ring {rpl} from ring {cpl}")
         d = self._check_code(cs, rpl)
         self._set_accessed(cs, d)  # before any state changes: a fault here leaves none
         if rpl > cpl:
-            new_esp = rd((esp + 12) & 0xFFFFFFFF)
-            new_ss = rd((esp + 16) & 0xFFFFFFFF) & 0xFFFF
+            outer = read_dwords(self, (esp + 12) & 0xFFFFFFFF, 2, cpl == 3)
+            if outer is not None:
+                new_esp, new_ss = outer
+                new_ss &= 0xFFFF
+            else:
+                new_esp = rd((esp + 12) & 0xFFFFFFFF)
+                new_ss = rd((esp + 16) & 0xFFFFFFFF) & 0xFFFF
             sd = checked(self, ("ss", new_ss, rpl, "iretd: outer SS"), rules.stack_segment,
                          new_ss, rpl, 13, 0, "iretd: outer SS")
         old = cpu.eflags
