@@ -29,12 +29,14 @@ import struct
 
 from vmkit.machine.mmu import CR0_PG
 
-__all__ = ["checked", "push_frame", "read_dwords", "MAX_ENTRIES"]
+__all__ = ["checked", "checked_segment", "push_frame", "read_dwords", "MAX_ENTRIES"]
 
 #: remembered checks kept at most (the cache is emptied beyond: guests use a handful)
 MAX_ENTRIES = 4096
 
 _FRAMES = {k: struct.Struct(f"<{k}I") for k in range(1, 8)}
+_PG = CR0_PG
+_frm = int.from_bytes
 
 
 class _Recorder:
@@ -52,7 +54,9 @@ class _Recorder:
         v = self.m.lin_read(lin, n, user, write)
         if user or write:
             self.plain = False
-        self.reads.append((lin & 0xFFFFFFFF, n, v))
+        lin &= 0xFFFFFFFF
+        # the last field: None for a read across a page (never replayed)
+        self.reads.append((lin, n, v, None if (lin & 0xFFF) + n > 0x1000 else lin + n))
         return v
 
     def read_descriptor(self, selector: int, fault: int = 13):
@@ -60,39 +64,80 @@ class _Recorder:
         return type(self.m).read_descriptor(self, selector, fault)
 
 
+def checked_segment(m, key: tuple, selector: int, rule, *args):
+    """:func:`checked` for a rule whose only table read is ``selector``'s descriptor
+    (``read_descriptor``: the checks of a segment load). For a GDT selector within GDTR's
+    limit the result depends on the arguments and the descriptor's eight bytes alone, so
+    those bytes, read once (a TLB hit, or paging off), are the key: one read and one dict
+    lookup. Anything else runs the rule on the machine itself."""
+    cpu = m.cpu
+    g = cpu.gdtr
+    off = selector & 0xFFF8
+    if selector & 4 or off + 7 > g.limit:
+        return checked(m, key, rule, *args)
+    lin = (g.base + off) & 0xFFFFFFFF
+    if (lin & 0xFFF) > 0xFF8:
+        return checked(m, key, rule, *args)
+    if cpu.cr0 & _PG or m.nested is not None:
+        base = m.tlb["rs"].get(lin >> 12)
+        if base is None:
+            return checked(m, key, rule, *args)
+        pa = base | (lin & 0xFFF)
+        hit = 1
+    elif m.watched_pages:
+        return checked(m, key, rule, *args)
+    else:
+        pa, hit = lin, 0
+    if pa + 8 > m.memory_size:
+        return checked(m, key, rule, *args)
+    k = (*key, _frm(m.mem[pa:pa + 8], "little"))
+    memo = m._checks
+    result = memo.get(k, memo)
+    if result is not memo:
+        m.tlb_hits += hit
+        return result
+    result = rule(m, *args)     # its one read is the read above (a TLB hit: no side effect)
+    if len(memo) >= MAX_ENTRIES:
+        memo.clear()
+    memo[k] = result
+    return result
+
+
 def checked(m, key: tuple, rule, *args):
     """``rule(view, *args)`` for machine ``m``, remembered under ``key`` (the arguments that
     decide the result; the table registers are added here) as the module text says."""
     cpu = m.cpu
     g, l, i, t = cpu.gdtr, cpu.ldtr, cpu.idtr, cpu.tr
-    k = (*key, g.base, g.limit, l.selector, l.base, l.limit, i.base, i.limit, t.selector,
-         t.base, t.limit)
+    return _checked(m, (*key, g.base, g.limit, l.selector, l.base, l.limit, i.base, i.limit,
+                        t.selector, t.base, t.limit), rule, args)
+
+
+def _checked(m, k: tuple, rule, args: tuple):
     memo = m._checks
     e = memo.get(k)
     if e is not None:
         # replay the reads: are the values still what memory holds? (counting the TLB hits
         # the real reads would count; nothing else changes)
-        mem, size = m.mem, m.memory_size
-        frm = int.from_bytes
-        reads = e[0]
-        if cpu.cr0 & CR0_PG or m.nested is not None:
+        reads, result = e
+        mem = m.mem
+        if m.cpu.cr0 & _PG or m.nested is not None:
             get = m.tlb["rs"].get
-            for lin, n, v in reads:
+            for lin, n, v, end in reads:
                 base = get(lin >> 12)
-                if base is None or (lin & 0xFFF) + n > 0x1000:
+                if base is None or end is None:
                     break
                 pa = base | (lin & 0xFFF)
-                if pa + n > size or frm(mem[pa:pa + n], "little") != v:
+                if pa + n > m.memory_size or _frm(mem[pa:pa + n], "little") != v:
                     break
             else:
                 m.tlb_hits += len(reads)
-                return e[1]
+                return result
         elif not m.watched_pages:
-            for lin, n, v in reads:
-                if lin + n > size or frm(mem[lin:lin + n], "little") != v:
+            for lin, n, v, end in reads:
+                if lin + n > m.memory_size or _frm(mem[lin:lin + n], "little") != v:
                     break
             else:
-                return e[1]
+                return result
     rec = _Recorder(m)
     result = rule(rec, *args)
     if rec.plain:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from vmkit.isa.faults import VECTOR_NAMES, Fault, Resched
 from vmkit.machine import rules
-from vmkit.machine.checkcache import checked, push_frame, read_dwords
+from vmkit.machine.checkcache import checked, checked_segment, push_frame, read_dwords
 from vmkit.machine.cpu import CPU
 from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE, Sync
 from vmkit.machine.rules import _PARSED, BENIGN, CONTRIBUTORY, PAGE_FAULT, Descriptor
@@ -67,8 +67,9 @@ class SystemMixin:
     def load_seg(self, index: int, selector: int) -> None:
         """MOV/POP to a data segment register or SS, with the checks of SDM Vol. 2B (MOV)
         (``rules.data_segment``, remembered: vmkit.machine.checkcache)."""
-        d = checked(self, ("seg", index, selector, self.cpu.cpl), rules.data_segment, index,
-                    selector, self.cpu.cpl)
+        cpl = self.cpu.cpl
+        d = checked_segment(self, ("seg", index, selector, cpl), selector, rules.data_segment,
+                            index, selector, cpl)
         if d is None:   # a null selector in a data segment register
             self.load_segment_cache(index, selector, None)
             return
@@ -76,8 +77,8 @@ class SystemMixin:
         self.load_segment_cache(index, selector, d)
 
     def _check_code(self, selector: int, new_cpl: int, fault: int = 13) -> Descriptor:
-        return checked(self, ("cs", selector, new_cpl, fault), rules.code_segment, selector,
-                       new_cpl, fault)
+        return checked_segment(self, ("cs", selector, new_cpl, fault), selector,
+                               rules.code_segment, selector, new_cpl, fault)
 
     def set_cs(self, selector: int, d: Descriptor, new_cpl: int, cause: str) -> None:
         """Load CS (checked by the caller) and change CPL; a ring change tells the
@@ -276,10 +277,11 @@ class SystemMixin:
             else:
                 new_esp = rd((esp + 12) & 0xFFFFFFFF)
                 new_ss = rd((esp + 16) & 0xFFFFFFFF) & 0xFFFF
-            sd = checked(self, ("ss", new_ss, rpl, "iretd: outer SS"), rules.stack_segment,
-                         new_ss, rpl, 13, 0, "iretd: outer SS")
-        old = cpu.eflags
-        # which flags may change is decided at the *current* CPL, as for POPF
+            sd = checked_segment(self, ("ss", new_ss, rpl), new_ss, rules.stack_segment,
+                                 new_ss, rpl, 13, 0, "iretd: outer SS")
+        # which flags may change is decided at the *current* CPL, as for POPF; every mask
+        # loads the six status flags from the image, so the lazy ones need not be computed
+        old = cpu.ef
         mask = rules.iret_flags_mask(cpl, (old >> 12) & 3)
         cpu.eflags = (old & ~mask) | (fl & mask)
         cpu.eip = eip
