@@ -17,7 +17,11 @@ within 20 % of native on compute; syscall-heavy >= 2x per-instruction mode.
 is stated against the per-instruction figures of the code before the change. The notebooks'
 times are ``benchmarks/bench_notebooks.py``'s (kernel CPU time, both modes, ``--before`` too).
 
+``--guests ctxswitch,divzero,pagefault`` adds columns for other trap-heavy guests (a context
+switch, a divide error, a page fault an iteration).
+
     python benchmarks/bench_speed.py [--repeat N] [--iterations N] [--before DIR]
+                                     [--monitors LIST] [--guests LIST]
 """
 
 from __future__ import annotations
@@ -84,8 +88,16 @@ def vmkit_rate(guest: str, monitor: str, blocks: bool, repeat: int, **params) ->
     return best, r.steps, console
 
 
+#: the trap-heavy guests ``--guests`` adds (each a kernel round trip per iteration: a system
+#: call, a context switch, a divide error, a page fault) and their parameters from --syscalls
+TRAP_GUESTS = {"ctxswitch": lambda n: {"iterations": max(1, n // 2)},
+               "divzero": lambda n: {"iterations": n},
+               "pagefault": lambda n: {"pages": 448}}
+
+
 def vmkit_rates(a) -> dict:
-    """(monitor, blocks) -> (compute rate, syscall rate, compute console, syscall console)."""
+    """(monitor, blocks) -> (compute rate, syscall rate, compute console, syscall console,
+    {guest of --guests: (rate, console)})."""
     saved = os.environ.get("VMKIT_BLOCKS")
     out = {}
     try:
@@ -95,7 +107,12 @@ def vmkit_rates(a) -> dict:
                                          iterations=a.iterations)
                 s, _, con_s = vmkit_rate("syscall", mon, blocks, a.repeat,
                                          iterations=a.syscalls)
-                out[(mon, blocks)] = (c, s, con_c, con_s)
+                extra = {}
+                for g in a.guests:
+                    r, _, con = vmkit_rate(g, mon, blocks, a.repeat,
+                                           **TRAP_GUESTS[g](a.syscalls))
+                    extra[g] = (r, con)
+                out[(mon, blocks)] = (c, s, con_c, con_s, extra)
     finally:
         if saved is None:
             os.environ.pop("VMKIT_BLOCKS", None)
@@ -111,9 +128,10 @@ def before_rates(a) -> dict:
     env = dict(os.environ, PYTHONPATH=str(Path(a.before).resolve()))
     r = subprocess.run([sys.executable, __file__, "--rates-json", "--repeat", str(a.repeat),
                         "--iterations", str(a.iterations), "--syscalls", str(a.syscalls),
-                        "--monitors", ",".join(a.mons)],
+                        "--monitors", ",".join(a.mons), "--guests", ",".join(a.guests)],
                        env=env, capture_output=True, text=True, check=True)
-    return {(m, b): tuple(v) for m, b, v in json.loads(r.stdout)}
+    return {(m, b): tuple(v[:4]) + ({g: tuple(x) for g, x in v[4].items()},)
+            for m, b, v in json.loads(r.stdout)}
 
 
 MONS = ("native", "te", "bt", "hw", "pv")
@@ -130,12 +148,21 @@ def main(argv=None) -> int:
     p.add_argument("--monitors", default=",".join(MONS),
                    help="comma-separated monitors to measure (native is always measured: the "
                         "ratios are to it)")
+    p.add_argument("--guests", default="",
+                   help="comma-separated trap-heavy guests measured too, each a kernel round "
+                        f"trip an iteration ({', '.join(TRAP_GUESTS)}; --syscalls sets their "
+                        "iterations, pagefault touches 448 pages)")
     p.add_argument("--rates-json", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     a.mons = ["native"] + [m for m in a.monitors.split(",") if m and m != "native"]
     unknown = [m for m in a.mons if m not in MONITORS]
     if unknown:
         p.error(f"unknown monitor {unknown[0]!r}; expected some of {', '.join(MONITORS)}")
+    a.guests = [g for g in a.guests.split(",") if g]
+    unknown = [g for g in a.guests if g not in TRAP_GUESTS]
+    if unknown:
+        p.error(f"unknown guest {unknown[0]!r} for --guests; expected some of "
+                f"{', '.join(TRAP_GUESTS)}")
     if a.rates_json:
         print(json.dumps([(m, b, v) for (m, b), v in vmkit_rates(a).items()]))
         return 0
@@ -144,7 +171,9 @@ def main(argv=None) -> int:
         return 2
     u0 = unicorn_rate(a.iterations, False, a.repeat)
     u1 = unicorn_rate(a.iterations, True, a.repeat)
-    print(f"{'':<36} {'compute':>14} {'syscall':>14}   (guest instructions per CPU second)")
+    head = "".join(f" {g:>14}" for g in a.guests)
+    print(f"{'':<36} {'compute':>14} {'syscall':>14}{head}   (guest instructions per CPU "
+          "second)")
     if u0 is not None:
         print(f"{'unicorn, no hook':<36} {u0 / 1e6:>12.2f} M")
         print(f"{'unicorn, Python hook':<36} {u1 / 1e6:>12.2f} M")
@@ -156,13 +185,18 @@ def main(argv=None) -> int:
         for blocks in (False, True):
             for mon in a.mons:
                 c, s = rates[(mon, blocks)][:2]
+                extra = rates[(mon, blocks)][4]
                 label = (f"{tag + ': ' if tag else ''}vmkit {mon}, "
                          f"{'blocks' if blocks else 'per-instruction'}")
-                print(f"{label:<36} {c / 1e6:>12.2f} M {s / 1e6:>12.3f} M")
+                cols = "".join(f" {extra[g][0] / 1e6:>12.3f} M" for g in a.guests)
+                print(f"{label:<36} {c / 1e6:>12.2f} M {s / 1e6:>12.3f} M{cols}")
     rates = runs[-1][1]
     base = runs[0][1]       # "today's" figures: the checkout before, else this one
     # the same guest output in both modes (a benchmark of a wrong answer is worthless)
-    bad = [m for m in a.mons if len({rates[(m, b)][2:] for b in (False, True)}) != 1]
+    bad = [m for m in a.mons
+           if len({(rates[(m, b)][2:4], tuple(sorted((g, x[1]) for g, x in
+                                                       rates[(m, b)][4].items())))
+                   for b in (False, True)}) != 1]
     native_b = rates[("native", True)][0]
     print()
     if u1:
@@ -174,6 +208,9 @@ def main(argv=None) -> int:
     for mon in a.mons:
         print(f"{mon} syscall, blocks / {what}: "
               f"{rates[(mon, True)][1] / base[(mon, False)][1]:.2f}x (goal >= 2)")
+        for g in a.guests:
+            print(f"{mon} {g}, blocks / {what}: "
+                  f"{rates[(mon, True)][4][g][0] / base[(mon, False)][4][g][0]:.2f}x")
     if bad:
         print(f"consoles differ between modes under {', '.join(bad)}")
         return 1
