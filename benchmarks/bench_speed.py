@@ -14,7 +14,8 @@ within 20 % of native on compute; syscall-heavy >= 2x per-instruction mode.
 
 ``--before DIR`` also measures the vmkit rows with another checkout's code (DIR, e.g. a
 ``git worktree`` of an earlier commit), in a child process of the same run: the syscall goal
-is stated against the per-instruction figures of the code before the change. The notebooks'
+is stated against the per-instruction figures of the code before the change (the first
+``--before`` when there are several). The notebooks'
 times are ``benchmarks/bench_notebooks.py``'s (kernel CPU time, both modes, ``--before`` too).
 
 ``--guests ctxswitch,divzero,pagefault`` adds columns for other trap-heavy guests (a context
@@ -123,9 +124,9 @@ def vmkit_rates(a) -> dict:
     return out
 
 
-def before_rates(a) -> dict:
-    """vmkit_rates with the code of checkout ``a.before``, in a child process."""
-    env = dict(os.environ, PYTHONPATH=str(Path(a.before).resolve()))
+def before_rates(a, before: Path) -> dict:
+    """vmkit_rates with the code of checkout ``before``, in a child process."""
+    env = dict(os.environ, PYTHONPATH=str(Path(before).resolve()))
     r = subprocess.run([sys.executable, __file__, "--rates-json", "--repeat", str(a.repeat),
                         "--iterations", str(a.iterations), "--syscalls", str(a.syscalls),
                         "--monitors", ",".join(a.mons), "--guests", ",".join(a.guests)],
@@ -143,7 +144,8 @@ def main(argv=None) -> int:
     p.add_argument("--iterations", type=int, default=300_000,
                    help="LCG iterations (7 instructions each)")
     p.add_argument("--syscalls", type=int, default=20_000, help="syscall guest iterations")
-    p.add_argument("--before", type=Path, help="another checkout of the kit: its vmkit rows "
+    p.add_argument("--before", type=Path, action="append", default=[],
+                   help="another checkout of the kit (repeatable): its vmkit rows "
                    "too, and the syscall goal against its per-instruction figures")
     p.add_argument("--monitors", default=",".join(MONS),
                    help="comma-separated monitors to measure (native is always measured: the "
@@ -166,20 +168,23 @@ def main(argv=None) -> int:
     if a.rates_json:
         print(json.dumps([(m, b, v) for (m, b), v in vmkit_rates(a).items()]))
         return 0
-    if a.before is not None and not (Path(a.before) / "vmkit").is_dir():
-        print(f"bench_speed.py: --before {a.before}: no vmkit package there", file=sys.stderr)
-        return 2
+    for before in a.before:
+        if not (Path(before) / "vmkit").is_dir():
+            print(f"bench_speed.py: --before {before}: no vmkit package there",
+                  file=sys.stderr)
+            return 2
     u0 = unicorn_rate(a.iterations, False, a.repeat)
     u1 = unicorn_rate(a.iterations, True, a.repeat)
     head = "".join(f" {g:>14}" for g in a.guests)
-    print(f"{'':<36} {'compute':>14} {'syscall':>14}{head}   (guest instructions per CPU "
+    print(f"{'':<48} {'compute':>14} {'syscall':>14}{head}   (guest instructions per CPU "
           "second)")
     if u0 is not None:
-        print(f"{'unicorn, no hook':<36} {u0 / 1e6:>12.2f} M")
-        print(f"{'unicorn, Python hook':<36} {u1 / 1e6:>12.2f} M")
+        print(f"{'unicorn, no hook':<48} {u0 / 1e6:>12.2f} M")
+        print(f"{'unicorn, Python hook':<48} {u1 / 1e6:>12.2f} M")
     runs = []
-    if a.before is not None:
-        runs.append(("before", before_rates(a)))
+    for k, before in enumerate(a.before):
+        tag = "before" if len(a.before) == 1 else f"before {k + 1} ({Path(before).name})"
+        runs.append((tag, before_rates(a, before)))
     runs.append(("", vmkit_rates(a)))
     for tag, rates in runs:
         for blocks in (False, True):
@@ -189,9 +194,9 @@ def main(argv=None) -> int:
                 label = (f"{tag + ': ' if tag else ''}vmkit {mon}, "
                          f"{'blocks' if blocks else 'per-instruction'}")
                 cols = "".join(f" {extra[g][0] / 1e6:>12.3f} M" for g in a.guests)
-                print(f"{label:<36} {c / 1e6:>12.2f} M {s / 1e6:>12.3f} M{cols}")
+                print(f"{label:<48} {c / 1e6:>12.2f} M {s / 1e6:>12.3f} M{cols}")
     rates = runs[-1][1]
-    base = runs[0][1]       # "today's" figures: the checkout before, else this one
+    base = runs[0][1]       # "today's" figures: the (first) checkout before, else this one
     # the same guest output in both modes (a benchmark of a wrong answer is worthless)
     bad = [m for m in a.mons
            if len({(rates[(m, b)][2:4], tuple(sorted((g, x[1]) for g, x in
@@ -204,7 +209,7 @@ def main(argv=None) -> int:
     for mon in a.mons[1:]:
         print(f"{mon} blocks / native blocks, compute: {rates[(mon, True)][0] / native_b:.2f} "
               f"(goal >= 0.8)")
-    what = "per-instruction before" if a.before is not None else "per-instruction"
+    what = "per-instruction before" if a.before else "per-instruction"
     for mon in a.mons:
         print(f"{mon} syscall, blocks / {what}: "
               f"{rates[(mon, True)][1] / base[(mon, False)][1]:.2f}x (goal >= 2)")

@@ -73,7 +73,8 @@ class SystemMixin:
         if d is None:   # a null selector in a data segment register
             self.load_segment_cache(index, selector, None)
             return
-        self._set_accessed(selector, d)
+        if not d.access & 1:    # else already accessed: nothing to write
+            self._set_accessed(selector, d)
         self.load_segment_cache(index, selector, d)
 
     def _check_code(self, selector: int, new_cpl: int, fault: int = 13) -> Descriptor:
@@ -85,7 +86,8 @@ class SystemMixin:
         ``on_ring_change`` hook and the trace."""
         cpu = self.cpu
         old = cpu.cpl
-        self._set_accessed(selector, d)
+        if not d.access & 1:
+            self._set_accessed(selector, d)
         self.load_segment_cache(1, (selector & 0xFFFC) | new_cpl, d)
         if new_cpl != old:
             cpu.cpl = new_cpl
@@ -268,7 +270,8 @@ class SystemMixin:
         if rpl < cpl:
             raise Fault(13, cs & 0xFFFC, detail=f"iretd to ring {rpl} from ring {cpl}")
         d = self._check_code(cs, rpl)
-        self._set_accessed(cs, d)  # before any state changes: a fault here leaves none
+        if not d.access & 1:   # before any state changes: a fault here leaves none
+            self._set_accessed(cs, d)
         if rpl > cpl:
             outer = read_dwords(self, (esp + 12) & 0xFFFFFFFF, 2, cpl == 3)
             if outer is not None:
