@@ -38,8 +38,8 @@ def _filler(n: int, resolve, mem, size: int, cp: dict, counter):
 _POP8 = struct.Struct("<8I")
 
 
-def _all8(rd_resolve, wr_resolve, mem, size: int, cp: dict, counter, rd4, wr4) -> dict:
-    """``rd4x8(a)`` and ``wr4x8(top, values)`` for POPAD and PUSHAD: the eight doublewords
+def _all8(rd_resolve, wr_resolve, mem, size: int, cp: dict, counter, rd4, wr4) -> None:
+    """``rd4.x8(a)`` and ``wr4.x8(top, values)`` for POPAD and PUSHAD: the eight doublewords
     from ``a`` up, and the eight pushes below ``top`` (``values[0]`` at ``top - 4``, as the
     first push), each as one slice when they lie in one page that ``rd_resolve`` /
     ``wr_resolve`` maps without a walk (a TLB hit, or paging off), in memory, with no compiled
@@ -66,14 +66,17 @@ def _all8(rd_resolve, wr_resolve, mem, size: int, cp: dict, counter, rd4, wr4) -
                 return
         for k, v in enumerate(values):
             wr4((top - 4 * (k + 1)) & 0xFFFFFFFF, v)
-    return dict(rd4x8=rd4x8, wr4x8=wr4x8)
+    # attributes, as ``fill``: code compiled with other accessors (a monitor's, through the
+    # guest's page tables) finds none and goes element by element
+    rd4.x8 = rd4x8
+    wr4.x8 = wr4x8
 
 
 def make_accessors(m, user: bool) -> dict:
     """The six memory accessors (``rd1``, ``rd2``, ``rd4``, ``wr1``, ``wr2``, ``wr4``) of machine
-    ``m`` for its current paging mode and privilege ``user``, and POPAD's and PUSHAD's
-    ``rd4x8`` and ``wr4x8``; the writers carry ``fill`` (REP STOS) where their fast path
-    allows it."""
+    ``m`` for its current paging mode and privilege ``user``; the writers carry ``fill``
+    (REP STOS) where their fast path allows it, ``rd4`` and ``wr4`` carry ``x8`` (POPAD,
+    PUSHAD)."""
     mem = m.mem
     size = m.memory_size
     cp = m.code_pages
@@ -110,7 +113,7 @@ def make_accessors(m, user: bool) -> dict:
         def unwatched(a):
             return None if a >> 12 in wp else a
         acc = dict(rd1=rd(1), rd2=rd(2), rd4=rd(4), wr1=wr(1), wr2=wr(2), wr4=wr(4))
-        acc.update(_all8(unwatched, unwatched, mem, size, cp, None, acc["rd4"], acc["wr4"]))
+        _all8(unwatched, unwatched, mem, size, cp, None, acc["rd4"], acc["wr4"])
         return acc
 
     if not m.cpu.cr0 & CR0_PG and m.nested is None:
@@ -146,8 +149,8 @@ def make_accessors(m, user: bool) -> dict:
                 phys_wr(a, 4, v)
         for n, w in ((1, wr1), (2, wr2), (4, wr4)):
             w.fill = _filler(n, lambda a: a, mem, size, cp, None)
-        return dict(rd1=rd1, rd2=rd2, rd4=rd4, wr1=wr1, wr2=wr2, wr4=wr4,
-                    **_all8(lambda a: a, lambda a: a, mem, size, cp, None, rd4, wr4))
+        _all8(lambda a: a, lambda a: a, mem, size, cp, None, rd4, wr4)
+        return dict(rd1=rd1, rd2=rd2, rd4=rd4, wr1=wr1, wr2=wr2, wr4=wr4)
 
     rt = m.tlb["ru" if user else "rs"]
     wt = m.tlb["wu" if user else "ws"]
@@ -243,5 +246,5 @@ def make_accessors(m, user: bool) -> dict:
         return None if f is None else f | (a & 0xFFF)
     for n, w in ((1, wr1), (2, wr2), (4, wr4)):
         w.fill = _filler(n, hit, mem, size, cp, machine)
-    return dict(rd1=rd1, rd2=rd2, rd4=rd4, wr1=wr1, wr2=wr2, wr4=wr4,
-                **_all8(rhit, hit, mem, size, cp, machine, rd4, wr4))
+    _all8(rhit, hit, mem, size, cp, machine, rd4, wr4)
+    return dict(rd1=rd1, rd2=rd2, rd4=rd4, wr1=wr1, wr2=wr2, wr4=wr4)

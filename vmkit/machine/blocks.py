@@ -69,11 +69,9 @@ class _Insn:
         self.note = note      # a comment line above its code in the block's source
         self.body = ast.parse(src).body[0].body
         self.calls_machine = "M." in src or "Resched" in src or "return" in src
-        self.writes_mem = ("wr1(" in src or "wr2(" in src or "wr4(" in src or "wr4x8(" in src
-                           or self.calls_machine)
+        self.writes_mem = "wr1(" in src or "wr2(" in src or "wr4(" in src or self.calls_machine
         # can it raise before completing? (memory accessors, faults, machine calls)
         self.may_raise = (self.writes_mem or "rd1(" in src or "rd2(" in src or "rd4(" in src
-                          or "rd4x8(" in src
                           or "raise" in src or "//" in src or "%" in src or "try" in src)
         self.lazy = None      # (kind, size, a, b, r) names when the instruction ends with a lazy
         #                       record written unconditionally at its top level
