@@ -310,9 +310,10 @@ def escalates(first: int, second: int) -> bool:
 
 
 def fault_chain(history: tuple) -> str:
-    """'#UD, then #GP(0x32) delivering it, ...': what a triple fault reports."""
+    """'#UD, then #GP(0x32) delivering it, ...': what a triple fault reports (``history``
+    holds the faults, or their texts)."""
     first, rest = history[0], history[1:]
-    return first + "".join(f", then {h} delivering it" for h in rest)
+    return str(first) + "".join(f", then {h} delivering it" for h in rest)
 
 
 def deliver_exception(deliver: Callable[[int, int | None], None], f: Fault,
@@ -321,7 +322,7 @@ def deliver_exception(deliver: Callable[[int, int | None], None], f: Fault,
     of a failed delivery, leaving state unchanged) under the double-fault rules of SDM Table
     6-5; a fault while delivering #DF raises ``triple(chain)``, ``chain`` telling the whole
     story from the first exception (:func:`fault_chain`)."""
-    history = _history + (str(f),)
+    history = _history + (f,)     # texts made only for a triple fault's message
     vector, code = f.vector, f.error_code
     if vector in HAS_ERROR_CODE and code is None:
         code = 0
@@ -330,15 +331,15 @@ def deliver_exception(deliver: Callable[[int, int | None], None], f: Fault,
         return
     except Fault as second:
         if vector == 8:
-            raise triple(fault_chain(history + (str(second),))) from None
+            raise triple(fault_chain(history + (second,))) from None
         if not escalates(vector, second.vector):
             deliver_exception(deliver, second, triple, history)   # serial: the second one
             return
-        history += (str(second),)
+        history += (second,)
     try:
         deliver(8, 0)
     except Fault as third:
-        raise triple(fault_chain(history + ("#DF", str(third)))) from None
+        raise triple(fault_chain(history + ("#DF", third))) from None
 
 
 # ---- returns -------------------------------------------------------------------------------
