@@ -91,7 +91,7 @@ def vmkit_rate(guest: str, monitor: str, blocks: bool, repeat: int, **params) ->
 
 #: the trap-heavy guests ``--guests`` adds (each a kernel round trip per iteration: a system
 #: call, a context switch, a divide error, a page fault) and their parameters from --syscalls
-TRAP_GUESTS = {"ctxswitch": lambda n: {"iterations": max(1, n // 2)},
+TRAP_GUESTS = {"ctxswitch": lambda n: {"iterations": max(1, n // 10)},  # 120 instructions
                "divzero": lambda n: {"iterations": n},
                "pagefault": lambda n: {"pages": 448}}
 
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     p.add_argument("--guests", default="",
                    help="comma-separated trap-heavy guests measured too, each a kernel round "
                         f"trip an iteration ({', '.join(TRAP_GUESTS)}; --syscalls sets their "
-                        "iterations, pagefault touches 448 pages)")
+                        "iterations: ctxswitch a tenth, pagefault touches 448 pages)")
     p.add_argument("--rates-json", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     a.mons = ["native"] + [m for m in a.monitors.split(",") if m and m != "native"]
