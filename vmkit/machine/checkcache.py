@@ -14,8 +14,10 @@ have read the same addresses, in the same order, and decided the same. Anything 
 changed, a TLB miss, a read across a page, watched memory, a read beyond memory's end) runs the
 rule for real, so page walks, accessed bits, faults and their events happen as without the
 cache, in the same order. A rule that raises is not remembered. Measured on the ``syscall``
-guest (Native, block mode): the eight descriptor reads of a system call went from about 40
-calls to about 8 (benchmarks/bench_speed.py, see the README's speed figures).
+guest (Native, block mode, with the other changes of the same step: frames as one access,
+INT n and IRET inside the burst, DS/ES loads inside blocks): a system call went from 146
+Python calls and about 7,600 bytecodes to 91 calls and 5,400 bytecodes (10,400 and 300 per
+instruction when issue 18 was filed); benchmarks/bench_speed.py's figures are in the README.
 
 **Frames.** :func:`push_frame` writes an interrupt frame as one store when the whole frame lies
 in one page that the TLB maps writable for the supervisor (paging off: plain memory), with no
