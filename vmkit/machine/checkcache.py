@@ -16,8 +16,8 @@ rule for real, so page walks, accessed bits, faults and their events happen as w
 cache, in the same order. A rule that raises is not remembered. Measured on the ``syscall``
 guest (Native, block mode, with the other changes of the same step: frames as one access,
 INT n and IRET inside the burst, DS/ES loads inside blocks): a system call went from 146
-Python calls and about 7,600 bytecodes to 91 calls and 5,400 bytecodes (10,400 and 300 per
-instruction when issue 18 was filed); benchmarks/bench_speed.py's figures are in the README.
+Python calls and about 7,600 bytecodes to 91 calls and 5,400 bytecodes (300 calls and 10,400
+bytecodes when issue 18 was filed); benchmarks/bench_speed.py's figures are in the README.
 
 **Frames.** :func:`push_frame` writes an interrupt frame as one store when the whole frame lies
 in one page that the TLB maps writable for the supervisor (paging off: plain memory), with no
