@@ -38,7 +38,10 @@ MAX_ENTRIES = 4096
 
 _FRAMES = {k: struct.Struct(f"<{k}I") for k in range(1, 8)}
 _PG = CR0_PG
-_frm = int.from_bytes
+_Q = struct.Struct("<Q").unpack_from     # a descriptor's eight bytes, without a slice
+#: n -> the unpacker of an n-byte little-endian value (the sizes the rules read)
+_UNPACK = {1: struct.Struct("<B").unpack_from, 2: struct.Struct("<H").unpack_from,
+           4: struct.Struct("<I").unpack_from, 8: _Q}
 
 
 class _Recorder:
@@ -57,8 +60,10 @@ class _Recorder:
         if user or write:
             self.plain = False
         lin &= 0xFFFFFFFF
-        # the last field: None for a read across a page (never replayed)
-        self.reads.append((lin, n, v, None if (lin & 0xFFF) + n > 0x1000 else lin + n))
+        # the last field: how to read it again; None for a read across a page or of a size
+        # the rules do not use (never replayed)
+        self.reads.append((lin, n, v, None if (lin & 0xFFF) + n > 0x1000 else
+                           _UNPACK.get(n)))
         return v
 
     def read_descriptor(self, selector: int, fault: int = 13):
@@ -92,7 +97,7 @@ def checked_segment(m, key: tuple, selector: int, rule, *args):
         pa, hit = lin, 0
     if pa + 8 > m.memory_size:
         return checked(m, key, rule, *args)
-    k = (*key, _frm(m.mem[pa:pa + 8], "little"))
+    k = (*key, _Q(m.mem, pa)[0])
     memo = m._checks
     result = memo.get(k, memo)
     if result is not memo:
@@ -124,19 +129,19 @@ def _checked(m, k: tuple, rule, args: tuple):
         mem = m.mem
         if m.cpu.cr0 & _PG or m.nested is not None:
             get = m.tlb["rs"].get
-            for lin, n, v, end in reads:
+            for lin, n, v, unpack in reads:
                 base = get(lin >> 12)
-                if base is None or end is None:
+                if base is None or unpack is None:
                     break
                 pa = base | (lin & 0xFFF)
-                if pa + n > m.memory_size or _frm(mem[pa:pa + n], "little") != v:
+                if pa + n > m.memory_size or unpack(mem, pa)[0] != v:
                     break
             else:
                 m.tlb_hits += len(reads)
                 return result
         elif not m.watched_pages:
-            for lin, n, v, end in reads:
-                if lin + n > m.memory_size or _frm(mem[lin:lin + n], "little") != v:
+            for lin, n, v, unpack in reads:
+                if lin + n > m.memory_size or unpack is None or unpack(mem, lin)[0] != v:
                     break
             else:
                 return result
