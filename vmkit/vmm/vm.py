@@ -136,12 +136,12 @@ class GuestVM(VM):
     @property
     def real_cpu(self) -> CPU:
         """The real CPU if this VM has it, else its saved state."""
-        return self.machine.cpu if self.current else self.saved
+        return self.machine.cpu if self.monitor.current == self.index else self.saved
 
     @property
     def clock(self) -> int:
         """Guest time: instructions this VM retired (emulated ones too) plus idle time."""
-        return self.machine.clock if self.current else self._clock
+        return self.machine.clock if self.monitor.current == self.index else self._clock
 
     # ---- guest-physical memory ------------------------------------------------------------
     def host_address(self, gpa: int) -> int | None:

@@ -21,6 +21,7 @@ REAL_CR4_FROM_GUEST = CR4_TSD | CR4_UMIP
 
 _Q = struct.Struct("<Q")
 _I = struct.Struct("<I")
+_DWORDS = {n: struct.Struct(f"<{n}I") for n in range(1, 7)}
 
 
 # =================================================================================================
@@ -170,20 +171,33 @@ class TEVM(GuestVM):
                     return
         super().lin_write(lin, n, v, user)
 
+    def lin_read_dwords(self, lin: int, count: int, user: bool = False) -> tuple:
+        """``count`` dwords from guest-linear ``lin`` up, as ``lin_read(lin + 4 * i, 4)`` one
+        after the other; on one page that the VMM's TLB maps, in one load (a popped frame)."""
+        n = 4 * count
+        if (lin & 0xFFF) + n <= 0x1000 and count in _DWORDS:
+            frame = self.tlb[False, user].get(lin >> 12)
+            if frame is not None:
+                gpa = frame | (lin & 0xFFF)
+                m = self.machine
+                if gpa + n <= self.memory_size and not m.watched_pages:
+                    return _DWORDS[count].unpack_from(m.mem, self.slice_base + gpa)
+        return tuple(self.lin_read((lin + 4 * i) & MASK32, 4, user) for i in range(count))
+
     def push_frame(self, esp: int, values: list) -> int:
         """Push ``values`` (first the highest) onto the guest stack below ``esp`` as supervisor
         writes, as ``lin_write`` one by one; -> the new ESP. On one page that the VMM's TLB
         maps for writing they go in one store (a reflection's frame)."""
         n = 4 * len(values)
         low = (esp - n) & MASK32
-        if (low & 0xFFF) + n <= 0x1000:
+        if (low & 0xFFF) + n <= 0x1000 and len(values) in _DWORDS:
             frame = self.tlb[True, False].get(low >> 12)
             if frame is not None:
                 gpa = frame | (low & 0xFFF)
                 m = self.machine
                 if gpa + n <= self.memory_size and not m.watched_pages:
                     a = self.slice_base + gpa
-                    data = struct.pack(f"<{len(values)}I", *[v & MASK32 for v in reversed(values)])
+                    data = _DWORDS[len(values)].pack(*[v & MASK32 for v in reversed(values)])
                     if a >> 12 in m.code_pages:
                         m.phys_write(a, data, "vmm")
                     else:
