@@ -23,7 +23,7 @@ VMM through a trap, the real IDT or its ring-change hook) is not compared, then 
 where its semantics call the machine so on every run (``int``, ``iretd``, ``mov ds, ax``:
 :func:`never_compared`), it is not even intercepted and runs as compiled (inside blocks, and
 ``int``/``iretd`` without the retry a check in a burst costs: the syscall guest's system
-calls about a tenth faster under te).
+calls a few per cent faster under te).
 """
 
 from __future__ import annotations
