@@ -216,7 +216,8 @@ def emulate_iretd(vm: TEVM, insn: Insn) -> None:
         vc.esp = new_esp
     else:
         vc.esp = esp + 12
-    vm.monitor._load_real_cs(vm, cs, rpl, "iret")
+    # the descriptor just checked, when its accessed bit was set already (else read again)
+    vm.monitor._load_real_cs(vm, cs, rpl, "iret", d if d.access & 1 else None)
     vm.monitor.trace.add(IRet(vm.clock, from_ring=cpl, to_ring=rpl, eip=eip, vm=vm.index))
 
 
