@@ -52,7 +52,23 @@ def form_of(insn) -> tuple:
 
 def is_hole_form(insn) -> bool:
     """True when ``vmkit.classify`` finds a form of the instruction sensitive and unprivileged
-    (cached per form for the process)."""
+    (cached per form for the process, and per instruction bytes: the form is a function of
+    them, and the machine asks again for every instruction it compiles after each flush of
+    its compiled code, tens of thousands of times in a notebook)."""
+    hit = _BY_BYTES.get(insn.raw)
+    if hit is not None:
+        return hit
+    hit = _is_hole_form(insn)
+    if len(_BY_BYTES) >= 1 << 16:
+        _BY_BYTES.clear()
+    _BY_BYTES[insn.raw] = hit
+    return hit
+
+
+_BY_BYTES: dict = {}
+
+
+def _is_hole_form(insn) -> bool:
     key = form_of(insn)
     hit = _FORMS.get(key)
     if hit is None:
