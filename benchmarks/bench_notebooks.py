@@ -9,9 +9,10 @@ an output is a bug).
 
 ``--before DIR`` also executes the notebooks of another checkout of the kit (DIR, e.g. a
 ``git worktree`` of an earlier commit) with its own code, in the same run: the figures before
-and after a change side by side.
+and after a change side by side. Given several times, each checkout gets its own columns,
+named after its folder.
 
-    python benchmarks/bench_notebooks.py [--before DIR] [--only 01,08] [--modes 0,1]
+    python benchmarks/bench_notebooks.py [--before DIR ...] [--only 01,08] [--modes 0,1]
 """
 
 from __future__ import annotations
@@ -60,18 +61,22 @@ def execute(tree: Path, book: Path, blocks: str, scratch: Path) -> tuple[float, 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bench_notebooks.py", description=__doc__.split("\n")[0])
-    p.add_argument("--before", type=Path, help="another checkout of the kit to time beside "
-                   "this one (its notebooks, with its code)")
+    p.add_argument("--before", type=Path, action="append", default=[],
+                   help="another checkout of the kit to time beside this one (its notebooks, "
+                   "with its code); may be given several times (each column is named after "
+                   "the checkout's folder)")
     p.add_argument("--only", default="", help="comma-separated notebook numbers (default: all)")
     p.add_argument("--modes", default="0,1", help="VMKIT_BLOCKS values to run (default 0,1)")
     a = p.parse_args(argv)
-    trees = [("after", ROOT)]
-    if a.before is not None:
-        if not (a.before / "notebooks").is_dir():
-            print(f"bench_notebooks.py: --before {a.before}: no notebooks/ folder there",
+    trees = []
+    for d in a.before:
+        if not (d / "notebooks").is_dir():
+            print(f"bench_notebooks.py: --before {d}: no notebooks/ folder there",
                   file=sys.stderr)
             return 2
-        trees.insert(0, ("before", a.before.resolve()))
+        label = "before" if len(a.before) == 1 else d.resolve().name[:10]
+        trees.append((label, d.resolve()))
+    trees.append(("after", ROOT))
     only = {s.strip() for s in a.only.split(",") if s.strip()}
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     books = [b.name for b in sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))

@@ -226,3 +226,32 @@ def test_single_step_and_breakpoints_use_the_per_instruction_path():
     r = m.run(max_steps=1000)
     assert r.reason == "breakpoint" and m.cpu.eip == target
     assert not any(b[1] > 0 for b in m._bcache_sup.values())
+
+
+def test_the_hot_count_survives_a_flush_of_the_compiled_code(monkeypatch):
+    """Does a loop that runs one pass between two flushes of the compiled code (a CR3 load, a
+    world switch) still get its block once it has run ``HOT`` passes in all?"""
+    monkeypatch.setattr(blocks, "_MADE", {})        # nothing made before by other tests
+    monkeypatch.setattr(blocks, "_MADE_AT", set())
+    src = """
+        mov ecx, 0
+    top:
+        add eax, 0x1234
+        add ebx, 0x4321
+        inc ecx
+        cmp ecx, 1000
+        jne top
+        hlt
+    """
+    m0, m1 = _machine(src, False), _machine(src, True)
+    made_at = None
+    for k in range(2 * blocks.HOT):
+        for m in (m0, m1):
+            m.run(max_steps=1 if k == 0 else 5)     # then one pass of the loop a run
+        if made_at is None and any(b is not None and b[1] > 0
+                                   for b in m1._bcache_sup.values()):
+            made_at = k
+        for m in (m0, m1):
+            m.flush_icache()
+    assert made_at is not None and made_at <= blocks.HOT + 1
+    assert m1.cpu.state() == m0.cpu.state() and m1.steps == m0.steps

@@ -55,7 +55,17 @@ class BlockRunMixin:
         if b is None:
             f = self._icache.get(eip) or self._compile(eip)
             if old is None:
-                b = (f, -1, [blk.HOT], None, None)
+                # the count goes on from before the last flush (a CR3 load, a world switch):
+                # started afresh at every flush, code that runs between two flushes was never
+                # hot and was compiled again an instruction at a time after each one (most of
+                # an exit-heavy guest's time under hw, and of notebook 09's multi-VM runs)
+                key = (eip, cache is self._bcache_usr)
+                heat = self._heat.get(key)
+                if heat is None or heat[0] <= 0:
+                    if len(self._heat) >= 1 << 16:
+                        self._heat.clear()
+                    heat = self._heat[key] = [blk.HOT]
+                b = (f, -1, heat, None, None)
             else:   # -2: it asks for exact clocks at once (Sync): run it as _run_one would
                 names = getattr(getattr(f, "__code__", None), "co_names", ())
                 b = (f, -2 if _EXACT.intersection(names) else 0, None, None, None)

@@ -149,6 +149,9 @@ class Machine(MMUMixin, SystemMixin, BlockRunMixin):
         self._bcache_sup: dict[int, tuple | None] = {}
         self._bcache_usr: dict[int, tuple | None] = {}
         self._bcache = self._bcache_sup
+        # how often each cold address was reached (blockrun._translate): kept when the caches
+        # are flushed, so code that runs once between two flushes still gets its block
+        self._heat: dict[tuple[int, bool], list] = {}
         self.smc_gen = 0            # bumped whenever a write drops compiled code
         self.port_handlers: dict[int, object] = {}   # extra devices: port -> (read, write)
         # request_exit() (from a hook, vmkit.machine.hooks): run() returns (reason "vmm") at

@@ -58,7 +58,23 @@ def form_of(insn) -> tuple:
 
 def is_hole_form(insn) -> bool:
     """True when ``vmkit.classify`` finds a form of the instruction sensitive and unprivileged
-    (cached per form for the process)."""
+    (cached per form for the process, and per instruction bytes: the form is a function of
+    them, and the machine asks again for every instruction it compiles after each flush of
+    its compiled code, tens of thousands of times in a notebook)."""
+    hit = _BY_BYTES.get(insn.raw)
+    if hit is not None:
+        return hit
+    hit = _is_hole_form(insn)
+    if len(_BY_BYTES) >= 1 << 16:
+        _BY_BYTES.clear()
+    _BY_BYTES[insn.raw] = hit
+    return hit
+
+
+_BY_BYTES: dict = {}
+
+
+def _is_hole_form(insn) -> bool:
     key = form_of(insn)
     hit = _FORMS.get(key)
     if hit is None:
@@ -86,7 +102,23 @@ def never_compared(insn) -> bool:
     can model (a segment load, a far transfer, a software interrupt, iretd: a top-level
     ``M.<call>`` that nothing before it can skip). Its bare run would always stop there, so it
     can show no hole: it runs as compiled, with no check (and in blocks: a ``mov ds, ax`` of
-    the syscall path no longer ends one, ``int``/``iretd`` run alone without a ``Sync``)."""
+    the syscall path no longer ends one, ``int``/``iretd`` run alone without a ``Sync``).
+    Remembered per instruction (address and bytes): the machine asks again each time it
+    compiles the instruction, after every flush of its compiled code."""
+    key = (insn.address, insn.raw)
+    hit = _NEVER.get(key)
+    if hit is None:
+        hit = _never_compared(insn)
+        if len(_NEVER) >= 1 << 16:
+            _NEVER.clear()
+        _NEVER[key] = hit
+    return hit
+
+
+_NEVER: dict = {}
+
+
+def _never_compared(insn) -> bool:
     try:
         fn = ast.parse(sem.source_of(insn)).body[0]
     except (sem.Unsupported, SyntaxError, IndexError):
