@@ -23,7 +23,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from browser_util import chromium_context, require_chromium, screenshot
+from browser_util import chromium_browser, chromium_context, require_chromium, screenshot
 from test_browser import (ALL_CELLS_RUN, CELL_ERRORS, NOTEBOOK_READY, STEP_TEXT, STEP_TIMEOUT,
                           UI_BUDGET, JupyterLab, cleared_copy, live)
 from vmkit import labsetup, nbtools
@@ -59,6 +59,14 @@ def save_state_setting(lab: JupyterLab, on: bool) -> None:
     else:
         user.mkdir(parents=True, exist_ok=True)
         (user / "plugin.jupyterlab-settings").write_text('{"saveState": false}')
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One chromium for the module's checks, each in a fresh context of its own."""
+    require_chromium()
+    with chromium_browser() as b:
+        yield b
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +150,7 @@ NBGRADER_TOOLS = """() => {
 
 
 @pytest.mark.parametrize("save_state", [True, False], ids=["state-saved", "state-off"])
-def test_reopened_notebook_shows_its_widgets(student, save_state):
+def test_reopened_notebook_shows_its_widgets(student, browser, save_state):
     """Run, save, close, kernel shut down, reopen: is every widget shown, none "not found"?
     With the kit's settings the widgets come back from their saved state (and, reopened while
     the kernel still runs, live: Step steps); with saveState turned off by the user, each
@@ -154,7 +162,7 @@ def test_reopened_notebook_shows_its_widgets(student, save_state):
     save_state_setting(lab, save_state)
     name = copy_in(lab, LECTURE_01, "state-saved" if save_state else "state-off")
     shot = f"lab-reopened-{Path(name).stem}" + ("" if save_state else "-without-state")
-    with chromium_context(viewport={"width": 1400, "height": 1000}) as context:
+    with chromium_context(browser, viewport={"width": 1400, "height": 1000}) as context:
         page = offline_page(context, lab)
         deadline = time.monotonic() + 2 * UI_BUDGET
 
@@ -357,7 +365,7 @@ def test_install_writes_settings(tmp_path):
 
 
 @pytest.mark.parametrize("instructor", [False, True], ids=["student", "instructor"])
-def test_instructor_tools_only_for_the_instructor(request, tmp_path, instructor):
+def test_instructor_tools_only_for_the_instructor(request, tmp_path, browser, instructor):
     """Does the student's Lab show no nbgrader menu or Validate button (and no formgrader
     page), while the instructor's (`make lab NBGRADER=1`) shows them?"""
     require_chromium()
@@ -368,7 +376,7 @@ def test_instructor_tools_only_for_the_instructor(request, tmp_path, instructor)
     name = copy_in(lab, SMOKE, "tools")
     who = "instructor" if instructor else "student"
     try:
-        with chromium_context(viewport={"width": 1400, "height": 1000}) as context:
+        with chromium_context(browser, viewport={"width": 1400, "height": 1000}) as context:
             page = offline_page(context, lab)
             try:
                 page.goto(lab.url(name), timeout=UI_BUDGET * 1000)
