@@ -198,7 +198,8 @@ def executed(request, lab, page, network):
         # app again would take seconds)
         page.evaluate("path => window.jupyterapp.commands.execute('docmanager:open', {path})"
                       ".then(() => true)", notebook)
-    else:
+    else:   # the first notebook, or the one before failed to open or run: start afresh
+        lab.shut_down_kernels()
         page.goto(lab.url(notebook), timeout=RUN_BUDGET * 1000)
     page.wait_for_function(NOTEBOOK_READY, timeout=RUN_BUDGET * 1000, polling=250)
     page.evaluate("window.jupyterapp.commands.execute('filebrowser:activate')")
