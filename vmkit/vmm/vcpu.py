@@ -143,15 +143,18 @@ class RealBackedCPU:
 
     @property
     def _real(self) -> CPU:
-        return self._vm.real_cpu
+        vm = self._vm     # vm.real_cpu, without its property call (every register access)
+        return vm.machine.cpu if vm.monitor.current == vm.index else vm.saved
 
     @property
     def regs(self) -> list:
-        return self._real.regs
+        vm = self._vm
+        return (vm.machine.cpu if vm.monitor.current == vm.index else vm.saved).regs
 
     @property
     def eip(self) -> int:
-        return self._real.eip
+        vm = self._vm
+        return (vm.machine.cpu if vm.monitor.current == vm.index else vm.saved).eip
 
     @eip.setter
     def eip(self, v: int) -> None:

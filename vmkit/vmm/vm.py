@@ -54,12 +54,21 @@ def _renamed(old: str, new: str) -> None:
 
 
 def event_name(vector: int, source: str) -> str:
-    """How stats and traces name an event: "#PF", "int 0x80", "irq 0"."""
-    if source == "irq":
-        return f"irq {vector - IRQ_BASE}"
-    if source == "int":
-        return f"int {vector:#x}"
-    return VECTOR_NAMES.get(vector, f"vector {vector}")
+    """How stats and traces name an event: "#PF", "int 0x80", "irq 0" (named once per
+    vector and source: every trap into a ring-1 monitor asks twice)."""
+    name = _EVENT_NAMES.get((vector, source))
+    if name is None:
+        if source == "irq":
+            name = f"irq {vector - IRQ_BASE}"
+        elif source == "int":
+            name = f"int {vector:#x}"
+        else:
+            name = VECTOR_NAMES.get(vector, f"vector {vector}")
+        _EVENT_NAMES[vector, source] = name
+    return name
+
+
+_EVENT_NAMES: dict = {}
 
 
 class GuestVM(VM):
@@ -136,12 +145,12 @@ class GuestVM(VM):
     @property
     def real_cpu(self) -> CPU:
         """The real CPU if this VM has it, else its saved state."""
-        return self.machine.cpu if self.current else self.saved
+        return self.machine.cpu if self.monitor.current == self.index else self.saved
 
     @property
     def clock(self) -> int:
         """Guest time: instructions this VM retired (emulated ones too) plus idle time."""
-        return self.machine.clock if self.current else self._clock
+        return self.machine.clock if self.monitor.current == self.index else self._clock
 
     # ---- guest-physical memory ------------------------------------------------------------
     def host_address(self, gpa: int) -> int | None:

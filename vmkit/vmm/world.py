@@ -126,7 +126,8 @@ class HostedMonitor(Monitor):
 
     # ---- the one run loop ------------------------------------------------------------------
     def _total_steps(self) -> int:
-        return sum(vm.steps for vm in self.vms)
+        vms = self.vms
+        return vms[0].steps if len(vms) == 1 else sum(vm.steps for vm in vms)
 
     def _run(self, max_steps: int, until, single: bool) -> RunResult:
         """The VMM's run loop: schedule a VM, do for its virtual CPU what the machine's run
@@ -249,6 +250,13 @@ class HostedMonitor(Monitor):
         """The VM to run next: the current one until it stops or its time slice ends, then
         the next running one (round robin every ``slice``, or the ``scheduler`` on machine
         time), with a world switch when it changes."""
+        if len(self.vms) == 1:   # one VM: no slice ends, no switch (each trip of the loop)
+            vm = self.vms[0]
+            if vm.result is not None:
+                return None
+            if self.machine_timer:
+                _sync_machine_timer(self)
+            return vm
         running = [vm for vm in self.vms if vm.result is None]
         if not running:
             return None

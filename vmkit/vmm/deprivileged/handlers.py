@@ -196,17 +196,16 @@ def emulate_iretd(vm: TEVM, insn: Insn) -> None:
         raise CannotEmulate("iretd with NT set (task return)")
     user = vc.cpl == 3
     esp = vc.esp
-    eip = vm.lin_read(esp, 4, user)
-    cs = vm.lin_read((esp + 4) & MASK32, 4, user) & 0xFFFF
-    fl = vm.lin_read((esp + 8) & MASK32, 4, user)
+    eip, cs, fl = vm.lin_read_dwords(esp, 3, user)
+    cs &= 0xFFFF
     rpl, cpl = cs & 3, vc.cpl
     if rpl < cpl:
         raise Fault(13, cs & 0xFFFC, detail=f"iretd to ring {rpl} from ring {cpl}")
     d = vm.check_code(cs, rpl)
     vm.set_accessed(cs, d)
     if rpl > cpl:
-        new_esp = vm.lin_read((esp + 12) & MASK32, 4, user)
-        new_ss = vm.lin_read((esp + 16) & MASK32, 4, user) & 0xFFFF
+        new_esp, new_ss = vm.lin_read_dwords((esp + 12) & MASK32, 2, user)
+        new_ss &= 0xFFFF
         vm.stack_descriptor(new_ss, rpl)
     old = vc.eflags
     mask = rules.iret_flags_mask(cpl, vc.iopl)
@@ -217,7 +216,8 @@ def emulate_iretd(vm: TEVM, insn: Insn) -> None:
         vc.esp = new_esp
     else:
         vc.esp = esp + 12
-    vm.monitor._load_real_cs(vm, cs, rpl, "iret")
+    # the descriptor just checked, when its accessed bit was set already (else read again)
+    vm.monitor._load_real_cs(vm, cs, rpl, "iret", d if d.access & 1 else None)
     vm.monitor.trace.add(IRet(vm.clock, from_ring=cpl, to_ring=rpl, eip=eip, vm=vm.index))
 
 

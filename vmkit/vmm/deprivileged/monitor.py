@@ -234,12 +234,25 @@ class Deprivileged(HostedMonitor, MachineHooks):
         if cause == "iret" and old == 1:
             # a ring-0 iretd loads IF and IOPL from the image; the ring-1 one loaded neither.
             # The image is still in guest memory where the iretd popped it.
-            image = vm.peek((self._host.iret_frame + 8) & MASK32, 4)
-            if image is not None:
-                fl = int.from_bytes(image, "little")
+            fl = self._popped_eflags(vm, (self._host.iret_frame + 8) & MASK32)
+            if fl is not None:
                 vc.IF, vc.iopl = (fl >> 9) & 1, (fl >> 12) & 3
         if self._deliverable(vm) is not None:
             self._host.request_exit()
+
+    def _popped_eflags(self, vm: TEVM, lin: int) -> int | None:
+        """The EFLAGS image an outward iretd just popped at guest-linear ``lin``: read where
+        the real CPU read it, through the real TLB entry its pop left (a dictionary lookup, no
+        side effects), else peeked through the guest's tables (None when unmapped)."""
+        m = self._host
+        if (lin & 0xFFF) <= 0xFFC:
+            base = m.tlb["rs"].get(lin >> 12)
+            if base is not None:
+                pa = base | (lin & 0xFFF)
+                if vm.slice_base <= pa and pa + 4 <= vm.slice_base + vm.memory_size:
+                    return int.from_bytes(m.mem[pa:pa + 4], "little")
+        image = vm.peek(lin, 4)
+        return None if image is None else int.from_bytes(image, "little")
 
     # ---- reflection: the VMM delivers into the guest ------------------------------------------
     def _reflect(self, vm: TEVM, vector: int, error_code: int | None, return_eip: int,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from vmkit.isa.faults import Fault
 from vmkit.machine import rules
-from vmkit.machine.cpu import MASK32
 from vmkit.trace import Reflection
 from vmkit.vmm.deprivileged.vcpu import NT, RF, TEVM, TF, VM_FLAG
 from vmkit.vmm.vm import event_name
@@ -37,12 +36,7 @@ def reflect(te, vm: TEVM, vector: int, error_code: int | None, return_eip: int,
         esp = cpu.regs[4]
     if error_code is not None:
         frame.append(error_code)
-    pushes = []
-    for v in frame:
-        esp = (esp - 4) & MASK32
-        pushes.append((esp, v))
-    for a, v in pushes:
-        vm.lin_write(a, 4, v & MASK32)
+    esp = vm.push_frame(esp, frame)
     # commit, on the real CPU and the virtual one
     if new_ss is not None:
         te._load_real_segment(vm, 2, new_ss)

@@ -87,5 +87,11 @@ def sync_gdt(te, vm: TEVM) -> None:
             return
         vm.gdt_src = src
     mem = te._host.mem
-    if b"".join(bytes(mem[h:h + t]) for h, t in vm.gdt_src) != vm.gdt_copy:
+    src = vm.gdt_src
+    if len(src) == 1:      # the table in one page: one comparison, no copy
+        h, t = src[0]
+        same = mem[h:h + t] == vm.gdt_copy
+    else:
+        same = b"".join(bytes(mem[h:h + t]) for h, t in src) == vm.gdt_copy
+    if not same:
         te.shadow_gdt(vm)

@@ -21,6 +21,7 @@ REAL_CR4_FROM_GUEST = CR4_TSD | CR4_UMIP
 
 _Q = struct.Struct("<Q")
 _I = struct.Struct("<I")
+_DWORDS = {n: struct.Struct(f"<{n}I") for n in range(1, 7)}
 
 
 # =================================================================================================
@@ -138,6 +139,77 @@ class TEVM(GuestVM):
             frame = self.walk(lin, write, user)[0] & 0xFFFFF000
             t[lin >> 12] = frame
         return frame | (lin & 0xFFF)
+
+    def lin_read(self, lin: int, n: int, user: bool = False) -> int:
+        """``GuestVM.lin_read``; a hit in the VMM's TLB on one page reads the host memory at
+        once (the gate, the descriptors, the TSS and the frame of every reflection read so)."""
+        if (lin & 0xFFF) + n <= 0x1000:
+            frame = self.tlb[False, user].get(lin >> 12)
+            if frame is not None:
+                gpa = frame | (lin & 0xFFF)
+                m = self.machine
+                if gpa + n <= self.memory_size and not m.watched_pages:
+                    a = self.slice_base + gpa
+                    return int.from_bytes(m.mem[a:a + n], "little")
+        return super().lin_read(lin, n, user)
+
+    def lin_write(self, lin: int, n: int, v: int, user: bool = False) -> None:
+        """``GuestVM.lin_write``; a hit in the VMM's TLB on one page writes the host memory at
+        once (through ``Machine.phys_write`` where compiled code lies, for its invalidation)."""
+        if (lin & 0xFFF) + n <= 0x1000:
+            frame = self.tlb[True, user].get(lin >> 12)
+            if frame is not None:
+                gpa = frame | (lin & 0xFFF)
+                m = self.machine
+                if gpa + n <= self.memory_size and not m.watched_pages:
+                    a = self.slice_base + gpa
+                    data = (v & ((1 << (8 * n)) - 1)).to_bytes(n, "little")
+                    if a >> 12 in m.code_pages:
+                        m.phys_write(a, data, "vmm")
+                    else:
+                        m.mem[a:a + n] = data
+                    return
+        super().lin_write(lin, n, v, user)
+
+    def lin_read_dwords(self, lin: int, count: int, user: bool = False) -> tuple:
+        """``count`` dwords from guest-linear ``lin`` up, as ``lin_read(lin + 4 * i, 4)`` one
+        after the other; on one page that the VMM's TLB maps, in one load (a popped frame)."""
+        n = 4 * count
+        if (lin & 0xFFF) + n <= 0x1000 and count in _DWORDS:
+            frame = self.tlb[False, user].get(lin >> 12)
+            if frame is not None:
+                gpa = frame | (lin & 0xFFF)
+                m = self.machine
+                if gpa + n <= self.memory_size and not m.watched_pages:
+                    return _DWORDS[count].unpack_from(m.mem, self.slice_base + gpa)
+        return tuple(self.lin_read((lin + 4 * i) & MASK32, 4, user) for i in range(count))
+
+    def push_frame(self, esp: int, values: list) -> int:
+        """Push ``values`` (first the highest) onto the guest stack below ``esp`` as supervisor
+        writes, as ``lin_write`` one by one; -> the new ESP. On one page that the VMM's TLB
+        maps for writing they go in one store (a reflection's frame)."""
+        n = 4 * len(values)
+        low = (esp - n) & MASK32
+        if (low & 0xFFF) + n <= 0x1000 and len(values) in _DWORDS:
+            frame = self.tlb[True, False].get(low >> 12)
+            if frame is not None:
+                gpa = frame | (low & 0xFFF)
+                m = self.machine
+                if gpa + n <= self.memory_size and not m.watched_pages:
+                    a = self.slice_base + gpa
+                    data = _DWORDS[len(values)].pack(*[v & MASK32 for v in reversed(values)])
+                    if a >> 12 in m.code_pages:
+                        m.phys_write(a, data, "vmm")
+                    else:
+                        m.mem[a:a + n] = data
+                    return low
+        pushes = []
+        for v in values:
+            esp = (esp - 4) & MASK32
+            pushes.append((esp, v))
+        for a, v in pushes:
+            self.lin_write(a, 4, v & MASK32)
+        return esp
 
     def flush_tlb(self, vpn: int | None = None) -> None:
         for t in self.tlb.values():

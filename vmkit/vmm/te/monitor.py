@@ -8,7 +8,7 @@ from collections import Counter
 from vmkit.isa import semantics as sem
 from vmkit.vmm.deprivileged.handlers import _DEFAULT_HANDLERS
 from vmkit.vmm.deprivileged.monitor import Deprivileged
-from vmkit.vmm.te.holes import HoleCheck, is_hole_form
+from vmkit.vmm.te.holes import HoleCheck, is_hole_form, never_compared
 
 __all__ = ["TrapAndEmulate"]
 
@@ -74,8 +74,8 @@ class TrapAndEmulate(Deprivileged):
     def intercept(self, insn):
         """A sensitive, unprivileged instruction (``vmkit.classify``) runs checked for holes
         (MachineHooks.intercept, asked once when the machine compiles it); every other one as
-        compiled."""
-        if not is_hole_form(insn):
+        compiled, and so does one whose bare run could never be made (``never_compared``)."""
+        if not is_hole_form(insn) or never_compared(insn):
             return None
         real = sem.compile_insn(insn, self._host.compile_globals)
         if isinstance(real, str):
