@@ -14,10 +14,15 @@ within 20 % of native on compute; syscall-heavy >= 2x per-instruction mode.
 
 ``--before DIR`` also measures the vmkit rows with another checkout's code (DIR, e.g. a
 ``git worktree`` of an earlier commit), in a child process of the same run: the syscall goal
-is stated against the per-instruction figures of the code before the change. The notebooks'
+is stated against the per-instruction figures of the code before the change (the first
+``--before`` when there are several). The notebooks'
 times are ``benchmarks/bench_notebooks.py``'s (kernel CPU time, both modes, ``--before`` too).
 
+``--guests ctxswitch,divzero,pagefault`` adds columns for other trap-heavy guests (a context
+switch, a divide error, a page fault an iteration).
+
     python benchmarks/bench_speed.py [--repeat N] [--iterations N] [--before DIR]
+                                     [--monitors LIST] [--guests LIST]
 """
 
 from __future__ import annotations
@@ -84,8 +89,16 @@ def vmkit_rate(guest: str, monitor: str, blocks: bool, repeat: int, **params) ->
     return best, r.steps, console
 
 
+#: the trap-heavy guests ``--guests`` adds (each a kernel round trip per iteration: a system
+#: call, a context switch, a divide error, a page fault) and their parameters from --syscalls
+TRAP_GUESTS = {"ctxswitch": lambda n: {"iterations": max(1, n // 10)},  # 120 instructions
+               "divzero": lambda n: {"iterations": n},
+               "pagefault": lambda n: {"pages": 448}}
+
+
 def vmkit_rates(a) -> dict:
-    """(monitor, blocks) -> (compute rate, syscall rate, compute console, syscall console)."""
+    """(monitor, blocks) -> (compute rate, syscall rate, compute console, syscall console,
+    {guest of --guests: (rate, console)})."""
     saved = os.environ.get("VMKIT_BLOCKS")
     out = {}
     try:
@@ -95,7 +108,12 @@ def vmkit_rates(a) -> dict:
                                          iterations=a.iterations)
                 s, _, con_s = vmkit_rate("syscall", mon, blocks, a.repeat,
                                          iterations=a.syscalls)
-                out[(mon, blocks)] = (c, s, con_c, con_s)
+                extra = {}
+                for g in a.guests:
+                    r, _, con = vmkit_rate(g, mon, blocks, a.repeat,
+                                           **TRAP_GUESTS[g](a.syscalls))
+                    extra[g] = (r, con)
+                out[(mon, blocks)] = (c, s, con_c, con_s, extra)
     finally:
         if saved is None:
             os.environ.pop("VMKIT_BLOCKS", None)
@@ -106,14 +124,15 @@ def vmkit_rates(a) -> dict:
     return out
 
 
-def before_rates(a) -> dict:
-    """vmkit_rates with the code of checkout ``a.before``, in a child process."""
-    env = dict(os.environ, PYTHONPATH=str(Path(a.before).resolve()))
+def before_rates(a, before: Path) -> dict:
+    """vmkit_rates with the code of checkout ``before``, in a child process."""
+    env = dict(os.environ, PYTHONPATH=str(Path(before).resolve()))
     r = subprocess.run([sys.executable, __file__, "--rates-json", "--repeat", str(a.repeat),
                         "--iterations", str(a.iterations), "--syscalls", str(a.syscalls),
-                        "--monitors", ",".join(a.mons)],
+                        "--monitors", ",".join(a.mons), "--guests", ",".join(a.guests)],
                        env=env, capture_output=True, text=True, check=True)
-    return {(m, b): tuple(v) for m, b, v in json.loads(r.stdout)}
+    return {(m, b): tuple(v[:4]) + ({g: tuple(x) for g, x in v[4].items()},)
+            for m, b, v in json.loads(r.stdout)}
 
 
 MONS = ("native", "te", "bt", "hw", "pv")
@@ -125,44 +144,64 @@ def main(argv=None) -> int:
     p.add_argument("--iterations", type=int, default=300_000,
                    help="LCG iterations (7 instructions each)")
     p.add_argument("--syscalls", type=int, default=20_000, help="syscall guest iterations")
-    p.add_argument("--before", type=Path, help="another checkout of the kit: its vmkit rows "
+    p.add_argument("--before", type=Path, action="append", default=[],
+                   help="another checkout of the kit (repeatable): its vmkit rows "
                    "too, and the syscall goal against its per-instruction figures")
     p.add_argument("--monitors", default=",".join(MONS),
                    help="comma-separated monitors to measure (native is always measured: the "
                         "ratios are to it)")
+    p.add_argument("--guests", default="",
+                   help="comma-separated trap-heavy guests measured too, each a kernel round "
+                        f"trip an iteration ({', '.join(TRAP_GUESTS)}; --syscalls sets their "
+                        "iterations: ctxswitch a tenth, pagefault touches 448 pages)")
     p.add_argument("--rates-json", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     a.mons = ["native"] + [m for m in a.monitors.split(",") if m and m != "native"]
     unknown = [m for m in a.mons if m not in MONITORS]
     if unknown:
         p.error(f"unknown monitor {unknown[0]!r}; expected some of {', '.join(MONITORS)}")
+    a.guests = [g for g in a.guests.split(",") if g]
+    unknown = [g for g in a.guests if g not in TRAP_GUESTS]
+    if unknown:
+        p.error(f"unknown guest {unknown[0]!r} for --guests; expected some of "
+                f"{', '.join(TRAP_GUESTS)}")
     if a.rates_json:
         print(json.dumps([(m, b, v) for (m, b), v in vmkit_rates(a).items()]))
         return 0
-    if a.before is not None and not (Path(a.before) / "vmkit").is_dir():
-        print(f"bench_speed.py: --before {a.before}: no vmkit package there", file=sys.stderr)
-        return 2
+    for before in a.before:
+        if not (Path(before) / "vmkit").is_dir():
+            print(f"bench_speed.py: --before {before}: no vmkit package there",
+                  file=sys.stderr)
+            return 2
     u0 = unicorn_rate(a.iterations, False, a.repeat)
     u1 = unicorn_rate(a.iterations, True, a.repeat)
-    print(f"{'':<36} {'compute':>14} {'syscall':>14}   (guest instructions per CPU second)")
+    head = "".join(f" {g:>14}" for g in a.guests)
+    print(f"{'':<48} {'compute':>14} {'syscall':>14}{head}   (guest instructions per CPU "
+          "second)")
     if u0 is not None:
-        print(f"{'unicorn, no hook':<36} {u0 / 1e6:>12.2f} M")
-        print(f"{'unicorn, Python hook':<36} {u1 / 1e6:>12.2f} M")
+        print(f"{'unicorn, no hook':<48} {u0 / 1e6:>12.2f} M")
+        print(f"{'unicorn, Python hook':<48} {u1 / 1e6:>12.2f} M")
     runs = []
-    if a.before is not None:
-        runs.append(("before", before_rates(a)))
+    for k, before in enumerate(a.before):
+        tag = "before" if len(a.before) == 1 else f"before {k + 1} ({Path(before).name})"
+        runs.append((tag, before_rates(a, before)))
     runs.append(("", vmkit_rates(a)))
     for tag, rates in runs:
         for blocks in (False, True):
             for mon in a.mons:
                 c, s = rates[(mon, blocks)][:2]
+                extra = rates[(mon, blocks)][4]
                 label = (f"{tag + ': ' if tag else ''}vmkit {mon}, "
                          f"{'blocks' if blocks else 'per-instruction'}")
-                print(f"{label:<36} {c / 1e6:>12.2f} M {s / 1e6:>12.3f} M")
+                cols = "".join(f" {extra[g][0] / 1e6:>12.3f} M" for g in a.guests)
+                print(f"{label:<48} {c / 1e6:>12.2f} M {s / 1e6:>12.3f} M{cols}")
     rates = runs[-1][1]
-    base = runs[0][1]       # "today's" figures: the checkout before, else this one
+    base = runs[0][1]       # "today's" figures: the (first) checkout before, else this one
     # the same guest output in both modes (a benchmark of a wrong answer is worthless)
-    bad = [m for m in a.mons if len({rates[(m, b)][2:] for b in (False, True)}) != 1]
+    bad = [m for m in a.mons
+           if len({(rates[(m, b)][2:4], tuple(sorted((g, x[1]) for g, x in
+                                                       rates[(m, b)][4].items())))
+                   for b in (False, True)}) != 1]
     native_b = rates[("native", True)][0]
     print()
     if u1:
@@ -170,10 +209,13 @@ def main(argv=None) -> int:
     for mon in a.mons[1:]:
         print(f"{mon} blocks / native blocks, compute: {rates[(mon, True)][0] / native_b:.2f} "
               f"(goal >= 0.8)")
-    what = "per-instruction before" if a.before is not None else "per-instruction"
+    what = "per-instruction before" if a.before else "per-instruction"
     for mon in a.mons:
         print(f"{mon} syscall, blocks / {what}: "
               f"{rates[(mon, True)][1] / base[(mon, False)][1]:.2f}x (goal >= 2)")
+        for g in a.guests:
+            print(f"{mon} {g}, blocks / {what}: "
+                  f"{rates[(mon, True)][4][g][0] / base[(mon, False)][4][g][0]:.2f}x")
     if bad:
         print(f"consoles differ between modes under {', '.join(bad)}")
         return 1

@@ -75,8 +75,21 @@ def op_pushad(e: Emit, insn) -> None:
     size = 2 if insn.mnemonic == "pushaw" else 4
     m = 0xFFFF if size == 2 else 0xFFFFFFFF
     e.line("sp = R[4]")
-    for i in range(8):
-        e.line(f"wr{size}((sp - {(i + 1) * size}) & 0xFFFFFFFF, R[{i}] & {m:#x})")
+    if size == 4:
+        # the machine's own accessor pushes all eight as one store where the page allows
+        # (``wr4.x8``, vmkit.machine.accessors); other accessors go one by one
+        regs = ", ".join(f"R[{i}] & {m:#x}" for i in range(8))
+        e.line("x8 = getattr(wr4, 'x8', None)")
+        e.line("if x8 is not None:")
+        with e.indent():
+            e.line(f"x8(sp, ({regs}))")
+        e.line("else:")
+        with e.indent():
+            for i in range(8):
+                e.line(f"wr4((sp - {(i + 1) * 4}) & 0xFFFFFFFF, R[{i}] & {m:#x})")
+    else:
+        for i in range(8):
+            e.line(f"wr{size}((sp - {(i + 1) * size}) & 0xFFFFFFFF, R[{i}] & {m:#x})")
     e.line(f"R[4] = (sp - {8 * size}) & 0xFFFFFFFF")
 
 
@@ -85,7 +98,12 @@ def op_popad(e: Emit, insn) -> None:
     """Pop edi, esi, ebp, (skip esp), ebx, edx, ecx, eax."""
     size = 2 if insn.mnemonic == "popaw" else 4
     e.line("sp = R[4]")
-    e.line(f"vals = [rd{size}((sp + {size} * k) & 0xFFFFFFFF) for k in range(8)]")
+    if size == 4:   # one load where the machine's accessor allows (``rd4.x8``, as PUSHAD)
+        e.line("x8 = getattr(rd4, 'x8', None)")
+        e.line("vals = x8(sp) if x8 is not None else "
+               "[rd4((sp + 4 * k) & 0xFFFFFFFF) for k in range(8)]")
+    else:
+        e.line(f"vals = [rd{size}((sp + {size} * k) & 0xFFFFFFFF) for k in range(8)]")
     for k, reg in enumerate((7, 6, 5, None, 3, 2, 1, 0)):
         if reg is None:
             continue

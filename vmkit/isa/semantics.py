@@ -14,8 +14,9 @@ Three layers, as in STYLE.md:
 
 Generated code runs with these globals (set up by the machine, see ``Machine._globals``):
 ``C`` the CPU, ``R`` its register list, ``M`` the machine, ``rd1 rd2 rd4 wr1 wr2 wr4`` memory
-accessors for linear addresses in the current mode, ``Fault``, ``Resched``, ``PARITY``,
-``lazy_status`` and the lazy kinds ``LZ_*``.
+accessors for linear addresses in the current mode (the machine's own carry ``fill`` and
+``x8``: REP STOS and POPAD/PUSHAD in one slice where the page allows), ``Fault``, ``Resched``,
+``PARITY``, ``lazy_status`` and the lazy kinds ``LZ_*``.
 """
 
 from __future__ import annotations

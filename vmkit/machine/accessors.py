@@ -7,6 +7,8 @@ through ``translate`` (one translation per page touched, as the TLB counts it).
 
 from __future__ import annotations
 
+import struct
+
 from vmkit.machine.mmu import _U16, _U32, CR0_PG
 
 __all__ = ["make_accessors"]
@@ -33,10 +35,48 @@ def _filler(n: int, resolve, mem, size: int, cp: dict, counter):
     return fill
 
 
+_POP8 = struct.Struct("<8I")
+
+
+def _all8(rd_resolve, wr_resolve, mem, size: int, cp: dict, counter, rd4, wr4) -> None:
+    """``rd4.x8(a)`` and ``wr4.x8(top, values)`` for POPAD and PUSHAD: the eight doublewords
+    from ``a`` up, and the eight pushes below ``top`` (``values[0]`` at ``top - 4``, as the
+    first push), each as one slice when they lie in one page that ``rd_resolve`` /
+    ``wr_resolve`` maps without a walk (a TLB hit, or paging off), in memory, with no compiled
+    code there; else one accessor call each, in the instruction's order (so a fault on the
+    fifth push leaves the first four written). Each doubleword counts a TLB hit, as the
+    accessor would. The syscall guest's kernel entry and exit: 16 accessor calls -> 2."""
+    def rd4x8(a):
+        if (a & 0xFFF) <= 0xFE0:
+            pa = rd_resolve(a)
+            if pa is not None and pa + 32 <= size:
+                if counter is not None:
+                    counter.tlb_hits += 8
+                return _POP8.unpack_from(mem, pa)
+        return [rd4((a + 4 * k) & 0xFFFFFFFF) for k in range(8)]
+
+    def wr4x8(top, values):
+        a = (top - 32) & 0xFFFFFFFF
+        if (a & 0xFFF) <= 0xFE0:
+            pa = wr_resolve(a)
+            if pa is not None and pa + 32 <= size and pa >> 12 not in cp:
+                _POP8.pack_into(mem, pa, *values[::-1])
+                if counter is not None:
+                    counter.tlb_hits += 8
+                return
+        for k, v in enumerate(values):
+            wr4((top - 4 * (k + 1)) & 0xFFFFFFFF, v)
+    # attributes, as ``fill``: code compiled with other accessors (a monitor's, through the
+    # guest's page tables) finds none and goes element by element
+    rd4.x8 = rd4x8
+    wr4.x8 = wr4x8
+
+
 def make_accessors(m, user: bool) -> dict:
     """The six memory accessors (``rd1``, ``rd2``, ``rd4``, ``wr1``, ``wr2``, ``wr4``) of machine
     ``m`` for its current paging mode and privilege ``user``; the writers carry ``fill``
-    (REP STOS) where their fast path allows it."""
+    (REP STOS) where their fast path allows it, ``rd4`` and ``wr4`` carry ``x8`` (POPAD,
+    PUSHAD)."""
     mem = m.mem
     size = m.memory_size
     cp = m.code_pages
@@ -70,7 +110,11 @@ def make_accessors(m, user: bool) -> dict:
                 else:
                     pack(a, v)
             return wrn
-        return dict(rd1=rd(1), rd2=rd(2), rd4=rd(4), wr1=wr(1), wr2=wr(2), wr4=wr(4))
+        def unwatched(a):
+            return None if a >> 12 in wp else a
+        acc = dict(rd1=rd(1), rd2=rd(2), rd4=rd(4), wr1=wr(1), wr2=wr(2), wr4=wr(4))
+        _all8(unwatched, unwatched, mem, size, cp, None, acc["rd4"], acc["wr4"])
+        return acc
 
     if not m.cpu.cr0 & CR0_PG and m.nested is None:
         def rd1(a):
@@ -105,6 +149,7 @@ def make_accessors(m, user: bool) -> dict:
                 phys_wr(a, 4, v)
         for n, w in ((1, wr1), (2, wr2), (4, wr4)):
             w.fill = _filler(n, lambda a: a, mem, size, cp, None)
+        _all8(lambda a: a, lambda a: a, mem, size, cp, None, rd4, wr4)
         return dict(rd1=rd1, rd2=rd2, rd4=rd4, wr1=wr1, wr2=wr2, wr4=wr4)
 
     rt = m.tlb["ru" if user else "rs"]
@@ -196,6 +241,10 @@ def make_accessors(m, user: bool) -> dict:
     def hit(a):
         f = wget(a >> 12)
         return None if f is None else f | (a & 0xFFF)
+    def rhit(a):
+        f = rget(a >> 12)
+        return None if f is None else f | (a & 0xFFF)
     for n, w in ((1, wr1), (2, wr2), (4, wr4)):
         w.fill = _filler(n, hit, mem, size, cp, machine)
+    _all8(rhit, hit, mem, size, cp, machine, rd4, wr4)
     return dict(rd1=rd1, rd2=rd2, rd4=rd4, wr1=wr1, wr2=wr2, wr4=wr4)

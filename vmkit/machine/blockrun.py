@@ -82,6 +82,7 @@ class BlockRunMixin:
         n = 0
         sync = False
         b = _SINGLE
+        ticks = self.dev.next_tick
         self.in_burst = True
         try:
             bcache = self._bcache
@@ -116,9 +117,17 @@ class BlockRunMixin:
                 elif k == -2:   # what the burst would end in (Sync), without the exception
                     b = _SINGLE
                     self._retire(n)
+                    budget -= n + 1
                     n = 0
-                    self._run_one()
-                    return
+                    self._run_one()     # with exact clocks (INT n, IRET, I/O ...)
+                    if budget <= 0 or not self._go_on(ticks):
+                        return
+                    # what the run loop would do next is this burst again: go on here
+                    self.in_burst = True
+                    bcache = self._bcache     # the mode may have changed (CPL, paging)
+                    bget = bcache.get
+                    get = self._icache.get
+                    continue
                 b[0]()
                 n += 1
         except Resched as ex:
@@ -136,6 +145,20 @@ class BlockRunMixin:
             self._retire(n)
         if sync:
             self._run_one()
+
+    def _go_on(self, ticks) -> bool:
+        """After an instruction run alone inside a burst: would the run loop (``Machine.run``)
+        do nothing at this boundary but start the burst again? (no exit asked, no power-off,
+        the timer not reprogrammed (``ticks``: its deadline when the burst began), no
+        interrupt to deliver, not halted, no single-step trap, no interrupt shadow)"""
+        cpu = self.cpu
+        dv = self.dev
+        if (self.exit_request or dv.poweroff_code is not None or dv.next_tick != ticks
+                or cpu.halted or cpu.ef & 0x100 or self.steps < self.irq_inhibit_until
+                or not self.blocks):
+            return False
+        self._tick()
+        return self.deliverable_irq() is None
 
     def _rewind(self, b, ex: BaseException) -> int:
         """A block stopped inside by ``ex`` (a fault, or an instruction that needs exact

@@ -25,9 +25,9 @@ function per basic block, so everything between two control transfers runs witho
 
 Blocks end at a control transfer, before an instruction a monitor intercepts, before an
 instruction that needs exact clocks (INT, IRET, far RET, IN/OUT, RDTSC: it runs alone), after
-any other instruction that calls into the machine (``M.``: segment loads, control registers;
-EIP is stored before it) or may return early (REP), at a page boundary, and after
-``MAX_INSNS`` instructions. Constants, dead locals and registers held in locals are
+any other instruction that calls into the machine (``M.``: SS loads, control registers;
+EIP is stored before it; a DS/ES/FS/GS load is called in the middle of the block) or may
+return early (REP), at a page boundary, and after ``MAX_INSNS`` instructions. Constants, dead locals and registers held in locals are
 :mod:`vmkit.machine.blockopt`'s; running blocks is :mod:`vmkit.machine.blockrun`'s.
 
 Measured (``benchmarks/bench_speed.py``, the ``compute`` guest, Native, a busy two-core
@@ -290,7 +290,8 @@ def translate(m, eip: int, made_only: bool = False):
         insns.append((insn, src))
         a = insn.next
         lines = src.rstrip().splitlines()
-        if ("M." in src or "Resched" in src or "return" in src or src.count("C.eip") > 1
+        if (("M." in src and not _data_segment_load(src)) or "Resched" in src
+                or "return" in src or src.count("C.eip") > 1
                 or lines[-1].strip() != f"C.eip = {insn.next:#x}"):
             break   # a machine call, an early return or a jump ends the block
         if len(insns) >= MAX_INSNS or (a & 0xFFF) + 15 > 0x1000 or a >> 12 != eip >> 12:
@@ -314,6 +315,17 @@ def translate(m, eip: int, made_only: bool = False):
     g = m.compile_globals
     fn = types.FunctionType(fcode, g, fcode.co_name, (g["R"], g["C"], g["M"], g["PARITY"]))
     return fn, n, addrs, starts, fcode, [i for i, _ in insns], source, pa0
+
+
+def _data_segment_load(src: str) -> bool:
+    """Is the instruction's only machine call a load of DS, ES, FS or GS? Such a load changes
+    neither how the next instruction is fetched nor whether an interrupt is due, so the block
+    goes on after it (as a monitor's callout in the middle of a block: EIP stored before it,
+    registers not held in locals); SS (the interrupt shadow) and CS end the block. A kernel's
+    entry and exit (``mov ds, ax; mov es, ax`` and what follows) are one block each instead
+    of three."""
+    calls = src.count("M.")
+    return calls == 1 and any(f"M.load_seg({k}, " in src for k in (0, 3, 4, 5))
 
 
 def _source(insn) -> str | None:

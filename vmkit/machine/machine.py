@@ -158,6 +158,7 @@ class Machine(MMUMixin, SystemMixin, BlockRunMixin):
         # the namespace compiled instructions run in (a monitor compiling its own code uses it)
         self.compile_globals = self._make_globals()
         self._accessors: dict = {}
+        self._checks: dict = {}     # remembered protection checks (vmkit.machine.checkcache)
         self._snap_pages: tuple | None = None   # the pages of the last snapshot taken or restored
         self._write_boot_gdt()
         self.mode_changed()

@@ -27,6 +27,7 @@ from vmkit.isa.faults import HAS_ERROR_CODE, Fault
 
 __all__ = ["SystemView", "Descriptor", "CONTRIBUTORY", "PAGE_FAULT", "BENIGN",
            "code_segment", "stack_segment", "tss_segment", "interrupt_gate", "tss_stack",
+           "delivery", "data_segment",
            "inner_stack_segment", "inner_stack",
            "io_denied", "iret_flags_mask", "escalates", "deliver_exception", "fault_chain",
            "FLAGS_WRITABLE", "halt_outcome", "visible_descriptor", "DESCRIPTOR_QUERIES"]
@@ -239,6 +240,43 @@ def interrupt_gate(view: SystemView, idtr, cpl: int, vector: int, source: str,
     return gate, cd, (cpl if cd.conforming else cd.dpl), ext
 
 
+def delivery(view: SystemView, idtr, tr, cpl: int, vector: int,
+             source: str) -> tuple[Descriptor, Descriptor, int, int, tuple | None]:
+    """Every check of delivering ``vector`` from ``cpl`` in the SDM's order (6.12.1):
+    :func:`interrupt_gate`, then, when the handler runs in an inner ring, :func:`inner_stack`
+    -> (gate, handler's code descriptor, new CPL, EXT, (ESP, SS, SS's descriptor) of the inner
+    stack or None)."""
+    gate, cd, new_cpl, ext = interrupt_gate(view, idtr, cpl, vector, source)
+    inner = inner_stack(view, tr, new_cpl, ext) if new_cpl < cpl else None
+    return gate, cd, new_cpl, ext, inner
+
+
+def data_segment(view: SystemView, index: int, selector: int, cpl: int) -> Descriptor | None:
+    """The checks of MOV/POP to segment register ``index`` (SDM Vol. 2B, MOV): SS (index 2)
+    takes a writable data segment of DPL = RPL = CPL, present (#SS otherwise); DS, ES, FS, GS
+    take null (-> None) or a readable segment that CPL and RPL may use, present (#NP)."""
+    rpl = selector & 3
+    if index == 2:  # SS
+        if selector & 0xFFFC == 0:
+            raise Fault(13, 0, detail="null selector loaded into SS")
+        d = view.read_descriptor(selector)
+        if rpl != cpl or d.dpl != cpl or not d.writable:
+            raise Fault(13, selector & 0xFFFC, detail=f"SS selector {selector:#x} not a "
+                        f"writable data segment at ring {cpl}")
+        if not d.present:
+            raise Fault(12, selector & 0xFFFC, detail="stack segment not present")
+        return d
+    if selector & 0xFFFC == 0:
+        return None
+    d = view.read_descriptor(selector)
+    if not d.readable or ((not d.code or not d.conforming) and (d.dpl < cpl or d.dpl < rpl)):
+        raise Fault(13, selector & 0xFFFC, detail=f"selector {selector:#x} not loadable "
+                    f"at CPL {cpl} (DPL {d.dpl}, RPL {rpl})")
+    if not d.present:
+        raise Fault(11, selector & 0xFFFC, detail="segment not present")
+    return d
+
+
 def tss_stack(view: SystemView, tr, new_cpl: int, ext: int) -> tuple[int, int]:
     """SSn:ESPn for an interrupt that enters inner ring ``new_cpl``: read from the TSS now
     (SDM 6.12.1, 7.2.1; #TS with no TSS or one too small) -> (ESP, SS), SS not yet checked."""
@@ -272,9 +310,10 @@ def escalates(first: int, second: int) -> bool:
 
 
 def fault_chain(history: tuple) -> str:
-    """'#UD, then #GP(0x32) delivering it, ...': what a triple fault reports."""
+    """'#UD, then #GP(0x32) delivering it, ...': what a triple fault reports (``history``
+    holds the faults, or their texts)."""
     first, rest = history[0], history[1:]
-    return first + "".join(f", then {h} delivering it" for h in rest)
+    return str(first) + "".join(f", then {h} delivering it" for h in rest)
 
 
 def deliver_exception(deliver: Callable[[int, int | None], None], f: Fault,
@@ -283,7 +322,7 @@ def deliver_exception(deliver: Callable[[int, int | None], None], f: Fault,
     of a failed delivery, leaving state unchanged) under the double-fault rules of SDM Table
     6-5; a fault while delivering #DF raises ``triple(chain)``, ``chain`` telling the whole
     story from the first exception (:func:`fault_chain`)."""
-    history = _history + (str(f),)
+    history = _history + (f,)     # texts made only for a triple fault's message
     vector, code = f.vector, f.error_code
     if vector in HAS_ERROR_CODE and code is None:
         code = 0
@@ -292,15 +331,15 @@ def deliver_exception(deliver: Callable[[int, int | None], None], f: Fault,
         return
     except Fault as second:
         if vector == 8:
-            raise triple(fault_chain(history + (str(second),))) from None
+            raise triple(fault_chain(history + (second,))) from None
         if not escalates(vector, second.vector):
             deliver_exception(deliver, second, triple, history)   # serial: the second one
             return
-        history += (str(second),)
+        history += (second,)
     try:
         deliver(8, 0)
     except Fault as third:
-        raise triple(fault_chain(history + ("#DF", str(third)))) from None
+        raise triple(fault_chain(history + ("#DF", third))) from None
 
 
 # ---- returns -------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from vmkit.isa.faults import VECTOR_NAMES, Fault, Resched
 from vmkit.machine import rules
+from vmkit.machine.checkcache import checked, checked_segment, push_frame, read_dwords
 from vmkit.machine.cpu import CPU
 from vmkit.machine.mmu import CR0_PG, CR0_WP, CR4_PSE, Sync
 from vmkit.machine.rules import _PARSED, BENIGN, CONTRIBUTORY, PAGE_FAULT, Descriptor
@@ -64,40 +65,29 @@ class SystemMixin:
         s.base, s.limit, s.access, s.flags = d.base, d.limit, d.access | 1, d.flags
 
     def load_seg(self, index: int, selector: int) -> None:
-        """MOV/POP to a data segment register or SS, with the checks of SDM Vol. 2B (MOV)."""
-        cpu = self.cpu
-        cpl, rpl = cpu.cpl, selector & 3
-        if index == 2:  # SS
-            if selector & 0xFFFC == 0:
-                raise Fault(13, 0, detail="null selector loaded into SS")
-            d = self.read_descriptor(selector)
-            if rpl != cpl or d.dpl != cpl or not d.writable:
-                raise Fault(13, selector & 0xFFFC, detail=f"SS selector {selector:#x} not a "
-                            f"writable data segment at ring {cpl}")
-            if not d.present:
-                raise Fault(12, selector & 0xFFFC, detail="stack segment not present")
-        else:
-            if selector & 0xFFFC == 0:
-                self.load_segment_cache(index, selector, None)
-                return
-            d = self.read_descriptor(selector)
-            if not d.readable or ((not d.code or not d.conforming) and (d.dpl < cpl or d.dpl < rpl)):
-                raise Fault(13, selector & 0xFFFC, detail=f"selector {selector:#x} not loadable "
-                            f"at CPL {cpl} (DPL {d.dpl}, RPL {rpl})")
-            if not d.present:
-                raise Fault(11, selector & 0xFFFC, detail="segment not present")
-        self._set_accessed(selector, d)
+        """MOV/POP to a data segment register or SS, with the checks of SDM Vol. 2B (MOV)
+        (``rules.data_segment``, remembered: vmkit.machine.checkcache)."""
+        cpl = self.cpu.cpl
+        d = checked_segment(self, ("seg", index, selector, cpl), selector, rules.data_segment,
+                            index, selector, cpl)
+        if d is None:   # a null selector in a data segment register
+            self.load_segment_cache(index, selector, None)
+            return
+        if not d.access & 1:    # else already accessed: nothing to write
+            self._set_accessed(selector, d)
         self.load_segment_cache(index, selector, d)
 
     def _check_code(self, selector: int, new_cpl: int, fault: int = 13) -> Descriptor:
-        return rules.code_segment(self, selector, new_cpl, fault)
+        return checked_segment(self, ("cs", selector, new_cpl, fault), selector,
+                               rules.code_segment, selector, new_cpl, fault)
 
     def set_cs(self, selector: int, d: Descriptor, new_cpl: int, cause: str) -> None:
         """Load CS (checked by the caller) and change CPL; a ring change tells the
         ``on_ring_change`` hook and the trace."""
         cpu = self.cpu
         old = cpu.cpl
-        self._set_accessed(selector, d)
+        if not d.access & 1:
+            self._set_accessed(selector, d)
         self.load_segment_cache(1, (selector & 0xFFFC) | new_cpl, d)
         if new_cpl != old:
             cpu.cpl = new_cpl
@@ -213,23 +203,22 @@ class SystemMixin:
         cpu = self.cpu
         at_eip = cpu.eip
         old_cpl = cpu.cpl
-        gate, cd, new_cpl, ext = rules.interrupt_gate(self, cpu.idtr, old_cpl, vector, source)
+        gate, cd, new_cpl, ext, inner = checked(
+            self, ("int", vector, source, old_cpl), rules.delivery, cpu.idtr, cpu.tr, old_cpl,
+            vector, source)
         flags = cpu.eflags
-        esp = cpu.regs[4]
-        if new_cpl < old_cpl:
+        seg = cpu.seg
+        if inner is not None:
             # stack switch: SSn:ESPn from the TSS (SDM 6.12.1, 7.2.1)
-            frame = (cpu.ss, esp, flags, cpu.cs, return_eip)
-            esp, new_ss, sd = rules.inner_stack(self, cpu.tr, new_cpl, ext)
+            frame = (seg[2].selector, cpu.regs[4], flags, seg[1].selector, return_eip)
+            esp, new_ss, sd = inner
         else:
-            frame = (flags, cpu.cs, return_eip)
-            new_ss, sd = None, None
+            frame = (flags, seg[1].selector, return_eip)
+            esp, new_ss, sd = cpu.regs[4], None, None
         if error_code is not None:
             frame += (error_code,)
         # push the frame (supervisor accesses); a fault here leaves the registers untouched
-        write = self.lin_write
-        for v in frame:
-            esp = (esp - 4) & 0xFFFFFFFF
-            write(esp, 4, v & 0xFFFFFFFF)
+        esp = push_frame(self, esp, frame)
         # commit
         if new_ss is not None:
             self.load_segment_cache(2, new_ss, sd)
@@ -267,21 +256,35 @@ class SystemMixin:
         # where the popped frame lies: a monitor's on_ring_change reads the EFLAGS image there
         # (a ring-1 kernel's iretd to ring 3 loads neither IF nor IOPL, so the monitor must)
         self.iret_frame = esp
+        cpl = cpu.cpl
         rd = self.compile_globals["rd4"]
-        eip = rd(esp)
-        cs = rd((esp + 4) & 0xFFFFFFFF) & 0xFFFF
-        fl = rd((esp + 8) & 0xFFFFFFFF)
-        rpl, cpl = cs & 3, cpu.cpl
+        top = read_dwords(self, esp, 3, cpl == 3)    # one read when the frame allows
+        if top is not None:
+            eip, cs, fl = top
+            cs &= 0xFFFF
+        else:
+            eip = rd(esp)
+            cs = rd((esp + 4) & 0xFFFFFFFF) & 0xFFFF
+            fl = rd((esp + 8) & 0xFFFFFFFF)
+        rpl = cs & 3
         if rpl < cpl:
             raise Fault(13, cs & 0xFFFC, detail=f"iretd to ring {rpl} from ring {cpl}")
         d = self._check_code(cs, rpl)
-        self._set_accessed(cs, d)  # before any state changes: a fault here leaves none
+        if not d.access & 1:   # before any state changes: a fault here leaves none
+            self._set_accessed(cs, d)
         if rpl > cpl:
-            new_esp = rd((esp + 12) & 0xFFFFFFFF)
-            new_ss = rd((esp + 16) & 0xFFFFFFFF) & 0xFFFF
-            sd = rules.stack_segment(self, new_ss, rpl, what="iretd: outer SS")
-        old = cpu.eflags
-        # which flags may change is decided at the *current* CPL, as for POPF
+            outer = read_dwords(self, (esp + 12) & 0xFFFFFFFF, 2, cpl == 3)
+            if outer is not None:
+                new_esp, new_ss = outer
+                new_ss &= 0xFFFF
+            else:
+                new_esp = rd((esp + 12) & 0xFFFFFFFF)
+                new_ss = rd((esp + 16) & 0xFFFFFFFF) & 0xFFFF
+            sd = checked_segment(self, ("ss", new_ss, rpl), new_ss, rules.stack_segment,
+                                 new_ss, rpl, 13, 0, "iretd: outer SS")
+        # which flags may change is decided at the *current* CPL, as for POPF; every mask
+        # loads the six status flags from the image, so the lazy ones need not be computed
+        old = cpu.ef
         mask = rules.iret_flags_mask(cpl, (old >> 12) & 3)
         cpu.eflags = (old & ~mask) | (fl & mask)
         cpu.eip = eip
