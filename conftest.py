@@ -21,10 +21,9 @@ os.environ.update(KERNEL_ENV)
 # to CI's total); a file not listed follows in collection order,
 # so an estimate only needs to be right for files that take more than ~20 s.
 LONG_FILES = {
-    "tests/browser/test_browser_fit.py": 400,
-    "tests/browser/test_lab_classroom.py": 135,
-    "tests/course/test_slides.py": 110,   # first of the files that need npm's packages (build/npm)
-    "tests/browser/test_browser.py": 80,
+    "tests/browser/test_browser_fit.py": 410,   # with notebook 01's and 05's click checks
+    "tests/browser/test_lab_classroom.py": 105,
+    "tests/course/test_slides.py": 80,    # first of the files that need npm's packages (build/npm)
     "tests/homework/test_nbgrader.py": 75,
     "tests/homework/test_homework_grade.py": 65,
     "tests/homework/test_grade_sandbox.py": 60,
@@ -41,6 +40,7 @@ LONG_FILES = {
     "tests/machine/test_blocks.py": 20,
     "tests/vmm/test_compare.py": 19,
     "tests/vmm/test_bt.py": 19,
+    "tests/browser/test_browser.py": 18,
     "notebooks/05-hardware-assist.ipynb": 18,
     "notebooks/04-binary-translation.ipynb": 16,
     "notebooks/07-paravirtualization.ipynb": 14,

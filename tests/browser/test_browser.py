@@ -13,8 +13,11 @@ The hooks, agreed with the lecture notebooks' Stepper widget (the first of each 
 - an element with class ``vmkit-rings`` holding the ring picture (an ``<svg>`` or ``<img>``)
   whose HTML changes with the step.
 
-tests/data/smoke.ipynb has a stand-in Stepper with the same hooks (and an IntText counting the
-steps), so the harness is proven before notebooks/01-machine-and-rings.ipynb exists.
+This module drives tests/data/smoke.ipynb, a stand-in Stepper with the same hooks (and an
+IntText counting the steps), which proves the harness. The lecture notebooks' own checks (01's
+Stepper and watchpoint, 05's VM-exit view) use the helpers here but run in
+tests/browser/test_browser_fit.py, on the page where that module has already run the notebook:
+a lecture notebook runs once in JupyterLab for all its browser checks.
 Screenshots: build/test-artifacts/browser-<notebook>.png (and -failed.png on failure).
 """
 
@@ -40,7 +43,6 @@ from vmkit import nbtools
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "tests" / "data" / "smoke.ipynb"
-LECTURE_01 = ROOT / "notebooks" / "01-machine-and-rings.ipynb"
 JUPYTER = Path(sys.executable).parent / "jupyter"
 
 SERVER_TIMEOUT = 60  # s for JupyterLab to answer
@@ -74,7 +76,7 @@ class JupyterLab:
     def __init__(self, root_dir: Path, work: Path):
         self.token = secrets.token_hex(16)
         self.log_path = work / "jupyterlab.log"
-        settings = work / "settings"
+        settings = self.settings_dir = work / "settings"
         # no news or update checks: nothing to fetch, no notification over the notebook
         notification = settings / "@jupyterlab" / "apputils-extension"
         notification.mkdir(parents=True, exist_ok=True)
@@ -217,17 +219,20 @@ def changed(page, read, old, timeout_ms: float, what: str) -> None:
         page.wait_for_timeout(100)
 
 
-def run_stepper(page, lab: JupyterLab, notebook: str, counter: str | None = None) -> dict:
-    """Open ``notebook``, run all cells, click Step once; returns what was seen before/after.
+def budget(seconds: float):
+    """``left(at_most)``: the milliseconds left of ``seconds`` from now (at least 1 s, at most
+    ``at_most``), for the waits that share one budget."""
+    deadline = time.monotonic() + seconds
 
-    ``counter``: the selector of an input whose value is recorded too (the smoke IntText).
-    Every wait shares one budget of UI_BUDGET seconds.
-    """
-    deadline = time.monotonic() + UI_BUDGET
-
-    def left(at_most: float = UI_BUDGET * 1000) -> float:
+    def left(at_most: float = seconds * 1000) -> float:
         return max(1000.0, min(at_most, (deadline - time.monotonic()) * 1000))
 
+    return left
+
+
+def open_and_run_all(page, lab: JupyterLab, notebook: str, left) -> None:
+    """Open ``notebook`` in ``page``, wait for its kernel, run all its cells and wait until
+    every one has run; no cell may raise. ``left``: a :func:`budget`."""
     page.goto(lab.url(notebook), timeout=left())
     page.wait_for_function(NOTEBOOK_READY, timeout=left(), polling=250)
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
@@ -235,6 +240,21 @@ def run_stepper(page, lab: JupyterLab, notebook: str, counter: str | None = None
     errors = page.evaluate(CELL_ERRORS)
     assert errors == [], f"cells raised: {errors}"
 
+
+def run_stepper(page, lab: JupyterLab, notebook: str, counter: str | None = None) -> dict:
+    """Open ``notebook``, run all cells, click Step once; returns what was seen before/after.
+
+    ``counter``: the selector of an input whose value is recorded too (the smoke IntText).
+    Every wait shares one budget of UI_BUDGET seconds.
+    """
+    left = budget(UI_BUDGET)
+    open_and_run_all(page, lab, notebook, left)
+    return step_once(page, left, counter)
+
+
+def step_once(page, left, counter: str | None = None) -> dict:
+    """In a notebook whose cells have run: click the first Stepper's Step once; returns what
+    was seen before/after (``counter``: see :func:`run_stepper`)."""
     outputs = page.locator(".jp-OutputArea-output")
     # the button's own text is "Step" (an icon beside it is fine: Font Awesome's glyph comes
     # from CSS and is not part of the text); "Step ×N" is another button
@@ -341,7 +361,7 @@ def watch_hit(page) -> dict:
     return {"status": text, "hits": points.inner_text()}
 
 
-def drive(lab: JupyterLab, notebook: str, counter: str | None = None, then=None) -> dict:
+def drive(lab: JupyterLab, notebook: str, counter: str | None = None) -> dict:
     network = []
     with chromium_context(viewport={"width": 1400, "height": 1000}) as context:
         # only the local server: anything else (news, CDNs) would hang or leak
@@ -359,9 +379,6 @@ def drive(lab: JupyterLab, notebook: str, counter: str | None = None, then=None)
         shot = f"browser-{Path(notebook).stem}"
         try:
             seen = run_stepper(page, lab, notebook, counter)
-            if then is not None:
-                seen["then"] = then(page)
-                screenshot(page, shot + "-then")
         except BaseException:
             print("screenshot:", screenshot(page, shot + "-failed"))
             print("jupyter lab log:\n" + lab.log_text())
@@ -382,13 +399,10 @@ def test_smoke_stepper(lab_for):
     assert seen["network"] == []
 
 
-def test_lecture_01_stepper(lab_for):
-    if not LECTURE_01.exists():
-        pytest.skip(f"{LECTURE_01.relative_to(ROOT)} is not written yet "
-                    "(the harness is proven on tests/data/smoke.ipynb)")
-    require_chromium()
-    lab, notebook = lab_for(LECTURE_01)
-    seen = drive(lab, notebook, then=watch_hit)
+def check_lecture_01(seen: dict) -> None:
+    """What notebook 01's Stepper must show after Step and a watchpoint's Run (``seen``: what
+    :func:`step_once` returned, with :func:`watch_hit`'s answer as ``then``); the test runs in
+    tests/browser/test_browser_fit.py, on the page the fit check has run the notebook in."""
     assert seen["before"]["eip"] != seen["after"]["eip"]
     assert seen["before"]["rings"] != seen["after"]["rings"]
     # a watchpoint hit: the kernel clears the new page table (rep stosd) before mapping
@@ -398,7 +412,6 @@ def test_lecture_01_stepper(lab_for):
 
 
 # ---- notebook 05: the VM-exit view -------------------------------------------------------------
-LECTURE_05 = ROOT / "notebooks" / "05-hardware-assist.ipynb"
 EXITS_TEXT = re.compile(r"([\d,]+) VM exits .* of ([\d,]+) cycles", re.S)
 
 
@@ -420,23 +433,12 @@ def _wait_for_change(page, read, old, timeout_ms: float, what: str):
         page.wait_for_timeout(100)
 
 
-def run_exit_view(page, lab: JupyterLab, notebook: str) -> dict:
-    """Open notebook 05, run all cells, tick "CR3-load exiting" in the VmExitView (the guest
+def exit_view_changes(page, left) -> dict:
+    """In notebook 05, its cells run: tick "CR3-load exiting" in the VmExitView (the guest
     reruns: more exits, and the view says so) and type an exit cost into the box beside the
     slider (re-priced: same exits, other cycles), then one out of range (refused, with a
-    message; the cost and the box stay). Returns (exits, cycles) before and after each."""
-    deadline = time.monotonic() + UI_BUDGET
-
-    def left(at_most: float = UI_BUDGET * 1000) -> float:
-        return max(1000.0, min(at_most, (deadline - time.monotonic()) * 1000))
-
-    page.goto(lab.url(notebook), timeout=left())
-    page.wait_for_function(NOTEBOOK_READY, timeout=left(), polling=250)
-    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    page.wait_for_function(ALL_CELLS_RUN, timeout=left(), polling=250)
-    errors = page.evaluate(CELL_ERRORS)
-    assert errors == [], f"cells raised: {errors}"
-
+    message; the cost and the box stay). Returns (exits, cycles) before and after each.
+    ``left``: a :func:`budget`."""
     outputs = page.locator(".jp-OutputArea-output")
     total = outputs.locator(live(".vmkit-exits-total")).first
     cr3 = outputs.locator(live(".vmkit-ctl-cr3_load_exiting")).first.locator("input")
@@ -476,32 +478,10 @@ def run_exit_view(page, lab: JupyterLab, notebook: str) -> dict:
     return seen
 
 
-def test_lecture_05_exit_view(lab_for):
-    if not LECTURE_05.exists():
-        pytest.skip(f"{LECTURE_05.relative_to(ROOT)} is not written yet")
-    require_chromium()
-    lab, notebook = lab_for(LECTURE_05)
-    network = []
-    with chromium_context(viewport={"width": 1400, "height": 1000}) as context:
-        local = (lab.base + "/", "data:", "blob:")
-
-        def route(r):
-            if r.request.url.startswith(local):
-                r.continue_()
-            else:
-                network.append(r.request.url)
-                r.abort()
-
-        context.route("**/*", route)
-        page = context.new_page()
-        shot = f"browser-{Path(notebook).stem}"
-        try:
-            seen = run_exit_view(page, lab, notebook)
-        except BaseException:
-            print("screenshot:", screenshot(page, shot + "-failed"))
-            print("jupyter lab log:\n" + lab.log_text())
-            raise
-        screenshot(page, shot)
+def check_exit_view(seen: dict) -> None:
+    """What notebook 05's VmExitView must show (``seen``: what :func:`exit_view_changes`
+    returned); the test runs in tests/browser/test_browser_fit.py, on the page the fit check
+    has run the notebook in."""
     (exits0, cycles0), (exits1, cycles1), (exits2, cycles2) = \
         seen["start"], seen["cr3"], seen["cost"]
     assert exits1 > exits0, "CR3-load exiting adds exits (ctxswitch loads CR3 on every switch)"
@@ -512,4 +492,3 @@ def test_lecture_05_exit_view(lab_for):
                                           f"{exits1:,}")
     assert "99,999" in seen["refused"] and "between 50 and 20,000" in seen["refused"]
     assert seen["after_refusal"] == seen["cost_text"] and seen["box_after_refusal"] == "500"
-    assert network == []

@@ -1,11 +1,16 @@
-"""Do the lecture notebooks' widgets and pictures fit a laptop, in JupyterLab's light and dark
-themes?
+"""The lecture notebooks in JupyterLab: do their widgets and pictures fit a laptop, in
+JupyterLab's light and dark themes; do their widgets work when clicked?
 
 One JupyterLab (over cleared copies of the lecture notebooks) serves the whole module; one
 headless chromium at 1366×768, the file browser open beside the notebook, as on a student's
-laptop. Each notebook runs all its cells once; then, for every output that holds a widget or a
-picture, in the light and in the dark theme (the theme the page already has first: a switch
-costs seconds; each notebook's kernel is shut down once it is measured):
+laptop. Each notebook runs all its cells once (the ``executed`` fixture), for all the checks of
+that notebook: first the fit check, on the page as the run left it; then the checks that click
+(01: the Stepper steps and a watchpoint stops Run; 05: the VM-exit view reruns, re-prices and
+refuses; helpers and hooks in tests/browser/test_browser.py). Its kernel is shut down after
+its last check.
+
+The fit check, for every output that holds a widget or a picture, in the light and in the dark
+theme (the theme the page already has first: a switch costs seconds):
 
 - nothing is cut and nothing scrolls sideways: the output's ``scrollWidth`` is at most its
   ``clientWidth``, and no element inside it that clips or scrolls (``overflow`` other than
@@ -17,7 +22,8 @@ costs seconds; each notebook's kernel is shut down once it is measured):
 - the Stepper's buttons and its ring picture fit in one screen height of the notebook area.
 
 Screenshots (build/test-artifacts/fit-<notebook>-<theme>[-<n>].png): each widget or picture
-output, in the light and in the dark theme, for a person to look at.
+output, in the light and in the dark theme, for a person to look at; browser-<notebook>.png
+after the clicks (-then: 01's watchpoint hit; -failed: a failed click check).
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ from pathlib import Path
 
 import pytest
 
-from browser_util import ARTIFACTS, chromium_context, require_chromium
-from test_browser import (ALL_CELLS_RUN, CELL_ERRORS, NOTEBOOK_READY, JupyterLab,
-                          cleared_copy)
+from browser_util import ARTIFACTS, chromium_context, require_chromium, screenshot
+from test_browser import (ALL_CELLS_RUN, CELL_ERRORS, NOTEBOOK_READY, UI_BUDGET, JupyterLab,
+                          budget, check_exit_view, check_lecture_01, cleared_copy,
+                          exit_view_changes, step_once, watch_hit)
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the lecture notebooks with widgets or pictures (09's pictures are plain figures as well)
@@ -146,13 +153,67 @@ def lab(tmp_path_factory):
     server.stop()
 
 
+# the page holds JupyterLab, with no document open and no dialog up
+APP_FREE = """() => {
+  const app = window.jupyterapp;
+  return !!app && !!app.shell && [...app.shell.widgets('main')].length === 0
+         && !document.querySelector('.jp-Dialog');
+}"""
+
+
 @pytest.fixture(scope="module")
-def page(lab):
+def network():
+    """The addresses the page asked for outside the local server (refused), since the
+    current notebook was opened."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def page(lab, network):
     with chromium_context(viewport=VIEWPORT) as context:
         local = (lab.base + "/", "data:", "blob:")
-        context.route("**/*", lambda r: r.continue_() if r.request.url.startswith(local)
-                      else r.abort())
+
+        def route(r):
+            if r.request.url.startswith(local):
+                r.continue_()
+            else:
+                network.append(r.request.url)
+                r.abort()
+
+        context.route("**/*", route)
         yield context.new_page()
+
+
+@pytest.fixture(scope="module")
+def executed(request, lab, page, network):
+    """The notebook ``request.param`` opened in the module's page, the file browser open
+    beside it, all its cells run: one run for every test of that notebook (pytest runs a
+    notebook's tests one after the other, in the order of this file: the fit check first, on
+    the page as the run left it, then the checks that click). Afterwards the page leaves the
+    notebook and its kernel is shut down. Yields the seconds Run All took."""
+    notebook = request.param
+    network.clear()
+    if page.evaluate(APP_FREE):
+        # JupyterLab is loaded already, no notebook open: open this one in it (loading the
+        # app again would take seconds)
+        page.evaluate("path => window.jupyterapp.commands.execute('docmanager:open', {path})"
+                      ".then(() => true)", notebook)
+    else:   # the first notebook, or the one before failed to open or run: start afresh
+        lab.shut_down_kernels()
+        page.goto(lab.url(notebook), timeout=RUN_BUDGET * 1000)
+    page.wait_for_function(NOTEBOOK_READY, timeout=RUN_BUDGET * 1000, polling=250)
+    page.evaluate("window.jupyterapp.commands.execute('filebrowser:activate')")
+    page.wait_for_function("() => !window.jupyterapp.shell.leftCollapsed", timeout=10_000)
+    t0 = time.monotonic()
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_function(ALL_CELLS_RUN, timeout=RUN_BUDGET * 1000, polling=250)
+    assert page.evaluate(CELL_ERRORS) == []
+    page.wait_for_timeout(500)      # the last widget views render after the kernel is idle
+    yield {"notebook": notebook, "ran": time.monotonic() - t0}
+    # closed without a question (it has unsaved outputs), then its kernel shut down
+    page.evaluate("() => { for (const w of [...window.jupyterapp.shell.widgets('main')]) "
+                  "w.dispose(); }")
+    lab.shut_down_kernels()
 
 
 def _theme(page, theme: str) -> None:
@@ -190,37 +251,21 @@ def _n_box_shows(page, value: str) -> list[str]:
     boxes = page.locator(".vmkit-stepper-live .vmkit-stepper-n input")
     for i in range(boxes.count()):
         box = boxes.nth(i)
+        old = box.input_value()
         box.fill(value)
         shown = box.evaluate("el => el.scrollWidth <= el.clientWidth")
+        box.fill(old)       # as the run left it, for the notebook's next checks
         if not shown:
             bad.append(f"Stepper {i}: the N box shows part of {value}")
     return bad
 
 
-@pytest.fixture
-def kernels_shut_down_after(lab, page):
-    """After the test: the page leaves the notebook, whose kernel is then shut down."""
-    yield
-    page.goto("about:blank")
-    lab.shut_down_kernels()
-
-
-@pytest.mark.parametrize("notebook", NOTEBOOKS)
-@pytest.mark.usefixtures("kernels_shut_down_after")
-def test_widgets_and_pictures_fit_a_laptop_in_both_themes(lab, page, notebook):
+@pytest.mark.parametrize("executed", NOTEBOOKS, indirect=True)
+def test_widgets_and_pictures_fit_a_laptop_in_both_themes(page, executed):
     """Opened on a 1366×768 laptop with the file browser open, does every widget and picture
     of the notebook fit its column with readable text, the Stepper's buttons and picture on one
     screen, in the light and the dark theme?"""
-    page.goto(lab.url(notebook), timeout=RUN_BUDGET * 1000)
-    page.wait_for_function(NOTEBOOK_READY, timeout=RUN_BUDGET * 1000, polling=250)
-    page.evaluate("window.jupyterapp.commands.execute('filebrowser:activate')")
-    page.wait_for_function("() => !window.jupyterapp.shell.leftCollapsed", timeout=10_000)
-    t0 = time.monotonic()
-    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    page.wait_for_function(ALL_CELLS_RUN, timeout=RUN_BUDGET * 1000, polling=250)
-    assert page.evaluate(CELL_ERRORS) == []
-    page.wait_for_timeout(500)      # the last widget views render after the kernel is idle
-    ran = time.monotonic() - t0
+    notebook, ran = executed["notebook"], executed["ran"]
     # measured and shot in the theme the page has (the one the last notebook ended in: the
     # setting is kept), then in the other: each theme switch costs seconds
     first = page.wait_for_function("() => document.body.dataset.jpThemeName",
@@ -260,3 +305,47 @@ def test_widgets_and_pictures_fit_a_laptop_in_both_themes(lab, page, notebook):
     assert outputs, f"{notebook}: no widget or picture output found"
     assert all(p.exists() for p in shots)
     assert not bad, "\n".join(bad)
+
+
+# ---- the lecture notebooks' widgets at work, on the page the fit check has just measured ------
+
+
+def _on_failure(page, lab, notebook: str):
+    """A screenshot and the server's log, printed when a check fails."""
+    print("screenshot:", screenshot(page, f"browser-{Path(notebook).stem}-failed"))
+    print("jupyter lab log:\n" + lab.log_text())
+
+
+@pytest.mark.parametrize("executed", ["01-machine-and-rings.ipynb"], indirect=True)
+def test_lecture_01_stepper(lab, page, executed, network):
+    """Notebook 01 run in JupyterLab: does Step step (EIP and ring picture change), and does a
+    watchpoint on a page-table entry, set in the Stepper's debugger panel, stop Run with the
+    guest's write (the kernel clearing the new page table)? Nothing fetched from outside."""
+    notebook = executed["notebook"]
+    left = budget(UI_BUDGET)
+    try:
+        seen = step_once(page, left)
+        seen["then"] = watch_hit(page)
+        screenshot(page, f"browser-{Path(notebook).stem}-then")
+    except BaseException:
+        _on_failure(page, lab, notebook)
+        raise
+    screenshot(page, f"browser-{Path(notebook).stem}")
+    check_lecture_01(seen)
+    assert network == []
+
+
+@pytest.mark.parametrize("executed", ["05-hardware-assist.ipynb"], indirect=True)
+def test_lecture_05_exit_view(lab, page, executed, network):
+    """Notebook 05 run in JupyterLab: does its VM-exit view rerun the guest when a control is
+    ticked, re-price the run when an exit cost is typed, and refuse a cost out of range?
+    Nothing fetched from outside."""
+    notebook = executed["notebook"]
+    try:
+        seen = exit_view_changes(page, budget(UI_BUDGET))
+    except BaseException:
+        _on_failure(page, lab, notebook)
+        raise
+    screenshot(page, f"browser-{Path(notebook).stem}")
+    check_exit_view(seen)
+    assert network == []

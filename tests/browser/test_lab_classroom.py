@@ -7,6 +7,9 @@
 - Does a save keep the static picture where the widget state is not saved? The pre-save hook
   of vmkit.labsetup, through JupyterLab's own contents API.
 - Does the student's Lab show no nbgrader tools, and the instructor's show them?
+
+The student's checks share one JupyterLab (a start takes seconds), each with its notebook in a
+folder of its own and the kernels shut down after it; the instructor's Lab is another.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from browser_util import chromium_context, require_chromium, screenshot
+from browser_util import chromium_browser, chromium_context, require_chromium, screenshot
 from test_browser import (ALL_CELLS_RUN, CELL_ERRORS, NOTEBOOK_READY, STEP_TEXT, STEP_TIMEOUT,
                           UI_BUDGET, JupyterLab, cleared_copy, live)
 from vmkit import labsetup, nbtools
@@ -32,21 +35,64 @@ SMOKE = ROOT / "tests" / "data" / "smoke.ipynb"
 MISSING = "model not found"
 
 
-def start_lab(tmp_path: Path, src: Path, instructor: bool = False,
-              save_state: bool = True) -> tuple[JupyterLab, str]:
-    """JupyterLab over a cleared copy of ``src``, with the kit's settings (vmkit.labsetup)
-    written into its (temporary, user-level) Jupyter configuration folder. ``save_state``
-    False: the user has turned the widget manager's "Save Jupyter widget state" off."""
-    work = tmp_path / ("instructor" if instructor else "student")
+def start_lab(work: Path, instructor: bool = False) -> JupyterLab:
+    """JupyterLab over ``work``/notebooks with the kit's settings (vmkit.labsetup) written into
+    its (temporary, user-level) Jupyter configuration folder."""
     root = work / "notebooks"
     root.mkdir(parents=True)
-    nb = cleared_copy(src, root)
     labsetup.install(work / "config", instructor=instructor)
-    if not save_state:
-        user = work / "settings" / "@jupyter-widgets" / "jupyterlab-manager"
-        user.mkdir(parents=True)
+    return JupyterLab(root, work)
+
+
+def copy_in(lab: JupyterLab, src: Path, folder: str) -> str:
+    """A cleared copy of ``src`` in a folder of its own in ``lab``; its path there."""
+    (lab.root_dir / folder).mkdir()
+    return f"{folder}/{cleared_copy(src, lab.root_dir / folder).name}"
+
+
+def save_state_setting(lab: JupyterLab, on: bool) -> None:
+    """The user's "Save Jupyter widget state" setting: the kit's (on) or turned off by the
+    user in their settings (the server reads them when a page loads)."""
+    user = lab.settings_dir / "@jupyter-widgets" / "jupyterlab-manager"
+    if on:
+        (user / "plugin.jupyterlab-settings").unlink(missing_ok=True)
+    else:
+        user.mkdir(parents=True, exist_ok=True)
         (user / "plugin.jupyterlab-settings").write_text('{"saveState": false}')
-    return JupyterLab(root, work), nb.name
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One chromium for the module's checks, each in a fresh context of its own."""
+    require_chromium()
+    with chromium_browser() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def student_lab(tmp_path_factory):
+    """One student's JupyterLab (the kit's settings, as `make lab` writes them) for the
+    module's tests, started when the first one asks; stopped after the last."""
+    labs = []
+
+    def get() -> JupyterLab:
+        if not labs:
+            labs.append(start_lab(tmp_path_factory.mktemp("student")))
+        return labs[0]
+
+    yield get
+    for lab in labs:
+        lab.stop()
+
+
+@pytest.fixture
+def student(student_lab):
+    """The student's JupyterLab; after the test, its kernels are shut down and the kit's
+    settings are back."""
+    lab = student_lab()
+    yield lab
+    lab.shut_down_kernels()
+    save_state_setting(lab, True)
 
 
 def offline_page(context, lab: JupyterLab):
@@ -104,7 +150,7 @@ NBGRADER_TOOLS = """() => {
 
 
 @pytest.mark.parametrize("save_state", [True, False], ids=["state-saved", "state-off"])
-def test_reopened_notebook_shows_its_widgets(tmp_path, save_state):
+def test_reopened_notebook_shows_its_widgets(student, browser, save_state):
     """Run, save, close, kernel shut down, reopen: is every widget shown, none "not found"?
     With the kit's settings the widgets come back from their saved state (and, reopened while
     the kernel still runs, live: Step steps); with saveState turned off by the user, each
@@ -112,112 +158,111 @@ def test_reopened_notebook_shows_its_widgets(tmp_path, save_state):
     require_chromium()
     if not LECTURE_01.exists():
         pytest.skip(f"{LECTURE_01.relative_to(ROOT)} is missing")
-    lab, name = start_lab(tmp_path, LECTURE_01, save_state=save_state)
+    lab = student
+    save_state_setting(lab, save_state)
+    name = copy_in(lab, LECTURE_01, "state-saved" if save_state else "state-off")
     shot = f"lab-reopened-{Path(name).stem}" + ("" if save_state else "-without-state")
-    try:
-        with chromium_context(viewport={"width": 1400, "height": 1000}) as context:
-            page = offline_page(context, lab)
-            deadline = time.monotonic() + 2 * UI_BUDGET
+    with chromium_context(browser, viewport={"width": 1400, "height": 1000}) as context:
+        page = offline_page(context, lab)
+        deadline = time.monotonic() + 2 * UI_BUDGET
 
-            def left() -> float:
-                return max(1000.0, (deadline - time.monotonic()) * 1000)
+        def left() -> float:
+            return max(1000.0, (deadline - time.monotonic()) * 1000)
 
-            try:
+        try:
+            page.goto(lab.url(name), timeout=left())
+            page.wait_for_function(NOTEBOOK_READY, timeout=left(), polling=250)
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            page.wait_for_function(ALL_CELLS_RUN, timeout=left(), polling=250)
+            assert page.evaluate(CELL_ERRORS) == []
+            outputs = page.locator(".jp-OutputArea-output")
+            outputs.locator(live(".vmkit-rings")).first.locator("svg").first.wait_for(
+                state="visible", timeout=left())
+            live_views = page.locator(".jp-OutputArea-output .jupyter-widgets").count()
+
+            page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
+            page.wait_for_function(SAVED, timeout=left(), polling=250)
+            if save_state:
+                # closed with its kernel still running, it reopens live: Step still steps
+                page.evaluate("window.jupyterapp.shell.currentWidget.dispose()")
                 page.goto(lab.url(name), timeout=left())
                 page.wait_for_function(NOTEBOOK_READY, timeout=left(), polling=250)
-                page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-                page.wait_for_function(ALL_CELLS_RUN, timeout=left(), polling=250)
-                assert page.evaluate(CELL_ERRORS) == []
-                outputs = page.locator(".jp-OutputArea-output")
-                outputs.locator(live(".vmkit-rings")).first.locator("svg").first.wait_for(
-                    state="visible", timeout=left())
-                live_views = page.locator(".jp-OutputArea-output .jupyter-widgets").count()
-
+                eip = outputs.locator(live(".vmkit-eip")).first
+                step = outputs.locator(live("button"), has_text=STEP_TEXT).first
+                eip.wait_for(state="visible", timeout=left())
+                before = eip.inner_text()
+                step.scroll_into_view_if_needed()
+                step.click()
+                page.wait_for_function(
+                    "([sel, old]) => { const e = document.querySelector(sel); "
+                    "return !!e && e.textContent !== old; }",
+                    arg=[".jp-OutputArea-output .jupyter-widgets .vmkit-eip, "
+                         ".jp-OutputArea-output .vmkit-eip.jupyter-widgets", before],
+                    timeout=min(left(), STEP_TIMEOUT), polling=100)
                 page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
                 page.wait_for_function(SAVED, timeout=left(), polling=250)
-                if save_state:
-                    # closed with its kernel still running, it reopens live: Step still steps
-                    page.evaluate("window.jupyterapp.shell.currentWidget.dispose()")
-                    page.goto(lab.url(name), timeout=left())
-                    page.wait_for_function(NOTEBOOK_READY, timeout=left(), polling=250)
-                    eip = outputs.locator(live(".vmkit-eip")).first
-                    step = outputs.locator(live("button"), has_text=STEP_TEXT).first
-                    eip.wait_for(state="visible", timeout=left())
-                    before = eip.inner_text()
-                    step.scroll_into_view_if_needed()
-                    step.click()
-                    page.wait_for_function(
-                        "([sel, old]) => { const e = document.querySelector(sel); "
-                        "return !!e && e.textContent !== old; }",
-                        arg=[".jp-OutputArea-output .jupyter-widgets .vmkit-eip, "
-                             ".jp-OutputArea-output .vmkit-eip.jupyter-widgets", before],
-                        timeout=min(left(), STEP_TIMEOUT), polling=100)
-                    page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
-                    page.wait_for_function(SAVED, timeout=left(), polling=250)
-                page.evaluate("""async () => {
-                  const panel = window.jupyterapp.shell.currentWidget;
-                  await panel.sessionContext.shutdown();
-                  panel.dispose();
-                }""")
-                page.wait_for_timeout(500)
+            page.evaluate("""async () => {
+              const panel = window.jupyterapp.shell.currentWidget;
+              await panel.sessionContext.shutdown();
+              panel.dispose();
+            }""")
+            page.wait_for_timeout(500)
 
-                # what the save wrote: the widgets' state and a picture beside each view, or
-                # (no state) the picture alone
-                saved = nbformat.read(lab.root_dir / name, as_version=4)
-                state = saved.metadata.get("widgets", {}).get(nbtools.WIDGET_STATE, {})
-                shown = [o for c in saved.cells for o in c.get("outputs", ())
-                         if "vmkit-stepper" in o.get("data", {}).get("text/html", "")]
-                assert shown, "the Stepper's output carries no static picture (text/html)"
-                views = [o for c in saved.cells for o in c.get("outputs", ())
-                         if nbtools.WIDGET_VIEW in o.get("data", {})]
-                if save_state:
-                    assert state.get("state"), "the save kept no widget state"
-                    assert views, "no widget view was saved"
-                    assert all(o["data"][nbtools.WIDGET_VIEW]["model_id"] in state["state"]
-                               for o in views)
-                else:
-                    assert not state.get("state") and views == [], \
-                        "without saved state, the views should have been stored as pictures"
+            # what the save wrote: the widgets' state and a picture beside each view, or
+            # (no state) the picture alone
+            saved = nbformat.read(lab.root_dir / name, as_version=4)
+            state = saved.metadata.get("widgets", {}).get(nbtools.WIDGET_STATE, {})
+            shown = [o for c in saved.cells for o in c.get("outputs", ())
+                     if "vmkit-stepper" in o.get("data", {}).get("text/html", "")]
+            assert shown, "the Stepper's output carries no static picture (text/html)"
+            views = [o for c in saved.cells for o in c.get("outputs", ())
+                     if nbtools.WIDGET_VIEW in o.get("data", {})]
+            if save_state:
+                assert state.get("state"), "the save kept no widget state"
+                assert views, "no widget view was saved"
+                assert all(o["data"][nbtools.WIDGET_VIEW]["model_id"] in state["state"]
+                           for o in views)
+            else:
+                assert not state.get("state") and views == [], \
+                    "without saved state, the views should have been stored as pictures"
 
-                page.goto(lab.url(name), timeout=left())
-                page.wait_for_function(NOTEBOOK_READY, timeout=left(), polling=250)
-                rings = outputs.locator(".vmkit-rings svg").first
-                rings.wait_for(state="visible", timeout=left())
-                # every saved view has rendered (or failed): nothing is still loading
-                page.wait_for_function(
-                    "() => ![...document.querySelectorAll('.jp-OutputArea-output')]"
-                    ".some(e => e.textContent.includes('Loading widget'))",
-                    timeout=left(), polling=250)
-                page.wait_for_timeout(1000)
-                text = page.evaluate("document.body.innerText")
-                assert MISSING not in text, "a widget shows 'Error displaying widget: " \
-                                            "model not found' after reopening"
-                reopened_views = page.locator(".jp-OutputArea-output .jupyter-widgets").count()
-                if save_state:
-                    assert reopened_views >= min(live_views, 1)
-                    # no kernel behind them: each kit widget is one picture and one line on
-                    # how to make it live, no controls, no broken-link icons
-                    seen = page.evaluate(OFFLINE_LOOK)
-                    assert seen["widgets"] > 0, seen
-                    assert seen["notes"] == seen["widgets"], seen
-                    assert seen["controls"] == 0, seen
-                    assert seen["icons"] == 0, seen
-                else:  # the static forms: HTML, no widget views
-                    assert reopened_views == 0
-                    assert page.locator(".jp-OutputArea-output .vmkit-stepper").count() > 0
-                rings.scroll_into_view_if_needed()
-                box = rings.bounding_box()
-                assert box and box["width"] > 100 and box["height"] > 100, box
-                if save_state:
-                    note = outputs.locator(".vmkit-offline-note").first
-                    assert note.is_visible() and note.inner_text().strip() == OFFLINE_NOTE
-                page.screenshot(path=str(screenshot_path(shot)))
-            except BaseException:
-                print("screenshot:", screenshot(page, shot + "-failed"))
-                print("jupyter lab log:\n" + lab.log_text())
-                raise
-    finally:
-        lab.stop()
+            page.goto(lab.url(name), timeout=left())
+            page.wait_for_function(NOTEBOOK_READY, timeout=left(), polling=250)
+            rings = outputs.locator(".vmkit-rings svg").first
+            rings.wait_for(state="visible", timeout=left())
+            # every saved view has rendered (or failed): nothing is still loading
+            page.wait_for_function(
+                "() => ![...document.querySelectorAll('.jp-OutputArea-output')]"
+                ".some(e => e.textContent.includes('Loading widget'))",
+                timeout=left(), polling=250)
+            page.wait_for_timeout(1000)
+            text = page.evaluate("document.body.innerText")
+            assert MISSING not in text, "a widget shows 'Error displaying widget: " \
+                                        "model not found' after reopening"
+            reopened_views = page.locator(".jp-OutputArea-output .jupyter-widgets").count()
+            if save_state:
+                assert reopened_views >= min(live_views, 1)
+                # no kernel behind them: each kit widget is one picture and one line on
+                # how to make it live, no controls, no broken-link icons
+                seen = page.evaluate(OFFLINE_LOOK)
+                assert seen["widgets"] > 0, seen
+                assert seen["notes"] == seen["widgets"], seen
+                assert seen["controls"] == 0, seen
+                assert seen["icons"] == 0, seen
+            else:  # the static forms: HTML, no widget views
+                assert reopened_views == 0
+                assert page.locator(".jp-OutputArea-output .vmkit-stepper").count() > 0
+            rings.scroll_into_view_if_needed()
+            box = rings.bounding_box()
+            assert box and box["width"] > 100 and box["height"] > 100, box
+            if save_state:
+                note = outputs.locator(".vmkit-offline-note").first
+                assert note.is_visible() and note.inner_text().strip() == OFFLINE_NOTE
+            page.screenshot(path=str(screenshot_path(shot)))
+        except BaseException:
+            print("screenshot:", screenshot(page, shot + "-failed"))
+            print("jupyter lab log:\n" + lab.log_text())
+            raise
 
 
 def screenshot_path(name: str) -> Path:
@@ -246,10 +291,10 @@ def _widget_output(model_id: str, picture: bool = True) -> dict:
     return {"output_type": "display_data", "data": data, "metadata": {}}
 
 
-def test_save_keeps_the_picture_where_no_widget_state_is_saved(tmp_path):
+def test_save_keeps_the_picture_where_no_widget_state_is_saved(student):
     """Does JupyterLab's save (through the kit's pre-save hook) store a stateless widget view
     as its static picture, and leave views with saved state and views without a picture?"""
-    lab, _ = start_lab(tmp_path, SMOKE)
+    lab = student
     try:
         nb = nbformat.v4.new_notebook()
         nb.cells = [nbformat.v4.new_code_cell("stepper", outputs=[
@@ -272,8 +317,6 @@ def test_save_keeps_the_picture_where_no_widget_state_is_saved(tmp_path):
     except BaseException:
         print("jupyter lab log:\n" + lab.log_text())
         raise
-    finally:
-        lab.stop()
 
 
 def test_drop_orphan_widget_views():
@@ -322,15 +365,18 @@ def test_install_writes_settings(tmp_path):
 
 
 @pytest.mark.parametrize("instructor", [False, True], ids=["student", "instructor"])
-def test_instructor_tools_only_for_the_instructor(tmp_path, instructor):
+def test_instructor_tools_only_for_the_instructor(request, tmp_path, browser, instructor):
     """Does the student's Lab show no nbgrader menu or Validate button (and no formgrader
     page), while the instructor's (`make lab NBGRADER=1`) shows them?"""
     require_chromium()
     pytest.importorskip("nbgrader")
-    lab, name = start_lab(tmp_path, SMOKE, instructor=instructor)
+    # the student's: the module's student Lab; the instructor's: one of its own
+    lab = start_lab(tmp_path, instructor=True) if instructor else \
+        request.getfixturevalue("student")
+    name = copy_in(lab, SMOKE, "tools")
     who = "instructor" if instructor else "student"
     try:
-        with chromium_context(viewport={"width": 1400, "height": 1000}) as context:
+        with chromium_context(browser, viewport={"width": 1400, "height": 1000}) as context:
             page = offline_page(context, lab)
             try:
                 page.goto(lab.url(name), timeout=UI_BUDGET * 1000)
@@ -347,7 +393,8 @@ def test_instructor_tools_only_for_the_instructor(tmp_path, instructor):
                 raise
         formgrader = http_status(f"{lab.base}/formgrader?token={lab.token}")
     finally:
-        lab.stop()
+        if instructor:
+            lab.stop()
     if instructor:
         assert tools["menu"] and tools["validate"] and tools["create"], tools
         assert "@jupyter/nbgrader" not in tools["disabled"]

@@ -21,7 +21,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from browser_util import ARTIFACTS, chromium_context, require_chromium, screenshot
+from browser_util import (ARTIFACTS, chromium_browser, chromium_context, require_chromium,
+                          screenshot)
 from vmkit import nbtools
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -37,6 +38,14 @@ def decks(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("slides")
     built = nbtools.build_slides(NOTEBOOKS, out)
     return {deck.name.removesuffix(".slides.html"): deck for deck in built}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One chromium for the module's decks, each opened in a fresh context of its own."""
+    require_chromium()
+    with chromium_browser() as b:
+        yield b
 
 
 def test_assets_are_local(decks):
@@ -112,8 +121,7 @@ FIND_PICTURE = """async () => {
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_deck_offline(decks, notebook):
-    require_chromium()
+def test_deck_offline(decks, browser, notebook):
     deck = decks[notebook.stem]
     remote, failed, errors = [], [], []
 
@@ -125,7 +133,7 @@ def test_deck_offline(decks, notebook):
             remote.append(url)
             r.abort()
 
-    with chromium_context() as context:
+    with chromium_context(browser) as context:
         context.route("**/*", route)
         page = context.new_page()
         page.on("request", lambda r: None if r.url.startswith(("file:", "data:"))
@@ -219,11 +227,12 @@ MEASURE_SLIDES = """async () => {
 }"""
 
 
-def measure_deck(deck: Path, shot: bool = True) -> tuple[list[dict], list[str]]:
+def measure_deck(deck: Path, shot: bool = True, browser=None) -> tuple[list[dict], list[str]]:
     """Open ``deck`` at the slide size; returns each slide's measures and the problems.
-    ``shot``: save the tallest slide as build/test-artifacts/slides-<deck>-tallest.png."""
+    ``shot``: save the tallest slide as build/test-artifacts/slides-<deck>-tallest.png;
+    ``browser``: a running chromium to open it in (else one of its own)."""
     width, height = nbtools.SLIDE_SIZE
-    with chromium_context(viewport={"width": width, "height": height}) as context:
+    with chromium_context(browser, viewport={"width": width, "height": height}) as context:
         context.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file://")
                       else r.abort())
         page = context.new_page()
@@ -257,10 +266,9 @@ def measure_deck(deck: Path, shot: bool = True) -> tuple[list[dict], list[str]]:
     return slides, problems
 
 
-def test_measure_finds_what_does_not_fit(tmp_path):
+def test_measure_finds_what_does_not_fit(tmp_path, browser):
     """Does the measure catch a slide too tall even when shrunk, content cut off in a box,
     and a number broken in a table cell, and pass a slide that fits?"""
-    require_chromium()
 
     def cell(source, html=None, text=None):
         outputs = []
@@ -283,7 +291,7 @@ def test_measure_finds_what_does_not_fit(tmp_path):
     src = tmp_path / "misfit.ipynb"
     nbformat.write(nb, src)
     [deck] = nbtools.build_slides([src], tmp_path / "out")
-    slides, problems = measure_deck(deck, shot=False)
+    slides, problems = measure_deck(deck, shot=False, browser=browser)
     assert [s["at"] for s in slides] == ["0/0", "1/0", "2/0", "3/0"]
     text = "\n".join(problems)
     assert "slide 0/0" not in text
@@ -294,8 +302,7 @@ def test_measure_finds_what_does_not_fit(tmp_path):
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_every_slide_fits(decks, notebook):
+def test_every_slide_fits(decks, browser, notebook):
     """Does every slide of the deck fit the 1280x720 slide box, nothing cut off?"""
-    require_chromium()
-    _, problems = measure_deck(decks[notebook.stem])
+    _, problems = measure_deck(decks[notebook.stem], browser=browser)
     assert problems == [], "\n".join(problems)

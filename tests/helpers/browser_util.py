@@ -33,11 +33,40 @@ def require_chromium() -> None:
 
 
 @contextlib.contextmanager
-def chromium_context(**kwargs):
-    """A fresh headless chromium (own, temporary user-data-dir); yields a BrowserContext."""
+def chromium_browser():
+    """One headless chromium for many :func:`chromium_context` calls (``browser=``): a new
+    context in a running browser takes a fraction of a second, a browser start seconds.
+
+    Playwright's sync API marks the thread's asyncio loop as running while it is started, so
+    hold one only where no other code of the thread runs an asyncio loop meanwhile (a module's
+    browser checks, not across the whole session)."""
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                    args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextlib.contextmanager
+def chromium_context(browser=None, **kwargs):
+    """A fresh headless chromium (own, temporary user-data-dir); yields a BrowserContext.
+    ``browser``: a running :func:`chromium_browser` to open the context in instead (a fresh,
+    isolated context too: no cookies, storage or cache of another)."""
     kwargs.setdefault("viewport", {"width": 1280, "height": 900})
+    if browser is not None:
+        context = browser.new_context(**kwargs)
+        try:
+            yield context
+        finally:
+            context.close()
+        return
+
+    from playwright.sync_api import sync_playwright
+
     with tempfile.TemporaryDirectory(prefix="vmkit-chromium-") as profile, \
             sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
