@@ -38,7 +38,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from browser_util import chromium_context, require_chromium, screenshot
+from browser_util import chromium_context, local_only, require_chromium, screenshot
 from vmkit import nbtools
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -365,16 +365,7 @@ def drive(lab: JupyterLab, notebook: str, counter: str | None = None) -> dict:
     network = []
     with chromium_context(viewport={"width": 1400, "height": 1000}) as context:
         # only the local server: anything else (news, CDNs) would hang or leak
-        local = (lab.base + "/", "data:", "blob:")
-
-        def route(r):
-            if r.request.url.startswith(local):
-                r.continue_()
-            else:
-                network.append(r.request.url)
-                r.abort()
-
-        context.route("**/*", route)
+        local_only(context, lab.base, network)
         page = context.new_page()
         shot = f"browser-{Path(notebook).stem}"
         try:

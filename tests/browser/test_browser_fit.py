@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_util import ARTIFACTS, chromium_context, require_chromium, screenshot
+from browser_util import ARTIFACTS, chromium_context, local_only, require_chromium, screenshot
 from test_browser import (ALL_CELLS_RUN, CELL_ERRORS, NOTEBOOK_READY, UI_BUDGET, JupyterLab,
                           budget, check_exit_view, check_lecture_01, cleared_copy,
                           exit_view_changes, step_once, watch_hit)
@@ -171,16 +171,7 @@ def network():
 @pytest.fixture(scope="module")
 def page(lab, network):
     with chromium_context(viewport=VIEWPORT) as context:
-        local = (lab.base + "/", "data:", "blob:")
-
-        def route(r):
-            if r.request.url.startswith(local):
-                r.continue_()
-            else:
-                network.append(r.request.url)
-                r.abort()
-
-        context.route("**/*", route)
+        local_only(context, lab.base, network)
         yield context.new_page()
 
 

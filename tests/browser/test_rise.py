@@ -36,7 +36,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from browser_util import chromium_context, require_chromium, screenshot
+from browser_util import chromium_context, local_only, require_chromium, screenshot
 from test_browser import STEP_TEXT, JupyterLab, cleared_copy
 from vmkit import labsetup, nbtools, resources, rise
 
@@ -164,16 +164,7 @@ def test_live_stepper_slide(tmp_path, monkeypatch):
 
     try:
         with chromium_context(viewport={"width": WIDTH, "height": HEIGHT}) as context:
-            local = (lab.base + "/", "data:", "blob:")
-
-            def route(r):
-                if r.request.url.startswith(local):
-                    r.continue_()
-                else:
-                    network.append(r.request.url)
-                    r.abort()
-
-            context.route("**/*", route)
+            local_only(context, lab.base, network)
             page = context.new_page()
             try:
                 page.goto(f"{lab.base}/rise/{notebook}?token={lab.token}", timeout=left())

@@ -82,6 +82,22 @@ def chromium_context(browser=None, **kwargs):
             context.close()
 
 
+def local_only(context, base: str, network: list) -> None:
+    """Let ``context`` reach only the server at ``base`` (and data:/blob: URLs); every other
+    request is aborted and its URL appended to ``network`` (a page that fetches from outside,
+    news or CDNs, would hang offline or leak, and the test says which URL it was)."""
+    local = (base + "/", "data:", "blob:")
+
+    def route(r):
+        if r.request.url.startswith(local):
+            r.continue_()
+        else:
+            network.append(r.request.url)
+            r.abort()
+
+    context.route("**/*", route)
+
+
 def screenshot(page, name: str) -> Path | None:
     """Save a full-page screenshot as build/test-artifacts/<name>.png; never raises."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
