@@ -203,12 +203,9 @@ class TEVM(GuestVM):
                     else:
                         m.mem[a:a + n] = data
                     return low
-        pushes = []
         for v in values:
             esp = (esp - 4) & MASK32
-            pushes.append((esp, v))
-        for a, v in pushes:
-            self.lin_write(a, 4, v & MASK32)
+            self.lin_write(esp, 4, v & MASK32)
         return esp
 
     def flush_tlb(self, vpn: int | None = None) -> None:
