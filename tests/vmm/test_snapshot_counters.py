@@ -193,6 +193,7 @@ def test_declared_state_rolls_back(name):
 VM_FIXED = {"index", "image", "machine", "monitor", "slice_base", "memory_size", "vmm_base",
             "pd", "gdt_base", "port_handlers", "io_backend", "split_backend",
             "gdt_src",   # where the guest's GDT lies in host memory: a cache, found again
+            "checks",    # the guest's protection checks remembered: replayed against memory
             "_vcpu"}     # hw's GuestCPU: a view of the VMCS and the real CPU (te declares its own)
 
 

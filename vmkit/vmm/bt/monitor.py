@@ -222,10 +222,23 @@ def setup(bt) -> None:
 
 def run_guest(bt, vm: TEVM, budget: int, until, single: bool) -> RunResult:
     """User code runs directly, as under trap-and-emulate; kernel code (virtual CPL 0) runs in
-    the translator."""
-    if vm.vcpu.cpl != 0:
-        return run_directly(bt, vm, budget, until, single)
-    return run_kernel(bt, vm, budget, until, single)
+    the translator. When one stops only because the guest changed rings (a system call into
+    its kernel, the kernel's return to user code) and the run loop would have nothing else to
+    do (``Deprivileged._go_on``), the other goes on at once."""
+    vc = vm._vcpu
+    if until is not None or single:
+        if vc.cpl != 0:
+            return run_directly(bt, vm, budget, until, single)
+        return run_kernel(bt, vm, budget, until, single)
+    while True:
+        g0 = vm.steps
+        if vc.cpl != 0:
+            r = run_directly(bt, vm, budget, None, False)
+        else:
+            r = run_kernel(bt, vm, budget, None, False)
+        budget -= vm.steps - g0
+        if r.reason != "vmm" or not bt._go_on(vm, budget):
+            return r
 
 
 BinaryTranslation.ops = replace(core.DEPRIVILEGED_OPS, setup=setup, run_guest=run_guest)

@@ -110,7 +110,8 @@ class Block:
     __slots__ = ("key", "vm", "eip", "gpa", "insns", "kinds", "n", "nbody", "fn", "_source",
                  "tail", "go_on", "resched", "links", "valid", "static", "fns", "exact",
                  "index", "hbytes", "end", "hits", "chained_in", "indirect", "code", "starts",
-                 "items", "made_key", "globals", "runs", "loop_fn", "loop_code", "loop_starts")
+                 "items", "made_key", "globals", "runs", "loop_fn", "loop_code", "loop_starts",
+                 "plain")
 
     def __init__(self, key, vm, eip, gpa, insns, kinds):
         self.key, self.vm, self.eip, self.gpa = key, vm, eip, gpa
@@ -137,6 +138,7 @@ class Block:
         self.loop_fn = None     # a unit that jumps back to its start: a second function that
         self.loop_code = None   # runs its passes in itself, once it is chained to itself
         self.loop_starts = ()
+        self.plain = False      # compiled, and nothing to do after fn but follow a chained exit
         self.hbytes: list = []
         self.end = insns[-1].next
         self.hits = 0
@@ -192,6 +194,9 @@ class Block:
                 self.loop_code, self.loop_starts = made[0], made[3]
                 self.loop_fn = types.FunctionType(self.loop_code, g, f"tb_{self.eip:08x}",
                                                   bind)
+        # no callout at its end, no look by the run loop, no loop function: the engine's
+        # tight loop runs it (engine.run_chain)
+        self.plain = self.tail is None and not self.resched and self.loop_fn is None
 
     def loops_back(self) -> bool:
         """Does the unit end in a direct jump to its own start, with nothing the engine must do

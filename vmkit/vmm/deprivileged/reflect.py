@@ -7,9 +7,17 @@ from __future__ import annotations
 from vmkit.isa.faults import Fault
 from vmkit.machine import rules
 from vmkit.trace import Reflection
+from vmkit.vmm.deprivileged.checks import checked
 from vmkit.vmm.deprivileged.vcpu import NT, RF, TEVM, TF, VM_FLAG
 from vmkit.vmm.vm import event_name
 from vmkit.vmm.world import VMStop as _VMStop
+
+
+def _gate(view, idtr, cpl: int, vector: int, source: str):
+    return rules.interrupt_gate(view, idtr, cpl, vector, source, "guest's IDT")
+
+
+_GATE, _SS = "gate", "inner SS"     # what a remembered check is, in its key
 
 
 def reflect(te, vm: TEVM, vector: int, error_code: int | None, return_eip: int,
@@ -20,17 +28,21 @@ def reflect(te, vm: TEVM, vector: int, error_code: int | None, return_eip: int,
     expects (virtual IF and IOPL, CS as the guest believes it), virtual IF cleared for an
     interrupt gate. Raises the guest's Fault if delivery fails (state unchanged)."""
     m = te._host
-    cpu, vc = m.cpu, vm.vcpu
-    gate, cd, new, ext = rules.interrupt_gate(vm, vc.idtr, vc.cpl, vector, source,
-                                              "guest's IDT")
-    sel = gate.gate_selector
+    cpu, vc = m.cpu, vm._vcpu
     old = vc.cpl
+    # the checks, remembered with the guest memory they read (checks.py)
+    i, g, l = vc.idtr, vc.gdtr, vc.ldtr
+    tables = (g.base, g.limit, l.selector, l.base, l.limit)
+    gate, cd, new, ext = checked(vm, (_GATE, i.base, i.limit, old, vector, source, *tables),
+                                 _gate, i, old, vector, source)
+    sel = gate.gate_selector
     flags = vc.eflags
     frame = [flags, vc.cs, return_eip]
     new_ss = None
     if new < old:
         esp, new_ss = te._inner_stack(vm, new, ext)
-        rules.inner_stack_segment(vm, new_ss, new, ext)
+        checked(vm, (_SS, new_ss, new, ext, *tables), rules.inner_stack_segment, new_ss, new,
+                ext)
         frame = [vc.ss, cpu.regs[4]] + frame
     else:
         esp = cpu.regs[4]

@@ -7,8 +7,9 @@ import struct
 
 from vmkit.machine.cpu import MASK32, TableReg
 from vmkit.machine.machine import BOOT_GDT, Machine
-from vmkit.machine.rules import Descriptor
+from vmkit.machine.rules import Descriptor, code_segment, stack_segment
 from vmkit.vmm import state
+from vmkit.vmm.deprivileged.checks import checked
 from vmkit.vmm.layout import V_GDT
 from vmkit.vmm.vcpu import RealBackedCPU
 from vmkit.vmm.vm import GuestVM
@@ -124,6 +125,8 @@ class TEVM(GuestVM):
         self.gdt_copy = b""
         self.gdt_shadowed = 0                     # bytes of real GDT written from the guest's
         self.gdt_src: list | None = None          # [(host address, length)] of the guest table
+        # the guest's protection checks remembered with the reads they made (checks.py)
+        self.checks: dict = {}
 
     def load_state(self, saved: dict) -> None:
         super().load_state(saved)
@@ -207,6 +210,21 @@ class TEVM(GuestVM):
             esp = (esp - 4) & MASK32
             self.lin_write(esp, 4, v & MASK32)
         return esp
+
+    # ---- the guest's checks, remembered (vmkit.vmm.deprivileged.checks) ----------------------
+    def check_code(self, selector: int, new_cpl: int, fault: int = 13) -> Descriptor:
+        """``GuestVM.check_code``, remembered with the descriptor it read."""
+        g, l = self._vcpu.gdtr, self._vcpu.ldtr
+        return checked(self, (code_segment, selector, new_cpl, fault, g.base, g.limit,
+                              l.selector, l.base, l.limit), code_segment, selector, new_cpl,
+                       fault)
+
+    def stack_descriptor(self, selector: int, ring: int, fault: int = 13) -> Descriptor:
+        """``GuestVM.stack_descriptor``, remembered with the descriptor it read."""
+        g, l = self._vcpu.gdtr, self._vcpu.ldtr
+        return checked(self, (stack_segment, selector, ring, fault, g.base, g.limit,
+                              l.selector, l.base, l.limit), stack_segment, selector, ring,
+                       fault)
 
     def flush_tlb(self, vpn: int | None = None) -> None:
         for t in self.tlb.values():
