@@ -7,7 +7,6 @@ from collections import Counter
 from vmkit.errors import VmkitError
 from vmkit.isa.decode import Insn
 from vmkit.isa.faults import Fault
-from vmkit.machine import rules
 from vmkit.machine.cpu import MASK32
 from vmkit.machine.hooks import MachineHooks
 from vmkit.machine.machine import Machine
@@ -15,11 +14,10 @@ from vmkit.machine.rules import Descriptor
 from vmkit.trace import Emulation, InstructionRetired, Interrupt
 from vmkit.vmm import passthrough, state
 from vmkit.vmm.deprivileged.boot import boot_vm, build_vmm_area
-from vmkit.vmm.deprivileged.checks import checked
 from vmkit.vmm.deprivileged.control import write_cr
 from vmkit.vmm.deprivileged.handlers import DEPRIVILEGED
 from vmkit.vmm.deprivileged.ops import DEPRIVILEGED_OPS
-from vmkit.vmm.deprivileged.reflect import reflect, reflect_exception
+from vmkit.vmm.deprivileged.reflect import guest_tss_stack, reflect, reflect_exception
 from vmkit.vmm.deprivileged.segments import load_real_cs, load_real_segment, shadow_gdt, sync_gdt
 from vmkit.vmm.deprivileged.vcpu import TEVM
 from vmkit.vmm.deprivileged.window import emulate_one, window_fault
@@ -256,7 +254,7 @@ class Deprivileged(HostedMonitor, MachineHooks):
         """The real CPU changed rings on its own (MachineHooks.on_ring_change): an outward
         iretd or retf of the ring-1 kernel to user mode, which does not trap."""
         vm = self.vms[self.current]
-        vc = vm.vcpu
+        vc = vm._vcpu
         vc.cpl = new
         if cause == "iret" and old == 1:
             # a ring-0 iretd loads IF and IOPL from the image; the ring-1 one loaded neither.
@@ -287,12 +285,9 @@ class Deprivileged(HostedMonitor, MachineHooks):
         """As ``reflect.reflect`` (a method: subclasses and the VM call it)."""
         reflect(self, vm, vector, error_code, return_eip, source)
 
-    def _inner_stack(self, vm: TEVM, new: int, ext: int) -> tuple[int, int]:
-        """(ESP, SS) for a reflection into virtual ring ``new``: the guest TSS's, read now
-        (the kernel stores ESP0 freely: the remembered check replays that read too)."""
-        t = vm._vcpu.tr
-        return checked(vm, (rules.tss_stack, t.selector, t.base, t.limit, new, ext),
-                       rules.tss_stack, t, new, ext)
+    #: (ESP, SS) for a reflection into virtual ring ``new``: the guest TSS's
+    #: (``reflect.guest_tss_stack``; ``reflect`` makes its checks in one go with it)
+    _inner_stack = guest_tss_stack
 
     def _reflect_exception(self, vm: TEVM, f: Fault) -> None:
         """As ``reflect.reflect_exception`` (a method: subclasses and the VM call it)."""

@@ -29,10 +29,15 @@ def load_real_cs(te, vm: TEVM, selector: int, vring: int, cause: str,
     """CS := the guest's code selector for virtual ring ``vring``, in the real ring that
     stands for it (0 -> 1); the guest descriptor's accessed bit is set as natively."""
     m = te._host
-    cpu, vc = m.cpu, vm.vcpu
-    vm.set_accessed(selector, d if d is not None else vm.descriptor(selector))
+    cpu, vc = m.cpu, vm._vcpu
+    if d is None:
+        d = vm.descriptor(selector)
+    if not d.access & 1:
+        vm.set_accessed(selector, d)
     ring = 1 if vring == 0 else vring
-    m.load_segment_cache(1, (selector & 0xFFFC) | ring, shadow_descriptor(te, vm, selector))
+    m.load_segment_cache(1, (selector & 0xFFFC) | ring,     # shadow_descriptor, inline
+                         Descriptor.parse(_Q.unpack_from(m.mem, vm.gdt_base
+                                                         + (selector & 0xFFF8))[0]))
     old = cpu.cpl
     vc.cpl = vring
     if ring != old:

@@ -200,7 +200,11 @@ class TEVM(GuestVM):
                 m = self.machine
                 if gpa + n <= self.memory_size and not m.watched_pages:
                     a = self.slice_base + gpa
-                    data = _DWORDS[len(values)].pack(*[v & MASK32 for v in reversed(values)])
+                    pack = _DWORDS[len(values)].pack
+                    try:        # the values are 32-bit already (masking each: 40 bytecodes)
+                        data = pack(*values[::-1])
+                    except struct.error:
+                        data = pack(*[v & MASK32 for v in reversed(values)])
                     if a >> 12 in m.code_pages:
                         m.phys_write(a, data, "vmm")
                     else:
