@@ -19,6 +19,7 @@ from vmkit.vmm.bt.translator import DEFAULT_THRESHOLD, fetch, guest_text
 from vmkit.vmm.deprivileged import ops as core
 from vmkit.vmm.deprivileged.handlers import _DEFAULT_HANDLERS
 from vmkit.vmm.deprivileged.monitor import Deprivileged
+from vmkit.vmm.deprivileged.segments import load_real_cs
 from vmkit.vmm.deprivileged.vcpu import TEVM
 from vmkit.vmm.ops import run_directly
 
@@ -131,8 +132,8 @@ class BinaryTranslation(Deprivileged):
         """As trap-and-emulate, and when the guest enters its kernel (a reflected interrupt,
         exception or system call) the real CPU stops running guest code directly: the
         translator takes over."""
-        was = vm.vcpu.cpl
-        super()._load_real_cs(vm, selector, vring, cause, d)
+        was = vm._vcpu.cpl
+        load_real_cs(self, vm, selector, vring, cause, d)     # the core's
         if vring == 0 and was != 0:
             self._host.request_exit()
 

@@ -19,6 +19,8 @@ about 600 Python bytecodes to about 200 (``benchmarks/bench_trap_bytecodes.py``)
 
 from __future__ import annotations
 
+import operator
+
 from vmkit.vmm.vm import GuestVM
 
 __all__ = ["checked", "MAX_ENTRIES"]
@@ -66,8 +68,10 @@ def checked(vm, key: tuple, rule, *args):
     if e is not None and not vm.machine.watched_pages:
         get = vm.tlb[False, False].get
         mem = vm.machine.mem
-        for vpn, frame, lo, hi, raw in e[0]:
-            if get(vpn) != frame or mem[lo:hi] != raw:
+        # a page at a time: its frame in the VMM's TLB, then every read of it in one C call
+        # (an itemgetter of slices; 12 bytecodes a page, against 26 a read one by one)
+        for vpn, frame, slices, raw in e[0]:
+            if get(vpn) != frame or slices(mem) != raw:
                 break
         else:
             return e[1]
@@ -76,5 +80,18 @@ def checked(vm, key: tuple, rule, *args):
     if rec.plain:
         if len(memo) >= MAX_ENTRIES:
             memo.clear()
-        memo[key] = (tuple(rec.reads), result)
+        memo[key] = (_pages(rec.reads), result)
     return result
+
+
+def _pages(reads: list) -> tuple:
+    """The reads of a rule grouped by page: (page, its frame, an itemgetter of the host slices
+    read there, the bytes they held, as that getter returns them)."""
+    pages: dict = {}
+    for vpn, frame, lo, hi, raw in reads:
+        pages.setdefault((vpn, frame), []).append((slice(lo, hi), raw))
+    out = []
+    for (vpn, frame), rs in pages.items():
+        getter = operator.itemgetter(*[sl for sl, _ in rs])
+        out.append((vpn, frame, getter, rs[0][1] if len(rs) == 1 else tuple(r for _, r in rs)))
+    return tuple(out)

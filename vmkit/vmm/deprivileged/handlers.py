@@ -192,13 +192,15 @@ def emulate_iretd(vm: TEVM, insn: Insn) -> None:
     popped CS has RPL 0 < real CPL 1); IF and IOPL are loaded into the virtual CPU from the
     popped image, as a ring-0 iretd does."""
     vc = vm.vcpu
-    if vc.eflags & NT:
+    old = vc.eflags
+    if old & NT:
         raise CannotEmulate("iretd with NT set (task return)")
-    user = vc.cpl == 3
+    cpl = vc.cpl
+    user = cpl == 3
     esp = vc.esp
     eip, cs, fl = vm.lin_read_dwords(esp, 3, user)
     cs &= 0xFFFF
-    rpl, cpl = cs & 3, vc.cpl
+    rpl = cs & 3
     if rpl < cpl:
         raise Fault(13, cs & 0xFFFC, detail=f"iretd to ring {rpl} from ring {cpl}")
     d = vm.check_code(cs, rpl)
@@ -207,7 +209,6 @@ def emulate_iretd(vm: TEVM, insn: Insn) -> None:
         new_esp, new_ss = vm.lin_read_dwords((esp + 12) & MASK32, 2, user)
         new_ss &= 0xFFFF
         vm.stack_descriptor(new_ss, rpl)
-    old = vc.eflags
     mask = rules.iret_flags_mask(cpl, vc.iopl)
     vc.eflags = (old & ~mask) | (fl & mask)
     vc.eip = eip
