@@ -55,7 +55,7 @@ def test_p4_preset_takes_the_papers_figures():
     assert p4.notes["exit_handling"].startswith("estimate")
     # the shadow update is bounded by §6.3: BT's adapted PTE write (its instructions, a walk
     # and the update) takes 391 cycles in all
-    from vmkit.vmm.bt.engine import TRACE_SEQUENCE
+    from vmkit.vmm.bt.callouts import TRACE_SEQUENCE
     assert TRACE_SEQUENCE * p4.native + 2 * p4.page_walk + p4.shadow_update <= 391
     # Core 2: Table 1's second column, every other figure the P4's and said so
     assert {k: v for k, v in core2.as_dict().items() if k != "vm_exit"} == \

@@ -114,8 +114,10 @@ The package, one mechanism a module (after QEMU's cpu-exec, translate-all and tb
                    code, invalidation and flushes
 ``translator.py``  fetching kernel code through the guest's tables, classifying each
                    instruction (identical, inline, callout), building and compiling units
-``engine.py``      running the kernel in translated blocks: chaining, callouts, the software
-                   MMU, the interpreter below the threshold
+``engine.py``      running the kernel in translated blocks: chaining, the interpreter below
+                   the threshold
+``callouts.py``    callouts, the software MMU of adapted instructions, traps from translated
+                   code and adaptation
 ``static.py``      the ahead-of-time linear sweep (``static=True``)
 ``handlers.py``    the handlers BT adds to trap-and-emulate's table (int, LAR/LSL/VERR/VERW,
                    lcall)

@@ -104,7 +104,7 @@ class BinaryTranslation(Deprivileged):
         self._adapted: set = set()        # instruction keys translated as MMU callouts
         self._innocent: dict = {}         # adapted instruction key -> runs that would not trap
         self._soft: dict = {}             # adapted instruction -> its software-MMU function
-        self._would_trap = False          # set by an adapted instruction's run (engine._probe)
+        self._would_trap = False          # set by an adapted instruction's run (callouts._probe)
         self._inline_code: dict = {}
         self._stale = [False]
         self._resume = None
