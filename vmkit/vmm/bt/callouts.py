@@ -53,7 +53,7 @@ def callout(bt, vm: TEVM, insn: Insn, handler, interpreted: bool) -> bool:
         # priced as VMware's translator ran them: a short sequence inside the translation
         # cache (A&A 2006 §3.3, §6.3), not a call into the VMM
         bt.events["tc_emulate" if mn in IN_TC else "callout"] += 1
-    bt.trace.add(_emulation_event(m.clock, insn, vm.index))
+    bt.trace.add(Emulation(m.clock, address=eip, text=insn.text, mnemonic=mn, vm=vm.index))
     return True
 
 
@@ -200,7 +200,3 @@ def _count_trap(bt, vm: TEVM, blk: Block, i: int) -> None:
     if ik in bt._adapted or bt._traps[ik] >= bt.adapt_after:
         _retranslate(bt, vm, ik, insn, adapted=True)    # (again, for a block that still
                                                         # holds it as IDENT)
-
-
-def _emulation_event(clock: int, insn: Insn, vm: int) -> Emulation:
-    return Emulation(clock, address=insn.address, text=insn.text, mnemonic=insn.mnemonic, vm=vm)

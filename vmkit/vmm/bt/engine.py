@@ -28,7 +28,7 @@ def run_kernel(bt, vm: TEVM, budget: int, until, single: bool) -> RunResult:
     budget or the guest-time deadline is reached, the guest leaves its kernel, halts, or
     something the loop must look at changed."""
     m = bt._host
-    cpu, vc, tr = m.cpu, vm.vcpu, bt.trace
+    cpu, vc, tr = m.cpu, vm._vcpu, bt.trace
     deadline = m.dev.next_tick
     limit = budget if deadline is None else min(budget, deadline - m.clock)
     careful = bool(single or until or m.breakpoints or tr.wants_instructions()

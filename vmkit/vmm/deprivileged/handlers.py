@@ -198,7 +198,13 @@ def emulate_iretd(vm: TEVM, insn: Insn) -> None:
     cpl = vc.cpl
     user = cpl == 3
     esp = vc.esp
-    eip, cs, fl = vm.lin_read_dwords(esp, 3, user)
+    # the frame of an outward return too (ESP, SS after EIP, CS, EFLAGS) in one side-effect-free
+    # load when all of it lies in one page the VMM's TLB maps; else read as needed
+    frame = vm.dwords_hit(esp, 5, user)
+    if frame is None:
+        eip, cs, fl = vm.lin_read_dwords(esp, 3, user)
+    else:
+        eip, cs, fl = frame[:3]
     cs &= 0xFFFF
     rpl = cs & 3
     if rpl < cpl:
@@ -206,7 +212,8 @@ def emulate_iretd(vm: TEVM, insn: Insn) -> None:
     d = vm.check_code(cs, rpl)
     vm.set_accessed(cs, d)
     if rpl > cpl:
-        new_esp, new_ss = vm.lin_read_dwords((esp + 12) & MASK32, 2, user)
+        new_esp, new_ss = (vm.lin_read_dwords((esp + 12) & MASK32, 2, user) if frame is None
+                           else frame[3:])
         new_ss &= 0xFFFF
         vm.stack_descriptor(new_ss, rpl)
     mask = rules.iret_flags_mask(cpl, vc.iopl)

@@ -177,6 +177,14 @@ class TEVM(GuestVM):
     def lin_read_dwords(self, lin: int, count: int, user: bool = False) -> tuple:
         """``count`` dwords from guest-linear ``lin`` up, as ``lin_read(lin + 4 * i, 4)`` one
         after the other; on one page that the VMM's TLB maps, in one load (a popped frame)."""
+        got = self.dwords_hit(lin, count, user)
+        if got is not None:
+            return got
+        return tuple(self.lin_read((lin + 4 * i) & MASK32, 4, user) for i in range(count))
+
+    def dwords_hit(self, lin: int, count: int, user: bool = False) -> tuple | None:
+        """``lin_read_dwords`` when its one load serves (one page that the VMM's TLB maps, no
+        watched memory): a read with no side effect at all; else None."""
         n = 4 * count
         if (lin & 0xFFF) + n <= 0x1000 and count in _DWORDS:
             frame = self.tlb[False, user].get(lin >> 12)
@@ -185,7 +193,7 @@ class TEVM(GuestVM):
                 m = self.machine
                 if gpa + n <= self.memory_size and not m.watched_pages:
                     return _DWORDS[count].unpack_from(m.mem, self.slice_base + gpa)
-        return tuple(self.lin_read((lin + 4 * i) & MASK32, 4, user) for i in range(count))
+        return None
 
     def push_frame(self, esp: int, values: list) -> int:
         """Push ``values`` (first the highest) onto the guest stack below ``esp`` as supervisor
