@@ -131,8 +131,8 @@ def step_kernel(bt, vm: TEVM, left: int) -> None:
         blk.hits += 1
         if watched:
             tr.add(_lookup_event(vm, eip, True, bt._host.clock))
-        if not blk.static:
-            bt.policy.used(key)
+        if not blk.static and bt._policy_used is not None:
+            bt._policy_used(key)
     if (link_from is not None and link_from.valid and link_from.vm == vm.index
             and (link_from.eip ^ eip) >> 12 == 0 and (link_from.gpa ^ gpa) >> 12 == 0
             and not blk.exact):

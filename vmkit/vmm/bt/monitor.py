@@ -85,6 +85,8 @@ class BinaryTranslation(Deprivileged):
         self.threshold = threshold
         self.tc_size = tc_size
         self.policy = policy
+        # the policy's ``used``, or None when it keeps no order (a lookup that hits calls it)
+        self._policy_used = None if type(policy).used is EvictionPolicy.used else policy.used
         policy.clear()
         self.static = bool(static)
         self._reset_tc_state()

@@ -21,7 +21,10 @@ def load_real_segment(te, vm: TEVM, index: int, selector: int) -> None:
     """Load a real data or stack segment register from the shadow GDT; the kernel's
     stack selector gets RPL 1 (the real CPL)."""
     real = selector | 1 if index == 2 and selector & 3 == 0 else selector
-    te._host.load_segment_cache(index, real, shadow_descriptor(te, vm, selector))
+    m = te._host
+    m.load_segment_cache(index, real,       # shadow_descriptor, inline
+                         Descriptor.parse(_Q.unpack_from(m.mem, vm.gdt_base
+                                                         + (selector & 0xFFF8))[0]))
 
 
 def load_real_cs(te, vm: TEVM, selector: int, vring: int, cause: str,
