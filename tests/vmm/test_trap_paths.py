@@ -1,8 +1,10 @@
 """The ring-1 monitors' trap paths take shortcuts (vmkit/vmm/deprivileged/vcpu.py,
-vmkit/vmm/te/holes.py): the VMM's guest-memory accesses that hit its TLB read and write host
-memory at once, a reflection pushes its frame in one store, an emulated iretd reads its frame
-in one load, and instructions whose bare run can never be made are not hole-checked. Each
-shortcut must give what the long way gives."""
+vmkit/vmm/te/holes.py, vmkit/vmm/deprivileged/checks.py, bt's run_guest): the VMM's
+guest-memory accesses that hit its TLB read and write host memory at once, a reflection pushes
+its frame in one store, an emulated iretd reads its frame in one load, instructions whose bare
+run can never be made are not hole-checked, the guest's protection checks are remembered with
+the memory they read, and bt goes between user code and its kernel without the run loop when
+the loop has nothing to do. Each shortcut must give what the long way gives."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import pytest
 import vmkit
 from vmkit import guests
 from vmkit.isa.decode import DECODER
+from vmkit.isa.faults import Fault
 from vmkit.vmm import TrapAndEmulate
 from vmkit.vmm.te.holes import HoleCheck, never_compared
 from vmkit.vmm.vm import GuestVM
@@ -101,3 +104,70 @@ def test_a_push_onto_compiled_code_drops_it(te):
     vm.push_frame(lin + 4, [old])             # the same bytes: the code is dropped anyway
     assert m.smc_gen > gen
     assert (vm.slice_base + lin) not in m.code_pages.get((vm.slice_base + lin) >> 12, {})
+
+
+def test_a_rewritten_gate_is_seen_by_the_next_reflection(te):
+    """The checks of a reflection are remembered with the guest memory they read
+    (vmkit/vmm/deprivileged/checks.py): does a system call after the guest rewrote its gate
+    still go where the new gate says?"""
+    vm = te.vms[0]
+    assert any(k[0] == "delivery" for k in vm.checks)      # a system call's checks, kept
+    gate = vm.vcpu.idtr.base + 0x80 * 8
+    raw = vm.lin_read(gate, 8)
+    old = (raw & 0xFFFF) | ((raw >> 32) & 0xFFFF0000)
+    assert old & 0xFFFF < 0xFFF0
+    vm.lin_write(gate, 2, (old + 2) & 0xFFFF)               # a plain store: no trap
+    went = []
+    te.on("reflect", lambda ev: ev.name == "int 0x80" and went.append(te.machine.cpu.eip))
+    te.run(max_steps=4000)
+    assert went and went[0] == old + 2
+
+
+def test_a_changed_descriptor_fails_the_remembered_check(te):
+    """Does an emulated IRETD's code-segment check, remembered once, fail as soon as the
+    guest's descriptor stops being code (and pass again when it is put back)?"""
+    vm = te.vms[0]
+    sel = vm.vcpu.cs & ~3
+    d = vm.check_code(sel, 0)
+    assert vm.check_code(sel, 0) is d                      # the remembered result
+    at = vm.vcpu.gdtr.base + sel + 5
+    access = vm.lin_read(at, 1)
+    vm.lin_write(at, 1, access & ~0x08)                    # a data segment now
+    with pytest.raises(Fault) as e:
+        vm.check_code(sel, 0)
+    assert e.value.vector == 13
+    vm.lin_write(at, 1, access)
+    assert vm.check_code(sel, 0) == d
+
+
+def _run_in_pieces(mon, piece: int) -> None:
+    while mon.result is None:
+        mon.run(max_steps=piece)
+
+
+def test_bt_goes_from_user_code_to_its_kernel_without_the_loop_unseen(monkeypatch):
+    """bt's run_guest goes on from the user program to the translated kernel and back when the
+    run loop would only start the guest again (Deprivileged._go_on): does that change anything
+    a monitor reports, the timer's interrupts and runs cut into pieces included?"""
+    from vmkit.vmm import BinaryTranslation
+    from vmkit.vmm.deprivileged.monitor import Deprivileged
+    img = guests.build("syscall", iterations=300, timer_period=997)
+    real = Deprivileged._go_on
+    went_on = []
+    monkeypatch.setattr(Deprivileged, "_go_on",
+                        lambda self, vm, left: went_on.append(1) or real(self, vm, left))
+    fused = [BinaryTranslation(img) for _ in range(2)]
+    fused[0].run(max_steps=10**6)
+    _run_in_pieces(fused[1], 777)
+    assert len(went_on) > 500 and fused[0].stats["reflected"]["irq 0"] > 0
+    monkeypatch.setattr(Deprivileged, "_go_on", lambda self, vm, left: False)
+    loop = [BinaryTranslation(img) for _ in range(2)]
+    loop[0].run(max_steps=10**6)
+    _run_in_pieces(loop[1], 777)
+    for a, b in zip(fused, loop):
+        assert a.console == b.console and a.result.reason == b.result.reason
+        assert a.stats == b.stats
+        assert a.cycles == b.cycles
+        assert a.trace.counts == b.trace.counts
+        assert a.vms[0].vcpu.regs == b.vms[0].vcpu.regs and a.machine.clock == b.machine.clock
+        assert [(e.kind, e.step) for e in a.trace] == [(e.kind, e.step) for e in b.trace]

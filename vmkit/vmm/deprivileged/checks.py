@@ -13,8 +13,10 @@ every value is the same it returns the remembered result without calling the rul
 else (a value changed, a miss in the VMM's TLB, a read across a page or beyond the VM's memory,
 watched memory) runs the rule for real, so the guest's page walks, accessed bits, faults and
 the watchpoints' events happen as without the cache, in the same order. A rule that raises is
-not remembered. Measured on the ``syscall`` guest (block mode): a reflection's checks went from
-about 600 Python bytecodes to about 200 (``benchmarks/bench_trap_bytecodes.py``).
+not remembered. A VM whose reads do not go through the VMM's TLB (pv's, through the real MMU)
+finds none of its reads there, so its checks always run for real. Measured on the ``syscall``
+guest (block mode): a system call's reflection checks went from about 600 Python bytecodes to
+about 100 (``benchmarks/bench_trap_bytecodes.py``).
 """
 
 from __future__ import annotations
