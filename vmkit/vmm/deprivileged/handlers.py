@@ -197,7 +197,8 @@ def emulate_iretd(vm: TEVM, insn: Insn) -> None:
         raise CannotEmulate("iretd with NT set (task return)")
     cpl = vc.cpl
     user = cpl == 3
-    esp = vc.esp
+    regs = vc.regs
+    esp = regs[4]
     # the frame of an outward return too (ESP, SS after EIP, CS, EFLAGS) in one side-effect-free
     # load when all of it lies in one page the VMM's TLB maps; else read as needed
     frame = vm.dwords_hit(esp, 5, user)
@@ -210,7 +211,8 @@ def emulate_iretd(vm: TEVM, insn: Insn) -> None:
     if rpl < cpl:
         raise Fault(13, cs & 0xFFFC, detail=f"iretd to ring {rpl} from ring {cpl}")
     d = vm.check_code(cs, rpl)
-    vm.set_accessed(cs, d)
+    if not d.access & 1:
+        vm.set_accessed(cs, d)
     if rpl > cpl:
         new_esp, new_ss = (vm.lin_read_dwords((esp + 12) & MASK32, 2, user) if frame is None
                            else frame[3:])
@@ -219,14 +221,15 @@ def emulate_iretd(vm: TEVM, insn: Insn) -> None:
     mask = rules.iret_flags_mask(cpl, vc.iopl)
     vc.eflags = (old & ~mask) | (fl & mask)
     vc.eip = eip
+    mon = vm.monitor
     if rpl > cpl:
-        vm.monitor._load_real_segment(vm, 2, new_ss)
-        vc.esp = new_esp
+        mon._load_real_segment(vm, 2, new_ss)
+        regs[4] = new_esp & MASK32
     else:
-        vc.esp = esp + 12
+        regs[4] = (esp + 12) & MASK32
     # the descriptor just checked, when its accessed bit was set already (else read again)
-    vm.monitor._load_real_cs(vm, cs, rpl, "iret", d if d.access & 1 else None)
-    vm.monitor.trace.add(IRet(vm.clock, from_ring=cpl, to_ring=rpl, eip=eip, vm=vm.index))
+    mon._load_real_cs(vm, cs, rpl, "iret", d if d.access & 1 else None)
+    mon.trace.add(IRet(vm.clock, from_ring=cpl, to_ring=rpl, eip=eip, vm=vm.index))
 
 
 @handles("retf")
