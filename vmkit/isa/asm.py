@@ -398,6 +398,17 @@ class _TooManyErrors(Exception):
     """More errors than ``assemble(max_errors=)`` allows: stop reading."""
 
 
+#: instructions encoded in this process: line text -> [(lookups, encoding)] (see
+#: _Assembler.instruction). Each entry holds only values and expression nodes that nothing
+#: changes after parsing, so assemblies may share them.
+_INSN_MEMO: dict[str, list] = {}
+#: each line's tokens (nothing changes a token list once made)
+_TOKENS: dict[str, list] = {}
+_INSN_MEMO_MAX = 50_000         # distinct lines; the kit's guests have about 3,000
+_INSN_VARIANTS = 16             # encodings kept per line (a jump to "1b" in many places)
+_DEP_CONST, _DEP_LOCAL, _DEP_TERM = "const", "local", "term"
+
+
 def _err(msg: str, rec: _Rec, col: int) -> AssemblyError:
     if rec.site:
         msg += _site_note(rec.site)
@@ -450,6 +461,7 @@ class _Assembler:
         self.site = None           # the macro invocations being expanded (see _Rec.site)
         self.body_src: dict = {}   # (file, line) -> body text as written, for expansions
         self.macro_count = 0       # GNU as's \@
+        self.deps: list | None = None   # lookups made while encoding an instruction
 
     # ---- input ------------------------------------------------------------------------------
 
@@ -468,7 +480,12 @@ class _Assembler:
         rec.sec = self.cur
         rec.i0 = rec.i1 = len(self.cur.items)
         try:
-            toks = tokenize(text)
+            toks = _TOKENS.get(text)
+            if toks is None:
+                toks = tokenize(text)
+                if len(_TOKENS) >= _INSN_MEMO_MAX:
+                    _TOKENS.clear()
+                _TOKENS[text] = toks
             if toks:
                 self.statement(toks, rec, it, stack)
         except LineError as e:
@@ -504,14 +521,22 @@ class _Assembler:
 
     def resolve(self, name, col):
         if name == ".":
+            if self.deps is not None:
+                self.deps.append(None)          # the current address: not remembered
             return self.here(col)
         v = self.consts.get(name)
         if v is not None and name not in self.deferred:
+            if self.deps is not None:
+                self.deps.append((_DEP_CONST, name, v))
             return Num(v, col)
+        if self.deps is not None:
+            self.deps.append((_DEP_CONST, name, None))
         return Sym(name, col)
 
     def resolve_local(self, n, d, col):
         k = self.local_counts.get(n, 0)
+        if self.deps is not None:
+            self.deps.append((_DEP_LOCAL, n, k))
         if d == "b":
             if k == 0:
                 raise LineError(f"'{n}b' refers to an earlier '{n}:' but there is none", col)
@@ -534,6 +559,14 @@ class _Assembler:
 
     def term(self, node):
         """Linear form of a symbol before layout (see :func:`linear`)."""
+        if self.deps is not None and type(node) is Sym:
+            deps, self.deps = self.deps, None     # what the nested lookups give is in the result
+            try:
+                lin = self.term(node)
+            finally:
+                self.deps = deps
+            deps.append((_DEP_TERM, node, lin))
+            return lin
         if type(node) is LabelRef:
             lab = node.label
             return lab.off, {lab.key: 1}
@@ -647,8 +680,66 @@ class _Assembler:
     # ---- instructions -----------------------------------------------------------------------
 
     def instruction(self, toks, i, rec):
+        self._stmt_col = toks[i].col
+        # An instruction's encoding depends on its text and on what its symbols meant when it
+        # was read (constants, local label numbers, the linear form of labels): remembered once
+        # a process with those lookups, and reused where they give the same answers (the guest
+        # builds assemble the same kernel lines hundreds of times with other parameters).
+        text = rec.text
+        known = _INSN_MEMO.get(text)
+        if known is not None:
+            for deps, made in known:
+                if self._deps_hold(deps):
+                    self._place(made, rec)
+                    return
+        self.deps = deps = []
+        try:
+            made = self._encode_instruction(toks, i, rec)
+        finally:
+            self.deps = None
+        if None not in deps:
+            if known is None:
+                if len(_INSN_MEMO) >= _INSN_MEMO_MAX:
+                    _INSN_MEMO.clear()
+                known = _INSN_MEMO[text] = []
+            if len(known) < _INSN_VARIANTS:
+                known.append((tuple(deps), made))
+        self._place(made, rec)
+
+    def _deps_hold(self, deps) -> bool:
+        """Do the lookups an encoding was made with give the same answers now?"""
+        consts, deferred, locals_ = self.consts, self.deferred, self.local_counts
+        for kind, key, answer in deps:
+            if kind is _DEP_CONST:
+                v = consts.get(key)
+                if v is not None and key in deferred:
+                    v = None
+                if v != answer:
+                    return False
+            elif kind is _DEP_LOCAL:
+                if locals_.get(key, 0) != answer:
+                    return False
+            elif self.term(key) != answer:
+                return False
+        return True
+
+    def _place(self, made, rec):
+        """Add the item an encoding describes (see :meth:`_encode_instruction`)."""
+        if made[0] is _Jump:
+            _, head, long, target, col = made
+            sec = self.cur
+            j = _Jump(head, long, target, col, rec, sec, len(sec.items))
+            self.jumps.append(j)
+            self.add(j, None)
+        else:
+            size = made[1]
+            self.add(_Chunk(size, list(made[2]), rec), size)
+
+    def _encode_instruction(self, toks, i, rec):
+        """Parse and encode the instruction at ``toks[i:]`` -> ``(_Jump, head, long, target,
+        col)`` or ``(_Chunk, size, parts)``; reads the assembler's state only through
+        :meth:`resolve`, :meth:`resolve_local` and :meth:`term` (see :meth:`instruction`)."""
         t = toks[i]
-        self._stmt_col = t.col
         mn = t.value.lower()
         prefix = None
         if mn in _PREFIXES:
@@ -699,13 +790,9 @@ class _Assembler:
             # notrack is a ds prefix; GNU as merges it with an explicit ds: override
             enc.head = b"\x3e" + enc.head
             enc.size += 1
-        sec = self.cur
         if enc.long is not None:
-            j = _Jump(enc.head, enc.long, enc.target, ops[0].col, rec, sec, len(sec.items))
-            self.jumps.append(j)
-            self.add(j, None)
-        else:
-            self.add(_Chunk(enc.size, [enc.head] + enc.fields, rec), enc.size)
+            return (_Jump, enc.head, enc.long, enc.target, ops[0].col)
+        return (_Chunk, enc.size, tuple([enc.head] + enc.fields))
 
     def settle(self, mn, op, k, nops, branch):
         """Fill in what is known before layout and decide what a bare expression means."""
