@@ -231,7 +231,7 @@ class Program:
     globals: set[str]
     lines: list[tuple[int, int, str, int, str]]   # (address, size, file, line, source text)
     sections: dict[str, tuple[int, int]] = field(default_factory=dict)   # name -> (start, size)
-    _listing: list = field(default_factory=list, repr=False)
+    _listing: list = field(default_factory=list, repr=False)   # (file, line, text, addr, end)
     _starts: list = field(default_factory=list, repr=False)
     _spans: list = field(default_factory=list, repr=False)
     #: start address of each item made by a macro expansion -> its invocations, outermost
@@ -287,7 +287,8 @@ class Program:
         """Address, bytes and source of every line, in source order (like ``as -al``)."""
         out = []
         last_file = None
-        for file, line, text, addr, data in self._listing:
+        for file, line, text, addr, end in self._listing:
+            data = self.code[addr - self.base:end - self.base] if addr is not None else b""
             if file != last_file:
                 out.append(f"# {file}")
                 last_file = file
@@ -482,10 +483,7 @@ class _Assembler:
         try:
             toks = _TOKENS.get(text)
             if toks is None:
-                toks = tokenize(text)
-                if len(_TOKENS) >= _INSN_MEMO_MAX:
-                    _TOKENS.clear()
-                _TOKENS[text] = toks
+                toks = _tokens(text)
             if toks:
                 self.statement(toks, rec, it, stack)
         except LineError as e:
@@ -1375,17 +1373,18 @@ class _Assembler:
         expansions = {}
         for rec in self.records:
             sec = rec.sec
-            addr = data = None
+            # an expanded line is listed as it was assembled, marked '>' (as in `as -al`)
+            site = rec.site
+            text = rec.text if site is None else ">" + rec.text
             if sec is not None and (rec.i1 > rec.i0 or rec.labels):
                 addr = sec.addrs[rec.i0]
                 end = sec.addrs[rec.i1]
-                data = code[addr - self.base:end - self.base]
                 lines.append((addr, end - addr, rec.file, rec.line, rec.src))
-                if rec.site is not None and end > addr:
-                    expansions[addr] = rec.site
-            # an expanded line is listed as it was assembled, marked '>' (as in `as -al`)
-            text = rec.text if rec.site is None else ">" + rec.text
-            listing.append((rec.file, rec.line, text, addr, data or b""))
+                if site is not None and end > addr:
+                    expansions[addr] = site
+                listing.append((rec.file, rec.line, text, addr, end))
+            else:
+                listing.append((rec.file, rec.line, text, None, None))
         lines.sort(key=lambda x: x[0])
         sections = {n: (s.start, s.end - s.start) for n, s in self.sections.items()}
         return Program(code, self.base, symbols, constants, set(self.globals), lines, sections,
@@ -1444,9 +1443,20 @@ def _nested_block(it, opener: str, closer: str, missing: str, col: int):
     raise LineError(missing, col)
 
 
+def _tokens(text: str) -> list:
+    """``tokenize(text)``, once a process per line text (nothing changes a token list)."""
+    toks = _TOKENS.get(text)
+    if toks is None:
+        toks = tokenize(text)
+        if len(_TOKENS) >= _INSN_MEMO_MAX:
+            _TOKENS.clear()
+        _TOKENS[text] = toks
+    return toks
+
+
 def _first_word(text: str) -> str | None:
     try:
-        toks = tokenize(text)
+        toks = _tokens(text)
     except LineError:
         return None
     i = 0
