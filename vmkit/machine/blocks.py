@@ -80,12 +80,11 @@ class _Insn:
 
 def _rename(body: list, suffix: str) -> None:
     """Give every local the instruction assigns a suffix (in place)."""
-    stored = {n.id for stmt in body for n in walk(stmt)
-              if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-    for stmt in body:
-        for n in walk(stmt):
-            if isinstance(n, ast.Name) and n.id in stored:
-                n.id += suffix
+    names = [n for stmt in body for n in walk(stmt) if isinstance(n, ast.Name)]
+    stored = {n.id for n in names if isinstance(n.ctx, ast.Store)}
+    for n in names:
+        if n.id in stored:
+            n.id += suffix
 
 
 def _is_attr(node, obj: str, attr: str) -> bool:
