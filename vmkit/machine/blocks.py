@@ -389,9 +389,23 @@ def build(eip: int, items: list, loop: bool = True, stale: str | None = None):
     An instruction that calls into the machine in the middle sees EIP on itself, and then no
     register is held in a local. -> ``(code, n, addresses, line_starts, source)``: the code
     takes ``(budget, R, C, M, PARITY)`` (bind them as :func:`translate` does) and returns the
-    instructions retired."""
-    return _build(eip, [_Insn(it[0], k, it[1], it[2] if len(it) > 2 else None)
-                        for k, it in enumerate(items)], loop, stale)
+    instructions retired. The same request twice in a process gets the same code (a monitor
+    translating a unit again after a flush)."""
+    key = (eip, tuple((it[0].address, it[0].next, it[1], it[2] if len(it) > 2 else None)
+                      for it in items), loop, stale)
+    made = _BUILT.get(key)
+    if made is None:
+        made = _build(eip, [_Insn(it[0], k, it[1], it[2] if len(it) > 2 else None)
+                            for k, it in enumerate(items)], loop, stale)
+        if len(_BUILT) >= 4096:
+            _BUILT.clear()
+        _BUILT[key] = made
+    return made
+
+
+#: what build() made in this process, by everything the code depends on: the instructions'
+#: addresses and sources (with their comment lines), the loop and the staleness test
+_BUILT: dict = {}
 
 
 def _build(eip: int, insns: list, loop: bool = True, stale: str | None = None):
