@@ -687,7 +687,7 @@ class _Assembler:
         known = _INSN_MEMO.get(text)
         if known is not None:
             for deps, made in known:
-                if self._deps_hold(deps):
+                if not deps or self._deps_hold(deps):
                     self._place(made, rec)
                     return
         self.deps = deps = []
@@ -723,15 +723,17 @@ class _Assembler:
 
     def _place(self, made, rec):
         """Add the item an encoding describes (see :meth:`_encode_instruction`)."""
+        sec = self.cur
         if made[0] is _Jump:
-            _, head, long, target, col = made
-            sec = self.cur
-            j = _Jump(head, long, target, col, rec, sec, len(sec.items))
+            j = _Jump(made[1], made[2], made[3], made[4], rec, sec, len(sec.items))
             self.jumps.append(j)
             self.add(j, None)
-        else:
+        elif sec.name == "bss":
+            self.add(_Chunk(made[1], list(made[2]), rec), made[1])    # refused there
+        else:                       # add(), inline: most lines of a guest come here
             size = made[1]
-            self.add(_Chunk(size, list(made[2]), rec), size)
+            sec.items.append(_Chunk(size, list(made[2]), rec))
+            sec.frag_off += size
 
     def _encode_instruction(self, toks, i, rec):
         """Parse and encode the instruction at ``toks[i:]`` -> ``(_Jump, head, long, target,
