@@ -1366,7 +1366,7 @@ class _Assembler:
         symbols = {}
         for name, lab in self.labels.items():
             if "\x02" not in name:
-                symbols[name] = self.label_addr(lab)
+                symbols[name] = lab.sec.addrs[lab.index]      # label_addr, inline
         constants = dict(self.consts)
         for name in self.deferred:
             constants[name] = self.symbol_value_checked(name)
