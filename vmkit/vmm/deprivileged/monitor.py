@@ -114,7 +114,7 @@ class Deprivileged(HostedMonitor, MachineHooks):
         halted, no breakpoint to look at. True: the guest is entered again (``ops.enter``) and
         goes on; False: back to the loop, which finds the same and acts (the timer's tick is
         idempotent). One VM only, its timer on guest time (the loop's ``_schedule`` has work
-        otherwise). A system call under bt saves a trip through the loop by it (about 350 of
+        otherwise). A system call under bt saves a trip through the loop by it (about 200 of
         its 8,000 Python bytecodes)."""
         dv = vm.devices
         if (vm.pending is not None or dv.poweroff_code is not None or len(self.vms) != 1
