@@ -121,13 +121,16 @@ class Deprivileged(HostedMonitor, MachineHooks):
                 or self.machine_timer):
             return False
         m = self._host
-        dv.tick(m.clock)
+        clock, tick = m.clock, dv.next_tick
+        if tick is not None and clock >= tick:     # (Devices.tick has work)
+            dv.tick(clock)
+            tick = dv.next_tick
         if (left <= 0 or vm._vcpu.halted or m.breakpoints
                 or self._deliverable(vm) is not None):
             return False
-        deadline = m.clock + left
-        if dv.next_tick is not None and dv.next_tick < deadline:
-            deadline = dv.next_tick
+        deadline = clock + left
+        if tick is not None and tick < deadline:
+            deadline = tick
         self.ops.enter(self, vm, deadline)
         return True
 
