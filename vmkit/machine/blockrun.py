@@ -39,15 +39,25 @@ class BlockRunMixin:
     """``_translate`` and ``_burst_blocks`` for :class:`~vmkit.machine.machine.Machine`."""
 
     def _translate(self, eip: int):
-        """The block-cache entry for ``eip`` in the current mode, made and registered for
-        self-modifying code: a block (``blocks.translate``), or ``(f, 0, ...)`` for an
+        """The block-cache entry for ``eip`` in the current mode: the one kept at its physical
+        address, else made, kept and registered for self-modifying code: a block (``blocks.translate``), or ``(f, 0, ...)`` for an
         instruction that runs alone, or ``(f, -1, [count])`` while ``eip`` is cold: a block is
         made only once a run has reached ``eip`` ``blocks.HOT`` times (compiling a block costs
         about a millisecond, as much as running a thousand instructions singly)."""
         cache = self._bcache
         old = cache.get(eip)
+        if old is None:
+            # a live miss: the fetch's translation, then the entry kept at that physical
+            # address (vmkit.machine.codecache); a cold one whose count ran out counts afresh
+            pa = self.code_address(eip)
+            if pa is not None:
+                b = self._bstore.get((eip, pa))
+                if b is not None and (b[1] != -1 or b[2][0] > 0):
+                    cache[eip] = b
+                    return b
         if old is not None:
             b = blk.translate(self, eip)
+            pa = b[7] if b is not None else self.code_address(eip)
         elif eip in blk._MADE_AT:   # made in this process (another machine): bind it now
             b = blk.translate(self, eip, made_only=True)
         else:
@@ -80,7 +90,7 @@ class BlockRunMixin:
                 if inner is not None and inner[1] == -1:
                     inner[2][0] = blk.HOT
         cache[eip] = b
-        self._register(cache, eip, size)
+        self._keep(self._btag, eip, pa, b, size)
         return b
 
     def _burst_blocks(self, budget: int) -> None:
