@@ -45,13 +45,14 @@ class BlockRunMixin:
         made only once a run has reached ``eip`` ``blocks.HOT`` times (compiling a block costs
         about a millisecond, as much as running a thousand instructions singly)."""
         cache = self._bcache
+        tag = 3 if cache is self._bcache_usr else 2
         old = cache.get(eip)
         if old is None:
             # a live miss: the fetch's translation, then the entry kept at that physical
             # address (vmkit.machine.codecache); a cold one whose count ran out counts afresh
             pa = self.code_address(eip)
             if pa is not None:
-                b = self._bstore.get((eip, pa))
+                b = self._code_sets[tag][0].get((eip, pa))
                 if b is not None and (b[1] != -1 or b[2][0] > 0):
                     cache[eip] = b
                     return b
@@ -90,7 +91,7 @@ class BlockRunMixin:
                 if inner is not None and inner[1] == -1:
                     inner[2][0] = blk.HOT
         cache[eip] = b
-        self._keep(self._btag, eip, pa, b, size)
+        self._keep(tag, eip, pa, b, size)
         return b
 
     def _burst_blocks(self, budget: int) -> None:

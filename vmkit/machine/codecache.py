@@ -66,14 +66,8 @@ class CodeCacheMixin:
                            (self._istore_usr, self._icache_usr),
                            (self._bstore_sup, self._bcache_sup),
                            (self._bstore_usr, self._bcache_usr))
-        self._select_code(False)
-
-    def _select_code(self, user: bool) -> None:
-        """The live caches and kept stores of the current privilege class (mode_changed)."""
-        self._itag = 1 if user else 0
-        self._btag = 3 if user else 2
-        self._istore, self._icache = self._code_sets[self._itag]
-        self._bstore, self._bcache = self._code_sets[self._btag]
+        self._icache = self._icache_sup
+        self._bcache = self._bcache_sup
 
     # ---- fetching and compiling -----------------------------------------------------------
     def fetch_decode(self, eip: int) -> Insn | None:
@@ -110,9 +104,10 @@ class CodeCacheMixin:
     def _compile(self, eip: int):
         """The compiled instruction at ``eip`` in the current live icache: the kept one at its
         physical address, else decoded and compiled (and kept)."""
+        tag = 1 if self._icache is self._icache_usr else 0
         pa = self.code_address(eip)
         if pa is not None:
-            fn = self._istore.get((eip, pa))
+            fn = self._code_sets[tag][0].get((eip, pa))
             if fn is not None:
                 self._icache[eip] = fn
                 return fn
@@ -130,7 +125,7 @@ class CodeCacheMixin:
         except AttributeError:
             pass
         self._icache[eip] = fn
-        self._keep(self._itag, eip, pa, fn, insn.size)
+        self._keep(tag, eip, pa, fn, insn.size)
         return fn
 
     def _keep(self, tag: int, eip: int, pa: int | None, obj, size: int) -> None:

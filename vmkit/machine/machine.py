@@ -208,13 +208,16 @@ class Machine(MMUMixin, SystemMixin, CodeCacheMixin, BlockRunMixin):
 
     def mode_changed(self) -> None:
         """CPL or paging changed: rebind the memory accessors and the instruction cache."""
-        user = self.cpu.cpl == 3
-        key = (bool(self.cpu.cr0 & CR0_PG) or self.nested is not None, user)
-        acc = self._accessors.get(key)
-        if acc is None:  # the closures keep references to mem, TLB dicts (cleared in place)
-            acc = self._accessors[key] = self._make_accessors(user)
+        cpu = self.cpu
+        user = cpu.cpl == 3
+        key = (cpu.cr0 & CR0_PG or self.nested is not None, user)
+        mode = self._accessors.get(key)
+        if mode is None:  # the closures keep references to mem, TLB dicts (cleared in place)
+            mode = self._accessors[key] = (
+                self._make_accessors(user), self._icache_usr if user else self._icache_sup,
+                self._bcache_usr if user else self._bcache_sup)
+        acc, self._icache, self._bcache = mode
         self.compile_globals.update(acc)
-        self._select_code(user)
 
     def load(self, program, address: int | None = None) -> None:
         """Copy a Program (or bytes) into physical memory at its base (or ``address``) and point
@@ -530,7 +533,7 @@ class Machine(MMUMixin, SystemMixin, CodeCacheMixin, BlockRunMixin):
         self.steps += 1
         self.clock += 1
         tr = self.trace
-        if tr.wants_instructions():
+        if tr.want_insns:
             tr.add(InstructionRetired(self.clock, address=eip, text=f.__name__, ring=ring,
                                       vm=self.vm_index))
         if tf:  # single-step trap (#DB) after the instruction, through the exception rules
