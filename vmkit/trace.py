@@ -270,9 +270,11 @@ class Trace:
         self.want_insns = bool(instructions)
         self.total = 0          # events ever added (kept or not)
         self._pieces: dict = {}  # piece number -> _Piece shared with snapshots (see state())
-        # record(): the number (total before it) of the oldest record kept as a tuple since
-        # the events were last made, or None
-        self._lazy: int | None = None
+        # ``total`` when the records kept by record() were last made into events (only the
+        # entries added since may be records)
+        self._made = 0
+        # the kinds somebody subscribed to (every kind for "*"): record() makes these at once
+        self._eager: frozenset = frozenset()
 
     @property
     def maxlen(self) -> int:
@@ -281,7 +283,7 @@ class Trace:
     @property
     def events(self) -> deque:
         """The retained events, oldest first (a ``deque`` of at most ``maxlen``)."""
-        if self._lazy is not None:
+        if self.total != self._made:
             self._make_events()
         return self._ev
 
@@ -296,8 +298,9 @@ class Trace:
         self._wants()
 
     def _wants(self) -> None:
-        self.want_insns = bool(self._instructions or "instruction" in self._subs
-                               or "*" in self._subs)
+        subs = self._subs
+        self.want_insns = bool(self._instructions or "instruction" in subs or "*" in subs)
+        self._eager = frozenset(EVENT_KINDS if "*" in subs else subs)
 
     def wants_instructions(self) -> bool:
         return self.want_insns
@@ -324,25 +327,22 @@ class Trace:
         bytecodes of a native system call's 5,450). Whoever reads the trace or subscribes to
         it sees the same events as with :meth:`add`."""
         k = rec[0].kind
-        subs = self._subs
-        if subs and (k in subs or "*" in subs):
+        if k in self._eager:
             self.add(rec[0](*rec[2:], vm=rec[1]))
             return
-        if self._lazy is None:
-            self._lazy = self.total
         self.counts[k] += 1
         self.total += 1
         self._ev.append(rec)
 
     def _make_events(self) -> None:
-        """Records kept by :meth:`record` become events, in place (only the newest entries,
-        from the oldest record on, are looked at)."""
+        """Records kept by :meth:`record` become events, in place (only the entries added
+        since the last time are looked at)."""
         ev = self._ev
-        n = min(self.total - self._lazy, len(ev))
+        n = min(self.total - self._made, len(ev))
         tail = [ev.pop() for _ in range(n)]
         tail.reverse()
         ev.extend(e if e.__class__ is not tuple else e[0](*e[2:], vm=e[1]) for e in tail)
-        self._lazy = None
+        self._made = self.total
 
     def subscribe(self, kind: str, callback: Callable) -> None:
         if kind != "*" and kind not in EVENT_KINDS:
@@ -372,7 +372,7 @@ class Trace:
 
     def clear(self) -> None:
         self._ev.clear()
-        self._lazy = None
+        self._made = self.total
         self.counts.clear()
         self._pieces = {}
 
@@ -415,7 +415,6 @@ class Trace:
         first, head, pieces, tail, counts, self.total = st
         ev = self._ev
         ev.clear()
-        self._lazy = None
         ev.extend(head)
         lo = (first + len(head)) // PIECE
         self._pieces = {}
@@ -424,6 +423,7 @@ class Trace:
             self._pieces[k] = piece
         ev.extend(tail)
         self.counts = Counter(counts)
+        self._made = self.total     # a state holds events only
 
     @staticmethod
     def state_parts(st: tuple) -> tuple:

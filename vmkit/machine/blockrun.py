@@ -137,7 +137,9 @@ class BlockRunMixin:
                         continue
                 elif k == -2:   # what the burst would end in (Sync), without the exception
                     b = _SINGLE
-                    self._retire(n)
+                    self.in_burst = False       # self._retire(n), without the call
+                    self.steps += n
+                    self.clock += n
                     budget -= n + 1
                     n = 0
                     self._run_one()     # with exact clocks (INT n, IRET, I/O ...)
@@ -178,7 +180,7 @@ class BlockRunMixin:
                 or cpu.halted or cpu.ef & 0x100 or self.steps < self.irq_inhibit_until
                 or not self.blocks):
             return False
-        self._tick()
+        dv.tick(self.clock)     # Machine._tick
         return self.deliverable_irq() is None
 
     def _rewind(self, b, ex: BaseException) -> int:

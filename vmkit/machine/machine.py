@@ -137,6 +137,7 @@ class Machine(MMUMixin, SystemMixin, CodeCacheMixin, BlockRunMixin):
         self.dev = dev.Devices(input=bytes(input))
         self.clock = 0              # guest time: instructions retired (plus idle time in HLT)
         self.steps = 0              # instructions retired
+        self.exceptions_delivered = 0   # Interrupt events of source "exception" (deliver)
         self.breakpoints: set[int] = set()
         self.stopped: RunResult | None = None
         self.irq_inhibit_until = -1    # STI/MOV SS shadow: no interrupt before this step
@@ -570,7 +571,8 @@ class Machine(MMUMixin, SystemMixin, CodeCacheMixin, BlockRunMixin):
                         {"steps": self.steps, "stopped": self.stopped,
                          "inhibit": self.irq_inhibit_until, "trace": self.trace.state(),
                          "tlb": self.tlb_state(),
-                         "counters": (self.tlb_misses, self.walk_refs)})
+                         "counters": (self.tlb_misses, self.walk_refs,
+                                      self.exceptions_delivered)})
 
     def restore(self, snap: Snapshot) -> None:
         """Put the machine back exactly as it was when ``snap`` was taken."""
@@ -594,7 +596,7 @@ class Machine(MMUMixin, SystemMixin, CodeCacheMixin, BlockRunMixin):
         self.irq_inhibit_until = snap.extra["inhibit"]
         self.trace.set_state(snap.extra["trace"])
         self.set_tlb_state(snap.extra["tlb"])
-        self.tlb_misses, self.walk_refs = snap.extra["counters"]
+        self.tlb_misses, self.walk_refs, self.exceptions_delivered = snap.extra["counters"]
         self.flush_icache()
         self.mode_changed()
 

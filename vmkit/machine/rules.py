@@ -360,6 +360,11 @@ def iret_flags_mask(cpl: int, iopl: int) -> int:
     return FLAGS_WRITABLE & ~_IOPL & ~_IF
 
 
+#: ``IRET_FLAGS_MASKS[cpl][iopl]``: :func:`iret_flags_mask` for every CPL and IOPL (an index
+#: instead of a call on the machine's IRET)
+IRET_FLAGS_MASKS = tuple(tuple(iret_flags_mask(c, i) for i in range(4)) for c in range(4))
+
+
 # ---- ports ---------------------------------------------------------------------------------
 def io_denied(view: SystemView, cpl: int, iopl: int, tr, port: int, size: int) -> str | None:
     """Why an IN/OUT of ``size`` bytes at ``port`` is refused, or None if it is permitted:

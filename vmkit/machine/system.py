@@ -236,6 +236,8 @@ class SystemMixin:
         self.trace.record((Interrupt, self.vm_index, self.clock, vector,
                            VECTOR_NAMES.get(vector, "int" if soft else "irq"), source,
                            error_code, old_cpl, new_cpl, at_eip, cpu.eip))
+        if source == "exception":   # the Interrupt events of exceptions, counted (Native)
+            self.exceptions_delivered += 1
 
     def deliver_exception(self, f: Fault) -> None:
         """Deliver an exception with the double-fault rules of SDM Table 6-5: a contributory
@@ -258,12 +260,13 @@ class SystemMixin:
         # (a ring-1 kernel's iretd to ring 3 loads neither IF nor IOPL, so the monitor must)
         self.iret_frame = esp
         cpl = cpu.cpl
-        rd = self.compile_globals["rd4"]
         top = read_dwords(self, esp, 3, cpl == 3)    # one read when the frame allows
+        rd = None
         if top is not None:
             eip, cs, fl = top
             cs &= 0xFFFF
         else:
+            rd = self.compile_globals["rd4"]
             eip = rd(esp)
             cs = rd((esp + 4) & 0xFFFFFFFF) & 0xFFFF
             fl = rd((esp + 8) & 0xFFFFFFFF)
@@ -279,6 +282,7 @@ class SystemMixin:
                 new_esp, new_ss = outer
                 new_ss &= 0xFFFF
             else:
+                rd = rd or self.compile_globals["rd4"]
                 new_esp = rd((esp + 12) & 0xFFFFFFFF)
                 new_ss = rd((esp + 16) & 0xFFFFFFFF) & 0xFFFF
             sd = checked_segment(self, ("ss", new_ss, rpl), new_ss, rules.stack_segment,
@@ -286,7 +290,7 @@ class SystemMixin:
         # which flags may change is decided at the *current* CPL, as for POPF; every mask
         # loads the six status flags from the image, so the lazy ones need not be computed
         old = cpu.ef
-        mask = rules.iret_flags_mask(cpl, (old >> 12) & 3)
+        mask = rules.IRET_FLAGS_MASKS[cpl][(old >> 12) & 3]   # rules.iret_flags_mask
         cpu.eflags = (old & ~mask) | (fl & mask)
         cpu.eip = eip
         if rpl > cpl:
