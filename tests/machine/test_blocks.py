@@ -371,3 +371,28 @@ def test_a_write_to_kept_code_drops_only_that_address_space_s_code():
     m.write(_F_A + 4, b"\x90")                  # a write into f_A's second instruction
     assert {k for k in m._istore_sup if k[0] == 0x400003} == {(0x400003, _F_B + 3)}
     assert (0x400000, _F_A) in m._istore_sup    # and only into it
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_a_restore_drops_the_code_of_the_bytes_it_replaces_and_keeps_the_rest(monkeypatch, on):
+    """Code compiled from patched bytes, then a snapshot from before the patch restored: does
+    the original instruction run again? And is code whose bytes the restore left alone kept
+    (not fetched and compiled again)?"""
+    from vmkit.machine.codecache import CodeCacheMixin
+    monkeypatch.setattr(blocks, "HOT", 1)
+    src = "_start:\n    mov eax, 1\n    add eax, 2\n    add eax, 4\n    hlt\n"
+    m = _machine(src, on)
+    before = m.snapshot()
+    m.write(0x1000 + 5 + 2, b"\x05")      # add eax, 2 -> add eax, 5
+    m.run(max_steps=100)
+    assert m.cpu.eax == 10
+    m.restore(before)
+    m.run(max_steps=100)
+    assert m.cpu.eax == 7
+    fetched = []
+    real = CodeCacheMixin.fetch_decode
+    monkeypatch.setattr(CodeCacheMixin, "fetch_decode",
+                        lambda self, eip: fetched.append(eip) or real(self, eip))
+    m.restore(before)
+    m.run(max_steps=100)
+    assert m.cpu.eax == 7 and fetched == []

@@ -203,9 +203,31 @@ class CodeCacheMixin:
                 if not page and a >> 12 not in watch:
                     del self.code_pages[a >> 12]
 
+    def drop_page_code(self, page: int) -> None:
+        """Every compiled instruction and block whose bytes lie on physical ``page`` goes,
+        kept and live (its memory was replaced: a snapshot restored). A monitor's watch of
+        the page stays, uncalled, as ``flush_icache`` leaves it."""
+        at_page = self.code_pages.get(page)
+        if not at_page:
+            return
+        sets = self._code_sets
+        for keys in at_page.values():
+            for tag, eip, at in keys:
+                kept, live = sets[tag]
+                if at is None:
+                    live.pop(eip, None)
+                    continue
+                obj = kept.pop((eip, at), None)
+                if obj is not None and live.get(eip) is obj:
+                    del live[eip]
+        at_page.clear()
+        self.smc_gen += 1
+        if page not in self.code_watch:
+            del self.code_pages[page]
+
     def flush_icache(self) -> None:
         """Forget every compiled instruction and block, kept ones too (a monitor changed what
-        it intercepts, memory was restored)."""
+        it intercepts, paging was switched on or off)."""
         for kept, live in self._code_sets:
             kept.clear()
             live.clear()

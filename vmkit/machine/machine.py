@@ -584,9 +584,12 @@ class Machine(MMUMixin, SystemMixin, CodeCacheMixin, BlockRunMixin):
                              f"machine (#{self.id})")
         mem, P = self.mem, PAGE_SIZE
         same = mem.startswith
+        code = self.code_pages
         for o, p in zip(range(0, len(mem), P), snap.pages):
             if not same(p, o):
                 mem[o:o + P] = p
+                if o // P in code:
+                    self.drop_page_code(o // P)     # the compiled code of other bytes
         self._snap_pages = snap.pages   # memory is these pages again: the next snapshot shares
         self.cpu.set_state(snap.cpu)
         self.dev = snap.devices.copy()
@@ -597,7 +600,8 @@ class Machine(MMUMixin, SystemMixin, CodeCacheMixin, BlockRunMixin):
         self.trace.set_state(snap.extra["trace"])
         self.set_tlb_state(snap.extra["tlb"])
         self.tlb_misses, self.walk_refs, self.exceptions_delivered = snap.extra["counters"]
-        self.flush_icache()
+        # the TLB is the snapshot's: no live code; the kept code of unchanged bytes stays
+        self.drop_live_code()
         self.mode_changed()
 
 
