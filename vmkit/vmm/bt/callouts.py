@@ -53,7 +53,7 @@ def callout(bt, vm: TEVM, insn: Insn, handler, interpreted: bool) -> bool:
         # priced as VMware's translator ran them: a short sequence inside the translation
         # cache (A&A 2006 §3.3, §6.3), not a call into the VMM
         bt.events["tc_emulate" if mn in IN_TC else "callout"] += 1
-    bt.trace.add(Emulation(m.clock, address=eip, text=insn.text, mnemonic=mn, vm=vm.index))
+    bt.trace.record((Emulation, vm.index, m.clock, eip, insn.text, mn))
     return True
 
 

@@ -31,7 +31,7 @@ def run_kernel(bt, vm: TEVM, budget: int, until, single: bool) -> RunResult:
     cpu, vc, tr = m.cpu, vm._vcpu, bt.trace
     deadline = m.dev.next_tick
     limit = budget if deadline is None else min(budget, deadline - m.clock)
-    careful = bool(single or until or m.breakpoints or tr.wants_instructions()
+    careful = bool(single or until or m.breakpoints or tr.want_insns
                    or cpu.ef & TF)
     g0 = vm.steps
     reason = "vmm"

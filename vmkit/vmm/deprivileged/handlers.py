@@ -229,7 +229,7 @@ def emulate_iretd(vm: TEVM, insn: Insn) -> None:
         regs[4] = (esp + 12) & MASK32
     # the descriptor just checked, when its accessed bit was set already (else read again)
     mon._load_real_cs(vm, cs, rpl, "iret", d if d.access & 1 else None)
-    mon.trace.add(IRet(vm.clock, from_ring=cpl, to_ring=rpl, eip=eip, vm=vm.index))
+    mon.trace.record((IRet, vm.index, vm.clock, cpl, rpl, eip))
 
 
 @handles("retf")

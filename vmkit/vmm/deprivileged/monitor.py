@@ -145,10 +145,10 @@ class Deprivileged(HostedMonitor, MachineHooks):
         if self.scheduler is not None and len(self.vms) > 1 \
                 and machine_time(self) >= self._slice_end:
             m.request_exit()   # the slice (machine cycles) is spent: back to the run loop
-        self.trace.add(Interrupt(m.clock, vector=vector, name=event_name(vector, source),
-                                 source=source, error_code=fault.error_code if fault else None,
-                                 from_ring=m.cpu.cpl, to_ring=0, eip=m.cpu.eip, handler=0,
-                                 vm=vm.index))
+        cpu = m.cpu     # (Trace.record: the event made only when the trace is read)
+        self.trace.record((Interrupt, vm.index, m.clock, vector, event_name(vector, source),
+                           source, fault.error_code if fault else None, cpu.cpl, 0, cpu.eip,
+                           0))
         if source == "irq":
             # the VMM's own timer: a virtual tick is due, the budget or the slice is spent
             m.request_exit()
@@ -248,8 +248,8 @@ class Deprivileged(HostedMonitor, MachineHooks):
         vm.steps += 1
         self.emulated[insn.mnemonic] += 1
         self.events["emulate"] += 1
-        self.trace.add(Emulation(m.clock, address=insn.address, text=insn.text,
-                                 mnemonic=insn.mnemonic, vm=vm.index))
+        self.trace.record((Emulation, vm.index, m.clock, insn.address, insn.text,
+                           insn.mnemonic))
         # the VMM's run loop looks at virtual interrupts, devices and halts before going on
         m.request_exit()
 

@@ -101,8 +101,7 @@ def reflect(te, vm: TEVM, vector: int, error_code: int | None, return_eip: int,
     cpu.eip = gate.gate_offset
     name = event_name(vector, source)
     te.reflected[name] += 1
-    te.trace.add(Reflection(m.clock, vector=vector, name=name, from_ring=old,
-                              vm=vm.index))
+    te.trace.record((Reflection, vm.index, m.clock, vector, name, old))
 
 
 def reflect_exception(te, vm: TEVM, f: Fault) -> None:

@@ -46,8 +46,7 @@ def load_real_cs(te, vm: TEVM, selector: int, vring: int, cause: str,
     if ring != old:
         cpu.cpl = ring
         m.mode_changed()
-        te.trace.add(RingTransition(m.clock, from_ring=old, to_ring=ring, cause=cause,
-                                      vm=vm.index))
+        te.trace.record((RingTransition, vm.index, m.clock, old, ring, cause))
         if ring > old:
             m.null_outer_segments(ring)
 
