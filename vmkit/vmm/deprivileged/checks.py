@@ -30,6 +30,7 @@ __all__ = ["checked", "MAX_ENTRIES"]
 #: remembered checks kept per VM at most (emptied beyond: a guest uses a handful)
 MAX_ENTRIES = 1024
 
+
 class _Recorder:
     """The view a rule runs against the first time: the VM's reads, remembered."""
 
