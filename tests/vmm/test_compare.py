@@ -100,6 +100,40 @@ def test_reprice_without_rerun(table, monkeypatch):
     assert cheap.cycles[("syscall", "hw")] < table.cycles[("syscall", "hw")]
 
 
+def test_a_run_asked_again_in_the_process_is_shared(monkeypatch):
+    """Does a comparison that asks again for a run an earlier one made (same image, monitor,
+    cost model and step limit) read its figures, as its own copies, and does anything else that
+    decides a run (another step limit, cost model, parameter or a caller's factory) run?"""
+    import vmkit.vmm.base as base
+    import vmkit.vmm.world as world
+    from vmkit.vmm.compare import monitor_factories
+    ran = []
+    for cls in (base.Monitor, world.HostedMonitor):
+        def counting_run(self, *a, _real=cls.run, **k):
+            ran.append(self.name)
+            return _real(self, *a, **k)
+        monkeypatch.setattr(cls, "run", counting_run)
+    first = compare([("hello", {})], monitors=["native", "bt"], max_steps=300_000)
+    assert ran == ["native", "bt"]
+    again = compare(["hello"], monitors=["bt", "native"], max_steps=300_000)
+    assert ran == ["native", "bt"]                   # nothing ran again
+    assert again.counts[("hello", "bt")] == first.counts[("hello", "bt")]
+    assert again.stats[("hello", "bt")] == first.stats[("hello", "bt")]
+    assert again.results[("hello", "bt")] == first.results[("hello", "bt")]
+    assert again.consoles == first.consoles
+    assert again.counts[("hello", "bt")] is not first.counts[("hello", "bt")]
+    again.stats[("hello", "bt")]["instructions"] = -1     # a copy: the next reader is unharmed
+    assert compare(["hello"], monitors=["bt"], max_steps=300_000).stats[
+        ("hello", "bt")]["instructions"] == first.stats[("hello", "bt")]["instructions"]
+    assert ran == ["native", "bt"]
+    compare(["hello"], monitors=["bt"], max_steps=300_001)
+    assert ran == ["native", "bt"] * 2               # another step limit: run
+    compare(["hello"], monitors=["bt"], max_steps=300_000, costs="modern-2020")
+    assert ran == ["native", "bt"] * 3               # another cost model: run
+    compare(["hello"], monitors=[("mine", monitor_factories()["bt"])], max_steps=300_000)
+    assert ran == ["native", "bt"] * 3 + ["bt"]      # a caller's (label, factory): always run
+
+
 def test_console_mismatch_is_reported(table):
     import copy
     t = copy.copy(table)
