@@ -195,6 +195,33 @@ def test_dashboard_reprices_without_kernel(table, monkeypatch):
     assert bundle["image/svg+xml"].lstrip().startswith(("<svg", "<?xml"))
 
 
+def test_dashboard_draws_its_plot_once_a_state(table, monkeypatch):
+    """Does displaying the dashboard (live view, static HTML and SVG) draw its plot once, the
+    same picture everywhere, and does a change of costs draw it again?"""
+    from vmkit.viz import displays   # noqa: F401 - registers Comparison's plot
+    from vmkit.viz import render
+    from vmkit.widgets import CostDashboard
+    drawn = []
+    real = render.figure_svg
+
+    def counting_svg(fig, title=None):
+        drawn.append(title)
+        return real(fig, title)
+    monkeypatch.setattr(render, "figure_svg", counting_svg)
+    d = CostDashboard(table)
+    bundle = d._repr_mimebundle_()
+    assert len(drawn) == 1
+    d.sliders["vm_exit"].value = 10
+    assert len(drawn) == 2
+    again = d._repr_mimebundle_()
+    assert len(drawn) == 2
+    monkeypatch.undo()
+    assert bundle["image/svg+xml"] == render.figure_svg(table.plot())
+    assert render.figure_html(table.plot()) in bundle["text/html"]
+    assert again["image/svg+xml"] == render.figure_svg(d.comparison.plot())
+    assert d.plot_view.value == render.figure_html(d.comparison.plot())
+
+
 # ---- which technique wins: Adams & Agesen 2006, Fig. 4, with the p4-2006 costs -------------
 # first-generation VT-x had no nested paging: "hw-shadow" is the hardware VMM they measured
 _KNOWN_DISAGREEMENTS: dict = {}   # none: call/ret runs in the guest kernel (kcallret), as A&A's did
