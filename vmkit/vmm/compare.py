@@ -8,7 +8,11 @@
 A run is done once: the comparison keeps every monitor's *event counts*
 (:meth:`Monitor.event_counts`), and cycles are always ``costs.price(counts)``. So
 :meth:`Comparison.reprice` (and the cost sliders of :class:`vmkit.widgets.CostDashboard`) change
-the hardware without rerunning a guest.
+the hardware without rerunning a guest. Within one process a run is also shared between
+comparisons: ``compare`` asked again for the same guest image under the same named monitor,
+cost model and step limit (notebook 08's tables overlap) returns copies of the first run's
+counts, stats, console and result (a run is deterministic); a ``(label, factory)`` monitor
+always runs. Nothing is kept across processes.
 
 Every monitor's console is checked against ``native``'s (Popek & Goldberg's equivalence); a
 difference is reported in the table, never hidden.
