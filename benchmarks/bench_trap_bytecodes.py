@@ -8,7 +8,12 @@ another checkout's figures (``--before DIR``, in a child process; the mode is th
 ``VMKIT_BLOCKS``, and a checkout older than block mode runs per instruction). A bytecode is not a fixed time (a C call inside one can take
 long), so this is a guide to where a change removed work, beside bench_speed's timings.
 
-    python benchmarks/bench_trap_bytecodes.py [--monitors native,te,bt,hw,pv] [--before DIR]
+``--guest compute`` counts one iteration of the compute loop (7 guest instructions, no system
+call) instead, and each monitor's count beside native's: the issue's "te, bt, hw, pv within 20 %
+of native on compute", in a figure load cannot blur.
+
+    python benchmarks/bench_trap_bytecodes.py [--guest syscall|compute]
+                                              [--monitors native,te,bt,hw,pv] [--before DIR]
 """
 
 from __future__ import annotations
@@ -20,14 +25,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-SIZES = (200, 600)      # syscall iterations of the two runs compared
+SIZES = {"syscall": (200, 600),         # iterations of the two runs compared
+         "compute": (2000, 6000)}
+UNIT = {"syscall": "bytecodes per system call", "compute": "bytecodes per loop iteration"}
 
 
-def count(monitor: str, iterations: int) -> int:
-    """Bytecodes executed by one run of the syscall guest (after a first run that compiles)."""
+def count(monitor: str, iterations: int, guest: str = "syscall") -> int:
+    """Bytecodes executed by one run of ``guest`` (after a first run that compiles)."""
     from vmkit import guests
     from vmkit.vmm import MONITORS
-    img = guests.build("syscall", paravirtual=monitor == "pv", iterations=iterations)
+    img = guests.build(guest, paravirtual=monitor == "pv", iterations=iterations)
     MONITORS[monitor](img).run(max_steps=10**8)
     mon = MONITORS[monitor](img)
     n = [0]
@@ -45,9 +52,9 @@ def count(monitor: str, iterations: int) -> int:
     return n[0]
 
 
-def per_call(monitors: list) -> dict:
-    lo, hi = SIZES
-    return {m: (count(m, hi) - count(m, lo)) / (hi - lo) for m in monitors}
+def per_call(monitors: list, guest: str = "syscall") -> dict:
+    lo, hi = SIZES[guest]
+    return {m: (count(m, hi, guest) - count(m, lo, guest)) / (hi - lo) for m in monitors}
 
 
 def main(argv=None) -> int:
@@ -55,6 +62,8 @@ def main(argv=None) -> int:
                                 description=__doc__.split("\n")[0])
     p.add_argument("--monitors", default="native,te,bt,hw,pv",
                    help="comma-separated monitors (default: all five)")
+    p.add_argument("--guest", choices=sorted(SIZES), default="syscall",
+                   help="syscall (per system call, default) or compute (per loop iteration)")
     p.add_argument("--before", type=Path, help="another checkout of the kit: its figures too")
     p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -64,7 +73,7 @@ def main(argv=None) -> int:
     if bad:
         p.error(f"unknown monitor {bad[0]!r}; expected some of {', '.join(MONITORS)}")
     if a.json:
-        print(json.dumps(per_call(mons)))
+        print(json.dumps(per_call(mons, a.guest)))
         return 0
     before = None
     if a.before is not None:
@@ -73,14 +82,18 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
         env = dict(os.environ, PYTHONPATH=str(a.before.resolve()))
-        r = subprocess.run([sys.executable, __file__, "--json", "--monitors", ",".join(mons)],
+        r = subprocess.run([sys.executable, __file__, "--json", "--monitors", ",".join(mons),
+                            "--guest", a.guest],
                            env=env, capture_output=True, text=True, check=True)
         before = json.loads(r.stdout)
-    now = per_call(mons)
-    print(f"{'monitor':<8} {'bytecodes per system call':>26}" + (f" {'before':>8} {'ratio':>6}"
-                                                                  if before else ""))
+    now = per_call(mons, a.guest)
+    native = now.get("native") if a.guest == "compute" else None
+    print(f"{'monitor':<8} {UNIT[a.guest]:>29}" + (f" {'/ native':>9}" if native else "")
+          + (f" {'before':>8} {'ratio':>6}" if before else ""))
     for m in mons:
-        line = f"{m:<8} {now[m]:>26.0f}"
+        line = f"{m:<8} {now[m]:>29.1f}" if a.guest == "compute" else f"{m:<8} {now[m]:>29.0f}"
+        if native:
+            line += f" {now[m] / native:>9.3f}"
         if before:
             line += f" {before[m]:>8.0f} {before[m] / now[m]:>5.2f}x"
         print(line)
