@@ -102,11 +102,15 @@ def test_reprice_without_rerun(table, monkeypatch):
 
 def test_a_run_asked_again_in_the_process_is_shared(monkeypatch):
     """Does a comparison that asks again for a run an earlier one made (same image, monitor,
-    cost model and step limit) read its figures, as its own copies, and does anything else that
-    decides a run (another step limit, cost model, parameter or a caller's factory) run?"""
+    cost model, and a step limit the run did not reach) read its figures, as its own copies,
+    and does anything else that decides a run (a limit it reaches, another cost model, a
+    caller's factory) run?"""
+    import importlib
+
     import vmkit.vmm.base as base
     import vmkit.vmm.world as world
     from vmkit.vmm.compare import monitor_factories
+    monkeypatch.setattr(importlib.import_module("vmkit.vmm.compare"), "_RUNS", {})
     ran = []
     for cls in (base.Monitor, world.HostedMonitor):
         def counting_run(self, *a, _real=cls.run, **k):
@@ -126,8 +130,14 @@ def test_a_run_asked_again_in_the_process_is_shared(monkeypatch):
     assert compare(["hello"], monitors=["bt"], max_steps=300_000).stats[
         ("hello", "bt")]["instructions"] == first.stats[("hello", "bt")]["instructions"]
     assert ran == ["native", "bt"]
-    compare(["hello"], monitors=["bt"], max_steps=300_001)
-    assert ran == ["native", "bt"] * 2               # another step limit: run
+    steps = first.results[("hello", "bt")].steps
+    assert first.results[("hello", "bt")].reason == "poweroff" and steps < 300_000
+    roomier = compare(["hello"], monitors=["bt"], max_steps=steps + 1)
+    assert ran == ["native", "bt"]                   # a limit the run never reached: shared
+    assert roomier.results == {k: v for k, v in first.results.items() if k in roomier.results}
+    cut = compare(["hello"], monitors=["bt"], max_steps=steps - 1)
+    assert ran == ["native", "bt"] * 2               # a limit it would reach: run
+    assert cut.results[("hello", "bt")].reason == "max_steps"
     compare(["hello"], monitors=["bt"], max_steps=300_000, costs="modern-2020")
     assert ran == ["native", "bt"] * 3               # another cost model: run
     compare(["hello"], monitors=[("mine", monitor_factories()["bt"])], max_steps=300_000)

@@ -9,10 +9,10 @@ A run is done once: the comparison keeps every monitor's *event counts*
 (:meth:`Monitor.event_counts`), and cycles are always ``costs.price(counts)``. So
 :meth:`Comparison.reprice` (and the cost sliders of :class:`vmkit.widgets.CostDashboard`) change
 the hardware without rerunning a guest. Within one process a run is also shared between
-comparisons: ``compare`` asked again for the same guest image under the same named monitor,
-cost model and step limit (notebook 08's tables overlap) returns copies of the first run's
-counts, stats, console and result (a run is deterministic); a ``(label, factory)`` monitor
-always runs. Nothing is kept across processes.
+comparisons: ``compare`` asked again for the same guest image under the same named monitor and
+cost model (notebook 08's tables overlap), with the same step limit or one the first run
+never reached, returns copies of the first run's counts, stats, console and result (a run is
+deterministic); a ``(label, factory)`` monitor always runs. Nothing is kept across processes.
 
 Every monitor's console is checked against ``native``'s (Popek & Goldberg's equivalence); a
 difference is reported in the table, never hidden.
@@ -106,45 +106,59 @@ def _resolve_guest(g):
     return _guest_label(name, params), build
 
 
-#: runs done in this process: key (_run_key) -> (event counts, stats, console, RunResult), the
-#: oldest dropped beyond _RUNS_KEPT. A run is deterministic (the same image under the same
-#: monitor, cost model and step limit gives the same events: the equivalence tests rest on it),
-#: so a comparison that asks again for a run it or an earlier one made (notebook 08's tables
-#: share guests) reads copies of the first run's figures instead of running it again. Nothing
-#: is kept across processes.
+#: runs done in this process: key (_run_key) -> (step limit, (event counts, stats, console,
+#: RunResult)), the oldest dropped beyond _RUNS_KEPT. A run is deterministic (the same image
+#: under the same monitor and cost model gives the same events: the equivalence tests rest on
+#: it), so a comparison that asks again for a run it or an earlier one made (notebook 08's
+#: tables share guests) reads copies of the first run's figures instead of running it again.
+#: Nothing is kept across processes.
 _RUNS: dict = {}
 _RUNS_KEPT = 512
 
 
-def _run_key(image, factory, costs, max_steps):
-    """What decides a run's events, or None when the run is not to be shared (a factory the
-    caller made: it may hold state)."""
+def _run_key(image, factory, costs):
+    """What decides a run's events besides its step limit, or None when the run is not to be
+    shared (a factory the caller made: it may hold state)."""
     import os
     try:
         hash(costs)
     except TypeError:
         return None
     symbols = tuple(tuple(sorted(p.symbols.items())) for p in image.programs.values())
-    return (factory, costs, max_steps, os.environ.get("VMKIT_BLOCKS", ""),
+    return (factory, costs, os.environ.get("VMKIT_BLOCKS", ""),
             image.memory_size, tuple((a, bytes(d)) for a, d in image.loads), image.entry,
             bytes(image.input), image.paravirtual, image.kernel, tuple(image.processes),
             image.timer_clock, symbols)
+
+
+def _same_run(limit: int, result, max_steps: int) -> bool:
+    """Is a run made with step limit ``limit`` that gave ``result`` the run ``max_steps``
+    asks for? The same limit; or a run that stopped by itself (power-off, halt, crash) before
+    either limit: the limit never came into play (as in one run of notebook 08's tables under
+    2,000,000 and 5,000,000 steps: the same counts, stats, consoles and results)."""
+    return limit == max_steps or (result.reason != "max_steps" and result.steps < max_steps
+                                  and result.steps < limit)
 
 
 def _run(image, factory, costs, max_steps, shared: bool):
     """-> (event counts, stats, console, RunResult) of ``image`` under ``factory``'s monitor;
     ``shared``: the run may be read from (and kept in) ``_RUNS``."""
     import copy
-    key = _run_key(image, factory, costs, max_steps) if shared else None
+    key = _run_key(image, factory, costs) if shared else None
     if key is not None and key in _RUNS:
-        return copy.deepcopy(_RUNS[key])
+        limit, out = _RUNS[key]
+        if _same_run(limit, out[3], max_steps):
+            return copy.deepcopy(out)
     vm = factory(image, costs=costs)
     r = vm.run(max_steps=max_steps)
     out = (Counter(vm.event_counts()), vm.stats, vm.console, r)
-    if key is not None:
+    # a run that stopped by itself answers every longer limit: a run cut shorter does not
+    # replace it
+    if key is not None and (key not in _RUNS or _RUNS[key][1][3].reason == "max_steps"):
+        _RUNS.pop(key, None)
         if len(_RUNS) >= _RUNS_KEPT:
             del _RUNS[next(iter(_RUNS))]
-        _RUNS[key] = copy.deepcopy(out)
+        _RUNS[key] = (max_steps, copy.deepcopy(out))
     return out
 
 
