@@ -231,7 +231,7 @@ class Program:
     globals: set[str]
     lines: list[tuple[int, int, str, int, str]]   # (address, size, file, line, source text)
     sections: dict[str, tuple[int, int]] = field(default_factory=dict)   # name -> (start, size)
-    _listing: list = field(default_factory=list, repr=False)
+    _listing: list = field(default_factory=list, repr=False)   # (file, line, text, addr, end)
     _starts: list = field(default_factory=list, repr=False)
     _spans: list = field(default_factory=list, repr=False)
     #: start address of each item made by a macro expansion -> its invocations, outermost
@@ -287,7 +287,8 @@ class Program:
         """Address, bytes and source of every line, in source order (like ``as -al``)."""
         out = []
         last_file = None
-        for file, line, text, addr, data in self._listing:
+        for file, line, text, addr, end in self._listing:
+            data = self.code[addr - self.base:end - self.base] if addr is not None else b""
             if file != last_file:
                 out.append(f"# {file}")
                 last_file = file
@@ -398,6 +399,17 @@ class _TooManyErrors(Exception):
     """More errors than ``assemble(max_errors=)`` allows: stop reading."""
 
 
+#: instructions encoded in this process: line text -> [(lookups, encoding)] (see
+#: _Assembler.instruction). Each entry holds only values and expression nodes that nothing
+#: changes after parsing, so assemblies may share them.
+_INSN_MEMO: dict[str, list] = {}
+#: each line's tokens (nothing changes a token list once made)
+_TOKENS: dict[str, list] = {}
+_INSN_MEMO_MAX = 50_000         # distinct lines; the kit's guests have about 3,000
+_INSN_VARIANTS = 16             # encodings kept per line (a jump to "1b" in many places)
+_DEP_CONST, _DEP_LOCAL, _DEP_TERM = "const", "local", "term"
+
+
 def _err(msg: str, rec: _Rec, col: int) -> AssemblyError:
     if rec.site:
         msg += _site_note(rec.site)
@@ -450,6 +462,7 @@ class _Assembler:
         self.site = None           # the macro invocations being expanded (see _Rec.site)
         self.body_src: dict = {}   # (file, line) -> body text as written, for expansions
         self.macro_count = 0       # GNU as's \@
+        self.deps: list | None = None   # lookups made while encoding an instruction
 
     # ---- input ------------------------------------------------------------------------------
 
@@ -468,7 +481,9 @@ class _Assembler:
         rec.sec = self.cur
         rec.i0 = rec.i1 = len(self.cur.items)
         try:
-            toks = tokenize(text)
+            toks = _TOKENS.get(text)
+            if toks is None:
+                toks = _tokens(text)
             if toks:
                 self.statement(toks, rec, it, stack)
         except LineError as e:
@@ -504,14 +519,22 @@ class _Assembler:
 
     def resolve(self, name, col):
         if name == ".":
+            if self.deps is not None:
+                self.deps.append(None)          # the current address: not remembered
             return self.here(col)
         v = self.consts.get(name)
         if v is not None and name not in self.deferred:
+            if self.deps is not None:
+                self.deps.append((_DEP_CONST, name, v))
             return Num(v, col)
+        if self.deps is not None:
+            self.deps.append((_DEP_CONST, name, None))
         return Sym(name, col)
 
     def resolve_local(self, n, d, col):
         k = self.local_counts.get(n, 0)
+        if self.deps is not None:
+            self.deps.append((_DEP_LOCAL, n, k))
         if d == "b":
             if k == 0:
                 raise LineError(f"'{n}b' refers to an earlier '{n}:' but there is none", col)
@@ -534,6 +557,14 @@ class _Assembler:
 
     def term(self, node):
         """Linear form of a symbol before layout (see :func:`linear`)."""
+        if self.deps is not None and type(node) is Sym:
+            deps, self.deps = self.deps, None     # what the nested lookups give is in the result
+            try:
+                lin = self.term(node)
+            finally:
+                self.deps = deps
+            deps.append((_DEP_TERM, node, lin))
+            return lin
         if type(node) is LabelRef:
             lab = node.label
             return lab.off, {lab.key: 1}
@@ -647,8 +678,68 @@ class _Assembler:
     # ---- instructions -----------------------------------------------------------------------
 
     def instruction(self, toks, i, rec):
+        self._stmt_col = toks[i].col
+        # An instruction's encoding depends on its text and on what its symbols meant when it
+        # was read (constants, local label numbers, the linear form of labels): remembered once
+        # a process with those lookups, and reused where they give the same answers (the guest
+        # builds assemble the same kernel lines hundreds of times with other parameters).
+        text = rec.text
+        known = _INSN_MEMO.get(text)
+        if known is not None:
+            for deps, made in known:
+                if not deps or self._deps_hold(deps):
+                    self._place(made, rec)
+                    return
+        self.deps = deps = []
+        try:
+            made = self._encode_instruction(toks, i, rec)
+        finally:
+            self.deps = None
+        if None not in deps:
+            if known is None:
+                if len(_INSN_MEMO) >= _INSN_MEMO_MAX:
+                    _INSN_MEMO.clear()
+                known = _INSN_MEMO[text] = []
+            if len(known) < _INSN_VARIANTS:
+                known.append((tuple(deps), made))
+        self._place(made, rec)
+
+    def _deps_hold(self, deps) -> bool:
+        """Do the lookups an encoding was made with give the same answers now?"""
+        consts, deferred, locals_ = self.consts, self.deferred, self.local_counts
+        for kind, key, answer in deps:
+            if kind is _DEP_CONST:
+                v = consts.get(key)
+                if v is not None and key in deferred:
+                    v = None
+                if v != answer:
+                    return False
+            elif kind is _DEP_LOCAL:
+                if locals_.get(key, 0) != answer:
+                    return False
+            elif self.term(key) != answer:
+                return False
+        return True
+
+    def _place(self, made, rec):
+        """Add the item an encoding describes (see :meth:`_encode_instruction`)."""
+        sec = self.cur
+        if made[0] is _Jump:
+            j = _Jump(made[1], made[2], made[3], made[4], rec, sec, len(sec.items))
+            self.jumps.append(j)
+            self.add(j, None)
+        elif sec.name == "bss":
+            self.add(_Chunk(made[1], list(made[2]), rec), made[1])    # refused there
+        else:                       # add(), inline: most lines of a guest come here
+            size = made[1]
+            sec.items.append(_Chunk(size, list(made[2]), rec))
+            sec.frag_off += size
+
+    def _encode_instruction(self, toks, i, rec):
+        """Parse and encode the instruction at ``toks[i:]`` -> ``(_Jump, head, long, target,
+        col)`` or ``(_Chunk, size, parts)``; reads the assembler's state only through
+        :meth:`resolve`, :meth:`resolve_local` and :meth:`term` (see :meth:`instruction`)."""
         t = toks[i]
-        self._stmt_col = t.col
         mn = t.value.lower()
         prefix = None
         if mn in _PREFIXES:
@@ -699,13 +790,9 @@ class _Assembler:
             # notrack is a ds prefix; GNU as merges it with an explicit ds: override
             enc.head = b"\x3e" + enc.head
             enc.size += 1
-        sec = self.cur
         if enc.long is not None:
-            j = _Jump(enc.head, enc.long, enc.target, ops[0].col, rec, sec, len(sec.items))
-            self.jumps.append(j)
-            self.add(j, None)
-        else:
-            self.add(_Chunk(enc.size, [enc.head] + enc.fields, rec), enc.size)
+            return (_Jump, enc.head, enc.long, enc.target, ops[0].col)
+        return (_Chunk, enc.size, tuple([enc.head] + enc.fields))
 
     def settle(self, mn, op, k, nops, branch):
         """Fill in what is known before layout and decide what a bare expression means."""
@@ -1279,7 +1366,7 @@ class _Assembler:
         symbols = {}
         for name, lab in self.labels.items():
             if "\x02" not in name:
-                symbols[name] = self.label_addr(lab)
+                symbols[name] = lab.sec.addrs[lab.index]      # label_addr, inline
         constants = dict(self.consts)
         for name in self.deferred:
             constants[name] = self.symbol_value_checked(name)
@@ -1288,17 +1375,18 @@ class _Assembler:
         expansions = {}
         for rec in self.records:
             sec = rec.sec
-            addr = data = None
+            # an expanded line is listed as it was assembled, marked '>' (as in `as -al`)
+            site = rec.site
+            text = rec.text if site is None else ">" + rec.text
             if sec is not None and (rec.i1 > rec.i0 or rec.labels):
                 addr = sec.addrs[rec.i0]
                 end = sec.addrs[rec.i1]
-                data = code[addr - self.base:end - self.base]
                 lines.append((addr, end - addr, rec.file, rec.line, rec.src))
-                if rec.site is not None and end > addr:
-                    expansions[addr] = rec.site
-            # an expanded line is listed as it was assembled, marked '>' (as in `as -al`)
-            text = rec.text if rec.site is None else ">" + rec.text
-            listing.append((rec.file, rec.line, text, addr, data or b""))
+                if site is not None and end > addr:
+                    expansions[addr] = site
+                listing.append((rec.file, rec.line, text, addr, end))
+            else:
+                listing.append((rec.file, rec.line, text, None, None))
         lines.sort(key=lambda x: x[0])
         sections = {n: (s.start, s.end - s.start) for n, s in self.sections.items()}
         return Program(code, self.base, symbols, constants, set(self.globals), lines, sections,
@@ -1357,9 +1445,20 @@ def _nested_block(it, opener: str, closer: str, missing: str, col: int):
     raise LineError(missing, col)
 
 
+def _tokens(text: str) -> list:
+    """``tokenize(text)``, once a process per line text (nothing changes a token list)."""
+    toks = _TOKENS.get(text)
+    if toks is None:
+        toks = tokenize(text)
+        if len(_TOKENS) >= _INSN_MEMO_MAX:
+            _TOKENS.clear()
+        _TOKENS[text] = toks
+    return toks
+
+
 def _first_word(text: str) -> str | None:
     try:
-        toks = tokenize(text)
+        toks = _tokens(text)
     except LineError:
         return None
     i = 0

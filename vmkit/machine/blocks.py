@@ -43,6 +43,7 @@ import types
 from vmkit.isa import semantics as sem
 from vmkit.isa.decode import DECODER
 from vmkit.machine import blockopt
+from vmkit.machine.blockopt import walk
 from vmkit.machine.mmu import CR0_PG
 
 __all__ = ["MAX_INSNS", "HOT", "translate", "build", "locate"]
@@ -79,12 +80,11 @@ class _Insn:
 
 def _rename(body: list, suffix: str) -> None:
     """Give every local the instruction assigns a suffix (in place)."""
-    stored = {n.id for stmt in body for n in ast.walk(stmt)
-              if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-    for stmt in body:
-        for n in ast.walk(stmt):
-            if isinstance(n, ast.Name) and n.id in stored:
-                n.id += suffix
+    names = [n for stmt in body for n in walk(stmt) if isinstance(n, ast.Name)]
+    stored = {n.id for n in names if isinstance(n.ctx, ast.Store)}
+    for n in names:
+        if n.id in stored:
+            n.id += suffix
 
 
 def _is_attr(node, obj: str, attr: str) -> bool:
@@ -100,7 +100,7 @@ def _flag_uses(stmt) -> bool:
     if v is None:
         v = stmt._flags = any(isinstance(n, ast.Attribute) and n.attr in ("lz", "ef", "eflags")
                               and isinstance(n.value, ast.Name) and n.value.id == "C"
-                              for n in ast.walk(stmt))
+                              for n in walk(stmt))
     return v
 
 
@@ -200,7 +200,7 @@ def _forward(ins: _Insn, prev: _Insn | None) -> bool:
             # every condition but parity reads CF, ZF, SF and OF at most
             parity = any(isinstance(x, ast.BinOp) and isinstance(x.op, ast.BitAnd)
                          and isinstance(x.right, ast.Constant) and x.right.value & 0x14
-                         for x in ast.walk(nxt.value))
+                         for x in walk(nxt.value))
             e = None if parity else _status_expr(rec, 0x8C1)
             if e is not None:
                 s.value = _expr(e)
@@ -209,16 +209,16 @@ def _forward(ins: _Insn, prev: _Insn | None) -> bool:
     # a carry read inside an instruction that writes the flags itself (inc/dec, adc/sbb):
     # C.eflags & 1 -> the previous record's CF
     if rec is not None:
-        reads = [n for n in ast.walk(s) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitAnd)
+        reads = [n for n in walk(s) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitAnd)
                  and _is_attr(n.left, "C", "eflags") and isinstance(n.right, ast.Constant)
                  and n.right.value == 1]
-        others = sum(1 for n in ast.walk(s) if _is_attr(n, "C", "eflags"))
+        others = sum(1 for n in walk(s) if _is_attr(n, "C", "eflags"))
         if reads and others == len(reads):
             e = _status_expr(rec, 1)
             if e is not None:
                 for n in reads:
                     n.left, n.op, n.right = _expr(f"({e})"), ast.BitOr(), ast.Constant(0)
-                return not any(_is_attr(n, "C", a) for n in ast.walk(s)
+                return not any(_is_attr(n, "C", a) for n in walk(s)
                                for a in ("eflags", "ef")) or _lazy_record(s) is not None
     # C.ef = (C.eflags & ~0x8D5) | X writes every status flag: the other bits are in C.ef
     # whatever the lazy record holds, so the record is not read (it is dropped instead)
@@ -246,7 +246,7 @@ def _fold_constant_ifs(body: list) -> list:
     out = []
     for s in body:
         if (isinstance(s, ast.Assign) and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name)
-                and not any(isinstance(n, ast.Name) for n in ast.walk(s.value))):
+                and not any(isinstance(n, ast.Name) for n in walk(s.value))):
             try:
                 consts[s.targets[0].id] = eval(compile(ast.Expression(s.value), "", "eval"),
                                                {"__builtins__": {}})
@@ -389,9 +389,23 @@ def build(eip: int, items: list, loop: bool = True, stale: str | None = None):
     An instruction that calls into the machine in the middle sees EIP on itself, and then no
     register is held in a local. -> ``(code, n, addresses, line_starts, source)``: the code
     takes ``(budget, R, C, M, PARITY)`` (bind them as :func:`translate` does) and returns the
-    instructions retired."""
-    return _build(eip, [_Insn(it[0], k, it[1], it[2] if len(it) > 2 else None)
-                        for k, it in enumerate(items)], loop, stale)
+    instructions retired. The same request twice in a process gets the same code (a monitor
+    translating a unit again after a flush)."""
+    key = (eip, tuple((it[0].address, it[0].next, it[1], it[2] if len(it) > 2 else None)
+                      for it in items), loop, stale)
+    made = _BUILT.get(key)
+    if made is None:
+        made = _build(eip, [_Insn(it[0], k, it[1], it[2] if len(it) > 2 else None)
+                            for k, it in enumerate(items)], loop, stale)
+        if len(_BUILT) >= 4096:
+            _BUILT.clear()
+        _BUILT[key] = made
+    return made
+
+
+#: what build() made in this process, by everything the code depends on: the instructions'
+#: addresses and sources (with their comment lines), the loop and the staleness test
+_BUILT: dict = {}
 
 
 def _build(eip: int, insns: list, loop: bool = True, stale: str | None = None):
@@ -430,7 +444,7 @@ def _build(eip: int, insns: list, loop: bool = True, stale: str | None = None):
         if ins is last and loop_cond is not None:
             ins.body = ins.body[:-1]       # the loop's own exits set EIP
         for st in ins.body:
-            for rs in ast.walk(st):
+            for rs in walk(st):
                 if isinstance(rs, ast.Return):
                     rs.value = _expr(f"{done}{ins.index + 1}")
     # constants, dead locals, registers in locals (vmkit.machine.blockopt)
@@ -548,7 +562,7 @@ def _reads_flags(ins: _Insn) -> bool:
     for s in ins.body:
         if _lazy_record(s) is not None:
             if any(_is_attr(n, "C", "eflags") or _is_attr(n, "C", "ef")
-                   for e in _lazy_record(s) for n in ast.walk(e)):
+                   for e in _lazy_record(s) for n in walk(e)):
                 return True
             continue
         if _status_merge_done(s):
