@@ -142,6 +142,10 @@ def test_a_run_asked_again_in_the_process_is_shared(monkeypatch):
     assert ran == ["native", "bt"] * 3               # another cost model: run
     compare(["hello"], monitors=[("mine", monitor_factories()["bt"])], max_steps=300_000)
     assert ran == ["native", "bt"] * 3 + ["bt"]      # a caller's (label, factory): always run
+    compare(["hello"], monitors=["bt"], max_steps=300_000, reuse=False)
+    assert ran == ["native", "bt"] * 3 + ["bt", "native", "bt"]   # reuse=False: always run
+    with pytest.raises(VmkitError, match="reuse"):
+        compare(["hello"], reuse="no")
 
 
 def test_console_mismatch_is_reported(table):

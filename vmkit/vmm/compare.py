@@ -12,7 +12,8 @@ the hardware without rerunning a guest. Within one process a run is also shared 
 comparisons: ``compare`` asked again for the same guest image under the same named monitor and
 cost model (notebook 08's tables overlap), with the same step limit or one the first run
 never reached, returns copies of the first run's counts, stats, console and result (a run is
-deterministic); a ``(label, factory)`` monitor always runs. Nothing is kept across processes.
+deterministic); a ``(label, factory)`` monitor always runs, and so does every pair of
+``compare(..., reuse=False)``. Nothing is kept across processes.
 
 Every monitor's console is checked against ``native``'s (Popek & Goldberg's equivalence); a
 difference is reported in the table, never hidden.
@@ -283,14 +284,18 @@ class Comparison:
 
 
 def compare(guests, monitors=None, costs: CostModel | str | None = None,
-            max_steps: int = _DEFAULT_MAX_STEPS) -> Comparison:
+            max_steps: int = _DEFAULT_MAX_STEPS, *, reuse: bool = True) -> Comparison:
     """Run every guest under every monitor (``None``: native, te, bt, hw, and pv when it
     exists) and return a :class:`Comparison` priced with ``costs`` (a CostModel or a preset
     name; default :meth:`CostModel.default`, the model every monitor uses by default).
 
     A guest is a name (built with its default parameters), a ``(name, {params})`` pair or a
     GuestImage. A monitor is a name (see :func:`monitor_factories`) or a ``(label, factory)``
-    pair; ``native`` is always run, as the reference."""
+    pair; ``native`` is always run, as the reference. ``reuse=False`` runs every pair again
+    even when this process already ran it (see the module text): after changing a monitor's
+    code or class attributes in the session, for instance."""
+    if not isinstance(reuse, bool):
+        raise VmkitError(f"reuse must be True or False, got {reuse!r}")
     if isinstance(costs, str):
         costs = CostModel.preset(costs)
     elif costs is None:
@@ -313,7 +318,8 @@ def compare(guests, monitors=None, costs: CostModel | str | None = None,
     for g, build in gs:
         for m, factory in mons:
             image = build(m == "pv") if m == "pv" else build()
-            run = _run(image, factory, costs, max_steps, shared=factories.get(m) is factory)
+            run = _run(image, factory, costs, max_steps,
+                       shared=reuse and factories.get(m) is factory)
             counts[(g, m)], stats[(g, m)], consoles[(g, m)], results[(g, m)] = run
     return Comparison([g for g, _ in gs], [m for m, _ in mons], counts, stats, consoles,
                       results, costs)
