@@ -262,25 +262,54 @@ class Trace:
     """
 
     def __init__(self, maxlen: int = 20_000, instructions: bool = False):
-        self.events: deque = deque(maxlen=maxlen)
+        self._ev: deque = deque(maxlen=maxlen)
         self.counts: Counter = Counter()
         self._subs: dict[str, list[Callable]] = {}
-        self.instructions = instructions
+        self._instructions = instructions
+        #: wants_instructions(), kept up to date (the run loops read it after each instruction)
+        self.want_insns = bool(instructions)
         self.total = 0          # events ever added (kept or not)
         self._pieces: dict = {}  # piece number -> _Piece shared with snapshots (see state())
+        # ``total`` when the records kept by record() were last made into events (only the
+        # entries added since may be records)
+        self._made = 0
+        # the kinds somebody subscribed to (every kind for "*"): record() makes these at once
+        self._eager: frozenset = frozenset()
 
     @property
     def maxlen(self) -> int:
-        return self.events.maxlen
+        return self._ev.maxlen
+
+    @property
+    def events(self) -> deque:
+        """The retained events, oldest first (a ``deque`` of at most ``maxlen``)."""
+        if self.total != self._made:
+            self._make_events()
+        return self._ev
+
+    @property
+    def instructions(self) -> bool:
+        """Record an InstructionRetired event for every instruction (module text)."""
+        return self._instructions
+
+    @instructions.setter
+    def instructions(self, on: bool) -> None:
+        self._instructions = on
+        self._wants()
+
+    def _wants(self) -> None:
+        subs = self._subs
+        self.want_insns = bool(self._instructions or "instruction" in subs or "*" in subs)
+        self._eager = frozenset(EVENT_KINDS if "*" in subs else subs)
 
     def wants_instructions(self) -> bool:
-        return self.instructions or "instruction" in self._subs or "*" in self._subs
+        return self.want_insns
 
     def add(self, ev: Event) -> None:
         k = ev.kind
         self.counts[k] += 1
         self.total += 1
-        self.events.append(ev)
+        self._ev.append(ev)
         subs = self._subs
         if subs:
             for cb in subs.get(k, ()):
@@ -288,12 +317,40 @@ class Trace:
             for cb in subs.get("*", ()):
                 cb(ev)
 
+    def record(self, rec: tuple) -> None:
+        """Add the event ``rec`` describes: ``(EventClass, vm, step, *fields)``, the fields
+        after ``step`` in the class's order (as :class:`_Piece` packs them). With nobody
+        subscribed to its kind the record itself is kept and counted, and the event object is made only
+        when the trace is read (``events``, iteration, ``of``, ``since``, a snapshot): the
+        hot paths (an interrupt, an iret, a ring change: four events a system call) build a
+        tuple instead of a frozen dataclass (benchmarks/bench_trap_bytecodes.py: about 330
+        bytecodes of a native system call's 5,450). Whoever reads the trace or subscribes to
+        it sees the same events as with :meth:`add`."""
+        k = rec[0].kind
+        if k in self._eager:
+            self.add(rec[0](*rec[2:], vm=rec[1]))
+            return
+        self.counts[k] += 1
+        self.total += 1
+        self._ev.append(rec)
+
+    def _make_events(self) -> None:
+        """Records kept by :meth:`record` become events, in place (only the entries added
+        since the last time are looked at)."""
+        ev = self._ev
+        n = min(self.total - self._made, len(ev))
+        tail = [ev.pop() for _ in range(n)]
+        tail.reverse()
+        ev.extend(e if e.__class__ is not tuple else e[0](*e[2:], vm=e[1]) for e in tail)
+        self._made = self.total
+
     def subscribe(self, kind: str, callback: Callable) -> None:
         if kind != "*" and kind not in EVENT_KINDS:
             from vmkit.errors import VmkitError
             raise VmkitError(f"unknown event kind {kind!r}; expected one of "
                              f"{', '.join(sorted(EVENT_KINDS))} or '*'")
         self._subs.setdefault(kind, []).append(callback)
+        self._wants()
 
     def unsubscribe(self, kind: str, callback: Callable) -> None:
         lst = self._subs.get(kind, [])
@@ -301,10 +358,11 @@ class Trace:
             lst.remove(callback)
         if not lst:
             self._subs.pop(kind, None)
+        self._wants()
 
     def since(self, total: int) -> list[Event]:
         """The retained events added after the trace's ``total`` was ``total``."""
-        n = min(self.total - total, len(self.events))
+        n = min(self.total - total, len(self._ev))
         if n <= 0:
             return []
         return list(itertools.islice(reversed(self.events), n))[::-1]
@@ -313,7 +371,8 @@ class Trace:
         return [e for e in self.events if e.kind in kinds]
 
     def clear(self) -> None:
-        self.events.clear()
+        self._ev.clear()
+        self._made = self.total
         self.counts.clear()
         self._pieces = {}
 
@@ -321,7 +380,7 @@ class Trace:
         return iter(self.events)
 
     def __len__(self) -> int:
-        return len(self.events)
+        return len(self._ev)
 
     def __getitem__(self, i):
         return self.events[i]
@@ -354,7 +413,7 @@ class Trace:
 
     def set_state(self, st: tuple) -> None:
         first, head, pieces, tail, counts, self.total = st
-        ev = self.events
+        ev = self._ev
         ev.clear()
         ev.extend(head)
         lo = (first + len(head)) // PIECE
@@ -364,6 +423,7 @@ class Trace:
             self._pieces[k] = piece
         ev.extend(tail)
         self.counts = Counter(counts)
+        self._made = self.total     # a state holds events only
 
     @staticmethod
     def state_parts(st: tuple) -> tuple:
@@ -374,7 +434,7 @@ class Trace:
         return 8 * (len(head) + len(tail)) + 64, pieces
 
     def __repr__(self) -> str:
-        return f"<Trace {len(self.events)} events kept, counts {dict(self.counts)}>"
+        return f"<Trace {len(self._ev)} events kept, counts {dict(self.counts)}>"
 
 
 #: events in a piece of a trace snapshot (Trace.state): 1,024 keeps a snapshot of the default

@@ -255,3 +255,144 @@ def test_the_hot_count_survives_a_flush_of_the_compiled_code(monkeypatch):
             m.flush_icache()
     assert made_at is not None and made_at <= blocks.HOT + 1
     assert m1.cpu.state() == m0.cpu.state() and m1.steps == m0.steps
+
+
+# ---- compiled code kept across CR3 loads (vmkit/machine/codecache.py) ------------------------
+
+_PD_A, _PD_B = 0x10000, 0x12000        # two address spaces, each identity-mapping the low 4 MiB
+_F_A, _F_B, _G, _NEW = 0x20000, 0x21000, 0x22000, 0x23000      # physical code frames
+
+
+def _fn(src: str, base: int = 0x400000) -> bytes:
+    return vmkit.assemble(src, base=base).code
+
+
+def _spaces_program(rewrite_at: int, passes: int = 30) -> str:
+    """Each pass: address space A (0x400000 -> f_A, 0x401000 -> g), then B (0x400000 -> f_B,
+    0x401000 -> the same g, and 0x402000 -> f_A's frame, writable); at pass ``rewrite_at`` B
+    rewrites f_A's bytes through 0x402000 while A's mapping is not loaded."""
+    new = _fn("add ebx, 1000\nadd ebx, 1000\nret\n")
+    new += b"\x90" * (-len(new) % 4)
+    stores = "\n".join(f"    mov dword ptr [{0x402000 + k:#x}], "
+                       f"{int.from_bytes(new[k:k + 4], 'little'):#x}"
+                       for k in range(0, len(new), 4))
+    return f"""
+_start:
+    mov eax, {_PD_A:#x}
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 0x80000000
+    mov cr0, eax
+    mov ecx, {passes}
+top:
+    mov eax, {_PD_A:#x}
+    mov cr3, eax
+    mov eax, 0x400000
+    call eax
+    mov eax, 0x401000
+    call eax
+    mov eax, {_PD_B:#x}
+    mov cr3, eax
+    mov eax, 0x400000
+    call eax
+    mov eax, 0x401000
+    call eax
+    cmp ecx, {rewrite_at}
+    jne skip
+{stores}
+skip:
+    dec ecx
+    jnz top
+    hlt
+"""
+
+
+def _spaces_machine(on: bool, rewrite_at: int) -> Machine:
+    m = _machine(_spaces_program(rewrite_at), on)
+    for pd, pt0, pt1, f in ((_PD_A, 0x11000, 0x14000, _F_A), (_PD_B, 0x13000, 0x15000, _F_B)):
+        m.write(pd, (pt0 | 3).to_bytes(4, "little") + (pt1 | 3).to_bytes(4, "little"))
+        m.write(pt0, b"".join(((i << 12) | 3).to_bytes(4, "little") for i in range(1024)))
+        ptes = [(f | 3), (_G | 3)] + ([_F_A | 3] if pd == _PD_B else [])
+        m.write(pt1, b"".join(p.to_bytes(4, "little") for p in ptes))
+    m.write(_F_A, _fn("add ebx, 1\nadd ebx, 2\nadd ebx, 3\nret\n"))
+    m.write(_F_B, _fn("add ebx, 100\nadd ebx, 200\nret\n"))
+    m.write(_G, _fn("add esi, 7\nadd esi, 7\nret\n", 0x401000))
+    return m
+
+
+def _observed(m: Machine, r) -> tuple:
+    return (r.reason, r.steps, m.cpu.state(), bytes(m.mem), m.steps, m.clock,
+            dict(m.trace.counts), m.tlb_misses, m.walk_refs)
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_code_kept_across_cr3_loads_changes_nothing_observable(monkeypatch, on):
+    """Two address spaces, a CR3 load before every call: the same linear address remapped
+    (f_A / f_B), code shared by both (g), and f_A's bytes rewritten through B's mapping while
+    A's is not loaded. With the code kept by physical address, is every result, the memory
+    (accessed and dirty bits included), the TLB-miss and walk counts, the same as when every
+    CR3 load dropped all compiled code? And is the rewritten f_A what runs afterwards?"""
+    from vmkit.machine.codecache import CodeCacheMixin
+    monkeypatch.setattr(blocks, "HOT", 1)
+    real = CodeCacheMixin.fetch_decode
+    compiled = []       # instructions fetched and decoded (to compile them or make a block)
+
+    def counting(self, eip):
+        compiled.append(eip)
+        return real(self, eip)
+    monkeypatch.setattr(CodeCacheMixin, "fetch_decode", counting)
+    m = _spaces_machine(on, rewrite_at=15)
+    kept = _observed(m, m.run(max_steps=100_000))
+    n_kept, kept_g = len(compiled), compiled.count(0x401000)
+    # dropping every compiled instruction at each CR3 load, as before: nothing is kept
+    monkeypatch.setattr(CodeCacheMixin, "code_address", lambda self, eip: None)
+    monkeypatch.setattr(type(m), "drop_live_code", CodeCacheMixin.flush_icache)
+    del compiled[:]
+    m2 = _spaces_machine(on, rewrite_at=15)
+    dropped = _observed(m2, m2.run(max_steps=100_000))
+    assert kept == dropped
+    assert kept[0] == "halt"
+    # f_A adds 6 in the 16 passes up to the rewrite (ECX 30 down to 15), then 2000 (its new
+    # code); f_B adds 300 every pass; g 14, twice a pass
+    assert m.cpu.ebx == 16 * 6 + 14 * 2000 + 30 * 300 and m.cpu.esi == 30 * 28
+    # kept: g fetched once for both spaces (twice in block mode: as an instruction, then as
+    # a block's start), not after every CR3 load
+    assert compiled.count(0x401000) >= 60
+    assert n_kept < len(compiled) / 5 and 0 < kept_g <= 2
+
+
+def test_a_write_to_kept_code_drops_only_that_address_space_s_code():
+    """f_A rewritten while B is loaded: is f_B (same linear address, other frame) still kept,
+    and f_A's kept code gone?"""
+    m = _spaces_machine(False, rewrite_at=0)   # never rewritten by the guest
+    m.run(max_steps=200)
+    kept = {k for k in m._istore_sup if k[0] == 0x400003}    # the second instructions
+    assert kept == {(0x400003, _F_A + 3), (0x400003, _F_B + 3)}
+    m.write(_F_A + 4, b"\x90")                  # a write into f_A's second instruction
+    assert {k for k in m._istore_sup if k[0] == 0x400003} == {(0x400003, _F_B + 3)}
+    assert (0x400000, _F_A) in m._istore_sup    # and only into it
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_a_restore_drops_the_code_of_the_bytes_it_replaces_and_keeps_the_rest(monkeypatch, on):
+    """Code compiled from patched bytes, then a snapshot from before the patch restored: does
+    the original instruction run again? And is code whose bytes the restore left alone kept
+    (not fetched and compiled again)?"""
+    from vmkit.machine.codecache import CodeCacheMixin
+    monkeypatch.setattr(blocks, "HOT", 1)
+    src = "_start:\n    mov eax, 1\n    add eax, 2\n    add eax, 4\n    hlt\n"
+    m = _machine(src, on)
+    before = m.snapshot()
+    m.write(0x1000 + 5 + 2, b"\x05")      # add eax, 2 -> add eax, 5
+    m.run(max_steps=100)
+    assert m.cpu.eax == 10
+    m.restore(before)
+    m.run(max_steps=100)
+    assert m.cpu.eax == 7
+    fetched = []
+    real = CodeCacheMixin.fetch_decode
+    monkeypatch.setattr(CodeCacheMixin, "fetch_decode",
+                        lambda self, eip: fetched.append(eip) or real(self, eip))
+    m.restore(before)
+    m.run(max_steps=100)
+    assert m.cpu.eax == 7 and fetched == []

@@ -39,15 +39,26 @@ class BlockRunMixin:
     """``_translate`` and ``_burst_blocks`` for :class:`~vmkit.machine.machine.Machine`."""
 
     def _translate(self, eip: int):
-        """The block-cache entry for ``eip`` in the current mode, made and registered for
-        self-modifying code: a block (``blocks.translate``), or ``(f, 0, ...)`` for an
+        """The block-cache entry for ``eip`` in the current mode: the one kept at its physical
+        address, else made, kept and registered for self-modifying code: a block (``blocks.translate``), or ``(f, 0, ...)`` for an
         instruction that runs alone, or ``(f, -1, [count])`` while ``eip`` is cold: a block is
         made only once a run has reached ``eip`` ``blocks.HOT`` times (compiling a block costs
         about a millisecond, as much as running a thousand instructions singly)."""
         cache = self._bcache
+        tag = 3 if cache is self._bcache_usr else 2
         old = cache.get(eip)
+        if old is None:
+            # a live miss: the fetch's translation, then the entry kept at that physical
+            # address (vmkit.machine.codecache); a cold one whose count ran out counts afresh
+            pa = self.code_address(eip)
+            if pa is not None:
+                b = self._code_sets[tag][0].get((eip, pa))
+                if b is not None and (b[1] != -1 or b[2][0] > 0):
+                    cache[eip] = b
+                    return b
         if old is not None:
             b = blk.translate(self, eip)
+            pa = b[7] if b is not None else self.code_address(eip)
         elif eip in blk._MADE_AT:   # made in this process (another machine): bind it now
             b = blk.translate(self, eip, made_only=True)
         else:
@@ -80,7 +91,7 @@ class BlockRunMixin:
                 if inner is not None and inner[1] == -1:
                     inner[2][0] = blk.HOT
         cache[eip] = b
-        self._register(cache, eip, size)
+        self._keep(tag, eip, pa, b, size)
         return b
 
     def _burst_blocks(self, budget: int) -> None:
@@ -126,7 +137,9 @@ class BlockRunMixin:
                         continue
                 elif k == -2:   # what the burst would end in (Sync), without the exception
                     b = _SINGLE
-                    self._retire(n)
+                    self.in_burst = False       # self._retire(n), without the call
+                    self.steps += n
+                    self.clock += n
                     budget -= n + 1
                     n = 0
                     self._run_one()     # with exact clocks (INT n, IRET, I/O ...)
@@ -167,7 +180,7 @@ class BlockRunMixin:
                 or cpu.halted or cpu.ef & 0x100 or self.steps < self.irq_inhibit_until
                 or not self.blocks):
             return False
-        self._tick()
+        dv.tick(self.clock)     # Machine._tick
         return self.deliverable_irq() is None
 
     def _rewind(self, b, ex: BaseException) -> int:

@@ -194,8 +194,11 @@ def push_frame(m, esp: int, frame: tuple) -> int:
         if base is not None:
             pa = base | off
             if pa + n <= m.memory_size and pa >> 12 not in m.code_pages:
-                _FRAMES[len(frame)].pack_into(m.mem, pa,
-                                              *[v & 0xFFFFFFFF for v in reversed(frame)])
+                pack = _FRAMES[len(frame)].pack_into
+                try:    # the values are 32-bit already (registers, selectors): no masking
+                    pack(m.mem, pa, *frame[::-1])
+                except struct.error:    # one is not: as the pushes would store it
+                    pack(m.mem, pa, *[v & 0xFFFFFFFF for v in reversed(frame)])
                 m.tlb_hits += hits
                 return new
     write = m.lin_write

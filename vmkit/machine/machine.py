@@ -15,10 +15,10 @@ import itertools
 from dataclasses import dataclass, field
 
 from vmkit.errors import UnsupportedInstruction, VmkitError
-from vmkit.isa import semantics as sem
 from vmkit.isa.decode import DECODER, Insn
 from vmkit.isa.faults import Fault, Resched
 from vmkit.machine.blockrun import BlockRunMixin, blocks_default
+from vmkit.machine.codecache import CodeCacheMixin
 from vmkit.machine import devices as dev
 from vmkit.machine.hooks import EVENT_POLICY, MachineHooks, overridden
 from vmkit.machine.cpu import (CPU, LZ_ADC, LZ_ADD, LZ_DEC, LZ_INC, LZ_LOGIC, LZ_SBB, LZ_SUB,
@@ -107,7 +107,7 @@ def _share_uniform(page: bytes) -> bytes:
     return u if page == u else page
 
 
-class Machine(MMUMixin, SystemMixin, BlockRunMixin):
+class Machine(MMUMixin, SystemMixin, CodeCacheMixin, BlockRunMixin):
     """A bare IA-32 machine in protected mode (the kit's hardware).
 
     ``Machine(memory_size=4 << 20)`` powers on with memory filled with 0xAA, CS:EIP at the
@@ -137,18 +137,14 @@ class Machine(MMUMixin, SystemMixin, BlockRunMixin):
         self.dev = dev.Devices(input=bytes(input))
         self.clock = 0              # guest time: instructions retired (plus idle time in HLT)
         self.steps = 0              # instructions retired
+        self.exceptions_delivered = 0   # Interrupt events of source "exception" (deliver)
         self.breakpoints: set[int] = set()
         self.stopped: RunResult | None = None
         self.irq_inhibit_until = -1    # STI/MOV SS shadow: no interrupt before this step
-        self._icache_sup: dict[int, object] = {}
-        self._icache_usr: dict[int, object] = {}
-        self._icache = self._icache_sup
-        # block translation (vmkit.machine.blocks): linear EIP -> block, or None where no
-        # block starts (single instructions run there); per privilege like the icache
+        # compiled instructions and blocks, live and kept (vmkit.machine.codecache); block
+        # translation (vmkit.machine.blocks) unless switched off
+        self._init_code_cache()
         self.blocks = blocks_default() if blocks is None else bool(blocks)
-        self._bcache_sup: dict[int, tuple | None] = {}
-        self._bcache_usr: dict[int, tuple | None] = {}
-        self._bcache = self._bcache_sup
         # how often each cold address was reached (blockrun._translate): kept when the caches
         # are flushed, so code that runs once between two flushes still gets its block
         self._heat: dict[tuple[int, bool], list] = {}
@@ -174,6 +170,7 @@ class Machine(MMUMixin, SystemMixin, BlockRunMixin):
             raise VmkitError(f"Machine.attach: expected a MachineHooks, got {type(hooks).__name__}")
         self.hooks = hooks
         hooks.host = self
+        self.flush_icache()     # compiled code asked the hooks before (intercept)
         self._hook_exception = overridden(hooks, "on_exception")
         self._hook_ring = overridden(hooks, "on_ring_change")
         self._hook_intercept = overridden(hooks, "intercept")
@@ -212,14 +209,16 @@ class Machine(MMUMixin, SystemMixin, BlockRunMixin):
 
     def mode_changed(self) -> None:
         """CPL or paging changed: rebind the memory accessors and the instruction cache."""
-        user = self.cpu.cpl == 3
-        key = (bool(self.cpu.cr0 & CR0_PG) or self.nested is not None, user)
-        acc = self._accessors.get(key)
-        if acc is None:  # the closures keep references to mem, TLB dicts (cleared in place)
-            acc = self._accessors[key] = self._make_accessors(user)
+        cpu = self.cpu
+        user = cpu.cpl == 3
+        key = (cpu.cr0 & CR0_PG or self.nested is not None, user)
+        mode = self._accessors.get(key)
+        if mode is None:  # the closures keep references to mem, TLB dicts (cleared in place)
+            mode = self._accessors[key] = (
+                self._make_accessors(user), self._icache_usr if user else self._icache_sup,
+                self._bcache_usr if user else self._bcache_sup)
+        acc, self._icache, self._bcache = mode
         self.compile_globals.update(acc)
-        self._icache = self._icache_usr if user else self._icache_sup
-        self._bcache = self._bcache_usr if user else self._bcache_sup
 
     def load(self, program, address: int | None = None) -> None:
         """Copy a Program (or bytes) into physical memory at its base (or ``address``) and point
@@ -270,108 +269,6 @@ class Machine(MMUMixin, SystemMixin, BlockRunMixin):
         """Capstone text of the instruction at ``eip`` ("" if none), without side effects."""
         insn = self.insn_at(eip)
         return insn.text if insn is not None and insn.id else (insn.text if insn else "")
-
-    # ---- instruction cache -----------------------------------------------------------------
-    def fetch_decode(self, eip: int) -> Insn | None:
-        """Fetch up to 15 bytes at linear ``eip`` (with fetch permission) and decode."""
-        window = bytearray()
-        user = self.cpu.cpl == 3
-        paging = self.cpu.cr0 & CR0_PG or self.nested is not None
-        fault = None
-        a = eip
-        while len(window) < 15:
-            try:
-                pa = self.translate(a, False, user, fetch=True) if paging else a
-            except Fault as f:
-                fault = f
-                break
-            take = min(15 - len(window), 0x1000 - (a & 0xFFF))
-            window += self.phys_read(pa, take, "fetch")
-            a = (a + take) & 0xFFFFFFFF
-        insn = DECODER.decode(eip, bytes(window))
-        if fault is not None and (insn is None or insn.size > len(window) - 0):
-            raise fault
-        return insn
-
-    def _compile(self, eip: int):
-        """Decode and compile the instruction at ``eip`` into the current icache."""
-        insn = self.fetch_decode(eip)
-        if insn is None or insn.id == 0:
-            raise Fault(6, detail=f"undefined or unsupported encoding at {eip:#010x}"
-                        + (f" ({insn.text})" if insn else ""))
-        fn = self._hook_intercept(insn) if self._hook_intercept is not None else None
-        if fn is None:
-            fn = sem.compile_insn(insn, self.compile_globals)
-        if isinstance(fn, str):
-            raise UnsupportedInstruction(insn.mnemonic, eip, fn)
-        cache = self._icache
-        cache[eip] = fn
-        self._register(cache, eip, insn.size)
-        try:
-            fn.size = insn.size     # for the block cache's own registration
-        except AttributeError:
-            pass
-        return fn
-
-    def _register(self, cache: dict, eip: int, size: int) -> None:
-        """Remember which physical bytes ``cache[eip]`` came from (self-modifying code drops
-        it)."""
-        paging = self.cpu.cr0 & CR0_PG or self.nested is not None
-        user = self.cpu.cpl == 3
-        pages = self.code_pages
-        entry = (cache, eip)
-        k = 0
-        while k < size:     # one translation a page touched (the bytes were just fetched)
-            la = (eip + k) & 0xFFFFFFFF
-            run = min(size - k, 0x1000 - (la & 0xFFF))
-            pa = self.translate(la, False, user) if paging else la
-            page = pages.get(pa >> 12)
-            if page is None:
-                page = pages[pa >> 12] = {}
-            for p in range(pa, pa + run):
-                at = page.get(p)
-                if at is None:
-                    page[p] = [entry]
-                else:
-                    at.append(entry)
-            k += run
-
-    def _smc(self, pa: int, n: int) -> None:
-        """A write hit a page holding compiled code: drop the instructions it overlaps (and
-        tell the monitor watching the page, if any: ``code_watch``)."""
-        watch = self.code_watch
-        if watch:
-            for p in {pa >> 12, (pa + n - 1) >> 12}:
-                cb = watch.get(p)
-                if cb is not None:
-                    cb(pa, n)
-        for a in range(pa, pa + n):
-            page = self.code_pages.get(a >> 12)
-            if not page:
-                continue
-            keys = page.pop(a, None)
-            if keys:
-                self.smc_gen += 1
-                for cache, eip in keys:
-                    cache.pop(eip, None)
-                if not page and a >> 12 not in watch:
-                    del self.code_pages[a >> 12]
-
-    def flush_icache(self) -> None:
-        """Forget every compiled instruction (a monitor changed what it intercepts)."""
-        self._icache_sup.clear()
-        self._icache_usr.clear()
-        self._bcache_sup.clear()
-        self._bcache_usr.clear()
-        self.code_pages.clear()
-        for p in self.code_watch:   # a monitor's translations outlive the machine's icache
-            self.code_pages[p] = {}
-
-    def _flush_icache_page(self, vpn: int) -> None:
-        lo = vpn << 12
-        for cache in (self._icache_sup, self._icache_usr, self._bcache_sup, self._bcache_usr):
-            for eip in [e for e in cache if lo - 15 < e < lo + 0x1000]:
-                del cache[eip]
 
     # ---- devices ---------------------------------------------------------------------------
     def port_in(self, port: int, size: int) -> int:
@@ -637,7 +534,7 @@ class Machine(MMUMixin, SystemMixin, BlockRunMixin):
         self.steps += 1
         self.clock += 1
         tr = self.trace
-        if tr.wants_instructions():
+        if tr.want_insns:
             tr.add(InstructionRetired(self.clock, address=eip, text=f.__name__, ring=ring,
                                       vm=self.vm_index))
         if tf:  # single-step trap (#DB) after the instruction, through the exception rules
@@ -674,7 +571,8 @@ class Machine(MMUMixin, SystemMixin, BlockRunMixin):
                         {"steps": self.steps, "stopped": self.stopped,
                          "inhibit": self.irq_inhibit_until, "trace": self.trace.state(),
                          "tlb": self.tlb_state(),
-                         "counters": (self.tlb_misses, self.walk_refs)})
+                         "counters": (self.tlb_misses, self.walk_refs,
+                                      self.exceptions_delivered)})
 
     def restore(self, snap: Snapshot) -> None:
         """Put the machine back exactly as it was when ``snap`` was taken."""
@@ -686,9 +584,12 @@ class Machine(MMUMixin, SystemMixin, BlockRunMixin):
                              f"machine (#{self.id})")
         mem, P = self.mem, PAGE_SIZE
         same = mem.startswith
+        code = self.code_pages
         for o, p in zip(range(0, len(mem), P), snap.pages):
             if not same(p, o):
                 mem[o:o + P] = p
+                if o // P in code:
+                    self.drop_page_code(o // P)     # the compiled code of other bytes
         self._snap_pages = snap.pages   # memory is these pages again: the next snapshot shares
         self.cpu.set_state(snap.cpu)
         self.dev = snap.devices.copy()
@@ -698,8 +599,9 @@ class Machine(MMUMixin, SystemMixin, BlockRunMixin):
         self.irq_inhibit_until = snap.extra["inhibit"]
         self.trace.set_state(snap.extra["trace"])
         self.set_tlb_state(snap.extra["tlb"])
-        self.tlb_misses, self.walk_refs = snap.extra["counters"]
-        self.flush_icache()
+        self.tlb_misses, self.walk_refs, self.exceptions_delivered = snap.extra["counters"]
+        # the TLB is the snapshot's: no live code; the kept code of unchanged bytes stays
+        self.drop_live_code()
         self.mode_changed()
 
 

@@ -135,8 +135,9 @@ class MMUMixin:
         # and goes through it; see _walk_nested. Only TLB misses look at it, so the hit path
         # and a machine without it run as before.
         self.nested = None
-        # physical page number -> {physical byte address: [icache keys]} of compiled code
-        self.code_pages: dict[int, dict[int, list]] = {}
+        # physical page number -> {physical byte address: {(tag, eip, pa)}}: the compiled code
+        # those bytes hold (vmkit.machine.codecache)
+        self.code_pages: dict[int, dict[int, set]] = {}
         # physical page number -> callback(pa, n): a monitor's translations live on that page
         # (binary translation); every write there calls it. Watched pages stay in code_pages
         # across icache flushes, so the accessors' one set lookup per write still finds them.
@@ -447,15 +448,16 @@ class MMUMixin:
                     (" on write" if err & 2 else " on read") + (" from user mode" if err & 4 else ""))
 
     def flush_tlb(self, vpn: int | None = None) -> None:
-        """Drop every TLB entry (CR3 load) or one page's (INVLPG); compiled code fetched through
-        the dropped translations goes with them."""
+        """Drop every TLB entry (CR3 load) or one page's (INVLPG); the live compiled code
+        fetched through the dropped translations goes with them (the next fetch translates
+        again and finds the code kept at its physical address: vmkit.machine.codecache)."""
         self.tlb_flushes += 1
         if vpn is None:
             for t in (*self.tlb.values(), *self.tlb_watched.values()):
                 t.clear()
             self.tlb_large.clear()
             if self.cpu.cr0 & CR0_PG:
-                self.flush_icache()
+                self.drop_live_code()   # the code itself is kept (vmkit.machine.codecache)
         elif vpn >> 10 in self.tlb_large:
             # INVLPG in a 4 MiB page invalidates the whole large page (SDM 4.10.4.1)
             region = vpn >> 10
@@ -464,7 +466,7 @@ class MMUMixin:
                 for v in [v for v in t if v >> 10 == region]:
                     del t[v]
             if self.cpu.cr0 & CR0_PG:
-                self.flush_icache()
+                self.drop_live_code()
         else:
             for t in (*self.tlb.values(), *self.tlb_watched.values()):
                 t.pop(vpn, None)

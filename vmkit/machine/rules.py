@@ -69,6 +69,10 @@ class Descriptor:
     # gate fields
     gate_selector: int = field(init=False, repr=False, compare=False)
     gate_offset: int = field(init=False, repr=False, compare=False)
+    #: what a segment register's hidden part holds once loaded from a flat descriptor (base,
+    #: limit, access with the accessed bit, flags), None for any other: one tuple to unpack
+    #: in ``load_segment_cache`` (eight segment loads a system call)
+    hidden: tuple | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         a, raw = self.access, self.raw
@@ -85,6 +89,8 @@ class Descriptor:
         put(self, "writable", not system and not code and bool(a & 0x2))
         put(self, "gate_selector", (raw >> 16) & 0xFFFF)
         put(self, "gate_offset", (raw & 0xFFFF) | ((raw >> 32) & 0xFFFF0000))
+        put(self, "hidden", (self.base, self.limit, a | 1, self.flags)
+            if not self.base and self.limit == 0xFFFFFFFF else None)
 
     @classmethod
     def parse(cls, raw: int) -> "Descriptor":
@@ -352,6 +358,11 @@ def iret_flags_mask(cpl: int, iopl: int) -> int:
     if cpl <= iopl:
         return FLAGS_WRITABLE & ~_IOPL
     return FLAGS_WRITABLE & ~_IOPL & ~_IF
+
+
+#: ``IRET_FLAGS_MASKS[cpl][iopl]``: :func:`iret_flags_mask` for every CPL and IOPL (an index
+#: instead of a call on the machine's IRET)
+IRET_FLAGS_MASKS = tuple(tuple(iret_flags_mask(c, i) for i in range(4)) for c in range(4))
 
 
 # ---- ports ---------------------------------------------------------------------------------

@@ -59,10 +59,11 @@ class SystemMixin:
         if d is None:  # null selector in a data segment register
             s.base, s.limit, s.access, s.flags = 0, 0, 0, 0
             return
-        if d.base or d.limit != 0xFFFFFFFF:
+        h = d.hidden    # (base, limit, access | accessed, flags) of a flat descriptor
+        if h is None:
             self.unsupported(f"segment {selector:#x} has base {d.base:#x} and limit "
                              f"{d.limit:#x}; vmkit runs flat segments only (base 0, limit 4 GiB)")
-        s.base, s.limit, s.access, s.flags = d.base, d.limit, d.access | 1, d.flags
+        s.base, s.limit, s.access, s.flags = h
 
     def load_seg(self, index: int, selector: int) -> None:
         """MOV/POP to a data segment register or SS, with the checks of SDM Vol. 2B (MOV)
@@ -94,8 +95,8 @@ class SystemMixin:
             self.mode_changed()
             if self._hook_ring is not None:
                 self._hook_ring(old, new_cpl, cause)
-            self.trace.add(RingTransition(self.clock, from_ring=old, to_ring=new_cpl,
-                                          cause=cause, vm=self.vm_index))
+            # (RingTransition, vm, step, from_ring, to_ring, cause): Trace.record
+            self.trace.record((RingTransition, self.vm_index, self.clock, old, new_cpl, cause))
 
     def load_table(self, which: str, base: int, limit: int) -> None:
         """LGDT/LIDT."""
@@ -230,11 +231,13 @@ class SystemMixin:
         self.set_cs(gate.gate_selector, cd, new_cpl, "interrupt")
         cpu.eip = gate.gate_offset
         soft = source in ("int", "int3", "into")
-        self.trace.add(Interrupt(self.clock, vector=vector,
-                                 name=VECTOR_NAMES.get(vector, "int" if soft else "irq"),
-                                 source=source, error_code=error_code, from_ring=old_cpl,
-                                 to_ring=new_cpl, eip=at_eip, handler=cpu.eip,
-                                 vm=self.vm_index))
+        # (Interrupt, vm, step, vector, name, source, error_code, from_ring, to_ring, eip,
+        # handler): Trace.record
+        self.trace.record((Interrupt, self.vm_index, self.clock, vector,
+                           VECTOR_NAMES.get(vector, "int" if soft else "irq"), source,
+                           error_code, old_cpl, new_cpl, at_eip, cpu.eip))
+        if source == "exception":   # the Interrupt events of exceptions, counted (Native)
+            self.exceptions_delivered += 1
 
     def deliver_exception(self, f: Fault) -> None:
         """Deliver an exception with the double-fault rules of SDM Table 6-5: a contributory
@@ -257,12 +260,13 @@ class SystemMixin:
         # (a ring-1 kernel's iretd to ring 3 loads neither IF nor IOPL, so the monitor must)
         self.iret_frame = esp
         cpl = cpu.cpl
-        rd = self.compile_globals["rd4"]
         top = read_dwords(self, esp, 3, cpl == 3)    # one read when the frame allows
+        rd = None
         if top is not None:
             eip, cs, fl = top
             cs &= 0xFFFF
         else:
+            rd = self.compile_globals["rd4"]
             eip = rd(esp)
             cs = rd((esp + 4) & 0xFFFFFFFF) & 0xFFFF
             fl = rd((esp + 8) & 0xFFFFFFFF)
@@ -278,6 +282,7 @@ class SystemMixin:
                 new_esp, new_ss = outer
                 new_ss &= 0xFFFF
             else:
+                rd = rd or self.compile_globals["rd4"]
                 new_esp = rd((esp + 12) & 0xFFFFFFFF)
                 new_ss = rd((esp + 16) & 0xFFFFFFFF) & 0xFFFF
             sd = checked_segment(self, ("ss", new_ss, rpl), new_ss, rules.stack_segment,
@@ -285,7 +290,7 @@ class SystemMixin:
         # which flags may change is decided at the *current* CPL, as for POPF; every mask
         # loads the six status flags from the image, so the lazy ones need not be computed
         old = cpu.ef
-        mask = rules.iret_flags_mask(cpl, (old >> 12) & 3)
+        mask = rules.IRET_FLAGS_MASKS[cpl][(old >> 12) & 3]   # rules.iret_flags_mask
         cpu.eflags = (old & ~mask) | (fl & mask)
         cpu.eip = eip
         if rpl > cpl:
@@ -296,7 +301,7 @@ class SystemMixin:
         self.set_cs(cs, d, rpl, "iret")
         if rpl > cpl:
             self.null_outer_segments(rpl)
-        self.trace.add(IRet(self.clock, from_ring=cpl, to_ring=rpl, eip=eip, vm=self.vm_index))
+        self.trace.record((IRet, self.vm_index, self.clock, cpl, rpl, eip))   # Trace.record
 
     def null_outer_segments(self, new_cpl: int) -> None:
         """On a return to an outer ring, data segment registers that the outer ring may not use

@@ -108,10 +108,12 @@ def switched_out(hw, vm: HWVM) -> None:
 
 def switched_in(hw, vm: HWVM) -> None:
     """The VM's guest state is loaded from its VMCS (its EPT or shadow page directory is
-    the paging mode's); the compiled code goes too (no VPID)."""
+    the paging mode's); the live compiled code goes too (no VPID): the code kept by host-
+    physical address stays, each VM's in its own memory (vmkit.machine.codecache; the
+    controls that decide what a compiled instruction intercepts are every VMCS's)."""
     m = hw._host
     m.irq_inhibit_until = m.steps + vm.inhibit_left if vm.inhibit_left else -1
-    m.flush_icache()
+    m.drop_live_code()
 
 
 def guest_if(hw, vm: HWVM) -> bool:
