@@ -100,6 +100,54 @@ def test_reprice_without_rerun(table, monkeypatch):
     assert cheap.cycles[("syscall", "hw")] < table.cycles[("syscall", "hw")]
 
 
+def test_a_run_asked_again_in_the_process_is_shared(monkeypatch):
+    """Does a comparison that asks again for a run an earlier one made (same image, monitor,
+    cost model, and a step limit the run did not reach) read its figures, as its own copies,
+    and does anything else that decides a run (a limit it reaches, another cost model, a
+    caller's factory) run?"""
+    import importlib
+
+    import vmkit.vmm.base as base
+    import vmkit.vmm.world as world
+    from vmkit.vmm.compare import monitor_factories
+    monkeypatch.setattr(importlib.import_module("vmkit.vmm.compare"), "_RUNS", {})
+    ran = []
+    for cls in (base.Monitor, world.HostedMonitor):
+        def counting_run(self, *a, _real=cls.run, **k):
+            ran.append(self.name)
+            return _real(self, *a, **k)
+        monkeypatch.setattr(cls, "run", counting_run)
+    first = compare([("hello", {})], monitors=["native", "bt"], max_steps=300_000)
+    assert ran == ["native", "bt"]
+    again = compare(["hello"], monitors=["bt", "native"], max_steps=300_000)
+    assert ran == ["native", "bt"]                   # nothing ran again
+    assert again.counts[("hello", "bt")] == first.counts[("hello", "bt")]
+    assert again.stats[("hello", "bt")] == first.stats[("hello", "bt")]
+    assert again.results[("hello", "bt")] == first.results[("hello", "bt")]
+    assert again.consoles == first.consoles
+    assert again.counts[("hello", "bt")] is not first.counts[("hello", "bt")]
+    again.stats[("hello", "bt")]["instructions"] = -1     # a copy: the next reader is unharmed
+    assert compare(["hello"], monitors=["bt"], max_steps=300_000).stats[
+        ("hello", "bt")]["instructions"] == first.stats[("hello", "bt")]["instructions"]
+    assert ran == ["native", "bt"]
+    steps = first.results[("hello", "bt")].steps
+    assert first.results[("hello", "bt")].reason == "poweroff" and steps < 300_000
+    roomier = compare(["hello"], monitors=["bt"], max_steps=steps + 1)
+    assert ran == ["native", "bt"]                   # a limit the run never reached: shared
+    assert roomier.results == {k: v for k, v in first.results.items() if k in roomier.results}
+    cut = compare(["hello"], monitors=["bt"], max_steps=steps - 1)
+    assert ran == ["native", "bt"] * 2               # a limit it would reach: run
+    assert cut.results[("hello", "bt")].reason == "max_steps"
+    compare(["hello"], monitors=["bt"], max_steps=300_000, costs="modern-2020")
+    assert ran == ["native", "bt"] * 3               # another cost model: run
+    compare(["hello"], monitors=[("mine", monitor_factories()["bt"])], max_steps=300_000)
+    assert ran == ["native", "bt"] * 3 + ["bt"]      # a caller's (label, factory): always run
+    compare(["hello"], monitors=["bt"], max_steps=300_000, reuse=False)
+    assert ran == ["native", "bt"] * 3 + ["bt", "native", "bt"]   # reuse=False: always run
+    with pytest.raises(VmkitError, match="reuse"):
+        compare(["hello"], reuse="no")
+
+
 def test_console_mismatch_is_reported(table):
     import copy
     t = copy.copy(table)
@@ -159,6 +207,33 @@ def test_dashboard_reprices_without_kernel(table, monkeypatch):
     bundle = d._repr_mimebundle_()
     assert "<table" in bundle["text/html"] and "<svg" in bundle["text/html"]
     assert bundle["image/svg+xml"].lstrip().startswith(("<svg", "<?xml"))
+
+
+def test_dashboard_draws_its_plot_once_a_state(table, monkeypatch):
+    """Does displaying the dashboard (live view, static HTML and SVG) draw its plot once, the
+    same picture everywhere, and does a change of costs draw it again?"""
+    from vmkit.viz import displays   # noqa: F401 - registers Comparison's plot
+    from vmkit.viz import render
+    from vmkit.widgets import CostDashboard
+    drawn = []
+    real = render.figure_svg
+
+    def counting_svg(fig, title=None):
+        drawn.append(title)
+        return real(fig, title)
+    monkeypatch.setattr(render, "figure_svg", counting_svg)
+    d = CostDashboard(table)
+    bundle = d._repr_mimebundle_()
+    assert len(drawn) == 1
+    d.sliders["vm_exit"].value = 10
+    assert len(drawn) == 2
+    again = d._repr_mimebundle_()
+    assert len(drawn) == 2
+    monkeypatch.undo()
+    assert bundle["image/svg+xml"] == render.figure_svg(table.plot())
+    assert render.figure_html(table.plot()) in bundle["text/html"]
+    assert again["image/svg+xml"] == render.figure_svg(d.comparison.plot())
+    assert d.plot_view.value == render.figure_html(d.comparison.plot())
 
 
 # ---- which technique wins: Adams & Agesen 2006, Fig. 4, with the p4-2006 costs -------------

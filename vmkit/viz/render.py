@@ -27,8 +27,8 @@ import graphviz
 
 __all__ = ["OKABE_ITO", "INSTALL_HINT", "CSS_TEXT", "CSS_MUTED", "CSS_BORDER", "CSS_PANEL",
            "CSS_HIGHLIGHT", "Diagram", "cached_svg", "diagram_svg", "diagram_html",
-           "dot_missing_html", "figure_svg", "fit_svg", "figure_html", "new_figure",
-           "strip_svg_prolog", "with_title"]
+           "dot_missing_html", "figure_svg", "fit_svg", "figure_html", "figure_svg_html",
+           "new_figure", "strip_svg_prolog", "with_title"]
 
 #: Okabe & Ito (2008), "Color Universal Design": eight colours that stay distinct for
 #: protanopes, deuteranopes and tritanopes.
@@ -305,6 +305,13 @@ def new_figure(**kwargs):
 
 def figure_html(fig, title: str | None = None) -> str:
     """A matplotlib figure as an HTML ``<figure>`` with inline SVG and a caption."""
+    return figure_svg_html(fig, title)[1]
+
+
+def figure_svg_html(fig, title: str | None = None) -> tuple[str, str]:
+    """``(figure_svg(fig, title), figure_html(fig, title))`` from one drawing of the figure (a
+    widget that shows a picture live and in its static form draws it once)."""
     if title is None:
         title = _figure_title(fig)
-    return _figure(strip_svg_prolog(figure_svg(fig, title)), title or "")
+    svg = figure_svg(fig, title)
+    return svg, _figure(strip_svg_prolog(svg), title or "")

@@ -8,7 +8,12 @@
 A run is done once: the comparison keeps every monitor's *event counts*
 (:meth:`Monitor.event_counts`), and cycles are always ``costs.price(counts)``. So
 :meth:`Comparison.reprice` (and the cost sliders of :class:`vmkit.widgets.CostDashboard`) change
-the hardware without rerunning a guest.
+the hardware without rerunning a guest. Within one process a run is also shared between
+comparisons: ``compare`` asked again for the same guest image under the same named monitor and
+cost model (notebook 08's tables overlap), with the same step limit or one the first run
+never reached, returns copies of the first run's counts, stats, console and result (a run is
+deterministic); a ``(label, factory)`` monitor always runs, and so does every pair of
+``compare(..., reuse=False)``. Nothing is kept across processes.
 
 Every monitor's console is checked against ``native``'s (Popek & Goldberg's equivalence); a
 difference is reported in the table, never hidden.
@@ -74,7 +79,9 @@ def _unknown(kind: str, name: str, choices) -> VmkitError:
 
 
 def _resolve_guest(g):
-    """-> (label, build(paravirtual: bool) -> GuestImage)."""
+    """-> (label, build(paravirtual: bool) -> GuestImage). Each image is built once (the
+    non-paravirtual one while checking the parameters); every monitor of a comparison runs
+    the same image, as it does when ``g`` is a GuestImage (a monitor never changes its image)."""
     from vmkit import guests
     from vmkit.guests import GuestImage
     if isinstance(g, GuestImage):
@@ -90,9 +97,70 @@ def _resolve_guest(g):
                          f"got {g!r}")
     if name not in guests.names():
         raise _unknown("guest", name, guests.names())
-    guests.build(name, **params)  # fail early on bad parameters (GuestError is a VmkitError)
-    return _guest_label(name, params), (
-        lambda pv=False, n=name, p=params: guests.build(n, paravirtual=pv, **p))
+    # fail early on bad parameters (GuestError is a VmkitError)
+    built = {False: guests.build(name, **params)}
+
+    def build(pv=False):
+        if pv not in built:
+            built[pv] = guests.build(name, paravirtual=pv, **params)
+        return built[pv]
+    return _guest_label(name, params), build
+
+
+#: runs done in this process: key (_run_key) -> (step limit, (event counts, stats, console,
+#: RunResult)), the oldest dropped beyond _RUNS_KEPT. A run is deterministic (the same image
+#: under the same monitor and cost model gives the same events: the equivalence tests rest on
+#: it), so a comparison that asks again for a run it or an earlier one made (notebook 08's
+#: tables share guests) reads copies of the first run's figures instead of running it again.
+#: Nothing is kept across processes.
+_RUNS: dict = {}
+_RUNS_KEPT = 512
+
+
+def _run_key(image, factory, costs):
+    """What decides a run's events besides its step limit, or None when the run is not to be
+    shared (a factory the caller made: it may hold state)."""
+    import os
+    try:
+        hash(costs)
+    except TypeError:
+        return None
+    symbols = tuple(tuple(sorted(p.symbols.items())) for p in image.programs.values())
+    return (factory, costs, os.environ.get("VMKIT_BLOCKS", ""),
+            image.memory_size, tuple((a, bytes(d)) for a, d in image.loads), image.entry,
+            bytes(image.input), image.paravirtual, image.kernel, tuple(image.processes),
+            image.timer_clock, symbols)
+
+
+def _same_run(limit: int, result, max_steps: int) -> bool:
+    """Is a run made with step limit ``limit`` that gave ``result`` the run ``max_steps``
+    asks for? The same limit; or a run that stopped by itself (power-off, halt, crash) before
+    either limit: the limit never came into play (as in one run of notebook 08's tables under
+    2,000,000 and 5,000,000 steps: the same counts, stats, consoles and results)."""
+    return limit == max_steps or (result.reason != "max_steps" and result.steps < max_steps
+                                  and result.steps < limit)
+
+
+def _run(image, factory, costs, max_steps, shared: bool):
+    """-> (event counts, stats, console, RunResult) of ``image`` under ``factory``'s monitor;
+    ``shared``: the run may be read from (and kept in) ``_RUNS``."""
+    import copy
+    key = _run_key(image, factory, costs) if shared else None
+    if key is not None and key in _RUNS:
+        limit, out = _RUNS[key]
+        if _same_run(limit, out[3], max_steps):
+            return copy.deepcopy(out)
+    vm = factory(image, costs=costs)
+    r = vm.run(max_steps=max_steps)
+    out = (Counter(vm.event_counts()), vm.stats, vm.console, r)
+    # a run that stopped by itself answers every longer limit: a run cut shorter does not
+    # replace it
+    if key is not None and (key not in _RUNS or _RUNS[key][1][3].reason == "max_steps"):
+        _RUNS.pop(key, None)
+        if len(_RUNS) >= _RUNS_KEPT:
+            del _RUNS[next(iter(_RUNS))]
+        _RUNS[key] = (max_steps, copy.deepcopy(out))
+    return out
 
 
 def _resolve_monitor(m, factories):
@@ -216,14 +284,18 @@ class Comparison:
 
 
 def compare(guests, monitors=None, costs: CostModel | str | None = None,
-            max_steps: int = _DEFAULT_MAX_STEPS) -> Comparison:
+            max_steps: int = _DEFAULT_MAX_STEPS, *, reuse: bool = True) -> Comparison:
     """Run every guest under every monitor (``None``: native, te, bt, hw, and pv when it
     exists) and return a :class:`Comparison` priced with ``costs`` (a CostModel or a preset
     name; default :meth:`CostModel.default`, the model every monitor uses by default).
 
     A guest is a name (built with its default parameters), a ``(name, {params})`` pair or a
     GuestImage. A monitor is a name (see :func:`monitor_factories`) or a ``(label, factory)``
-    pair; ``native`` is always run, as the reference."""
+    pair; ``native`` is always run, as the reference. ``reuse=False`` runs every pair again
+    even when this process already ran it (see the module text): after changing a monitor's
+    code or class attributes in the session, for instance."""
+    if not isinstance(reuse, bool):
+        raise VmkitError(f"reuse must be True or False, got {reuse!r}")
     if isinstance(costs, str):
         costs = CostModel.preset(costs)
     elif costs is None:
@@ -246,12 +318,9 @@ def compare(guests, monitors=None, costs: CostModel | str | None = None,
     for g, build in gs:
         for m, factory in mons:
             image = build(m == "pv") if m == "pv" else build()
-            vm = factory(image, costs=costs)
-            r = vm.run(max_steps=max_steps)
-            counts[(g, m)] = Counter(vm.event_counts())
-            stats[(g, m)] = vm.stats
-            consoles[(g, m)] = vm.console
-            results[(g, m)] = r
+            run = _run(image, factory, costs, max_steps,
+                       shared=reuse and factories.get(m) is factory)
+            counts[(g, m)], stats[(g, m)], consoles[(g, m)], results[(g, m)] = run
     return Comparison([g for g, _ in gs], [m for m, _ in mons], counts, stats, consoles,
                       results, costs)
 

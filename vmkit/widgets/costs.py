@@ -15,7 +15,7 @@ import html
 
 import ipywidgets as W
 
-from vmkit.viz.render import figure_html, figure_svg
+from vmkit.viz.render import figure_svg_html
 from vmkit.vmm.costs import CostModel
 from vmkit.widgets.static import StaticMixin
 
@@ -57,6 +57,7 @@ class CostDashboard(StaticMixin, W.VBox):
         children = [self.preset, grid, self.table_view] + ([self.plot_view] if plot else [])
         super().__init__(children, **kwargs)
         self._muted = False
+        self._drawn = None        # (state, (svg, html)) of the plot last drawn: see _plot
         self.refresh()
 
     # ---- state -----------------------------------------------------------------------------
@@ -98,21 +99,29 @@ class CostDashboard(StaticMixin, W.VBox):
     def _figure(self):
         return self.comparison.plot()
 
+    def _plot(self) -> tuple[str, str]:
+        """(SVG, HTML) of the plot under the current costs, drawn once for them: the live
+        view and the static form (its HTML and its SVG) show the same picture, and drawing it
+        (a second each) three times was most of the dashboard's cost."""
+        key = (self.base, self.costs)
+        if self._drawn is None or self._drawn[0] != key:
+            self._drawn = (key, figure_svg_html(self._figure()))
+        return self._drawn[1]
+
     def refresh(self, *_) -> None:
         c = self.comparison
         # the widget's own line height (28 px, a control's) would space a table's lines apart
         self.table_view.value = f'<div style="line-height:1.35">{c.to_html()}</div>'
         if self.show_plot:
-            fig = self._figure()
-            self.plot_view.value = figure_html(fig)
+            self.plot_view.value = self._plot()[1]
 
     def static_html(self) -> str:
         c = self.comparison
         costs = ", ".join(f"{k} {self.costs.cost(k):.0f}" for k in self.sliders)
         parts = [f"<p><b>Costs</b> ({html.escape(self.costs.name)}): {costs}</p>", c.to_html()]
         if self.show_plot:
-            parts.append(figure_html(self._figure()))
+            parts.append(self._plot()[1])
         return "\n".join(parts)
 
     def static_svg(self) -> str | None:
-        return figure_svg(self._figure()) if self.show_plot else None
+        return self._plot()[0] if self.show_plot else None

@@ -34,7 +34,7 @@ import ipywidgets as W
 
 from vmkit.errors import VmkitError
 from vmkit.viz.exits import exit_cycles, exits_figure, exits_table_html
-from vmkit.viz.render import CSS_TEXT, figure_html
+from vmkit.viz.render import CSS_TEXT, figure_svg_html
 from vmkit.widgets.static import StaticMixin
 
 __all__ = ["VmExitView", "CONTROLS", "EXIT_COST_RANGE"]
@@ -376,7 +376,15 @@ class VmExitView(StaticMixin, W.VBox):
                 f'{html.escape(self.message)}</div>')
 
     def chart_html(self) -> str:
-        return figure_html(exits_figure(self.hw, log=True, width=6.5))
+        """The exits chart as HTML, drawn once for a state of the run (the live view and the
+        static form show the same picture; each drawing cost most of a second)."""
+        hw = self.hw
+        key = (hw, hw.costs, hw.trace.total, hw.stats["instructions"])
+        drawn = getattr(self, "_drawn", None)
+        if drawn is None or drawn[0] != key:
+            drawn = self._drawn = (key, figure_svg_html(exits_figure(hw, log=True,
+                                                                     width=6.5))[1])
+        return drawn[1]
 
     def redraw(self) -> None:
         try:

@@ -13,7 +13,7 @@ import html
 
 import ipywidgets as W
 
-from vmkit.viz.render import diagram_html, diagram_svg, figure_html
+from vmkit.viz.render import diagram_html, diagram_svg, figure_svg_html
 from vmkit.viz.tcache import record_lookups, tc_diagram, tc_hit_rate_figure, tc_stats_html
 from vmkit.widgets.static import StaticMixin
 
@@ -38,6 +38,7 @@ class TranslationCacheView(StaticMixin, W.VBox):
         self.monitor = None
         self.lookups: list = []
         self.runs: dict = {}
+        self._drawn = None        # (run, HTML) of the hit-rate figure last drawn
         self.slider = W.IntSlider(value=threshold, min=min_threshold,
                                   max=max(max_threshold, threshold), step=1,
                                   description="threshold N", continuous_update=False,
@@ -94,6 +95,15 @@ class TranslationCacheView(StaticMixin, W.VBox):
         return tc_hit_rate_figure(self.lookups, end=end, width=6.0, height=2.6,
                                   title=f"Hit rate over guest time, N = {self.threshold}")
 
+    def _figure_html(self) -> str:
+        """The hit-rate figure as HTML, drawn once a run: the live view and the static form
+        show the same picture (drawing it twice was a second of the view's cost)."""
+        end = self.monitor.stats.get("instructions") if self.monitor is not None else None
+        key = (self.monitor, self.threshold, end, len(self.lookups))
+        if self._drawn is None or self._drawn[0] != key:
+            self._drawn = (key, figure_svg_html(self.figure())[1])
+        return self._drawn[1]
+
     def _summary_html(self) -> str:
         vm = self.monitor
         if vm is None:
@@ -108,7 +118,7 @@ class TranslationCacheView(StaticMixin, W.VBox):
     def _redraw(self) -> None:
         self.summary.value = self._summary_html()
         self.stats_view.value = tc_stats_html(self.monitor)
-        self.figure_view.value = figure_html(self.figure())
+        self.figure_view.value = self._figure_html()
         self.diagram_view.value = diagram_html(self.diagram())
 
     # ---- static form ------------------------------------------------------------------------
@@ -117,7 +127,7 @@ class TranslationCacheView(StaticMixin, W.VBox):
             return self.summary.value
         return (f'<div class="vmkit-tcache-view">{self._summary_html()}'
                 f'<div style="display:flex;gap:1em;flex-wrap:wrap;align-items:flex-start">'
-                f"{tc_stats_html(self.monitor)}{figure_html(self.figure())}</div>"
+                f"{tc_stats_html(self.monitor)}{self._figure_html()}</div>"
                 f"{diagram_html(self.diagram())}</div>")
 
     def static_svg(self) -> str | None:
