@@ -245,9 +245,21 @@ def figure_svg(fig, title: str | None = None) -> str:
     """A matplotlib figure as deterministic SVG: fixed ``svg.hashsalt``, no date, and the
     figure's title (or ``title``) as the SVG's accessible name."""
     import matplotlib
+    from matplotlib.layout_engine import PlaceHolderLayoutEngine
     buf = io.StringIO()
-    with matplotlib.rc_context({"svg.hashsalt": "vmkit", "svg.fonttype": "path"}):
-        fig.savefig(buf, format="svg", metadata={"Date": None})
+    # after fig.tight_layout() the figure keeps a placeholder layout engine, which does
+    # nothing but makes savefig draw the whole figure once more first (for a layout that
+    # would not move anything): without it one drawing, the same SVG (a third of the time)
+    engine = fig.get_layout_engine()
+    idle = isinstance(engine, PlaceHolderLayoutEngine)
+    if idle:
+        fig._layout_engine = None
+    try:
+        with matplotlib.rc_context({"svg.hashsalt": "vmkit", "svg.fonttype": "path"}):
+            fig.savefig(buf, format="svg", metadata={"Date": None})
+    finally:
+        if idle:
+            fig._layout_engine = engine
     svg = buf.getvalue()
     if title is None:
         title = _figure_title(fig)
