@@ -285,6 +285,40 @@ def test_figure_html_and_with_title():
         "<svg a='1' role=\"img\" aria-label=\"x&lt;y\"><title>x&lt;y</title><g/></svg>"
 
 
+def test_tight_layout_figure_svg_is_drawn_once_and_is_matplotlibs_own(monkeypatch):
+    """A figure laid out by tight_layout() keeps a do-nothing layout engine that makes savefig
+    draw it twice: does figure_svg draw it once, give the very SVG savefig gives with the
+    engine in place, and leave the engine as it was?"""
+    import io
+
+    import matplotlib
+
+    def make():
+        fig = render.new_figure(figsize=(4, 2))
+        ax = fig.subplots()
+        ax.barh([0, 1], [3, 5], hatch="//", label="x")
+        ax.set_title("a title")
+        fig.legend(loc="lower center")
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
+        return fig
+
+    ref = make()
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": "vmkit", "svg.fonttype": "path"}):
+        ref.savefig(buf, format="svg", metadata={"Date": None})
+    fig = make()
+    engine = fig.get_layout_engine()
+    assert engine is not None
+    draws = []
+    real_draw = type(fig).draw
+    monkeypatch.setattr(type(fig), "draw",
+                        lambda self, r: (draws.append(1), real_draw(self, r))[1])
+    svg = render.figure_svg(fig)
+    assert len(draws) == 1
+    assert svg == render.with_title(buf.getvalue(), "a title")
+    assert fig.get_layout_engine() is engine
+
+
 def test_narrow_disassembly_leaves_out_bytes_and_comments_but_keeps_them_as_tooltips():
     """For the Stepper's narrow column: are the bytes and the source lines' comments left
     out of the cells (the whole line still in the tooltip), and a '#' in quotes kept?"""
