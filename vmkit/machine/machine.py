@@ -528,6 +528,9 @@ class Machine(MMUMixin, SystemMixin, CodeCacheMixin, BlockRunMixin):
         dv = self.dev
         own_irq = "deliverable_irq" not in self.__dict__    # no monitor's policy attached
         rec_cls = InstructionRetired
+        # only the instructions traced: between the checks, instructions run as in a burst
+        windows = not single and until is None
+        alone = False   # the instruction that asked for exact clocks (Sync) runs alone
         first = True
         while True:
             if self.exit_request:
@@ -562,6 +565,17 @@ class Machine(MMUMixin, SystemMixin, CodeCacheMixin, BlockRunMixin):
             if not first and eip in self.breakpoints:
                 return RunResult("breakpoint", 0, "", eip)
             first = False
+            if (windows and not alone and not self.breakpoints and not self.watched_pages
+                    and not cpu.ef & 0x100 and self.steps >= self.irq_inhibit_until):
+                tr = self.trace
+                if tr.want_insns and "instruction" not in tr._eager:
+                    budget = end - self.steps
+                    nt = d.next_tick
+                    if nt is not None:
+                        budget = min(budget, nt - self.clock)
+                    alone = self._traced_burst(budget)
+                    continue
+            alone = False
             # _run_one
             ring = cpu.cpl
             tf = cpu.ef & 0x100
@@ -593,6 +607,50 @@ class Machine(MMUMixin, SystemMixin, CodeCacheMixin, BlockRunMixin):
                 return RunResult("max_steps", 0, "", cpu.eip)
             if until is not None and until(self):
                 return RunResult("until", 0, "", cpu.eip)
+
+    def _traced_burst(self, budget: int) -> bool:
+        """Up to ``budget`` instructions as :meth:`_burst` runs them (what ``run``'s loop
+        checks between them cannot change without the instruction ending the burst: Resched,
+        Sync, a fault), each one traced (its record, as ``_careful`` makes it) and counted at
+        once, so steps and clock stay exact. True when an instruction asked for exact clocks
+        (Sync) before it did anything: the caller runs it alone."""
+        cpu = self.cpu
+        tr = self.trace
+        counts = tr.counts
+        append = tr._ev.append
+        vm = self.vm_index
+        ring = cpu.cpl          # a ring change asks for exact clocks (Sync) in a burst
+        rec_cls = InstructionRetired
+        get = self._icache.get
+        compile_ = self._compile
+        n = 0
+        self.in_burst = True
+        try:
+            while n < budget:
+                if self.exit_request:
+                    break
+                eip = cpu.eip
+                f = get(eip)
+                if f is None:
+                    f = compile_(eip)
+                try:
+                    f()
+                except Resched:
+                    n = budget      # retired: recorded below, then the loop looks again
+                n += 1
+                self.steps += 1
+                clock = self.clock = self.clock + 1
+                counts["instruction"] += 1
+                tr.total += 1
+                append((rec_cls, vm, clock, eip, f.__name__, ring))
+        except Sync:
+            return True
+        except Fault as ex:
+            self.in_burst = False
+            self.take_exception(ex)
+        finally:
+            self.in_burst = False
+        return False
 
     def _run_one(self) -> None:
         """One instruction with the careful bookkeeping (tracing, single-step trap)."""
