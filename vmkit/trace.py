@@ -13,6 +13,7 @@ asked for them (``Trace(instructions=True)``, ``vmkit run --trace``, or a subscr
 
 from __future__ import annotations
 
+import gc
 import itertools
 import marshal
 import operator
@@ -33,6 +34,10 @@ class Event:
     step: int
     vm: int = field(default=0, kw_only=True)
     kind = "event"
+
+
+# an event from its record (Trace.record) when _fast_init left a class its own __init__
+Event._from_record = staticmethod(lambda e: e[0](*e[2:], vm=e[1]))
 
 
 def _kind(name: str):
@@ -64,6 +69,13 @@ def _fast_init(cls) -> None:
     fn.__defaults__, fn.__kwdefaults__ = old.__defaults__, old.__kwdefaults__
     fn.__qualname__, fn.__doc__ = old.__qualname__, old.__doc__
     cls.__init__ = fn
+    # the event of a record ``(cls, vm, step, *fields)`` (Trace.record) without a call of
+    # __init__: a traced run makes one an instruction when the trace is read
+    order = ["vm"] + [f.name for f in fields(cls) if not f.kw_only]
+    body = "".join(f"    _set_{n}(o, e[{i}])\n" for i, n in enumerate(order, start=1))
+    env.update(_new=object.__new__, _cls=cls)
+    exec(f"def _from_record(e):\n    o = _new(_cls)\n{body}    return o\n", env)  # noqa: S102
+    cls._from_record = staticmethod(env["_from_record"])
 
 
 @_kind("instruction")
@@ -339,9 +351,22 @@ class Trace:
         since the last time are looked at)."""
         ev = self._ev
         n = min(self.total - self._made, len(ev))
-        tail = [ev.pop() for _ in range(n)]
-        tail.reverse()
-        ev.extend(e if e.__class__ is not tuple else e[0](*e[2:], vm=e[1]) for e in tail)
+        if n == len(ev):
+            tail = list(ev)
+            ev.clear()
+        else:
+            tail = [ev.pop() for _ in range(n)]
+            tail.reverse()
+        # hundreds of thousands of new objects at once (a traced run's instructions): the
+        # cyclic garbage collector would walk the growing heap again and again meanwhile (it
+        # doubled the time); none of them can be garbage yet
+        collect = gc.isenabled()
+        gc.disable()
+        try:
+            ev.extend(e if e.__class__ is not tuple else e[0]._from_record(e) for e in tail)
+        finally:
+            if collect:
+                gc.enable()
         self._made = self.total
 
     def subscribe(self, kind: str, callback: Callable) -> None:
@@ -470,7 +495,7 @@ class _Piece:
         """The events (rebuilt from the packed bytes when packed)."""
         if self.events is not None:
             return self.events
-        return tuple(_CLASSES[t[0]](*t[2:], vm=t[1])
+        return tuple(_CLASSES[t[0]]._from_record(t)
                      for t in marshal.loads(zlib.decompress(self.packed)))
 
 

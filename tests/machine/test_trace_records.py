@@ -88,3 +88,29 @@ def test_instruction_events_follow_subscriptions():
     assert not t.want_insns
     t.instructions = True
     assert t.want_insns and t.instructions
+
+
+def _traced(monitor_cls, name: str, steps: int, alone: bool):
+    """``name`` under ``monitor_cls`` with every instruction traced; ``alone``: with an
+    ``until`` that never stops it, so each instruction takes the one-at-a-time path."""
+    vm = monitor_cls(guests.build(name), trace=Trace(instructions=True, maxlen=400_000))
+    r = vm.run(max_steps=steps, until=(lambda m: False) if alone else None)
+    return vm, r
+
+
+def test_traced_bursts_record_what_one_instruction_at_a_time_does():
+    """A run that traces instructions and checks nothing else runs them in bursts
+    (Machine._traced_burst): the same events (instructions, interrupts, faults, port I/O,
+    emulations), counts and clocks as the one-instruction path, natively and under te."""
+    from vmkit.vmm import TrapAndEmulate
+    for monitor_cls, name, steps in ((Native, "syscall", 20_000), (Native, "pagefault", 20_000),
+                                     (TrapAndEmulate, "io", 20_000),
+                                     (TrapAndEmulate, "nonvirt-popf", 20_000)):
+        fast, rf = _traced(monitor_cls, name, steps, False)
+        slow, rs = _traced(monitor_cls, name, steps, True)
+        assert (rf.reason, rf.steps) == (rs.reason, rs.steps), name
+        assert fast.trace.counts == slow.trace.counts and fast.trace.total == slow.trace.total
+        assert fast.trace.counts["instruction"] > 1_000, name
+        assert list(fast.trace) == list(slow.trace), name
+        kinds = set(fast.trace.counts)
+        assert kinds & {"interrupt", "page_fault", "io", "emulate"}, (name, kinds)

@@ -397,52 +397,55 @@ class Machine(MMUMixin, SystemMixin, CodeCacheMixin, BlockRunMixin):
         cpu = self.cpu
         dv = self.dev
         try:
-            while True:
-                if self.exit_request:
-                    self.exit_request = False
-                    res = RunResult("vmm", 0, "", cpu.eip)
-                    break
-                if dv.poweroff_code is not None:
-                    res = self._stop("poweroff", f"exit code {dv.poweroff_code}")
-                    break
-                self._tick()
-                if self.steps >= end:
-                    res = RunResult("max_steps", 0, "", cpu.eip)
-                    break
-                line = self.deliverable_irq()
-                if line is not None:
-                    if self.deliver_irq(line):
-                        continue
-                if cpu.halted:
-                    wake = halt_outcome(cpu.ef & 0x200, dv)
-                    if wake.__class__ is str:   # nothing can wake it
-                        res = self._stop("halt", wake)
+            if careful:     # every instruction alone: the loop of _careful
+                res = self._careful(end, until, _single)
+            else:
+                while True:
+                    if self.exit_request:
+                        self.exit_request = False
+                        res = RunResult("vmm", 0, "", cpu.eip)
                         break
-                    if wake is not None:        # idle until the next timer tick
-                        self.clock = max(self.clock, wake)
-                    continue
-                # TF may be set by popfd/iretd during the run; in an STI shadow the next
-                # instruction must run alone so that a pending interrupt comes right after it
-                if careful or cpu.ef & 0x100 or self.steps < self.irq_inhibit_until:
-                    if not first and cpu.eip in self.breakpoints:
-                        res = RunResult("breakpoint", 0, "", cpu.eip)
+                    if dv.poweroff_code is not None:
+                        res = self._stop("poweroff", f"exit code {dv.poweroff_code}")
                         break
-                    first = False
-                    self._run_one()
-                    if _single:
+                    self._tick()
+                    if self.steps >= end:
                         res = RunResult("max_steps", 0, "", cpu.eip)
                         break
-                    if until is not None and until(self):
-                        res = RunResult("until", 0, "", cpu.eip)
-                        break
-                    continue
-                budget = end - self.steps
-                if dv.next_tick is not None:
-                    budget = min(budget, dv.next_tick - self.clock)
-                if self.blocks:
-                    self._burst_blocks(max(budget, 1))
-                else:
-                    self._burst(max(budget, 1))
+                    line = self.deliverable_irq()
+                    if line is not None:
+                        if self.deliver_irq(line):
+                            continue
+                    if cpu.halted:
+                        wake = halt_outcome(cpu.ef & 0x200, dv)
+                        if wake.__class__ is str:   # nothing can wake it
+                            res = self._stop("halt", wake)
+                            break
+                        if wake is not None:        # idle until the next timer tick
+                            self.clock = max(self.clock, wake)
+                        continue
+                    # TF may be set by popfd/iretd during the run; in an STI shadow the next
+                    # instruction must run alone so that a pending interrupt comes right after it
+                    if careful or cpu.ef & 0x100 or self.steps < self.irq_inhibit_until:
+                        if not first and cpu.eip in self.breakpoints:
+                            res = RunResult("breakpoint", 0, "", cpu.eip)
+                            break
+                        first = False
+                        self._run_one()
+                        if _single:
+                            res = RunResult("max_steps", 0, "", cpu.eip)
+                            break
+                        if until is not None and until(self):
+                            res = RunResult("until", 0, "", cpu.eip)
+                            break
+                        continue
+                    budget = end - self.steps
+                    if dv.next_tick is not None:
+                        budget = min(budget, dv.next_tick - self.clock)
+                    if self.blocks:
+                        self._burst_blocks(max(budget, 1))
+                    else:
+                        self._burst(max(budget, 1))
         except TripleFault as tf:
             res = self._crash(f"triple fault: {tf}")
         except UnsupportedInstruction as ui:
@@ -514,6 +517,140 @@ class Machine(MMUMixin, SystemMixin, CodeCacheMixin, BlockRunMixin):
         self.in_burst = False
         self.steps += n
         self.clock += n
+
+    def _careful(self, end: int, until, single: bool) -> RunResult:
+        """The loop of :meth:`run` when every instruction runs alone (instructions traced,
+        single steps, breakpoints, ``until``, watched pages, TF): the same steps as ``run``'s
+        loop with ``_tick``, ``deliverable_irq`` and ``_run_one`` written out in it, and the
+        instruction event kept as a record (``Trace.record``) until the trace is read. A
+        notebook's traced run of 400,000 instructions spends most of its time here."""
+        cpu = self.cpu
+        dv = self.dev
+        own_irq = "deliverable_irq" not in self.__dict__    # no monitor's policy attached
+        rec_cls = InstructionRetired
+        # only the instructions traced: between the checks, instructions run as in a burst
+        windows = not single and until is None
+        alone = False   # the instruction that asked for exact clocks (Sync) runs alone
+        first = True
+        while True:
+            if self.exit_request:
+                self.exit_request = False
+                return RunResult("vmm", 0, "", cpu.eip)
+            if dv.poweroff_code is not None:
+                return self._stop("poweroff", f"exit code {dv.poweroff_code}")
+            d = self.dev
+            nt = d.next_tick
+            if nt is not None and self.clock >= nt:
+                d.tick(self.clock)                          # _tick
+            if self.steps >= end:
+                return RunResult("max_steps", 0, "", cpu.eip)
+            if own_irq:                                     # deliverable_irq
+                if cpu.ef & 0x200 and self.steps >= self.irq_inhibit_until and (
+                        d.__class__ is not dev.Devices or d.irr & ~d.imr & 0xFF):
+                    line = d.pending_vector()
+                    if line is not None and self.deliver_irq(line):
+                        continue
+            else:
+                line = self.deliverable_irq()
+                if line is not None and self.deliver_irq(line):
+                    continue
+            if cpu.halted:
+                wake = halt_outcome(cpu.ef & 0x200, dv)
+                if wake.__class__ is str:   # nothing can wake it
+                    return self._stop("halt", wake)
+                if wake is not None:        # idle until the next timer tick
+                    self.clock = max(self.clock, wake)
+                continue
+            eip = cpu.eip
+            if not first and eip in self.breakpoints:
+                return RunResult("breakpoint", 0, "", eip)
+            first = False
+            if (windows and not alone and not self.breakpoints and not self.watched_pages
+                    and not cpu.ef & 0x100 and self.steps >= self.irq_inhibit_until):
+                tr = self.trace
+                if tr.want_insns and "instruction" not in tr._eager:
+                    budget = end - self.steps
+                    nt = d.next_tick
+                    if nt is not None:
+                        budget = min(budget, nt - self.clock)
+                    alone = self._traced_burst(budget)
+                    continue
+            alone = False
+            # _run_one
+            ring = cpu.cpl
+            tf = cpu.ef & 0x100
+            f = self._icache.get(eip)
+            try:
+                if f is None:
+                    f = self._compile(eip)
+                try:
+                    f()
+                except Resched:
+                    pass
+            except Fault as ex:
+                self.take_exception(ex)
+            else:
+                self.steps += 1
+                clock = self.clock = self.clock + 1
+                tr = self.trace
+                if tr.want_insns:       # Trace.record, written out
+                    if "instruction" in tr._eager:
+                        tr.add(rec_cls(clock, address=eip, text=f.__name__, ring=ring,
+                                       vm=self.vm_index))
+                    else:
+                        tr.counts["instruction"] += 1
+                        tr.total += 1
+                        tr._ev.append((rec_cls, self.vm_index, clock, eip, f.__name__, ring))
+                if tf:  # single-step trap (#DB) after the instruction
+                    self.take_exception(Fault(1, detail="single-step trap (TF)"))
+            if single:
+                return RunResult("max_steps", 0, "", cpu.eip)
+            if until is not None and until(self):
+                return RunResult("until", 0, "", cpu.eip)
+
+    def _traced_burst(self, budget: int) -> bool:
+        """Up to ``budget`` instructions as :meth:`_burst` runs them (what ``run``'s loop
+        checks between them cannot change without the instruction ending the burst: Resched,
+        Sync, a fault), each one traced (its record, as ``_careful`` makes it) and counted at
+        once, so steps and clock stay exact. True when an instruction asked for exact clocks
+        (Sync) before it did anything: the caller runs it alone."""
+        cpu = self.cpu
+        tr = self.trace
+        counts = tr.counts
+        append = tr._ev.append
+        vm = self.vm_index
+        ring = cpu.cpl          # a ring change asks for exact clocks (Sync) in a burst
+        rec_cls = InstructionRetired
+        get = self._icache.get
+        compile_ = self._compile
+        n = 0
+        self.in_burst = True
+        try:
+            while n < budget:
+                if self.exit_request:
+                    break
+                eip = cpu.eip
+                f = get(eip)
+                if f is None:
+                    f = compile_(eip)
+                try:
+                    f()
+                except Resched:
+                    n = budget      # retired: recorded below, then the loop looks again
+                n += 1
+                self.steps += 1
+                clock = self.clock = self.clock + 1
+                counts["instruction"] += 1
+                tr.total += 1
+                append((rec_cls, vm, clock, eip, f.__name__, ring))
+        except Sync:
+            return True
+        except Fault as ex:
+            self.in_burst = False
+            self.take_exception(ex)
+        finally:
+            self.in_burst = False
+        return False
 
     def _run_one(self) -> None:
         """One instruction with the careful bookkeeping (tracing, single-step trap)."""
