@@ -184,7 +184,6 @@ class CodeCacheMixin:
                 cb = watch.get(p)
                 if cb is not None:
                     cb(pa, n)
-        sets = self._code_sets
         for a in range(pa, pa + n):
             page = self.code_pages.get(a >> 12)
             if not page:
@@ -192,16 +191,23 @@ class CodeCacheMixin:
             keys = page.pop(a, None)
             if keys:
                 self.smc_gen += 1
-                for tag, eip, at in keys:
-                    kept, live = sets[tag]
-                    if at is None:
-                        live.pop(eip, None)
-                        continue
-                    obj = kept.pop((eip, at), None)
-                    if obj is not None and live.get(eip) is obj:
-                        del live[eip]
+                self._drop_code(keys)
                 if not page and a >> 12 not in watch:
                     del self.code_pages[a >> 12]
+
+    def _drop_code(self, keys) -> None:
+        """Drop the compiled code registered under ``keys`` (one byte's entries of
+        ``code_pages``: (tag, eip, physical address or None)), kept and live; a live entry
+        only if it is the kept object (another address space may have bound its own)."""
+        sets = self._code_sets
+        for tag, eip, at in keys:
+            kept, live = sets[tag]
+            if at is None:
+                live.pop(eip, None)
+                continue
+            obj = kept.pop((eip, at), None)
+            if obj is not None and live.get(eip) is obj:
+                del live[eip]
 
     def drop_page_code(self, page: int) -> None:
         """Every compiled instruction and block whose bytes lie on physical ``page`` goes,
@@ -210,16 +216,8 @@ class CodeCacheMixin:
         at_page = self.code_pages.get(page)
         if not at_page:
             return
-        sets = self._code_sets
         for keys in at_page.values():
-            for tag, eip, at in keys:
-                kept, live = sets[tag]
-                if at is None:
-                    live.pop(eip, None)
-                    continue
-                obj = kept.pop((eip, at), None)
-                if obj is not None and live.get(eip) is obj:
-                    del live[eip]
+            self._drop_code(keys)
         at_page.clear()
         self.smc_gen += 1
         if page not in self.code_watch:
