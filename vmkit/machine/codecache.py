@@ -140,11 +140,15 @@ class CodeCacheMixin:
             self.flush_icache()
             live[eip] = obj
         kept[(eip, pa)] = obj
-        entry = (tag, eip, pa)
+        self._note_bytes((tag, eip, pa), pa, size)
+
+    def _note_bytes(self, entry: tuple, pa: int, n: int) -> None:
+        """Register ``entry`` under each of the ``n`` bytes at physical ``pa`` (one page) in
+        ``code_pages``, where a write to them finds it."""
         page = self.code_pages.get(pa >> 12)
         if page is None:
             page = self.code_pages[pa >> 12] = {}
-        for p in range(pa, pa + size):
+        for p in range(pa, pa + n):
             at = page.get(p)
             if at is None:
                 page[p] = {entry}
@@ -156,22 +160,13 @@ class CodeCacheMixin:
         fetch just did) for self-modifying code."""
         paging = self.cpu.cr0 & CR0_PG or self.nested is not None
         user = self.cpu.cpl == 3
-        pages = self.code_pages
         entry = (tag, eip, None)
         k = 0
         while k < size:
             la = (eip + k) & 0xFFFFFFFF
             run = min(size - k, 0x1000 - (la & 0xFFF))
             pa = self.translate(la, False, user) if paging else la
-            page = pages.get(pa >> 12)
-            if page is None:
-                page = pages[pa >> 12] = {}
-            for p in range(pa, pa + run):
-                at = page.get(p)
-                if at is None:
-                    page[p] = {entry}
-                else:
-                    at.add(entry)
+            self._note_bytes(entry, pa, run)
             k += run
 
     # ---- invalidation ---------------------------------------------------------------------
