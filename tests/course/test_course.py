@@ -239,3 +239,22 @@ def test_the_end_of_cell_collection_runs_only_after_cells_that_made_a_machine():
     out = subprocess.run([sys.executable, "-c", _SKIP_SCRIPT], capture_output=True,
                          text=True, check=True, cwd=ROOT).stdout.split()
     assert out == ["kept", "True", "freed", "True"], out
+
+
+def test_a_set_up_kernel_collects_its_young_objects_less_often():
+    """notebook_setup in a kernel raises the collector's young-generation threshold (a full
+    collection walks everything a lecture holds; promoted short-lived objects set it off):
+    is it raised in a shell, and left alone where there is no shell?"""
+    import subprocess
+    script = ("import gc, vmkit.nbtools\n"
+              "from vmkit.nbtools.runtime import YOUNG_COLLECTION_THRESHOLD as T\n"
+              "before = gc.get_threshold()\n"
+              "vmkit.nbtools.notebook_setup()\n"
+              "alone = gc.get_threshold()\n"
+              "from IPython.core.interactiveshell import InteractiveShell\n"
+              "InteractiveShell.instance()\n"
+              "vmkit.nbtools.notebook_setup()\n"
+              "print(before == alone, gc.get_threshold() == (T,) + before[1:], T > before[0])\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout.split()
+    assert out == ["True", "True", "True"], out

