@@ -92,13 +92,22 @@ def _fmt(v) -> str:
 
 
 class Lab:
-    """Template machines, one per (state, CPL), each restored before a run."""
+    """Template machines, one per (state, CPL), each put back before a run.
+
+    Putting a machine back is the lab's own shortcut for ``Machine.restore``: the lab watches
+    every page of its machines for writes (``Machine.code_watch``, through which every store
+    to memory passes: the accessors, the page walker, the machine's and the lab's writes), so
+    it copies back only the pages written since, where a full restore compares all of them,
+    and the memory a run changed is found on the pages the instruction wrote. The rest of the
+    state (CPU, devices, TLB, trace, counters, live code) is loaded as ``restore`` loads it.
+    ``tests/vmm/test_classify.py`` checks the shortcut against a full restore."""
 
     def __init__(self):
         from vmkit.machine.machine import Machine
         self.image = _memory()
-        self._before = bytearray(MEMORY)
         self.states: list[tuple[World, int, object, object]] = []
+        #: machine id -> the physical pages written since the machine was last put back
+        self._written: dict[int, list] = {}
         for w in WORLDS:
             for cpl in ((0, 3) if w.user else (0,)):
                 m = Machine(MEMORY)
@@ -114,10 +123,55 @@ class Lab:
                 w.apply(m)
                 _enter(m, cpl)
                 c.eip = CODE
-                self.states.append((w, cpl, m, m.snapshot()))
+                snap = m.snapshot()
+                self._watch(m)
+                self.states.append((w, cpl, m, snap))
+
+    def _watch(self, m) -> None:
+        """Note every page written from now on (a page in ``code_pages`` makes every store
+        there call ``_smc``, which calls the page's ``code_watch``)."""
+        written = self._written[m.id] = []
+        note = written.append
+
+        def on_write(pa: int, n: int) -> None:
+            note(pa >> 12)
+            note((pa + n - 1) >> 12)
+        for p in range(m.memory_size >> 12):
+            m.code_watch[p] = on_write
+            m.code_pages.setdefault(p, {})
+
+    def _put_back(self, m, snap) -> None:
+        """``m.restore(snap)`` for a lab machine: only the pages written since are compared
+        and copied back (with their compiled code dropped when they changed, as restore
+        does); everything else as restore loads it."""
+        written = self._written[m.id]
+        if written:
+            mem, pages, code = m.mem, snap.pages, m.code_pages
+            same = mem.startswith
+            for p in set(written):
+                o = p << 12
+                if not same(pages[p], o):
+                    mem[o:o + 4096] = pages[p]
+                    if code.get(p):
+                        m.drop_page_code(p)
+            written.clear()
+        m._snap_pages = snap.pages
+        m.cpu.set_state(snap.cpu)
+        m.dev = snap.devices.copy()
+        m.clock = snap.clock
+        x = snap.extra
+        m.steps = x["steps"]
+        m.stopped = x["stopped"]
+        m.irq_inhibit_until = x["inhibit"]
+        m.trace.set_state(x["trace"])
+        m.set_tlb_state(x["tlb"])
+        m.tlb_misses, m.walk_refs, m.exceptions_delivered = x["counters"]
+        m.drop_live_code()
+        m.mode_changed()
 
     def run(self, code: bytes, setup: Setup, world: World, cpl: int, m, snap) -> Outcome:
-        m.restore(snap)
+        self._put_back(m, snap)
+        written = self._written[m.id]
         c = m.cpu
         regs = dict(STANDARD_REGS)
         for r, v in setup.regs:
@@ -136,11 +190,10 @@ class Lab:
                 for user in ((False, True) if cpl == 3 else (False,)):
                     m.translate(a, False, user)
                     m.translate(a, True, user)
-        # copied into the lab's own buffer: a new 256 KiB bytes object each run cost about
-        # 1 ms in a notebook kernel, where blocks over 128 KiB are mmapped and page-faulted
-        # afresh (vmkit.nbtools.runtime), half of every trap-and-emulate kernel's classifying
-        before_mem = self._before
-        before_mem[:] = m.mem
+        # memory before the run: the template's pages, and copies of those written since
+        mem = m.mem
+        before = {p: bytes(mem[p << 12:(p + 1) << 12]) for p in set(written)}
+        mark = len(written)
         out = Outcome(world.name, cpl, setup.name)
         out.n_before = (tuple(c.regs), c.eip, c.eflags & USER_FLAGS,
                         tuple((r, regs[r]) for r, _ in setup.regs), setup.stack, setup.mem)
@@ -157,8 +210,11 @@ class Lab:
                     out.trap = e.vector
                 elif e.source in ("int", "int3", "into") and e.from_ring == 3 and e.to_ring == 0:
                     out.gate_to_ring0 = True
-        # non-trapping result
-        diff = _mem_diff(before_mem, m.mem)
+        # non-trapping result: the bytes changed on the pages the run wrote
+        diff: dict[int, int] = {}
+        pages = snap.pages
+        for p in sorted(set(written[mark:])):
+            _page_diff(before.get(p) or pages[p], mem, p << 12, diff)
         lo, hi = SYSTEM
         ordinary = frozenset((a, v) for a, v in diff.items() if not lo <= a < hi)
         out.tables = {a: v for a, v in diff.items() if lo <= a < hi}
@@ -172,25 +228,19 @@ class Lab:
         return out
 
 
-def _mem_diff(before, after: bytearray) -> dict[int, int]:
-    """Address -> new byte for every byte that differs. Equal pages, then equal 64-byte lines
-    of a changed page, are skipped by one comparison each (a byte loop over every changed
-    page was a fifth of ``classify_all``)."""
-    out = {}
-    n = len(before)
-    if after == before:
-        return out
+def _page_diff(before: bytes, after: bytearray, at: int, out: dict) -> None:
+    """Add address -> new byte to ``out`` for every byte of the page at ``at`` that differs
+    from ``before`` (the page's old contents). An equal page, then equal 64-byte lines, are
+    skipped by one comparison each."""
+    if after.startswith(before, at):
+        return
     view = memoryview(before)
-    for a in range(0, n, 4096):
-        if after.startswith(view[a:a + 4096], a):
+    for k in range(0, len(before), 64):
+        if after.startswith(view[k:k + 64], at + k):
             continue
-        for line in range(a, min(a + 4096, n), 64):
-            if after.startswith(view[line:line + 64], line):
-                continue
-            for i in range(line, min(line + 64, n)):
-                if before[i] != after[i]:
-                    out[i] = after[i]
-    return out
+        for i in range(k, k + 64):
+            if before[i] != after[at + i]:
+                out[at + i] = after[at + i]
 
 
 _LAB: Lab | None = None
