@@ -47,13 +47,18 @@ class Outcome:
         return f"CPL {self.cpl} [{self.world}]"
 
     def changes(self) -> dict:
-        """Virtualized-state fields this run changed: name -> (before, after)."""
-        out = {k: (self.v_before[k], self.v_after[k]) for k in self.v_before
-               if self.v_before[k] != self.v_after[k]}
+        """Virtualized-state fields this run changed: name -> (before, after). Worked out
+        once (the analysis asks for every pair of runs it compares); do not modify it."""
+        out = self.__dict__.get("_changes")
+        if out is not None:
+            return out
+        va = self.v_after
+        out = {k: (b, va[k]) for k, b in self.v_before.items() if b != va[k]}
         if self.tables:
             out["system tables"] = ("", _describe_bytes(self.tables))
         if self.tlb_lost:
             out["TLB"] = (f"{len(self.tlb_lost)} entries", "dropped")
+        self.__dict__["_changes"] = out
         return out
 
 
@@ -62,23 +67,33 @@ def _describe_bytes(d: dict) -> str:
     return f"{len(d)} byte(s) written at {a:#x}"
 
 
+_FLAG_FIELDS = tuple((name, sh, mask) for name, (sh, mask) in SYSTEM_FLAGS.items())
+_SEG_KEYS = tuple(n.upper() for n in SEG_NAMES)
+
+
 def _vstate(m) -> dict:
     c = m.cpu
     ef = c.eflags
     v = {"GDTR": (c.gdtr.base, c.gdtr.limit), "IDTR": (c.idtr.base, c.idtr.limit),
          "LDTR": c.ldtr.selector, "TR": c.tr.selector, "CR0": c.cr0, "CR2": c.cr2,
          "CR3": c.cr3, "CR4": c.cr4, "CPL": c.cpl, "halted": c.halted}
-    for name, (sh, mask) in SYSTEM_FLAGS.items():
+    for name, sh, mask in _FLAG_FIELDS:
         v[name] = (ef >> sh) & mask
-    for i, n in enumerate(SEG_NAMES):
-        v[n.upper()] = c.seg[i].selector
+    for name, s in zip(_SEG_KEYS, c.seg):
+        v[name] = s.selector
     d = m.dev
     v["devices"] = (d.imr, d.isr, d.irr, d.timer_period, len(d.console), d.poweroff_code)
     return v
 
 
+_NO_ENTRIES: frozenset = frozenset()
+
+
 def _tlb(m) -> frozenset:
-    return frozenset((k, vpn) for k, t in m.tlb.items() for vpn in t)
+    t = m.tlb
+    if not (t["rs"] or t["ws"] or t["ru"] or t["wu"]):
+        return _NO_ENTRIES
+    return frozenset((k, vpn) for k, t in t.items() for vpn in t)
 
 
 def _fmt(v) -> str:
@@ -108,6 +123,7 @@ class Lab:
         self.states: list[tuple[World, int, object, object]] = []
         #: machine id -> the physical pages written since the machine was last put back
         self._written: dict[int, list] = {}
+        self._v_before: dict[tuple, dict] = {}
         for w in WORLDS:
             for cpl in ((0, 3) if w.user else (0,)):
                 m = Machine(MEMORY)
@@ -123,6 +139,7 @@ class Lab:
                 w.apply(m)
                 _enter(m, cpl)
                 c.eip = CODE
+                _warm_tlb(m, cpl)   # warm already: each run's warming then only hits
                 snap = m.snapshot()
                 self._watch(m)
                 self.states.append((w, cpl, m, snap))
@@ -185,11 +202,7 @@ class Lab:
         if setup.flags:
             c.eflags = c.eflags | setup.flags
         m.write(CODE, code)
-        if c.cr0 & CR0_PG:   # warm the TLB so that dropping entries can be seen
-            for a in (CODE, TARGET, SCRATCH, SCRATCH + 0x1000, STACK, STACK2, KSTACK - 4):
-                for user in ((False, True) if cpl == 3 else (False,)):
-                    m.translate(a, False, user)
-                    m.translate(a, True, user)
+        _warm_tlb(m, cpl)
         # memory before the run: the template's pages, and copies of those written since
         mem = m.mem
         before = {p: bytes(mem[p << 12:(p + 1) << 12]) for p in set(written)}
@@ -197,7 +210,14 @@ class Lab:
         out = Outcome(world.name, cpl, setup.name)
         out.n_before = (tuple(c.regs), c.eip, c.eflags & USER_FLAGS,
                         tuple((r, regs[r]) for r, _ in setup.regs), setup.stack, setup.mem)
-        out.v_before = _vstate(m)
+        # the virtualized state before: a function of the template (CPU and devices as
+        # the snapshot holds them) and of EFLAGS (a set-up may set status flags), which is
+        # all a set-up changes besides registers and memory
+        key = (m.id, c.eflags)
+        vb = self._v_before.get(key)
+        if vb is None:
+            vb = self._v_before[key] = _vstate(m)
+        out.v_before = vb
         tlb0 = _tlb(m)
         events = m.step()
         res = m.last_result
@@ -228,19 +248,33 @@ class Lab:
         return out
 
 
+def _warm_tlb(m, cpl: int) -> None:
+    """Fill the TLB with the run's addresses (with paging on), so that dropping entries can
+    be seen."""
+    if m.cpu.cr0 & CR0_PG:
+        translate = m.translate
+        for a in (CODE, TARGET, SCRATCH, SCRATCH + 0x1000, STACK, STACK2, KSTACK - 4):
+            for user in ((False, True) if cpl == 3 else (False,)):
+                translate(a, False, user)
+                translate(a, True, user)
+
+
 def _page_diff(before: bytes, after: bytearray, at: int, out: dict) -> None:
     """Add address -> new byte to ``out`` for every byte of the page at ``at`` that differs
-    from ``before`` (the page's old contents). An equal page, then equal 64-byte lines, are
-    skipped by one comparison each."""
+    from ``before`` (the page's old contents), in address order. An equal page, then equal
+    512-byte blocks, then equal 64-byte lines are skipped by one comparison each."""
     if after.startswith(before, at):
         return
     view = memoryview(before)
-    for k in range(0, len(before), 64):
-        if after.startswith(view[k:k + 64], at + k):
+    for b in range(0, len(before), 512):
+        if after.startswith(view[b:b + 512], at + b):
             continue
-        for i in range(k, k + 64):
-            if before[i] != after[at + i]:
-                out[at + i] = after[at + i]
+        for k in range(b, b + 512, 64):
+            if after.startswith(view[k:k + 64], at + k):
+                continue
+            for i in range(k, k + 64):
+                if before[i] != after[at + i]:
+                    out[at + i] = after[at + i]
 
 
 _LAB: Lab | None = None
