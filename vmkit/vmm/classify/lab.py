@@ -174,14 +174,24 @@ class Lab:
             written.clear()
         m._snap_pages = snap.pages
         m.cpu.set_state(snap.cpu)
-        m.dev = snap.devices.copy()
+        # devices, trace and TLB are loaded again only when the run changed them (most runs
+        # change none): equal devices are the same state, and a trace with the snapshot's
+        # total and counts has had nothing added
+        if m.dev != snap.devices:
+            m.dev = snap.devices.copy()
         m.clock = snap.clock
         x = snap.extra
         m.steps = x["steps"]
         m.stopped = x["stopped"]
         m.irq_inhibit_until = x["inhibit"]
-        m.trace.set_state(x["trace"])
-        m.set_tlb_state(x["tlb"])
+        tr, ts = m.trace, x["trace"]
+        if tr.total != ts[5] or tr.counts != ts[4]:
+            tr.set_state(ts)
+        tlb = m.tlb
+        ss = x["tlb"]
+        if tlb != {k: ss[k] for k in tlb} or m.tlb_large != ss["large"] \
+                or any(m.tlb_watched.values()):
+            m.set_tlb_state(ss)
         m.tlb_misses, m.walk_refs, m.exceptions_delivered = x["counters"]
         m.drop_live_code()
         m.mode_changed()
