@@ -115,10 +115,13 @@ class Lab:
     it copies back only the pages written since, where a full restore compares all of them,
     and the memory a run changed is found on the pages the instruction wrote. The rest of the
     state (CPU, devices, TLB, trace, counters, live code) is loaded as ``restore`` loads it.
-    ``tests/vmm/test_classify.py`` checks the shortcut against a full restore."""
+    ``Lab(shortcuts=False)`` runs the same experiments the plain way (``Machine.restore``,
+    ``Machine.write``, every byte of memory compared, a TLB warmed by every run):
+    ``tests/vmm/test_classify.py`` checks that both find the same outcomes."""
 
-    def __init__(self):
+    def __init__(self, shortcuts: bool = True):
         from vmkit.machine.machine import Machine
+        self.shortcuts = shortcuts
         self.image = _memory()
         self.states: list[tuple[World, int, object, object]] = []
         #: machine id -> the physical pages written since the machine was last put back
@@ -139,9 +142,11 @@ class Lab:
                 w.apply(m)
                 _enter(m, cpl)
                 c.eip = CODE
-                _warm_tlb(m, cpl)   # warm already: each run's warming then only hits
+                if shortcuts:
+                    _warm_tlb(m, cpl)   # warm already: each run's warming then only hits
                 snap = m.snapshot()
-                self._watch(m)
+                if shortcuts:
+                    self._watch(m)
                 self.states.append((w, cpl, m, snap))
 
     def _watch(self, m) -> None:
@@ -197,8 +202,15 @@ class Lab:
         m.mode_changed()
 
     def run(self, code: bytes, setup: Setup, world: World, cpl: int, m, snap) -> Outcome:
-        self._put_back(m, snap)
-        written = self._written[m.id]
+        fast = self.shortcuts
+        if fast:
+            self._put_back(m, snap)
+            written = self._written[m.id]
+            poke = _poke
+        else:
+            m.restore(snap)
+            written = []
+            poke = _write
         c = m.cpu
         regs = dict(STANDARD_REGS)
         for r, v in setup.regs:
@@ -206,17 +218,20 @@ class Lab:
         for i, r in enumerate(GPR_NAMES):
             c.regs[i] = regs[r] & 0xFFFFFFFF
         if setup.stack:
-            _poke(m, c.regs[4], struct.pack(f"<{len(setup.stack)}I", *setup.stack), written)
+            poke(m, c.regs[4], struct.pack(f"<{len(setup.stack)}I", *setup.stack), written)
         for a, b in setup.mem:
-            _poke(m, a, b, written)
+            poke(m, a, b, written)
         if setup.flags:
             c.eflags = c.eflags | setup.flags
-        _poke(m, CODE, code, written)
+        poke(m, CODE, code, written)
         _warm_tlb(m, cpl)
         # memory before the run: the template's pages, and copies of those written since
         mem = m.mem
-        before = {p: bytes(mem[p << 12:(p + 1) << 12]) for p in set(written)}
-        mark = len(written)
+        if fast:
+            before = {p: bytes(mem[p << 12:(p + 1) << 12]) for p in set(written)}
+            mark = len(written)
+        else:
+            whole = bytes(mem)
         out = Outcome(world.name, cpl, setup.name)
         out.n_before = (tuple(c.regs), c.eip, c.eflags & USER_FLAGS,
                         tuple((r, regs[r]) for r, _ in setup.regs), setup.stack, setup.mem)
@@ -224,7 +239,7 @@ class Lab:
         # the snapshot holds them) and of EFLAGS (a set-up may set status flags), which is
         # all a set-up changes besides registers and memory
         key = (m.id, c.eflags)
-        vb = self._v_before.get(key)
+        vb = self._v_before.get(key) if fast else None
         if vb is None:
             vb = self._v_before[key] = _vstate(m)
         out.v_before = vb
@@ -242,9 +257,12 @@ class Lab:
                     out.gate_to_ring0 = True
         # non-trapping result: the bytes changed on the pages the run wrote
         diff: dict[int, int] = {}
-        pages = snap.pages
-        for p in sorted(set(written[mark:])):
-            _page_diff(before.get(p) or pages[p], mem, p << 12, diff)
+        if fast:
+            pages = snap.pages
+            for p in sorted(set(written[mark:])):
+                _page_diff(before.get(p) or pages[p], mem, p << 12, diff)
+        else:
+            diff = _mem_diff(whole, mem)
         lo, hi = SYSTEM
         ordinary = frozenset((a, v) for a, v in diff.items() if not lo <= a < hi)
         out.tables = {a: v for a, v in diff.items() if lo <= a < hi}
@@ -256,6 +274,10 @@ class Lab:
             m.run(max_steps=STEP_BUDGET)
             out.recorded = struct.unpack("<I", m.read(REC, 4))[0]
         return out
+
+
+def _write(m, a: int, data: bytes, written: list) -> None:
+    m.write(a, data)
 
 
 def _poke(m, a: int, data: bytes, written: list) -> None:
@@ -299,6 +321,27 @@ def _page_diff(before: bytes, after: bytearray, at: int, out: dict) -> None:
             for i in range(k, k + 64):
                 if before[i] != after[at + i]:
                     out[at + i] = after[at + i]
+
+
+def _mem_diff(before: bytes, after: bytearray) -> dict[int, int]:
+    """Address -> new byte for every byte of memory that differs (``Lab(shortcuts=False)``).
+    Equal pages, then equal 64-byte lines of a changed page, are skipped by one comparison
+    each."""
+    out = {}
+    n = len(before)
+    if after == before:
+        return out
+    view = memoryview(before)
+    for a in range(0, n, 4096):
+        if after.startswith(view[a:a + 4096], a):
+            continue
+        for line in range(a, min(a + 4096, n), 64):
+            if after.startswith(view[line:line + 64], line):
+                continue
+            for i in range(line, min(line + 64, n)):
+                if before[i] != after[i]:
+                    out[i] = after[i]
+    return out
 
 
 _LAB: Lab | None = None
