@@ -87,6 +87,8 @@ def _vstate(m) -> dict:
 
 
 _NO_ENTRIES: frozenset = frozenset()
+#: the register file of a set-up that names no registers, in GPR order
+_STANDARD_FILE = [STANDARD_REGS[r] & 0xFFFFFFFF for r in GPR_NAMES]
 
 
 def _tlb(m) -> frozenset:
@@ -212,11 +214,15 @@ class Lab:
             written = []
             poke = _write
         c = m.cpu
-        regs = dict(STANDARD_REGS)
-        for r, v in setup.regs:
-            regs[r] = v(c) if callable(v) else v
-        for i, r in enumerate(GPR_NAMES):
-            c.regs[i] = regs[r] & 0xFFFFFFFF
+        if setup.regs:
+            regs = dict(STANDARD_REGS)
+            for r, v in setup.regs:
+                regs[r] = v(c) if callable(v) else v
+            c.regs[:] = [regs[r] & 0xFFFFFFFF for r in GPR_NAMES]
+            given = tuple((r, regs[r]) for r, _ in setup.regs)
+        else:
+            c.regs[:] = _STANDARD_FILE
+            given = ()
         if setup.stack:
             poke(m, c.regs[4], struct.pack(f"<{len(setup.stack)}I", *setup.stack), written)
         for a, b in setup.mem:
@@ -233,8 +239,8 @@ class Lab:
         else:
             whole = bytes(mem)
         out = Outcome(world.name, cpl, setup.name)
-        out.n_before = (tuple(c.regs), c.eip, c.eflags & USER_FLAGS,
-                        tuple((r, regs[r]) for r, _ in setup.regs), setup.stack, setup.mem)
+        out.n_before = (tuple(c.regs), c.eip, c.eflags & USER_FLAGS, given, setup.stack,
+                        setup.mem)
         # the virtualized state before: a function of the template (CPU and devices as
         # the snapshot holds them) and of EFLAGS (a set-up may set status flags), which is
         # all a set-up changes besides registers and memory
@@ -263,12 +269,15 @@ class Lab:
                 _page_diff(before.get(p) or pages[p], mem, p << 12, diff)
         else:
             diff = _mem_diff(whole, mem)
-        lo, hi = SYSTEM
-        ordinary = frozenset((a, v) for a, v in diff.items() if not lo <= a < hi)
-        out.tables = {a: v for a, v in diff.items() if lo <= a < hi}
+        if diff:
+            lo, hi = SYSTEM
+            ordinary = frozenset((a, v) for a, v in diff.items() if not lo <= a < hi)
+            out.tables = {a: v for a, v in diff.items() if lo <= a < hi}
+        else:
+            ordinary = _NO_ENTRIES
         out.n_after = (tuple(c.regs), c.eip, c.eflags & USER_FLAGS, ordinary)
         out.v_after = _vstate(m)
-        out.tlb_lost = frozenset(tlb0 - _tlb(m))
+        out.tlb_lost = tlb0 - _tlb(m) if tlb0 else _NO_ENTRIES
         if out.trap is not None:
             # let the IDT handler run: it records the vector and halts
             m.run(max_steps=STEP_BUDGET)
