@@ -52,8 +52,8 @@ class Outcome:
         out = self.__dict__.get("_changes")
         if out is not None:
             return out
-        va = self.v_after
-        out = {k: (b, va[k]) for k, b in self.v_before.items() if b != va[k]}
+        vb, va = self.v_before, self.v_after
+        out = {} if vb == va else {k: (b, va[k]) for k, b in vb.items() if b != va[k]}
         if self.tables:
             out["system tables"] = ("", _describe_bytes(self.tables))
         if self.tlb_lost:
