@@ -53,6 +53,18 @@ def _configure_matplotlib() -> None:
     from matplotlib_inline.backend_inline import set_matplotlib_formats
 
     set_matplotlib_formats("svg", bbox_inches="tight", metadata={"Date": None})
+    # The kit's figures (vmkit.viz.render.SvgFigure) draw themselves, once, in their own
+    # bundle (cropped the same way, with their title). The inline backend's SVG printer,
+    # registered for every Figure, would win over that bundle: a second drawing (two passes:
+    # the tight crop measures first) whose copy is the one shown, without the title. A printer
+    # that answers None for the kit's figures leaves their bundle's SVG in place.
+    svg = get_ipython().display_formatter.formatters["image/svg+xml"]
+    svg.for_type_by_name("vmkit.viz.render", "SvgFigure", _own_svg)
+
+
+def _own_svg(_fig):
+    """The SVG printer for the kit's figures in a set-up kernel: none (their own bundle's)."""
+    return None
 
 
 class _ThenLoader(importlib.abc.Loader):
@@ -107,9 +119,10 @@ def release_memory_after_cells(shell) -> bool:
     guest's memory (4-6 MiB) is freed every later one comes from the heap, where freed
     guests stay resident; and freed heap is returned only from its top. A fixed threshold
     (128 KiB, glibc's default start) keeps every guest's memory in its own mapping, returned
-    when the monitor goes; after each cell a garbage collection frees the monitors a cell
-    dropped (they are reference cycles, which Python's collector would reach only much
-    later) and ``malloc_trim(0)`` returns the rest (a few ms each). Notebook 03 after Run All: 281 MiB resident before, 211 MiB after
+    when the monitor goes; after each cell that made a machine, a garbage collection frees
+    the monitors dropped since the last one (they are reference cycles, which Python's
+    collector would reach only much later) and ``malloc_trim(0)`` returns the rest (a few ms
+    each). Notebook 03 after Run All: 281 MiB resident before, 211 MiB after
     (benchmarks/bench_notebook_memory.py)."""
     import ctypes
     import gc
@@ -125,6 +138,15 @@ def release_memory_after_cells(shell) -> bool:
         return False
 
     def release(*_args):
+        made = _machines_made()
+        if release.frozen and made == release.made:
+            # No machine was made since the last collection, so no guest memory can have
+            # become garbage but a monitor dropped without a new one (``del te``): that one
+            # goes at the next collection here or by Python's own. A full collection walks
+            # every object the lecture holds (20-70 ms a cell in notebooks 03-09; a third of
+            # cells make no machine).
+            return
+        release.made = made
         gc.collect()    # monitors are reference cycles (machine <-> hooks): free them now
         if not release.frozen:
             # The first cell is the setup cell (notebook_setup and the imports): what lives
@@ -137,11 +159,18 @@ def release_memory_after_cells(shell) -> bool:
         trim(0)
 
     release.frozen = False
+    release.made = 0
 
     if not getattr(shell, "_vmkit_releases_memory", False):   # once per kernel
         shell.events.register("post_run_cell", release)
         shell._vmkit_releases_memory = True
     return True
+
+
+def _machines_made() -> int:
+    """How many machines the kit has made in this process (0 before it made any)."""
+    mod = sys.modules.get("vmkit.machine.machine")
+    return mod.machines_made() if mod is not None else 0
 
 
 def install_error_display(shell) -> None:

@@ -371,7 +371,7 @@ class Deprivileged(HostedMonitor, MachineHooks):
         """Events by cost category. ``native`` is what the real CPU retired: an emulated
         instruction never retired there, so it is counted once, as ``emulate``; the delivery
         of every trap is in ``trap`` (reflections are the VMM's work after a trap)."""
-        counts = Counter(self.events)
+        counts = state.copy_counts(self.events)
         counts["native"] += self._host.steps
         counts["page_walk"] += self._host.walk_refs
         return counts

@@ -230,7 +230,7 @@ class HardwareAssisted(HostedMonitor):
         instruction the VMM completed counts once, as ``emulate``; every event the CPU delivered
         through a guest's IDT (injected ones included) is an ``exception`` (a fault) or an
         ``interrupt`` (a system call or an external interrupt)."""
-        counts = Counter(self.events)
+        counts = state.copy_counts(self.events)
         m = self._host
         counts["native"] += m.steps
         counts["page_walk"] += m.walk_refs
