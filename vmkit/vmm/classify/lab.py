@@ -252,10 +252,13 @@ class Lab:
         # the virtualized state before: a function of the template (CPU and devices as
         # the snapshot holds them) and of EFLAGS (a set-up may set status flags), which is
         # all a set-up changes besides registers and memory
-        key = (m.id, c.eflags)
-        vb = self._v_before.get(key) if fast else None
-        if vb is None:
-            vb = self._v_before[key] = _vstate(m)
+        if fast:
+            key = (m.id, c.eflags)
+            vb = self._v_before.get(key)
+            if vb is None:
+                vb = self._v_before[key] = _vstate(m)
+        else:
+            vb = _vstate(m)
         out.v_before = vb
         tlb0 = _tlb(m)
         events = m.step()
