@@ -620,19 +620,22 @@ class Machine(MMUMixin, SystemMixin, CodeCacheMixin, BlockRunMixin):
     def _traced_burst(self, budget: int) -> bool:
         """Up to ``budget`` instructions as :meth:`_burst` runs them (what ``run``'s loop
         checks between them cannot change without the instruction ending the burst: Resched,
-        Sync, a fault), each one traced (its record, as ``_careful`` makes it) and counted at
-        once, so steps and clock stay exact. True when an instruction asked for exact clocks
-        (Sync) before it did anything: the caller runs it alone."""
+        Sync, a fault), each one traced (its record, as ``_careful`` makes it, with the clock
+        it retired at). As in a burst, steps and clock (and the trace's counts) are brought up
+        to date when it ends: inside it, whatever needs exact clocks asks for them (Sync).
+        True when an instruction asked for exact clocks (Sync) before it did anything: the
+        caller runs it alone."""
         cpu = self.cpu
         tr = self.trace
-        counts = tr.counts
         append = tr._ev.append
         vm = self.vm_index
         ring = cpu.cpl          # a ring change asks for exact clocks (Sync) in a burst
         rec_cls = InstructionRetired
         get = self._icache.get
         compile_ = self._compile
+        clock = self.clock
         n = 0
+        sync = False
         self.in_burst = True
         try:
             while n < budget:
@@ -644,22 +647,30 @@ class Machine(MMUMixin, SystemMixin, CodeCacheMixin, BlockRunMixin):
                     f = compile_(eip)
                 try:
                     f()
-                except Resched:
-                    n = budget      # retired: recorded below, then the loop looks again
+                except Resched:     # retired: recorded, then the loop looks again
+                    n += 1
+                    append((rec_cls, vm, clock + n, eip, f.__name__, ring))
+                    break
                 n += 1
-                self.steps += 1
-                clock = self.clock = self.clock + 1
-                counts["instruction"] += 1
-                tr.total += 1
-                append((rec_cls, vm, clock, eip, f.__name__, ring))
+                append((rec_cls, vm, clock + n, eip, f.__name__, ring))
         except Sync:
-            return True
+            sync = True
         except Fault as ex:
-            self.in_burst = False
+            self._retire_traced(n)
+            n = 0
             self.take_exception(ex)
         finally:
-            self.in_burst = False
-        return False
+            self._retire_traced(n)
+        return sync
+
+    def _retire_traced(self, n: int) -> None:
+        """End a traced burst: ``n`` instructions retired and recorded."""
+        self.in_burst = False
+        self.steps += n
+        self.clock += n
+        tr = self.trace
+        tr.counts["instruction"] += n
+        tr.total += n
 
     def _run_one(self) -> None:
         """One instruction with the careful bookkeeping (tracing, single-step trap)."""
