@@ -8,6 +8,7 @@ import types
 
 from vmkit.errors import UnsupportedInstruction
 from vmkit.isa import semantics as sem
+from vmkit.isa.decode import DECODER
 from vmkit.isa.faults import Fault, Resched
 from vmkit.machine import blocks
 from vmkit.machine.machine import RunResult
@@ -17,7 +18,8 @@ from vmkit.vmm.bt.callouts import callout, retire_native, soft_mmu, trap_in_tc
 from vmkit.vmm.bt.static import static_miss
 from vmkit.vmm.bt.tcache import Block
 from vmkit.vmm.bt.translator import (GO_ON, MAX_BLOCK, TF, classify, ends_unit, fetch,
-                                     guest_text, inline_single, insn_fn, translate)
+                                     guest_bytes, guest_text, inline_single, insn_fn,
+                                     translate)
 from vmkit.vmm.deprivileged.vcpu import TEVM
 from vmkit.vmm.world import VMStop as _VMStop
 
@@ -376,36 +378,46 @@ def run_tail(bt, vm: TEVM, blk: Block) -> bool:
 # ---- the interpreter ------------------------------------------------------------------------
 def interpret(bt, vm: TEVM, left: int) -> None:
     """Interpret one unit: fetch through the guest's page tables, decode and dispatch every
-    instruction each time (no per-address state is kept), emulating sensitive ones on the
-    virtual CPU."""
+    instruction each time (the model keeps no per-address state: every run is priced as
+    interpretation), emulating sensitive ones on the virtual CPU. The simulator remembers, for
+    each decoded instruction (the decoder's own object for these address and bytes), how it
+    dispatches: its kind, its function, whether it ends the unit (``_dispatch``)."""
     m = bt._host
     cpu = m.cpu
-    g = m.compile_globals
+    memo = bt._interp
+    vmi = vm.index
+    mem = m.mem
+    decode = DECODER.decode
+    base, size = vm.slice_base, vm.memory_size
     start = cpu.eip
     count = 0
     while count < left:
         eip = cpu.eip
         try:
-            insn = fetch(bt, vm, eip)
+            if eip & 0xFFF <= 0xFF1:    # the 15-byte window in one page: fetch, written out
+                gpa = vm.translate(eip)
+                if gpa + 15 <= size:
+                    insn = decode(eip, bytes(mem[base + gpa:base + gpa + 15]))
+                else:
+                    insn = decode(eip, guest_bytes(bt, vm, gpa, 15))
+            else:
+                insn = fetch(bt, vm, eip)
         except Fault as f:
             bt.on_exception(f.vector, f, "exception", None)
             return
-        if insn is None or not insn.id:
-            bt.on_exception(6, Fault(6, detail=f"undefined or unsupported encoding at "
-                                                  f"{eip:#010x}"), "exception", None)
-            return
-        kind, handler = classify(bt, insn)
-        if kind == "callout":
-            if callout(bt, vm, insn, handler, interpreted=True) \
+        d = memo.get(id(insn))
+        if d is None or d[0] is not insn or d[1] != vmi:
+            if insn is None or not insn.id:
+                bt.on_exception(6, Fault(6, detail=f"undefined or unsupported encoding at "
+                                                      f"{eip:#010x}"), "exception", None)
+                return
+            d = _dispatch(bt, vmi, insn)
+        fn = d[2]
+        if fn is None:      # a callout (its handler looked up now: emulate may change)
+            if callout(bt, vm, insn, classify(bt, insn)[1], interpreted=True) \
                     and insn.mnemonic not in GO_ON:
                 m.request_exit()
             return
-        if kind == "inline":
-            fn = types.FunctionType(inline_single(bt, vm.index, insn), g, insn.text)
-        else:
-            fn = sem.compile_insn(insn, g)
-            if isinstance(fn, str):
-                raise UnsupportedInstruction(insn.mnemonic, eip, fn)
         try:
             fn()
         except Resched:     # CS, IF or a segment changed: the run loop looks again
@@ -419,12 +431,36 @@ def interpret(bt, vm: TEVM, left: int) -> None:
         bt.interpreted += 1
         bt.events["interpret"] += 1
         count += 1
-        if ends_unit(insn, kind) or count >= MAX_BLOCK:
-            if insn.mnemonic in ("sti", "popfd", "popf"):
+        if d[3] or count >= MAX_BLOCK:
+            if d[4]:
                 m.request_exit()
             return
-        if (cpu.eip ^ start) >> 12 or cpu.eip != insn.next:
+        if (cpu.eip ^ start) >> 12 or cpu.eip != d[5]:
             return
+
+
+def _dispatch(bt, vmi: int, insn) -> tuple:
+    """How the interpreter runs ``insn`` in VM ``vmi``, remembered in ``bt._interp`` under the
+    decoded instruction's identity (the entry holds it, so the identity cannot be reused):
+    ``(insn, vmi, function or None for a callout, ends the unit, the run loop must look
+    after it (sti, popfd), next address)``."""
+    kind, _ = classify(bt, insn)
+    if kind == "callout":
+        fn = None
+    elif kind == "inline":
+        fn = types.FunctionType(inline_single(bt, vmi, insn), bt._host.compile_globals,
+                                insn.text)
+    else:
+        fn = sem.compile_insn(insn, bt._host.compile_globals)
+        if isinstance(fn, str):
+            raise UnsupportedInstruction(insn.mnemonic, insn.address, fn)
+    d = (insn, vmi, fn, ends_unit(insn, kind), insn.mnemonic in ("sti", "popfd", "popf"),
+         insn.next)
+    memo = bt._interp
+    if len(memo) >= 1 << 14:
+        memo.clear()
+    memo[id(insn)] = d
+    return d
 
 
 def _lookup_event(vm: TEVM, eip: int, hit: bool, clock: int) -> TcLookup:

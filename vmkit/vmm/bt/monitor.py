@@ -108,6 +108,7 @@ class BinaryTranslation(Deprivileged):
         self._soft: dict = {}             # adapted instruction -> its software-MMU function
         self._would_trap = False          # set by an adapted instruction's run (callouts._probe)
         self._inline_code: dict = {}
+        self._interp: dict = {}           # decoded instruction -> how the interpreter runs it
         self._stale = [False]
         self._resume = None
         self._link_from: Block | None = None
