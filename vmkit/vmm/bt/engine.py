@@ -35,10 +35,14 @@ def run_kernel(bt, vm: TEVM, budget: int, until, single: bool) -> RunResult:
     limit = budget if deadline is None else min(budget, deadline - m.clock)
     careful = bool(single or until or m.breakpoints or tr.want_insns
                    or cpu.ef & TF)
+    # careful only for breakpoints: a translated block runs up to the next one in it, not an
+    # instruction at a time (what runs between two looks cannot pass a breakpoint)
+    bps = m.breakpoints if careful and not (single or until) else None
     g0 = vm.steps
     reason = "vmm"
     first = True
     stuck = 0
+    bt._stepwise = bps is not None
     try:
         while True:
             done = vm.steps - g0
@@ -59,6 +63,16 @@ def run_kernel(bt, vm: TEVM, budget: int, until, single: bool) -> RunResult:
                     break
                 first = False
                 tf = cpu.ef & TF
+                if bps is not None and not tf and not tr.want_insns:
+                    step_kernel(bt, vm, limit - done, bps)
+                    if vm.steps == before:
+                        stuck += 1
+                        if stuck > 1000:
+                            raise _VMStop("crash", f"the translator made no progress at "
+                                                   f"{cpu.eip:#010x}")
+                    else:
+                        stuck = 0
+                    continue
                 text = guest_text(bt, vm, eip) if tr.wants_instructions() else ""
                 step_kernel(bt, vm, 1)
                 if vm.steps > before:
@@ -87,12 +101,15 @@ def run_kernel(bt, vm: TEVM, budget: int, until, single: bool) -> RunResult:
         return RunResult("crash", vm.steps - g0, str(ui), cpu.eip)
     finally:
         m.in_burst = False
+        bt._stepwise = False
     return RunResult(reason, vm.steps - g0, "", cpu.eip)
 
 
-def step_kernel(bt, vm: TEVM, left: int) -> None:
+def step_kernel(bt, vm: TEVM, left: int, bps=None) -> None:
     """One translation-cache lookup and what follows: a translated chain, or one unit
-    interpreted (translated first if it has now run ``threshold`` times)."""
+    interpreted (translated first if it has now run ``threshold`` times). With breakpoints
+    ``bps`` (a set of addresses): one block, up to the first breakpoint after its first
+    instruction (``_upto``), or one instruction interpreted."""
     cpu = bt._host.cpu
     eip = cpu.eip
     link_from, bt._link_from = bt._link_from, None
@@ -106,7 +123,7 @@ def step_kernel(bt, vm: TEVM, left: int) -> None:
     if r is not None:
         bt._resume = None
         if r[0] == key and r[1].valid:
-            finish_block(bt, vm, r[1], r[2], left)
+            finish_block(bt, vm, r[1], r[2], left if bps is None else _upto(r[1], r[2], left, bps))
             return
     bt.tc_lookups += 1
     bt.events["tc_lookup"] += 1
@@ -126,7 +143,7 @@ def step_kernel(bt, vm: TEVM, left: int) -> None:
         if n >= bt.threshold:
             blk = translate(bt, vm, eip, gpa, key)
         if blk is None:
-            interpret(bt, vm, left)
+            interpret(bt, vm, left if bps is None else 1)
             return
     else:
         bt.tc_hits += 1
@@ -139,7 +156,17 @@ def step_kernel(bt, vm: TEVM, left: int) -> None:
             and (link_from.eip ^ eip) >> 12 == 0 and (link_from.gpa ^ gpa) >> 12 == 0
             and not blk.exact):
         link_from.links[eip] = blk     # the successor is in the same page: chain it
-    run_chain(bt, vm, blk, left)
+    run_chain(bt, vm, blk, left if bps is None else _upto(blk, 0, left, bps))
+
+
+def _upto(blk: Block, i: int, left: int, bps) -> int:
+    """The budget that runs ``blk`` from its instruction ``i`` to the first breakpoint after
+    it, or to its end (tail included), and no further: it ends there and the chain with it."""
+    insns = blk.insns
+    for j in range(i + 1, blk.n):
+        if insns[j].address in bps:
+            return min(left, j - i)
+    return min(left, blk.n - i)
 
 
 def run_chain(bt, vm: TEVM, blk: Block, left: int) -> None:
@@ -322,8 +349,11 @@ def finish_block(bt, vm: TEVM, blk: Block, i: int, left: int) -> None:
     m = bt._host
     cpu = m.cpu
     retries = 0
+    # a run for breakpoints (run_kernel): as an instruction at a time, a block dropped while it
+    # ran (an instruction adapted after its trap) is left after the instruction that retired
+    i0 = i if bt._stepwise else -1
     while i < blk.nbody:
-        if left <= 0:
+        if left <= 0 or (i0 >= 0 and i != i0 and not blk.valid):
             resume_at(bt, vm, blk, i)
             return
         fn = insn_fn(bt, blk, i)
@@ -343,6 +373,8 @@ def finish_block(bt, vm: TEVM, blk: Block, i: int, left: int) -> None:
         retire_native(bt, vm, 1)
         i += 1
         left -= 1
+        if i0 >= 0:
+            retries = 0     # (counted per instruction, as each had its own call)
         if bt._stale[0]:
             bt._stale[0] = False
             if not blk.valid:
@@ -352,7 +384,7 @@ def finish_block(bt, vm: TEVM, blk: Block, i: int, left: int) -> None:
                 resume_at(bt, vm, blk, i)
             return
     if blk.tail is not None:
-        if left <= 0:
+        if left <= 0 or (i0 >= 0 and i != i0 and not blk.valid):
             resume_at(bt, vm, blk, i)
             return
         run_tail(bt, vm, blk)

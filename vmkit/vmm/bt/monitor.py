@@ -111,6 +111,7 @@ class BinaryTranslation(Deprivileged):
         self._interp: dict = {}           # decoded instruction -> how the interpreter runs it
         self._stale = [False]
         self._resume = None
+        self._stepwise = False            # a careful run for breakpoints (engine.run_kernel)
         self._link_from: Block | None = None
 
     def _zero_counters(self) -> None:
