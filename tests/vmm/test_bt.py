@@ -536,3 +536,39 @@ def test_snapshot_and_restore_replay_the_same_run():
 def test_bad_parameters_are_refused(kw):
     with pytest.raises(vmkit.VmkitError):
         BinaryTranslation(build("hello"), **kw)
+
+
+def _bp_run(img, bp: int, stepwise: bool, **kw):
+    """``img`` under bt with a breakpoint at ``bp``, run on (up to 4 stops) after each hit;
+    ``stepwise``: with an ``until`` that never stops it, so every kernel instruction is a step
+    of its own."""
+    m = BinaryTranslation(img, **kw)
+    m.breakpoints.add(bp)
+    stops = []
+    for _ in range(4):
+        r = m.run(max_steps=60_000, until=(lambda mach: False) if stepwise else None)
+        stops.append((r.reason, r.steps, r.eip))
+        if r.reason != "breakpoint":
+            break
+    return stops, m.stats, m.cycles, m.trace.counts, list(m.trace), m.console
+
+
+@pytest.mark.parametrize("name,kw", [("syscall", {}), ("ctxswitch", {}),
+                                     ("kptemod", {"paging": "traced"})])
+def test_breakpoint_runs_block_by_block_count_as_step_by_step(name, kw):
+    """A kernel run careful only for breakpoints runs a translated block up to the next
+    breakpoint in it (engine.run_kernel): the stops, statistics (TC lookups, hits, chains,
+    adaptations), cycles and events are those of the run that takes every instruction as a
+    step of its own, with a breakpoint inside a block and one at its start."""
+    img = guests.build(name)
+    m = BinaryTranslation(img, **kw)
+    m.run(max_steps=20_000)
+    longest = max(m.blocks(), key=lambda b: (b.n, b.eip))
+    assert longest.n >= 3
+    hits = 0
+    for bp in (img.programs["kernel"].symbols["syscall_stub"], longest.insns[1].address,
+               longest.insns[-1].address):
+        fast, slow = _bp_run(img, bp, False, **kw), _bp_run(img, bp, True, **kw)
+        assert fast == slow, (name, hex(bp))
+        hits += sum(s[0] == "breakpoint" for s in fast[0])
+    assert hits >= 4, (name, hits)
