@@ -114,3 +114,17 @@ def test_traced_bursts_record_what_one_instruction_at_a_time_does():
         assert list(fast.trace) == list(slow.trace), name
         kinds = set(fast.trace.counts)
         assert kinds & {"interrupt", "page_fault", "io", "emulate"}, (name, kinds)
+
+
+def test_traced_bursts_keep_exact_clocks_for_subscribers():
+    """An event made inside an instruction carries the clock (a subscriber's TLB miss): with
+    a subscriber the traced burst keeps steps and clock exact at every instruction, so its
+    events are those of the one-instruction path, step for step."""
+    runs = []
+    for alone in (False, True):
+        vm = Native(guests.build("pagefault"), trace=Trace(instructions=True, maxlen=100_000))
+        seen = []
+        vm.on("tlb_miss", lambda ev: seen.append((ev.step, ev.address)))
+        vm.run(max_steps=20_000, until=(lambda m: False) if alone else None)
+        runs.append((seen, list(vm.trace)))
+    assert runs[0][0] and runs[0] == runs[1]
