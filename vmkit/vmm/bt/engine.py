@@ -33,16 +33,17 @@ def run_kernel(bt, vm: TEVM, budget: int, until, single: bool) -> RunResult:
     cpu, vc, tr = m.cpu, vm._vcpu, bt.trace
     deadline = m.dev.next_tick
     limit = budget if deadline is None else min(budget, deadline - m.clock)
-    careful = bool(single or until or m.breakpoints or tr.want_insns
-                   or cpu.ef & TF)
-    # careful only for breakpoints: a translated block runs up to the next one in it, not an
-    # instruction at a time (what runs between two looks cannot pass a breakpoint)
-    bps = m.breakpoints if careful and not (single or until) else None
+    careful = single or until or m.breakpoints or tr.want_insns or cpu.ef & TF  # (truth)
+    bps = None
+    if careful and not (single or until):
+        # careful only for breakpoints: a translated block runs up to the next one in it, not
+        # an instruction at a time (what runs between two looks cannot pass a breakpoint)
+        bps = m.breakpoints
+        bt._stepwise = True
     g0 = vm.steps
     reason = "vmm"
     first = True
     stuck = 0
-    bt._stepwise = bps is not None
     try:
         while True:
             done = vm.steps - g0
@@ -101,7 +102,8 @@ def run_kernel(bt, vm: TEVM, budget: int, until, single: bool) -> RunResult:
         return RunResult("crash", vm.steps - g0, str(ui), cpu.eip)
     finally:
         m.in_burst = False
-        bt._stepwise = False
+        if bps is not None:
+            bt._stepwise = False
     return RunResult(reason, vm.steps - g0, "", cpu.eip)
 
 
@@ -128,7 +130,7 @@ def step_kernel(bt, vm: TEVM, left: int, bps=None) -> None:
     bt.tc_lookups += 1
     bt.events["tc_lookup"] += 1
     tr = bt.trace
-    watched = "tc_lookup" in tr._subs or "*" in tr._subs
+    watched = "tc_lookup" in tr._eager     # (a subscriber to it or to "*")
     if not watched:
         tr.counts["tc_lookup"] += 1   # the event object only for someone watching (as TLB
     blk = bt._tc.get(key)           # misses): a lookup is too frequent to record always
