@@ -164,11 +164,13 @@ def step_kernel(bt, vm: TEVM, left: int, bps=None) -> None:
 def _upto(blk: Block, i: int, left: int, bps) -> int:
     """The budget that runs ``blk`` from its instruction ``i`` to the first breakpoint after
     it, or to its end (tail included), and no further: it ends there and the chain with it."""
-    insns = blk.insns
-    for j in range(i + 1, blk.n):
-        if insns[j].address in bps:
-            return min(left, j - i)
-    return min(left, blk.n - i)
+    stop = blk.n - i
+    index = blk.index       # address -> position in the block
+    for a in bps:
+        j = index.get(a)
+        if j is not None and i < j < i + stop:
+            stop = j - i
+    return min(left, stop)
 
 
 def run_chain(bt, vm: TEVM, blk: Block, left: int) -> None:
