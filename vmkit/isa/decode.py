@@ -162,15 +162,34 @@ def _unsupported(ci) -> Insn:
                 bytes(ci.bytes))
 
 
+def _decode_moveable(code: bytes, address: int) -> tuple[Insn | None, bool]:
+    """:func:`decode_one`, and whether the result holds at any address with only its
+    ``address`` changed: everything but a relative branch (capstone's
+    ``CS_GRP_BRANCH_RELATIVE``: jmp, jcc, call, loop, jecxz rel, whose operand and text are
+    the absolute target); an undecodable or unsupported window is decoded afresh."""
+    for ci in _CS.disasm(code, address, 1):
+        insn = _convert(ci)
+        return insn, (insn is not None and insn.id != 0
+                      and not ci.group(capstone.CS_GRP_BRANCH_RELATIVE))
+    return None, False
+
+
 class Decoder:
     """Decode cache keyed by (address, bytes): stale entries can never be returned.
 
-    ``decode(address, window)`` takes up to 15 bytes read at ``address``. Counters ``hits``
-    and ``misses`` say how often capstone was spared.
+    ``decode(address, window)`` takes up to 15 bytes read at ``address``. The same bytes at
+    another address decode to the same instruction at that address unless it is a relative
+    branch (its target moves with it): such windows are kept by their bytes alone too
+    (``_moved``), and a new address costs a copy instead of capstone (about 90 us). Guests
+    whose kernels differ a little (another guest, another parameter) run the same code at
+    shifted addresses: notebook 08 decoded 4,169 windows holding 940 distinct instructions.
+    Counters ``hits`` and ``misses`` say how often capstone was spared (a copy of a moved
+    instruction counts as a hit).
     """
 
     def __init__(self, max_entries: int = 1 << 16):
         self._cache: dict[tuple[int, bytes], Insn | None] = {}
+        self._moved: dict[bytes, Insn] = {}
         self.max_entries = max_entries
         self.hits = 0
         self.misses = 0
@@ -183,10 +202,19 @@ class Decoder:
             return insn
         except KeyError:
             pass
-        self.misses += 1
-        insn = decode_one(window, address)
         if len(self._cache) >= self.max_entries:
             self._cache.clear()
+            self._moved.clear()
+        seen = self._moved.get(window)
+        if seen is not None:
+            self.hits += 1
+            insn = Insn(address, seen.size, seen.id, seen.mnemonic, seen.op_str, seen.operands,
+                        seen.rep, seen.opsize, seen.adsize, seen.lock, seen.raw)
+        else:
+            self.misses += 1
+            insn, moveable = _decode_moveable(window, address)
+            if moveable:
+                self._moved[window] = insn
         self._cache[key] = insn
         return insn
 
