@@ -262,8 +262,9 @@ def code_of(insn: Insn) -> types.CodeType | str:
 # parameter) run the same instruction bytes at shifted addresses: notebook 08 compiled 3,938
 # instructions holding 938 distinct byte strings, about 0.1 ms of ``compile`` each. An
 # instruction's source depends on its address only through literals of its own address and
-# the next ones (``C.eip = next``, a REP loop's restart, a relative branch's short target):
-# the code at address B is the code at A with those constants (A + k, k < 16) moved to B + k.
+# the next ones (``C.eip = next``, a REP loop's restart) and of a relative branch's target:
+# the code at address B is the code at A with those constants (A + k, k < 16 or the
+# target's distance) moved to B + k.
 # That is used only where it is exact, down to the column table of tracebacks: between
 # addresses whose literals have the same lengths (the key holds the address's), the first two
 # addresses a byte string is compiled at are compiled both, and it moves from then on only if
@@ -274,14 +275,28 @@ _MOVES: dict[tuple, tuple | None] = {}
 _HEX = re.compile(r"0x[0-9a-f]+")
 
 
-def _literal_pieces(src: str, base: int) -> list:
-    """``src`` split at the hexadecimal literals of ``base .. base + 15``: text, and k for the
-    literal of ``base + k``."""
+def _offsets(insn: Insn) -> frozenset:
+    """The distances from ``insn``'s address of the values its source may hold because of
+    its address: the next 16 bytes, and a relative branch's target (modulo 2**32)."""
+    ops = insn.operands
+    name = insn.mnemonic.split()[-1]
+    if (len(ops) == 1 and isinstance(ops[0], Imm) and ops[0].size == 4
+            and (name[0] == "j" or name in ("call", "loop", "loope", "loopne"))):
+        return _NEAR | {(ops[0].value - insn.address) & 0xFFFFFFFF}
+    return _NEAR
+
+
+_NEAR = frozenset(range(16))
+
+
+def _literal_pieces(src: str, base: int, offsets: frozenset) -> list:
+    """``src`` split at the hexadecimal literals of ``base + k`` for k in ``offsets``
+    (modulo 2**32): text, and k for such a literal."""
     out: list = []
     at = 0
     for m in _HEX.finditer(src):
-        k = int(m.group(0), 16) - base
-        if 0 <= k < 16:
+        k = (int(m.group(0), 16) - base) & 0xFFFFFFFF
+        if k in offsets:
             out.append(src[at:m.start()])
             out.append(k)
             at = m.end()
@@ -296,19 +311,22 @@ def _moved_source(pieces: list, base: int, b: int) -> str | None:
     for p in pieces:
         if p.__class__ is not str:
             t = f"{(b + p) & 0xFFFFFFFF:#x}"
-            if len(t) != len(f"{base + p:#x}"):
+            if len(t) != len(f"{(base + p) & 0xFFFFFFFF:#x}"):
                 return None
             p = t
         out.append(p)
     return "".join(out)
 
 
-def _moved_code(code: types.CodeType, old: int, new: int, filename: str) -> types.CodeType:
-    """``code`` with every integer constant ``old + k`` (k < 16) replaced by ``new + k``, in
-    nested code too, named ``filename``."""
+def _moved_code(code: types.CodeType, old: int, new: int, offsets: frozenset,
+                filename: str) -> types.CodeType:
+    """``code`` with every integer constant ``old + k`` (k in ``offsets``, modulo 2**32)
+    replaced by ``new + k``, in nested code too, named ``filename``."""
     consts = tuple(
-        (new + c - old) & 0xFFFFFFFF if type(c) is int and 0 <= c - old < 16
-        else _moved_code(c, old, new, filename) if isinstance(c, types.CodeType) else c
+        (new + c - old) & 0xFFFFFFFF
+        if type(c) is int and 0 <= c < 1 << 32 and (c - old) & 0xFFFFFFFF in offsets
+        else _moved_code(c, old, new, offsets, filename) if isinstance(c, types.CodeType)
+        else c
         for c in code.co_consts)
     return code.replace(co_consts=consts, co_filename=filename)
 
@@ -319,10 +337,10 @@ def _moved(insn: Insn, src: str, filename: str) -> types.CodeType | None:
     seen = _MOVES.get((insn.raw, len(f"{insn.address:#x}")))
     if seen is None or not seen[0]:
         return None
-    _, base, pieces, code = seen
+    _, base, pieces, code, offsets = seen
     if _moved_source(pieces, base, insn.address) != src:
         return None
-    return _moved_code(code, base, insn.address, filename)
+    return _moved_code(code, base, insn.address, offsets, filename)
 
 
 def _learn_move(insn: Insn, src: str, code: types.CodeType) -> None:
@@ -331,12 +349,14 @@ def _learn_move(insn: Insn, src: str, code: types.CodeType) -> None:
     key = (insn.raw, len(f"{insn.address:#x}"))
     seen = _MOVES.get(key, 0)
     if seen == 0:
-        _MOVES[key] = (False, insn.address, _literal_pieces(src, insn.address), code)
+        offsets = _offsets(insn)
+        _MOVES[key] = (False, insn.address, _literal_pieces(src, insn.address, offsets), code,
+                       offsets)
     elif seen is not None and not seen[0] and seen[1] != insn.address:
-        _, base, pieces, first = seen
+        _, base, pieces, first, offsets = seen
         ok = (_moved_source(pieces, base, insn.address) == src
-              and _moved_code(first, base, insn.address, "") == code)
-        _MOVES[key] = (True, base, pieces, first) if ok else None
+              and _moved_code(first, base, insn.address, offsets, "") == code)
+        _MOVES[key] = (True, base, pieces, first, offsets) if ok else None
 
 
 def compile_insn(insn: Insn, globals_: dict):
