@@ -21,6 +21,10 @@ from vmkit.vmm.ops import MonitorOps
 from vmkit.vmm.sched import (_cycle_budget, _sched_state, _schedule_machine_time, _set_sched_state,
                              _sync_machine_timer, machine_time)
 
+#: what a VM's part of the VMM area starts as (one object: a new ``bytes(MiB)`` a VM cost a
+#: millisecond of page faults)
+_ZERO_MIB = bytes(MiB)
+
 __all__ = ["HostedMonitor", "VMStop", "DEFAULT_SLICE"]
 
 DEFAULT_SLICE = 20_000
@@ -228,7 +232,7 @@ class HostedMonitor(Monitor):
         powers on: the boot GDT at ``BOOT_GDT``, then the image, at guest-physical addresses
         (the rest of the slice keeps its power-on 0xAA)."""
         mem = self._host.mem
-        mem[vm.vmm_base:vm.vmm_base + MiB] = bytes(MiB)
+        mem[vm.vmm_base:vm.vmm_base + MiB] = _ZERO_MIB
         boot = BOOT_GDT_BYTES
         mem[vm.slice_base + BOOT_GDT:vm.slice_base + BOOT_GDT + len(boot)] = boot
         for addr, data in vm.image.loads:
