@@ -10,7 +10,8 @@ an output is a bug).
 ``--before DIR`` also executes the notebooks of another checkout of the kit (DIR, e.g. a
 ``git worktree`` of an earlier commit) with its own code, in the same run: the figures before
 and after a change side by side. Given several times, each checkout gets its own columns,
-named after its folder.
+named after its folder. Every checkout's modules are compiled to bytecode first (as a first
+import does where Python may write ``__pycache__``), so that no kernel compiles the kit's sources.
 
     python benchmarks/bench_notebooks.py [--before DIR ...] [--only 01,08] [--modes 0,1]
 """
@@ -18,6 +19,7 @@ named after its folder.
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import resource
 import shutil
@@ -81,6 +83,12 @@ def main(argv=None) -> int:
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     books = [b.name for b in sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
              if not only or b.name[:2] in only]
+    for _, tree in trees:
+        # every checkout's modules compiled to bytecode first, as Python does on a first
+        # import where it may write __pycache__: a machine with PYTHONDONTWRITEBYTECODE set
+        # would otherwise compile the kit's sources in every kernel, and a checkout that has a
+        # __pycache__ and one that has none would not be timed alike
+        compileall.compile_dir(str(tree / "vmkit"), quiet=1)
     totals: dict = {}
     bad = []
     print(f"{'notebook':34}" + "".join(f" {t + ' ' + ('blocks' if m == '1' else 'per-insn'):>18}"

@@ -191,3 +191,70 @@ def test_a_kernel_gives_the_memory_of_dropped_monitors_back():
     out = subprocess.run([sys.executable, "-c", _RELEASE_SCRIPT], capture_output=True,
                          text=True, check=True, cwd=ROOT).stdout
     assert int(out.split()[-1]) >= 24, out      # 8 guests of 4 MiB: most of 32 MiB back
+
+
+_SKIP_SCRIPT = r'''
+import gc
+import weakref
+from vmkit import guests
+from vmkit.nbtools.runtime import release_memory_after_cells
+from vmkit.vmm import Native
+
+
+class Events:
+    def __init__(self):
+        self.callbacks = []
+
+    def register(self, name, callback):
+        self.callbacks.append((name, callback))
+
+
+class Shell:
+    events = Events()
+
+
+gc.disable()                            # only the hook collects
+shell = Shell()
+release_memory_after_cells(shell)
+end_of_cell = shell.events.callbacks[0][1]
+end_of_cell()                           # the setup cell
+img = guests.build("hello")
+vm = Native(img)
+gone = weakref.ref(vm)
+end_of_cell()                           # a cell that made a machine (it stays: vm holds it)
+del vm
+end_of_cell()                           # a cell that made none: no collection
+print("kept", gone() is not None)
+other = Native(img)
+end_of_cell()                           # a cell that made one: the dropped monitor goes
+print("freed", gone() is None)
+'''
+
+
+def test_the_end_of_cell_collection_runs_only_after_cells_that_made_a_machine():
+    """A full collection after every cell walked all the lecture's objects (20-70 ms a cell,
+    a third of the cells make no machine): is it skipped after a cell that made no machine,
+    and does a monitor dropped then go at the next cell that makes one?"""
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", _SKIP_SCRIPT], capture_output=True,
+                         text=True, check=True, cwd=ROOT).stdout.split()
+    assert out == ["kept", "True", "freed", "True"], out
+
+
+def test_a_set_up_kernel_collects_its_young_objects_less_often():
+    """notebook_setup in a kernel raises the collector's young-generation threshold (a full
+    collection walks everything a lecture holds; promoted short-lived objects set it off):
+    is it raised in a shell, and left alone where there is no shell?"""
+    import subprocess
+    script = ("import gc, vmkit.nbtools\n"
+              "from vmkit.nbtools.runtime import YOUNG_COLLECTION_THRESHOLD as T\n"
+              "before = gc.get_threshold()\n"
+              "vmkit.nbtools.notebook_setup()\n"
+              "alone = gc.get_threshold()\n"
+              "from IPython.core.interactiveshell import InteractiveShell\n"
+              "InteractiveShell.instance()\n"
+              "vmkit.nbtools.notebook_setup()\n"
+              "print(before == alone, gc.get_threshold() == (T,) + before[1:], T > before[0])\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout.split()
+    assert out == ["True", "True", "True"], out

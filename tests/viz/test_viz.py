@@ -332,3 +332,51 @@ def test_narrow_disassembly_leaves_out_bytes_and_comments_but_keeps_them_as_tool
     assert "9d" not in html
     full = disassembly_html(rows)
     assert "9d" in full and "# interrupts on -- or not</td>" in full
+
+
+_DISPLAY_SCRIPT = r'''
+import matplotlib
+matplotlib.use("agg")
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+import vmkit.nbtools
+vmkit.nbtools.notebook_setup()
+import matplotlib.figure
+from vmkit.viz import render
+draws = []
+real = matplotlib.figure.Figure.draw
+matplotlib.figure.Figure.draw = lambda self, r: (draws.append(1), real(self, r))[1]
+
+def make(cls):
+    fig = cls(figsize=(4, 2))
+    ax = fig.subplots()
+    ax.barh([0, 1], [3, 5], label="x")
+    ax.set_title("a title")
+    fig.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))   # outside: only a crop keeps it
+    return fig
+
+kit, _ = shell.display_formatter.format(make(render.new_figure))
+print("kit", len(draws), "<title>a title</title>" in kit["image/svg+xml"], kit["text/plain"])
+draws.clear()
+data, _ = shell.display_formatter.format(make(matplotlib.figure.Figure))
+print("plain", len(draws), "<svg" in data["image/svg+xml"], "<title>a title" in data["image/svg+xml"])
+print("same", kit["image/svg+xml"] == render.figure_svg(make(render.new_figure), tight=True),
+      render.with_title(data["image/svg+xml"], "a title") == kit["image/svg+xml"])
+'''
+
+
+def test_a_kit_figure_in_a_set_up_kernel_is_drawn_once_with_its_title():
+    """In a kernel set up by notebook_setup, the inline backend registers an SVG printer for
+    every matplotlib Figure, and IPython prefers it to the figure's own bundle: the kit's
+    figures were drawn three times (their bundle once, the printer twice: the tight crop
+    measures first) and shown without their title. Is a kit figure now drawn as one tight
+    SVG (one measuring pass, one drawing) that keeps its title, and a plain Figure still shown
+    by the inline backend?"""
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-c", _DISPLAY_SCRIPT], capture_output=True,
+                         text=True)
+    out = run.stdout.splitlines() + [run.stderr[-2000:]]
+    assert out[0] == "kit 2 True <figure: a title>", out
+    assert out[1] == "plain 2 True False", out
+    assert out[2] == "same True True", out      # the crop the inline backend makes, + title

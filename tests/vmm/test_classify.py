@@ -221,3 +221,46 @@ def test_far_jumps_and_calls_through_memory_are_far():
     for line in ("ljmp [eax]", "lcall [eax]"):
         c = vmkit.classify(line)
         assert any("CS 0x8 -> 0x40" in e for e in c.evidence), c.evidence
+
+
+# ---- the lab's shortcuts ---------------------------------------------------------------------
+#: runs that write the system tables (a descriptor through memory, TR's busy bit), the ring-0
+#: stack of an interrupt from ring 3, scratch memory, the instruction's own bytes, the devices,
+#: and that drop TLB entries or stop the machine
+_WRITERS = ["mov dword ptr [0x6008], ebx", "ltr ax", "int 0x80", "sgdt [eax]", "pushal",
+            "mov byte ptr [0x1001], al", "mov cr3, eax", "invlpg [eax]", "out 0x21, al",
+            "iretd", "rep stosd", "hlt", "add eax, ebx"]
+
+
+def test_lab_shortcuts_find_what_full_restores_find():
+    """The lab puts its machines back by the pages written since and looks for changed memory
+    only on the pages a run wrote. Does every run end as it does with ``Machine.restore``
+    and all memory compared, and is each machine put back what a full restore leaves?"""
+    from dataclasses import astuple
+
+    from vmkit.vmm.classify.forms import _form
+    from vmkit.vmm.classify.lab import Lab
+    fast, plain = Lab(), Lab(shortcuts=False)
+    seen = {"tables": 0, "memory": 0, "tlb": 0, "devices": 0, "trap": 0}
+    for line in _WRITERS:
+        f = _form(line)
+        for setup in cl.setups_for(f.insn):
+            for a, b in zip(fast.states, plain.states):
+                oa, ob = fast.run(f.code, setup, *a), plain.run(f.code, setup, *b)
+                assert astuple(oa) == astuple(ob), (line, setup.name, oa.where)
+                seen["tables"] += bool(oa.tables)
+                seen["memory"] += bool(oa.n_after and oa.n_after[3])
+                seen["tlb"] += bool(oa.tlb_lost)
+                seen["devices"] += "devices" in oa.changes() if oa.v_after else 0
+                seen["trap"] += oa.trapped
+    assert all(seen.values()), seen
+    for _, _, m, snap in fast.states:
+        fast._put_back(m, snap)
+        now = m.snapshot()
+        assert now.memory == snap.memory
+        assert (now.cpu, now.devices, now.clock) == (snap.cpu, snap.devices, snap.clock)
+        for k in ("steps", "stopped", "inhibit", "tlb", "counters"):
+            assert now.extra[k] == snap.extra[k], k
+        t, s = now.extra["trace"], snap.extra["trace"]
+        assert (t[0], t[4], t[5]) == (s[0], s[4], s[5])    # first, counts, total
+        assert not m._icache_sup and not m._icache_usr      # no live code, as restore

@@ -42,6 +42,14 @@ _STOP_REASONS = ("halt", "poweroff", "max_steps", "breakpoint", "crash", "until"
 _machine_ids = itertools.count(1)
 
 
+def machines_made() -> int:
+    """How many machines this process has made (the id of the last one)."""
+    return _last_id
+
+
+_last_id = 0
+
+
 @dataclass
 class RunResult:
     """Why a run stopped and how many steps (instructions retired) it took.
@@ -128,7 +136,8 @@ class Machine(MMUMixin, SystemMixin, CodeCacheMixin, BlockRunMixin):
         if not isinstance(input, (bytes, bytearray, memoryview)):
             raise VmkitError(f"input must be bytes (what the guest reads from port 0x60), got "
                              f"{type(input).__name__}")
-        self.id = next(_machine_ids)
+        global _last_id
+        self.id = _last_id = next(_machine_ids)
         self.vm_index = vm_index
         self.trace = trace if trace is not None else Trace()
         self._init_memory(memory_size)

@@ -241,12 +241,15 @@ def diagram_html(graph, *, pipe=None) -> str:
                                 f"graphviz's dot failed ({e}); the picture is shown as DOT text.")
 
 
-def figure_svg(fig, title: str | None = None) -> str:
+def figure_svg(fig, title: str | None = None, *, tight: bool = False) -> str:
     """A matplotlib figure as deterministic SVG: fixed ``svg.hashsalt``, no date, and the
-    figure's title (or ``title``) as the SVG's accessible name."""
+    figure's title (or ``title``) as the SVG's accessible name. With ``tight``, cropped to
+    what is drawn (``bbox_inches="tight"``, as IPython's inline backend shows figures): how a
+    notebook cell shows a figure (:class:`SvgFigure`)."""
     import matplotlib
     from matplotlib.layout_engine import PlaceHolderLayoutEngine
     buf = io.StringIO()
+    crop = {"bbox_inches": "tight"} if tight else {}
     # after fig.tight_layout() the figure keeps a placeholder layout engine, which does
     # nothing but makes savefig draw the whole figure once more first (for a layout that
     # would not move anything): without it one drawing, the same SVG (a third of the time)
@@ -256,7 +259,7 @@ def figure_svg(fig, title: str | None = None) -> str:
         fig._layout_engine = None
     try:
         with matplotlib.rc_context({"svg.hashsalt": "vmkit", "svg.fonttype": "path"}):
-            fig.savefig(buf, format="svg", metadata={"Date": None})
+            fig.savefig(buf, format="svg", metadata={"Date": None}, **crop)
     finally:
         if idle:
             fig._layout_engine = engine
@@ -285,12 +288,16 @@ def _svg_figure_class():
 
         A figure made without pyplot has no display formatter in a kernel where pyplot was
         never imported (it would show as ``<Figure size ...>``); this one always shows as a
-        picture, and as the same bytes every time."""
+        picture, cropped as the inline backend crops (``figure_svg(tight=True)``), with its
+        title as the picture's accessible name, and as the same bytes every time. In a kernel
+        set up by :func:`vmkit.nbtools.notebook_setup` this is the only drawing: the inline
+        backend's printer for every ``Figure`` would otherwise draw it again, twice over (the
+        tight crop measures first), and show that copy, without the title."""
 
         def _repr_mimebundle_(self, include=None, exclude=None, **_):
             title = _figure_title(self)
             try:
-                svg = figure_svg(self, title)
+                svg = figure_svg(self, title, tight=True)
             except Exception as e:   # never fail to display
                 return {"text/plain": f"<figure {title!r}: could not draw it: {e}>"}
             data = {"image/svg+xml": svg, "text/plain": f"<figure: {title}>"}

@@ -17,7 +17,8 @@ from collections import Counter
 from vmkit.errors import VmkitError
 from vmkit.machine.machine import Machine, RunResult
 from vmkit.trace import Trace
-from vmkit.vmm.costs import CostModel, counts_copy
+from vmkit.vmm import state
+from vmkit.vmm.costs import CostModel
 
 __all__ = ["Monitor", "Native", "VM", "MonitorSnapshot"]
 
@@ -198,7 +199,7 @@ class Monitor:
 
     def event_counts(self) -> Counter:
         """Events by cost category (what ``cycles`` prices)."""
-        counts = counts_copy(self.events)
+        counts = state.copy_counts(self.events)
         counts["native"] += sum(vm.machine.steps for vm in self.vms) - counts.get("_not_native", 0)
         counts.pop("_not_native", None)
         counts["interrupt"] += self._hardware_interrupts()

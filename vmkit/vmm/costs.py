@@ -41,17 +41,7 @@ from dataclasses import dataclass, field, fields, replace
 
 from vmkit.errors import VmkitError
 
-__all__ = ["CostModel", "counts_copy"]
-
-
-def counts_copy(counts) -> Counter:
-    """A Counter holding ``counts``'s items in their order, as ``Counter(counts)`` makes it,
-    without its generic update (an abstract-class check first): a monitor's
-    ``event_counts`` starts from a copy of its events, and a multi-VM run asks for them at every
-    run chunk and VMM entry (``sched.machine_time``: 80,000 times in notebook 09)."""
-    c = Counter.__new__(Counter)
-    dict.update(c, counts)
-    return c
+__all__ = ["CostModel"]
 
 
 @dataclass(frozen=True)

@@ -250,11 +250,10 @@ def machine_time(mon) -> float:
     # (so the same float), without building the priced Counter: the scheduler asks at every
     # run chunk and VMM entry, and pricing was a twentieth of notebook 09's multi-VM cells
     costs = mon.costs
-    counts = mon.event_counts()
-    try:    # costs.cost(k) without the call: the category's attribute
-        return sum([n * getattr(costs, k) for k, n in counts.items() if n])
+    try:    # getattr is what costs.cost(k) does, without a call per category
+        return sum([n * getattr(costs, k) for k, n in mon.event_counts().items() if n])
     except AttributeError:
-        return sum([n * costs.cost(k) for k, n in counts.items() if n])     # says which
+        return sum([n * costs.cost(k) for k, n in mon.event_counts().items() if n])  # its error
 
 
 def _cycle_budget(mon) -> int:

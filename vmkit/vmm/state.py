@@ -28,7 +28,20 @@ import functools
 from collections import Counter
 
 __all__ = ["declared", "kept", "put", "save", "load", "declared_stats", "report", "traced",
-           "event", "host", "total"]
+           "event", "host", "total", "copy_counts"]
+
+
+def copy_counts(counts) -> Counter:
+    """A new ``Counter`` with the items of ``counts`` (a mapping of counts), in their order:
+    what ``Counter(counts)`` gives, at a sixth of its cost (no ``__init__``/``update`` in
+    Python; a scheduler prices the running monitor's counts at every run chunk and trap)."""
+    new = _new_counter(Counter)
+    _dict_update(new, counts)
+    return new
+
+
+_new_counter = Counter.__new__
+_dict_update = dict.update
 
 
 def declared(cls, attribute: str) -> tuple:
@@ -113,7 +126,7 @@ def report(obj) -> dict:
     out = {}
     for key, src in _declared_stats(type(obj)):
         v = getattr(obj, src) if isinstance(src, str) else src(obj)
-        out[key] = Counter(v) if isinstance(v, Counter) else v
+        out[key] = copy_counts(v) if isinstance(v, Counter) else v
     return out
 
 

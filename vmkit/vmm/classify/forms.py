@@ -114,7 +114,12 @@ def _form(line: str) -> _Form:
 
 def _display(insn: Insn, line: str) -> str:
     """Capstone's spelling, unless it does not assemble back to the same bytes (capstone prints
-    ``lcall [eax]`` as ``call ptr [eax]``): then the line as written."""
+    ``lcall [eax]`` as ``call ptr [eax]``): then the line as written. Where capstone spells
+    the line as written, it was just assembled to these bytes (the harness around it only
+    names symbols, which capstone's lower-case spelling never uses)."""
+    written = " ".join(line.split())
+    if insn.text == written:
+        return written
     from vmkit.isa.asm import assemble
     try:
         if assemble(insn.text + "\n", base=CODE).code == insn.raw:

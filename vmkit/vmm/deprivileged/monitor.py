@@ -13,7 +13,6 @@ from vmkit.machine.machine import Machine
 from vmkit.machine.rules import Descriptor
 from vmkit.trace import Emulation, InstructionRetired, Interrupt
 from vmkit.vmm import passthrough, state
-from vmkit.vmm.costs import counts_copy
 from vmkit.vmm.deprivileged.boot import boot_vm, build_vmm_area
 from vmkit.vmm.deprivileged.control import write_cr
 from vmkit.vmm.deprivileged.handlers import DEPRIVILEGED
@@ -372,7 +371,7 @@ class Deprivileged(HostedMonitor, MachineHooks):
         """Events by cost category. ``native`` is what the real CPU retired: an emulated
         instruction never retired there, so it is counted once, as ``emulate``; the delivery
         of every trap is in ``trap`` (reflections are the VMM's work after a trap)."""
-        counts = counts_copy(self.events)
+        counts = state.copy_counts(self.events)
         counts["native"] += self._host.steps
         counts["page_walk"] += self._host.walk_refs
         return counts

@@ -9,7 +9,6 @@ from vmkit.isa.faults import Fault
 from vmkit.machine.machine import Machine
 from vmkit.trace import Emulation, InstructionRetired
 from vmkit.vmm import passthrough, state
-from vmkit.vmm.costs import counts_copy
 from vmkit.vmm.hw.exits import _DEFAULT_HANDLERS
 from vmkit.vmm.hw.guestmmu import ept_violation, exception_exit, guest_invlpg, write_cr
 from vmkit.vmm.hw.inject import inject_fault
@@ -231,7 +230,7 @@ class HardwareAssisted(HostedMonitor):
         instruction the VMM completed counts once, as ``emulate``; every event the CPU delivered
         through a guest's IDT (injected ones included) is an ``exception`` (a fault) or an
         ``interrupt`` (a system call or an external interrupt)."""
-        counts = counts_copy(self.events)
+        counts = state.copy_counts(self.events)
         m = self._host
         counts["native"] += m.steps
         counts["page_walk"] += m.walk_refs
