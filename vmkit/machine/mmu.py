@@ -56,16 +56,20 @@ SILENT = frozenset({"fetch", "peek"})
 #: notebooks on the comparisons make some 250 machines), while filling a used one again is a
 #: memset (0.2 ms). A memory is taken again only when nothing but this list refers to it
 #: (its reference count says so: no closure, memoryview or object of the old machine kept
-#: it), so no one can see it reused; at most _SPARE_MAX a size are kept.
+#: it), so no one can see it reused. At most _SPARE_BYTES are kept (resident memory: a few
+#: machines' worth; the rest is freed as before).
 _SPARE: dict[int, list] = {}
-_SPARE_MAX = 8
+_SPARE_BYTES = 16 << 20
+_spare_total = 0
 
 
 def _spare_memory(size: int) -> bytearray | None:
     """A memory of ``size`` bytes that nothing refers to, filled with 0xAA again, or None."""
+    global _spare_total
     pool = _SPARE.get(size)
     while pool:
         mem = pool.pop()
+        _spare_total -= size
         if sys.getrefcount(mem) == 2:       # ``mem`` here, and getrefcount's argument
             import ctypes
             view = (ctypes.c_char * size).from_buffer(mem)
@@ -77,9 +81,10 @@ def _spare_memory(size: int) -> bytearray | None:
 
 def _give_back(mem: bytearray) -> None:
     """A machine is gone: its memory may serve the next one of the same size."""
-    pool = _SPARE.setdefault(len(mem), [])
-    if len(pool) < _SPARE_MAX:
-        pool.append(mem)
+    global _spare_total
+    if _spare_total + len(mem) <= _SPARE_BYTES:
+        _SPARE.setdefault(len(mem), []).append(mem)
+        _spare_total += len(mem)
 
 
 _U16 = struct.Struct("<H")
