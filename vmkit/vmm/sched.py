@@ -252,13 +252,15 @@ def machine_time(mon) -> float:
     # the sum of ``costs.price(counts).values()``, the same products added in the same order
     # (so the same float), without building the priced Counter: the scheduler asks at every
     # run chunk and VMM entry, and pricing was a twentieth of notebook 09's multi-VM cells.
-    # The cost of each category is read once per cost model (``_prices``); a category with
+    # The cost of each category is read once per cost model (``_PRICES``); a category with
     # no events adds its ``0 * cost``, a zero, which changes no sum of finite costs, so the
     # products are summed as they come (``map``) instead of filtered: the same float. A sum
     # that comes out 0 (nothing counted yet: the filtered sum is the int 0) and a model with
     # a cost that is not finite (0 * inf is nan) are priced as ``CostModel.price`` does.
     counts = mon.event_counts()
-    prices = _prices(mon.costs)
+    costs = mon.costs
+    hit = _PRICES.get(id(costs))
+    prices = hit[1] if hit is not None and hit[0] is costs else _price_table(costs)
     if prices is not None:
         try:
             t = sum(map(_mul, counts.values(), map(prices.__getitem__, counts)))
@@ -266,30 +268,26 @@ def machine_time(mon) -> float:
             t = 0
         if t:
             return t
-    costs = mon.costs
     return sum([n * costs.cost(k) for k, n in counts.items() if n])
 
 
 _mul = operator.mul
-#: cost model -> its cost per category (None: a cost that is not finite), for machine_time;
-#: a CostModel is frozen, equal models price alike, and the presets are few
+#: id of a cost model -> (the model, its cost per category; None when a cost is not a finite
+#: number), for machine_time. A CostModel is frozen; the model is kept, so its id stays its own.
 _PRICES: dict = {}
 
 
-def _prices(costs) -> dict | None:
-    hit = _PRICES.get(id(costs))
-    if hit is not None and hit[0] is costs:
-        return hit[1]
-    return _price_table(costs)
-
-
 def _price_table(costs) -> dict | None:
-    table = {k: getattr(costs, k) for k in costs.CATEGORIES}
-    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in table.values()):
+    try:
+        table = {k: getattr(costs, k) for k in costs.CATEGORIES}
+    except AttributeError:
+        table = None
+    if table is not None and not all(isinstance(v, (int, float)) and math.isfinite(v)
+                                     for v in table.values()):
         table = None
     if len(_PRICES) >= 64:
         _PRICES.clear()
-    _PRICES[id(costs)] = (costs, table)     # the model itself is kept: its id stays its own
+    _PRICES[id(costs)] = (costs, table)
     return table
 
 
