@@ -131,7 +131,7 @@ class HostedMonitor(Monitor):
     # ---- the one run loop ------------------------------------------------------------------
     def _total_steps(self) -> int:
         vms = self.vms
-        return vms[0].steps if len(vms) == 1 else sum(vm.steps for vm in vms)
+        return vms[0].steps if len(vms) == 1 else sum([vm.steps for vm in vms])
 
     def _run(self, max_steps: int, until, single: bool) -> RunResult:
         """The VMM's run loop: schedule a VM, do for its virtual CPU what the machine's run
