@@ -337,9 +337,9 @@ def test_code_kept_across_cr3_loads_changes_nothing_observable(monkeypatch, on):
     real = CodeCacheMixin.fetch_decode
     compiled = []       # instructions fetched and decoded (to compile them or make a block)
 
-    def counting(self, eip):
+    def counting(self, eip, *pa):
         compiled.append(eip)
-        return real(self, eip)
+        return real(self, eip, *pa)
     monkeypatch.setattr(CodeCacheMixin, "fetch_decode", counting)
     m = _spaces_machine(on, rewrite_at=15)
     kept = _observed(m, m.run(max_steps=100_000))
@@ -392,7 +392,7 @@ def test_a_restore_drops_the_code_of_the_bytes_it_replaces_and_keeps_the_rest(mo
     fetched = []
     real = CodeCacheMixin.fetch_decode
     monkeypatch.setattr(CodeCacheMixin, "fetch_decode",
-                        lambda self, eip: fetched.append(eip) or real(self, eip))
+                        lambda self, eip, *pa: fetched.append(eip) or real(self, eip, *pa))
     m.restore(before)
     m.run(max_steps=100)
     assert m.cpu.eax == 7 and fetched == []

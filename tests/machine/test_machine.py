@@ -730,3 +730,37 @@ def test_every_event_class_is_made_as_its_dataclass_would_make_it():
             e.step = 1
         with pytest.raises(TypeError):
             cls(7, *range(len(sig.parameters)))      # one positional argument too many
+
+
+def test_a_gone_machine_s_memory_serves_the_next_one_as_if_new_unless_still_referred_to(
+        monkeypatch):
+    """Memory of a collected machine is reused (filled with 0xAA again), never while anything
+    else still refers to it (a memoryview, a name); no more than _SPARE_BYTES are kept."""
+    import gc
+
+    from vmkit.machine import mmu
+    gc.collect()
+    monkeypatch.setattr(mmu, "_SPARE", {})
+    monkeypatch.setattr(mmu, "_spare_total", 0)
+    size = 5 << 20      # a size no other test's machines have
+    fresh = bytes(Machine(size).mem)
+    gc.collect()
+    old = [Machine(size) for _ in range(3)]
+    for m in old:
+        m.mem[:] = b"\x5C" * size       # a guest wrote everywhere
+    kept = memoryview(old[0].mem)       # still looked at
+    held = old[1].mem                   # still named
+    reused = id(old[2].mem)             # (a name would keep it from being reused)
+    ids = {id(m.mem) for m in old}
+    del old, m
+    gc.collect()
+    assert reused in {id(x) for x in mmu._SPARE[size]}
+    new = [Machine(size) for _ in range(3)]
+    assert reused in {id(m.mem) for m in new} and reused not in map(id, mmu._SPARE[size])
+    assert not any(m.mem is held or m.mem is kept.obj for m in new)
+    assert all(bytes(m.mem) == fresh for m in new)
+    assert held == b"\x5C" * size and kept[0] == 0x5C and len(ids) == 3
+    del new
+    gc.collect()
+    assert 0 < mmu._spare_total <= mmu._SPARE_BYTES
+    assert mmu._spare_total == sum(map(len, mmu._SPARE[size]))

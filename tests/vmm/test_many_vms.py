@@ -317,3 +317,73 @@ def test_snapshot_restores_the_scheduler(monitor):
     assert (mon.scheduler.state(), len(mon.switch_log), mon.world_switches) == state
     mon.run(max_steps=MAX_STEPS)
     assert [(vm.console, digest(vm.memory()), vm.result.reason) for vm in mon.vms] == first
+
+
+# ---- the scheduler's arithmetic, done cheaply, stays exact -------------------------------------
+def _priced(mon):
+    """Machine time as the cost model prices the counts, product by product, in their order."""
+    return sum(mon.costs.price(mon.event_counts()).values())
+
+
+@pytest.mark.parametrize("costs", [CostModel.default(), CostModel.preset("modern-2020"),
+                                   CostModel.default().with_(native=0.3, page_walk=7.25,
+                                                             trap=1e-3, world_switch=0.0),
+                                   CostModel.default().with_(native=1, trap=999)],
+                         ids=["default", "modern", "fractions", "ints"])
+def test_machine_time_is_the_priced_sum_at_every_switch(costs):
+    """machine_time (a price table per model, zero counts summed in) is the float the cost
+    model's pricing gives, at the start (nothing counted: the int 0) and at every world switch,
+    whatever the costs' type; a cost that is not finite is priced as the model does."""
+    mon = TrapAndEmulate(build("syscall"), build("compute"), scheduler="round-robin",
+                         quantum=8_000, costs=costs)
+    first = machine_time(mon)
+    assert first == _priced(mon) and type(first) is type(_priced(mon))
+    seen = []
+    mon.on("world_switch", lambda ev: seen.append((machine_time(mon), _priced(mon))))
+    mon.run(max_steps=60_000)
+    assert len(seen) > 3
+    for got, want in seen:
+        assert got == want and type(got) is type(want)
+    inf = TrapAndEmulate(build("hello"), costs=CostModel.default().with_(hypercall=float("inf")))
+    inf.run(max_steps=5_000)
+    assert machine_time(inf) == _priced(inf)
+
+
+@pytest.mark.parametrize("monitor", MULTI)
+def test_the_slice_budget_uses_the_machine_time_schedule_read(monitor, monkeypatch):
+    """The run loop hands the machine time _schedule read to the slice budget of the same
+    trip: on every trip it is what machine_time says then (nothing was counted between)."""
+    from vmkit.vmm.world import HostedMonitor
+    original = HostedMonitor._slice_budget
+    checked = []
+
+    def checking(self, now=None):
+        if now is not None:
+            assert now == machine_time(self)
+            checked.append(now)
+        return original(self, now)
+    monkeypatch.setattr(HostedMonitor, "_slice_budget", checking)
+    ticking = guests.build("compute", iterations=2_000, timer_period=20_000,
+                           timer_clock="machine")
+    mon = MONITORS[monitor](build("syscall"), ticking, build("ctxswitch"), scheduler="credit",
+                            weights=[2, 1, 1], quantum=6_000)
+    mon.run(max_steps=150_000)
+    assert len(checked) > 20 and mon.world_switches > 5
+
+
+def test_ept_map_range_is_map_page_by_page():
+    from vmkit.machine.machine import Machine
+    from vmkit.vmm.paging.nested import EPT
+    for size, gpa, hpa in ((4 << 20, 0, 5 << 20), ((4 << 20) + 0x1800, 0x3000, 0x7000),
+                           (0x1000, 0x3FF000, 0x9000), (9 << 20, 0x2000, 0x123000)):
+        made = []
+        for bulk in (False, True):
+            m = Machine(24 << 20)
+            ept = EPT(m, 0x100000, [0x100000 + a for a in range(0x1000, 0x100000, 0x1000)])
+            if bulk:
+                ept.map_range(gpa, hpa, size)
+            else:
+                for g in range(0, size, 0x1000):
+                    ept.map(gpa + g, hpa + g)
+            made.append((bytes(m.mem[0x100000:0x200000]), dict(ept.tables), list(ept.pool)))
+        assert made[0] == made[1], hex(size)

@@ -21,6 +21,7 @@ accessors for linear addresses in the current mode (the machine's own carry ``fi
 
 from __future__ import annotations
 
+import re
 import types
 from dataclasses import dataclass, field
 
@@ -234,7 +235,8 @@ def source_of(insn: Insn) -> str:
 
 def code_of(insn: Insn) -> types.CodeType | str:
     """Code object for ``insn`` (process-wide cache keyed by address and bytes), or the reason
-    the kit cannot run it (a string)."""
+    the kit cannot run it (a string). The same bytes at another address are moved rather
+    than compiled again where that is exact (:func:`_moved`)."""
     key = (insn.address, insn.raw)
     c = _CODE_CACHE.get(key)
     if c is None:
@@ -243,12 +245,118 @@ def code_of(insn: Insn) -> types.CodeType | str:
         except Unsupported as ex:
             c = str(ex) or insn.mnemonic
         else:
-            mod = compile(src, f"<{insn.address:#010x}: {insn.text}>", "exec")
-            c = next(k for k in mod.co_consts if isinstance(k, types.CodeType))
+            filename = f"<{insn.address:#010x}: {insn.text}>"
+            c = _moved(insn, src, filename)
+            if c is None:
+                mod = compile(src, filename, "exec")
+                c = next(k for k in mod.co_consts if isinstance(k, types.CodeType))
+                _learn_move(insn, src, c)
         if len(_CODE_CACHE) >= _CODE_CACHE_MAX:
             _CODE_CACHE.clear()
+            _MOVES.clear()
         _CODE_CACHE[key] = c
     return c
+
+
+# Moving compiled instructions. Guests whose kernels differ a little (another guest, another
+# parameter) run the same instruction bytes at shifted addresses: notebook 08 compiled 3,938
+# instructions holding 938 distinct byte strings, about 0.1 ms of ``compile`` each. An
+# instruction's source depends on its address only through literals of its own address and
+# the next ones (``C.eip = next``, a REP loop's restart) and of a relative branch's target:
+# the code at address B is the code at A with those constants (A + k, k < 16 or the
+# target's distance) moved to B + k.
+# That is used only where it is exact, down to the column table of tracebacks: between
+# addresses whose literals have the same lengths (the key holds the address's), the first two
+# addresses a byte string is compiled at are compiled both, and it moves from then on only if
+# the code of the second was the first one's moved (no folded expression or merged constant
+# involves the address), and at each new address only if the source there is the first
+# one's with those literals moved, each as long as before.
+_MOVES: dict[tuple, tuple | None] = {}
+_HEX = re.compile(r"0x[0-9a-f]+")
+
+
+def _offsets(insn: Insn) -> frozenset:
+    """The distances from ``insn``'s address of the values its source may hold because of
+    its address: the next 16 bytes, and a relative branch's target (modulo 2**32)."""
+    ops = insn.operands
+    name = insn.mnemonic.split()[-1]
+    if (len(ops) == 1 and isinstance(ops[0], Imm) and ops[0].size == 4
+            and (name[0] == "j" or name in ("call", "loop", "loope", "loopne"))):
+        return _NEAR | {(ops[0].value - insn.address) & 0xFFFFFFFF}
+    return _NEAR
+
+
+_NEAR = frozenset(range(16))
+
+
+def _literal_pieces(src: str, base: int, offsets: frozenset) -> list:
+    """``src`` split at the hexadecimal literals of ``base + k`` for k in ``offsets``
+    (modulo 2**32): text, and k for such a literal."""
+    out: list = []
+    at = 0
+    for m in _HEX.finditer(src):
+        k = (int(m.group(0), 16) - base) & 0xFFFFFFFF
+        if k in offsets:
+            out.append(src[at:m.start()])
+            out.append(k)
+            at = m.end()
+    out.append(src[at:])
+    return out
+
+
+def _moved_source(pieces: list, base: int, b: int) -> str | None:
+    """The source split by :func:`_literal_pieces` with ``base + k`` moved to ``b + k``, or
+    None when a moved literal is longer or shorter (the code's column table would differ)."""
+    out = []
+    for p in pieces:
+        if p.__class__ is not str:
+            t = f"{(b + p) & 0xFFFFFFFF:#x}"
+            if len(t) != len(f"{(base + p) & 0xFFFFFFFF:#x}"):
+                return None
+            p = t
+        out.append(p)
+    return "".join(out)
+
+
+def _moved_code(code: types.CodeType, old: int, new: int, offsets: frozenset,
+                filename: str) -> types.CodeType:
+    """``code`` with every integer constant ``old + k`` (k in ``offsets``, modulo 2**32)
+    replaced by ``new + k``, in nested code too, named ``filename``."""
+    consts = tuple(
+        (new + c - old) & 0xFFFFFFFF
+        if type(c) is int and 0 <= c < 1 << 32 and (c - old) & 0xFFFFFFFF in offsets
+        else _moved_code(c, old, new, offsets, filename) if isinstance(c, types.CodeType)
+        else c
+        for c in code.co_consts)
+    return code.replace(co_consts=consts, co_filename=filename)
+
+
+def _moved(insn: Insn, src: str, filename: str) -> types.CodeType | None:
+    """The code of ``insn`` moved from the address its bytes were first compiled at, when that
+    is known to be exact (see above) and its source here is that one's moved; else None."""
+    seen = _MOVES.get((insn.raw, len(f"{insn.address:#x}")))
+    if seen is None or not seen[0]:
+        return None
+    _, base, pieces, code, offsets = seen
+    if _moved_source(pieces, base, insn.address) != src:
+        return None
+    return _moved_code(code, base, insn.address, offsets, filename)
+
+
+def _learn_move(insn: Insn, src: str, code: types.CodeType) -> None:
+    """After compiling ``insn``: remember the first address of its bytes; at the second,
+    whether moving the first one's code gives exactly what was compiled."""
+    key = (insn.raw, len(f"{insn.address:#x}"))
+    seen = _MOVES.get(key, 0)
+    if seen == 0:
+        offsets = _offsets(insn)
+        _MOVES[key] = (False, insn.address, _literal_pieces(src, insn.address, offsets), code,
+                       offsets)
+    elif seen is not None and not seen[0] and seen[1] != insn.address:
+        _, base, pieces, first, offsets = seen
+        ok = (_moved_source(pieces, base, insn.address) == src
+              and _moved_code(first, base, insn.address, offsets, "") == code)
+        _MOVES[key] = (True, base, pieces, first, offsets) if ok else None
 
 
 def compile_insn(insn: Insn, globals_: dict):

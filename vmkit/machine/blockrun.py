@@ -60,11 +60,11 @@ class BlockRunMixin:
             b = blk.translate(self, eip)
             pa = b[7] if b is not None else self.code_address(eip)
         elif eip in blk._MADE_AT:   # made in this process (another machine): bind it now
-            b = blk.translate(self, eip, made_only=True)
+            b = blk.translate(self, eip, made_only=True, pa=pa)
         else:
             b = None
         if b is None:
-            f = self._icache.get(eip) or self._compile(eip)
+            f = self._icache.get(eip) or self._compile(eip, pa)
             if old is None:
                 # the count goes on from before the last flush (a CR3 load, a world switch):
                 # started afresh at every flush, code that runs between two flushes was never

@@ -259,7 +259,7 @@ def _fold_constant_ifs(body: list) -> list:
     return out
 
 
-def translate(m, eip: int, made_only: bool = False):
+def translate(m, eip: int, made_only: bool = False, pa: int | None = None):
     """Build the block starting at linear ``eip`` in the machine's current mode. Returns
     ``(function, n, addresses, line_starts, code, insns, source, physical)`` or None when no
     block of two or more instructions starts there (the caller then runs single instructions).
@@ -269,13 +269,20 @@ def translate(m, eip: int, made_only: bool = False):
     their whole 15-byte fetch window lies in that page (so no fetch touches the TLB, the
     accessed bits or a fault that the per-instruction path would not). With ``made_only``
     the block is returned only when this process has made it already (``_MADE``), else
-    None: binding a made block costs little, building one a few milliseconds."""
+    None: binding a made block costs little, building one a few milliseconds. ``pa``: the
+    machine's ``code_address(eip)`` just found, not translated again (each translation
+    spared counts its TLB hit, as ``Machine.fetch_decode`` does)."""
     hook = m._hook_intercept
-    first = m.fetch_decode(eip)
+    first = m.fetch_decode(eip, pa)
     if first is None or first.id == 0 or (eip & 0xFFF) + first.size > 0x1000:
         return None
     paging = m.cpu.cr0 & CR0_PG or m.nested is not None
-    pa0 = m.translate(eip, False, m.cpu.cpl == 3) if paging else eip
+    if pa is None:
+        pa0 = m.translate(eip, False, m.cpu.cpl == 3) if paging else eip
+    else:
+        pa0 = pa
+        if paging:
+            m.tlb_hits += 1
     insns = []
     a = eip
     insn = first

@@ -70,8 +70,14 @@ class CodeCacheMixin:
         self._bcache = self._bcache_sup
 
     # ---- fetching and compiling -----------------------------------------------------------
-    def fetch_decode(self, eip: int) -> Insn | None:
-        """Fetch up to 15 bytes at linear ``eip`` (with fetch permission) and decode."""
+    def fetch_decode(self, eip: int, pa: int | None = None) -> Insn | None:
+        """Fetch up to 15 bytes at linear ``eip`` (with fetch permission) and decode. ``pa``:
+        :meth:`code_address` of ``eip``, just found (the window lies in its page): the one
+        translation is a TLB hit then, counted as such without being done again."""
+        if pa is not None:
+            if self.cpu.cr0 & CR0_PG or self.nested is not None:
+                self.tlb_hits += 1
+            return DECODER.decode(eip, self.phys_read(pa, 15, "fetch"))
         window = bytearray()
         user = self.cpu.cpl == 3
         paging = self.cpu.cr0 & CR0_PG or self.nested is not None
@@ -101,17 +107,23 @@ class CodeCacheMixin:
             return self.translate(eip, False, self.cpu.cpl == 3, True)
         return eip
 
-    def _compile(self, eip: int):
+    def _compile(self, eip: int, pa=-1):
         """The compiled instruction at ``eip`` in the current live icache: the kept one at its
-        physical address, else decoded and compiled (and kept)."""
+        physical address, else decoded and compiled (and kept). ``pa``: what
+        :meth:`code_address` gave for ``eip`` just before (the caller's, in the same mode),
+        so that it is not translated again: each translation it spares counts its TLB hit,
+        as the translation would."""
         tag = 1 if self._icache is self._icache_usr else 0
-        pa = self.code_address(eip)
+        if pa == -1:
+            pa = self.code_address(eip)
+        elif pa is not None and (self.cpu.cr0 & CR0_PG or self.nested is not None):
+            self.tlb_hits += 1      # code_address again: a TLB hit
         if pa is not None:
             fn = self._code_sets[tag][0].get((eip, pa))
             if fn is not None:
                 self._icache[eip] = fn
                 return fn
-        insn = self.fetch_decode(eip)
+        insn = self.fetch_decode(eip, pa)
         if insn is None or insn.id == 0:
             raise Fault(6, detail=f"undefined or unsupported encoding at {eip:#010x}"
                         + (f" ({insn.text})" if insn else ""))

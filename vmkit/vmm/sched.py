@@ -59,6 +59,9 @@ Without ``scheduler=`` a monitor keeps its historical behaviour: round robin eve
 
 from __future__ import annotations
 
+import math
+import operator
+
 from vmkit.errors import VmkitError
 
 __all__ = ["Scheduler", "RoundRobin", "CreditScheduler", "make_scheduler", "timer_clocks",
@@ -248,32 +251,66 @@ def machine_time(mon) -> float:
     """Machine time: the cost model's cycles so far, all VMs together."""
     # the sum of ``costs.price(counts).values()``, the same products added in the same order
     # (so the same float), without building the priced Counter: the scheduler asks at every
-    # run chunk and VMM entry, and pricing was a twentieth of notebook 09's multi-VM cells
+    # run chunk and VMM entry, and pricing was a twentieth of notebook 09's multi-VM cells.
+    # The cost of each category is read once per cost model (``_PRICES``); a category with
+    # no events adds its ``0 * cost``, a zero, which changes no sum of finite costs, so the
+    # products are summed as they come (``map``) instead of filtered: the same float. A sum
+    # that comes out 0 (nothing counted yet: the filtered sum is the int 0) and a model with
+    # a cost that is not finite (0 * inf is nan) are priced as ``CostModel.price`` does.
+    counts = mon.event_counts()
     costs = mon.costs
-    try:    # getattr is what costs.cost(k) does, without a call per category
-        return sum([n * getattr(costs, k) for k, n in mon.event_counts().items() if n])
+    hit = _PRICES.get(id(costs))
+    prices = hit[1] if hit is not None and hit[0] is costs else _price_table(costs)
+    if prices is not None:
+        try:
+            t = sum(map(_mul, counts.values(), map(prices.__getitem__, counts)))
+        except KeyError:    # a category the model does not have: its error, below
+            t = 0
+        if t:
+            return t
+    return sum([n * costs.cost(k) for k, n in counts.items() if n])
+
+
+_mul = operator.mul
+#: id of a cost model -> (the model, its cost per category; None when a cost is not a finite
+#: number), for machine_time. A CostModel is frozen; the model is kept, so its id stays its own.
+_PRICES: dict = {}
+
+
+def _price_table(costs) -> dict | None:
+    try:
+        table = {k: getattr(costs, k) for k in costs.CATEGORIES}
     except AttributeError:
-        return sum([n * costs.cost(k) for k, n in mon.event_counts().items() if n])  # its error
+        table = None
+    if table is not None and not all(isinstance(v, (int, float)) and math.isfinite(v)
+                                     for v in table.values()):
+        table = None
+    if len(_PRICES) >= 64:
+        _PRICES.clear()
+    _PRICES[id(costs)] = (costs, table)
+    return table
 
 
-def _cycle_budget(mon) -> int:
+def _cycle_budget(mon, now=None) -> int:
     """Instructions the running VM may retire before its slice (in machine cycles) ends: an
-    upper bound, as every instruction costs at least ``native`` cycles."""
-    left = mon._slice_end - machine_time(mon)
+    upper bound, as every instruction costs at least ``native`` cycles. ``now``: the machine
+    time, when the caller has it (nothing counted since)."""
+    left = mon._slice_end - (machine_time(mon) if now is None else now)
     n = max(1, int(left / max(mon.costs.native, 1e-9)))
     # page walks and other costs inside a direct-execution run are not known in advance: run
     # in chunks of at most a quarter slice and look at the machine's time again
     return min(n, max(1, int(mon.scheduler.quantum / 4 / max(mon.costs.native, 1e-9))))
 
 
-def _schedule_machine_time(mon, preempted) -> None:
+def _schedule_machine_time(mon, preempted) -> float:
     """Scheduling on machine time: ask the scheduler at the end of each slice (or when the
-    running VM stops), charge the slice's cycles to the VM that ran, world-switch if needed."""
+    running VM stops), charge the slice's cycles to the VM that ran, world-switch if needed.
+    Returns the machine time after all that (what ``machine_time`` would say)."""
     vms, sch = mon.vms, mon.scheduler
     cur = vms[mon.current]
     now = machine_time(mon)
     if mon._slice_start is not None and cur.result is None and now < mon._slice_end:
-        return
+        return now
     if mon._slice_start is not None:
         sch.charge(cur, now - mon._slice_start)
         if cur.result is None:
@@ -281,19 +318,21 @@ def _schedule_machine_time(mon, preempted) -> None:
     idx = sch.pick(vms, now)
     if idx != mon.current:
         mon._world_switch(idx)
-    mon._slice_start = machine_time(mon)
-    mon._slice_end = mon._slice_start + sch.quantum
+    mon._slice_start = now = machine_time(mon)
+    mon._slice_end = now + sch.quantum
+    return now
 
 
-def _sync_machine_timer(mon) -> None:
+def _sync_machine_timer(mon, now=None) -> None:
     """If the running VM's timer runs on machine time (``machine_timer=True``, or its image
     built with ``timer_clock="machine"``), its clock is brought up to the machine's (in
     native-instruction units) at every entry into the VMM, so the time it spent descheduled,
-    and the VMM's own work, count too. A VM whose timer is on guest time is left alone."""
+    and the VMM's own work, count too. A VM whose timer is on guest time is left alone.
+    ``now``: the machine time, when the caller has it (nothing counted since)."""
     if mon.timer_clocks[mon.current] != "machine":
         return
     m = mon._host
-    t = int(machine_time(mon) / max(mon.costs.native, 1e-9))
+    t = int((machine_time(mon) if now is None else now) / max(mon.costs.native, 1e-9))
     if t > m.clock:
         m.clock = t
 

@@ -45,12 +45,12 @@ def sharing_experiment(guest="compute", counts=(1, 2, 4, 8), monitor: str = "te"
                          f"{monitor!r}")
     cls = MONITORS[monitor]
     rows = []
+    image = None
     for n in counts:
-        if isinstance(guest, str):
-            images = [guests.build(guest, timer_period=timer_period, **params)
-                      for _ in range(n)]
-        else:
-            images = [guest] * n
+        if image is None:   # one image serves every VM of every row (as a GuestImage does)
+            image = (guests.build(guest, timer_period=timer_period, **params)
+                     if isinstance(guest, str) else guest)
+        images = [image] * n
         kw = {} if costs is None else {"costs": costs}
         mon = cls(*images, scheduler=scheduler, quantum=quantum, machine_timer=True, **kw)
         finished: dict[int, float] = {}

@@ -21,6 +21,10 @@ from vmkit.vmm.ops import MonitorOps
 from vmkit.vmm.sched import (_cycle_budget, _sched_state, _schedule_machine_time, _set_sched_state,
                              _sync_machine_timer, machine_time)
 
+#: what a VM's part of the VMM area starts as (one object: a new ``bytes(MiB)`` a VM cost a
+#: millisecond of page faults)
+_ZERO_MIB = bytes(MiB)
+
 __all__ = ["HostedMonitor", "VMStop", "DEFAULT_SLICE"]
 
 DEFAULT_SLICE = 20_000
@@ -53,6 +57,10 @@ class HostedMonitor(Monitor):
     #: (:meth:`_declared_state`); each monitor's stats read the same attributes
     monitor_state: tuple = ("events", "current", "_slice_end", "hidden_page_faults",
                             "world_switches", "pt_traps", "refused_io")
+
+    #: the machine time the last ``_schedule`` read (None: it read none), for the slice budget
+    #: of the same trip of the run loop: a value of one trip, not state
+    _sched_now = None
 
     @classmethod
     def _declared_state(cls) -> tuple:
@@ -127,7 +135,7 @@ class HostedMonitor(Monitor):
     # ---- the one run loop ------------------------------------------------------------------
     def _total_steps(self) -> int:
         vms = self.vms
-        return vms[0].steps if len(vms) == 1 else sum(vm.steps for vm in vms)
+        return vms[0].steps if len(vms) == 1 else sum([vm.steps for vm in vms])
 
     def _run(self, max_steps: int, until, single: bool) -> RunResult:
         """The VMM's run loop: schedule a VM, do for its virtual CPU what the machine's run
@@ -141,7 +149,7 @@ class HostedMonitor(Monitor):
         end = start + max_steps
         skip_bp = True      # a run may continue from a breakpoint, as Machine.run
         while True:
-            vm = self._schedule()
+            vm = self._schedule()    # (and self._sched_now: the machine time it read)
             if vm is None:
                 res = self._all_stopped()
                 break
@@ -174,7 +182,9 @@ class HostedMonitor(Monitor):
                 deadline = min(deadline, dv.next_tick)
             budget = end - total                   # host steps never outnumber guest steps
             if len(self.vms) > 1:
-                budget = min(budget, self._slice_budget())
+                # nothing was counted since _schedule read the machine time: what came
+                # between (root work, delivery, halt) did nothing, or the loop went round
+                budget = min(budget, self._slice_budget(self._sched_now))
             ops.enter(self, vm, deadline)
             g0 = vm.steps
             try:
@@ -202,11 +212,12 @@ class HostedMonitor(Monitor):
         d.irr = d.isr = 0
         d.next_tick = deadline
 
-    def _slice_budget(self) -> int:
-        """Host instructions the running VM may retire before its time slice ends."""
+    def _slice_budget(self, now=None) -> int:
+        """Host instructions the running VM may retire before its time slice ends (``now``:
+        the machine time, when the caller has it)."""
         if self.scheduler is None:
             return max(1, self._slice_end - self._slice_clock())
-        return _cycle_budget(self)
+        return _cycle_budget(self, now)
 
     # ---- memory ----------------------------------------------------------------------------
     def _plan_slices(self) -> int:
@@ -228,7 +239,7 @@ class HostedMonitor(Monitor):
         powers on: the boot GDT at ``BOOT_GDT``, then the image, at guest-physical addresses
         (the rest of the slice keeps its power-on 0xAA)."""
         mem = self._host.mem
-        mem[vm.vmm_base:vm.vmm_base + MiB] = bytes(MiB)
+        mem[vm.vmm_base:vm.vmm_base + MiB] = _ZERO_MIB
         boot = BOOT_GDT_BYTES
         mem[vm.slice_base + BOOT_GDT:vm.slice_base + BOOT_GDT + len(boot)] = boot
         for addr, data in vm.image.loads:
@@ -257,15 +268,19 @@ class HostedMonitor(Monitor):
             if self.machine_timer:
                 _sync_machine_timer(self)
             return vm
-        running = [vm for vm in self.vms if vm.result is None]
-        if not running:
-            return None
-        if self.scheduler is not None and len(self.vms) > 1:
-            _schedule_machine_time(self, self._preempted)
+        self._sched_now = now = None
+        for vm in self.vms:
+            if vm.result is None:
+                break
+        else:
+            return None     # none running
+        if self.scheduler is not None:
+            now = _schedule_machine_time(self, self._preempted)
         else:
             self._schedule_rr()
         if self.machine_timer:
-            _sync_machine_timer(self)
+            _sync_machine_timer(self, now)
+        self._sched_now = now
         return self.vms[self.current]
 
     def _schedule_rr(self) -> None:

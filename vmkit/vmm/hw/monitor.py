@@ -22,6 +22,10 @@ from vmkit.vmm.sched import _init_scheduling
 from vmkit.vmm.world import DEFAULT_SLICE, HostedMonitor
 
 
+#: event name (``delivered``'s keys) -> True for a system call or an interrupt, False for a fault
+_INTERRUPT: dict = {}
+
+
 class HardwareAssisted(HostedMonitor):
     """Hardware-assisted virtualization, VT-x style (see the module text).
 
@@ -232,14 +236,23 @@ class HardwareAssisted(HostedMonitor):
         ``interrupt`` (a system call or an external interrupt)."""
         counts = state.copy_counts(self.events)
         m = self._host
-        counts["native"] += m.steps
-        counts["page_walk"] += m.walk_refs
+        get = counts.get    # (+= on a Counter calls its __missing__ for a new key)
+        counts["native"] = get("native", 0) + m.steps
+        counts["page_walk"] = get("page_walk", 0) + m.walk_refs
         # a fault delivered in non-root mode is priced as natively (``exception``), a system
-        # call or interrupt as ``interrupt``
-        faults = sum(n for k, n in self.delivered.items()
-                     if not k.startswith(("int ", "irq ")))
-        counts["interrupt"] += sum(self.delivered.values()) - faults
-        counts["exception"] += faults
+        # call or interrupt as ``interrupt`` (the scheduler prices the counts at every run
+        # chunk: each event name's kind is looked up once a process, _INTERRUPT)
+        interrupts = faults = 0
+        for k, n in self.delivered.items():
+            kind = _INTERRUPT.get(k)
+            if kind is None:
+                kind = _INTERRUPT[k] = k.startswith(("int ", "irq "))
+            if kind:
+                interrupts += n
+            else:
+                faults += n
+        counts["interrupt"] = get("interrupt", 0) + interrupts
+        counts["exception"] = get("exception", 0) + faults
         return counts
 
     # ---- snapshots ---------------------------------------------------------------------------
