@@ -26,6 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import checkouts   # benchmarks/checkouts.py: --before and --repeat
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: run in a child process with the checkout's code on PYTHONPATH; prints one JSON line
@@ -91,22 +93,9 @@ def measure(tree: Path) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bench_assemble.py", description=__doc__.split("\n")[0])
-    p.add_argument("--before", type=Path, help="another checkout of the kit to time beside "
-                   "this one (its vmkit package)")
-    p.add_argument("--repeat", type=int, default=3,
-                   help="fresh processes per checkout; the best is reported (default 3)")
+    checkouts.add_options(p, "fresh processes per checkout; the best is reported (default 3)")
     a = p.parse_args(argv)
-    if a.repeat < 1:
-        print("bench_assemble.py: --repeat must be at least 1", file=sys.stderr)
-        return 2
-    trees = []
-    if a.before is not None:
-        if not (a.before / "vmkit").is_dir():
-            print(f"bench_assemble.py: --before {a.before}: no vmkit package there",
-                  file=sys.stderr)
-            return 2
-        trees.append(("before", a.before.resolve()))
-    trees.append(("after", ROOT))
+    trees = checkouts.checkouts("bench_assemble.py", a, ROOT)
     best: dict = {}
     for _ in range(a.repeat):
         for label, tree in trees:           # alternating: the machine's load hits both alike

@@ -24,6 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import checkouts   # benchmarks/checkouts.py: --before and --repeat
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: run in a child process with the checkout's code on PYTHONPATH; prints one JSON line
@@ -64,23 +66,10 @@ def measure(tree: Path, what: str) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bench_classify.py", description=__doc__.split("\n")[0])
-    p.add_argument("--before", type=Path, help="another checkout of the kit to time beside "
-                   "this one (its vmkit package)")
-    p.add_argument("--repeat", type=int, default=3,
-                   help="fresh processes per checkout and user; the best is reported "
-                   "(default 3)")
+    checkouts.add_options(p, "fresh processes per checkout and user; the best is reported "
+                          "(default 3)")
     a = p.parse_args(argv)
-    if a.repeat < 1:
-        print("bench_classify.py: --repeat must be at least 1", file=sys.stderr)
-        return 2
-    trees = []
-    if a.before is not None:
-        if not (a.before / "vmkit").is_dir():
-            print(f"bench_classify.py: --before {a.before}: no vmkit package there",
-                  file=sys.stderr)
-            return 2
-        trees.append(("before", a.before.resolve()))
-    trees.append(("after", ROOT))
+    trees = checkouts.checkouts("bench_classify.py", a, ROOT)
     best: dict = {}
     for _ in range(a.repeat):
         for what in _WHAT:
