@@ -142,13 +142,8 @@ def test_python_m_nbtools_still_works():
     assert all(cmd in usage.stdout for cmd in ("execute", "slides", "check"))
 
 
-_RELEASE_SCRIPT = r'''
-import gc
-from vmkit import guests
-from vmkit.nbtools.runtime import release_memory_after_cells
-from vmkit.vmm import Native, TrapAndEmulate
-
-
+#: an IPython shell as release_memory_after_cells sees it: events to register callbacks with
+_FAKE_SHELL = r'''
 class Events:
     def __init__(self):
         self.callbacks = []
@@ -159,6 +154,13 @@ class Events:
 
 class Shell:
     events = Events()
+'''
+
+_RELEASE_SCRIPT = _FAKE_SHELL + r'''
+import gc
+from vmkit import guests
+from vmkit.nbtools.runtime import release_memory_after_cells
+from vmkit.vmm import Native, TrapAndEmulate
 
 
 def rss():
@@ -193,24 +195,12 @@ def test_a_kernel_gives_the_memory_of_dropped_monitors_back():
     assert int(out.split()[-1]) >= 24, out      # 8 guests of 4 MiB: most of 32 MiB back
 
 
-_SKIP_SCRIPT = r'''
+_SKIP_SCRIPT = _FAKE_SHELL + r'''
 import gc
 import weakref
 from vmkit import guests
 from vmkit.nbtools.runtime import release_memory_after_cells
 from vmkit.vmm import Native
-
-
-class Events:
-    def __init__(self):
-        self.callbacks = []
-
-    def register(self, name, callback):
-        self.callbacks.append((name, callback))
-
-
-class Shell:
-    events = Events()
 
 
 gc.disable()                            # only the hook collects

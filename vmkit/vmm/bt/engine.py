@@ -65,27 +65,20 @@ def run_kernel(bt, vm: TEVM, budget: int, until, single: bool) -> RunResult:
                 first = False
                 tf = cpu.ef & TF
                 if bps is not None and not tf and not tr.want_insns:
-                    step_kernel(bt, vm, limit - done, bps)
-                    if vm.steps == before:
-                        stuck += 1
-                        if stuck > 1000:
-                            raise _VMStop("crash", f"the translator made no progress at "
-                                                   f"{cpu.eip:#010x}")
-                    else:
-                        stuck = 0
-                    continue
-                text = guest_text(bt, vm, eip) if tr.wants_instructions() else ""
-                step_kernel(bt, vm, 1)
-                if vm.steps > before:
-                    if text:
-                        tr.add(InstructionRetired(m.clock, address=eip, text=text,
-                                                  ring=cpu.cpl, vm=vm.index))
-                    if tf and vc.cpl == 0 and not m.exit_request:
-                        bt.on_exception(1, Fault(1, detail="single-step trap (TF)"),
-                                           "exception", None)
-                if until is not None and until(m):
-                    reason = "until"
-                    break
+                    step_kernel(bt, vm, limit - done, bps)     # (until is None here)
+                else:
+                    text = guest_text(bt, vm, eip) if tr.wants_instructions() else ""
+                    step_kernel(bt, vm, 1)
+                    if vm.steps > before:
+                        if text:
+                            tr.add(InstructionRetired(m.clock, address=eip, text=text,
+                                                      ring=cpu.cpl, vm=vm.index))
+                        if tf and vc.cpl == 0 and not m.exit_request:
+                            bt.on_exception(1, Fault(1, detail="single-step trap (TF)"),
+                                               "exception", None)
+                    if until is not None and until(m):
+                        reason = "until"
+                        break
             else:
                 step_kernel(bt, vm, limit - done)
             if vm.steps == before:
