@@ -17,6 +17,14 @@ from vmkit.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _python(code: str) -> str:
+    """What ``code`` prints, run by this Python in a fresh process in the checkout (the
+    process state a kernel starts from; a failure raises with its output)."""
+    import subprocess
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=ROOT).stdout
+
+
 def test_a_checkout_finds_its_own_material():
     """Does the kit, run from this checkout, use the checkout's folders?"""
     assert resources.checkout_root() == ROOT
@@ -30,11 +38,8 @@ def test_a_checkout_finds_its_own_material():
 def test_nbtools_loads_only_what_a_notebook_needs():
     """Does `from vmkit.nbtools import notebook_setup` leave the slide builder and the
     execution tools unloaded?"""
-    import subprocess
-    out = subprocess.run([sys.executable, "-c", "import sys; "
-                          "from vmkit.nbtools import notebook_setup; "
-                          "print(sorted(m for m in sys.modules if m.startswith('vmkit')))"],
-                         capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    out = _python("import sys; from vmkit.nbtools import notebook_setup; "
+                  "print(sorted(m for m in sys.modules if m.startswith('vmkit')))")
     assert "vmkit.nbtools.runtime" in out
     assert "vmkit.nbtools.slides" not in out and "vmkit.nbtools.hygiene" not in out
     assert "nbconvert" not in out
@@ -43,14 +48,12 @@ def test_nbtools_loads_only_what_a_notebook_needs():
 def test_matplotlib_is_configured_when_first_imported_not_before():
     """Does notebook_setup() leave matplotlib unloaded (a notebook without plots saves its
     memory) and still give it the repeatable SVG settings once something imports it?"""
-    import subprocess
     code = ("import sys; import vmkit.nbtools as t; t.notebook_setup(); t.notebook_setup(); "
             "print('matplotlib' in sys.modules); from matplotlib.figure import Figure; "
             "import matplotlib; print(matplotlib.rcParams['svg.hashsalt'], "
             "matplotlib.rcParams['svg.fonttype'], "
             "type(matplotlib.__loader__).__name__ != '_ThenLoader')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=ROOT).stdout.split()
+    out = _python(code).split()
     assert out == ["False", "vmkit", "path", "True"], out
 
 
@@ -189,9 +192,7 @@ print(before - rss())
 def test_a_kernel_gives_the_memory_of_dropped_monitors_back():
     """Does notebook_setup's hook (once per kernel) give the guest memory of monitors a cell
     dropped back to the system, also after glibc would have raised its mmap threshold?"""
-    import subprocess
-    out = subprocess.run([sys.executable, "-c", _RELEASE_SCRIPT], capture_output=True,
-                         text=True, check=True, cwd=ROOT).stdout
+    out = _python(_RELEASE_SCRIPT)
     assert int(out.split()[-1]) >= 24, out      # 8 guests of 4 MiB: most of 32 MiB back
 
 
@@ -225,9 +226,7 @@ def test_the_end_of_cell_collection_runs_only_after_cells_that_made_a_machine():
     """A full collection after every cell walked all the lecture's objects (20-70 ms a cell,
     a third of the cells make no machine): is it skipped after a cell that made no machine,
     and does a monitor dropped then go at the next cell that makes one?"""
-    import subprocess
-    out = subprocess.run([sys.executable, "-c", _SKIP_SCRIPT], capture_output=True,
-                         text=True, check=True, cwd=ROOT).stdout.split()
+    out = _python(_SKIP_SCRIPT).split()
     assert out == ["kept", "True", "freed", "True"], out
 
 
@@ -235,7 +234,6 @@ def test_a_set_up_kernel_collects_its_young_objects_less_often():
     """notebook_setup in a kernel raises the collector's young-generation threshold (a full
     collection walks everything a lecture holds; promoted short-lived objects set it off):
     is it raised in a shell, and left alone where there is no shell?"""
-    import subprocess
     script = ("import gc, vmkit.nbtools\n"
               "from vmkit.nbtools.runtime import YOUNG_COLLECTION_THRESHOLD as T\n"
               "before = gc.get_threshold()\n"
@@ -245,6 +243,5 @@ def test_a_set_up_kernel_collects_its_young_objects_less_often():
               "InteractiveShell.instance()\n"
               "vmkit.nbtools.notebook_setup()\n"
               "print(before == alone, gc.get_threshold() == (T,) + before[1:], T > before[0])\n")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, cwd=ROOT).stdout.split()
+    out = _python(script).split()
     assert out == ["True", "True", "True"], out
